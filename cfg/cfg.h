@@ -1,0 +1,241 @@
+/*
+ * cfg.h - the immutable relayq configuration, and the small helpers
+ * (logging, allocation, sysexits) that every other module shares.
+ *
+ * A configuration is parsed once by cfg_load() from a table of
+ * {name, type, default, min, max, unit, help}; the result never changes
+ * afterwards, so it may be shared freely and replaced wholesale on reload.
+ * Every fallback (per-domain section -> global key, per-class key -> plain
+ * key -> class default, timeout.PHASE.first -> timeout.PHASE) is resolved at
+ * load time: a lookup is an array index.
+ *
+ * Ownership: cfg_load() returns a struct cfg the caller frees with
+ * cfg_free(); every pointer a lookup returns lives as long as the cfg.
+ */
+#ifndef RELAYQ_CFG_H
+#define RELAYQ_CFG_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define RELAYQ_VERSION "0.1.0"
+
+/* sysexits.h values, named here so every module uses the same ones. */
+enum rq_exit {
+	RQ_EX_OK = 0,
+	RQ_EX_USAGE = 64,
+	RQ_EX_DATAERR = 65,
+	RQ_EX_NOINPUT = 66,
+	RQ_EX_SOFTWARE = 70,
+	RQ_EX_OSERR = 71,
+	RQ_EX_CANTCREAT = 73,
+	RQ_EX_IOERR = 74,
+	RQ_EX_TEMPFAIL = 75,
+	RQ_EX_NOPERM = 77,
+	RQ_EX_CONFIG = 78,
+};
+
+/* Priority classes; dsn is the class of notices relayq itself sends. */
+enum cfg_class {
+	CFG_URGENT = 0,
+	CFG_NORMAL = 1,
+	CFG_NONURGENT = 2,
+	CFG_DSN = 3,
+};
+#define CFG_NCLASS 4
+
+/* Every configuration key.  The table in cfg_table.c is indexed by these. */
+enum cfg_key {
+	/* paths and identity (global only) */
+	CFG_SPOOL_DIR,
+	CFG_QUEUE_DIR,
+	CFG_HOSTNAME,
+	CFG_LOG_FILE,
+	CFG_USER,
+	CFG_QUEUE_MAP_SIZE,
+	CFG_RESCAN_INTERVAL,
+	CFG_MAX_MESSAGE_SIZE,
+	CFG_INTAKE_BATCH,
+	/* expiry (global, per class) */
+	CFG_T_QUEUEWARN,
+	CFG_T_QUEUERETURN,
+	CFG_BOUNCE_SIZE_LIMIT,
+	CFG_NOTIFY_POSTMASTER,
+	/* routing and limits (per domain) */
+	CFG_RELAYHOST,
+	CFG_SMTP_PORT,
+	CFG_DNS_SERVER,
+	CFG_MAX_CONNECTIONS,
+	CFG_MAX_CONNECTIONS_TOTAL,
+	CFG_MAX_DELIVERIES_PER_CONN,
+	CFG_MAX_RCPTS_PER_TXN,
+	CFG_MAX_MESSAGE_RATE,
+	CFG_PRIORITY_WEIGHTS,
+	CFG_TLS,
+	CFG_TLS_CA_FILE,
+	CFG_CONN_CACHE_TIME,
+	CFG_RETRY_MIN,
+	CFG_RETRY_MAX,
+	CFG_DELIVERY_LEASE,
+	CFG_T_HOSTSTATUS,
+	/* SMTP phase timeouts (per domain, per class, .first variants) */
+	CFG_T_CONNECT,
+	CFG_T_INITIAL,
+	CFG_T_HELO,
+	CFG_T_STARTTLS,
+	CFG_T_MAIL,
+	CFG_T_RCPT,
+	CFG_T_DATAINIT,
+	CFG_T_DATABLOCK,
+	CFG_T_DATAFINAL,
+	CFG_T_RSET,
+	CFG_T_QUIT,
+	CFG_T_MISC,
+	CFG_NKEYS
+};
+
+/* TLS levels for the `tls` key. */
+enum cfg_tls {
+	CFG_TLS_NONE = 0,
+	CFG_TLS_MAY,
+	CFG_TLS_ENCRYPT,
+	CFG_TLS_VERIFY,
+};
+
+/* A parsed `host:port` / `[host]:port`; host is empty when unset. */
+struct cfg_hostport {
+	char host[256];
+	uint16_t port; /* 0 when none was given */
+	bool no_mx; /* the host was in brackets: no MX lookup */
+};
+
+/* A parsed rate such as `100/s`; count 0 means unlimited. */
+struct cfg_rate {
+	uint32_t count;
+	uint32_t per; /* seconds */
+};
+
+struct cfg;
+struct cfg_scope; /* the effective settings for one destination */
+
+enum cfg_result {
+	CFG_OK = 0,
+	CFG_ERR_FILE, /* missing or unreadable file */
+	CFG_ERR_SYNTAX, /* FILE:LINE: error, see the message */
+};
+
+/*
+ * Parses the config file PATH.  On success *out is a new cfg.  On error
+ * err (of errlen bytes) holds "FILE:LINE: what is wrong" (no LINE for a
+ * missing file) and *out is NULL.
+ */
+enum cfg_result
+cfg_load(const char *path, struct cfg **out, char *err, size_t errlen);
+
+/* Parses config text held in memory (the fuzzer's entry point). */
+enum cfg_result cfg_parse_buf(const char *name, const char *buf, size_t len,
+    struct cfg **out, char *err, size_t errlen);
+
+/* Frees a cfg and everything its lookups returned. */
+void cfg_free(struct cfg *);
+
+/* The file name the cfg was loaded from. */
+const char *cfg_path(const struct cfg *);
+
+/*
+ * Returns the scope for destination DOMAIN: its [domain] section if there
+ * is one (exact name, or a `.parent` section for subdomains), else the
+ * global scope.  DOMAIN may be NULL for the global scope.
+ */
+const struct cfg_scope *cfg_scope(const struct cfg *, const char *domain);
+
+/* The section name of a scope, or NULL for the global scope. */
+const char *cfg_scope_name(const struct cfg_scope *);
+
+/* Integer, size, boolean and enum keys. */
+int64_t cfg_int(const struct cfg_scope *, enum cfg_key);
+
+/* String keys (never NULL; "" when unset). */
+const char *cfg_str(const struct cfg_scope *, enum cfg_key);
+
+/*
+ * Interval keys in seconds, for a class and (for SMTP phase timeouts)
+ * a message's first attempt.
+ */
+int64_t
+cfg_time(const struct cfg_scope *, enum cfg_key, enum cfg_class, bool first);
+
+/* Structured keys. */
+const struct cfg_hostport *cfg_hostport(const struct cfg_scope *, enum cfg_key);
+struct cfg_rate cfg_rate(const struct cfg_scope *, enum cfg_key);
+/* priority_weights: the weight of each of urgent, normal, non-urgent. */
+unsigned cfg_weight(const struct cfg_scope *, enum cfg_class);
+
+/* Writes every effective setting, sorted, one `key = value` per line. */
+void cfg_dump(const struct cfg *, FILE *);
+
+/* The name of a class ("urgent", "normal", "non-urgent", "dsn"). */
+const char *cfg_class_name(enum cfg_class);
+
+/*
+ * Parses a `Priority:` value (RFC 2156, any case, surrounding blanks
+ * ignored) or a class name; returns the class, or -1 if unknown.
+ */
+int cfg_class_parse(const char *s, size_t len);
+
+/*
+ * Parses an interval in sendmail's syntax ("3d22h4s", "90s", "1w"); a bare
+ * number is multiplied by DEFUNIT seconds.  "now" is accepted when
+ * allow_now.  Returns 0 and sets *secs, or -1 with *why set to a static
+ * description.
+ */
+int cfg_interval_parse(const char *s, size_t len, int64_t defunit,
+    bool allow_now, int64_t *secs, const char **why);
+
+/* Formats seconds back as the shortest interval ("1d2h"). */
+void cfg_interval_format(int64_t secs, char *buf, size_t len);
+
+/* ---- shared helpers: logging ---- */
+
+enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/*
+ * Opens the log: PATH, or stderr when PATH is NULL or "".  Lines look like
+ * syslog's ("Nov 22 03:07:40 HOST relayq/SUBSYS[PID]: text") so log tools
+ * written for Postfix read them.  Returns 0, or -1 with errno set.
+ */
+int log_open(const char *path, const char *hostname);
+void log_close(void);
+/* Sets the lowest level written (default LOG_LVL_INFO). */
+void log_set_level(enum log_level);
+void log_msg(enum log_level, const char *subsys, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void log_vmsg(enum log_level, const char *subsys, const char *fmt, va_list);
+#define log_info(sub, ...) log_msg(LOG_LVL_INFO, (sub), __VA_ARGS__)
+#define log_warn(sub, ...) log_msg(LOG_LVL_WARN, (sub), __VA_ARGS__)
+#define log_err(sub, ...) log_msg(LOG_LVL_ERR, (sub), __VA_ARGS__)
+#define log_debug(sub, ...) log_msg(LOG_LVL_DEBUG, (sub), __VA_ARGS__)
+
+/* Logs "fatal: ..." and exits with CODE: the environment is broken. */
+void fatal(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+
+/* ---- shared helpers: allocation (abort on out of memory) ---- */
+void *xmalloc(size_t);
+void *xcalloc(size_t, size_t);
+void *xrealloc(void *, size_t);
+char *xstrdup(const char *);
+char *xstrndup(const char *, size_t);
+
+/* Copies remote text into BUF: at most LEN-1 bytes, CR/LF/NUL/controls
+ * turned into spaces, so it is safe for a log line or a DSN. */
+void rq_sanitize(char *buf, size_t len, const char *s, size_t slen);
+
+/* The current time in seconds / microseconds (CLOCK_REALTIME). */
+int64_t rq_now(void);
+int64_t rq_now_us(void);
+
+#endif

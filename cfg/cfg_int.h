@@ -1,0 +1,80 @@
+/*
+ * cfg_int.h - private to cfg/: the key table and the layout of a parsed
+ * configuration.  Nothing outside cfg/ includes this.
+ */
+#ifndef RELAYQ_CFG_INT_H
+#define RELAYQ_CFG_INT_H
+
+#include "cfg.h"
+
+enum cfg_type {
+	CT_STR, /* free text */
+	CT_PATH, /* a path name */
+	CT_INT, /* integer in [min, max] */
+	CT_SIZE, /* bytes, with k/m/g suffixes */
+	CT_BOOL, /* yes/no */
+	CT_TIME, /* sendmail interval, bare number in `unit` seconds */
+	CT_TLS, /* none/may/encrypt/verify */
+	CT_HOSTPORT, /* host:port or [host]:port */
+	CT_RATE, /* N/unit */
+	CT_WEIGHTS, /* urgent=N normal=N non-urgent=N */
+};
+
+#define CF_DOMAIN 0x01 /* may be set in a [domain] section */
+#define CF_CLASS 0x02 /* takes .urgent/.normal/.non-urgent/.dsn */
+#define CF_FIRST 0x04 /* takes .first: a message's first attempt */
+#define CF_NOW 0x08 /* "now" is a valid interval (0) */
+
+struct cfg_def {
+	const char *name;
+	enum cfg_type type;
+	const char *def; /* default, in config syntax */
+	int64_t min, max; /* bounds, in the key's units (seconds, bytes) */
+	int64_t unit; /* seconds a bare interval number means */
+	unsigned flags;
+	const char *cls_def[CFG_NCLASS]; /* per-class defaults or NULL */
+	const char *first_def; /* default of .first, or NULL: the plain */
+	const char *help;
+};
+
+extern const struct cfg_def cfg_defs[CFG_NKEYS];
+
+/* A parsed value.  Strings and host:port are owned by the cfg. */
+struct cfg_val {
+	int64_t i; /* int, size, bool, time, tls; rate and weights packed */
+	const char *s; /* str, path, hostport (original text) */
+	const struct cfg_hostport *hp;
+};
+
+/* Variants of a key as written: class (0 = none, 1+c) x first. */
+#define CFG_NVAR (2 * (CFG_NCLASS + 1))
+#define CFG_VAR(cls1, first) ((first) * (CFG_NCLASS + 1) + (cls1))
+
+struct cfg_raw {
+	bool set;
+	struct cfg_val v;
+};
+
+struct cfg_scope {
+	char *name; /* NULL for the global scope */
+	struct cfg_raw raw[CFG_NKEYS][CFG_NVAR];
+	struct cfg_val eff[CFG_NKEYS][CFG_NCLASS][2];
+};
+
+struct cfg {
+	char *path;
+	struct cfg_scope global;
+	struct cfg_scope **domains; /* sorted by name */
+	size_t ndomains;
+	void **allocs; /* everything to free with the cfg */
+	size_t nallocs, aallocs;
+};
+
+/* Parses TEXT as a value of DEF; 0 or -1 with *why a static message. */
+int cfg_value_parse(struct cfg *, const struct cfg_def *, const char *text,
+    size_t len, struct cfg_val *, const char **why);
+
+/* Takes ownership of P: freed with the cfg. */
+void *cfg_keep(struct cfg *, void *p);
+
+#endif

@@ -1,0 +1,587 @@
+/*
+ * cfg_parse.c - reads a config file into an immutable struct cfg and
+ * resolves every fallback once, so that lookups are array indexing.
+ *
+ * Public: cfg_load(), cfg_parse_buf(), cfg_free(), cfg_path(), cfg_scope(),
+ * cfg_scope_name(), cfg_int(), cfg_str(), cfg_time(), cfg_hostport(),
+ * cfg_rate(), cfg_weight().
+ * Invariants: a cfg is never modified after cfg_parse_buf() returns; any
+ * byte sequence gives either a cfg or a "FILE:LINE: message" error.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cfg_int.h"
+
+#define CFG_MAX_FILE (1024 * 1024)
+#define CFG_MAX_LINE 4096
+
+struct parse {
+	struct cfg *cfg;
+	const char *name;
+	int line;
+	char *err;
+	size_t errlen;
+	int rawline[CFG_NKEYS][CFG_NVAR]; /* of the current scope */
+};
+
+/* Takes ownership of P: it is freed with the cfg. */
+void *
+cfg_keep(struct cfg *cfg, void *p)
+{
+	if (cfg->nallocs == cfg->aallocs) {
+		cfg->aallocs = cfg->aallocs ? cfg->aallocs * 2 : 64;
+		cfg->allocs = xrealloc(
+		    cfg->allocs, cfg->aallocs * sizeof(*cfg->allocs));
+	}
+	cfg->allocs[cfg->nallocs++] = p;
+	return p;
+}
+
+/* Records an error "NAME:LINE: message" and returns -1. */
+static int __attribute__((format(printf, 2, 3)))
+perr(struct parse *p, const char *fmt, ...)
+{
+	va_list ap;
+	int off;
+
+	off = snprintf(p->err, p->errlen, "%s:%d: ", p->name, p->line);
+	if (off < 0 || (size_t)off >= p->errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(p->err + off, p->errlen - (size_t)off, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Copies at most 60 printable bytes of S for quoting in an error. */
+static const char *
+quote(const char *s, size_t len, char *buf, size_t blen)
+{
+	size_t n = len < 60 ? len : 60;
+
+	rq_sanitize(buf, blen, s, n);
+	if (len > n && strlen(buf) + 4 < blen)
+		strcat(buf, "...");
+	return buf;
+}
+
+/* Finds the key written as NAME; sets the class+1 (0: none) and first. */
+static int
+key_lookup(const char *name, size_t len, int *cls1, bool *first)
+{
+	*cls1 = 0;
+	*first = false;
+	if (len == 16 && strncmp(name, "timeout.iconnect", 16) == 0) {
+		*first = true;
+		return CFG_T_CONNECT;
+	}
+	for (int k = 0; k < CFG_NKEYS; k++) {
+		const struct cfg_def *d = &cfg_defs[k];
+		size_t dl = strlen(d->name);
+		const char *rest;
+		size_t rlen;
+
+		if (len < dl || strncmp(name, d->name, dl) != 0)
+			continue;
+		if (len == dl)
+			return k;
+		if (name[dl] != '.' || !(d->flags & (CF_CLASS | CF_FIRST)))
+			continue;
+		rest = name + dl;
+		rlen = len - dl;
+		/* Up to two suffixes: .first and a class, in either order. */
+		while (rlen > 0) {
+			const char *part = rest + 1;
+			const char *dot = memchr(part, '.', rlen - 1);
+			size_t plen = dot ? (size_t)(dot - part) : rlen - 1;
+			int c;
+
+			if (plen == 5 && strncmp(part, "first", 5) == 0 &&
+			    (d->flags & CF_FIRST) && !*first)
+				*first = true;
+			else if ((d->flags & CF_CLASS) && *cls1 == 0 &&
+			    (c = cfg_class_parse(part, plen)) >= 0 &&
+			    strncmp(part, cfg_class_name(c), plen) == 0)
+				*cls1 = c + 1;
+			else
+				return -1;
+			rest = part + plen;
+			rlen -= plen + 1;
+		}
+		return k;
+	}
+	return -1;
+}
+
+/* Checks a [domain NAME] section name. */
+static bool
+domain_name_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (!isalnum(ch) && ch != '-' && ch != '.' && ch != '_')
+			return false;
+		if (ch == '.' && i + 1 < len && s[i + 1] == '.')
+			return false;
+	}
+	return s[len - 1] != '.';
+}
+
+/* Starts a new [domain NAME] scope. */
+static struct cfg_scope *
+scope_new(struct parse *p, const char *name, size_t len)
+{
+	struct cfg *cfg = p->cfg;
+	struct cfg_scope *sc;
+	char *lname = xstrndup(name, len);
+
+	for (size_t i = 0; i < len; i++)
+		lname[i] = (char)tolower((unsigned char)lname[i]);
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		if (strcmp(cfg->domains[i]->name, lname) == 0) {
+			perr(p, "duplicate section [domain %s]", lname);
+			free(lname);
+			return NULL;
+		}
+	}
+	sc = xcalloc(1, sizeof(*sc));
+	sc->name = lname;
+	cfg->domains = xrealloc(
+	    cfg->domains, (cfg->ndomains + 1) * sizeof(*cfg->domains));
+	cfg->domains[cfg->ndomains++] = sc;
+	memset(p->rawline, 0, sizeof(p->rawline));
+	return sc;
+}
+
+/* Parses one non-empty, non-comment line into scope *SC. */
+static int
+parse_line(struct parse *p, const char *s, size_t len, struct cfg_scope **sc)
+{
+	const char *eq, *key, *val;
+	size_t klen, vlen;
+	char q[128];
+	int k, cls1, var;
+	bool first;
+	const char *why = NULL;
+	struct cfg_val v;
+
+	if (s[0] == '[') {
+		const char *name;
+		size_t nlen;
+
+		if (s[len - 1] != ']')
+			return perr(p, "bad section header: %s",
+			    quote(s, len, q, sizeof(q)));
+		if (len < 9 || strncmp(s, "[domain", 7) != 0 ||
+		    (s[7] != ' ' && s[7] != '\t'))
+			return perr(p,
+			    "bad section: %s (expected "
+			    "[domain NAME])",
+			    quote(s, len, q, sizeof(q)));
+		name = s + 8;
+		nlen = len - 9;
+		while (nlen > 0 && (*name == ' ' || *name == '\t')) {
+			name++;
+			nlen--;
+		}
+		while (nlen > 0 &&
+		    (name[nlen - 1] == ' ' || name[nlen - 1] == '\t'))
+			nlen--;
+		if (!domain_name_ok(name, nlen))
+			return perr(p, "bad domain name in section: %s",
+			    quote(s, len, q, sizeof(q)));
+		*sc = scope_new(p, name, nlen);
+		return *sc ? 0 : -1;
+	}
+	eq = memchr(s, '=', len);
+	if (eq == NULL)
+		return perr(p, "expected \"key = value\": %s",
+		    quote(s, len, q, sizeof(q)));
+	key = s;
+	klen = (size_t)(eq - s);
+	while (klen > 0 && (key[klen - 1] == ' ' || key[klen - 1] == '\t'))
+		klen--;
+	val = eq + 1;
+	vlen = len - (size_t)(val - s);
+	while (vlen > 0 && (*val == ' ' || *val == '\t')) {
+		val++;
+		vlen--;
+	}
+	if (klen == 0)
+		return perr(p, "missing key before \"=\"");
+	k = key_lookup(key, klen, &cls1, &first);
+	if (k < 0)
+		return perr(
+		    p, "unknown key \"%s\"", quote(key, klen, q, sizeof(q)));
+	if ((*sc)->name != NULL && !(cfg_defs[k].flags & CF_DOMAIN))
+		return perr(p, "%s cannot be set in a [domain] section",
+		    cfg_defs[k].name);
+	var = CFG_VAR(cls1, first ? 1 : 0);
+	if ((*sc)->raw[k][var].set)
+		return perr(p, "duplicate key \"%s\" (first set on line %d)",
+		    quote(key, klen, q, sizeof(q)), p->rawline[k][var]);
+	if (cfg_value_parse(p->cfg, &cfg_defs[k], val, vlen, &v, &why) < 0) {
+		if (strcmp(why, "value out of range") == 0)
+			return perr(p,
+			    "bad value for %s: \"%s\": out of range"
+			    " (%lld..%lld)",
+			    cfg_defs[k].name, quote(val, vlen, q, sizeof(q)),
+			    (long long)cfg_defs[k].min,
+			    (long long)cfg_defs[k].max);
+		return perr(p, "bad value for %s: \"%s\": %s", cfg_defs[k].name,
+		    quote(val, vlen, q, sizeof(q)), why);
+	}
+	(*sc)->raw[k][var].set = true;
+	(*sc)->raw[k][var].v = v;
+	p->rawline[k][var] = p->line;
+	return 0;
+}
+
+/* Parses a default in config syntax; a bad one is a bug in the table. */
+static struct cfg_val
+def_val(struct cfg *cfg, const struct cfg_def *d, const char *text)
+{
+	struct cfg_val v;
+	const char *why;
+
+	if (cfg_value_parse(cfg, d, text, strlen(text), &v, &why) < 0) {
+		fprintf(
+		    stderr, "relayq: bad default for %s: %s\n", d->name, why);
+		abort();
+	}
+	return v;
+}
+
+/* Fills SC->eff from its raw settings, the global scope and defaults. */
+static void
+resolve(struct cfg *cfg, struct cfg_scope *sc)
+{
+	const struct cfg_scope *g = &cfg->global;
+	bool dom = sc->name != NULL;
+
+	for (int k = 0; k < CFG_NKEYS; k++) {
+		const struct cfg_def *d = &cfg_defs[k];
+
+		for (int c = 0; c < CFG_NCLASS; c++) {
+			for (int f = 0; f < 2; f++) {
+				const struct cfg_raw *cand[8];
+				int n = 0;
+				struct cfg_val v;
+
+				if (dom && !(d->flags & CF_DOMAIN)) {
+					sc->eff[k][c][f] = g->eff[k][c][f];
+					continue;
+				}
+				if (f && (d->flags & CF_FIRST)) {
+					cand[n++] =
+					    &sc->raw[k][CFG_VAR(c + 1, 1)];
+					cand[n++] = &sc->raw[k][CFG_VAR(0, 1)];
+					if (dom) {
+						cand[n++] = &g->raw[k][CFG_VAR(
+						    c + 1, 1)];
+						cand[n++] =
+						    &g->raw[k][CFG_VAR(0, 1)];
+					}
+				}
+				cand[n++] = &sc->raw[k][CFG_VAR(c + 1, 0)];
+				cand[n++] = &sc->raw[k][CFG_VAR(0, 0)];
+				if (dom) {
+					cand[n++] =
+					    &g->raw[k][CFG_VAR(c + 1, 0)];
+					cand[n++] = &g->raw[k][CFG_VAR(0, 0)];
+				}
+				/* first matching candidate, with the .first
+				 * default slotted in before the plain chain */
+				{
+					int i,
+					    nfirst = (f &&
+							 (d->flags & CF_FIRST))
+					    ? (dom ? 4 : 2)
+					    : 0;
+
+					for (i = 0; i < n; i++)
+						if (cand[i]->set)
+							break;
+					if (i < nfirst) {
+						v = cand[i]->v;
+					} else if (nfirst && d->first_def) {
+						v = def_val(
+						    cfg, d, d->first_def);
+					} else if (i < n) {
+						v = cand[i]->v;
+					} else if ((d->flags & CF_CLASS) &&
+					    d->cls_def[c] != NULL) {
+						v = def_val(
+						    cfg, d, d->cls_def[c]);
+					} else {
+						v = def_val(cfg, d, d->def);
+					}
+				}
+				sc->eff[k][c][f] = v;
+			}
+		}
+	}
+}
+
+static int
+scope_cmp(const void *a, const void *b)
+{
+	const struct cfg_scope *const *x = a, *const *y = b;
+
+	return strcmp((*x)->name, (*y)->name);
+}
+
+/* Parses config text BUF of LEN bytes; see cfg.h. */
+enum cfg_result
+cfg_parse_buf(const char *name, const char *buf, size_t len, struct cfg **out,
+    char *err, size_t errlen)
+{
+	struct parse p;
+	struct cfg *cfg = xcalloc(1, sizeof(*cfg));
+	struct cfg_scope *sc = &cfg->global;
+	size_t pos = 0;
+
+	memset(&p, 0, sizeof(p));
+	p.cfg = cfg;
+	p.name = name;
+	p.err = err;
+	p.errlen = errlen;
+	cfg->path = xstrdup(name);
+	*out = NULL;
+	while (pos < len) {
+		const char *line = buf + pos;
+		const char *nl = memchr(line, '\n', len - pos);
+		size_t llen = nl ? (size_t)(nl - line) : len - pos;
+
+		pos += llen + (nl ? 1 : 0);
+		p.line++;
+		if (memchr(line, '\0', llen) != NULL) {
+			perr(&p, "NUL byte in line");
+			goto fail;
+		}
+		if (llen > CFG_MAX_LINE) {
+			perr(&p, "line too long (over %d bytes)", CFG_MAX_LINE);
+			goto fail;
+		}
+		while (llen > 0 &&
+		    (line[llen - 1] == '\r' || line[llen - 1] == ' ' ||
+			line[llen - 1] == '\t'))
+			llen--;
+		while (llen > 0 && (*line == ' ' || *line == '\t')) {
+			line++;
+			llen--;
+		}
+		if (llen == 0 || line[0] == '#')
+			continue;
+		if (parse_line(&p, line, llen, &sc) < 0)
+			goto fail;
+	}
+	if (cfg->ndomains > 1)
+		qsort(cfg->domains, cfg->ndomains, sizeof(*cfg->domains),
+		    scope_cmp);
+	resolve(cfg, &cfg->global);
+	if (cfg->global.eff[CFG_HOSTNAME][0][0].s[0] == '\0') {
+		char host[256];
+
+		if (gethostname(host, sizeof(host)) != 0)
+			strcpy(host, "localhost");
+		host[sizeof(host) - 1] = '\0';
+		for (int c = 0; c < CFG_NCLASS; c++)
+			for (int f = 0; f < 2; f++)
+				cfg->global.eff[CFG_HOSTNAME][c][f].s =
+				    cfg_keep(cfg, xstrdup(host));
+	}
+	if (cfg->global.eff[CFG_RETRY_MAX][0][0].i <
+	    cfg->global.eff[CFG_RETRY_MIN][0][0].i) {
+		p.line = 0;
+		snprintf(
+		    err, errlen, "%s: retry.max is less than retry.min", name);
+		goto fail;
+	}
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		resolve(cfg, cfg->domains[i]);
+	*out = cfg;
+	return CFG_OK;
+fail:
+	cfg_free(cfg);
+	return CFG_ERR_SYNTAX;
+}
+
+/* Loads and parses the config file PATH; see cfg.h. */
+enum cfg_result
+cfg_load(const char *path, struct cfg **out, char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	size_t got = 0;
+	int fd;
+	enum cfg_result r;
+
+	*out = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return CFG_ERR_FILE;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return CFG_ERR_FILE;
+	}
+	if (st.st_size > CFG_MAX_FILE) {
+		snprintf(err, errlen, "%s: file too large (over %d bytes)",
+		    path, CFG_MAX_FILE);
+		close(fd);
+		return CFG_ERR_FILE;
+	}
+	buf = xmalloc((size_t)st.st_size + 1);
+	while (got < (size_t)st.st_size) {
+		n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	r = cfg_parse_buf(path, buf, got, out, err, errlen);
+	free(buf);
+	return r;
+}
+
+/* Frees a cfg. */
+void
+cfg_free(struct cfg *cfg)
+{
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < cfg->nallocs; i++)
+		free(cfg->allocs[i]);
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		free(cfg->domains[i]->name);
+		free(cfg->domains[i]);
+	}
+	free(cfg->domains);
+	free(cfg->allocs);
+	free(cfg->path);
+	free(cfg);
+}
+
+const char *
+cfg_path(const struct cfg *cfg)
+{
+	return cfg->path;
+}
+
+/* Finds the exact section NAME of LEN bytes (case-folded), or NULL. */
+static const struct cfg_scope *
+scope_find(const struct cfg *cfg, const char *name, size_t len)
+{
+	size_t lo = 0, hi = cfg->ndomains;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const char *sn = cfg->domains[mid]->name;
+		int r = strncasecmp(name, sn, len);
+
+		if (r == 0 && sn[len] != '\0')
+			r = -1;
+		if (r == 0)
+			return cfg->domains[mid];
+		if (r < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+/* Returns the scope for DOMAIN; see cfg.h. */
+const struct cfg_scope *
+cfg_scope(const struct cfg *cfg, const char *domain)
+{
+	const struct cfg_scope *sc;
+	size_t len;
+
+	if (domain == NULL || cfg->ndomains == 0)
+		return &cfg->global;
+	len = strlen(domain);
+	while (len > 0 && domain[len - 1] == '.')
+		len--;
+	if ((sc = scope_find(cfg, domain, len)) != NULL)
+		return sc;
+	for (size_t i = 0; i < len; i++) {
+		if (domain[i] == '.' &&
+		    (sc = scope_find(cfg, domain + i, len - i)) != NULL)
+			return sc;
+	}
+	return &cfg->global;
+}
+
+const char *
+cfg_scope_name(const struct cfg_scope *sc)
+{
+	return sc->name;
+}
+
+int64_t
+cfg_int(const struct cfg_scope *sc, enum cfg_key k)
+{
+	return sc->eff[k][CFG_NORMAL][0].i;
+}
+
+const char *
+cfg_str(const struct cfg_scope *sc, enum cfg_key k)
+{
+	const char *s = sc->eff[k][CFG_NORMAL][0].s;
+
+	return s ? s : "";
+}
+
+int64_t
+cfg_time(
+    const struct cfg_scope *sc, enum cfg_key k, enum cfg_class c, bool first)
+{
+	if ((unsigned)c >= CFG_NCLASS)
+		c = CFG_NORMAL;
+	return sc->eff[k][c][first ? 1 : 0].i;
+}
+
+const struct cfg_hostport *
+cfg_hostport(const struct cfg_scope *sc, enum cfg_key k)
+{
+	static const struct cfg_hostport none;
+	const struct cfg_hostport *hp = sc->eff[k][CFG_NORMAL][0].hp;
+
+	return hp ? hp : &none;
+}
+
+struct cfg_rate
+cfg_rate(const struct cfg_scope *sc, enum cfg_key k)
+{
+	int64_t v = sc->eff[k][CFG_NORMAL][0].i;
+	struct cfg_rate r = { (uint32_t)(v >> 32), (uint32_t)v };
+
+	return r;
+}
+
+unsigned
+cfg_weight(const struct cfg_scope *sc, enum cfg_class c)
+{
+	int64_t v = sc->eff[CFG_PRIORITY_WEIGHTS][CFG_NORMAL][0].i;
+
+	if (c > CFG_NONURGENT)
+		c = CFG_URGENT;
+	return (unsigned)((v >> (16 * c)) & 0xffff);
+}

@@ -1,0 +1,122 @@
+/*
+ * cfg_table.c - the table of every configuration key: name, type, default,
+ * bounds, the unit of a bare number, where it may be set, and a line of
+ * help.  The parser, the defaults, check-config and the man page all come
+ * from this one table (doc/relayq.conf.5 must list the same keys).
+ */
+#include "cfg_int.h"
+
+#define S 1LL
+#define MIN (60 * S)
+#define HOUR (60 * MIN)
+#define DAY (24 * HOUR)
+#define WEEK (7 * DAY)
+#define YEAR (365 * DAY)
+#define KB 1024LL
+#define MB (1024 * KB)
+#define GB (1024 * MB)
+#define TB (1024 * GB)
+
+#define DOM CF_DOMAIN
+#define PHASE (CF_DOMAIN | CF_CLASS | CF_FIRST)
+#define NOCLS \
+	{ \
+		NULL, NULL, NULL, NULL \
+	}
+
+const struct cfg_def cfg_defs[CFG_NKEYS] = {
+	[CFG_SPOOL_DIR] = { "spool_dir", CT_PATH, "/var/spool/relayq", 0, 0, 0,
+	    0, NOCLS, NULL, "the drop directory tree" },
+	[CFG_QUEUE_DIR] = { "queue_dir", CT_PATH, "/var/lib/relayq", 0, 0, 0, 0,
+	    NOCLS, NULL, "the LMDB environment" },
+	[CFG_HOSTNAME] = { "hostname", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "HELO name and DSN reporting MTA; empty: the host's name" },
+	[CFG_LOG_FILE] = { "log_file", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "delivery log file; empty: standard error" },
+	[CFG_USER] = { "user", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "the user `run` switches to when started as root" },
+	[CFG_QUEUE_MAP_SIZE] = { "queue_map_size", CT_SIZE, "16g", 1 * MB,
+	    4 * TB, 0, 0, NOCLS, NULL, "the largest size of the LMDB queue" },
+	[CFG_RESCAN_INTERVAL] = { "rescan_interval", CT_TIME, "10s", 1 * S,
+	    1 * DAY, S, 0, NOCLS, NULL,
+	    "how often incoming/ is rescanned besides inotify" },
+	[CFG_MAX_MESSAGE_SIZE] = { "max_message_size", CT_SIZE, "50m", 1 * KB,
+	    2 * GB, 0, 0, NOCLS, NULL, "larger drops go to bad/" },
+	[CFG_INTAKE_BATCH] = { "intake_batch", CT_INT, "2000", 1, 100000, 0, 0,
+	    NOCLS, NULL, "most messages taken in per queue commit" },
+
+	[CFG_T_QUEUEWARN] = { "timeout.queuewarn", CT_TIME, "4h", 0, 10 * YEAR,
+	    HOUR, CF_CLASS, { "1h", NULL, "12h", NULL }, NULL,
+	    "when a delay warning is sent; 0: never" },
+	[CFG_T_QUEUERETURN] = { "timeout.queuereturn", CT_TIME, "5d", 0,
+	    10 * YEAR, DAY, CF_CLASS | CF_NOW, { "2d", NULL, "7d", NULL }, NULL,
+	    "when an undelivered message is returned" },
+	[CFG_BOUNCE_SIZE_LIMIT] = { "bounce_size_limit", CT_SIZE, "50k", 1 * KB,
+	    1 * GB, 0, 0, NOCLS, NULL,
+	    "most bytes of the original a notice includes" },
+	[CFG_NOTIFY_POSTMASTER] = { "notify_postmaster", CT_BOOL, "no", 0, 1, 0,
+	    0, NOCLS, NULL, "copy undeliverable notices to postmaster" },
+
+	[CFG_RELAYHOST] = { "relayhost", CT_HOSTPORT, "", 0, 0, 0, DOM, NOCLS,
+	    NULL, "smarthost [host]:port; empty: MX lookup" },
+	[CFG_SMTP_PORT] = { "smtp_port", CT_INT, "25", 1, 65535, 0, DOM, NOCLS,
+	    NULL, "port of MX hosts and of a relayhost without one" },
+	[CFG_DNS_SERVER] = { "dns_server", CT_HOSTPORT, "", 0, 0, 0, 0, NOCLS,
+	    NULL, "resolver address; empty: /etc/resolv.conf" },
+	[CFG_MAX_CONNECTIONS] = { "max_connections", CT_INT, "20", 1, 100000, 0,
+	    DOM, NOCLS, NULL, "concurrent connections per destination domain" },
+	[CFG_MAX_CONNECTIONS_TOTAL] = { "max_connections_total", CT_INT, "500",
+	    1, 1000000, 0, 0, NOCLS, NULL, "concurrent connections in all" },
+	[CFG_MAX_DELIVERIES_PER_CONN] = { "max_deliveries_per_connection",
+	    CT_INT, "0", 0, 100000000, 0, DOM, NOCLS, NULL,
+	    "messages per connection; 0: no limit" },
+	[CFG_MAX_RCPTS_PER_TXN] = { "max_recipients_per_transaction", CT_INT,
+	    "100", 1, 100000, 0, DOM, NOCLS, NULL, "RCPT TO per transaction" },
+	[CFG_MAX_MESSAGE_RATE] = { "max_message_rate", CT_RATE, "", 0, 0, 0,
+	    DOM, NOCLS, NULL, "messages per time to a destination (100/s)" },
+	[CFG_PRIORITY_WEIGHTS] = { "priority_weights", CT_WEIGHTS,
+	    "urgent=8 normal=4 non-urgent=1", 0, 0, 0, 0, NOCLS, NULL,
+	    "share of connection slots per class" },
+	[CFG_TLS] = { "tls", CT_TLS, "may", 0, 0, 0, DOM, NOCLS, NULL,
+	    "none, may, encrypt or verify" },
+	[CFG_TLS_CA_FILE] = { "tls_ca_file", CT_PATH, "", 0, 0, 0, DOM, NOCLS,
+	    NULL, "CA bundle for verify; empty: the system's" },
+	[CFG_CONN_CACHE_TIME] = { "connection_cache_time", CT_TIME, "2s", 0,
+	    1 * HOUR, S, DOM, NOCLS, NULL,
+	    "how long an idle connection is kept for reuse" },
+	[CFG_RETRY_MIN] = { "retry.min", CT_TIME, "5m", 1 * S, 10 * YEAR, S,
+	    DOM, NOCLS, NULL, "first retry delay" },
+	[CFG_RETRY_MAX] = { "retry.max", CT_TIME, "4h", 1 * S, 10 * YEAR, S,
+	    DOM, NOCLS, NULL, "cap of the exponential retry delay" },
+	[CFG_DELIVERY_LEASE] = { "delivery_lease", CT_TIME, "10m", 1 * S,
+	    1 * DAY, S, 0, NOCLS, NULL,
+	    "how far a recipient's due time moves while it is in flight" },
+	[CFG_T_HOSTSTATUS] = { "timeout.hoststatus", CT_TIME, "30m", 0,
+	    1 * WEEK, MIN, DOM, NOCLS, NULL,
+	    "how long a host found down is skipped" },
+
+	[CFG_T_CONNECT] = { "timeout.connect", CT_TIME, "30s", 1 * S, 1 * DAY,
+	    MIN, PHASE, NOCLS, "10s", "connect(2)" },
+	[CFG_T_INITIAL] = { "timeout.initial", CT_TIME, "5m", 1 * S, 1 * DAY,
+	    MIN, PHASE, NOCLS, NULL, "wait for the greeting" },
+	[CFG_T_HELO] = { "timeout.helo", CT_TIME, "5m", 1 * S, 1 * DAY, MIN,
+	    PHASE, NOCLS, NULL, "wait for the EHLO/HELO reply" },
+	[CFG_T_STARTTLS] = { "timeout.starttls", CT_TIME, "1m", 1 * S, 1 * DAY,
+	    MIN, PHASE, NOCLS, NULL, "STARTTLS reply and TLS handshake" },
+	[CFG_T_MAIL] = { "timeout.mail", CT_TIME, "5m", 1 * S, 1 * DAY, MIN,
+	    PHASE, NOCLS, NULL, "wait for the MAIL FROM reply" },
+	[CFG_T_RCPT] = { "timeout.rcpt", CT_TIME, "5m", 1 * S, 1 * DAY, MIN,
+	    PHASE, NOCLS, NULL, "wait for each RCPT TO reply" },
+	[CFG_T_DATAINIT] = { "timeout.datainit", CT_TIME, "2m", 1 * S, 1 * DAY,
+	    MIN, PHASE, NOCLS, NULL, "wait for the DATA reply" },
+	[CFG_T_DATABLOCK] = { "timeout.datablock", CT_TIME, "3m", 1 * S,
+	    1 * DAY, MIN, PHASE, NOCLS, NULL, "each block of the body sent" },
+	[CFG_T_DATAFINAL] = { "timeout.datafinal", CT_TIME, "10m", 1 * S,
+	    1 * DAY, MIN, PHASE, NOCLS, NULL, "wait for the reply to the dot" },
+	[CFG_T_RSET] = { "timeout.rset", CT_TIME, "5m", 1 * S, 1 * DAY, MIN,
+	    PHASE, NOCLS, NULL, "wait for the RSET reply" },
+	[CFG_T_QUIT] = { "timeout.quit", CT_TIME, "2m", 1 * S, 1 * DAY, MIN,
+	    PHASE, NOCLS, NULL, "wait for the QUIT reply" },
+	[CFG_T_MISC] = { "timeout.misc", CT_TIME, "2m", 1 * S, 1 * DAY, MIN,
+	    PHASE, NOCLS, NULL, "other commands (NOOP)" },
+};

@@ -1,0 +1,119 @@
+/*
+ * log.c - the log: syslog-style lines ("Nov 22 03:07:40 HOST
+ * relayq/SUBSYS[PID]: text") written to log_file or standard error, one
+ * write(2) per line so that lines of concurrent writers never interleave.
+ *
+ * Public: log_open(), log_close(), log_set_level(), log_msg(), log_vmsg(),
+ * fatal().
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfg.h"
+
+static int log_fd = 2;
+static enum log_level log_min = LOG_LVL_INFO;
+static char log_host[64] = "localhost";
+
+/* Opens the log; see cfg.h. */
+int
+log_open(const char *path, const char *hostname)
+{
+	if (hostname != NULL && hostname[0] != '\0') {
+		size_t n = strcspn(hostname, ".");
+
+		if (n >= sizeof(log_host))
+			n = sizeof(log_host) - 1;
+		memcpy(log_host, hostname, n);
+		log_host[n] = '\0';
+	}
+	if (path != NULL && path[0] != '\0') {
+		int fd = open(
+		    path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+
+		if (fd < 0)
+			return -1;
+		if (log_fd > 2)
+			close(log_fd);
+		log_fd = fd;
+	}
+	return 0;
+}
+
+void
+log_close(void)
+{
+	if (log_fd > 2)
+		close(log_fd);
+	log_fd = 2;
+}
+
+void
+log_set_level(enum log_level lvl)
+{
+	log_min = lvl;
+}
+
+/* Formats and writes one line; see cfg.h. */
+void
+log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
+{
+	char buf[2048];
+	struct tm tm;
+	time_t now;
+	int off, n;
+	static const char *const pfx[] = { "error: ", "warning: ", "", "" };
+
+	if (lvl > log_min)
+		return;
+	now = time(NULL);
+	localtime_r(&now, &tm);
+	off = (int)strftime(buf, sizeof(buf), "%b %e %H:%M:%S", &tm);
+	n = snprintf(buf + off, sizeof(buf) - (size_t)off,
+	    " %s relayq/%s[%ld]: %s", log_host, subsys ? subsys : "relayq",
+	    (long)getpid(), pfx[lvl]);
+	if (n < 0)
+		return;
+	off += n;
+	if ((size_t)off < sizeof(buf) - 1) {
+		n = vsnprintf(buf + off, sizeof(buf) - (size_t)off, fmt, ap);
+		if (n < 0)
+			n = 0;
+		off += n;
+	}
+	if ((size_t)off >= sizeof(buf) - 1)
+		off = (int)sizeof(buf) - 2;
+	buf[off++] = '\n';
+	while (write(log_fd, buf, (size_t)off) < 0 && errno == EINTR)
+		;
+}
+
+void
+log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(lvl, subsys, fmt, ap);
+	va_end(ap);
+}
+
+/* Logs a fatal error and exits with CODE. */
+void
+fatal(int code, const char *fmt, ...)
+{
+	va_list ap;
+	char buf[1024];
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	log_msg(LOG_LVL_ERR, NULL, "fatal: %s", buf);
+	if (log_fd != 2)
+		fprintf(stderr, "relayq: fatal: %s\n", buf);
+	exit(code);
+}
