@@ -353,7 +353,10 @@ parse_rate(const char *s, size_t len, int64_t *packed, const char **why)
 	len -= used + 1;
 	if (len == 1 && unit_secs(slash[0]) != 0)
 		per = unit_secs(slash[0]);
-	else if (cfg_interval_parse(slash, len, 1, false, &per, why) < 0)
+	else if (len == 1 && isalpha((unsigned char)slash[0])) {
+		*why = "unknown unit (use s, m, h, d or w)";
+		return -1;
+	} else if (cfg_interval_parse(slash, len, 1, false, &per, why) < 0)
 		return -1;
 	if (n > UINT32_MAX || per < 1 || per > UINT32_MAX) {
 		*why = "rate out of range";

@@ -1,0 +1,163 @@
+"""End-to-end tests of `relayq check-config`, --version and --help: the
+real binary on config files, compared with golden output, and every error
+case with its FILE:LINE: message and exit code 78."""
+import glob
+import os
+import random
+import subprocess
+
+import rqlib
+from rqlib import check, check_eq
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      "golden", "check-config")
+
+
+def relayq(*args, env=None, input=None):
+    e = dict(os.environ)
+    e.pop("RELAYQ_CONFIG", None)
+    if env:
+        e.update(env)
+    return subprocess.run([rqlib.BIN] + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=e, input=input,
+                          timeout=30)
+
+
+def test_golden():
+    confs = sorted(glob.glob(os.path.join(GOLDEN, "*.conf")))
+    check(len(confs) >= 2, "golden configs present")
+    for conf in confs:
+        p = relayq("check-config", "-c", conf)
+        check_eq(p.returncode, 0, conf + " exit code")
+        with open(conf[:-5] + ".out", "rb") as f:
+            want = f.read()
+        if p.stdout != want:
+            import difflib
+            diff = "".join(difflib.unified_diff(
+                want.decode().splitlines(True),
+                p.stdout.decode().splitlines(True), "golden", "got"))
+            raise rqlib.Fail("%s differs from golden:\n%s" % (conf, diff))
+
+
+def test_sorted_key_value():
+    p = relayq("check-config", "-c", os.path.join(GOLDEN, "full.conf"))
+    lines = p.stdout.decode().splitlines()
+    check_eq(lines, sorted(lines), "output is sorted")
+    for line in lines:
+        check(" = " in line, "key = value: %r" % line)
+    keys = [l.split(" = ")[0] for l in lines]
+    check_eq(len(keys), len(set(keys)), "no key twice")
+    # Every class of every per-class key, and domains, are there.
+    for k in ("timeout.queuewarn.urgent", "timeout.queuewarn.dsn",
+              "timeout.queuereturn.non-urgent", "timeout.rcpt.first.normal",
+              "domain[slow.example.com].timeout.rcpt.urgent",
+              "domain[.example.org].tls"):
+        check(k in keys, "%s printed" % k)
+
+
+def test_env_and_global_option():
+    conf = os.path.join(GOLDEN, "defaults.conf")
+    want = relayq("check-config", "-c", conf).stdout
+    check_eq(relayq("check-config", env={"RELAYQ_CONFIG": conf}).stdout,
+             want, "RELAYQ_CONFIG")
+    check_eq(relayq("-c", conf, "check-config").stdout, want, "global -c")
+
+
+ERRORS = [
+    ("bogus_key = 1\n", "C:1: unknown key \"bogus_key\""),
+    ("# c\nmax_connections = lots\n",
+     "C:2: bad value for max_connections: \"lots\": not a number"),
+    ("retry.min = 5m\nretry.min = 6m\n",
+     "C:2: duplicate key \"retry.min\" (first set on line 1)"),
+    ("[dommain x.test]\n",
+     "C:1: bad section: [dommain x.test] (expected [domain NAME])"),
+    ("timeout.rcpt = 999999999999999999999\n",
+     "C:1: bad value for timeout.rcpt: \"999999999999999999999\": "
+     "interval overflows"),
+    ("timeout.rcpt = -1m\n",
+     "C:1: bad value for timeout.rcpt: \"-1m\": negative interval"),
+    ("timeout.queuewarn = 3y\n",
+     "C:1: bad value for timeout.queuewarn: \"3y\": unknown unit "
+     "(use s, m, h, d or w)"),
+    ("timeout.queuereturn = 5d!\n",
+     "C:1: bad value for timeout.queuereturn: \"5d!\": trailing garbage"),
+    ("\n\n\n[domain a.test]\nqueue_dir = /x\n",
+     "C:5: queue_dir cannot be set in a [domain] section"),
+]
+
+
+def test_errors():
+    d = rqlib.Env()
+    try:
+        for text, want in ERRORS:
+            path = os.path.join(d.dir, "c.conf")
+            with open(path, "w") as f:
+                f.write(text)
+            p = relayq("check-config", "-c", path)
+            check_eq(p.returncode, 78, "exit code for %r" % text)
+            check_eq(p.stderr.decode().strip(), want.replace("C", path, 1),
+                     "message for %r" % text)
+            check_eq(p.stdout, b"", "nothing on stdout")
+        p = relayq("check-config", "-c", "/nonexistent/relayq.conf")
+        check_eq(p.returncode, 78, "missing file exit code")
+        check_eq(p.stderr.decode().strip(),
+                 "/nonexistent/relayq.conf: No such file or directory",
+                 "missing file message")
+        p = relayq("check-config", "-c", d.dir)
+        check_eq(p.returncode, 78, "directory as config")
+    finally:
+        d.close()
+
+
+def test_random_bytes_never_crash():
+    d = rqlib.Env()
+    rnd = random.Random(1234)
+    try:
+        path = os.path.join(d.dir, "junk.conf")
+        for i in range(200):
+            n = rnd.randint(0, 400)
+            if i % 2:
+                data = bytes(rnd.randint(0, 255) for _ in range(n))
+            else:
+                alpha = b"timeout.rcpt= \n[]#domain.x0123456789smhdw-\x00"
+                data = bytes(rnd.choice(alpha) for _ in range(n))
+            with open(path, "wb") as f:
+                f.write(data)
+            p = relayq("check-config", "-q", "-c", path)
+            check(p.returncode in (0, 78),
+                  "exit %d on %r" % (p.returncode, data))
+            if p.returncode == 78:
+                check(p.stderr.startswith(path.encode() + b":"),
+                      "error names the file: %r" % p.stderr)
+    finally:
+        d.close()
+
+
+def test_version_and_help():
+    p = relayq("--version")
+    check_eq(p.returncode, 0, "--version exit")
+    check(p.stdout.startswith(b"relayq "), "--version output")
+    p = relayq("--help")
+    check_eq(p.returncode, 0, "--help exit")
+    check(b"check-config" in p.stdout, "--help lists check-config")
+    # Every command listed in --help answers its own --help with 0.
+    cmds = []
+    text = p.stdout.decode()
+    check("commands:\n" in text, "--help has a commands section")
+    for line in text.split("commands:\n", 1)[1].splitlines():
+        if not line.strip():
+            break
+        cmds.append(line.split()[0])
+    check(len(cmds) >= 1, "commands listed")
+    for c in cmds:
+        q = relayq(c, "--help")
+        check_eq(q.returncode, 0, "%s --help exit" % c)
+        check(b"usage:" in q.stdout, "%s --help prints usage" % c)
+    check_eq(relayq().returncode, 64, "no command")
+    check_eq(relayq("no-such-command").returncode, 64, "unknown command")
+    check_eq(relayq("check-config", "--bogus").returncode, 64,
+             "unknown option")
+
+
+if __name__ == "__main__":
+    rqlib.main(globals())

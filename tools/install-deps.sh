@@ -1,0 +1,32 @@
+#!/bin/sh
+# install-deps.sh - installs, from Debian 12's packages, what relayq needs to
+# build (--build) or to build and run its tests and benchmarks (--test).
+# Needs root (apt-get); does nothing for packages already installed.
+set -eu
+build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
+ libssl-dev zlib1g-dev libc-ares-dev"
+test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
+ postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
+ procps"
+case "${1:---test}" in
+--build) pkgs=$build_pkgs ;;
+--test) pkgs=$test_pkgs ;;
+*) echo "usage: $0 [--build|--test]" >&2; exit 64 ;;
+esac
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+	    missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: missing packages:$missing (run as root)" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Postfix is only wanted for smtp-sink/smtp-source/postqueue: no config.
+echo "postfix postfix/main_mailer_type select No configuration" |
+    debconf-set-selections
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
