@@ -159,5 +159,31 @@ def test_version_and_help():
              "unknown option")
 
 
+def test_man_page_names_every_key():
+    """doc/relayq.conf.5 and the example config name every key."""
+    p = relayq("check-config", "-c", os.path.join(GOLDEN, "defaults.conf"))
+    keys = set()
+    for line in p.stdout.decode().splitlines():
+        k = line.split(" = ")[0]
+        for sfx in (".urgent", ".normal", ".non-urgent", ".dsn"):
+            if k.endswith(sfx):
+                k = k[:-len(sfx)]
+        if k.endswith(".first"):
+            k = k[:-len(".first")]
+        keys.add(k)
+    check(len(keys) > 30, "keys found")
+    for doc in ("relayq.conf.5", "relayq.conf.example"):
+        with open(os.path.join(rqlib.SRC, "doc", doc)) as f:
+            text = f.read().replace("\\-", "-")
+        missing = sorted(k for k in keys if k not in text)
+        check_eq(missing, [], "keys missing from doc/" + doc)
+
+
+def test_example_config_is_valid():
+    p = relayq("check-config", "-q", "-c",
+               os.path.join(rqlib.SRC, "doc", "relayq.conf.example"))
+    check_eq(p.returncode, 0, "example config: %s" % p.stderr)
+
+
 if __name__ == "__main__":
     rqlib.main(globals())
