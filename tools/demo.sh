@@ -65,7 +65,8 @@ say "summary"
 "$rq" summary
 
 say "starting smtp-sink on 127.0.0.1:2525 and flushing the queue"
-/usr/sbin/smtp-sink -d "$demo/sink/%M%S." 127.0.0.1:2525 64 &
+chmod 777 "$demo/sink"
+/usr/sbin/smtp-sink -u nobody -d "$demo/sink/%M%S." 127.0.0.1:2525 64 &
 pids+=($!)
 sleep 0.5
 "$rq" flush

@@ -164,8 +164,11 @@ def smtp_sink(env, port=None, opts=(), dump_dir=None, backlog=256):
     With dump_dir, each message is written there (smtp-sink -d)."""
     port = port or free_port()
     cmd = [SMTP_SINK] + list(opts)
+    if os.geteuid() == 0 and "-u" not in opts:
+        cmd += ["-u", "nobody"]     # smtp-sink refuses to run as root
     if dump_dir:
         os.makedirs(dump_dir, exist_ok=True)
+        os.chmod(dump_dir, 0o777)
         cmd += ["-d", os.path.join(dump_dir, "%M%S.")]
     cmd += ["127.0.0.1:%d" % port, str(backlog)]
     p = env.spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
