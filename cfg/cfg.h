@@ -213,7 +213,8 @@ void log_close(void);
 void log_set_level(enum log_level);
 void log_msg(enum log_level, const char *subsys, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void log_vmsg(enum log_level, const char *subsys, const char *fmt, va_list);
+void log_vmsg(enum log_level, const char *subsys, const char *fmt, va_list)
+    __attribute__((format(printf, 3, 0)));
 #define log_info(sub, ...) log_msg(LOG_LVL_INFO, (sub), __VA_ARGS__)
 #define log_warn(sub, ...) log_msg(LOG_LVL_WARN, (sub), __VA_ARGS__)
 #define log_err(sub, ...) log_msg(LOG_LVL_ERR, (sub), __VA_ARGS__)
