@@ -1,9 +1,307 @@
 /*
- * smtp.h - the asynchronous SMTP client (placeholder until issue 4 lands).
+ * smtp.h - the asynchronous SMTP client.
+ *
+ * One struct smtp_client per daemon, on the daemon's event_base: it owns
+ * every connection (a cache of idle ones per destination key) and the
+ * SSL_CTXs.  smtp_submit() hands it one message for one destination; the
+ * client connects (or reuses an idle cached connection for the same key),
+ * runs as many SMTP transactions as max_recipients_per_transaction needs,
+ * and calls the request's done callback exactly once, from the event loop,
+ * with one result per recipient.  Nothing blocks and there are no threads.
+ *
+ * Ownership:
+ * - smtp_client_new() returns a client the caller frees with
+ *   smtp_client_free(); the event_base must outlive it.
+ * - smtp_submit() copies the request struct, the address list, every
+ *   string and the recipient array.  Two things are NOT copied and must
+ *   stay valid until done() has been called: the message bytes (msg) and
+ *   the settings (scope; i.e. keep the cfg alive across a reload until
+ *   every request submitted with it is done).  The client never keeps a
+ *   scope pointer after done(): an idle cached connection carries copies
+ *   of the few values it still needs.
+ * - The struct smtp_result passed to done() and everything it points to
+ *   belong to the client and are valid only during the callback; copy
+ *   what you keep.  done() may call smtp_submit() and the conn_count
+ *   functions; it must not call smtp_client_free().
  */
 #ifndef RELAYQ_SMTP_H
 #define RELAYQ_SMTP_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
 #include "cfg.h"
+
+struct event_base;
+struct smtp_client;
+struct smtp_result;
+
+/* Bounds of the texts in a result (bytes, including the NUL). */
+#define SMTP_TEXT_MAX 600 /* the reason, as a log line shows it */
+#define SMTP_REPLY_MAX 520 /* the server's reply, for Diagnostic-Code */
+
+/*
+ * The phase of an SMTP session; smtp_phase_name() names each one as in
+ * "timeout after RCPT TO" / "(in reply to RCPT TO command)".
+ */
+enum smtp_phase {
+	SMTP_PH_NONE = 0, /* not started / nothing happened yet */
+	SMTP_PH_CONNECT, /* connect(2) */
+	SMTP_PH_GREETING, /* waiting for the 220 greeting */
+	SMTP_PH_EHLO,
+	SMTP_PH_HELO,
+	SMTP_PH_STARTTLS, /* the STARTTLS command's reply */
+	SMTP_PH_TLS, /* the TLS handshake */
+	SMTP_PH_MAIL,
+	SMTP_PH_RCPT,
+	SMTP_PH_DATA, /* the DATA command's 354 */
+	SMTP_PH_BODY, /* sending the message content (per block) */
+	SMTP_PH_DOT, /* the reply to the final "." */
+	SMTP_PH_RSET,
+	SMTP_PH_QUIT,
+	SMTP_PH_NOOP, /* other commands (timeout.misc) */
+	SMTP_PH_IDLE, /* cached, between transactions */
+	SMTP_PH_CLOSED,
+};
+#define SMTP_NPHASE (SMTP_PH_CLOSED + 1)
+
+/* The phase's name: "connect", "greeting", "EHLO", "RCPT TO", "end of
+ * DATA", ... (a static string). */
+const char *smtp_phase_name(enum smtp_phase);
+
+/* NOTIFY flags of RFC 3461; 0 = no NOTIFY parameter. */
+enum smtp_notify {
+	SMTP_NOTIFY_NEVER = 1,
+	SMTP_NOTIFY_SUCCESS = 2,
+	SMTP_NOTIFY_FAILURE = 4,
+	SMTP_NOTIFY_DELAY = 8,
+};
+
+/* RET of RFC 3461. */
+enum smtp_ret {
+	SMTP_RET_NONE = 0,
+	SMTP_RET_FULL,
+	SMTP_RET_HDRS,
+};
+
+/* One address of a destination, tried in the order given. */
+struct smtp_addr {
+	const char *host; /* name: TLS verify, SNI, logging (copied) */
+	struct sockaddr_storage sa; /* AF_INET or AF_INET6, port set */
+	socklen_t salen;
+};
+
+/* One recipient. */
+struct smtp_rcpt {
+	/* The address, without <>.  A non-ASCII sender or recipient makes
+	 * the client send SMTPUTF8, or fail the message with 5.6.7 when
+	 * the server does not offer it (as Postfix). */
+	const char *addr;
+	unsigned notify; /* enum smtp_notify bits; 0: none given */
+	/* ORCPT as "addr-type;address" (e.g. "rfc822;u@example.org"),
+	 * not xtext-encoded (the client encodes it); NULL: none. */
+	const char *orcpt;
+};
+
+/* One message for one destination; see the ownership notes above. */
+struct smtp_request {
+	/* The destination: connections are cached and reused per key
+	 * (e.g. the domain, or "[relayhost]:port"). */
+	const char *dest_key;
+	/* Tried in order: a connect failure, timeout, error greeting,
+	 * EHLO/HELO failure, TLS failure, or a 421 / lost connection /
+	 * timeout before the message content went out moves the
+	 * recipients still without a result to the next address. */
+	const struct smtp_addr *addrs;
+	size_t naddrs; /* >= 1 */
+
+	/* Effective settings: every timeout is cfg_time(scope, CFG_T_x,
+	 * cls, first_attempt); tls, tls_ca_file, max_recipients_per_
+	 * transaction, max_deliveries_per_connection and
+	 * connection_cache_time come from scope too. */
+	const struct cfg_scope *scope;
+	enum cfg_class cls;
+	bool first_attempt;
+
+	const char *sender; /* "" for the null sender <> */
+	const struct smtp_rcpt *rcpts;
+	size_t nrcpts; /* >= 1 */
+	const char *envid; /* ENVID, not xtext-encoded; NULL: none */
+	enum smtp_ret ret;
+
+	/* The message (headers and body).  Line ends may be CRLF, bare LF
+	 * or bare CR: each goes out as CRLF, dot-stuffed; a missing final
+	 * line end is added.  Not copied: valid until done() is called. */
+	const char *msg;
+	size_t msglen;
+
+	void (*done)(void *arg, const struct smtp_result *);
+	void *arg;
+};
+
+/* The outcome for one recipient. */
+struct smtp_rcpt_result {
+	int cls; /* 2 delivered, 4 try again later, 5 permanent failure */
+	int code; /* the server's reply code; 0 when it said nothing */
+	char status[16]; /* enhanced status "X.Y.Z", always set */
+	/* The reason as Postfix logs it, CR/LF stripped: "250 2.0.0 Ok:
+	 * queued as X", "host H[IP] said: 550 5.1.1 ... (in reply to RCPT
+	 * TO command)", "connect to H[IP]:25: Connection refused",
+	 * "conversation with H[IP] timed out: timeout after RCPT TO". */
+	char text[SMTP_TEXT_MAX];
+	/* The server's reply alone ("550 5.1.1 <u@x>: unknown"), lines
+	 * joined with a space, for a DSN's "Diagnostic-Code: smtp; ...";
+	 * "" when the result did not come from a reply. */
+	char reply[SMTP_REPLY_MAX];
+	enum smtp_phase phase; /* where it happened */
+	const char *phase_name; /* smtp_phase_name(phase) */
+};
+
+/* The outcome of one request. */
+struct smtp_result {
+	size_t nrcpts;
+	const struct smtp_rcpt_result *rcpts; /* same order as the request */
+
+	/* The relay the final outcome came from (the last one tried);
+	 * host "none", ip "" and port 0 when no address was tried. */
+	char host[256];
+	char ip[48];
+	uint16_t port;
+
+	/* TLS protocol ("TLSv1.3") and cipher, "" without TLS. */
+	char tls_proto[32];
+	char tls_cipher[96];
+	int tls_bits;
+	bool tls_verified; /* chain and name were checked and good */
+
+	bool reused; /* the message went over a cached connection */
+	/* No address got as far as MAIL FROM (connect failure, timeout,
+	 * error greeting, lost connection before MAIL), TLS policy failures
+	 * aside: mark the host(s) down for timeout.hoststatus.  Every
+	 * recipient then has class 4. */
+	bool host_down;
+	unsigned transactions; /* MAIL FROM transactions used */
+
+	/* Microsecond timestamps (rq_now_us) for Postfix's delays=a/b/c/d:
+	 * c = t_ready - t_submit (connection setup: connect, greeting,
+	 * EHLO, TLS; ~0 on a reused connection), d = t_done - t_ready
+	 * (message transmission).  t_ready == t_done if never ready. */
+	int64_t t_submit;
+	int64_t t_ready;
+	int64_t t_done;
+};
+
+enum smtp_submit_result {
+	SMTP_SUBMIT_OK = 0, /* done() will be called exactly once */
+	SMTP_SUBMIT_INVALID, /* bad request (no address/recipient...) */
+	SMTP_SUBMIT_SHUTDOWN, /* smtp_client_shutdown() was called */
+};
+
+/*
+ * Makes a client on BASE that greets with HELO_NAME (copied).  Never
+ * fails (aborts on out of memory); TLS contexts are made on first use.
+ */
+struct smtp_client *
+smtp_client_new(struct event_base *base, const char *helo_name);
+
+/*
+ * Starts delivering REQ (see struct smtp_request for what is copied).
+ * On SMTP_SUBMIT_OK, REQ->done is called exactly once, later, from the
+ * event loop (never from inside smtp_submit()); otherwise never.
+ */
+enum smtp_submit_result
+smtp_submit(struct smtp_client *, const struct smtp_request *req);
+
+/*
+ * How many connections exist for destination KEY: connecting, busy and
+ * idle cached ones (max_connections counts all three; smtp_submit()
+ * reuses an idle one before it opens a new one).
+ */
+unsigned smtp_client_conn_count(struct smtp_client *, const char *key);
+
+/* How many of those are idle in the cache (reusable right now). */
+unsigned smtp_client_conn_idle(struct smtp_client *, const char *key);
+
+/* All connections of the client, every key (max_connections_total). */
+unsigned smtp_client_conn_total(struct smtp_client *);
+
+/*
+ * Begins a graceful stop: new submits are refused, idle cached
+ * connections are sent QUIT, and busy sessions finish their request (or,
+ * with ABORT_ACTIVE, end now with class 4 "delivery aborted" results for
+ * whatever was not yet accepted; their done() is called).  Connections
+ * are not returned to the cache.  DONE(ARG) is called from the event
+ * loop once no connection is left; then call smtp_client_free().
+ * Calling it again with ABORT_ACTIVE escalates a graceful stop.
+ */
+void smtp_client_shutdown(struct smtp_client *, bool abort_active,
+    void (*done)(void *arg), void *arg);
+
+/*
+ * Frees the client now: every connection is closed without QUIT and
+ * every unfinished request's done() is called (class 4, "delivery
+ * aborted") from inside this call.  NULL is a no-op.
+ */
+void smtp_client_free(struct smtp_client *);
+
+/* ---- the pure parsers (smtp_parse.c), for tests and fuzzers ---- */
+
+/* Bounds on what a server may send: longer replies are an error. */
+#define SMTP_LINE_MAX 512 /* bytes per reply line, CRLF included */
+#define SMTP_REPLY_LINES_MAX 100 /* lines per multi-line reply */
+
+enum smtp_parse_result {
+	SMTP_PARSE_OK = 0, /* a complete reply */
+	SMTP_PARSE_MORE, /* need more bytes */
+	SMTP_PARSE_BAD, /* malformed: a line not "DDD-" / "DDD " / "DDD" */
+	SMTP_PARSE_TOO_LONG, /* a line or the reply exceeds the bounds */
+};
+
+/* A parsed reply: code, optional enhanced status, joined text. */
+struct smtp_reply {
+	int code; /* 200..599 */
+	/* "X.Y.Z" when the first line's text starts with one whose
+	 * class matches the code (RFC 3463); else "" */
+	char status[16];
+	char text[SMTP_REPLY_MAX]; /* lines' text after code and status,
+				      joined with " ", controls removed,
+				      truncated */
+	size_t nlines;
+};
+
+/*
+ * Parses one complete reply from the start of BUF (LEN bytes).  On
+ * SMTP_PARSE_OK fills *REPLY and sets *USED to the bytes consumed (every
+ * line through the final CRLF; a bare LF ends a line too).  On
+ * SMTP_PARSE_MORE nothing is consumed.  A line longer than SMTP_LINE_MAX
+ * or more than SMTP_REPLY_LINES_MAX lines give SMTP_PARSE_TOO_LONG even
+ * before the line ends, so a caller's buffer stays bounded.
+ */
+enum smtp_parse_result smtp_reply_parse(
+    const char *buf, size_t len, struct smtp_reply *reply, size_t *used);
+
+/* Capabilities from an EHLO reply. */
+struct smtp_ehlo {
+	bool pipelining;
+	bool size; /* SIZE offered */
+	uint64_t size_max; /* its limit; 0: none given */
+	bool dsn;
+	bool starttls;
+	bool eightbitmime;
+	bool enhancedstatuscodes;
+	bool smtputf8;
+	bool chunking;
+};
+
+/*
+ * Parses the EHLO reply's text lines: TEXT is the raw reply (every line
+ * with its "250-"/"250 " prefix and line end, as received), LEN bytes.
+ * The first line (the greeting name) is skipped; keywords are matched
+ * without regard to case.  Unknown keywords and bad SIZE values are
+ * ignored.  Always succeeds; *EHLO is zeroed first.
+ */
+void smtp_ehlo_parse(const char *text, size_t len, struct smtp_ehlo *ehlo);
 
 #endif
