@@ -1,9 +1,339 @@
 /*
- * queue.h - the on-disk LMDB queue (placeholder until issue 3 lands).
+ * queue.h - the on-disk LMDB queue: messages, recipients, the delivery
+ * schedule, the expiry index, exactly-once spool intake, and paged
+ * inspection for the command-line tools.
+ *
+ * queue/ is the only code that includes <lmdb.h>; callers never see an
+ * MDB_val.  The schema and its invariants are in doc/design.md ("Queue
+ * schema").
+ *
+ * Ownership, in general: a struct queue_msg returned through an out
+ * pointer belongs to the caller, who frees it with queue_msg_free(); a
+ * message body returned by queue_body_load() is malloc'd and freed by the
+ * caller with free(); a struct queue_msg passed to a scan callback belongs
+ * to the scan and is valid only during the call.  Handles (queue,
+ * queue_intake, queue_txn) are freed by their close/commit/abort call.
+ *
+ * Threads: a struct queue is used by one thread.  Processes: any number
+ * (the daemon plus mailq, hold, ...) may open the same queue_dir at once.
+ *
+ * Spool file format (what `relayq send` writes; see interface.md): an
+ * RFC 5322 message, optionally starting with the pickup-directory
+ * envelope headers, which are removed on intake:
+ *     X-Sender: <addr> [RET=FULL|HDRS] [ENVID=xtext]
+ *     X-Receiver: <addr> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=type;xtext]
+ * (X-Receiver repeats, one per recipient; `<>` is the null sender; the
+ * parameters are those of RFC 3461 MAIL FROM / RCPT TO, xtext-encoded.)
+ * Without X-Receiver the recipients come from To:/Cc:/Bcc: and without
+ * X-Sender the sender from Sender:/From:, as `sendmail -t`.
  */
 #ifndef RELAYQ_QUEUE_H
 #define RELAYQ_QUEUE_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "cfg.h"
+
+enum queue_result {
+	QUEUE_OK = 0,
+	QUEUE_NOTFOUND, /* no such message or recipient (maybe just removed) */
+	QUEUE_MAPFULL, /* the LMDB map is full; nothing was changed */
+	QUEUE_CORRUPT, /* a record failed validation; it was set aside */
+	QUEUE_ERR, /* any other error; logged */
+};
+
+enum queue_rcpt_state {
+	RCPT_PENDING = 0, /* never tried */
+	RCPT_DEFERRED, /* tried, temporary failure, will retry */
+	RCPT_DELIVERED, /* done: accepted by the next hop */
+	RCPT_BOUNCED, /* done: failed permanently or expired */
+};
+#define QUEUE_NSTATE 4
+
+/* queue_msg.flags */
+#define QMSG_HELD 0x01u /* on hold: not scheduled, does not expire */
+#define QMSG_WARNED 0x02u /* the delay warning has been sent */
+#define QMSG_RETURNED 0x04u /* the bounce (return) has been sent */
+
+/* queue_msg.ret (RFC 3461 RET=) */
+#define QRET_NONE 0
+#define QRET_FULL 1
+#define QRET_HDRS 2
+
+/* queue_rcpt.notify (RFC 3461 NOTIFY=); 0 means not given. */
+#define QNOTIFY_NEVER 0x01u
+#define QNOTIFY_SUCCESS 0x02u
+#define QNOTIFY_FAILURE 0x04u
+#define QNOTIFY_DELAY 0x08u
+
+/* queue_rcpt.flags */
+#define QRCPT_LEASED 0x01u /* taken by queue_take_due(): deliver this one */
+#define QRCPT_NOTIFIED \
+	0x02u /* a DSN has reported this recipient's final state */
+#define QRCPT_RELAYED_DSN 0x04u /* the next hop took NOTIFY (DSN "relayed") */
+
+/* One recipient.  Strings are owned by the enclosing queue_msg. */
+struct queue_rcpt {
+	uint32_t idx; /* 0..nrcpt-1, stable for the message's life */
+	char *addr; /* the envelope recipient, no angle brackets */
+	char *orcpt; /* RFC 3461 ORCPT ("rfc822;a@b"), or NULL */
+	unsigned notify; /* QNOTIFY_* bits, 0 = not given */
+	unsigned flags; /* QRCPT_* */
+	enum queue_rcpt_state state;
+	uint32_t attempts;
+	int64_t next_attempt; /* unix seconds; 0 when delivered/bounced */
+	int64_t last_attempt; /* unix seconds; 0 = never tried */
+	char *reply; /* last SMTP reply or error text, or NULL */
+	char dsn_status[16]; /* last enhanced status "4.4.1", or "" */
+};
+
+/* One message's envelope (the body is loaded apart). */
+struct queue_msg {
+	uint64_t id;
+	char idstr[17]; /* 16 uppercase hex digits */
+	enum cfg_class cls;
+	int64_t arrival; /* unix seconds */
+	uint64_t size; /* bytes of the stored message (CRLF, as sent) */
+	uint32_t uid; /* owner of the spool file (or of the inserter) */
+	char *sender; /* "" for the null sender <> */
+	char *envid; /* RFC 3461 ENVID, or NULL */
+	int ret; /* QRET_* */
+	unsigned flags; /* QMSG_* */
+	int64_t due; /* schedule entry's time; 0 if not scheduled */
+	int64_t warn_at; /* when the delay warning is due; 0 = never */
+	int64_t return_at; /* when the message is returned; 0 = never */
+	size_t nrcpt;
+	struct queue_rcpt *rcpts;
+};
+
+struct queue;
+struct queue_txn;
+struct queue_intake;
+
+/*
+ * Opens (creating when !readonly) the queue in cfg's queue_dir, mode
+ * 0700, with the map size of queue_map_size.  Returns NULL with err set
+ * on failure.  The cfg must outlive the queue (see queue_cfg_set()).
+ * readonly: for mailq/summary/show; no write transaction is allowed.
+ */
+struct queue *
+queue_open(const struct cfg *, bool readonly, char *err, size_t errlen);
+void queue_close(struct queue *);
+/* Replaces the cfg (after a reload); the new one must outlive the queue. */
+void queue_cfg_set(struct queue *, const struct cfg *);
+
+/* ---- queue ids: 64-bit, shown as 16 uppercase hex digits ---- */
+
+/* Writes ID as 16 uppercase hex digits plus NUL into buf[17]. */
+void queue_id_format(uint64_t id, char buf[17]);
+/* Parses 1-16 hex digits (any case); returns false on anything else. */
+bool queue_id_parse(const char *s, uint64_t *id);
+
+/* ---- intake, used by the daemon ---- */
+
+enum queue_intake_result {
+	QI_IDLE, /* nothing left to do until inotify or a rescan */
+	QI_MORE, /* more files waiting: call again soon (next loop turn) */
+	QI_PAUSED, /* map full: files stay in incoming/; call again later */
+};
+
+/*
+ * Creates the spool tree (incoming/ 1733, tmp/ 1733, bad/ 0700) when
+ * missing, sets up inotify on incoming/ and schedules a full rescan for
+ * the first run (which also finishes what a crash interrupted).  Returns
+ * NULL with a log line on failure.  Freed by queue_intake_close().
+ */
+struct queue_intake *queue_intake_open(struct queue *, const struct cfg *);
+/* The inotify fd the event loop watches for readability, or -1. */
+int queue_intake_fd(const struct queue_intake *);
+/*
+ * Drains inotify events and imports up to max_files files, many per
+ * commit (intake_batch).  Returns quickly: QI_MORE means call again soon.
+ */
+enum queue_intake_result
+queue_intake_run(struct queue_intake *, size_t max_files);
+/* Makes the next run list the whole of incoming/ (the rescan timer). */
+void queue_intake_rescan(struct queue_intake *);
+void queue_intake_close(struct queue_intake *);
+
+/* ---- control notifications ---- */
+
+/*
+ * Tells a running daemon that the queue changed (hold, release, flush,
+ * delete): call after the commit.  Works across processes and users
+ * allowed to use the queue (it touches queue_dir/wakeup).
+ */
+void queue_notify(struct queue *);
+/* An fd that becomes readable after queue_notify(); -1 if unavailable. */
+int queue_wakeup_fd(struct queue *);
+/* Clears the readable state of queue_wakeup_fd(). */
+void queue_wakeup_drain(struct queue *);
+
+/* ---- delivery scheduling, used by the runner ---- */
+
+/* Earliest due time of any scheduled message, INT64_MAX if none. */
+int64_t queue_next_due(struct queue *);
+/* The same for one class. */
+int64_t queue_next_due_class(struct queue *, enum cfg_class);
+
+/*
+ * Takes up to max messages of class CLS due at NOW, oldest due first, and
+ * in one write transaction leases them: each due recipient (pending or
+ * deferred with next_attempt <= now) gets QRCPT_LEASED and next_attempt
+ * lease_until, and the message is rescheduled at lease_until.  A crash
+ * thus leads to a retry, never to a loss.  Writes the ids to ids[];
+ * returns how many.  The runner then loads each message and delivers its
+ * QRCPT_LEASED recipients; queue_rcpt_update() clears the lease.
+ */
+size_t queue_take_due(struct queue *, enum cfg_class, int64_t now,
+    int64_t lease_until, uint64_t *ids, size_t max);
+/* At start-up: every leased recipient becomes due now. */
+void queue_recover_leases(struct queue *);
+
+/* ---- reading single messages ---- */
+
+/* Loads a message's envelope and recipients; *out freed by the caller. */
+enum queue_result
+queue_msg_load(struct queue *, uint64_t id, struct queue_msg **out);
+/* Frees a message and its strings; NULL is fine. */
+void queue_msg_free(struct queue_msg *);
+/*
+ * Loads the message exactly as it is to be sent (CRLF line endings,
+ * intake header edits applied) into a malloc'd *buf of *len bytes (plus
+ * a NUL not counted), freed by the caller.
+ */
+enum queue_result
+queue_body_load(struct queue *, uint64_t id, char **buf, size_t *len);
+
+/* ---- write transactions: many changes, one commit (one fsync) ---- */
+
+/*
+ * Begins the one write transaction of this process (LMDB serialises
+ * writers across processes).  Never keep one across an event-loop turn.
+ * Returns NULL on error (logged).  Ends with commit or abort, which free
+ * it.  The first error inside sticks: later calls return it, and commit
+ * then aborts and returns it.
+ */
+struct queue_txn *queue_txn_begin(struct queue *);
+/*
+ * Records an attempt's result for recipient IDX: state, next attempt
+ * (ignored unless RCPT_DEFERRED/PENDING), reply and dsn_status (either
+ * may be NULL).  Increments attempts, clears QRCPT_LEASED.  Returns
+ * QUEUE_NOTFOUND if the message was deleted meanwhile: not an error.
+ * Call queue_msg_reschedule() after the last update of a message.
+ */
+enum queue_result queue_rcpt_update(struct queue_txn *, uint64_t id,
+    uint32_t idx, enum queue_rcpt_state, int64_t next_attempt,
+    const char *reply, const char *dsn_status);
+/*
+ * Sets and clears QRCPT_* flags of recipient IDX (other than
+ * QRCPT_LEASED, which only the schedule changes); the flags are kept
+ * across queue_rcpt_update().  QUEUE_NOTFOUND if there is no such
+ * message or recipient.
+ */
+enum queue_result queue_rcpt_set_flags(struct queue_txn *, uint64_t id,
+    uint32_t idx, unsigned set, unsigned clear);
+/*
+ * Recomputes the message's schedule entry from its recipients (earliest
+ * next_attempt of those pending or deferred); removes the message (and
+ * logs `removed`) when every recipient is delivered or bounced.
+ */
+enum queue_result queue_msg_reschedule(struct queue_txn *, uint64_t id);
+/*
+ * Inserts a message built in memory (e.g. a DSN: class CFG_DSN, sender
+ * ""): env supplies cls, sender, envid, ret, flags, uid, arrival (0 =
+ * now) and the recipients' addr/orcpt/notify; body is the complete
+ * message with CRLF line endings, stored as is.  Schedules it now and
+ * indexes its expiry by cfg.  The id goes to *id_out (may be NULL).
+ * Logs the `from=<...>` line after the commit.
+ */
+enum queue_result
+queue_msg_insert(struct queue_txn *, const struct queue_msg *env,
+    const char *body, size_t len, uint64_t *id_out);
+/* Sets and clears QMSG_* flags (held is better done by queue_msg_hold). */
+enum queue_result queue_msg_set_flags(
+    struct queue_txn *, uint64_t id, unsigned set, unsigned clear);
+/* Removes a message with everything it has (logs `removed` on commit). */
+enum queue_result queue_msg_remove(struct queue_txn *, uint64_t id);
+/* Reads a message inside the write txn; *out freed by the caller. */
+enum queue_result
+queue_txn_load(struct queue_txn *, uint64_t id, struct queue_msg **out);
+/* Reads the body inside the write txn; as queue_body_load(). */
+enum queue_result
+queue_txn_body_load(struct queue_txn *, uint64_t id, char **buf, size_t *len);
+/* Commits (one fsync) and frees the txn; returns the sticky error. */
+enum queue_result queue_txn_commit(struct queue_txn *);
+/* Aborts and frees the txn. */
+void queue_txn_abort(struct queue_txn *);
+
+/* ---- hold / release / flush (used by the commands) ---- */
+
+/* Puts a message on hold: off the schedule and the expiry index. */
+enum queue_result queue_msg_hold(struct queue_txn *, uint64_t id);
+/* Releases a held message: rescheduled and its expiry entries restored. */
+enum queue_result queue_msg_release(struct queue_txn *, uint64_t id);
+/* Makes the message's deferred and pending recipients due at NOW. */
+enum queue_result queue_msg_flush(struct queue_txn *, uint64_t id, int64_t now);
+
+/* ---- expiry index (used by expiry/) ---- */
+
+enum queue_expiry_kind { QEXP_WARN = 1, QEXP_RETURN = 2 };
+
+struct queue_expiry_ev {
+	uint64_t id;
+	enum queue_expiry_kind kind;
+	int64_t when;
+};
+
+/* Earliest warn/return time of any message, INT64_MAX if none. */
+int64_t queue_expiry_next(struct queue *);
+/* Up to max events due at NOW, earliest first, into evs[]; returns n. */
+size_t queue_expiry_due(
+    struct queue *, int64_t now, struct queue_expiry_ev *evs, size_t max);
+/*
+ * Removes the message's entry of that kind (after the DSN was inserted
+ * in the same txn).  QUEUE_NOTFOUND if none.
+ */
+enum queue_result queue_expiry_clear(struct queue_txn *, uint64_t id, int kind);
+
+/* ---- inspection: paged with short read transactions ---- */
+
+/*
+ * Scan callback: MSG (with recipients) is valid only during the call.
+ * Return false to stop the scan.
+ */
+typedef bool (*queue_scan_cb)(const struct queue_msg *msg, void *arg);
+/*
+ * Calls CB for each message with id >= from_id in id (= arrival) order.
+ * Reads in pages of a few hundred messages, one short read txn each, so
+ * a scan never holds the database.  A record that fails validation is
+ * skipped with a log line.  Returns the number of messages passed to CB.
+ */
+size_t
+queue_scan(struct queue *, uint64_t from_id, queue_scan_cb cb, void *arg);
+
+/* Totals, kept up to date inside every write transaction. */
+struct queue_counts {
+	uint64_t msgs[CFG_NCLASS]; /* messages per class */
+	uint64_t bytes[CFG_NCLASS]; /* their sizes */
+	uint64_t rcpts[CFG_NCLASS][QUEUE_NSTATE]; /* recipients per state */
+	uint64_t held; /* messages on hold */
+};
+enum queue_result queue_counts_get(struct queue *, struct queue_counts *);
+
+/*
+ * Calls CB for each (destination domain, arrival minute) with the number
+ * of recipients not yet done (pending or deferred) of messages that
+ * arrived in that minute (unix seconds / 60); for qshape-like summaries.
+ * Paged like queue_scan().  DOMAIN is valid during the call.
+ */
+typedef void (*queue_domain_cb)(
+    const char *domain, int64_t minute, uint64_t nrcpt, void *arg);
+enum queue_result queue_domain_counts(struct queue *, queue_domain_cb, void *);
+
+/* The names of rcpt states ("pending", ...) and of the QRET_* values. */
+const char *queue_state_name(enum queue_rcpt_state);
 
 #endif

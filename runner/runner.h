@@ -1,10 +1,30 @@
 /*
- * runner.h - the daemon: the one event_base, spool pickup, delivery
- * scheduling and expiry (placeholder until issues 3 and 5 land).
+ * runner.h - the daemon (`relayq run`): the one event_base that takes in
+ * the spool, schedules due recipients by class, routes them (relayhost or
+ * MX through c-ares), delivers them with the SMTP client under the
+ * connection and rate limits, commits every result in group commits, and
+ * runs the expiry scans.  See doc/design.md, "Runner".
  */
 #ifndef RELAYQ_RUNNER_H
 #define RELAYQ_RUNNER_H
 
+#include <stdbool.h>
+
 #include "cfg.h"
+
+struct runner_opts {
+	/* Exit 0 once the spool is empty and nothing is due before its
+	 * next retry (batch use, benchmarks). */
+	bool exit_when_idle;
+};
+
+/*
+ * Runs the daemon with CFG (loaded from CFG_PATH, which SIGHUP reloads)
+ * until SIGTERM/SIGINT or, with exit_when_idle, until idle.  Takes
+ * ownership of CFG (it frees it, or its replacement after a reload).
+ * Returns a sysexits.h code: 0 on a clean stop.
+ */
+int runner_main(
+    struct cfg *cfg, const char *cfg_path, const struct runner_opts *opts);
 
 #endif

@@ -21,8 +21,22 @@ struct command {
 };
 
 static const struct command commands[] = {
+	{ "run", cmd_run, "[--exit-when-idle]",
+	    "the daemon: spool pickup, delivery, expiry" },
 	{ "check-config", cmd_check_config, "",
 	    "validate the config and print every effective setting" },
+	{ "send", cmd_send, "[-f SENDER] [-t] [RCPT...]",
+	    "submit a message (sendmail-compatible)" },
+	{ "bounce", cmd_bounce, "ID...",
+	    "return messages to their senders now, with a DSN" },
+	{ "mailq", cmd_mailq, "[--json] [--priority P] [--state S] ...",
+	    "list the queue" },
+	{ "summary", cmd_summary, "", "queue shape by domain, age, priority" },
+	{ "show", cmd_show, "ID", "a message's envelope, history and text" },
+	{ "hold", cmd_hold, "ID...", "stop delivery attempts of messages" },
+	{ "release", cmd_release, "ID...", "resume held messages" },
+	{ "delete", cmd_delete, "ID... | --all", "remove messages, no DSN" },
+	{ "flush", cmd_flush, "[ID...]", "make deferred recipients due now" },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -24,4 +24,32 @@ int tools_fail(int code, const char *cmd, const char *fmt, ...)
 
 int cmd_check_config(int argc, char **argv);
 
+/*
+ * Queue commands (cmd_mailq.c): checks that the caller is root or the
+ * owner of queue_dir (else prints "permission denied" and returns 77),
+ * then opens the queue into *qp (NULL, with 0, when no queue exists
+ * yet).  Returns a sysexits code.  The caller closes *qp.
+ */
+struct queue;
+int tools_queue_open(
+    const char *cmd, const struct cfg *, bool readonly, struct queue **qp);
+/* Buffered standard output for big listings; tools_out_done() flushes
+ * and returns 0 or 74 on a write error. */
+void tools_out(const char *s, size_t n);
+void tools_outs(const char *s);
+void tools_out_u64(uint64_t v);
+void tools_out_json(const char *s); /* a JSON string, NULL as null */
+void tools_out_flush(void);
+int tools_out_done(void);
+int cmd_mailq(int argc, char **argv);
+int cmd_summary(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_hold(int argc, char **argv);
+int cmd_release(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
+int cmd_flush(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_bounce(int argc, char **argv);
+int cmd_send(int argc, char **argv);
+
 #endif

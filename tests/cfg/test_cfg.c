@@ -13,8 +13,8 @@ static const struct {
 	const char *in;
 	int64_t unit;
 	bool now;
-	int64_t want;	/* -1: must fail */
-	const char *why;	/* substring of the error */
+	int64_t want; /* -1: must fail */
+	const char *why; /* substring of the error */
 } intervals[] = {
 	{ "3d22h4s", 60, false, 338404, NULL },
 	{ "90s", 60, false, 90, NULL },
@@ -58,8 +58,8 @@ test_intervals(void)
 			CHECK_INT(r, -1);
 			CHECK(why != NULL &&
 			    strstr(why, intervals[i].why) != NULL);
-			if (why == NULL || strstr(why, intervals[i].why) ==
-			    NULL)
+			if (why == NULL ||
+			    strstr(why, intervals[i].why) == NULL)
 				fprintf(stderr, "  input \"%s\": %s\n",
 				    intervals[i].in, why ? why : "(null)");
 		}
@@ -82,8 +82,9 @@ test_interval_format(void)
 
 		cfg_interval_format(t[i].secs, buf, sizeof(buf));
 		CHECK_STR(buf, t[i].want);
-		CHECK_INT(cfg_interval_parse(buf, strlen(buf), 1, false,
-		    &back, &why), 0);
+		CHECK_INT(
+		    cfg_interval_parse(buf, strlen(buf), 1, false, &back, &why),
+		    0);
 		CHECK_INT(back, t[i].secs);
 	}
 }
@@ -114,7 +115,7 @@ parse(const char *text, char *err, size_t len)
 
 static const struct {
 	const char *text;
-	const char *err;	/* exact expected message */
+	const char *err; /* exact expected message */
 } bad[] = {
 	{ "bogus = 1\n", "t.conf:1: unknown key \"bogus\"" },
 	{ "\n\nmax_connections = ten\n",
@@ -122,61 +123,85 @@ static const struct {
 	{ "max_connections = 5\nmax_connections = 6\n",
 	    "t.conf:2: duplicate key \"max_connections\" (first set on line "
 	    "1)" },
-	{ "[domain]\n", "t.conf:1: bad section: [domain] (expected [domain "
+	{ "[domain]\n",
+	    "t.conf:1: bad section: [domain] (expected [domain "
 	    "NAME])" },
-	{ "[global]\n", "t.conf:1: bad section: [global] (expected [domain "
+	{ "[global]\n",
+	    "t.conf:1: bad section: [global] (expected [domain "
 	    "NAME])" },
-	{ "[domain a..b]\n", "t.conf:1: bad domain name in section: "
+	{ "[domain a..b]\n",
+	    "t.conf:1: bad domain name in section: "
 	    "[domain a..b]" },
-	{ "[domain x.test\n", "t.conf:1: bad section header: [domain "
+	{ "[domain x.test\n",
+	    "t.conf:1: bad section header: [domain "
 	    "x.test" },
 	{ "[domain x.test]\n[domain X.TEST]\n",
 	    "t.conf:2: duplicate section [domain x.test]" },
 	{ "timeout.rcpt = 99999999999999999999\n",
 	    "t.conf:1: bad value for timeout.rcpt: \"99999999999999999999\": "
 	    "interval overflows" },
-	{ "timeout.rcpt = -5\n", "t.conf:1: bad value for timeout.rcpt: "
+	{ "timeout.rcpt = -5\n",
+	    "t.conf:1: bad value for timeout.rcpt: "
 	    "\"-5\": negative interval" },
-	{ "max_connections = -5\n", "t.conf:1: bad value for "
+	{ "max_connections = -5\n",
+	    "t.conf:1: bad value for "
 	    "max_connections: \"-5\": negative value" },
-	{ "timeout.rcpt = 5y\n", "t.conf:1: bad value for timeout.rcpt: "
+	{ "timeout.rcpt = 5y\n",
+	    "t.conf:1: bad value for timeout.rcpt: "
 	    "\"5y\": unknown unit (use s, m, h, d or w)" },
-	{ "timeout.rcpt = 5m junk\n", "t.conf:1: bad value for "
+	{ "timeout.rcpt = 5m junk\n",
+	    "t.conf:1: bad value for "
 	    "timeout.rcpt: \"5m junk\": trailing garbage" },
-	{ "max_connections = 5x\n", "t.conf:1: bad value for "
+	{ "max_connections = 5x\n",
+	    "t.conf:1: bad value for "
 	    "max_connections: \"5x\": trailing garbage" },
-	{ "max_connections = 0\n", "t.conf:1: bad value for "
+	{ "max_connections = 0\n",
+	    "t.conf:1: bad value for "
 	    "max_connections: \"0\": out of range (1..100000)" },
-	{ "max_message_size = 5q\n", "t.conf:1: bad value for "
+	{ "max_message_size = 5q\n",
+	    "t.conf:1: bad value for "
 	    "max_message_size: \"5q\": unknown size unit (use k, m, g or t)" },
-	{ "max_message_size = 99999999999g\n", "t.conf:1: bad value for "
+	{ "max_message_size = 99999999999g\n",
+	    "t.conf:1: bad value for "
 	    "max_message_size: \"99999999999g\": size overflows" },
-	{ "timeout.queuewarn = now\n", "t.conf:1: bad value for "
+	{ "timeout.queuewarn = now\n",
+	    "t.conf:1: bad value for "
 	    "timeout.queuewarn: \"now\": \"now\" is not allowed here" },
-	{ "timeout.rcpt = now\n", "t.conf:1: bad value for timeout.rcpt: "
+	{ "timeout.rcpt = now\n",
+	    "t.conf:1: bad value for timeout.rcpt: "
 	    "\"now\": \"now\" is not allowed here" },
 	{ "spool_dir\n", "t.conf:1: expected \"key = value\": spool_dir" },
 	{ "= 5\n", "t.conf:1: missing key before \"=\"" },
-	{ "spool_dir = relative/path\n", "t.conf:1: bad value for spool_dir: "
+	{ "spool_dir = relative/path\n",
+	    "t.conf:1: bad value for spool_dir: "
 	    "\"relative/path\": not an absolute path" },
-	{ "tls = sometimes\n", "t.conf:1: bad value for tls: \"sometimes\": "
+	{ "tls = sometimes\n",
+	    "t.conf:1: bad value for tls: \"sometimes\": "
 	    "expected none, may, encrypt or verify" },
-	{ "notify_postmaster = maybe\n", "t.conf:1: bad value for "
+	{ "notify_postmaster = maybe\n",
+	    "t.conf:1: bad value for "
 	    "notify_postmaster: \"maybe\": expected yes or no" },
-	{ "relayhost = [x.test\n", "t.conf:1: bad value for relayhost: "
+	{ "relayhost = [x.test\n",
+	    "t.conf:1: bad value for relayhost: "
 	    "\"[x.test\": missing ]" },
-	{ "relayhost = [x.test]:99999\n", "t.conf:1: bad value for "
+	{ "relayhost = [x.test]:99999\n",
+	    "t.conf:1: bad value for "
 	    "relayhost: \"[x.test]:99999\": port out of range (1..65535)" },
-	{ "relayhost = x.test:25x\n", "t.conf:1: bad value for relayhost: "
+	{ "relayhost = x.test:25x\n",
+	    "t.conf:1: bad value for relayhost: "
 	    "\"x.test:25x\": trailing garbage after port" },
-	{ "relayhost = x te:25\n", "t.conf:1: bad value for relayhost: "
+	{ "relayhost = x te:25\n",
+	    "t.conf:1: bad value for relayhost: "
 	    "\"x te:25\": bad character in host name" },
-	{ "max_message_rate = 100\n", "t.conf:1: bad value for "
+	{ "max_message_rate = 100\n",
+	    "t.conf:1: bad value for "
 	    "max_message_rate: \"100\": expected N/unit, as 100/s" },
-	{ "max_message_rate = 100/y\n", "t.conf:1: bad value for "
+	{ "max_message_rate = 100/y\n",
+	    "t.conf:1: bad value for "
 	    "max_message_rate: \"100/y\": unknown unit (use s, m, h, d or "
 	    "w)" },
-	{ "priority_weights = urgent=8 high=2\n", "t.conf:1: bad value for "
+	{ "priority_weights = urgent=8 high=2\n",
+	    "t.conf:1: bad value for "
 	    "priority_weights: \"urgent=8 high=2\": expected urgent=N "
 	    "normal=N non-urgent=N" },
 	{ "priority_weights = urgent=0 normal=0 non-urgent=0\n",
@@ -219,7 +244,8 @@ test_errors(void)
 		struct cfg *cfg = NULL;
 
 		CHECK_INT(cfg_parse_buf("t.conf", text, sizeof(text) - 1, &cfg,
-		    err, sizeof(err)), CFG_ERR_SYNTAX);
+			      err, sizeof(err)),
+		    CFG_ERR_SYNTAX);
 		CHECK_STR(err, "t.conf:1: NUL byte in line");
 	}
 	/* A missing file names the file and no line. */
@@ -227,8 +253,10 @@ test_errors(void)
 		struct cfg *cfg = NULL;
 
 		CHECK_INT(cfg_load("/nonexistent/relayq.conf", &cfg, err,
-		    sizeof(err)), CFG_ERR_FILE);
-		CHECK_STR(err, "/nonexistent/relayq.conf: No such file or "
+			      sizeof(err)),
+		    CFG_ERR_FILE);
+		CHECK_STR(err,
+		    "/nonexistent/relayq.conf: No such file or "
 		    "directory");
 	}
 }
@@ -249,14 +277,12 @@ test_defaults(void)
 	CHECK(cfg_str(g, CFG_HOSTNAME)[0] != '\0');
 	CHECK_INT(cfg_time(g, CFG_T_QUEUEWARN, CFG_URGENT, false), 3600);
 	CHECK_INT(cfg_time(g, CFG_T_QUEUEWARN, CFG_NORMAL, false), 4 * 3600);
-	CHECK_INT(cfg_time(g, CFG_T_QUEUEWARN, CFG_NONURGENT, false),
-	    12 * 3600);
-	CHECK_INT(cfg_time(g, CFG_T_QUEUERETURN, CFG_URGENT, false),
-	    2 * 86400);
-	CHECK_INT(cfg_time(g, CFG_T_QUEUERETURN, CFG_NORMAL, false),
-	    5 * 86400);
-	CHECK_INT(cfg_time(g, CFG_T_QUEUERETURN, CFG_NONURGENT, false),
-	    7 * 86400);
+	CHECK_INT(
+	    cfg_time(g, CFG_T_QUEUEWARN, CFG_NONURGENT, false), 12 * 3600);
+	CHECK_INT(cfg_time(g, CFG_T_QUEUERETURN, CFG_URGENT, false), 2 * 86400);
+	CHECK_INT(cfg_time(g, CFG_T_QUEUERETURN, CFG_NORMAL, false), 5 * 86400);
+	CHECK_INT(
+	    cfg_time(g, CFG_T_QUEUERETURN, CFG_NONURGENT, false), 7 * 86400);
 	CHECK_INT(cfg_time(g, CFG_T_QUEUERETURN, CFG_DSN, false), 5 * 86400);
 	CHECK_INT(cfg_time(g, CFG_T_CONNECT, CFG_NORMAL, false), 30);
 	CHECK_INT(cfg_time(g, CFG_T_CONNECT, CFG_NORMAL, true), 10);
@@ -293,27 +319,26 @@ static void
 test_fallbacks(void)
 {
 	char err[256];
-	const char *text =
-	    "timeout.queuewarn = 2h\n"
-	    "timeout.queuewarn.non-urgent = 1d\n"
-	    "timeout.queuereturn.urgent = now\n"
-	    "timeout.rcpt = 10\n"
-	    "timeout.rcpt.first = 30s\n"
-	    "timeout.mail.urgent = 20s\n"
-	    "timeout.helo.first.urgent = 7s\n"
-	    "timeout.helo.dsn.first = 8s\n"
-	    "timeout.iconnect = 3s\n"
-	    "relayhost = smart.test:587\n"
-	    "priority_weights = urgent=5, non-urgent=2\n"
-	    "max_message_size = 2MiB\n"
-	    "max_message_rate = 1000/h\n"
-	    "\n[domain slow.test]\n"
-	    "timeout.rcpt = 20m\n"
-	    "timeout.connect = 1m\n"
-	    "relayhost = [10.0.0.1]:2525\n"
-	    "tls = verify\n"
-	    "\n[domain .sub.test]\n"
-	    "max_connections = 2\n";
+	const char *text = "timeout.queuewarn = 2h\n"
+			   "timeout.queuewarn.non-urgent = 1d\n"
+			   "timeout.queuereturn.urgent = now\n"
+			   "timeout.rcpt = 10\n"
+			   "timeout.rcpt.first = 30s\n"
+			   "timeout.mail.urgent = 20s\n"
+			   "timeout.helo.first.urgent = 7s\n"
+			   "timeout.helo.dsn.first = 8s\n"
+			   "timeout.iconnect = 3s\n"
+			   "relayhost = smart.test:587\n"
+			   "priority_weights = urgent=5, non-urgent=2\n"
+			   "max_message_size = 2MiB\n"
+			   "max_message_rate = 1000/h\n"
+			   "\n[domain slow.test]\n"
+			   "timeout.rcpt = 20m\n"
+			   "timeout.connect = 1m\n"
+			   "relayhost = [10.0.0.1]:2525\n"
+			   "tls = verify\n"
+			   "\n[domain .sub.test]\n"
+			   "max_connections = 2\n";
 	struct cfg *cfg = parse(text, err, sizeof(err));
 	const struct cfg_scope *g, *d, *s;
 
@@ -330,8 +355,8 @@ test_fallbacks(void)
 	CHECK_INT(cfg_time(g, CFG_T_QUEUEWARN, CFG_DSN, false), 7200);
 	/* Class defaults apply where neither is set. */
 	CHECK_INT(cfg_time(g, CFG_T_QUEUERETURN, CFG_URGENT, false), 0);
-	CHECK_INT(cfg_time(g, CFG_T_QUEUERETURN, CFG_NONURGENT, false),
-	    7 * 86400);
+	CHECK_INT(
+	    cfg_time(g, CFG_T_QUEUERETURN, CFG_NONURGENT, false), 7 * 86400);
 	/* Bare numbers are minutes for SMTP timeouts. */
 	CHECK_INT(cfg_time(g, CFG_T_RCPT, CFG_NORMAL, false), 600);
 	CHECK_INT(cfg_time(g, CFG_T_RCPT, CFG_NORMAL, true), 30);
@@ -383,10 +408,11 @@ test_syntax_variants(void)
 {
 	char err[256];
 	struct cfg *cfg = parse("  # indented comment\r\n"
-	    "max_connections=7\r\n"
-	    "\tretry.min =   1m   \n"
-	    "relayhost = [ipv6:::1]:2525\n"
-	    "max_message_rate = 5/30s", err, sizeof(err));
+				"max_connections=7\r\n"
+				"\tretry.min =   1m   \n"
+				"relayhost = [ipv6:::1]:2525\n"
+				"max_message_rate = 5/30s",
+	    err, sizeof(err));
 	const struct cfg_scope *g;
 
 	CHECK(cfg != NULL);

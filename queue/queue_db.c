@@ -1,0 +1,1362 @@
+/*
+ * queue_db.c - the LMDB environment of the queue: opening it, record
+ * codecs, write transactions with their count deltas and post-commit log
+ * lines, and loading, storing and removing whole messages.
+ *
+ * Public: queue_open(), queue_close(), queue_cfg_set(), queue_id_format(),
+ * queue_id_parse(), queue_msg_load(), queue_msg_free(), queue_body_load(),
+ * queue_txn_begin(), queue_txn_commit(), queue_txn_abort(),
+ * queue_txn_load(), queue_txn_body_load(), queue_msg_insert(),
+ * queue_msg_remove(), queue_state_name(); private helpers in queue_int.h.
+ *
+ * Invariants: a message's msg record, recipient records, body, schedule
+ * entry, expiry entries and counts change together in one write txn; a
+ * record is validated on every load and one that fails is moved to the
+ * corrupt db (in a write txn) or skipped (read-only) with a log line;
+ * MDB_NOSYNC is never set, so a commit is durable when it returns.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "queue_int.h"
+
+static const char *const dbnames[QDB_N] = { "msg", "rcpt", "body", "sched",
+	"expiry", "lease", "ident", "counts", "meta", "corrupt" };
+
+/* ---- small helpers ---- */
+
+void
+queue_id_format(uint64_t id, char buf[17])
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (int i = 15; i >= 0; i--) {
+		buf[i] = hex[id & 0xf];
+		id >>= 4;
+	}
+	buf[16] = '\0';
+}
+
+bool
+queue_id_parse(const char *s, uint64_t *id)
+{
+	uint64_t v = 0;
+	size_t n = 0;
+
+	for (; s[n] != '\0'; n++) {
+		char c = s[n];
+		int d;
+
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			d = c - 'A' + 10;
+		else
+			return false;
+		if (n >= 16)
+			return false;
+		v = (v << 4) | (uint64_t)d;
+	}
+	if (n == 0)
+		return false;
+	*id = v;
+	return true;
+}
+
+const char *
+queue_state_name(enum queue_rcpt_state s)
+{
+	static const char *const names[] = { "pending", "deferred", "delivered",
+		"bounced" };
+
+	return (unsigned)s < QUEUE_NSTATE ? names[s] : "pending";
+}
+
+void
+queue_addr_domain(const char *addr, char *buf, size_t len)
+{
+	const char *at = strrchr(addr, '@');
+	size_t i = 0;
+
+	at = at ? at + 1 : "";
+	for (; at[i] != '\0' && i + 1 < len; i++) {
+		char c = at[i];
+
+		buf[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+	}
+	buf[i] = '\0';
+}
+
+void
+qkey_id(uint8_t k[8], uint64_t id)
+{
+	qbe64_put(k, id);
+}
+
+void
+qkey_rcpt(uint8_t k[12], uint64_t id, uint32_t idx)
+{
+	qbe64_put(k, id);
+	qbe32_put(k + 8, idx);
+}
+
+void
+qkey_sched(uint8_t k[17], int cls, int64_t due, uint64_t id)
+{
+	k[0] = (uint8_t)cls;
+	qbe64_put(k + 1, (uint64_t)due);
+	qbe64_put(k + 9, id);
+}
+
+void
+qkey_expiry(uint8_t k[17], int64_t when, uint64_t id, int kind)
+{
+	qbe64_put(k, (uint64_t)when);
+	qbe64_put(k + 8, id);
+	k[16] = (uint8_t)kind;
+}
+
+/* ---- record codecs ---- */
+
+void
+qbuf_put(struct qbuf *b, const void *p, size_t n)
+{
+	if (n == 0)
+		return;
+	if (b->n + n > b->cap) {
+		while (b->n + n > b->cap)
+			b->cap = b->cap ? b->cap * 2 : 256;
+		b->p = xrealloc(b->p, b->cap);
+	}
+	memcpy(b->p + b->n, p, n);
+	b->n += n;
+}
+
+void
+qbuf_u8(struct qbuf *b, uint8_t v)
+{
+	qbuf_put(b, &v, 1);
+}
+
+void
+qbuf_u32(struct qbuf *b, uint32_t v)
+{
+	uint8_t k[4];
+
+	qbe32_put(k, v);
+	qbuf_put(b, k, 4);
+}
+
+void
+qbuf_u64(struct qbuf *b, uint64_t v)
+{
+	uint8_t k[8];
+
+	qbe64_put(k, v);
+	qbuf_put(b, k, 8);
+}
+
+void
+qbuf_str(struct qbuf *b, const char *s)
+{
+	if (s == NULL) {
+		qbuf_u32(b, 0xffffffffu);
+		return;
+	}
+	qbuf_u32(b, (uint32_t)strlen(s));
+	qbuf_put(b, s, strlen(s) + 1);
+}
+
+/* A bounds-checked reader over a record. */
+struct qrd {
+	const uint8_t *p;
+	size_t n, off;
+	bool bad;
+};
+
+static const uint8_t *
+rd_take(struct qrd *r, size_t n)
+{
+	const uint8_t *p;
+
+	if (r->bad || r->n - r->off < n) {
+		r->bad = true;
+		return NULL;
+	}
+	p = r->p + r->off;
+	r->off += n;
+	return p;
+}
+
+static uint8_t
+rd_u8(struct qrd *r)
+{
+	const uint8_t *p = rd_take(r, 1);
+
+	return p ? p[0] : 0;
+}
+
+static uint32_t
+rd_u32(struct qrd *r)
+{
+	const uint8_t *p = rd_take(r, 4);
+
+	return p ? qbe32_get(p) : 0;
+}
+
+static uint64_t
+rd_u64(struct qrd *r)
+{
+	const uint8_t *p = rd_take(r, 8);
+
+	return p ? qbe64_get(p) : 0;
+}
+
+/* Reads a string written by qbuf_str (NULL allowed when nullable). */
+static char *
+rd_str(struct qrd *r, bool nullable)
+{
+	uint32_t n = rd_u32(r);
+	const uint8_t *p;
+
+	if (r->bad)
+		return NULL;
+	if (n == 0xffffffffu) {
+		if (!nullable)
+			r->bad = true;
+		return NULL;
+	}
+	p = rd_take(r, (size_t)n + 1);
+	if (p == NULL || p[n] != '\0' || memchr(p, '\0', n) != NULL) {
+		r->bad = true;
+		return NULL;
+	}
+	return (char *)p;
+}
+
+void
+qrec_msg_encode(struct qbuf *b, const struct queue_msg *m)
+{
+	b->n = 0;
+	qbuf_u8(b, QREC_VERSION);
+	qbuf_u8(b, (uint8_t)m->cls);
+	qbuf_u8(b, (uint8_t)m->ret);
+	qbuf_u8(b, 0);
+	qbuf_u32(b, m->flags);
+	qbuf_u32(b, m->uid);
+	qbuf_u32(b, (uint32_t)m->nrcpt);
+	qbuf_u64(b, (uint64_t)m->arrival);
+	qbuf_u64(b, m->size);
+	qbuf_u64(b, (uint64_t)m->due);
+	qbuf_u64(b, (uint64_t)m->warn_at);
+	qbuf_u64(b, (uint64_t)m->return_at);
+	qbuf_str(b, m->sender);
+	qbuf_str(b, m->envid);
+}
+
+bool
+qrec_msg_decode(const void *p, size_t n, struct queue_msg *m)
+{
+	struct qrd r = { p, n, 0, false };
+
+	memset(m, 0, sizeof(*m));
+	if (rd_u8(&r) != QREC_VERSION)
+		return false;
+	m->cls = (enum cfg_class)rd_u8(&r);
+	m->ret = rd_u8(&r);
+	(void)rd_u8(&r);
+	m->flags = rd_u32(&r);
+	m->uid = rd_u32(&r);
+	m->nrcpt = rd_u32(&r);
+	m->arrival = (int64_t)rd_u64(&r);
+	m->size = rd_u64(&r);
+	m->due = (int64_t)rd_u64(&r);
+	m->warn_at = (int64_t)rd_u64(&r);
+	m->return_at = (int64_t)rd_u64(&r);
+	m->sender = rd_str(&r, false);
+	m->envid = rd_str(&r, true);
+	if (r.bad || r.off != n)
+		return false;
+	if ((unsigned)m->cls >= CFG_NCLASS || m->ret > QRET_HDRS ||
+	    m->nrcpt == 0 || m->nrcpt > 1000000 || m->arrival <= 0 ||
+	    m->due < 0)
+		return false;
+	return true;
+}
+
+void
+qrec_rcpt_encode(struct qbuf *b, const struct queue_rcpt *rc)
+{
+	char ds[16];
+
+	b->n = 0;
+	qbuf_u8(b, QREC_VERSION);
+	qbuf_u8(b, (uint8_t)rc->state);
+	qbuf_u8(b, (uint8_t)rc->notify);
+	qbuf_u8(b, (uint8_t)rc->flags);
+	qbuf_u32(b, rc->attempts);
+	qbuf_u64(b, (uint64_t)rc->next_attempt);
+	qbuf_u64(b, (uint64_t)rc->last_attempt);
+	memset(ds, 0, sizeof(ds));
+	memcpy(ds, rc->dsn_status, strnlen(rc->dsn_status, sizeof(ds) - 1));
+	qbuf_put(b, ds, sizeof(ds));
+	qbuf_str(b, rc->addr);
+	qbuf_str(b, rc->orcpt);
+	qbuf_str(b, rc->reply);
+}
+
+bool
+qrec_rcpt_decode(const void *p, size_t n, struct queue_rcpt *rc)
+{
+	struct qrd r = { p, n, 0, false };
+	const uint8_t *ds;
+
+	memset(rc, 0, sizeof(*rc));
+	if (rd_u8(&r) != QREC_VERSION)
+		return false;
+	rc->state = (enum queue_rcpt_state)rd_u8(&r);
+	rc->notify = rd_u8(&r);
+	rc->flags = rd_u8(&r);
+	rc->attempts = rd_u32(&r);
+	rc->next_attempt = (int64_t)rd_u64(&r);
+	rc->last_attempt = (int64_t)rd_u64(&r);
+	ds = rd_take(&r, 16);
+	rc->addr = rd_str(&r, false);
+	rc->orcpt = rd_str(&r, true);
+	rc->reply = rd_str(&r, true);
+	if (r.bad || r.off != n || ds == NULL || ds[15] != '\0')
+		return false;
+	memcpy(rc->dsn_status, ds, 16);
+	if ((unsigned)rc->state >= QUEUE_NSTATE || rc->addr[0] == '\0')
+		return false;
+	return true;
+}
+
+struct queue_msg *
+queue_msg_dup(const struct queue_msg *v)
+{
+	struct queue_msg *m = xcalloc(1, sizeof(*m));
+
+	*m = *v;
+	m->sender = xstrdup(v->sender ? v->sender : "");
+	m->envid = v->envid ? xstrdup(v->envid) : NULL;
+	queue_id_format(m->id, m->idstr);
+	m->rcpts = xcalloc(v->nrcpt ? v->nrcpt : 1, sizeof(*m->rcpts));
+	for (size_t i = 0; i < v->nrcpt && v->rcpts != NULL; i++) {
+		m->rcpts[i] = v->rcpts[i];
+		m->rcpts[i].addr = xstrdup(v->rcpts[i].addr);
+		m->rcpts[i].orcpt = v->rcpts[i].orcpt
+		    ? xstrdup(v->rcpts[i].orcpt)
+		    : NULL;
+		m->rcpts[i].reply = v->rcpts[i].reply
+		    ? xstrdup(v->rcpts[i].reply)
+		    : NULL;
+	}
+	return m;
+}
+
+void
+queue_msg_free(struct queue_msg *m)
+{
+	if (m == NULL)
+		return;
+	for (size_t i = 0; i < m->nrcpt && m->rcpts != NULL; i++) {
+		free(m->rcpts[i].addr);
+		free(m->rcpts[i].orcpt);
+		free(m->rcpts[i].reply);
+	}
+	free(m->rcpts);
+	free(m->sender);
+	free(m->envid);
+	free(m);
+}
+
+/* ---- the environment ---- */
+
+/* Creates DIR and its parents with MODE. */
+static int
+mkdir_p(const char *dir, mode_t mode)
+{
+	char *p = xstrdup(dir);
+
+	for (char *s = p + 1; *s != '\0'; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+			free(p);
+			return -1;
+		}
+		*s = '/';
+	}
+	free(p);
+	if (mkdir(dir, mode) < 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+struct queue *
+queue_open(const struct cfg *cfg, bool readonly, char *err, size_t errlen)
+{
+	const struct cfg_scope *sc = cfg_scope(cfg, NULL);
+	const char *dir = cfg_str(sc, CFG_QUEUE_DIR);
+	struct queue *q;
+	MDB_txn *txn;
+	int rc, dead;
+
+	if (!readonly && mkdir_p(dir, 0700) < 0) {
+		snprintf(err, errlen, "queue_dir %s: %s", dir, strerror(errno));
+		return NULL;
+	}
+	if (readonly && access(dir, F_OK) < 0) {
+		snprintf(err, errlen, "queue_dir %s: %s", dir, strerror(errno));
+		return NULL;
+	}
+	q = xcalloc(1, sizeof(*q));
+	q->cfg = cfg;
+	q->readonly = readonly;
+	q->dir = xstrdup(dir);
+	q->wake_fd = -1;
+	if ((rc = mdb_env_create(&q->env)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(q->env, QDB_N + 2)) != 0 ||
+	    (rc = mdb_env_set_mapsize(
+		 q->env, (size_t)cfg_int(sc, CFG_QUEUE_MAP_SIZE))) != 0 ||
+	    (rc = mdb_env_open(q->env, dir,
+		 MDB_NOTLS | MDB_NORDAHEAD | (readonly ? MDB_RDONLY : 0),
+		 0600)) != 0) {
+		snprintf(
+		    err, errlen, "queue_dir %s: %s", dir, mdb_strerror(rc));
+		goto fail;
+	}
+	mdb_reader_check(q->env, &dead);
+	rc = mdb_txn_begin(q->env, NULL, readonly ? MDB_RDONLY : 0, &txn);
+	if (rc != 0) {
+		snprintf(
+		    err, errlen, "queue_dir %s: %s", dir, mdb_strerror(rc));
+		goto fail;
+	}
+	for (int i = 0; i < QDB_N; i++) {
+		rc = mdb_dbi_open(
+		    txn, dbnames[i], readonly ? 0 : MDB_CREATE, &q->dbi[i]);
+		if (rc != 0) {
+			mdb_txn_abort(txn);
+			snprintf(err, errlen, "queue_dir %s: db %s: %s", dir,
+			    dbnames[i],
+			    rc == MDB_NOTFOUND ? "queue not initialised (run "
+						 "relayq run once)"
+					       : mdb_strerror(rc));
+			goto fail;
+		}
+	}
+	if (!readonly) {
+		MDB_val k = { 6, (void *)"schema" }, v;
+		uint8_t b[8];
+
+		if (mdb_get(txn, q->dbi[QDB_META], &k, &v) == MDB_NOTFOUND) {
+			qbe64_put(b, QUEUE_SCHEMA);
+			v.mv_size = 8;
+			v.mv_data = b;
+			mdb_put(txn, q->dbi[QDB_META], &k, &v, 0);
+		}
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		snprintf(
+		    err, errlen, "queue_dir %s: %s", dir, mdb_strerror(rc));
+		goto fail;
+	}
+	return q;
+fail:
+	if (q->env != NULL)
+		mdb_env_close(q->env);
+	free(q->dir);
+	free(q);
+	return NULL;
+}
+
+void
+queue_close(struct queue *q)
+{
+	if (q == NULL)
+		return;
+	if (q->wtxn != NULL)
+		queue_txn_abort(q->wtxn);
+	if (q->rtxn != NULL)
+		mdb_txn_abort(q->rtxn);
+	if (q->wake_fd >= 0)
+		close(q->wake_fd);
+	mdb_env_close(q->env);
+	free(q->dir);
+	free(q);
+}
+
+void
+queue_cfg_set(struct queue *q, const struct cfg *cfg)
+{
+	size_t want = (size_t)cfg_int(cfg_scope(cfg, NULL), CFG_QUEUE_MAP_SIZE);
+	MDB_envinfo info;
+
+	q->cfg = cfg;
+	/* grow the map when the new config asks for more (never shrink) */
+	if (q->wtxn == NULL && q->rtxn != NULL) {
+		mdb_txn_abort(q->rtxn);
+		q->rtxn = NULL;
+	}
+	if (q->wtxn == NULL && mdb_env_info(q->env, &info) == 0 &&
+	    want > info.me_mapsize)
+		mdb_env_set_mapsize(q->env, want);
+}
+
+MDB_txn *
+queue_rtxn(struct queue *q)
+{
+	int rc;
+
+	if (q->rtxn != NULL) {
+		rc = mdb_txn_renew(q->rtxn);
+		if (rc == 0)
+			return q->rtxn;
+		mdb_txn_abort(q->rtxn);
+		q->rtxn = NULL;
+	}
+	rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &q->rtxn);
+	if (rc == MDB_MAP_RESIZED) {
+		mdb_env_set_mapsize(q->env, 0);
+		rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &q->rtxn);
+	}
+	if (rc != 0) {
+		log_err("queue", "read transaction: %s", mdb_strerror(rc));
+		q->rtxn = NULL;
+		return NULL;
+	}
+	return q->rtxn;
+}
+
+void
+queue_rtxn_done(struct queue *q)
+{
+	if (q->rtxn != NULL)
+		mdb_txn_reset(q->rtxn);
+	queue_rss_trim(q);
+}
+
+/* Finds the mapping of queue_dir/data.mdb in /proc/self/maps. */
+static void
+map_locate(struct queue *q)
+{
+	char want[4200], line[4600], real[4096];
+	FILE *fp;
+
+	q->map_base = NULL;
+	q->map_len = 0;
+	if (realpath(q->dir, real) == NULL)
+		return;
+	snprintf(want, sizeof(want), "%s/data.mdb", real);
+	if ((fp = fopen("/proc/self/maps", "re")) == NULL)
+		return;
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		unsigned long lo, hi;
+		char *path = strchr(line, '/');
+		size_t n;
+
+		if (path == NULL || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		n = strlen(path);
+		if (n > 0 && path[n - 1] == '\n')
+			path[--n] = '\0';
+		if (strcmp(path, want) == 0 && hi - lo > q->map_len) {
+			q->map_base = (void *)lo;
+			q->map_len = hi - lo;
+		}
+	}
+	fclose(fp);
+}
+
+/*
+ * Drops the map's pages from this process's resident set (they stay in
+ * the page cache and fault back in on use), at most every 25 ms: the
+ * map is file-backed and shared, so touching a big queue would otherwise
+ * make RSS grow with the queue.
+ */
+void
+queue_rss_trim(struct queue *q)
+{
+	int64_t now = rq_now_us();
+	MDB_envinfo info;
+	MDB_stat st;
+	size_t len;
+
+	if (now - q->last_trim < 25000)
+		return;
+	q->last_trim = now;
+	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
+		return;
+	if (q->map_base == NULL || q->map_size != info.me_mapsize) {
+		/* LMDB does not tell where it mapped the file (me_mapaddr is
+		 * only set with MDB_FIXEDMAP): look it up, again after a
+		 * resize */
+		map_locate(q);
+		q->map_size = info.me_mapsize;
+	}
+	len = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+	if (q->map_base != NULL && len <= q->map_len)
+		(void)madvise(q->map_base, len, MADV_DONTNEED);
+}
+
+/* ---- room left in the map ---- */
+
+size_t
+queue_room(struct queue *q)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	size_t maxpg, used, freepg = 0, reserve;
+
+	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
+		return 0;
+	maxpg = info.me_mapsize / st.ms_psize;
+	used = info.me_last_pgno + 1;
+	if (used > maxpg / 2) {
+		/* count the free pages: only when it may matter */
+		MDB_txn *txn = queue_rtxn(q);
+		MDB_cursor *c;
+		MDB_val k, v;
+
+		if (txn != NULL && mdb_cursor_open(txn, 0, &c) == 0) {
+			int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+
+			for (; rc == 0;
+			     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+				if (v.mv_size >= sizeof(size_t))
+					freepg += *(const size_t *)v.mv_data;
+			mdb_cursor_close(c);
+		}
+		queue_rtxn_done(q);
+	}
+	/* kept back for deletes, delivery results and DSNs */
+	reserve = maxpg / 10;
+	if (reserve < 64)
+		reserve = maxpg / 4 < 64 ? maxpg / 4 : 64;
+	if (used - (freepg < used ? freepg : used) + reserve >= maxpg)
+		return 0;
+	return (maxpg - reserve - (used - (freepg < used ? freepg : used))) *
+	    st.ms_psize;
+}
+
+/* ---- write transactions ---- */
+
+struct queue_txn *
+queue_txn_begin(struct queue *q)
+{
+	struct queue_txn *t;
+	MDB_txn *txn;
+	int rc;
+
+	if (q->readonly || q->wtxn != NULL) {
+		log_err("queue", "write transaction: %s",
+		    q->readonly ? "queue opened read-only" : "already open");
+		return NULL;
+	}
+	rc = mdb_txn_begin(q->env, NULL, 0, &txn);
+	if (rc == MDB_MAP_RESIZED) {
+		mdb_env_set_mapsize(q->env, 0);
+		rc = mdb_txn_begin(q->env, NULL, 0, &txn);
+	}
+	if (rc != 0) {
+		log_err("queue", "write transaction: %s", mdb_strerror(rc));
+		return NULL;
+	}
+	t = xcalloc(1, sizeof(*t));
+	t->q = q;
+	t->txn = txn;
+	t->now = rq_now();
+	q->wtxn = t;
+	return t;
+}
+
+enum queue_result
+queue_txn_fail(struct queue_txn *t, int rc, const char *what)
+{
+	enum queue_result r;
+
+	if (rc == 0)
+		return QUEUE_OK;
+	r = rc == MDB_MAP_FULL	  ? QUEUE_MAPFULL
+	    : rc == MDB_NOTFOUND  ? QUEUE_NOTFOUND
+	    : rc == MDB_CORRUPTED ? QUEUE_CORRUPT
+				  : QUEUE_ERR;
+	if (r == QUEUE_NOTFOUND)
+		return r;
+	if (t->err == QUEUE_OK) {
+		t->err = r;
+		if (r != QUEUE_MAPFULL)
+			log_err("queue", "%s: %s", what, mdb_strerror(rc));
+	}
+	return r;
+}
+
+static uint64_t
+delta_hash(const uint8_t *k, size_t n)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ k[i]) * 1099511628211ull;
+	return h;
+}
+
+void
+queue_count_add(
+    struct queue_txn *t, const void *key, size_t klen, int64_t delta)
+{
+	size_t i;
+
+	if (klen > sizeof(t->deltas[0].key))
+		klen = sizeof(t->deltas[0].key);
+	if ((t->ndelta + 1) * 2 > t->dcap) {
+		struct qdelta *old = t->deltas;
+		size_t ocap = t->dcap;
+
+		t->dcap = ocap ? ocap * 2 : 64;
+		t->deltas = xcalloc(t->dcap, sizeof(*t->deltas));
+		t->ndelta = 0;
+		for (size_t j = 0; j < ocap; j++)
+			if (old[j].used)
+				queue_count_add(
+				    t, old[j].key, old[j].klen, old[j].delta);
+		free(old);
+	}
+	i = delta_hash(key, klen) & (t->dcap - 1);
+	while (t->deltas[i].used) {
+		if (t->deltas[i].klen == klen &&
+		    memcmp(t->deltas[i].key, key, klen) == 0) {
+			t->deltas[i].delta += delta;
+			return;
+		}
+		i = (i + 1) & (t->dcap - 1);
+	}
+	t->deltas[i].used = true;
+	t->deltas[i].klen = (uint16_t)klen;
+	memcpy(t->deltas[i].key, key, klen);
+	t->deltas[i].delta = delta;
+	t->ndelta++;
+}
+
+void
+queue_count_rcpt(struct queue_txn *t, const struct queue_msg *m,
+    const struct queue_rcpt *rc, int sign)
+{
+	uint8_t k[9 + 256];
+	char dom[256];
+	size_t dn;
+
+	k[0] = 'R';
+	k[1] = (uint8_t)m->cls;
+	k[2] = (uint8_t)rc->state;
+	queue_count_add(t, k, 3, sign);
+	if (rc->state != RCPT_PENDING && rc->state != RCPT_DEFERRED)
+		return;
+	queue_addr_domain(rc->addr, dom, sizeof(dom));
+	dn = strlen(dom);
+	k[0] = 'D';
+	qbe64_put(k + 1, (uint64_t)(m->arrival / 60));
+	memcpy(k + 9, dom, dn);
+	queue_count_add(t, k, 9 + dn, sign);
+}
+
+void
+queue_count_msg(struct queue_txn *t, const struct queue_msg *m, int sign)
+{
+	uint8_t k[2];
+
+	k[0] = 'M';
+	k[1] = (uint8_t)m->cls;
+	queue_count_add(t, k, 2, sign);
+	k[0] = 'B';
+	queue_count_add(t, k, 2, sign * (int64_t)m->size);
+	if (m->flags & QMSG_HELD)
+		queue_count_add(t, "H", 1, sign);
+	for (size_t i = 0; i < m->nrcpt; i++)
+		queue_count_rcpt(t, m, &m->rcpts[i], sign);
+}
+
+void
+queue_txn_log(struct queue_txn *t, const char *fmt, ...)
+{
+	va_list ap;
+	char buf[1024];
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (t->nlog == t->logcap) {
+		t->logcap = t->logcap ? t->logcap * 2 : 64;
+		t->logs = xrealloc(t->logs, t->logcap * sizeof(*t->logs));
+	}
+	t->logs[t->nlog++] = xstrdup(buf);
+}
+
+uint64_t
+queue_id_next(struct queue_txn *t)
+{
+	if (t->nextid == 0) {
+		MDB_val k = { 6, (void *)"nextid" }, v;
+
+		if (mdb_get(t->txn, t->q->dbi[QDB_META], &k, &v) == 0 &&
+		    v.mv_size == 8)
+			t->nextid = qbe64_get(v.mv_data);
+		if (t->nextid == 0)
+			t->nextid = (uint64_t)rq_now_us();
+	}
+	t->nextid_dirty = true;
+	return t->nextid++;
+}
+
+/* Frees a txn's memory (not the LMDB txn). */
+static void
+txn_free(struct queue_txn *t)
+{
+	for (size_t i = 0; i < t->nlog; i++)
+		free(t->logs[i]);
+	free(t->logs);
+	free(t->deltas);
+	t->q->wtxn = NULL;
+	free(t);
+}
+
+/* Applies the summed count deltas to the counts db. */
+static void
+counts_apply(struct queue_txn *t)
+{
+	MDB_dbi dbi = t->q->dbi[QDB_COUNTS];
+
+	for (size_t i = 0; i < t->dcap && t->err == QUEUE_OK; i++) {
+		struct qdelta *d = &t->deltas[i];
+		MDB_val k = { d->klen, d->key }, v;
+		int64_t cur = 0;
+		uint8_t b[8];
+		int rc;
+
+		if (!d->used || d->delta == 0)
+			continue;
+		if (mdb_get(t->txn, dbi, &k, &v) == 0 && v.mv_size == 8)
+			cur = (int64_t)qbe64_get(v.mv_data);
+		cur += d->delta;
+		if (cur <= 0) {
+			rc = mdb_del(t->txn, dbi, &k, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+		} else {
+			qbe64_put(b, (uint64_t)cur);
+			v.mv_size = 8;
+			v.mv_data = b;
+			rc = mdb_put(t->txn, dbi, &k, &v, 0);
+		}
+		queue_txn_fail(t, rc, "counts");
+	}
+}
+
+enum queue_result
+queue_txn_commit(struct queue_txn *t)
+{
+	enum queue_result r;
+	int rc;
+
+	if (t->err == QUEUE_OK && t->nextid_dirty) {
+		MDB_val k = { 6, (void *)"nextid" }, v;
+		uint8_t b[8];
+
+		qbe64_put(b, t->nextid);
+		v.mv_size = 8;
+		v.mv_data = b;
+		queue_txn_fail(t,
+		    mdb_put(t->txn, t->q->dbi[QDB_META], &k, &v, 0), "nextid");
+	}
+	if (t->err == QUEUE_OK)
+		counts_apply(t);
+	if (t->err != QUEUE_OK) {
+		mdb_txn_abort(t->txn);
+		r = t->err;
+		txn_free(t);
+		return r;
+	}
+	rc = mdb_txn_commit(t->txn);
+	if (rc != 0) {
+		r = rc == MDB_MAP_FULL ? QUEUE_MAPFULL : QUEUE_ERR;
+		if (r != QUEUE_MAPFULL)
+			log_err("queue", "commit: %s", mdb_strerror(rc));
+		txn_free(t);
+		return r;
+	}
+	for (size_t i = 0; i < t->nlog; i++)
+		log_info("queue", "%s", t->logs[i]);
+	queue_rss_trim(t->q);
+	txn_free(t);
+	return QUEUE_OK;
+}
+
+void
+queue_txn_abort(struct queue_txn *t)
+{
+	if (t == NULL)
+		return;
+	mdb_txn_abort(t->txn);
+	txn_free(t);
+}
+
+/* ---- loading ---- */
+
+void
+queue_quarantine(struct queue_txn *t, uint64_t id, const char *why)
+{
+	static const enum qdbi dbs[] = { QDB_MSG, QDB_BODY, QDB_LEASE };
+	char idstr[17];
+	uint8_t k[8];
+	MDB_cursor *c;
+	MDB_val key, val;
+
+	queue_id_format(id, idstr);
+	log_warn("queue",
+	    "%s: invalid record (%s): set aside in the corrupt "
+	    "db",
+	    idstr, why);
+	qkey_id(k, id);
+	for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
+		uint8_t ck[32];
+		size_t nl = strlen(dbnames[dbs[i]]);
+
+		key.mv_size = 8;
+		key.mv_data = k;
+		if (mdb_get(t->txn, t->q->dbi[dbs[i]], &key, &val) != 0)
+			continue;
+		memcpy(ck, dbnames[dbs[i]], nl + 1);
+		memcpy(ck + nl + 1, k, 8);
+		{
+			MDB_val ckey = { nl + 9, ck };
+			/* copy: the put below may move the source page */
+			struct qbuf b = { NULL, 0, 0 };
+
+			qbuf_put(&b, val.mv_data, val.mv_size);
+			val.mv_data = b.p;
+			mdb_put(t->txn, t->q->dbi[QDB_CORRUPT], &ckey, &val, 0);
+			free(b.p);
+		}
+		mdb_del(t->txn, t->q->dbi[dbs[i]], &key, NULL);
+	}
+	if (mdb_cursor_open(t->txn, t->q->dbi[QDB_RCPT], &c) != 0)
+		return;
+	key.mv_size = 8;
+	key.mv_data = k;
+	if (mdb_cursor_get(c, &key, &val, MDB_SET_RANGE) == 0) {
+		do {
+			uint8_t ck[32];
+
+			if (key.mv_size != 12 || memcmp(key.mv_data, k, 8) != 0)
+				break;
+			memcpy(ck, "rcpt", 5);
+			memcpy(ck + 5, key.mv_data, 12);
+			{
+				MDB_val ckey = { 17, ck };
+				struct qbuf b = { NULL, 0, 0 };
+
+				qbuf_put(&b, val.mv_data, val.mv_size);
+				val.mv_data = b.p;
+				mdb_put(t->txn, t->q->dbi[QDB_CORRUPT], &ckey,
+				    &val, 0);
+				free(b.p);
+			}
+			mdb_cursor_del(c, 0);
+		} while (mdb_cursor_get(c, &key, &val, MDB_GET_CURRENT) == 0);
+	}
+	mdb_cursor_close(c);
+}
+
+enum queue_result
+queue_load_in(struct queue *q, MDB_txn *txn, struct queue_txn *t, uint64_t id,
+    struct queue_msg **out)
+{
+	uint8_t k[12];
+	MDB_val key = { 8, k }, val;
+	struct queue_msg view;
+	struct queue_rcpt *rcpts = NULL;
+	MDB_cursor *c;
+	const char *why = NULL;
+	size_t n = 0;
+	int rc;
+
+	*out = NULL;
+	qkey_id(k, id);
+	rc = mdb_get(txn, q->dbi[QDB_MSG], &key, &val);
+	if (rc == MDB_NOTFOUND)
+		return QUEUE_NOTFOUND;
+	if (rc != 0) {
+		log_err("queue", "load: %s", mdb_strerror(rc));
+		return QUEUE_ERR;
+	}
+	if (!qrec_msg_decode(val.mv_data, val.mv_size, &view)) {
+		why = "envelope";
+		goto bad;
+	}
+	view.id = id;
+	rcpts = xcalloc(view.nrcpt, sizeof(*rcpts));
+	if (mdb_cursor_open(txn, q->dbi[QDB_RCPT], &c) != 0) {
+		free(rcpts);
+		return QUEUE_ERR;
+	}
+	qkey_rcpt(k, id, 0);
+	key.mv_size = 12;
+	key.mv_data = k;
+	rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
+	while (rc == 0 && key.mv_size == 12 && qbe64_get(key.mv_data) == id) {
+		if (n >= view.nrcpt ||
+		    qbe32_get((uint8_t *)key.mv_data + 8) != n ||
+		    !qrec_rcpt_decode(val.mv_data, val.mv_size, &rcpts[n])) {
+			why = "recipient";
+			break;
+		}
+		rcpts[n].idx = (uint32_t)n;
+		n++;
+		rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (why == NULL && n != view.nrcpt)
+		why = "recipient count";
+	if (why != NULL)
+		goto bad;
+	view.rcpts = rcpts;
+	*out = queue_msg_dup(&view);
+	free(rcpts);
+	return QUEUE_OK;
+bad:
+	free(rcpts);
+	if (t != NULL) {
+		queue_quarantine(t, id, why);
+	} else {
+		char idstr[17];
+
+		queue_id_format(id, idstr);
+		log_warn("queue", "%s: invalid %s record: skipped", idstr, why);
+	}
+	return QUEUE_CORRUPT;
+}
+
+enum queue_result
+queue_msg_load(struct queue *q, uint64_t id, struct queue_msg **out)
+{
+	MDB_txn *txn = queue_rtxn(q);
+	enum queue_result r;
+
+	*out = NULL;
+	if (txn == NULL)
+		return QUEUE_ERR;
+	r = queue_load_in(q, txn, NULL, id, out);
+	queue_rtxn_done(q);
+	return r;
+}
+
+enum queue_result
+queue_txn_load(struct queue_txn *t, uint64_t id, struct queue_msg **out)
+{
+	if (t->err != QUEUE_OK) {
+		*out = NULL;
+		return t->err;
+	}
+	return queue_load_in(t->q, t->txn, t, id, out);
+}
+
+/* Inflates a body record into a malloc'd buffer. */
+static enum queue_result
+body_decode(uint64_t id, const MDB_val *val, char **buf, size_t *len)
+{
+	const uint8_t *p = val->mv_data;
+	uint64_t raw;
+	uLongf outlen;
+	char idstr[17];
+	char *out;
+
+	queue_id_format(id, idstr);
+	if (val->mv_size < 14 || p[0] != QREC_VERSION || p[1] > 1)
+		goto bad;
+	raw = qbe64_get(p + 2);
+	if (raw > ((uint64_t)1 << 34))
+		goto bad;
+	out = malloc((size_t)raw + 1);
+	if (out == NULL)
+		return QUEUE_ERR;
+	outlen = (uLongf)raw;
+	if (p[1] == 0) {
+		if (val->mv_size - 14 != raw) {
+			free(out);
+			goto bad;
+		}
+		memcpy(out, p + 14, (size_t)raw);
+	} else if (uncompress((Bytef *)out, &outlen, p + 14,
+		       (uLong)(val->mv_size - 14)) != Z_OK ||
+	    outlen != raw) {
+		free(out);
+		goto bad;
+	}
+	if (crc32(0, (const Bytef *)out, (uInt)raw) != qbe32_get(p + 10)) {
+		free(out);
+		goto bad;
+	}
+	out[raw] = '\0';
+	*buf = out;
+	*len = (size_t)raw;
+	return QUEUE_OK;
+bad:
+	log_warn("queue", "%s: invalid body record", idstr);
+	return QUEUE_CORRUPT;
+}
+
+enum queue_result
+queue_body_load(struct queue *q, uint64_t id, char **buf, size_t *len)
+{
+	MDB_txn *txn = queue_rtxn(q);
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val;
+	enum queue_result r;
+	int rc;
+
+	*buf = NULL;
+	*len = 0;
+	if (txn == NULL)
+		return QUEUE_ERR;
+	qkey_id(k, id);
+	rc = mdb_get(txn, q->dbi[QDB_BODY], &key, &val);
+	if (rc != 0)
+		r = rc == MDB_NOTFOUND ? QUEUE_NOTFOUND : QUEUE_ERR;
+	else
+		r = body_decode(id, &val, buf, len);
+	queue_rtxn_done(q);
+	return r;
+}
+
+enum queue_result
+queue_txn_body_load(struct queue_txn *t, uint64_t id, char **buf, size_t *len)
+{
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val;
+	int rc;
+
+	*buf = NULL;
+	*len = 0;
+	if (t->err != QUEUE_OK)
+		return t->err;
+	qkey_id(k, id);
+	rc = mdb_get(t->txn, t->q->dbi[QDB_BODY], &key, &val);
+	if (rc != 0)
+		return rc == MDB_NOTFOUND ? QUEUE_NOTFOUND : QUEUE_ERR;
+	return body_decode(id, &val, buf, len);
+}
+
+/* ---- storing ---- */
+
+enum queue_result
+queue_put_msg(struct queue_txn *t, const struct queue_msg *m)
+{
+	static __thread struct qbuf b;
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val;
+
+	if (t->err != QUEUE_OK)
+		return t->err;
+	qkey_id(k, m->id);
+	qrec_msg_encode(&b, m);
+	val.mv_size = b.n;
+	val.mv_data = b.p;
+	return queue_txn_fail(
+	    t, mdb_put(t->txn, t->q->dbi[QDB_MSG], &key, &val, 0), "put msg");
+}
+
+enum queue_result
+queue_put_rcpt(struct queue_txn *t, uint64_t id, const struct queue_rcpt *rc)
+{
+	static __thread struct qbuf b;
+	uint8_t k[12];
+	MDB_val key = { 12, k }, val;
+
+	if (t->err != QUEUE_OK)
+		return t->err;
+	qkey_rcpt(k, id, rc->idx);
+	qrec_rcpt_encode(&b, rc);
+	val.mv_size = b.n;
+	val.mv_data = b.p;
+	return queue_txn_fail(
+	    t, mdb_put(t->txn, t->q->dbi[QDB_RCPT], &key, &val, 0), "put rcpt");
+}
+
+enum queue_result
+queue_put_body(
+    struct queue_txn *t, uint64_t id, const char *body, size_t len, int level)
+{
+	static __thread z_stream zs;
+	static __thread int zlevel = -2;
+	static __thread struct qbuf b;
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val;
+	uLong bound;
+
+	if (t->err != QUEUE_OK)
+		return t->err;
+	if (zlevel != level) {
+		if (zlevel != -2)
+			deflateEnd(&zs);
+		memset(&zs, 0, sizeof(zs));
+		if (deflateInit(&zs, level) != Z_OK)
+			abort();
+		zlevel = level;
+	}
+	bound = deflateBound(&zs, (uLong)len);
+	b.n = 0;
+	qbuf_u8(&b, QREC_VERSION);
+	qbuf_u8(&b, 1);
+	qbuf_u64(&b, len);
+	qbuf_u32(&b, (uint32_t)crc32(0, (const Bytef *)body, (uInt)len));
+	if (b.cap < 14 + bound) {
+		b.cap = 14 + bound;
+		b.p = xrealloc(b.p, b.cap);
+	}
+	deflateReset(&zs);
+	zs.next_in = (Bytef *)(uintptr_t)body;
+	zs.avail_in = (uInt)len;
+	zs.next_out = b.p + 14;
+	zs.avail_out = (uInt)bound;
+	if (deflate(&zs, Z_FINISH) != Z_STREAM_END)
+		abort();
+	qkey_id(k, id);
+	val.mv_size = 14 + zs.total_out;
+	val.mv_data = b.p;
+	return queue_txn_fail(
+	    t, mdb_put(t->txn, t->q->dbi[QDB_BODY], &key, &val, 0), "put body");
+}
+
+void
+queue_expiry_times(const struct queue *q, struct queue_msg *m)
+{
+	const struct cfg_scope *sc = cfg_scope(q->cfg, NULL);
+	int64_t w = cfg_time(sc, CFG_T_QUEUEWARN, m->cls, false);
+	int64_t r = cfg_time(sc, CFG_T_QUEUERETURN, m->cls, false);
+
+	m->warn_at = w > 0 ? m->arrival + w : 0;
+	m->return_at = m->arrival + (r > 0 ? r : 0);
+}
+
+enum queue_result
+queue_msg_store(struct queue_txn *t, struct queue_msg *m, const char *body,
+    size_t len, int level)
+{
+	int64_t due = INT64_MAX;
+
+	if (t->err != QUEUE_OK)
+		return t->err;
+	if (m->id == 0)
+		m->id = queue_id_next(t);
+	queue_id_format(m->id, m->idstr);
+	m->size = len;
+	m->due = 0;
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		struct queue_rcpt *rc = &m->rcpts[i];
+
+		rc->idx = (uint32_t)i;
+		if (rc->state == RCPT_PENDING || rc->state == RCPT_DEFERRED) {
+			if (rc->next_attempt <= 0)
+				rc->next_attempt = m->arrival;
+			if (rc->next_attempt < due)
+				due = rc->next_attempt;
+		}
+		queue_put_rcpt(t, m->id, rc);
+	}
+	queue_put_body(t, m->id, body, len, level);
+	if (!(m->flags & QMSG_HELD) && due != INT64_MAX)
+		queue_sched_set(t, m, due);
+	if (!(m->flags & QMSG_HELD))
+		queue_expiry_index(t, m, true);
+	queue_put_msg(t, m);
+	queue_count_msg(t, m, 1);
+	if (t->err == QUEUE_OK)
+		queue_txn_log(t,
+		    "%s: from=<%.300s>, size=%llu, nrcpt=%zu, "
+		    "priority=%s",
+		    m->idstr, m->sender ? m->sender : "",
+		    (unsigned long long)m->size, m->nrcpt,
+		    cfg_class_name(m->cls));
+	return t->err;
+}
+
+enum queue_result
+queue_msg_insert(struct queue_txn *t, const struct queue_msg *env,
+    const char *body, size_t len, uint64_t *id_out)
+{
+	struct queue_msg *m;
+	enum queue_result r;
+
+	if (t->err != QUEUE_OK)
+		return t->err;
+	if (env->nrcpt == 0 || (unsigned)env->cls >= CFG_NCLASS)
+		return QUEUE_ERR;
+	m = queue_msg_dup(env);
+	m->id = 0;
+	m->flags &= ~QMSG_HELD;
+	if (m->arrival <= 0)
+		m->arrival = t->now;
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		m->rcpts[i].state = RCPT_PENDING;
+		m->rcpts[i].flags = 0;
+		m->rcpts[i].attempts = 0;
+		m->rcpts[i].next_attempt = m->arrival;
+		m->rcpts[i].last_attempt = 0;
+	}
+	queue_expiry_times(t->q, m);
+	r = queue_msg_store(t, m, body, len, 6);
+	if (r == QUEUE_OK && id_out != NULL)
+		*id_out = m->id;
+	queue_msg_free(m);
+	return r;
+}
+
+/* Deletes KEY from DB, a missing key being fine. */
+static void
+del_key(struct queue_txn *t, enum qdbi db, const void *k, size_t n)
+{
+	MDB_val key = { n, (void *)k };
+	int rc = mdb_del(t->txn, t->q->dbi[db], &key, NULL);
+
+	if (rc != MDB_NOTFOUND)
+		queue_txn_fail(t, rc, "delete");
+}
+
+enum queue_result
+queue_msg_remove(struct queue_txn *t, uint64_t id)
+{
+	struct queue_msg *m;
+	enum queue_result r;
+	uint8_t k[12];
+
+	r = queue_txn_load(t, id, &m);
+	if (r != QUEUE_OK)
+		return r;
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		qkey_rcpt(k, id, (uint32_t)i);
+		del_key(t, QDB_RCPT, k, 12);
+	}
+	qkey_id(k, id);
+	del_key(t, QDB_BODY, k, 8);
+	del_key(t, QDB_LEASE, k, 8);
+	queue_sched_set(t, m, 0);
+	queue_expiry_index(t, m, false);
+	del_key(t, QDB_MSG, k, 8);
+	queue_count_msg(t, m, -1);
+	if (t->err == QUEUE_OK)
+		queue_txn_log(t, "%s: removed", m->idstr);
+	queue_msg_free(m);
+	return t->err;
+}

@@ -1,0 +1,190 @@
+/*
+ * queue_int.h - private to queue/: the LMDB handles, record codecs, the
+ * write transaction with its count deltas, and helpers shared by the
+ * files of the module.  The only header that includes <lmdb.h>.
+ */
+#ifndef RELAYQ_QUEUE_INT_H
+#define RELAYQ_QUEUE_INT_H
+
+#include <lmdb.h>
+
+#include "queue.h"
+
+#define QREC_VERSION 1 /* first byte of every msg, rcpt and body record */
+#define QUEUE_SCHEMA 1 /* meta "schema" */
+
+/* Named databases (see doc/design.md, "Queue schema"). */
+enum qdbi {
+	QDB_MSG, /* id(8) -> envelope */
+	QDB_RCPT, /* id(8)|idx(4) -> recipient */
+	QDB_BODY, /* id(8) -> version|method|rawlen(8)|crc(4)|data */
+	QDB_SCHED, /* cls(1)|due(8)|id(8) -> "" */
+	QDB_EXPIRY, /* when(8)|id(8)|kind(1) -> "" */
+	QDB_LEASE, /* id(8) -> "" : messages with leased recipients */
+	QDB_IDENT, /* dev(8)|ino(8)|size(8)|mtime_ns(8)|name -> id(8)|t(8) */
+	QDB_COUNTS, /* see queue_db.c -> u64 */
+	QDB_META, /* "nextid", "schema" -> u64 */
+	QDB_CORRUPT, /* dbname NUL key -> the record set aside */
+	QDB_N
+};
+
+struct queue {
+	MDB_env *env;
+	MDB_dbi dbi[QDB_N];
+	const struct cfg *cfg;
+	bool readonly;
+	char *dir;
+	int wake_fd; /* inotify on queue_dir for the wakeup file */
+	MDB_txn *rtxn; /* the reusable read txn (reset when idle) */
+	struct queue_txn *wtxn; /* the open write txn, if any */
+	int64_t last_trim; /* rq_now_us() of the last queue_rss_trim() */
+	void *map_base; /* where data.mdb is mapped (see queue_rss_trim) */
+	size_t map_len, map_size;
+};
+
+/* A count delta, summed in the txn and applied at commit. */
+struct qdelta {
+	uint8_t key[300];
+	uint16_t klen;
+	bool used;
+	int64_t delta;
+};
+
+struct queue_txn {
+	struct queue *q;
+	MDB_txn *txn;
+	enum queue_result err;
+	struct qdelta *deltas; /* open addressing table */
+	size_t ndelta, dcap;
+	uint64_t nextid; /* 0 until read */
+	bool nextid_dirty;
+	char **logs; /* lines logged after a successful commit */
+	size_t nlog, logcap;
+	int64_t now;
+};
+
+/* Big-endian integer codecs for keys and records. */
+static inline void
+qbe64_put(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+static inline uint64_t
+qbe64_get(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+static inline void
+qbe32_put(uint8_t *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+static inline uint32_t
+qbe32_get(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A growable record buffer. */
+struct qbuf {
+	uint8_t *p;
+	size_t n, cap;
+};
+void qbuf_put(struct qbuf *, const void *, size_t);
+void qbuf_u8(struct qbuf *, uint8_t);
+void qbuf_u32(struct qbuf *, uint32_t);
+void qbuf_u64(struct qbuf *, uint64_t);
+/* A string: u32 length (0xffffffff for NULL), bytes, NUL. */
+void qbuf_str(struct qbuf *, const char *);
+
+/* Record codecs: decode returns false when the record is invalid.
+ * A "view" decode points strings into the record (valid as long as the
+ * record memory is); queue_msg_dup makes an owned copy. */
+void qrec_msg_encode(struct qbuf *, const struct queue_msg *);
+bool qrec_msg_decode(const void *, size_t, struct queue_msg *view);
+void qrec_rcpt_encode(struct qbuf *, const struct queue_rcpt *);
+bool qrec_rcpt_decode(const void *, size_t, struct queue_rcpt *view);
+
+/* Key builders. */
+void qkey_id(uint8_t k[8], uint64_t id);
+void qkey_rcpt(uint8_t k[12], uint64_t id, uint32_t idx);
+void qkey_sched(uint8_t k[17], int cls, int64_t due, uint64_t id);
+void qkey_expiry(uint8_t k[17], int64_t when, uint64_t id, int kind);
+
+/* Deep-copies a view message (with its recipients) into owned memory. */
+struct queue_msg *queue_msg_dup(const struct queue_msg *);
+
+/* Begins/ends the shared read txn. */
+MDB_txn *queue_rtxn(struct queue *);
+void queue_rtxn_done(struct queue *);
+/* Keeps the mapped queue out of RSS (rate-limited). */
+void queue_rss_trim(struct queue *);
+
+/*
+ * Loads message ID (envelope and recipients, owned) within TXN; sets
+ * aside an invalid record when the txn is a write txn (T non-NULL).
+ */
+enum queue_result queue_load_in(struct queue *, MDB_txn *, struct queue_txn *t,
+    uint64_t id, struct queue_msg **out);
+
+/* Sets the sticky error of T from an LMDB return code; returns it. */
+enum queue_result queue_txn_fail(struct queue_txn *, int rc, const char *what);
+/* Adds DELTA to count KEY (applied at commit). */
+void queue_count_add(
+    struct queue_txn *, const void *key, size_t klen, int64_t delta);
+/* Count updates for a recipient entering (+1) or leaving (-1) a state. */
+void queue_count_rcpt(struct queue_txn *, const struct queue_msg *,
+    const struct queue_rcpt *, int sign);
+/* Count updates for a message entering (+1) or leaving (-1). */
+void queue_count_msg(struct queue_txn *, const struct queue_msg *, int sign);
+/* Queues a log line for after the commit. */
+void queue_txn_log(struct queue_txn *, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Allocates the next message id. */
+uint64_t queue_id_next(struct queue_txn *);
+
+/* Writes a message's envelope record / one recipient record. */
+enum queue_result queue_put_msg(struct queue_txn *, const struct queue_msg *);
+enum queue_result
+queue_put_rcpt(struct queue_txn *, uint64_t id, const struct queue_rcpt *);
+/* Stores BODY compressed (zlib LEVEL). */
+enum queue_result queue_put_body(
+    struct queue_txn *, uint64_t id, const char *body, size_t len, int level);
+/* Moves the message's schedule entry to DUE (0: none); updates m->due. */
+enum queue_result
+queue_sched_set(struct queue_txn *, struct queue_msg *, int64_t due);
+/* Adds/removes the message's expiry entries (per warn_at/return_at). */
+enum queue_result
+queue_expiry_index(struct queue_txn *, const struct queue_msg *, bool add);
+/*
+ * Inserts a complete message (m->id set by the caller or 0 to allocate):
+ * records, body, schedule at arrival, expiry index, counts, the log line.
+ */
+enum queue_result queue_msg_store(struct queue_txn *, struct queue_msg *m,
+    const char *body, size_t len, int level);
+/* Sets aside what there is of message ID into the corrupt db. */
+void queue_quarantine(struct queue_txn *, uint64_t id, const char *why);
+/* Computes warn_at/return_at for M from the cfg. */
+void queue_expiry_times(const struct queue *, struct queue_msg *);
+
+/*
+ * Bytes the map can still take, less a reserve kept for deletes,
+ * delivery results and DSNs (so the queue never locks up full).
+ */
+size_t queue_room(struct queue *);
+
+/* The lower-cased domain of ADDR into buf. */
+void queue_addr_domain(const char *addr, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,994 @@
+/*
+ * queue_intake.c - exactly-once intake of spool_dir/incoming/ into the
+ * queue: inotify plus rescans list the names; each file is checked
+ * (lstat, regular, size, O_NOFOLLOW open, fstat matches) before it is
+ * read; many files go into one write txn (group commit) together with
+ * their identities; files are unlinked only after the commit.
+ *
+ * Public: queue_intake_open(), queue_intake_fd(), queue_intake_run(),
+ * queue_intake_rescan(), queue_intake_close().
+ *
+ * Invariants: a file is unlinked only after the txn holding its message
+ * and its identity (dev, ino, size, mtime, name) committed; an identity
+ * entry is deleted only after that unlink was made durable (fsync of
+ * incoming/), so a file found again with a recorded identity is a
+ * leftover of a crash and is just unlinked.  A file that cannot be queued
+ * is renamed into bad/ untouched with NAME.reason beside it.  On
+ * MDB_MAP_FULL the txn is aborted and every file stays in incoming/.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "queue_int.h"
+#include "queue_parse.h"
+
+#define TOMB ((char *)1)
+
+/* Committed files to unlink: names and their identity keys. */
+struct unlink_job {
+	struct unlink_job *next;
+	char **names;
+	size_t n;
+	struct qbuf keys; /* u16 len | key per name */
+	size_t *off; /* offset of each name's key in keys */
+	size_t claimed, finished; /* names handed out / done (under mu) */
+	struct qbuf done; /* identities of the files unlinked (under mu) */
+};
+
+#define UNLINKERS 8 /* unlink(2) is latency-bound: it scales with threads */
+#define UNLINK_CHUNK 32
+
+struct queue_intake {
+	struct queue *q;
+	const struct cfg *cfg;
+	char *incoming, *bad;
+	int din, dbad; /* directory fds */
+	int ifd; /* inotify */
+	bool rescan;
+	bool paused;
+	size_t batch_limit; /* shrinks on map full, grows back */
+	/* pending names: a FIFO plus a hash set for de-duplication */
+	char **fifo;
+	size_t head, tail, fcap;
+	char **set;
+	size_t scap, sused; /* sused counts tombstones too */
+	/* identities whose files are unlinked: deleted in the next txn */
+	struct qbuf idents; /* u16 len | key, repeated */
+	/* the unlinker thread: unlinks committed files and fsyncs incoming/
+	 * while the next batch is read; hands back the identities */
+	pthread_t th[UNLINKERS];
+	int nth;
+	bool th_on, th_stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct unlink_job *jobs, **jobs_tail;
+	size_t njobs;
+	struct qbuf done; /* identities unlinked and synced (under mu) */
+	char *buf; /* the file being read */
+	size_t bufcap;
+	char hostname[256];
+};
+
+/* ---- the pending set ---- */
+
+static uint64_t
+name_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+/* Finds NAME's slot (or the empty slot where it would go). */
+static size_t
+set_slot(const struct queue_intake *qi, const char *name, bool *found)
+{
+	size_t i = name_hash(name) & (qi->scap - 1), tomb = SIZE_MAX;
+
+	*found = false;
+	while (qi->set[i] != NULL) {
+		if (qi->set[i] == TOMB) {
+			if (tomb == SIZE_MAX)
+				tomb = i;
+		} else if (strcmp(qi->set[i], name) == 0) {
+			*found = true;
+			return i;
+		}
+		i = (i + 1) & (qi->scap - 1);
+	}
+	return tomb != SIZE_MAX ? tomb : i;
+}
+
+static void set_insert(struct queue_intake *, char *);
+
+/* Rebuilds the set at capacity CAP (dropping tombstones). */
+static void
+set_rehash(struct queue_intake *qi, size_t cap)
+{
+	char **old = qi->set;
+	size_t ocap = qi->scap;
+
+	qi->set = xcalloc(cap, sizeof(*qi->set));
+	qi->scap = cap;
+	qi->sused = 0;
+	for (size_t i = 0; i < ocap; i++)
+		if (old[i] != NULL && old[i] != TOMB)
+			set_insert(qi, old[i]);
+	free(old);
+}
+
+static void
+set_insert(struct queue_intake *qi, char *name)
+{
+	bool found;
+	size_t i;
+
+	if ((qi->sused + 1) * 2 > qi->scap)
+		set_rehash(qi, qi->scap * 2);
+	i = set_slot(qi, name, &found);
+	if (qi->set[i] == NULL)
+		qi->sused++;
+	qi->set[i] = name;
+}
+
+static void
+set_remove(struct queue_intake *qi, const char *name)
+{
+	bool found;
+	size_t i = set_slot(qi, name, &found);
+
+	if (found)
+		qi->set[i] = TOMB;
+}
+
+/* Adds NAME to the pending names unless it is there already. */
+static void
+pending_add(struct queue_intake *qi, const char *name)
+{
+	bool found;
+	char *s;
+
+	if (name[0] == '.' || name[0] == '\0')
+		return;
+	set_slot(qi, name, &found);
+	if (found)
+		return;
+	if (qi->tail == qi->fcap) {
+		if (qi->head > 0) {
+			memmove(qi->fifo, qi->fifo + qi->head,
+			    (qi->tail - qi->head) * sizeof(*qi->fifo));
+			qi->tail -= qi->head;
+			qi->head = 0;
+		}
+		if (qi->tail == qi->fcap) {
+			qi->fcap = qi->fcap ? qi->fcap * 2 : 1024;
+			qi->fifo = xrealloc(
+			    qi->fifo, qi->fcap * sizeof(*qi->fifo));
+		}
+	}
+	s = xstrdup(name);
+	qi->fifo[qi->tail++] = s;
+	set_insert(qi, s);
+}
+
+/* Takes the oldest pending name (the caller frees it), or NULL. */
+static char *
+pending_pop(struct queue_intake *qi)
+{
+	char *s;
+
+	if (qi->head == qi->tail)
+		return NULL;
+	s = qi->fifo[qi->head++];
+	set_remove(qi, s);
+	if (qi->head == qi->tail) {
+		qi->head = qi->tail = 0;
+		if (qi->scap > 4096)
+			set_rehash(qi, 1024);
+	}
+	return s;
+}
+
+/* ---- the unlinker ---- */
+
+static size_t ident_key(uint8_t *k, const struct stat *st, const char *name);
+static void idents_delete(struct queue_intake *qi, struct queue_txn *t);
+
+/* Unlinks names [a, b) of job J if each is still the file read; puts
+ * the identities of the files unlinked into DONE. */
+static void
+job_unlink(struct queue_intake *qi, struct unlink_job *j, size_t a, size_t b,
+    struct qbuf *done)
+{
+	for (size_t i = a; i < b; i++) {
+		const uint8_t *k = j->keys.p + j->off[i];
+		size_t n = (size_t)k[0] << 8 | k[1];
+		struct stat st;
+		uint8_t ik[440];
+
+		if (fstatat(qi->din, j->names[i], &st, AT_SYMLINK_NOFOLLOW) ==
+			0 &&
+		    ident_key(ik, &st, j->names[i]) == n &&
+		    memcmp(ik, k + 2, n) == 0 &&
+		    unlinkat(qi->din, j->names[i], 0) == 0)
+			qbuf_put(done, k, n + 2);
+	}
+}
+
+/* Frees a job. */
+static void
+job_free(struct unlink_job *j)
+{
+	for (size_t i = 0; i < j->n; i++)
+		free(j->names[i]);
+	free(j->names);
+	free(j->keys.p);
+	free(j->off);
+	free(j->done.p);
+	free(j);
+}
+
+/* An unlinker thread: takes chunks of the oldest job with names left;
+ * whoever finishes a job fsyncs incoming/ (the identities may go only
+ * once the unlinks are durable) and hands its identities back. */
+static void *
+unlinker(void *arg)
+{
+	struct queue_intake *qi = arg;
+	struct qbuf done = { NULL, 0, 0 };
+
+	pthread_mutex_lock(&qi->mu);
+	for (;;) {
+		struct unlink_job *j;
+		size_t a, b;
+
+		for (j = qi->jobs; j != NULL && j->claimed == j->n; j = j->next)
+			;
+		if (j == NULL) {
+			if (qi->th_stop && qi->jobs == NULL)
+				break;
+			pthread_cond_wait(&qi->cv, &qi->mu);
+			continue;
+		}
+		a = j->claimed;
+		b = a + UNLINK_CHUNK < j->n ? a + UNLINK_CHUNK : j->n;
+		j->claimed = b;
+		pthread_mutex_unlock(&qi->mu);
+		done.n = 0;
+		job_unlink(qi, j, a, b, &done);
+		pthread_mutex_lock(&qi->mu);
+		qbuf_put(&j->done, done.p, done.n);
+		j->finished += b - a;
+		if (j->finished < j->n)
+			continue;
+		/* the last chunk of J: unlink J from the list, sync, hand over */
+		{
+			struct unlink_job **pp = &qi->jobs;
+
+			while (*pp != j)
+				pp = &(*pp)->next;
+			*pp = j->next;
+			if (qi->jobs_tail == &j->next)
+				qi->jobs_tail = pp;
+		}
+		pthread_mutex_unlock(&qi->mu);
+		(void)fsync(qi->din);
+		pthread_mutex_lock(&qi->mu);
+		qbuf_put(&qi->done, j->done.p, j->done.n);
+		qi->njobs--;
+		job_free(j);
+		pthread_cond_broadcast(&qi->cv);
+	}
+	pthread_mutex_unlock(&qi->mu);
+	free(done.p);
+	return NULL;
+}
+
+/* Hands a job to the unlinker (or runs it here without a thread); waits
+ * while the unlinker is more than two batches behind. */
+static void
+job_push(struct queue_intake *qi, struct unlink_job *j)
+{
+	if (j->n == 0) {
+		job_free(j); /* nothing to unlink (only identities went) */
+		return;
+	}
+	j->off = xcalloc(j->n + 1, sizeof(*j->off));
+	for (size_t i = 0, o = 0; i < j->n; i++) {
+		j->off[i] = o;
+		o += 2 + ((size_t)j->keys.p[o] << 8 | j->keys.p[o + 1]);
+	}
+	if (!qi->th_on) {
+		job_unlink(qi, j, 0, j->n, &qi->idents);
+		(void)fsync(qi->din);
+		job_free(j);
+		return;
+	}
+	pthread_mutex_lock(&qi->mu);
+	while (qi->njobs >= 2)
+		pthread_cond_wait(&qi->cv, &qi->mu);
+	j->next = NULL;
+	*qi->jobs_tail = j;
+	qi->jobs_tail = &j->next;
+	qi->njobs++;
+	pthread_cond_broadcast(&qi->cv);
+	pthread_mutex_unlock(&qi->mu);
+}
+
+/* Takes over the identities the unlinker finished. */
+static void
+jobs_collect(struct queue_intake *qi, bool wait)
+{
+	if (!qi->th_on)
+		return;
+	pthread_mutex_lock(&qi->mu);
+	while (wait && qi->njobs > 0)
+		pthread_cond_wait(&qi->cv, &qi->mu);
+	qbuf_put(&qi->idents, qi->done.p, qi->done.n);
+	qi->done.n = 0;
+	pthread_mutex_unlock(&qi->mu);
+}
+
+/* ---- opening ---- */
+
+/* Creates DIR with MODE if missing (chmod so umask does not interfere). */
+static int
+mkdir_mode(const char *dir, mode_t mode)
+{
+	if (mkdir(dir, mode) == 0)
+		return chmod(dir, mode);
+	return errno == EEXIST ? 0 : -1;
+}
+
+/* Creates DIR's parents. */
+static void
+mkdir_parents(const char *dir)
+{
+	char *p = xstrdup(dir);
+
+	for (char *s = p + 1; *s != '\0'; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		(void)mkdir(p, 0755);
+		*s = '/';
+	}
+	free(p);
+}
+
+/*
+ * Deletes identities whose file is gone (unlinked, and the unlink synced
+ * above, but the process ended before the identity was deleted).  A file
+ * still there with its identity is left to the first rescan, which
+ * unlinks it as already queued.
+ */
+static void
+idents_prune(struct queue_intake *qi)
+{
+	struct queue_txn *t = queue_txn_begin(qi->q);
+	MDB_cursor *c;
+	MDB_val key, val;
+	size_t n = 0;
+	int rc;
+
+	if (t == NULL)
+		return;
+	if (mdb_cursor_open(t->txn, qi->q->dbi[QDB_IDENT], &c) != 0) {
+		queue_txn_abort(t);
+		return;
+	}
+	rc = mdb_cursor_get(c, &key, &val, MDB_FIRST);
+	while (rc == 0) {
+		char name[420];
+		struct stat st;
+		uint8_t ik[440];
+		bool keep = false;
+
+		if (key.mv_size > 32 && key.mv_size - 32 < sizeof(name)) {
+			memcpy(name, (uint8_t *)key.mv_data + 32,
+			    key.mv_size - 32);
+			name[key.mv_size - 32] = '\0';
+			keep = fstatat(qi->din, name, &st,
+				   AT_SYMLINK_NOFOLLOW) == 0 &&
+			    ident_key(ik, &st, name) == key.mv_size &&
+			    memcmp(ik, key.mv_data, key.mv_size) == 0;
+		}
+		if (!keep) {
+			mdb_cursor_del(c, 0);
+			n++;
+			rc = mdb_cursor_get(c, &key, &val, MDB_GET_CURRENT);
+			if (rc != 0)
+				rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+		} else {
+			rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+		}
+	}
+	mdb_cursor_close(c);
+	if (n > 0)
+		queue_txn_commit(t);
+	else
+		queue_txn_abort(t);
+}
+
+struct queue_intake *
+queue_intake_open(struct queue *q, const struct cfg *cfg)
+{
+	const struct cfg_scope *sc = cfg_scope(cfg, NULL);
+	const char *spool = cfg_str(sc, CFG_SPOOL_DIR);
+	const char *host = cfg_str(sc, CFG_HOSTNAME);
+	struct queue_intake *qi = xcalloc(1, sizeof(*qi));
+	char path[4096];
+
+	qi->q = q;
+	qi->cfg = cfg;
+	qi->din = qi->dbad = qi->ifd = -1;
+	qi->rescan = true;
+	qi->scap = 1024;
+	qi->set = xcalloc(qi->scap, sizeof(*qi->set));
+	if (host[0] == '\0') {
+		if (gethostname(qi->hostname, sizeof(qi->hostname) - 1) < 0)
+			strcpy(qi->hostname, "localhost");
+	} else {
+		snprintf(qi->hostname, sizeof(qi->hostname), "%s", host);
+	}
+	snprintf(path, sizeof(path), "%s/incoming", spool);
+	mkdir_parents(path);
+	(void)mkdir_mode(spool, 0755);
+	qi->incoming = xstrdup(path);
+	snprintf(path, sizeof(path), "%s/bad", spool);
+	qi->bad = xstrdup(path);
+	if (mkdir_mode(qi->incoming, 01733) < 0 ||
+	    mkdir_mode(qi->bad, 0700) < 0) {
+		log_err("queue", "spool %s: %s", spool, strerror(errno));
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/tmp", spool);
+	if (mkdir_mode(path, 01733) < 0) {
+		log_err("queue", "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	qi->din = open(qi->incoming, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	qi->dbad = open(qi->bad, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (qi->din < 0 || qi->dbad < 0) {
+		log_err("queue", "spool %s: %s", spool, strerror(errno));
+		goto fail;
+	}
+	qi->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (qi->ifd >= 0 &&
+	    inotify_add_watch(qi->ifd, qi->incoming,
+		IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE | IN_ONLYDIR) < 0) {
+		log_warn("queue", "inotify %s: %s (rescans only)", qi->incoming,
+		    strerror(errno));
+		close(qi->ifd);
+		qi->ifd = -1;
+	}
+	/* unlinks done before a crash must be durable before identities go */
+	(void)fsync(qi->din);
+	idents_prune(qi);
+	pthread_mutex_init(&qi->mu, NULL);
+	pthread_cond_init(&qi->cv, NULL);
+	qi->jobs_tail = &qi->jobs;
+	for (qi->nth = 0; qi->nth < UNLINKERS; qi->nth++)
+		if (pthread_create(&qi->th[qi->nth], NULL, unlinker, qi) != 0)
+			break;
+	qi->th_on = qi->nth > 0;
+	return qi;
+fail:
+	queue_intake_close(qi);
+	return NULL;
+}
+
+int
+queue_intake_fd(const struct queue_intake *qi)
+{
+	return qi->ifd;
+}
+
+void
+queue_intake_rescan(struct queue_intake *qi)
+{
+	qi->rescan = true;
+}
+
+void
+queue_intake_close(struct queue_intake *qi)
+{
+	char *s;
+
+	if (qi == NULL)
+		return;
+	if (qi->th_on) {
+		pthread_mutex_lock(&qi->mu);
+		qi->th_stop = true;
+		pthread_cond_broadcast(&qi->cv);
+		pthread_mutex_unlock(&qi->mu);
+		for (int i = 0; i < qi->nth; i++)
+			pthread_join(qi->th[i], NULL);
+		jobs_collect(qi, false);
+		qi->th_on = false;
+		pthread_mutex_destroy(&qi->mu);
+		pthread_cond_destroy(&qi->cv);
+		if (qi->idents.n > 0) {
+			struct queue_txn *t = queue_txn_begin(qi->q);
+
+			if (t != NULL) {
+				idents_delete(qi, t);
+				queue_txn_commit(t);
+			}
+		}
+	}
+	free(qi->done.p);
+	while ((s = pending_pop(qi)) != NULL)
+		free(s);
+	free(qi->fifo);
+	free(qi->set);
+	free(qi->idents.p);
+	free(qi->buf);
+	if (qi->din >= 0)
+		close(qi->din);
+	if (qi->dbad >= 0)
+		close(qi->dbad);
+	if (qi->ifd >= 0)
+		close(qi->ifd);
+	free(qi->incoming);
+	free(qi->bad);
+	free(qi);
+}
+
+/* ---- listing ---- */
+
+/* Reads queued inotify events into the pending names. */
+static void
+drain_inotify(struct queue_intake *qi)
+{
+	char buf[65536]
+	    __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+
+	if (qi->ifd < 0)
+		return;
+	while ((n = read(qi->ifd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+
+			struct stat st;
+
+			if (ev->mask & IN_Q_OVERFLOW)
+				qi->rescan = true;
+			else if (ev->len == 0)
+				;
+			else if (!(ev->mask & IN_CREATE))
+				pending_add(qi, ev->name);
+			else if (fstatat(qi->din, ev->name, &st,
+				     AT_SYMLINK_NOFOLLOW) == 0 &&
+			    !S_ISREG(st.st_mode))
+				/* no close-write will come for these */
+				pending_add(qi, ev->name);
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+}
+
+/* Lists the whole of incoming/ into the pending names. */
+static void
+list_dir(struct queue_intake *qi)
+{
+	int fd = dup(qi->din);
+	DIR *d;
+	struct dirent *de;
+
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		log_err("queue", "%s: %s", qi->incoming, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	rewinddir(d);
+	while ((de = readdir(d)) != NULL)
+		pending_add(qi, de->d_name);
+	closedir(d);
+}
+
+/* ---- one file ---- */
+
+enum import_result { IMP_QUEUED, IMP_SKIP, IMP_RETRY, IMP_NOROOM };
+
+/* Moves NAME into bad/ untouched with NAME.reason beside it. */
+static void
+move_bad(struct queue_intake *qi, const char *name, const char *why)
+{
+	char target[600], rpath[620];
+	int fd;
+
+	snprintf(target, sizeof(target), "%s", name);
+	for (int i = 1;
+	     faccessat(qi->dbad, target, F_OK, AT_SYMLINK_NOFOLLOW) == 0; i++)
+		snprintf(target, sizeof(target), "%.500s.%d", name, i);
+	if (renameat(qi->din, name, qi->dbad, target) < 0) {
+		if (errno != ENOENT)
+			log_err("queue", "%.200s: cannot move to bad/: %s",
+			    name, strerror(errno));
+		return;
+	}
+	snprintf(rpath, sizeof(rpath), "%s.reason", target);
+	fd = openat(qi->dbad, rpath,
+	    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		char line[300];
+		int n = snprintf(line, sizeof(line), "%s\n", why);
+
+		if (write(fd, line, (size_t)n) < 0)
+			log_err(
+			    "queue", "bad/%.200s: %s", rpath, strerror(errno));
+		(void)fsync(fd);
+		close(fd);
+	}
+	(void)fsync(qi->dbad);
+	(void)fsync(qi->din);
+	log_warn("queue", "%.200s: moved to bad/%.200s: %s", name, target, why);
+}
+
+/* Builds the identity key of a spool file. */
+static size_t
+ident_key(uint8_t *k, const struct stat *st, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n > 400)
+		n = 400;
+	qbe64_put(k, (uint64_t)st->st_dev);
+	qbe64_put(k + 8, (uint64_t)st->st_ino);
+	qbe64_put(k + 16, (uint64_t)st->st_size);
+	qbe64_put(k + 24,
+	    (uint64_t)st->st_mtim.tv_sec * 1000000000ull +
+		(uint64_t)st->st_mtim.tv_nsec);
+	memcpy(k + 32, name, n);
+	return 32 + n;
+}
+
+/* The sender when the message names none: the file owner's login. */
+static char *
+owner_sender(uid_t uid, const char *host)
+{
+	struct passwd pw, *res = NULL;
+	char buf[2048], out[600];
+
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 && res != NULL)
+		snprintf(out, sizeof(out), "%.200s@%.255s", pw.pw_name, host);
+	else
+		snprintf(out, sizeof(out), "uid%u@%.255s", (unsigned)uid, host);
+	return xstrdup(out);
+}
+
+/* Takes one spool file into txn T. */
+static enum import_result
+import_one(struct queue_intake *qi, struct queue_txn *t, const char *name,
+    uint64_t first_id, struct qbuf *keys, size_t *budget)
+{
+	const struct cfg_scope *sc = cfg_scope(qi->cfg, NULL);
+	int64_t maxsize = cfg_int(sc, CFG_MAX_MESSAGE_SIZE);
+	struct stat st, fst;
+	uint8_t ik[440];
+	MDB_val key, val;
+	size_t iklen, got = 0, blen;
+	struct qp_result pr;
+	struct queue_msg m;
+	char why[200], received[600], date[100], msgid[400], tbuf[64], *body;
+	struct tm tm;
+	time_t now;
+	int fd;
+
+	if (fstatat(qi->din, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != ENOENT)
+			log_warn("queue", "%.200s: %s", name, strerror(errno));
+		return IMP_SKIP;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		move_bad(qi, name,
+		    S_ISDIR(st.st_mode)	       ? "not a regular file: directory"
+			: S_ISLNK(st.st_mode)  ? "not a regular file: symlink"
+			: S_ISFIFO(st.st_mode) ? "not a regular file: fifo"
+			: S_ISSOCK(st.st_mode) ? "not a regular file: socket"
+					       : "not a regular file: device");
+		return IMP_SKIP;
+	}
+	if (st.st_size == 0) {
+		move_bad(qi, name, "empty file");
+		return IMP_SKIP;
+	}
+	if (st.st_size > maxsize) {
+		snprintf(why, sizeof(why),
+		    "message too large: %lld bytes, max_message_size is %lld",
+		    (long long)st.st_size, (long long)maxsize);
+		move_bad(qi, name, why);
+		return IMP_SKIP;
+	}
+	/* a stored message takes at most about twice its size */
+	if ((size_t)st.st_size * 2 + 4096 > *budget)
+		return IMP_NOROOM;
+	*budget -= (size_t)st.st_size * 2 + 4096;
+	iklen = ident_key(ik, &st, name);
+	key.mv_size = iklen;
+	key.mv_data = ik;
+	if (mdb_get(t->txn, t->q->dbi[QDB_IDENT], &key, &val) == 0 &&
+	    val.mv_size >= 8) {
+		uint64_t id = qbe64_get(val.mv_data);
+		char idstr[17];
+
+		if (id >= first_id)
+			return IMP_SKIP; /* already in this very txn */
+		/* committed before a crash, not unlinked: finish the job */
+		queue_id_format(id, idstr);
+		log_info("queue", "%.200s: already queued as %s: removed", name,
+		    idstr);
+		(void)unlinkat(qi->din, name, 0);
+		return IMP_SKIP;
+	}
+	fd = openat(qi->din, name,
+	    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		if (errno == ELOOP)
+			move_bad(qi, name, "not a regular file: symlink");
+		else if (errno != ENOENT)
+			log_warn("queue", "%.200s: %s", name, strerror(errno));
+		return IMP_SKIP;
+	}
+	if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode) ||
+	    fst.st_dev != st.st_dev || fst.st_ino != st.st_ino ||
+	    fst.st_size != st.st_size ||
+	    fst.st_mtim.tv_sec != st.st_mtim.tv_sec ||
+	    fst.st_mtim.tv_nsec != st.st_mtim.tv_nsec) {
+		close(fd);
+		return IMP_RETRY; /* it changed under us: look again later */
+	}
+	if (qi->bufcap < (size_t)st.st_size + 1) {
+		qi->bufcap = (size_t)st.st_size + 1;
+		free(qi->buf);
+		qi->buf = xmalloc(qi->bufcap);
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, qi->buf + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	if (got != (size_t)st.st_size)
+		return IMP_RETRY;
+	if (qp_message_parse(qi->buf, got, qi->hostname, &pr) != QP_OK) {
+		move_bad(qi, name, pr.why);
+		qp_result_free(&pr);
+		return IMP_SKIP;
+	}
+	memset(&m, 0, sizeof(m));
+	m.id = queue_id_next(t);
+	queue_id_format(m.id, m.idstr);
+	m.cls = (enum cfg_class)pr.cls;
+	m.arrival = t->now;
+	m.uid = (uint32_t)st.st_uid;
+	m.sender = pr.sender ? pr.sender
+			     : owner_sender(st.st_uid, qi->hostname);
+	m.envid = pr.envid;
+	m.ret = pr.ret;
+	m.nrcpt = pr.nrcpt;
+	m.rcpts = xcalloc(pr.nrcpt, sizeof(*m.rcpts));
+	for (size_t i = 0; i < pr.nrcpt; i++) {
+		m.rcpts[i].addr = pr.rcpts[i].addr;
+		m.rcpts[i].orcpt = pr.rcpts[i].orcpt;
+		m.rcpts[i].notify = pr.rcpts[i].notify;
+		m.rcpts[i].state = RCPT_PENDING;
+		m.rcpts[i].next_attempt = t->now;
+	}
+	now = (time_t)t->now;
+	localtime_r(&now, &tm);
+	strftime(tbuf, sizeof(tbuf), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	snprintf(received, sizeof(received),
+	    "Received: by %s (relayq, from userid %u)\r\n\tid %s; %s\r\n",
+	    qi->hostname, (unsigned)st.st_uid, m.idstr, tbuf);
+	snprintf(date, sizeof(date), "Date: %s\r\n", tbuf);
+	strftime(tbuf, sizeof(tbuf), "%Y%m%d%H%M%S", &tm);
+	snprintf(msgid, sizeof(msgid), "Message-ID: <%s.%s@%s>\r\n", tbuf,
+	    m.idstr, qi->hostname);
+	body = qp_message_build(
+	    qi->buf, got, &pr, received, date, msgid, &blen);
+	queue_expiry_times(qi->q, &m);
+	queue_msg_store(t, &m, body, blen, 1);
+	free(body);
+	{
+		uint8_t v[16];
+		MDB_val iv = { 16, v };
+
+		qbe64_put(v, m.id);
+		qbe64_put(v + 8, (uint64_t)t->now);
+		key.mv_size = iklen;
+		key.mv_data = ik;
+		queue_txn_fail(t,
+		    mdb_put(t->txn, t->q->dbi[QDB_IDENT], &key, &iv, 0),
+		    "ident");
+	}
+	if (pr.sender == NULL)
+		free(m.sender);
+	free(m.rcpts);
+	qp_result_free(&pr);
+	if (t->err != QUEUE_OK)
+		return IMP_RETRY;
+	{
+		uint8_t hdr[2] = { (uint8_t)(iklen >> 8), (uint8_t)iklen };
+
+		qbuf_put(keys, hdr, 2);
+		qbuf_put(keys, ik, iklen);
+	}
+	return IMP_QUEUED;
+}
+
+/* Deletes the identities of files unlinked after the last commit. */
+static void
+idents_delete(struct queue_intake *qi, struct queue_txn *t)
+{
+	for (size_t off = 0; off + 2 <= qi->idents.n && t->err == QUEUE_OK;) {
+		size_t n = (size_t)qi->idents.p[off] << 8 |
+		    qi->idents.p[off + 1];
+		MDB_val key = { n, qi->idents.p + off + 2 };
+		int rc = mdb_del(t->txn, t->q->dbi[QDB_IDENT], &key, NULL);
+
+		if (rc != MDB_NOTFOUND)
+			queue_txn_fail(t, rc, "ident");
+		off += 2 + n;
+	}
+}
+
+/* Enters (and logs, once) the paused state of a full map. */
+static enum queue_intake_result
+intake_pause(struct queue_intake *qi)
+{
+	if (!qi->paused) {
+		qi->paused = true;
+		log_err("queue",
+		    "queue full (queue_map_size %lld bytes): intake paused, "
+		    "files stay in incoming/",
+		    (long long)cfg_int(
+			cfg_scope(qi->cfg, NULL), CFG_QUEUE_MAP_SIZE));
+	}
+	return QI_PAUSED;
+}
+
+enum queue_intake_result
+queue_intake_run(struct queue_intake *qi, size_t max_files)
+{
+	size_t cfgbatch = (size_t)cfg_int(
+	    cfg_scope(qi->cfg, NULL), CFG_INTAKE_BATCH);
+	struct queue_txn *t;
+	char **names;
+	size_t nnames = 0, batch;
+	struct qbuf keys = { NULL, 0, 0 };
+	enum queue_result r;
+	uint64_t first_id;
+	size_t budget;
+	bool noroom = false;
+
+	drain_inotify(qi);
+	if (qi->rescan) {
+		qi->rescan = false;
+		list_dir(qi);
+	}
+	if (qi->batch_limit == 0 || qi->batch_limit > cfgbatch)
+		qi->batch_limit = cfgbatch;
+	batch = max_files < qi->batch_limit ? max_files : qi->batch_limit;
+	if (batch == 0)
+		batch = 1;
+	jobs_collect(qi, qi->head == qi->tail);
+	if (qi->head == qi->tail) {
+		if (qi->idents.n > 0 && (t = queue_txn_begin(qi->q)) != NULL) {
+			idents_delete(qi, t);
+			if (queue_txn_commit(t) == QUEUE_OK)
+				qi->idents.n = 0;
+		}
+		return QI_IDLE;
+	}
+	budget = queue_room(qi->q);
+	if (qi->paused &&
+	    budget <
+		(size_t)cfg_int(cfg_scope(qi->cfg, NULL), CFG_QUEUE_MAP_SIZE) /
+		    20)
+		return QI_PAUSED; /* wait for real room: no flapping */
+	if ((t = queue_txn_begin(qi->q)) == NULL)
+		return QI_PAUSED;
+	idents_delete(qi, t);
+	first_id = queue_id_next(t);
+	t->nextid--; /* peeked, not used */
+	names = xcalloc(batch, sizeof(*names));
+	while (nnames < batch && t->err == QUEUE_OK) {
+		char *name = pending_pop(qi);
+		enum import_result ir;
+
+		if (name == NULL)
+			break;
+		ir = import_one(qi, t, name, first_id, &keys, &budget);
+		if (ir == IMP_NOROOM) {
+			noroom = true;
+			pending_add(qi, name);
+			free(name);
+			break;
+		}
+		if (ir == IMP_QUEUED || t->err != QUEUE_OK) {
+			/* queued, or to put back when the txn fails */
+			names[nnames++] = name;
+			continue;
+		}
+		if (ir == IMP_RETRY)
+			qi->rescan = true; /* seen again on the next listing */
+		free(name);
+	}
+	if (nnames == 0 && t->err == QUEUE_OK && qi->idents.n == 0) {
+		queue_txn_abort(t);
+		free(names);
+		free(keys.p);
+		if (noroom)
+			return intake_pause(qi);
+		return qi->head == qi->tail && !qi->rescan ? QI_IDLE : QI_MORE;
+	}
+	r = queue_txn_commit(t);
+	if (r != QUEUE_OK) {
+		/* nothing was written: every file stays and is tried again */
+		for (size_t i = 0; i < nnames; i++) {
+			pending_add(qi, names[i]);
+			free(names[i]);
+		}
+		free(names);
+		free(keys.p);
+		if (r == QUEUE_MAPFULL && qi->batch_limit > 1) {
+			qi->batch_limit /= 2;
+			return QI_MORE;
+		}
+		if (r == QUEUE_MAPFULL)
+			return intake_pause(qi);
+		if (!qi->paused) {
+			qi->paused = true;
+			log_err("queue",
+			    "intake paused by a queue error; files "
+			    "stay in incoming/");
+		}
+		return QI_PAUSED;
+	}
+	if (qi->paused) {
+		qi->paused = false;
+		log_info("queue", "queue has room again: intake resumed");
+	}
+	if (qi->batch_limit < cfgbatch)
+		qi->batch_limit *= 2;
+	/* committed: the files go (only if still the very file read), then,
+	 * in a later txn, their identities */
+	qi->idents.n = 0;
+	{
+		struct unlink_job *j = xcalloc(1, sizeof(*j));
+
+		j->names = names;
+		j->n = nnames;
+		j->keys = keys;
+		job_push(qi, j);
+	}
+	if (qi->head != qi->tail || qi->rescan)
+		return QI_MORE;
+	/* idle: let the unlinks finish and drop their identities */
+	jobs_collect(qi, true);
+	if (qi->idents.n > 0 && (t = queue_txn_begin(qi->q)) != NULL) {
+		idents_delete(qi, t);
+		if (queue_txn_commit(t) == QUEUE_OK)
+			qi->idents.n = 0;
+	}
+	return QI_IDLE;
+}

@@ -1,4 +1,0 @@
-/* queue_stub.c - placeholder so the module links; replaced by issue 3. */
-#include "queue.h"
-
-int queue_placeholder;

@@ -1,0 +1,548 @@
+/*
+ * runner_dns.c - MX and address lookups with c-ares, driven by the
+ * daemon's libevent loop (the c-ares sockets get events, a timer follows
+ * ares_timeout()), turned into the ordered route of a destination.
+ *
+ * Public (runner-private): dns_new(), dns_free(), dns_route(),
+ * route_free(), dns_mx_order().
+ *
+ * Policy, as Postfix's smtp(8): MX hosts by preference, equal preferences
+ * in random order; a domain with no MX (NODATA) is its own host; a null MX
+ * (RFC 7505, "0 .") fails at once with 5.1.10; NXDOMAIN fails with 5.1.2;
+ * SERVFAIL, timeouts and refusals defer (4.4.3).  A relayhost written
+ * `[host]` is not MX-looked-up, and its lookup failures always defer: a
+ * typo in the config must not bounce mail.
+ *
+ * Invariant: a callback never runs from inside dns_route(); a finished
+ * lookup is handed back from its own zero-timeout event, so the caller's
+ * state is never re-entered.
+ */
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <ares.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "runner_dns.h"
+
+#define DNS_MAX_ADDR 16 /* addresses tried per route */
+#define DNS_MAX_MX 10 /* MX hosts looked up per domain */
+
+struct dns_sock {
+	struct dns_sock *next;
+	struct event *ev;
+	ares_socket_t fd;
+};
+
+struct dns_job;
+
+struct dns_host {
+	struct dns_job *job;
+	char *name;
+	unsigned pref;
+	struct ares_addrinfo *ai; /* NULL until answered or on error */
+	int status; /* ARES_* of the address lookup */
+};
+
+struct dns_job {
+	struct dns_job *next, *prev;
+	struct dns *dns;
+	char name[256];
+	uint16_t port;
+	bool mx; /* MX lookup (else address only) */
+	bool fallback; /* no MX: the domain is its own host */
+	bool done;
+	dns_route_cb *cb;
+	void *arg;
+	struct dns_host *hosts;
+	size_t nhost;
+	size_t pending;
+	struct route *route;
+	struct event *finish; /* hands the route back */
+};
+
+struct dns {
+	struct event_base *base;
+	ares_channel ch;
+	struct event *timer;
+	struct dns_sock *socks;
+	struct dns_job *jobs;
+	bool dying;
+};
+
+static void dns_timer_arm(struct dns *);
+
+/* Frees a route and its address list. */
+void
+route_free(struct route *r)
+{
+	if (r == NULL)
+		return;
+	free(r->addr);
+	free(r);
+}
+
+/* Sorts by preference (insertion sort: n is small), then shuffles runs. */
+void
+dns_mx_order(struct dns_mx *mx, size_t n)
+{
+	size_t i, j, k;
+
+	for (i = 1; i < n; i++) {
+		struct dns_mx t = mx[i];
+
+		for (j = i; j > 0 && mx[j - 1].pref > t.pref; j--)
+			mx[j] = mx[j - 1];
+		mx[j] = t;
+	}
+	for (i = 0; i < n; i = j) {
+		for (j = i + 1; j < n && mx[j].pref == mx[i].pref; j++)
+			;
+		/* Fisher-Yates over [i, j). */
+		for (k = j - 1; k > i; k--) {
+			size_t r = i + (size_t)random() % (k - i + 1);
+			struct dns_mx t = mx[k];
+
+			mx[k] = mx[r];
+			mx[r] = t;
+		}
+	}
+}
+
+/* Runs c-ares on a ready socket. */
+static void
+dns_sock_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns *dns = arg;
+
+	ares_process_fd(dns->ch, (what & EV_READ) ? fd : ARES_SOCKET_BAD,
+	    (what & EV_WRITE) ? fd : ARES_SOCKET_BAD);
+	dns_timer_arm(dns);
+}
+
+/* Lets c-ares handle its timeouts. */
+static void
+dns_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns *dns = arg;
+
+	ares_process_fd(dns->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+	dns_timer_arm(dns);
+}
+
+/* Arms the timer at c-ares' next timeout, if any query is pending. */
+static void
+dns_timer_arm(struct dns *dns)
+{
+	struct timeval tv, *tvp;
+
+	if (dns->dying)
+		return;
+	tvp = ares_timeout(dns->ch, NULL, &tv);
+	if (tvp == NULL)
+		evtimer_del(dns->timer);
+	else
+		evtimer_add(dns->timer, tvp);
+}
+
+/* c-ares tells which sockets to watch: keep one event per socket. */
+static void
+dns_sock_state(void *data, ares_socket_t fd, int readable, int writable)
+{
+	struct dns *dns = data;
+	struct dns_sock **pp, *s;
+
+	for (pp = &dns->socks; (s = *pp) != NULL; pp = &s->next)
+		if (s->fd == fd)
+			break;
+	if (!readable && !writable) {
+		if (s != NULL) {
+			*pp = s->next;
+			event_free(s->ev);
+			free(s);
+		}
+		return;
+	}
+	if (s == NULL) {
+		s = xcalloc(1, sizeof(*s));
+		s->fd = fd;
+		s->next = dns->socks;
+		dns->socks = s;
+	} else {
+		event_free(s->ev);
+	}
+	s->ev = event_new(dns->base, fd,
+	    (short)((readable ? EV_READ : 0) | (writable ? EV_WRITE : 0) |
+		EV_PERSIST),
+	    dns_sock_cb, dns);
+	event_add(s->ev, NULL);
+}
+
+/* Creates the resolver; see runner_dns.h. */
+struct dns *
+dns_new(struct event_base *base, const struct cfg_hostport *server, char *err,
+    size_t errlen)
+{
+	static bool inited;
+	struct ares_options o;
+	struct dns *dns;
+	int rc;
+
+	if (!inited) {
+		rc = ares_library_init(ARES_LIB_INIT_ALL);
+		if (rc != ARES_SUCCESS) {
+			snprintf(err, errlen, "c-ares: %s", ares_strerror(rc));
+			return NULL;
+		}
+		inited = true;
+	}
+	dns = xcalloc(1, sizeof(*dns));
+	dns->base = base;
+	memset(&o, 0, sizeof(o));
+	o.sock_state_cb = dns_sock_state;
+	o.sock_state_cb_data = dns;
+	o.timeout = 3000; /* ms, with ARES_OPT_TIMEOUTMS */
+	o.tries = 2;
+	rc = ares_init_options(&dns->ch, &o,
+	    ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+	if (rc != ARES_SUCCESS) {
+		snprintf(err, errlen, "c-ares: %s", ares_strerror(rc));
+		free(dns);
+		return NULL;
+	}
+	if (server != NULL && server->host[0] != '\0') {
+		char csv[300];
+
+		snprintf(csv, sizeof(csv),
+		    strchr(server->host, ':') ? "[%s]:%u" : "%s:%u",
+		    server->host, server->port ? server->port : 53);
+		rc = ares_set_servers_ports_csv(dns->ch, csv);
+		if (rc != ARES_SUCCESS) {
+			snprintf(err, errlen, "dns_server %s: %s", csv,
+			    ares_strerror(rc));
+			ares_destroy(dns->ch);
+			free(dns);
+			return NULL;
+		}
+	}
+	dns->timer = evtimer_new(base, dns_timer_cb, dns);
+	return dns;
+}
+
+/* Frees a job's lookup state (not its route). */
+static void
+dns_job_free(struct dns_job *j)
+{
+	struct dns *dns = j->dns;
+
+	if (j->prev)
+		j->prev->next = j->next;
+	else
+		dns->jobs = j->next;
+	if (j->next)
+		j->next->prev = j->prev;
+	for (size_t i = 0; i < j->nhost; i++) {
+		free(j->hosts[i].name);
+		if (j->hosts[i].ai)
+			ares_freeaddrinfo(j->hosts[i].ai);
+	}
+	free(j->hosts);
+	if (j->finish)
+		event_free(j->finish);
+	free(j);
+}
+
+/* The zero-timeout event: hands the route to the caller. */
+static void
+dns_finish_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns_job *j = arg;
+	struct route *r = j->route;
+	dns_route_cb *cb = j->cb;
+	void *cbarg = j->arg;
+
+	j->route = NULL;
+	dns_job_free(j);
+	cb(cbarg, r);
+}
+
+/* Ends a job with its route: schedules the callback. */
+static void
+dns_job_done(struct dns_job *j)
+{
+	static const struct timeval zero;
+
+	j->done = true;
+	if (j->dns->dying)
+		return;
+	j->finish = evtimer_new(j->dns->base, dns_finish_cb, j);
+	evtimer_add(j->finish, &zero);
+}
+
+/* Ends a job with a failure route. */
+static void
+dns_job_fail(struct dns_job *j, enum route_status st, const char *dsn,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void
+dns_job_fail(struct dns_job *j, enum route_status st, const char *dsn,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	j->route = xcalloc(1, sizeof(*j->route));
+	j->route->status = st;
+	snprintf(j->route->dsn, sizeof(j->route->dsn), "%s", dsn);
+	va_start(ap, fmt);
+	vsnprintf(j->route->why, sizeof(j->route->why), fmt, ap);
+	va_end(ap);
+	dns_job_done(j);
+}
+
+/* Is an ares status temporary (try again later)? */
+static bool
+dns_temporary(int status)
+{
+	return status != ARES_ENOTFOUND && status != ARES_ENODATA &&
+	    status != ARES_ENONAME && status != ARES_EBADNAME;
+}
+
+/* All address lookups answered: build the route in MX order. */
+static void
+dns_job_build(struct dns_job *j)
+{
+	struct route *r;
+	size_t i;
+	bool temp = false;
+	int last = ARES_SUCCESS;
+
+	r = xcalloc(1, sizeof(*r));
+	r->addr = xcalloc(DNS_MAX_ADDR, sizeof(*r->addr));
+	for (i = 0; i < j->nhost; i++) {
+		struct dns_host *h = &j->hosts[i];
+		struct ares_addrinfo_node *n;
+
+		if (h->status != ARES_SUCCESS) {
+			temp |= dns_temporary(h->status);
+			last = h->status;
+			continue;
+		}
+		for (n = h->ai ? h->ai->nodes : NULL;
+		     n != NULL && r->naddr < DNS_MAX_ADDR; n = n->ai_next) {
+			struct route_addr *a = &r->addr[r->naddr];
+
+			if (n->ai_family != AF_INET && n->ai_family != AF_INET6)
+				continue;
+			if (n->ai_addrlen > sizeof(a->sa))
+				continue;
+			memcpy(&a->sa, n->ai_addr, n->ai_addrlen);
+			a->salen = n->ai_addrlen;
+			if (n->ai_family == AF_INET)
+				((struct sockaddr_in *)&a->sa)->sin_port =
+				    htons(j->port);
+			else
+				((struct sockaddr_in6 *)&a->sa)->sin6_port =
+				    htons(j->port);
+			snprintf(a->host, sizeof(a->host), "%s", h->name);
+			a->pref = h->pref;
+			r->naddr++;
+		}
+	}
+	if (r->naddr > 0) {
+		r->status = ROUTE_OK;
+	} else if (temp || !j->mx) {
+		r->status = ROUTE_DEFER;
+		snprintf(r->dsn, sizeof(r->dsn), "4.4.3");
+		snprintf(r->why, sizeof(r->why),
+		    "Host or domain name not found. Name service error for "
+		    "name=%.200s type=A: %s",
+		    j->nhost ? j->hosts[0].name : j->name, ares_strerror(last));
+	} else if (j->fallback && last == ARES_ENOTFOUND) {
+		r->status = ROUTE_FAIL;
+		snprintf(r->dsn, sizeof(r->dsn), "5.1.2");
+		snprintf(r->why, sizeof(r->why),
+		    "Host or domain name not found. Name service error for "
+		    "name=%.200s type=A: Host not found",
+		    j->name);
+	} else if (j->fallback) {
+		r->status = ROUTE_FAIL;
+		snprintf(r->dsn, sizeof(r->dsn), "5.4.4");
+		snprintf(r->why, sizeof(r->why),
+		    "Host or domain name not found. Name service error for "
+		    "name=%.200s type=AAAA: Host found but no data record of "
+		    "requested type",
+		    j->name);
+	} else {
+		/* MX hosts that all do not exist: Postfix defers too. */
+		r->status = ROUTE_DEFER;
+		snprintf(r->dsn, sizeof(r->dsn), "4.4.4");
+		snprintf(r->why, sizeof(r->why),
+		    "no address for any MX host of %.200s", j->name);
+	}
+	j->route = r;
+	dns_job_done(j);
+}
+
+/* One host's addresses arrived; the last one builds the route. */
+static void
+dns_ai_cb(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+	struct dns_host *h = arg;
+	struct dns_job *j = h->job;
+
+	(void)timeouts;
+	h->status = status;
+	h->ai = res;
+	if (status == ARES_EDESTRUCTION || j->dns->dying)
+		return;
+	if (--j->pending == 0)
+		dns_job_build(j);
+}
+
+/* Starts the address lookups of every host of J. */
+static void
+dns_job_addrs(struct dns_job *j)
+{
+	struct ares_addrinfo_hints hints;
+	size_t i, n = j->nhost;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	j->pending = n;
+	for (i = 0; i < n; i++) {
+		j->hosts[i].job = j;
+		j->hosts[i].status = ARES_ENODATA;
+	}
+	if (n == 0) {
+		dns_job_build(j);
+		return;
+	}
+	/* A callback may run at once (numeric host, /etc/hosts). */
+	for (i = 0; i < n; i++)
+		ares_getaddrinfo(j->dns->ch, j->hosts[i].name, NULL, &hints,
+		    dns_ai_cb, &j->hosts[i]);
+}
+
+/* The MX answer arrived. */
+static void
+dns_mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_job *j = arg;
+	struct ares_mx_reply *mx = NULL, *m;
+	struct dns_mx list[DNS_MAX_MX];
+	size_t n = 0;
+
+	(void)timeouts;
+	if (status == ARES_EDESTRUCTION || j->dns->dying)
+		return;
+	if (status == ARES_SUCCESS) {
+		status = ares_parse_mx_reply(abuf, alen, &mx);
+		if (status == ARES_SUCCESS && mx == NULL)
+			status = ARES_ENODATA;
+	}
+	if (status == ARES_ENOTFOUND) {
+		dns_job_fail(j, ROUTE_FAIL, "5.1.2",
+		    "Host or domain name not found. Name service error for "
+		    "name=%.200s type=MX: Host not found",
+		    j->name);
+		return;
+	}
+	if (status == ARES_ENODATA) {
+		/* No MX: the domain is its own mail host (RFC 5321 5.1). */
+		j->fallback = true;
+		j->hosts = xcalloc(1, sizeof(*j->hosts));
+		j->hosts[0].name = xstrdup(j->name);
+		j->nhost = 1;
+		dns_job_addrs(j);
+		return;
+	}
+	if (status != ARES_SUCCESS) {
+		dns_job_fail(j, ROUTE_DEFER, "4.4.3",
+		    "Host or domain name not found. Name service error for "
+		    "name=%.200s type=MX: %s",
+		    j->name, ares_strerror(status));
+		return;
+	}
+	for (m = mx; m != NULL; m = m->next) {
+		const char *h = m->host ? m->host : "";
+
+		if (h[0] == '\0' || strcmp(h, ".") == 0) {
+			/* RFC 7505: a null MX means no mail at all. */
+			ares_free_data(mx);
+			dns_job_fail(j, ROUTE_FAIL, "5.1.10",
+			    "Domain %.200s does not accept mail (nullMX)",
+			    j->name);
+			return;
+		}
+		if (n < DNS_MAX_MX) {
+			list[n].host = xstrdup(h);
+			list[n].pref = m->priority;
+			n++;
+		}
+	}
+	ares_free_data(mx);
+	dns_mx_order(list, n);
+	j->hosts = xcalloc(n, sizeof(*j->hosts));
+	for (size_t i = 0; i < n; i++) {
+		j->hosts[i].name = list[i].host;
+		j->hosts[i].pref = list[i].pref;
+	}
+	j->nhost = n;
+	dns_job_addrs(j);
+}
+
+/* Routes HOST; see runner_dns.h. */
+void
+dns_route(struct dns *dns, const char *host, uint16_t port, bool mx,
+    dns_route_cb *cb, void *arg)
+{
+	struct dns_job *j = xcalloc(1, sizeof(*j));
+
+	j->dns = dns;
+	snprintf(j->name, sizeof(j->name), "%s", host);
+	j->port = port;
+	j->mx = mx;
+	j->cb = cb;
+	j->arg = arg;
+	j->next = dns->jobs;
+	if (dns->jobs)
+		dns->jobs->prev = j;
+	dns->jobs = j;
+	if (mx) {
+		ares_query(dns->ch, j->name, ns_c_in, ns_t_mx, dns_mx_cb, j);
+	} else {
+		j->hosts = xcalloc(1, sizeof(*j->hosts));
+		j->hosts[0].name = xstrdup(j->name);
+		j->nhost = 1;
+		dns_job_addrs(j);
+	}
+	dns_timer_arm(dns);
+}
+
+/* Frees the resolver; pending lookups are answered with ROUTE_DEFER. */
+void
+dns_free(struct dns *dns)
+{
+	struct dns_sock *s;
+
+	if (dns == NULL)
+		return;
+	dns->dying = true;
+	ares_destroy(dns->ch);
+	while (dns->jobs != NULL) {
+		struct dns_job *j = dns->jobs;
+
+		route_free(j->route);
+		dns_job_free(j);
+	}
+	while ((s = dns->socks) != NULL) {
+		dns->socks = s->next;
+		event_free(s->ev);
+		free(s);
+	}
+	event_free(dns->timer);
+	free(dns);
+}

@@ -1,0 +1,159 @@
+/*
+ * runner_int.h - private to runner/: the daemon's state shared by
+ * runner_main.c (loop, signals, intake, reload), runner_sched.c (taking
+ * due work, destinations, limits, submitting) and runner_result.c
+ * (backoff, group commit, delivery log).
+ *
+ * Ownership: a struct rmsg (a leased message in memory) is shared by its
+ * jobs (one per destination) and freed when the last one is done; a job
+ * belongs to its destination's wait list until submitted, then to the
+ * SMTP client's done callback.  A struct rcfg is refcounted by the
+ * destinations made with it, so a reload never frees settings a request
+ * in flight still reads.
+ */
+#ifndef RELAYQ_RUNNER_INT_H
+#define RELAYQ_RUNNER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "cfg.h"
+#include "queue.h"
+#include "runner.h"
+#include "runner_dns.h"
+#include "smtp.h"
+
+/* A configuration with the number of users still holding it. */
+struct rcfg {
+	struct cfg *cfg;
+	unsigned refs;
+};
+
+/* A leased message in memory. */
+struct rmsg {
+	struct rmsg *hnext; /* in the runner's id hash */
+	struct queue_msg *msg;
+	char *body; /* loaded at the first submit */
+	size_t bodylen;
+	unsigned refs; /* jobs not yet done */
+	int64_t taken_us; /* when the runner took it (delays a/b) */
+	bool first; /* no leased recipient was tried before */
+};
+
+/* One message's recipients for one destination: one smtp_submit. */
+struct job {
+	struct job *next; /* in a destination's wait list */
+	struct rmsg *m;
+	struct dest *dest;
+	uint32_t *idx; /* indexes into m->msg->rcpts */
+	size_t nidx;
+	int64_t submit_us;
+	enum cfg_class cls;
+};
+
+enum dest_route_state { DR_NONE, DR_RESOLVING, DR_OK };
+
+/* A destination: a domain, or the relayhost of a scope. */
+struct dest {
+	struct runner *runner;
+	struct dest *hnext; /* in the runner's destination hash */
+	struct dest *next; /* in the runner's list of all destinations */
+	char *key; /* the smtp client's dest_key */
+	char *lookup; /* the name to route: domain or relay host */
+	uint16_t port;
+	bool mx; /* MX lookup of lookup */
+	bool retired; /* made with an older config: takes no new jobs */
+	struct rcfg *rc;
+	const struct cfg_scope *scope;
+	enum dest_route_state rstate;
+	struct route *route;
+	int64_t route_until; /* the route is reused until then */
+	struct smtp_addr *addrs; /* from route */
+	struct job *wait_head[CFG_NCLASS], *wait_tail[CFG_NCLASS];
+	size_t nwait;
+	int wrr[CFG_NCLASS]; /* smooth weighted round robin state */
+	unsigned active; /* submitted requests */
+	int64_t down_until; /* hoststatus: skip until then */
+	int64_t last_used; /* for the janitor */
+	char down_why[SMTP_TEXT_MAX];
+	char down_dsn[16];
+	double tokens; /* max_message_rate bucket */
+	int64_t tokens_us;
+	struct event *timer; /* rate or hoststatus wake-up */
+	bool queued; /* on the runner's ready list */
+	struct dest *rnext;
+};
+
+/* One recipient's result waiting for the group commit. */
+struct pres {
+	uint64_t id;
+	uint32_t idx;
+	enum queue_rcpt_state state;
+	int64_t next_attempt;
+	char *reply; /* the reason as logged */
+	char dsn[16];
+	char *log; /* the delivery log line, written after the commit */
+	bool reschedule; /* last result of its job: reschedule after */
+};
+
+#define RUNNER_HASH 4096
+
+struct runner {
+	struct event_base *base;
+	struct rcfg *rc; /* the current config */
+	const char *cfg_path;
+	struct runner_opts opts;
+	struct queue *q;
+	struct queue_intake *qi;
+	struct smtp_client *smtp;
+	struct dns *dns;
+
+	struct event *ev_intake, *ev_intake_more, *ev_rescan, *ev_wakeup;
+	struct event *ev_sched, *ev_commit, *ev_expiry, *ev_stop_grace;
+	struct event *ev_janitor;
+	struct event *ev_sig[3];
+	bool intake_idle; /* the spool has been emptied once */
+	bool intake_paused;
+	bool stopping, stopped;
+
+	struct rmsg *msgs[RUNNER_HASH]; /* leased messages by id */
+	size_t nmsgs, max_msgs;
+	struct dest *dests[RUNNER_HASH]; /* current destinations by key */
+	struct dest *all_dests;
+	struct dest *ready; /* destinations that may submit */
+	unsigned active; /* requests submitted, all destinations */
+
+	struct pres *pres; /* results waiting for the commit */
+	size_t npres, apres;
+	int64_t sched_at; /* when ev_sched fires (us), INT64_MAX: unarmed */
+};
+
+/* runner_sched.c */
+void sched_init(struct runner *);
+void sched_destroy(struct runner *);
+void sched_run(struct runner *);
+void sched_arm(struct runner *);
+void sched_kick(struct runner *);
+void dest_kick(struct runner *, struct dest *);
+void sched_reload(struct runner *);
+void sched_free_all(struct runner *);
+bool sched_busy(const struct runner *);
+void rmsg_release(struct runner *, struct rmsg *);
+void job_free(struct runner *, struct job *);
+char *runner_xtext_decode(const char *);
+
+/* runner_result.c */
+void result_job_done(struct runner *, struct job *, const struct smtp_result *);
+void result_job_fail(
+    struct runner *, struct job *, int cls, const char *dsn, const char *why);
+void result_commit(struct runner *);
+int64_t result_backoff(const struct cfg_scope *, uint32_t attempts);
+void result_format_delay(char *buf, size_t len, double secs);
+
+/* runner_main.c */
+void runner_idle_check(struct runner *);
+void rcfg_unref(struct rcfg *);
+
+#endif

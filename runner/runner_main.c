@@ -1,0 +1,448 @@
+/*
+ * runner_main.c - the daemon's shell: the one event_base, spool intake
+ * (inotify fd, "more" re-activation, map-full pause, rescan timer),
+ * control wake-ups from other processes, the expiry timer, signals
+ * (SIGTERM/SIGINT stop, SIGHUP reload), privileges and
+ * --exit-when-idle.
+ *
+ * Public: runner_main(); runner-private: runner_idle_check(),
+ * rcfg_unref().
+ *
+ * Invariants: no write transaction spans a loop turn (intake, takes and
+ * result commits each open and commit their own); a stop finishes the
+ * commit in progress, lets sessions end politely and commits every
+ * result before exiting 0; a bad config on SIGHUP is refused and the
+ * old one kept.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "expiry.h"
+#include "runner_int.h"
+
+#define STOP_GRACE_SECS 10 /* polite stop, then abort active sessions */
+
+static const struct timeval zero_tv;
+
+/* Drops a reference to a config; frees it with the last. */
+void
+rcfg_unref(struct rcfg *rc)
+{
+	if (rc != NULL && --rc->refs == 0) {
+		cfg_free(rc->cfg);
+		free(rc);
+	}
+}
+
+/* Re-arms the expiry timer at the next warning or return. */
+static void
+expiry_arm(struct runner *r)
+{
+	int64_t next, now;
+	struct timeval tv = { 0, 0 };
+
+	if (r->stopping)
+		return;
+	next = expiry_next(r->q);
+	if (next == INT64_MAX) {
+		evtimer_del(r->ev_expiry);
+		return;
+	}
+	now = rq_now();
+	if (next > now)
+		tv.tv_sec = (time_t)(next - now);
+	evtimer_add(r->ev_expiry, &tv);
+}
+
+/* The expiry timer: warnings and returns due now, then re-arm. */
+static void
+expiry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct runner *r = arg;
+
+	if (r->stopping)
+		return;
+	result_commit(r);
+	expiry_run(r->q, r->rc->cfg, rq_now());
+	expiry_arm(r);
+	sched_kick(r); /* notices are new messages, due now */
+	runner_idle_check(r);
+}
+
+/* Imports a batch of spool files and arranges for the next. */
+static void
+intake_step(struct runner *r)
+{
+	enum queue_intake_result x;
+	const struct cfg_scope *g = cfg_scope(r->rc->cfg, NULL);
+	struct timeval onesec = { 1, 0 };
+
+	if (r->stopping || r->qi == NULL)
+		return;
+	x = queue_intake_run(r->qi, (size_t)cfg_int(g, CFG_INTAKE_BATCH));
+	switch (x) {
+	case QI_MORE:
+		r->intake_paused = false;
+		evtimer_add(r->ev_intake_more, &zero_tv);
+		break;
+	case QI_PAUSED:
+		/* Map full: the queue logged it once; try again in 1 s. */
+		r->intake_paused = true;
+		evtimer_add(r->ev_intake_more, &onesec);
+		break;
+	case QI_IDLE:
+		r->intake_paused = false;
+		r->intake_idle = true;
+		break;
+	}
+	sched_kick(r);
+	expiry_arm(r);
+	if (x == QI_IDLE)
+		runner_idle_check(r);
+}
+
+/* inotify readable, or the "more"/pause timer. */
+static void
+intake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	intake_step(arg);
+}
+
+/* The periodic rescan of incoming/ (inotify can overflow). */
+static void
+rescan_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct runner *r = arg;
+
+	if (r->qi == NULL || r->stopping)
+		return;
+	queue_intake_rescan(r->qi);
+	intake_step(r);
+}
+
+/* Another process changed the queue (hold, release, flush, delete). */
+static void
+wakeup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct runner *r = arg;
+
+	queue_wakeup_drain(r->q);
+	if (r->stopping)
+		return;
+	sched_kick(r);
+	expiry_arm(r);
+}
+
+/* Every connection is closed: commit what is left and leave the loop. */
+static void
+stop_done(void *arg)
+{
+	struct runner *r = arg;
+
+	result_commit(r);
+	r->stopped = true;
+	event_base_loopbreak(r->base);
+}
+
+/* The polite stop took too long: abort the sessions still busy. */
+static void
+stop_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct runner *r = arg;
+
+	log_warn(NULL, "sessions still busy after %d s: aborting them",
+	    STOP_GRACE_SECS);
+	smtp_client_shutdown(r->smtp, true, stop_done, r);
+}
+
+/* Begins a clean stop; see the invariants above. */
+static void
+runner_stop(struct runner *r, const char *why)
+{
+	struct timeval grace = { STOP_GRACE_SECS, 0 };
+
+	if (r->stopping)
+		return;
+	r->stopping = true;
+	log_info(NULL, "stopping: %s", why);
+	if (r->ev_intake)
+		event_del(r->ev_intake);
+	event_del(r->ev_intake_more);
+	event_del(r->ev_rescan);
+	event_del(r->ev_sched);
+	event_del(r->ev_expiry);
+	/* Jobs not yet handed to the client keep their leases and are
+	 * retried at once on the next start (queue_recover_leases). */
+	sched_free_all(r);
+	evtimer_add(r->ev_stop_grace, &grace);
+	smtp_client_shutdown(r->smtp, false, stop_done, r);
+}
+
+/* --exit-when-idle: stop once nothing is left to do now. */
+void
+runner_idle_check(struct runner *r)
+{
+	int64_t now;
+
+	if (!r->opts.exit_when_idle || r->stopping || !r->intake_idle ||
+	    r->intake_paused)
+		return;
+	if (r->nmsgs > 0 || r->npres > 0 || r->active > 0 || sched_busy(r))
+		return;
+	now = rq_now();
+	if (queue_next_due(r->q) <= now || expiry_next(r->q) <= now)
+		return;
+	runner_stop(r, "idle (--exit-when-idle)");
+}
+
+/* Reloads the config; a bad one is refused and the old one kept. */
+static void
+runner_reload(struct runner *r)
+{
+	struct cfg *n;
+	struct rcfg *rc;
+	char err[1024];
+	const struct cfg_scope *g;
+
+	if (cfg_load(r->cfg_path, &n, err, sizeof(err)) != CFG_OK) {
+		log_err(NULL, "reload refused, keeping the running config: %s",
+		    err);
+		return;
+	}
+	g = cfg_scope(n, NULL);
+	if (log_open(cfg_str(g, CFG_LOG_FILE), cfg_str(g, CFG_HOSTNAME)) < 0)
+		log_warn(NULL, "cannot open log_file %.200s: %s",
+		    cfg_str(g, CFG_LOG_FILE), strerror(errno));
+	rc = xcalloc(1, sizeof(*rc));
+	rc->cfg = n;
+	rc->refs = 1;
+	queue_cfg_set(r->q, n);
+	/* The old config stays alive as long as a destination (and so a
+	 * request in flight) uses it; see sched_reload(). */
+	rcfg_unref(r->rc);
+	r->rc = rc;
+	sched_reload(r);
+	evtimer_del(r->ev_rescan);
+	{
+		struct timeval tv = { (time_t)cfg_time(g, CFG_RESCAN_INTERVAL,
+					  CFG_NORMAL, false),
+			0 };
+
+		event_add(r->ev_rescan, &tv);
+	}
+	log_info(NULL, "reloaded configuration %.200s", r->cfg_path);
+	sched_kick(r);
+	expiry_arm(r);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct runner *r = arg;
+
+	if (sig == SIGHUP) {
+		if (!r->stopping)
+			runner_reload(r);
+		return;
+	}
+	if (r->stopping) {
+		/* A second signal: do not wait for busy sessions. */
+		smtp_client_shutdown(r->smtp, true, stop_done, r);
+		return;
+	}
+	runner_stop(r, sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* Gives PATH to the daemon's user when root made it (best effort). */
+static void
+runner_chown(const char *path, uid_t uid, gid_t gid)
+{
+	struct stat st;
+
+	if (path[0] == '\0' || stat(path, &st) != 0 || st.st_uid == uid)
+		return;
+	if (chown(path, uid, gid) != 0)
+		log_warn(NULL, "chown %.200s: %s", path, strerror(errno));
+}
+
+/* With `user` set and started as root: run as that user from now on. */
+static void
+runner_privs(const struct cfg *cfg)
+{
+	const struct cfg_scope *g = cfg_scope(cfg, NULL);
+	const char *user = cfg_str(g, CFG_USER);
+	static const char *const sub[] = { "incoming", "tmp", "bad" };
+	static const char *const qfiles[] = { "data.mdb", "lock.mdb",
+		"wakeup" };
+	struct passwd *pw;
+	char path[4096];
+
+	if (user[0] == '\0' || geteuid() != 0)
+		return;
+	pw = getpwnam(user);
+	if (pw == NULL)
+		fatal(RQ_EX_CONFIG, "user %.64s: no such user", user);
+	/* The queue and spool were opened (maybe created) as root: hand
+	 * them over so the daemon can keep working as USER. */
+	runner_chown(cfg_str(g, CFG_QUEUE_DIR), pw->pw_uid, pw->pw_gid);
+	for (size_t i = 0; i < sizeof(qfiles) / sizeof(qfiles[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", cfg_str(g, CFG_QUEUE_DIR),
+		    qfiles[i]);
+		runner_chown(path, pw->pw_uid, pw->pw_gid);
+	}
+	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", cfg_str(g, CFG_SPOOL_DIR),
+		    sub[i]);
+		runner_chown(path, pw->pw_uid, pw->pw_gid);
+	}
+	runner_chown(cfg_str(g, CFG_LOG_FILE), pw->pw_uid, pw->pw_gid);
+	if (initgroups(pw->pw_name, pw->pw_gid) != 0 ||
+	    setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+		fatal(RQ_EX_OSERR, "cannot switch to user %.64s: %s", user,
+		    strerror(errno));
+}
+
+/* Runs the daemon; see runner.h. */
+int
+runner_main(
+    struct cfg *cfg, const char *cfg_path, const struct runner_opts *opts)
+{
+	struct runner *r = xcalloc(1, sizeof(*r));
+	const struct cfg_scope *g = cfg_scope(cfg, NULL);
+	char err[1024], host[256];
+	const char *hostname = cfg_str(g, CFG_HOSTNAME);
+	struct timeval tv;
+	static const int sigs[3] = { SIGTERM, SIGINT, SIGHUP };
+	int fd, code;
+	struct rcfg *first;
+
+	signal(SIGPIPE, SIG_IGN);
+	srandom((unsigned)(rq_now_us() ^ getpid()));
+	srand48((long)(rq_now_us() ^ getpid()));
+	if (hostname[0] == '\0') {
+		if (gethostname(host, sizeof(host)) != 0)
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		hostname = host;
+	}
+	if (log_open(cfg_str(g, CFG_LOG_FILE), hostname) < 0)
+		fatal(RQ_EX_CANTCREAT, "cannot open log_file %.200s: %s",
+		    cfg_str(g, CFG_LOG_FILE), strerror(errno));
+	r->rc = xcalloc(1, sizeof(*r->rc));
+	r->rc->cfg = cfg;
+	r->rc->refs = 2; /* the runner's, and the intake's (kept to exit) */
+	first = r->rc;
+	r->cfg_path = cfg_path;
+	r->opts = *opts;
+	r->base = event_base_new();
+	if (r->base == NULL)
+		fatal(RQ_EX_OSERR, "event_base_new failed");
+	r->q = queue_open(cfg, false, err, sizeof(err));
+	if (r->q == NULL)
+		fatal(RQ_EX_CANTCREAT, "cannot open the queue: %s", err);
+	r->qi = queue_intake_open(r->q, cfg);
+	if (r->qi == NULL)
+		fatal(RQ_EX_CANTCREAT, "cannot open the spool %.200s",
+		    cfg_str(g, CFG_SPOOL_DIR));
+	r->dns = dns_new(
+	    r->base, cfg_hostport(g, CFG_DNS_SERVER), err, sizeof(err));
+	if (r->dns == NULL)
+		fatal(RQ_EX_CONFIG, "resolver: %s", err);
+	r->smtp = smtp_client_new(r->base, hostname);
+	runner_privs(cfg);
+
+	r->max_msgs = (size_t)cfg_int(g, CFG_MAX_CONNECTIONS_TOTAL) * 4;
+	if (r->max_msgs < 2000)
+		r->max_msgs = 2000;
+	if (r->max_msgs > 20000)
+		r->max_msgs = 20000;
+	r->sched_at = INT64_MAX;
+
+	fd = queue_intake_fd(r->qi);
+	if (fd >= 0) {
+		r->ev_intake = event_new(
+		    r->base, fd, EV_READ | EV_PERSIST, intake_cb, r);
+		event_add(r->ev_intake, NULL);
+	}
+	r->ev_intake_more = evtimer_new(r->base, intake_cb, r);
+	r->ev_rescan = event_new(r->base, -1, EV_PERSIST, rescan_cb, r);
+	tv.tv_sec = (time_t)cfg_time(g, CFG_RESCAN_INTERVAL, CFG_NORMAL, false);
+	tv.tv_usec = 0;
+	event_add(r->ev_rescan, &tv);
+	fd = queue_wakeup_fd(r->q);
+	if (fd >= 0) {
+		r->ev_wakeup = event_new(
+		    r->base, fd, EV_READ | EV_PERSIST, wakeup_cb, r);
+		event_add(r->ev_wakeup, NULL);
+	} else {
+		log_warn(NULL,
+		    "no wake-up fd: hold/release/flush/delete "
+		    "take effect at the next rescan");
+	}
+	r->ev_expiry = evtimer_new(r->base, expiry_cb, r);
+	r->ev_stop_grace = evtimer_new(r->base, stop_grace_cb, r);
+	for (int i = 0; i < 3; i++) {
+		r->ev_sig[i] = evsignal_new(r->base, sigs[i], signal_cb, r);
+		event_add(r->ev_sig[i], NULL);
+	}
+	sched_init(r);
+
+	/* In-flight work of a previous run is due again now. */
+	queue_recover_leases(r->q);
+	if (geteuid() == 0) {
+		log_info(NULL,
+		    "daemon started -- version %s, configuration %.200s, "
+		    "running as root (user is unset)",
+		    RELAYQ_VERSION, cfg_path);
+	} else {
+		struct passwd *pw = getpwuid(geteuid());
+
+		log_info(NULL,
+		    "daemon started -- version %s, configuration %.200s, "
+		    "running as %.64s (uid %ld)",
+		    RELAYQ_VERSION, cfg_path, pw ? pw->pw_name : "?",
+		    (long)geteuid());
+	}
+
+	evtimer_add(r->ev_intake_more, &zero_tv);
+	sched_kick(r);
+	expiry_arm(r);
+	event_base_dispatch(r->base);
+	r->stopping = true; /* from here on nothing is scheduled */
+
+	code = r->stopped ? RQ_EX_OK : RQ_EX_SOFTWARE;
+	log_info(NULL, "daemon stopped");
+	sched_free_all(r);
+	dns_free(r->dns);
+	smtp_client_free(r->smtp); /* may still report results: commit */
+	result_commit(r);
+	sched_destroy(r);
+	queue_intake_close(r->qi);
+	queue_close(r->q);
+	for (int i = 0; i < 3; i++)
+		event_free(r->ev_sig[i]);
+	if (r->ev_intake)
+		event_free(r->ev_intake);
+	if (r->ev_wakeup)
+		event_free(r->ev_wakeup);
+	event_free(r->ev_intake_more);
+	event_free(r->ev_rescan);
+	event_free(r->ev_expiry);
+	event_free(r->ev_stop_grace);
+	if (r->ev_commit)
+		event_free(r->ev_commit);
+	event_base_free(r->base);
+	free(r->pres);
+	rcfg_unref(r->rc);
+	rcfg_unref(first); /* the intake's reference, see above */
+	free(r);
+	return code;
+}

@@ -1,0 +1,312 @@
+/*
+ * runner_result.c - what happens to a result: 2xx delivered, 5xx bounced,
+ * 4xx and connection failures deferred with exponential backoff and
+ * jitter; results are group-committed (one write transaction, one fsync,
+ * for many sessions' results) together with the expiry hook, and only
+ * logged in Postfix's layout.
+ *
+ * Runner-private: result_job_done(), result_job_fail(), result_commit(),
+ * result_backoff(), result_format_delay().
+ *
+ * Invariants: nothing is acted upon before its commit (the log lines
+ * are written just before it, so that they precede the queue's `removed`
+ * as in Postfix; a failed commit is logged after them); a
+ * result for a message deleted meanwhile (QUEUE_NOTFOUND) is dropped;
+ * during a stop, temporary results of aborted sessions are not recorded
+ * (the recipients keep their leases and are retried at once on restart,
+ * without an attempt counted); results wait at most COMMIT_DELAY_US or
+ * COMMIT_MAX results before they are committed.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "expiry.h"
+#include "runner_int.h"
+
+#define COMMIT_DELAY_US 25000 /* results wait at most this long */
+#define COMMIT_MAX 5000 /* or this many */
+#define NO_RCPT UINT32_MAX /* a pres that only reschedules */
+
+static void
+commit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	result_commit(arg);
+}
+
+/* The retry delay after ATTEMPTS tries: retry.min * 2^(n-1), capped at
+ * retry.max, +-10% jitter, never outside [retry.min, retry.max]. */
+int64_t
+result_backoff(const struct cfg_scope *sc, uint32_t attempts)
+{
+	int64_t lo = cfg_time(sc, CFG_RETRY_MIN, CFG_NORMAL, false);
+	int64_t hi = cfg_time(sc, CFG_RETRY_MAX, CFG_NORMAL, false);
+	double d = (double)lo;
+
+	if (hi < lo)
+		hi = lo;
+	for (uint32_t i = 1; i < attempts && d < (double)hi; i++)
+		d *= 2;
+	if (d > (double)hi)
+		d = (double)hi;
+	d *= 0.9 + 0.2 * drand48();
+	d = floor(d + 0.5);
+	if (d < (double)lo)
+		d = (double)lo;
+	if (d > (double)hi)
+		d = (double)hi;
+	return (int64_t)d;
+}
+
+/* Formats seconds as Postfix does in delay= ("0.12", "3.4", "1234"). */
+void
+result_format_delay(char *buf, size_t len, double secs)
+{
+	char *p;
+
+	if (secs < 0)
+		secs = 0;
+	if (secs >= 10)
+		snprintf(buf, len, "%.0f", secs);
+	else if (secs >= 1)
+		snprintf(buf, len, "%.1f", secs);
+	else
+		snprintf(buf, len, "%.2f", secs);
+	if (strchr(buf, '.') != NULL) {
+		p = buf + strlen(buf) - 1;
+		while (*p == '0')
+			*p-- = '\0';
+		if (*p == '.')
+			*p = '\0';
+	}
+}
+
+/* Queues one result for the next commit. */
+static void
+pres_push(struct runner *r, uint64_t id, uint32_t idx, enum queue_rcpt_state st,
+    int64_t next, const char *reply, const char *dsn, char *log)
+{
+	struct pres *p;
+
+	if (r->npres == r->apres) {
+		r->apres = r->apres ? r->apres * 2 : 256;
+		r->pres = xrealloc(r->pres, r->apres * sizeof(*r->pres));
+	}
+	p = &r->pres[r->npres++];
+	memset(p, 0, sizeof(*p));
+	p->id = id;
+	p->idx = idx;
+	p->state = st;
+	p->next_attempt = next;
+	p->reply = reply ? xstrdup(reply) : NULL;
+	snprintf(p->dsn, sizeof(p->dsn), "%s", dsn ? dsn : "");
+	p->log = log;
+}
+
+/* Commits now when many results wait, else within COMMIT_DELAY_US. */
+static void
+result_schedule_commit(struct runner *r)
+{
+	struct timeval tv = { 0, COMMIT_DELAY_US };
+
+	if (r->ev_commit == NULL)
+		r->ev_commit = evtimer_new(r->base, commit_cb, r);
+	if (r->npres >= COMMIT_MAX) {
+		result_commit(r);
+		return;
+	}
+	if (!evtimer_pending(r->ev_commit, NULL))
+		evtimer_add(r->ev_commit, &tv);
+}
+
+/* Records the results of one job (from SMTP or without a session). */
+static void
+result_record(struct runner *r, struct job *j, const struct smtp_result *res,
+    int fcls, const char *fdsn, const char *fwhy)
+{
+	struct rmsg *m = j->m;
+	const struct queue_msg *msg = m->msg;
+	const struct cfg_scope *sc = j->dest ? j->dest->scope
+					     : cfg_scope(r->rc->cfg, NULL);
+	int64_t now_us = rq_now_us();
+	int64_t t_done = res ? res->t_done : now_us;
+	double a, b, c, dd, total;
+	char relay[400], sa[32], sb[32], sc_[32], sd[32], st[32];
+	bool any = false;
+
+	if (res != NULL && res->ip[0] != '\0')
+		snprintf(relay, sizeof(relay), "%s[%s]:%u", res->host, res->ip,
+		    (unsigned)res->port);
+	else
+		snprintf(relay, sizeof(relay), "none");
+	a = (double)(m->taken_us - msg->arrival * 1000000) / 1e6;
+	b = (double)((j->submit_us ? j->submit_us : now_us) - m->taken_us) /
+	    1e6;
+	c = res ? (double)(res->t_ready - res->t_submit) / 1e6 : 0;
+	dd = res ? (double)(res->t_done - res->t_ready) / 1e6 : 0;
+	total = (double)(t_done - msg->arrival * 1000000) / 1e6;
+	result_format_delay(sa, sizeof(sa), a);
+	result_format_delay(sb, sizeof(sb), b);
+	result_format_delay(sc_, sizeof(sc_), c);
+	result_format_delay(sd, sizeof(sd), dd);
+	result_format_delay(st, sizeof(st), total);
+
+	if (res != NULL && !res->reused && res->tls_proto[0] != '\0')
+		log_info("smtp",
+		    "%s TLS connection established to %s: %s with cipher "
+		    "%.96s (%d/%d bits)",
+		    res->tls_verified ? "Verified" : "Untrusted", relay,
+		    res->tls_proto, res->tls_cipher, res->tls_bits,
+		    res->tls_bits);
+
+	for (size_t i = 0; i < j->nidx; i++) {
+		const struct queue_rcpt *q = &msg->rcpts[j->idx[i]];
+		int cls = res ? res->rcpts[i].cls : fcls;
+		const char *dsn = res ? res->rcpts[i].status : fdsn;
+		const char *why = res ? res->rcpts[i].text : fwhy;
+		/* The reason as Postfix states it ("host H[IP] said: ...
+		 * (in reply to RCPT TO command)"): what mailq shows, and
+		 * what expiry/ splits into Remote-MTA and Diagnostic-Code. */
+		const char *reply = why;
+		enum queue_rcpt_state state;
+		int64_t next = 0;
+		const char *status;
+		char *line;
+		size_t len;
+
+		if (cls == 2) {
+			state = RCPT_DELIVERED;
+			status = "sent";
+		} else if (cls == 5) {
+			state = RCPT_BOUNCED;
+			status = "bounced";
+		} else {
+			if (r->stopping)
+				continue; /* keeps its lease; see above */
+			state = RCPT_DEFERRED;
+			status = "deferred";
+			/* Rounded up: never earlier than the backoff. */
+			next = (now_us +
+				   result_backoff(sc, q->attempts + 1) *
+				       1000000 +
+				   999999) /
+			    1000000;
+		}
+		len = strlen(q->addr) + strlen(why) + 512;
+		line = xmalloc(len);
+		snprintf(line, len,
+		    "%s: to=<%.400s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, "
+		    "dsn=%s, status=%s (%s), tries=%u",
+		    msg->idstr, q->addr, relay, st, sa, sb, sc_, sd, dsn,
+		    status, why, q->attempts + 1);
+		pres_push(r, msg->id, q->idx, state, next, reply, dsn, line);
+		any = true;
+	}
+	if (any)
+		r->pres[r->npres - 1].reschedule = true;
+	result_schedule_commit(r);
+}
+
+/* Records the results the SMTP client gave for job J. */
+void
+result_job_done(struct runner *r, struct job *j, const struct smtp_result *res)
+{
+	struct dest *d = j->dest;
+
+	if (res->host_down && d != NULL) {
+		int64_t hs = cfg_time(
+		    d->scope, CFG_T_HOSTSTATUS, CFG_NORMAL, false);
+
+		if (hs > 0 && !r->stopping) {
+			d->down_until = rq_now() + hs;
+			snprintf(d->down_why, sizeof(d->down_why), "%s",
+			    res->nrcpts ? res->rcpts[0].text : "host down");
+			snprintf(d->down_dsn, sizeof(d->down_dsn), "%s",
+			    res->nrcpts ? res->rcpts[0].status : "4.4.1");
+		}
+	}
+	result_record(r, j, res, 0, NULL, NULL);
+}
+
+/* Records a result for every recipient of J without a session: CLS 4 or
+ * 5, enhanced status DSN, reason WHY. */
+void
+result_job_fail(
+    struct runner *r, struct job *j, int cls, const char *dsn, const char *why)
+{
+	result_record(r, j, NULL, cls, dsn, why);
+}
+
+/* Commits every waiting result in one transaction, then logs them. */
+void
+result_commit(struct runner *r)
+{
+	struct queue_txn *txn;
+	enum queue_result qr = QUEUE_OK;
+	uint64_t gone = 0; /* a message found deleted */
+	bool have_gone = false;
+	int64_t now = rq_now();
+	size_t i, n = r->npres;
+
+	if (r->ev_commit)
+		evtimer_del(r->ev_commit);
+	if (n == 0)
+		return;
+	/* The delivery lines go first, as Postfix logs them before the
+	 * queue manager's "removed" (which the queue logs at the commit):
+	 * every one of them did happen, committed or not. */
+	for (i = 0; i < n; i++)
+		if (r->pres[i].log != NULL)
+			log_info("smtp", "%s", r->pres[i].log);
+	txn = queue_txn_begin(r->q);
+	if (txn == NULL) {
+		qr = QUEUE_ERR;
+		goto out;
+	}
+	for (i = 0; i < n && qr == QUEUE_OK; i++) {
+		struct pres *p = &r->pres[i];
+		enum queue_result x = QUEUE_OK;
+
+		if (have_gone && p->id == gone)
+			continue;
+		if (p->idx != NO_RCPT)
+			x = queue_rcpt_update(txn, p->id, p->idx, p->state,
+			    p->next_attempt, p->reply, p->dsn);
+		if (x == QUEUE_OK && p->reschedule) {
+			x = expiry_after_results(txn, r->rc->cfg, p->id, now);
+			if (x == QUEUE_OK)
+				x = queue_msg_reschedule(txn, p->id);
+		}
+		if (x == QUEUE_NOTFOUND || x == QUEUE_CORRUPT) {
+			/* Deleted meanwhile, or set aside: drop its results. */
+			gone = p->id;
+			have_gone = true;
+			continue;
+		}
+		qr = x;
+	}
+	if (qr == QUEUE_OK)
+		qr = queue_txn_commit(txn);
+	else
+		queue_txn_abort(txn);
+out:
+	if (qr != QUEUE_OK)
+		log_err(NULL,
+		    "cannot commit %zu delivery results (queue error %d): "
+		    "they are retried when their lease ends",
+		    n, (int)qr);
+	for (i = 0; i < n; i++) {
+		free(r->pres[i].log);
+		free(r->pres[i].reply);
+	}
+	r->npres = 0;
+	if (r->npres == 0 && r->apres > 65536) {
+		free(r->pres);
+		r->pres = NULL;
+		r->apres = 0;
+	}
+	sched_arm(r);
+	runner_idle_check(r);
+}

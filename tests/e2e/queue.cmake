@@ -1,0 +1,5 @@
+# The queue (issue 3): intake, bad input, commands, crash test, map full.
+add_e2e(e2e_queue ${CMAKE_CURRENT_SOURCE_DIR}/test_queue.py 120)
+add_e2e(e2e_queue_crash ${CMAKE_CURRENT_SOURCE_DIR}/test_queue_crash.py 240)
+add_e2e(e2e_queue_mapfull ${CMAKE_CURRENT_SOURCE_DIR}/test_queue_mapfull.py
+  120)

@@ -1,0 +1,673 @@
+/*
+ * test_queue.c - unit tests of queue/: the message and address parsers
+ * (table-driven), and the LMDB queue in a temporary directory: intake
+ * (group commit, exactly-once identities, bad input), the schedule with
+ * leases, recipient updates and removal, hold/release/flush, the expiry
+ * index, counts, paged scans and corrupt records.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "queue.h"
+#include "queue_int.h"
+#include "queue_parse.h"
+#include "rqtest.h"
+
+/* ---- parser tables ---- */
+
+static const struct {
+	const char *in;
+	const char *want; /* addresses joined by " ", NULL: must fail */
+} addrlists[] = {
+	{ "a@b.example", "a@b.example" },
+	{ "Joe Q. Public <john.q.public@example.com>",
+	    "john.q.public@example.com" },
+	{ "Mary Smith <mary@x.test>, jdoe@example.org, Who? <one@y.test>",
+	    "mary@x.test jdoe@example.org one@y.test" },
+	{ "\"Giant; \\\"Big\\\" Box\" <sysservices@example.net>",
+	    "sysservices@example.net" },
+	{ "A Group:Ed Jones <c@a.test>,joe@where.test,John <jdoe@one.test>;",
+	    "c@a.test joe@where.test jdoe@one.test" },
+	{ "Undisclosed recipients:;", "" },
+	{ "Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>",
+	    "pete@silly.test" },
+	{ "\"john doe\"@example.com", "\"john doe\"@example.com" },
+	{ "<@route.test,@other.test:user@dom.test>", "user@dom.test" },
+	{ "root", "root@relayq.test" },
+	{ "a@[192.0.2.1]", "a@[192.0.2.1]" },
+	{ "x@y.test,\r\n z@w.test", "x@y.test z@w.test" },
+	{ "(comment only) a@b.test (trailing)", "a@b.test" },
+	{ "a@b.test, , c@d.test", "a@b.test c@d.test" },
+	{ "a@b\rc.test", NULL },
+	{ "<a@b.test", NULL },
+	{ "<>", NULL },
+	{ "a b@c.test", NULL },
+	{ "a@", NULL },
+	{ "\"unterminated@x.test", NULL },
+	{ "(unterminated a@b.test", NULL },
+	{ "a@b.test; c@d.test", NULL },
+	{ "\"a\\\r\"@b.test", NULL },
+};
+
+static void
+test_addrlists(void)
+{
+	for (size_t i = 0; i < sizeof(addrlists) / sizeof(addrlists[0]); i++) {
+		struct qp_result r;
+		const char *why = NULL;
+		char got[1024] = "";
+		bool ok;
+
+		memset(&r, 0, sizeof(r));
+		ok = qp_addrlist_parse(addrlists[i].in, strlen(addrlists[i].in),
+		    "relayq.test", &r, &why);
+		for (size_t k = 0; k < r.nrcpt; k++) {
+			if (k > 0)
+				strcat(got, " ");
+			strcat(got, r.rcpts[k].addr);
+		}
+		if (addrlists[i].want == NULL) {
+			if (ok)
+				fprintf(
+				    stderr, "case %zu: accepted %s\n", i, got);
+			CHECK(!ok);
+			CHECK(why != NULL);
+		} else {
+			if (!ok)
+				fprintf(stderr, "case %zu: %s\n", i, why);
+			CHECK(ok);
+			CHECK_STR(got, addrlists[i].want);
+		}
+		qp_result_free(&r);
+	}
+}
+
+static const struct {
+	const char *in;
+	const char *rcpts; /* NULL: bad */
+	const char *sender;
+	int cls;
+	const char *why; /* substring of the reason when bad */
+} messages[] = {
+	{ "X-Sender: <s@a.test>\nX-Receiver: <r1@b.test>\nX-Receiver: "
+	  "r2@c.test NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r2@c.test\n"
+	  "Subject: hi\n\nbody\n",
+	    "r1@b.test r2@c.test", "s@a.test", CFG_NORMAL, NULL },
+	{ "From: Joe <joe@a.test>\nTo: x@b.test, \"Y Z\" <y@c.test>\n"
+	  "Cc: c@d.test\nBcc: hidden@e.test\nPriority: URGENT\n\nhi\n",
+	    "x@b.test y@c.test c@d.test hidden@e.test", "joe@a.test",
+	    CFG_URGENT, NULL },
+	{ "Sender: s@a.test\nFrom: f@a.test\nTo: t@b.test\nPriority: "
+	  "non-urgent\r\n\r\nx",
+	    "t@b.test", "s@a.test", CFG_NONURGENT, NULL },
+	{ "To: t@b.test\nPriority: whatever\n\n", "t@b.test", NULL, CFG_NORMAL,
+	    NULL },
+	{ "X-Sender: <>\nX-Receiver: <r@b.test>\n\n", "r@b.test", "",
+	    CFG_NORMAL, NULL },
+	{ "", NULL, NULL, 0, "empty" },
+	{ "From: a@b.test\nSubject: none\n\nbody\n", NULL, NULL, 0,
+	    "no recipients" },
+	{ "To: a@b.test\nSubject: x", NULL, NULL, 0, "no end" },
+	{ "To: a@b.test\nSubject: x\n", NULL, NULL, 0, "no end" },
+	{ "\x7f\x45LF\x01\x02\n\n", NULL, NULL, 0, "not a message" },
+	{ "To: a@b.test\nX-J: a\0b\n\n", NULL, NULL, 0, "NUL" },
+	{ "X-Receiver: <a\rb@x.test>\n\n", NULL, NULL, 0, "CR/LF/NUL" },
+	{ "To: <a@b.test\n\n", NULL, NULL, 0, "address" },
+	{ "X-Receiver: <r@b.test> NOTIFY=BOGUS\n\n", NULL, NULL, 0,
+	    "parameter" },
+};
+
+static void
+test_messages(void)
+{
+	for (size_t i = 0; i < sizeof(messages) / sizeof(messages[0]); i++) {
+		struct qp_result r;
+		size_t len = strlen(messages[i].in);
+		enum qp_status st;
+		char got[1024] = "";
+
+		if (strstr(messages[i].in, "X-J:") != NULL)
+			len = 27; /* holds a NUL */
+		st = qp_message_parse(messages[i].in, len, "relayq.test", &r);
+		for (size_t k = 0; k < r.nrcpt; k++) {
+			if (k > 0)
+				strcat(got, " ");
+			strcat(got, r.rcpts[k].addr);
+		}
+		if (messages[i].rcpts == NULL) {
+			CHECK_INT(st, QP_BAD);
+			if (st == QP_BAD &&
+			    strstr(r.why, messages[i].why) == NULL)
+				fprintf(stderr, "case %zu: why %s\n", i, r.why);
+			CHECK(st == QP_BAD &&
+			    strstr(r.why, messages[i].why) != NULL);
+		} else {
+			if (st != QP_OK)
+				fprintf(stderr, "case %zu: %s\n", i, r.why);
+			CHECK_INT(st, QP_OK);
+			CHECK_STR(got, messages[i].rcpts);
+			if (messages[i].sender != NULL)
+				CHECK_STR(r.sender, messages[i].sender);
+			else
+				CHECK(r.sender == NULL);
+			CHECK_INT(r.cls, messages[i].cls);
+		}
+		qp_result_free(&r);
+	}
+}
+
+static void
+test_build(void)
+{
+	const char *in = "X-Sender: <s@a.test> RET=HDRS ENVID=abc\n"
+			 "X-Receiver: <r@b.test> NOTIFY=NEVER\n"
+			 "Subject: hi\nBcc: x@y.test\nTo: r@b.test\n\n"
+			 "line1\r\nline2\nlast";
+	struct qp_result r;
+	char *out;
+	size_t n;
+
+	CHECK_INT(qp_message_parse(in, strlen(in), NULL, &r), QP_OK);
+	CHECK_INT(r.ret, QRET_HDRS);
+	CHECK_STR(r.envid, "abc");
+	CHECK_INT(r.nrcpt, 1);
+	CHECK_INT(r.rcpts[0].notify, QNOTIFY_NEVER);
+	out = qp_message_build(in, strlen(in), &r, "Received: x\r\n",
+	    "Date: d\r\n", "Message-ID: <m@x>\r\n", &n);
+	CHECK_STR(out,
+	    "Received: x\r\nSubject: hi\r\nTo: r@b.test\r\nDate: d\r\n"
+	    "Message-ID: <m@x>\r\n\r\nline1\r\nline2\r\nlast\r\n");
+	CHECK_INT(n, strlen(out));
+	free(out);
+	qp_result_free(&r);
+
+	/* a non-header line starts the body; an empty line is put before */
+	in = "To: a@b.test\nthis is body\n";
+	CHECK_INT(qp_message_parse(in, strlen(in), NULL, &r), QP_OK);
+	out = qp_message_build(in, strlen(in), &r, NULL, NULL, NULL, &n);
+	CHECK_STR(out, "To: a@b.test\r\n\r\nthis is body\r\n");
+	free(out);
+	qp_result_free(&r);
+}
+
+static void
+test_ids(void)
+{
+	char buf[17];
+	uint64_t id = 0;
+
+	queue_id_format(0x0123456789ABCDEFull, buf);
+	CHECK_STR(buf, "0123456789ABCDEF");
+	CHECK(queue_id_parse("0123456789abcdef", &id));
+	CHECK(id == 0x0123456789ABCDEFull);
+	CHECK(queue_id_parse("1f", &id) && id == 0x1f);
+	CHECK(!queue_id_parse("", &id));
+	CHECK(!queue_id_parse("0123456789ABCDEF0", &id));
+	CHECK(!queue_id_parse("12G", &id));
+}
+
+/* ---- the queue in a temporary directory ---- */
+
+static char tmpdir[256];
+
+static struct cfg *
+make_cfg(const char *extra)
+{
+	char text[4096], err[512];
+	struct cfg *cfg = NULL;
+
+	snprintf(text, sizeof(text),
+	    "spool_dir = %s/spool\nqueue_dir = %s/queue\nhostname = "
+	    "relayq.test\n%s%s",
+	    tmpdir, tmpdir,
+	    strstr(extra, "queue_map_size") ? "" : "queue_map_size = 64m\n",
+	    extra);
+	if (cfg_parse_buf("t.conf", text, strlen(text), &cfg, err,
+		sizeof(err)) != CFG_OK) {
+		fprintf(stderr, "cfg: %s\n", err);
+		exit(2);
+	}
+	return cfg;
+}
+
+static void
+drop(const char *name, const char *text)
+{
+	char path[512];
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/spool/incoming/%s", tmpdir, name);
+	fp = fopen(path, "w");
+	fputs(text, fp);
+	fclose(fp);
+}
+
+static int
+count_dir(const char *sub)
+{
+	char path[512];
+	DIR *d;
+	struct dirent *de;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/spool/%s", tmpdir, sub);
+	d = opendir(path);
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static bool
+count_cb(const struct queue_msg *m, void *arg)
+{
+	(*(size_t *)arg)++;
+	return true;
+}
+
+static bool
+first_cb(const struct queue_msg *m, void *arg)
+{
+	*(uint64_t *)arg = m->id;
+	return false;
+}
+
+static void
+test_queue_db(void)
+{
+	struct cfg *cfg = make_cfg("timeout.queuewarn = 1h\n"
+				   "timeout.queuereturn = 2d\n");
+	char err[256], *body;
+	struct queue *q = queue_open(cfg, false, err, sizeof(err));
+	struct queue_intake *qi;
+	struct queue_msg *m;
+	struct queue_counts cn;
+	struct queue_txn *t;
+	struct queue_expiry_ev ev[8];
+	uint64_t ids[16], id = 0;
+	size_t n, len;
+	int64_t now = rq_now();
+
+	CHECK(q != NULL);
+	if (q == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return;
+	}
+	qi = queue_intake_open(q, cfg);
+	CHECK(qi != NULL);
+	drop("m1",
+	    "X-Sender: <s@a.test>\nX-Receiver: <r1@b.test>\n"
+	    "X-Receiver: <r2@c.test>\nPriority: urgent\nSubject: "
+	    "one\n\nhello\n");
+	drop("m2",
+	    "From: f@a.test\nTo: t@b.test\nDate: x\nMessage-ID: "
+	    "<y@z>\n\nbody two\n");
+	drop(".hidden", "To: t@b.test\n\nx\n");
+	drop("bad1", "From: f@a.test\n\nno rcpt\n");
+	drop("bad2", "");
+	mkdir("/tmp/x", 0700);
+	{
+		char p[512];
+
+		snprintf(p, sizeof(p), "%s/spool/incoming/dir", tmpdir);
+		mkdir(p, 0700);
+		snprintf(p, sizeof(p), "%s/spool/incoming/link", tmpdir);
+		CHECK(symlink("/etc/passwd", p) == 0);
+	}
+	CHECK_INT(queue_intake_run(qi, 100), QI_IDLE);
+	CHECK_INT(count_dir("incoming"), 0);
+	CHECK_INT(count_dir("bad"), 8); /* 4 files + 4 reasons */
+	n = 0;
+	CHECK_INT(queue_scan(q, 0, count_cb, &n), 2);
+	CHECK_INT(n, 2);
+	CHECK_INT(queue_counts_get(q, &cn), QUEUE_OK);
+	CHECK_INT(cn.msgs[CFG_URGENT], 1);
+	CHECK_INT(cn.msgs[CFG_NORMAL], 1);
+	CHECK_INT(cn.rcpts[CFG_URGENT][RCPT_PENDING], 2);
+	CHECK(queue_next_due(q) <= rq_now());
+	CHECK(queue_expiry_next(q) >= now + 3600 &&
+	    queue_expiry_next(q) <= rq_now() + 3600);
+
+	/* m1: urgent, two recipients */
+	n = queue_take_due(q, CFG_URGENT, rq_now(), rq_now() + 600, ids, 16);
+	CHECK_INT(n, 1);
+	CHECK_INT(queue_take_due(
+		      q, CFG_URGENT, rq_now(), rq_now() + 600, ids + 1, 16),
+	    0);
+	CHECK_INT(queue_msg_load(q, ids[0], &m), QUEUE_OK);
+	CHECK_INT(m->nrcpt, 2);
+	CHECK_STR(m->sender, "s@a.test");
+	CHECK(m->rcpts[0].flags & QRCPT_LEASED);
+	CHECK(m->due >= now + 600);
+	queue_msg_free(m);
+	CHECK_INT(queue_body_load(q, ids[0], &body, &len), QUEUE_OK);
+	CHECK(strncmp(body, "Received: by relayq.test", 24) == 0);
+	CHECK(strstr(body, "X-Sender") == NULL);
+	CHECK(strstr(body, "\r\nSubject: one\r\n") != NULL);
+	CHECK(strstr(body, "\r\nDate: ") != NULL);
+	CHECK(strstr(body, "\r\nMessage-ID: <") != NULL);
+	CHECK(len > 6 && strcmp(body + len - 9, "\r\nhello\r\n") == 0);
+	free(body);
+
+	/* a crash: the lease is recovered, due now */
+	queue_recover_leases(q);
+	CHECK_INT(queue_msg_load(q, ids[0], &m), QUEUE_OK);
+	CHECK(!(m->rcpts[0].flags & QRCPT_LEASED));
+	CHECK(m->due <= rq_now());
+	queue_msg_free(m);
+
+	n = queue_take_due(q, CFG_URGENT, rq_now(), rq_now() + 600, ids, 16);
+	CHECK_INT(n, 1);
+	t = queue_txn_begin(q);
+	CHECK_INT(queue_rcpt_update(
+		      t, ids[0], 0, RCPT_DELIVERED, 0, "250 ok", "2.0.0"),
+	    QUEUE_OK);
+	CHECK_INT(queue_rcpt_update(t, ids[0], 1, RCPT_DEFERRED, now + 300,
+		      "451 later\r\nx", "4.0.0"),
+	    QUEUE_OK);
+	CHECK_INT(queue_msg_reschedule(t, ids[0]), QUEUE_OK);
+	CHECK_INT(queue_rcpt_update(t, 12345, 0, RCPT_DELIVERED, 0, NULL, NULL),
+	    QUEUE_NOTFOUND);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+	CHECK_INT(queue_msg_load(q, ids[0], &m), QUEUE_OK);
+	CHECK_INT(m->rcpts[0].state, RCPT_DELIVERED);
+	CHECK_INT(m->rcpts[1].state, RCPT_DEFERRED);
+	CHECK_INT(m->rcpts[1].attempts, 2 - 1);
+	CHECK_STR(m->rcpts[1].reply, "451 later  x");
+	CHECK_STR(m->rcpts[1].dsn_status, "4.0.0");
+	queue_msg_free(m);
+	/* recipient flags: set, kept across an update, cleared */
+	t = queue_txn_begin(q);
+	CHECK_INT(
+	    queue_rcpt_set_flags(t, ids[0], 0, QRCPT_NOTIFIED, 0), QUEUE_OK);
+	CHECK_INT(queue_rcpt_set_flags(t, ids[0], 9, QRCPT_NOTIFIED, 0),
+	    QUEUE_NOTFOUND);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+	CHECK_INT(queue_msg_load(q, ids[0], &m), QUEUE_OK);
+	CHECK(m->rcpts[0].flags & QRCPT_NOTIFIED);
+	CHECK(!(m->rcpts[1].flags & QRCPT_NOTIFIED));
+	CHECK_INT(m->due, now + 300);
+	queue_msg_free(m);
+	CHECK_INT(queue_next_due_class(q, CFG_URGENT), now + 300);
+	queue_counts_get(q, &cn);
+	CHECK_INT(cn.rcpts[CFG_URGENT][RCPT_DELIVERED], 1);
+	CHECK_INT(cn.rcpts[CFG_URGENT][RCPT_DEFERRED], 1);
+
+	/* hold: off the schedule and the expiry index; flush; release */
+	t = queue_txn_begin(q);
+	CHECK_INT(queue_msg_hold(t, ids[0]), QUEUE_OK);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+	CHECK_INT(queue_next_due_class(q, CFG_URGENT), INT64_MAX);
+	queue_counts_get(q, &cn);
+	CHECK_INT(cn.held, 1);
+	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), 2);
+	t = queue_txn_begin(q);
+	CHECK_INT(queue_msg_flush(t, ids[0], now), QUEUE_OK);
+	CHECK_INT(queue_msg_release(t, ids[0]), QUEUE_OK);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+	CHECK_INT(queue_next_due_class(q, CFG_URGENT), now);
+	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), 4);
+	queue_counts_get(q, &cn);
+	CHECK_INT(cn.held, 0);
+
+	/* expiry clear, then finishing the last recipient removes it */
+	n = queue_expiry_due(q, INT64_MAX - 1, ev, 8);
+	t = queue_txn_begin(q);
+	CHECK_INT(queue_expiry_clear(t, ev[0].id, ev[0].kind), QUEUE_OK);
+	CHECK_INT(queue_expiry_clear(t, ev[0].id, ev[0].kind), QUEUE_NOTFOUND);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), n - 1);
+	t = queue_txn_begin(q);
+	CHECK_INT(
+	    queue_rcpt_update(t, ids[0], 1, RCPT_BOUNCED, 0, "550 no", "5.1.1"),
+	    QUEUE_OK);
+	CHECK_INT(queue_msg_reschedule(t, ids[0]), QUEUE_OK);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+	CHECK_INT(queue_msg_load(q, ids[0], &m), QUEUE_NOTFOUND);
+	queue_counts_get(q, &cn);
+	CHECK_INT(cn.msgs[CFG_URGENT], 0);
+	CHECK_INT(cn.rcpts[CFG_URGENT][RCPT_DELIVERED], 0);
+	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), 2);
+
+	/* insert a DSN built in memory */
+	{
+		struct queue_rcpt r = { 0 };
+		struct queue_msg env = { 0 };
+		const char *dsn = "From: MAILER-DAEMON\r\n\r\nbounce\r\n";
+
+		r.addr = (char *)"s@a.test";
+		env.cls = CFG_DSN;
+		env.sender = (char *)"";
+		env.nrcpt = 1;
+		env.rcpts = &r;
+		t = queue_txn_begin(q);
+		CHECK_INT(
+		    queue_msg_insert(t, &env, dsn, strlen(dsn), &id), QUEUE_OK);
+		CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+		CHECK_INT(queue_body_load(q, id, &body, &len), QUEUE_OK);
+		CHECK_STR(body, dsn);
+		free(body);
+		CHECK(queue_next_due_class(q, CFG_DSN) <= rq_now());
+	}
+
+	/* corrupt record: set aside, never a crash */
+	{
+		uint8_t k[8];
+		MDB_val key = { 8, k }, val = { 3, (void *)"bad" };
+		MDB_txn *txn;
+
+		qkey_id(k, id);
+		mdb_txn_begin(q->env, NULL, 0, &txn);
+		mdb_put(txn, q->dbi[QDB_MSG], &key, &val, 0);
+		mdb_txn_commit(txn);
+		n = 0;
+		queue_scan(q, 0, count_cb, &n);
+		CHECK_INT(n, 1);
+		CHECK_INT(queue_msg_load(q, id, &m), QUEUE_CORRUPT);
+		n = queue_take_due(
+		    q, CFG_DSN, rq_now(), rq_now() + 60, ids, 16);
+		CHECK_INT(n, 0);
+		CHECK_INT(queue_msg_load(q, id, &m), QUEUE_NOTFOUND);
+		CHECK_INT(queue_next_due_class(q, CFG_DSN), INT64_MAX);
+	}
+
+	/* exactly once: a file whose identity is recorded is only unlinked */
+	drop("again", "To: t@b.test\n\nagain\n");
+	{
+		char p[512];
+		struct stat st;
+		uint8_t k[440];
+		size_t kl;
+		MDB_val key, val;
+		uint8_t v[16] = { 0 };
+		MDB_txn *txn;
+
+		snprintf(p, sizeof(p), "%s/spool/incoming/again", tmpdir);
+		stat(p, &st);
+		qbe64_put(k, (uint64_t)st.st_dev);
+		qbe64_put(k + 8, (uint64_t)st.st_ino);
+		qbe64_put(k + 16, (uint64_t)st.st_size);
+		qbe64_put(k + 24,
+		    (uint64_t)st.st_mtim.tv_sec * 1000000000ull +
+			(uint64_t)st.st_mtim.tv_nsec);
+		memcpy(k + 32, "again", 5);
+		kl = 37;
+		key.mv_size = kl;
+		key.mv_data = k;
+		val.mv_size = 16;
+		val.mv_data = v;
+		v[7] = 1;
+		mdb_txn_begin(q->env, NULL, 0, &txn);
+		mdb_put(txn, q->dbi[QDB_IDENT], &key, &val, 0);
+		mdb_txn_commit(txn);
+	}
+	queue_intake_rescan(qi);
+	queue_intake_run(qi, 100);
+	CHECK_INT(count_dir("incoming"), 0);
+	n = 0;
+	queue_scan(q, 0, count_cb, &n);
+	CHECK_INT(n, 1);
+
+	/* many files: group commit, all queued once */
+	for (int i = 0; i < 500; i++) {
+		char name[32], text[128];
+
+		snprintf(name, sizeof(name), "bulk%d", i);
+		snprintf(text, sizeof(text),
+		    "To: u%d@b.test\nPriority: non-urgent\n\nmsg %d\n", i, i);
+		drop(name, text);
+	}
+	{
+		enum queue_intake_result ir;
+		int rounds = 0;
+
+		while ((ir = queue_intake_run(qi, 128)) == QI_MORE)
+			rounds++;
+		CHECK_INT(ir, QI_IDLE);
+		CHECK(rounds >= 3);
+	}
+	CHECK_INT(count_dir("incoming"), 0);
+	n = 0;
+	queue_scan(q, 0, count_cb, &n);
+	CHECK_INT(n, 501);
+	queue_counts_get(q, &cn);
+	CHECK_INT(cn.msgs[CFG_NONURGENT], 500);
+	id = 0;
+	queue_scan(q, 0, first_cb, &id);
+	CHECK(id != 0);
+
+	/* delete everything */
+	{
+		uint64_t all[600];
+		size_t na = 0;
+		struct ctx {
+			uint64_t *v;
+			size_t *n;
+		};
+
+		n = 0;
+		while (queue_take_due(q, CFG_NONURGENT, rq_now(), rq_now() + 60,
+			   all + na, 100) > 0) {
+			na = 0;
+			break;
+		}
+		n = 0;
+		id = 0;
+		for (;;) {
+			uint64_t fid = 0;
+
+			queue_scan(q, id, first_cb, &fid);
+			if (fid == 0)
+				break;
+			t = queue_txn_begin(q);
+			CHECK_INT(queue_msg_remove(t, fid), QUEUE_OK);
+			CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+			id = fid + 1;
+			n++;
+		}
+		CHECK_INT(n, 501);
+		(void)na;
+	}
+	/* the corrupt DSN's counts stay (its record was unreadable); its
+	 * expiry entries are dropped when found orphaned */
+	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), 0);
+	queue_counts_get(q, &cn);
+	for (int c = 0; c < CFG_DSN; c++) {
+		CHECK_INT(cn.msgs[c], 0);
+		CHECK_INT(cn.bytes[c], 0);
+		for (int s = 0; s < QUEUE_NSTATE; s++)
+			CHECK_INT(cn.rcpts[c][s], 0);
+	}
+	CHECK_INT(queue_next_due(q), INT64_MAX);
+	CHECK_INT(queue_expiry_next(q), INT64_MAX);
+	queue_intake_close(qi);
+	queue_close(q);
+	cfg_free(cfg);
+}
+
+/* A tiny map: intake pauses, files stay, and it resumes with room. */
+static void
+test_mapfull(void)
+{
+	struct cfg *cfg = make_cfg("");
+	struct cfg *small;
+	char err[256], path[1024];
+	struct queue *q;
+	struct queue_intake *qi;
+	enum queue_intake_result ir;
+	size_t n = 0;
+	uint64_t seed = 42;
+
+	snprintf(
+	    path, sizeof(path), "rm -rf %s/queue %s/spool", tmpdir, tmpdir);
+	CHECK_INT(system(path), 0);
+	small = make_cfg("queue_map_size = 1m\n");
+	q = queue_open(small, false, err, sizeof(err));
+	CHECK(q != NULL);
+	qi = queue_intake_open(q, small);
+	for (int i = 0; i < 400; i++) {
+		char name[32], *text = xmalloc(8200);
+
+		snprintf(name, sizeof(name), "big%d", i);
+		snprintf(text, 8200, "To: u%d@b.test\n\n", i);
+		for (int k = (int)strlen(text); k < 8190; k++) {
+			seed = seed * 6364136223846793005ull +
+			    1442695040888963407ull;
+			text[k] = (char)('a' + (seed >> 33) % 26);
+		}
+		text[8190] = '\n';
+		text[8191] = '\0';
+		drop(name, text);
+		free(text);
+	}
+	while ((ir = queue_intake_run(qi, 100)) == QI_MORE)
+		;
+	CHECK_INT(ir, QI_PAUSED);
+	/* closing waits for the unlinker thread: the counts are settled */
+	queue_intake_close(qi);
+	qi = queue_intake_open(q, small);
+	CHECK(count_dir("incoming") > 0);
+	queue_scan(q, 0, count_cb, &n);
+	CHECK_INT((int)n + count_dir("incoming"), 400);
+	/* room comes back (a bigger map, as after a reload) */
+	queue_cfg_set(q, cfg);
+	while ((ir = queue_intake_run(qi, 100)) != QI_IDLE)
+		CHECK(ir == QI_MORE);
+	CHECK_INT(count_dir("incoming"), 0);
+	n = 0;
+	queue_scan(q, 0, count_cb, &n);
+	CHECK_INT(n, 400);
+	queue_intake_close(qi);
+	queue_close(q);
+	cfg_free(small);
+	cfg_free(cfg);
+}
+
+int
+main(void)
+{
+	char cmd[400];
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/rq-queue-test-XXXXXX");
+	if (mkdtemp(tmpdir) == NULL)
+		return 2;
+	log_set_level(LOG_LVL_ERR);
+	test_ids();
+	test_addrlists();
+	test_messages();
+	test_build();
+	test_queue_db();
+	test_mapfull();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	if (system(cmd) != 0)
+		return 2;
+	return rqtest_done();
+}

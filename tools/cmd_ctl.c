@@ -1,0 +1,271 @@
+/*
+ * cmd_ctl.c - the commands that change queued messages, like Postfix's
+ * postsuper and postqueue -f: `hold ID...`, `release ID...`,
+ * `delete ID...|--all`, `flush [ID...]`.
+ *
+ * Public: cmd_hold(), cmd_release(), cmd_delete(), cmd_flush().
+ * Changes go in short write transactions of at most CTL_BATCH messages,
+ * then the daemon is woken (queue_notify), so it sees them at once and
+ * is never blocked for long.  Exit 0; 64 usage; 67 (EX_NOUSER) when a
+ * named message does not exist (the others are still done); 77
+ * permission; 75 queue error.
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue.h"
+#include "tools.h"
+
+#define CTL_BATCH 1000
+#define EX_NOSUCHMSG 67 /* sysexits EX_NOUSER: addressee (message) unknown */
+
+enum ctl_op { CTL_HOLD, CTL_RELEASE, CTL_DELETE, CTL_FLUSH };
+
+static const struct {
+	const char *name, *args, *help, *done;
+} ctl_text[] = {
+	[CTL_HOLD] = { "hold", "ID...",
+	    "Puts messages on hold (postsuper -h): no delivery attempts, and\n"
+	    "no delay warning or bounce while held (their time stands still\n"
+	    "only for the schedule: a message past queuereturn is bounced\n"
+	    "right after its release).\n",
+	    "placed on hold" },
+	[CTL_RELEASE] = { "release", "ID...",
+	    "Releases held messages (postsuper -H): they are scheduled again\n"
+	    "as their recipients' retry times say.\n",
+	    "released" },
+	[CTL_DELETE] = { "delete", "ID... | --all",
+	    "Removes messages from the queue (postsuper -d); no DSN is sent.\n",
+	    "deleted" },
+	[CTL_FLUSH] = { "flush", "[ID...]",
+	    "Makes deferred recipients due now (postqueue -f / -i): of every\n"
+	    "message, or of the messages named.  Held messages stay held.\n",
+	    "flushed" },
+};
+
+static void
+usage(enum ctl_op op, FILE *fp)
+{
+	fprintf(fp, "usage: relayq %s [-c FILE] %s\n%s", ctl_text[op].name,
+	    ctl_text[op].args, ctl_text[op].help);
+	fprintf(fp,
+	    "IDs are the 16 hex digits mailq shows (a trailing ! is allowed).\n"
+	    "Safe while `relayq run` runs; it notices within a second.\n"
+	    "Exit 0; 64 usage; 67 a named message does not exist (the others\n"
+	    "are still done); 77 not root or the queue owner; 75 queue "
+	    "error.\n");
+}
+
+/* Applies OP to message ID in T. */
+static enum queue_result
+apply(enum ctl_op op, struct queue_txn *t, uint64_t id, int64_t now)
+{
+	switch (op) {
+	case CTL_HOLD:
+		return queue_msg_hold(t, id);
+	case CTL_RELEASE:
+		return queue_msg_release(t, id);
+	case CTL_DELETE:
+		return queue_msg_remove(t, id);
+	case CTL_FLUSH:
+		return queue_msg_flush(t, id, now);
+	}
+	abort();
+}
+
+/* Runs OP over IDS[0..n) in transactions of CTL_BATCH; counts results. */
+static int
+apply_ids(enum ctl_op op, struct queue *q, const uint64_t *ids, size_t n,
+    uint64_t *ndone, bool *missing)
+{
+	int64_t now = rq_now();
+
+	for (size_t i = 0; i < n;) {
+		struct queue_txn *t = queue_txn_begin(q);
+		size_t done = 0, end = i + CTL_BATCH < n ? i + CTL_BATCH : n;
+		enum queue_result r;
+
+		if (t == NULL)
+			return RQ_EX_TEMPFAIL;
+		for (; i < end; i++) {
+			r = apply(op, t, ids[i], now);
+			if (r == QUEUE_OK) {
+				done++;
+			} else if (r == QUEUE_NOTFOUND || r == QUEUE_CORRUPT) {
+				fprintf(stderr,
+				    "relayq %s: %016llX: no such message\n",
+				    ctl_text[op].name,
+				    (unsigned long long)ids[i]);
+				*missing = true;
+			} else {
+				break;
+			}
+		}
+		r = queue_txn_commit(t);
+		if (r != QUEUE_OK)
+			return tools_fail(RQ_EX_TEMPFAIL, ctl_text[op].name,
+			    "queue error (%s)",
+			    r == QUEUE_MAPFULL ? "map full" : "see the log");
+		*ndone += done;
+	}
+	return RQ_EX_OK;
+}
+
+/* Collects ids of one page of the queue. */
+struct page {
+	enum ctl_op op;
+	int64_t now;
+	uint64_t ids[CTL_BATCH];
+	size_t n;
+	uint64_t last;
+	bool any;
+};
+
+static bool
+page_cb(const struct queue_msg *m, void *arg)
+{
+	struct page *pg = arg;
+	bool want = true;
+
+	pg->last = m->id;
+	pg->any = true;
+	if (pg->op == CTL_FLUSH) {
+		want = false;
+		for (size_t i = 0; i < m->nrcpt; i++) {
+			const struct queue_rcpt *r = &m->rcpts[i];
+
+			if ((r->state == RCPT_PENDING ||
+				r->state == RCPT_DEFERRED) &&
+			    r->next_attempt > pg->now &&
+			    !(r->flags & QRCPT_LEASED))
+				want = true;
+		}
+	}
+	if (want)
+		pg->ids[pg->n++] = m->id;
+	return pg->n < CTL_BATCH;
+}
+
+static int
+ctl_main(enum ctl_op op, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "all", no_argument, NULL, 'a' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL, *name = ctl_text[op].name;
+	bool all = false, missing = false;
+	struct cfg *cfg;
+	struct queue *q;
+	uint64_t *ids, ndone = 0;
+	size_t nids = 0;
+	int ch, rc;
+
+	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'a':
+			if (op != CTL_DELETE) {
+				usage(op, stderr);
+				return RQ_EX_USAGE;
+			}
+			all = true;
+			break;
+		case 'h':
+			usage(op, stdout);
+			return RQ_EX_OK;
+		default:
+			usage(op, stderr);
+			return RQ_EX_USAGE;
+		}
+	}
+	if (op == CTL_FLUSH && optind == argc)
+		all = true;
+	if ((all && optind < argc) || (!all && optind == argc)) {
+		usage(op, stderr);
+		return RQ_EX_USAGE;
+	}
+	ids = xcalloc((size_t)(argc - optind) + 1, sizeof(*ids));
+	for (int i = optind; i < argc; i++) {
+		char buf[20];
+		size_t n = strlen(argv[i]);
+
+		/* accept mailq's "ID!" as well */
+		snprintf(buf, sizeof(buf), "%.17s", argv[i]);
+		if (n > 0 && n < sizeof(buf) && buf[n - 1] == '!')
+			buf[n - 1] = '\0';
+		if (!queue_id_parse(buf, &ids[nids++])) {
+			free(ids);
+			return tools_fail(RQ_EX_USAGE, name,
+			    "\"%.64s\" is not a queue ID (16 hex digits)",
+			    argv[i]);
+		}
+	}
+	cfg = tools_cfg_load(tools_cfg_path(path));
+	rc = tools_queue_open(name, cfg, false, &q);
+	if (rc != RQ_EX_OK || q == NULL) {
+		free(ids);
+		cfg_free(cfg);
+		if (rc == RQ_EX_OK && !all)
+			return tools_fail(EX_NOSUCHMSG, name,
+			    "no such message (the queue is empty)");
+		return rc;
+	}
+	if (!all) {
+		rc = apply_ids(op, q, ids, nids, &ndone, &missing);
+	} else {
+		struct page *pg = xcalloc(1, sizeof(*pg));
+		uint64_t from = 0;
+
+		pg->op = op;
+		pg->now = rq_now();
+		do {
+			pg->n = 0;
+			pg->any = false;
+			queue_scan(q, from, page_cb, pg);
+			rc = apply_ids(op, q, pg->ids, pg->n, &ndone, &missing);
+			from = pg->last + 1;
+		} while (rc == RQ_EX_OK && pg->any && pg->last != UINT64_MAX);
+		missing = false; /* vanished meanwhile: not the user's error */
+		free(pg);
+	}
+	if (ndone > 0)
+		queue_notify(q);
+	queue_close(q);
+	cfg_free(cfg);
+	free(ids);
+	fprintf(stderr, "relayq %s: %llu message%s %s\n", name,
+	    (unsigned long long)ndone, ndone == 1 ? "" : "s",
+	    ctl_text[op].done);
+	if (rc != RQ_EX_OK)
+		return rc;
+	return missing ? EX_NOSUCHMSG : RQ_EX_OK;
+}
+
+int
+cmd_hold(int argc, char **argv)
+{
+	return ctl_main(CTL_HOLD, argc, argv);
+}
+
+int
+cmd_release(int argc, char **argv)
+{
+	return ctl_main(CTL_RELEASE, argc, argv);
+}
+
+int
+cmd_delete(int argc, char **argv)
+{
+	return ctl_main(CTL_DELETE, argc, argv);
+}
+
+int
+cmd_flush(int argc, char **argv)
+{
+	return ctl_main(CTL_FLUSH, argc, argv);
+}

@@ -1,0 +1,1412 @@
+/*
+ * cmd_send.c - `relayq send` (and `sendmail`): sendmail-compatible
+ * message submission into the spool directory.
+ *
+ * The message is read from standard input and written to
+ * spool_dir/tmp/NAME (NAME = time.pid.random, created O_EXCL), preceded
+ * by the pickup-directory envelope headers that queue/ reads on intake
+ * (queue.h, "Spool file format"):
+ *     X-Sender: <addr> [RET=FULL|HDRS] [ENVID=xtext]
+ *     X-Receiver: <addr> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY]
+ * The file is fsync'd, renamed into spool_dir/incoming/ and the directory
+ * is fsync'd; only then does send exit 0.  A failure or a signal before
+ * that removes the file from tmp/, so incoming/ never holds a partial
+ * message.
+ *
+ * Header edits (everything else is copied byte for byte): a leading
+ * mbox "From " line is dropped; Bcc:, Resent-Bcc:, X-Sender: and
+ * X-Receiver: fields are removed (the last two would be read as
+ * envelope); From: is added when missing; an empty line is added when
+ * the header section does not end with one.  Added lines use the line
+ * ending of the message's first line.
+ *
+ * Public: cmd_send().
+ * Invariant: a file appears in incoming/ only complete and fsync'd, and
+ * send exits 0 exactly when it did.
+ */
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "tools.h"
+
+#define CMD "send"
+#define ADDR_MAX 254 /* RFC 5321 4.5.3.1.3: a path is <= 256 with <> */
+#define ENVID_MAX 100 /* RFC 3461 4.4 */
+#define LINE_CHUNK 65536 /* input is read in lines or pieces this long */
+
+/* What the command line asks for besides sending. */
+enum send_mode {
+	MODE_SEND = 0, /* -bm: read a message, the default */
+	MODE_NOOP, /* -bi, -I (no aliases), -q<interval>: nothing to do */
+	MODE_MAILQ, /* -bp: relayq mailq */
+	MODE_FLUSH, /* -q, -qR..., -qI...: relayq flush */
+};
+
+/* The parsed command line. */
+struct send_opts {
+	const char *cfg_path;
+	const char *sender; /* -f/-r, or NULL */
+	const char *fullname; /* -F, or NULL */
+	const char *notify; /* -N, or NULL */
+	const char *ret; /* -R, or NULL */
+	const char *envid; /* -V, or NULL */
+	bool extract; /* -t */
+	bool ignore_dots; /* -i / -oi */
+	enum send_mode mode;
+	int nrcpt; /* RCPT arguments at rcpts */
+	char **rcpts;
+};
+
+/* A growable list of unique addresses. */
+struct addr_list {
+	char **v;
+	size_t n, cap;
+};
+
+/* A growable byte buffer. */
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+/* The output file: buffered writes that remember the first error. */
+struct wfile {
+	int fd;
+	int err; /* first errno, 0 if none */
+	uint64_t total; /* bytes written (or buffered) so far */
+	uint64_t max; /* max_message_size */
+	size_t n;
+	char b[65536];
+};
+
+/* Outcome of the address parser. */
+enum addr_result {
+	ADDR_OK = 0,
+	ADDR_BAD, /* unparseable or not allowed: EX_DATAERR */
+};
+
+/* The temporary file's path, removed by the signal handler while set. */
+static char tmp_path[4096];
+static volatile sig_atomic_t tmp_armed;
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: relayq send [-c FILE] [-f SENDER] [-F NAME] [-t] [-i]\n"
+	    "           [-N NOTIFY] [-R full|hdrs] [-V ENVID] [--] [RCPT...]\n"
+	    "       sendmail [same options]\n"
+	    "Reads a message on standard input and puts it into the spool\n"
+	    "(spool_dir/incoming/) for `relayq run`; prints nothing on "
+	    "success.\n"
+	    "  -c FILE, -C FILE  the config file\n"
+	    "  -f SENDER  envelope sender (-f '<>': null sender); default\n"
+	    "             LOGIN@hostname; -r is the same\n"
+	    "  -F NAME    full name for the From: header added when the\n"
+	    "             message has none (else $NAME)\n"
+	    "  -t         also take recipients from To:, Cc:, Bcc: (or\n"
+	    "             Resent-To:, -Cc:, -Bcc: when present)\n"
+	    "  -i, -oi    a line with a single \".\" does not end the "
+	    "message\n"
+	    "  -N NOTIFY  DSN: never, or a list of success,failure,delay\n"
+	    "  -R RET     DSN: return the full message or headers only\n"
+	    "  -V ENVID   DSN: envelope id\n"
+	    "Ignored for compatibility: -B TYPE, -bm, -L TAG, -m, -n, -o*,\n"
+	    "-O OPT, -U, -v, -X FILE, -h N, -G, -A*, -p*.  -bi and -I do\n"
+	    "nothing (relayq has no aliases); -bp runs `relayq mailq`, -q\n"
+	    "`relayq flush` (-q with an interval does nothing).\n"
+	    "Bcc: headers are removed; a recipient without a domain gets\n"
+	    "@hostname.  Exit 0 once the message is in the spool; 64 usage,\n"
+	    "65 bad address or message over max_message_size, 75 spool\n"
+	    "missing, full or not writable, 78 config error.\n");
+}
+
+/* ---- addresses ---- */
+
+enum tok_kind { TK_END, TK_ATOM, TK_QSTR, TK_LIT, TK_SPECIAL };
+
+/* One lexical token of an address list; p/len point into the input. */
+struct tok {
+	enum tok_kind kind;
+	const char *p;
+	size_t len;
+};
+
+/* A tokenized address list. */
+struct toks {
+	struct tok *v;
+	size_t n, cap, i;
+};
+
+/* Returns true for RFC 5322 specials, which end an atom ('.' excepted). */
+static bool
+is_special(unsigned char ch)
+{
+	return strchr("()<>[]:;@\\,\"", ch) != NULL;
+}
+
+/* Skips blanks, line breaks (folding) and nested comments; -1 if bad. */
+static int
+lex_skip_cfws(const char **pp, const char *end)
+{
+	const char *p = *pp;
+
+	for (;;) {
+		while (p < end &&
+		    (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+			p++;
+		if (p < end && *p == '(') {
+			int depth = 0;
+
+			while (p < end) {
+				if (*p == '\\' && p + 1 < end)
+					p++;
+				else if (*p == '(')
+					depth++;
+				else if (*p == ')' && --depth == 0)
+					break;
+				else if (*p == '\0')
+					return -1;
+				p++;
+			}
+			if (p >= end)
+				return -1;
+			p++;
+			continue;
+		}
+		break;
+	}
+	*pp = p;
+	return 0;
+}
+
+/* Splits an address list into tokens; returns -1 on a lexical error. */
+static int
+lex_address_list(const char *s, size_t len, struct toks *t)
+{
+	const char *p = s, *end = s + len;
+
+	t->n = t->i = 0;
+	for (;;) {
+		struct tok tk;
+		unsigned char ch;
+
+		if (lex_skip_cfws(&p, end) < 0)
+			return -1;
+		if (t->n == t->cap) {
+			t->cap = t->cap ? t->cap * 2 : 32;
+			t->v = xrealloc(t->v, t->cap * sizeof(*t->v));
+		}
+		if (p >= end) {
+			t->v[t->n].kind = TK_END;
+			t->v[t->n].p = p;
+			t->v[t->n++].len = 0;
+			return 0;
+		}
+		ch = (unsigned char)*p;
+		tk.p = p;
+		if (ch == '"' || ch == '[') {
+			char close = ch == '"' ? '"' : ']';
+
+			for (p++; p < end && *p != close; p++) {
+				if (*p == '\\')
+					p++;
+				else if (*p == '\0' || (ch == '[' && *p == '['))
+					return -1;
+			}
+			if (p >= end)
+				return -1;
+			p++;
+			tk.kind = ch == '"' ? TK_QSTR : TK_LIT;
+		} else if (strchr("<>@,;:", ch) != NULL) {
+			p++;
+			tk.kind = TK_SPECIAL;
+		} else if (ch < 0x20 || ch == 0x7f || is_special(ch)) {
+			return -1; /* ')' '\' ']' or a control character */
+		} else {
+			while (p < end && (unsigned char)*p > 0x20 &&
+			    *p != 0x7f && !is_special((unsigned char)*p))
+				p++;
+			tk.kind = TK_ATOM;
+		}
+		tk.len = (size_t)(p - tk.p);
+		t->v[t->n++] = tk;
+	}
+}
+
+/* The current token. */
+static const struct tok *
+tok_peek(const struct toks *t)
+{
+	return &t->v[t->i];
+}
+
+/* Returns true if the current token is the special character CH. */
+static bool
+tok_is(const struct toks *t, char ch)
+{
+	const struct tok *tk = tok_peek(t);
+
+	return tk->kind == TK_SPECIAL && tk->p[0] == ch;
+}
+
+/* Returns true if an atom is a valid dot-atom (no empty label). */
+static bool
+dot_atom_valid(const char *p, size_t len)
+{
+	if (len == 0 || p[0] == '.' || p[len - 1] == '.')
+		return false;
+	for (size_t i = 1; i < len; i++)
+		if (p[i] == '.' && p[i - 1] == '.')
+			return false;
+	return true;
+}
+
+/* Appends a token's text to OUT without line breaks (unfolding). */
+static void
+buf_add_unfolded(struct buf *out, const char *p, size_t len)
+{
+	if (out->len + len + 1 > out->cap) {
+		out->cap = out->len + len + 64;
+		out->p = xrealloc(out->p, out->cap);
+	}
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != '\r' && p[i] != '\n')
+			out->p[out->len++] = p[i];
+	out->p[out->len] = '\0';
+}
+
+/*
+ * Parses an addr-spec up to (not including) the token that ends it into
+ * OUT: local-part [@ domain]; an empty result is allowed only inside <>.
+ */
+static enum addr_result
+parse_addr_spec(struct toks *t, struct buf *out, bool angle)
+{
+	const struct tok *tk;
+	size_t nlocal = 0;
+
+	out->len = 0;
+	buf_add_unfolded(out, "", 0);
+	while ((tk = tok_peek(t))->kind == TK_ATOM || tk->kind == TK_QSTR) {
+		if (tk->kind == TK_ATOM && nlocal == 0 && tk->p[0] == '.')
+			return ADDR_BAD;
+		/* Words of a local part are joined by dots ("a"."b"). */
+		if (nlocal > 0 && out->p[out->len - 1] != '.' &&
+		    tk->p[0] != '.')
+			return ADDR_BAD;
+		buf_add_unfolded(out, tk->p, tk->len);
+		nlocal++;
+		t->i++;
+	}
+	if (nlocal == 0)
+		return angle && tok_is(t, '>') ? ADDR_OK : ADDR_BAD;
+	if (out->p[out->len - 1] == '.' && tok_is(t, '@'))
+		return ADDR_BAD;
+	if (tok_is(t, '@')) {
+		t->i++;
+		tk = tok_peek(t);
+		if (tk->kind == TK_ATOM) {
+			if (!dot_atom_valid(tk->p, tk->len))
+				return ADDR_BAD;
+		} else if (tk->kind != TK_LIT) {
+			return ADDR_BAD;
+		}
+		buf_add_unfolded(out, "@", 1);
+		buf_add_unfolded(out, tk->p, tk->len);
+		t->i++;
+	}
+	return ADDR_OK;
+}
+
+/* Skips a display name (a phrase of atoms and quoted strings). */
+static void
+skip_phrase(struct toks *t)
+{
+	while (tok_peek(t)->kind == TK_ATOM || tok_peek(t)->kind == TK_QSTR)
+		t->i++;
+}
+
+/*
+ * Parses one mailbox (name-addr or addr-spec) into OUT.  In a name-addr
+ * an obsolete source route ("<@a,@b:x@y>") is skipped.
+ */
+static enum addr_result
+parse_mailbox(struct toks *t, struct buf *out)
+{
+	size_t save = t->i;
+
+	skip_phrase(t);
+	if (!tok_is(t, '<')) {
+		t->i = save;
+		return parse_addr_spec(t, out, false);
+	}
+	t->i++;
+	if (tok_is(t, '@')) {
+		while (!tok_is(t, ':')) {
+			if (tok_peek(t)->kind == TK_END || tok_is(t, '>'))
+				return ADDR_BAD;
+			t->i++;
+		}
+		t->i++;
+	}
+	if (parse_addr_spec(t, out, true) != ADDR_OK || !tok_is(t, '>'))
+		return ADDR_BAD;
+	t->i++;
+	return ADDR_OK;
+}
+
+/* Returns true if the item at the current token is a group ("x: ...;"). */
+static bool
+item_is_group(const struct toks *t)
+{
+	for (size_t i = t->i; t->v[i].kind != TK_END; i++) {
+		const struct tok *tk = &t->v[i];
+
+		if (tk->kind != TK_SPECIAL)
+			continue;
+		return tk->p[0] == ':';
+	}
+	return false;
+}
+
+/*
+ * Validates an address just parsed and adds it to LIST (once; compared
+ * without regard to case), appending "@" DOMAIN when it has no domain.
+ */
+static enum addr_result
+addr_add(struct addr_list *list, const char *addr, const char *domain)
+{
+	char full[ADDR_MAX + 2];
+	int n;
+
+	if (addr[0] == '\0')
+		return ADDR_BAD;
+	if (strchr(addr, '@') != NULL)
+		n = snprintf(full, sizeof(full), "%s", addr);
+	else
+		n = snprintf(full, sizeof(full), "%s@%s", addr, domain);
+	if (n < 0 || (size_t)n > ADDR_MAX)
+		return ADDR_BAD;
+	for (const char *p = full; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return ADDR_BAD;
+	for (size_t i = 0; i < list->n; i++)
+		if (strcasecmp(list->v[i], full) == 0)
+			return ADDR_OK;
+	if (list->n == list->cap) {
+		list->cap = list->cap ? list->cap * 2 : 16;
+		list->v = xrealloc(list->v, list->cap * sizeof(*list->v));
+	}
+	list->v[list->n++] = xstrdup(full);
+	return ADDR_OK;
+}
+
+/*
+ * Parses an RFC 5322 address list (mailboxes and groups, comments,
+ * folding) and adds every address to LIST.  Used for RCPT arguments
+ * (sendmail splits them at commas too) and for To:/Cc:/Bcc: with -t.
+ */
+static enum addr_result
+addr_list_parse(struct addr_list *list, const char *s, size_t len,
+    const char *domain, size_t *count)
+{
+	struct toks t = { 0 };
+	struct buf a = { 0 };
+	enum addr_result r = ADDR_BAD;
+	bool in_group = false;
+
+	if (memchr(s, '\0', len) != NULL || lex_address_list(s, len, &t) < 0)
+		goto out;
+	for (;;) {
+		while (tok_is(&t, ','))
+			t.i++;
+		if (tok_peek(&t)->kind == TK_END)
+			break;
+		if (in_group && tok_is(&t, ';')) {
+			t.i++;
+			in_group = false;
+			continue;
+		}
+		if (!in_group && item_is_group(&t)) {
+			skip_phrase(&t);
+			if (!tok_is(&t, ':'))
+				goto out;
+			t.i++;
+			in_group = true;
+			continue;
+		}
+		if (parse_mailbox(&t, &a) != ADDR_OK ||
+		    addr_add(list, a.p, domain) != ADDR_OK)
+			goto out;
+		(*count)++;
+		if (!tok_is(&t, ',') && tok_peek(&t)->kind != TK_END &&
+		    !(in_group && tok_is(&t, ';')))
+			goto out;
+	}
+	r = ADDR_OK;
+out:
+	free(t.v);
+	free(a.p);
+	return r;
+}
+
+/*
+ * Parses the -f argument: one address, or "" / "<>" for the null sender.
+ * The result (without angle brackets) goes to OUT; a bare local part
+ * gets "@" DOMAIN.
+ */
+static enum addr_result
+sender_parse(const char *s, const char *domain, struct buf *out)
+{
+	struct addr_list one = { 0 };
+	struct toks t = { 0 };
+	enum addr_result r = ADDR_BAD;
+
+	out->len = 0;
+	buf_add_unfolded(out, "", 0);
+	if (strpbrk(s, "\r\n") != NULL)
+		return ADDR_BAD;
+	if (lex_address_list(s, strlen(s), &t) < 0)
+		goto out;
+	if (tok_peek(&t)->kind == TK_END) {
+		r = ADDR_OK; /* -f '' */
+		goto out;
+	}
+	if (parse_mailbox(&t, out) != ADDR_OK || tok_peek(&t)->kind != TK_END)
+		goto out;
+	if (out->len == 0) {
+		r = ADDR_OK; /* -f '<>' */
+		goto out;
+	}
+	if (addr_add(&one, out->p, domain) == ADDR_OK) {
+		out->len = 0;
+		buf_add_unfolded(out, one.v[0], strlen(one.v[0]));
+		free(one.v[0]);
+		r = ADDR_OK;
+	}
+out:
+	free(one.v);
+	free(t.v);
+	return r;
+}
+
+/* ---- DSN parameters ---- */
+
+/* Converts -N's list into RFC 3461 NOTIFY= text; false if invalid. */
+static bool
+notify_parse(const char *s, char *out, size_t outlen)
+{
+	static const char *const words[] = { "success", "failure", "delay" };
+	static const char *const upper[] = { "SUCCESS", "FAILURE", "DELAY" };
+	unsigned seen = 0;
+	const char *p = s;
+
+	if (strcasecmp(s, "never") == 0) {
+		snprintf(out, outlen, "NEVER");
+		return true;
+	}
+	while (*p != '\0') {
+		size_t n = strcspn(p, ",");
+		size_t w;
+
+		for (w = 0; w < 3; w++)
+			if (strlen(words[w]) == n &&
+			    strncasecmp(p, words[w], n) == 0)
+				break;
+		if (w == 3)
+			return false;
+		seen |= 1u << w;
+		p += n;
+		if (*p == ',' && *++p == '\0')
+			return false;
+	}
+	if (seen == 0)
+		return false;
+	out[0] = '\0';
+	for (size_t w = 0; w < 3; w++) {
+		if (!(seen & (1u << w)))
+			continue;
+		if (out[0] != '\0')
+			strncat(out, ",", outlen - strlen(out) - 1);
+		strncat(out, upper[w], outlen - strlen(out) - 1);
+	}
+	return true;
+}
+
+/* Encodes S as RFC 3461 xtext into OUT; false if S is not printable. */
+static bool
+xtext_encode(const char *s, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch < 0x20 || ch > 0x7e)
+			return false;
+		if (o + 4 > outlen)
+			return false;
+		if (ch == '+' || ch == '=' || ch == ' ')
+			o += (size_t)snprintf(out + o, outlen - o, "+%02X", ch);
+		else
+			out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+/* ---- the command line ---- */
+
+/*
+ * Returns the argument of option letter OPT found at argv[*i][*j]: the
+ * rest of the word, else the next word (advancing *i); NULL if none.
+ */
+static const char *
+opt_arg(int argc, char **argv, int *i, size_t *j)
+{
+	const char *rest = argv[*i] + *j + 1;
+
+	*j = strlen(argv[*i]) - 1; /* the cluster ends here */
+	if (*rest != '\0')
+		return rest;
+	if (*i + 1 >= argc)
+		return NULL;
+	return argv[++*i];
+}
+
+/*
+ * Parses sendmail's command line by hand (getopt cannot take -oi, -odb,
+ * -B8BITMIME or -FName all at once).  Returns RQ_EX_OK, or an exit code
+ * after printing why; *help is set for --help.
+ */
+static int
+opts_parse(int argc, char **argv, struct send_opts *o, bool *help)
+{
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	*help = false;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (a[0] != '-' || a[1] == '\0')
+			break;
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (strcmp(a, "--help") == 0) {
+			*help = true;
+			return RQ_EX_OK;
+		}
+		if (a[1] == '-')
+			return tools_fail(RQ_EX_USAGE, CMD,
+			    "unknown option \"%.64s\" (see --help)", a);
+		for (size_t j = 1; a[j] != '\0'; j++) {
+			const char *v;
+			char ch = a[j];
+
+			switch (ch) {
+			case 't':
+				o->extract = true;
+				continue;
+			case 'i':
+				o->ignore_dots = true;
+				continue;
+			case 'm': /* metoo */
+			case 'n': /* no aliasing */
+			case 'v': /* verbose */
+			case 'U': /* initial submission */
+			case 'G': /* gateway submission */
+			case 's': /* save From lines */
+				continue;
+			case 'o': /* -oX: sendmail option letter X */
+				v = opt_arg(argc, argv, &i, &j);
+				if (v == NULL)
+					goto missing;
+				if (strcmp(v, "i") == 0)
+					o->ignore_dots = true;
+				continue;
+			case 'b': /* -bX: mode */
+				v = opt_arg(argc, argv, &i, &j);
+				if (v == NULL)
+					goto missing;
+				if (strcmp(v, "m") == 0)
+					continue;
+				if (strcmp(v, "i") == 0) {
+					o->mode = MODE_NOOP;
+					continue;
+				}
+				if (strcmp(v, "p") == 0) {
+					o->mode = MODE_MAILQ;
+					continue;
+				}
+				return tools_fail(RQ_EX_USAGE, CMD,
+				    "mode -b%.16s is not supported", v);
+			case 'I': /* initialize aliases (newaliases) */
+				o->mode = MODE_NOOP;
+				continue;
+			case 'q': /* -q: run the queue; -q1h: interval */
+				v = a + j + 1;
+				j = strlen(a) - 1;
+				o->mode = (*v >= '0' && *v <= '9') ? MODE_NOOP
+								   : MODE_FLUSH;
+				continue;
+			case 'A': /* -Am / -Ac */
+			case 'B': /* body type */
+			case 'd': /* debug flags */
+			case 'e': /* error mode */
+			case 'h': /* hop count */
+			case 'L': /* syslog tag */
+			case 'O': /* long option */
+			case 'p': /* protocol */
+			case 'X': /* traffic log */
+				if (opt_arg(argc, argv, &i, &j) == NULL)
+					goto missing;
+				continue;
+			case 'c':
+			case 'C':
+				if ((o->cfg_path = opt_arg(
+					 argc, argv, &i, &j)) == NULL)
+					goto missing;
+				continue;
+			case 'f':
+			case 'r':
+				if ((o->sender = opt_arg(argc, argv, &i, &j)) ==
+				    NULL)
+					goto missing;
+				continue;
+			case 'F':
+				if ((o->fullname = opt_arg(
+					 argc, argv, &i, &j)) == NULL)
+					goto missing;
+				continue;
+			case 'N':
+				if ((o->notify = opt_arg(argc, argv, &i, &j)) ==
+				    NULL)
+					goto missing;
+				continue;
+			case 'R':
+				if ((o->ret = opt_arg(argc, argv, &i, &j)) ==
+				    NULL)
+					goto missing;
+				continue;
+			case 'V':
+				if ((o->envid = opt_arg(argc, argv, &i, &j)) ==
+				    NULL)
+					goto missing;
+				continue;
+			default:
+				return tools_fail(RQ_EX_USAGE, CMD,
+				    "unknown option -%c (see --help)", ch);
+			}
+		missing:
+			return tools_fail(RQ_EX_USAGE, CMD,
+			    "option -%c needs an argument", ch);
+		}
+	}
+	o->rcpts = argv + i;
+	o->nrcpt = argc - i;
+	return RQ_EX_OK;
+}
+
+/* ---- reading the message ---- */
+
+/* Appends LEN bytes to B. */
+static void
+buf_add(struct buf *b, const char *p, size_t len)
+{
+	if (b->len + len + 1 > b->cap) {
+		b->cap = (b->len + len + 1) * 2;
+		b->p = xrealloc(b->p, b->cap);
+	}
+	memcpy(b->p + b->len, p, len);
+	b->len += len;
+	b->p[b->len] = '\0';
+}
+
+/* One header field in the header buffer (with its continuation lines). */
+struct hfield {
+	size_t off, len; /* the whole field, line endings included */
+	size_t namelen;
+};
+
+/* The header section as read, before edits. */
+struct header {
+	struct buf raw;
+	struct hfield *f;
+	size_t n, cap;
+	bool blank_seen; /* ended by an empty line (which is body[0]) */
+	bool eol_crlf; /* the first line ended with CRLF */
+};
+
+/*
+ * Returns the length of the field name if LINE starts a header field
+ * ("Name:" with printable non-colon characters), else 0.
+ */
+static size_t
+field_name_len(const char *line, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)line[i];
+
+		if (ch == ':')
+			return i;
+		if (ch <= 0x20 || ch >= 0x7f)
+			return 0;
+	}
+	return 0;
+}
+
+/* Returns true if field F is named NAME (any case). */
+static bool
+field_is(const struct header *h, const struct hfield *f, const char *name)
+{
+	return f->namelen == strlen(name) &&
+	    strncasecmp(h->raw.p + f->off, name, f->namelen) == 0;
+}
+
+/* Returns true if LINE is a lone "." line (the end unless -i). */
+static bool
+is_dot_line(const char *line, size_t len)
+{
+	return (len == 1 && line[0] == '.') ||
+	    (len == 2 && memcmp(line, ".\n", 2) == 0) ||
+	    (len == 3 && memcmp(line, ".\r\n", 3) == 0);
+}
+
+/* Returns true if LINE is empty (just its line ending). */
+static bool
+is_blank_line(const char *line, size_t len)
+{
+	return (len == 1 && line[0] == '\n') ||
+	    (len == 2 && line[0] == '\r' && line[1] == '\n');
+}
+
+/* ---- writing the spool file ---- */
+
+/* Writes what is buffered; remembers the first error. */
+static void
+wfile_flush(struct wfile *w)
+{
+	size_t off = 0;
+
+	while (w->err == 0 && off < w->n) {
+		ssize_t r = write(w->fd, w->b + off, w->n - off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			w->err = r < 0 ? errno : EIO;
+			break;
+		}
+		off += (size_t)r;
+	}
+	w->n = 0;
+}
+
+/* Buffers LEN bytes for the file. */
+static void
+wfile_put(struct wfile *w, const char *p, size_t len)
+{
+	w->total += len;
+	while (len > 0 && w->err == 0) {
+		size_t n = sizeof(w->b) - w->n;
+
+		if (n > len)
+			n = len;
+		memcpy(w->b + w->n, p, n);
+		w->n += n;
+		p += n;
+		len -= n;
+		if (w->n == sizeof(w->b))
+			wfile_flush(w);
+	}
+}
+
+/* Buffers a NUL-terminated string. */
+static void
+wfile_puts(struct wfile *w, const char *s)
+{
+	wfile_put(w, s, strlen(s));
+}
+
+/* Removes the temporary file after a signal, then exits 75. */
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	if (tmp_armed)
+		(void)unlink(tmp_path);
+	_exit(RQ_EX_TEMPFAIL);
+}
+
+/* Installs on_signal() for the signals that end a submission. */
+static void
+signals_catch(void)
+{
+	static const int sigs[] = { SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGALRM,
+		SIGUSR1, SIGUSR2 };
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigfillset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN); /* write() then fails with EFBIG */
+}
+
+/* Blocks the signals signals_catch() handles (around the rename). */
+static void
+signals_block(void)
+{
+	sigset_t set;
+
+	sigfillset(&set);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
+/* Formats into a new string stored in *out (freed by the caller). */
+static void __attribute__((format(printf, 2, 3)))
+str_printf(char **out, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(out, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+}
+
+/*
+ * Writes the quoted form of a display name for From: (controls become
+ * spaces; quoted when it holds RFC 5322 specials).
+ */
+static void
+wfile_put_name(struct wfile *w, const char *name)
+{
+	bool quote = false;
+
+	for (const char *p = name; *p; p++)
+		if (is_special((unsigned char)*p) || *p == '.')
+			quote = true;
+	if (quote)
+		wfile_put(w, "\"", 1);
+	for (const char *p = name; *p; p++) {
+		char ch = *p;
+
+		if ((unsigned char)ch < 0x20 || ch == 0x7f)
+			ch = ' ';
+		if (quote && (ch == '"' || ch == '\\'))
+			wfile_put(w, "\\", 1);
+		wfile_put(w, &ch, 1);
+	}
+	if (quote)
+		wfile_put(w, "\"", 1);
+}
+
+/* State of one submission, shared by the steps of cmd_send(). */
+struct submit {
+	struct send_opts o;
+	const char *spool;
+	const char *hostname;
+	char *tmpdir, *incdir, *name, *final_path;
+	struct wfile *w;
+	struct header h;
+	struct addr_list rcpts;
+	struct buf sender;
+	char notify[32];
+	char envid[ENVID_MAX * 3 + 1];
+	char *line; /* LINE_CHUNK bytes */
+	bool bol, next_bol; /* s->line starts a line; the next one will */
+	bool ended; /* input ended by a "." line or EOF */
+};
+
+/*
+ * Creates spool_dir/tmp/NAME with O_EXCL; mode 0600 when the submitter
+ * owns incoming/ (or is root: the file is then given to that owner),
+ * else 0644 so the unprivileged daemon can read it: incoming/ and tmp/
+ * are not listable (1733) and NAME has 64 random bits.
+ */
+static int
+spool_create(struct submit *s)
+{
+	struct stat st;
+	uint64_t rnd;
+	int fd = -1;
+
+	if (stat(s->incdir, &st) != 0)
+		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		    "spool directory %.200s: %s", s->incdir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		    "spool directory %.200s: not a directory", s->incdir);
+	for (int tries = 0; tries < 10 && fd < 0; tries++) {
+		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+			rnd = (uint64_t)rq_now_us() ^
+			    ((uint64_t)getpid() << 32);
+		free(s->name);
+		str_printf(&s->name, "%lld.%d.%016llx", (long long)rq_now(),
+		    (int)getpid(), (unsigned long long)rnd);
+		snprintf(
+		    tmp_path, sizeof(tmp_path), "%s/%s", s->tmpdir, s->name);
+		fd = open(tmp_path,
+		    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			tmp_armed = 1;
+		else if (errno != EEXIST)
+			break;
+	}
+	if (fd < 0)
+		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		    "cannot create %.200s: %s", tmp_path, strerror(errno));
+	if (geteuid() == 0 && st.st_uid != 0) {
+		if (fchown(fd, st.st_uid, st.st_gid) != 0)
+			(void)fchmod(fd, 0644);
+	} else if (geteuid() != 0 && geteuid() != st.st_uid) {
+		(void)fchmod(fd, 0644);
+	}
+	s->w->fd = fd;
+	return RQ_EX_OK;
+}
+
+/* Says that the message is over max_message_size; returns 65. */
+static int
+too_large(const struct submit *s)
+{
+	return tools_fail(RQ_EX_DATAERR, CMD,
+	    "message too large (max_message_size is %llu bytes)",
+	    (unsigned long long)s->w->max);
+}
+
+/*
+ * Reads one line of input, or LINE_CHUNK bytes of a longer one, into
+ * s->line; returns its length, or -1 at the end of the message.  s->bol
+ * tells whether the piece starts a line (only then is it a header or
+ * a "." line), so memory stays bounded whatever the input.
+ */
+static ssize_t
+input_line(struct submit *s)
+{
+	size_t n = 0;
+	int ch;
+
+	if (s->ended)
+		return -1;
+	if (s->line == NULL)
+		s->line = xmalloc(LINE_CHUNK);
+	errno = 0;
+	while (n < LINE_CHUNK && (ch = getc_unlocked(stdin)) != EOF) {
+		s->line[n++] = (char)ch;
+		if (ch == '\n')
+			break;
+	}
+	s->bol = s->next_bol;
+	if (n > 0)
+		s->next_bol = s->line[n - 1] == '\n';
+	if (n == 0 ||
+	    (s->bol && !s->o.ignore_dots && is_dot_line(s->line, n))) {
+		s->ended = true;
+		return -1;
+	}
+	return (ssize_t)n;
+}
+
+/*
+ * Reads the header section into s->h; the first body line, if any, is
+ * left in s->line with its length in *pending (else *pending is -1).
+ */
+static int
+header_read(struct submit *s, ssize_t *pending)
+{
+	struct header *h = &s->h;
+	ssize_t n;
+	bool first = true;
+
+	*pending = -1;
+	while ((n = input_line(s)) >= 0) {
+		const char *l = s->line;
+		size_t len = (size_t)n, nl;
+
+		if (!s->bol) {
+			/* The rest of a long line: of the field being read,
+			 * or of the mbox From line skipped. */
+			if (h->n > 0) {
+				h->f[h->n - 1].len += len;
+				buf_add(&h->raw, l, len);
+			}
+			if (h->raw.len > s->w->max)
+				return too_large(s);
+			continue;
+		}
+		if (first) {
+			h->eol_crlf = len >= 2 && l[len - 2] == '\r' &&
+			    l[len - 1] == '\n';
+			first = false;
+			if (len >= 5 && memcmp(l, "From ", 5) == 0)
+				continue; /* mbox separator, as Postfix */
+		}
+		if ((l[0] == ' ' || l[0] == '\t') && h->n > 0) {
+			h->f[h->n - 1].len += len;
+		} else if ((nl = field_name_len(l, len)) > 0) {
+			if (h->n == h->cap) {
+				h->cap = h->cap ? h->cap * 2 : 32;
+				h->f = xrealloc(h->f, h->cap * sizeof(*h->f));
+			}
+			h->f[h->n].off = h->raw.len;
+			h->f[h->n].len = len;
+			h->f[h->n++].namelen = nl;
+		} else {
+			h->blank_seen = is_blank_line(l, len);
+			*pending = n;
+			return RQ_EX_OK;
+		}
+		buf_add(&h->raw, l, len);
+		if (h->raw.len > s->w->max)
+			return too_large(s);
+	}
+	if (ferror(stdin))
+		return tools_fail(RQ_EX_IOERR, CMD, "reading the message: %s",
+		    strerror(errno));
+	return RQ_EX_OK;
+}
+
+/*
+ * With -t, adds the recipients of To:/Cc:/Bcc: (or of the Resent-
+ * fields when the message has any).
+ */
+static int
+header_extract(struct submit *s)
+{
+	static const char *const plain[] = { "To", "Cc", "Bcc" };
+	static const char *const resent[] = { "Resent-To", "Resent-Cc",
+		"Resent-Bcc" };
+	const char *const *names = plain;
+	struct header *h = &s->h;
+	size_t count = 0;
+
+	for (size_t i = 0; i < h->n; i++)
+		if (h->f[i].namelen > 7 &&
+		    strncasecmp(h->raw.p + h->f[i].off, "Resent-", 7) == 0)
+			names = resent;
+	for (size_t i = 0; i < h->n; i++) {
+		const struct hfield *f = &h->f[i];
+
+		for (int k = 0; k < 3; k++) {
+			if (!field_is(h, f, names[k]))
+				continue;
+			if (addr_list_parse(&s->rcpts,
+				h->raw.p + f->off + f->namelen + 1,
+				f->len - f->namelen - 1, s->hostname,
+				&count) != ADDR_OK)
+				return tools_fail(RQ_EX_DATAERR, CMD,
+				    "bad address in the %s: header", names[k]);
+		}
+	}
+	return RQ_EX_OK;
+}
+
+/* Writes the envelope headers, the edited header section and From:. */
+static void
+header_write(struct submit *s)
+{
+	const char *eol = s->h.eol_crlf ? "\r\n" : "\n";
+	struct header *h = &s->h;
+	struct wfile *w = s->w;
+	bool has_from = false;
+
+	wfile_puts(w, "X-Sender: <");
+	wfile_puts(w, s->sender.p);
+	wfile_puts(w, ">");
+	if (s->o.ret != NULL)
+		wfile_puts(w,
+		    strcasecmp(s->o.ret, "full") == 0 ? " RET=FULL"
+						      : " RET=HDRS");
+	if (s->o.envid != NULL) {
+		wfile_puts(w, " ENVID=");
+		wfile_puts(w, s->envid);
+	}
+	wfile_puts(w, eol);
+	for (size_t i = 0; i < s->rcpts.n; i++) {
+		wfile_puts(w, "X-Receiver: <");
+		wfile_puts(w, s->rcpts.v[i]);
+		wfile_puts(w, ">");
+		if (s->notify[0] != '\0') {
+			wfile_puts(w, " NOTIFY=");
+			wfile_puts(w, s->notify);
+		}
+		wfile_puts(w, eol);
+	}
+	for (size_t i = 0; i < h->n; i++) {
+		const struct hfield *f = &h->f[i];
+
+		if (field_is(h, f, "From"))
+			has_from = true;
+		if (field_is(h, f, "Bcc") || field_is(h, f, "Resent-Bcc") ||
+		    field_is(h, f, "X-Sender") || field_is(h, f, "X-Receiver"))
+			continue;
+		wfile_put(w, h->raw.p + f->off, f->len);
+	}
+	if (h->raw.len > 0 && h->raw.p[h->raw.len - 1] != '\n')
+		wfile_puts(w, eol); /* the input ended inside the header */
+	if (!has_from && s->sender.len > 0) {
+		const char *name = s->o.fullname;
+
+		if (name == NULL)
+			name = getenv("NAME");
+		wfile_puts(w, "From: ");
+		if (name != NULL && name[0] != '\0') {
+			wfile_put_name(w, name);
+			wfile_puts(w, " <");
+			wfile_puts(w, s->sender.p);
+			wfile_puts(w, ">");
+		} else {
+			wfile_puts(w, s->sender.p);
+		}
+		wfile_puts(w, eol);
+	}
+	if (!h->blank_seen)
+		wfile_puts(w, eol);
+}
+
+/* Copies the rest of the input (the body) to the file. */
+static int
+body_copy(struct submit *s, ssize_t pending)
+{
+	ssize_t n = pending;
+
+	if (n < 0)
+		n = input_line(s);
+	for (; n >= 0; n = input_line(s)) {
+		wfile_put(s->w, s->line, (size_t)n);
+		if (s->w->total > s->w->max)
+			return too_large(s);
+		if (s->w->err != 0)
+			break;
+	}
+	if (ferror(stdin))
+		return tools_fail(RQ_EX_IOERR, CMD, "reading the message: %s",
+		    strerror(errno));
+	return RQ_EX_OK;
+}
+
+/*
+ * Makes the file durable and moves it into incoming/: fsync, rename,
+ * then fsync of incoming/ (or syncfs() when the submitter may not open
+ * the directory).  Signals are blocked from the rename on, so the exit
+ * status tells the truth; if the directory cannot be synced the file is
+ * taken back out (75) unless the daemon has already queued it (0).
+ */
+static int
+spool_commit(struct submit *s)
+{
+	struct wfile *w = s->w;
+	int dfd, r;
+
+	wfile_flush(w);
+	if (w->err == 0 && fsync(w->fd) != 0)
+		w->err = errno;
+	if (w->err != 0)
+		return tools_fail(RQ_EX_TEMPFAIL, CMD, "writing %.200s: %s",
+		    tmp_path, strerror(w->err));
+	str_printf(&s->final_path, "%s/%s", s->incdir, s->name);
+	signals_block();
+	if (rename(tmp_path, s->final_path) != 0)
+		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		    "cannot move the message into %.200s: %s", s->incdir,
+		    strerror(errno));
+	tmp_armed = 0;
+	dfd = open(s->incdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		r = fsync(dfd);
+		close(dfd);
+	} else {
+		r = syncfs(w->fd);
+	}
+	if (r != 0) {
+		int err = errno;
+
+		/* The rename may not be durable: take the file back if the
+		 * daemon has not (it unlinks only after its commit). */
+		if (unlink(s->final_path) == 0)
+			return tools_fail(RQ_EX_TEMPFAIL, CMD,
+			    "syncing %.200s: %s", s->incdir, strerror(err));
+	}
+	r = close(w->fd);
+	w->fd = -1;
+	(void)r; /* data already fsync'd; close cannot lose it */
+	return RQ_EX_OK;
+}
+
+/* Checks the options and works out the sender and command-line rcpts. */
+static int
+submit_prepare(struct submit *s)
+{
+	struct send_opts *o = &s->o;
+
+	if (o->nrcpt == 0 && !o->extract)
+		return tools_fail(RQ_EX_USAGE, CMD,
+		    "no recipients given (name them, or use -t to take them "
+		    "from the message)");
+	if (o->ret != NULL && strcasecmp(o->ret, "full") != 0 &&
+	    strcasecmp(o->ret, "hdrs") != 0)
+		return tools_fail(RQ_EX_USAGE, CMD,
+		    "-R takes full or hdrs, not \"%.64s\"", o->ret);
+	if (o->notify != NULL &&
+	    !notify_parse(o->notify, s->notify, sizeof(s->notify)))
+		return tools_fail(RQ_EX_USAGE, CMD,
+		    "-N takes never, or a list of success, failure, delay; "
+		    "not \"%.64s\"",
+		    o->notify);
+	if (o->envid != NULL &&
+	    (strlen(o->envid) > ENVID_MAX ||
+		!xtext_encode(o->envid, s->envid, sizeof(s->envid))))
+		return tools_fail(RQ_EX_USAGE, CMD,
+		    "-V: the envelope id must be printable ASCII, at most "
+		    "%d characters",
+		    ENVID_MAX);
+	if (o->sender != NULL) {
+		if (sender_parse(o->sender, s->hostname, &s->sender) != ADDR_OK)
+			return tools_fail(RQ_EX_DATAERR, CMD,
+			    "bad sender address \"%.200s\"", o->sender);
+	} else {
+		struct passwd *pw = getpwuid(getuid());
+		const char *login = pw ? pw->pw_name : getenv("LOGNAME");
+		char *a;
+
+		if (login == NULL || login[0] == '\0')
+			return tools_fail(RQ_EX_USAGE, CMD,
+			    "cannot tell your login name: use -f SENDER");
+		str_printf(&a, "%s@%s", login, s->hostname);
+		buf_add(&s->sender, a, strlen(a));
+		free(a);
+	}
+	for (int i = 0; i < o->nrcpt; i++) {
+		const char *r = o->rcpts[i];
+		size_t count = 0;
+
+		if (strpbrk(r, "\r\n") != NULL ||
+		    addr_list_parse(&s->rcpts, r, strlen(r), s->hostname,
+			&count) != ADDR_OK ||
+		    count == 0)
+			return tools_fail(RQ_EX_DATAERR, CMD,
+			    "bad recipient address \"%.200s\"", r);
+	}
+	return RQ_EX_OK;
+}
+
+/* Frees what a submission holds and removes an unfinished file. */
+static void
+submit_free(struct submit *s)
+{
+	if (s->w->fd >= 0)
+		close(s->w->fd);
+	if (tmp_armed) {
+		(void)unlink(tmp_path);
+		tmp_armed = 0;
+	}
+	for (size_t i = 0; i < s->rcpts.n; i++)
+		free(s->rcpts.v[i]);
+	free(s->rcpts.v);
+	free(s->h.raw.p);
+	free(s->h.f);
+	free(s->sender.p);
+	free(s->line);
+	free(s->tmpdir);
+	free(s->incdir);
+	free(s->name);
+	free(s->final_path);
+	free(s->w);
+}
+
+/* Runs -bp as `relayq mailq`, -q as `relayq flush`; -bi does nothing. */
+static int
+mode_run(const struct send_opts *o)
+{
+	char *argv[4];
+	int argc = 0;
+
+	if (o->mode == MODE_NOOP)
+		return RQ_EX_OK; /* no alias database, no queue-run interval */
+	argv[argc++] = (char *)(o->mode == MODE_MAILQ ? "mailq" : "flush");
+	if (o->cfg_path != NULL) {
+		argv[argc++] = (char *)"-c";
+		argv[argc++] = (char *)o->cfg_path;
+	}
+	argv[argc] = NULL;
+	optind = 1;
+	return o->mode == MODE_MAILQ ? cmd_mailq(argc, argv)
+				     : cmd_flush(argc, argv);
+}
+
+int
+cmd_send(int argc, char **argv)
+{
+	const struct cfg_scope *sc;
+	struct submit s;
+	struct cfg *cfg;
+	ssize_t pending;
+	bool help;
+	int rc;
+
+	memset(&s, 0, sizeof(s));
+	if ((rc = opts_parse(argc, argv, &s.o, &help)) != RQ_EX_OK)
+		return rc;
+	if (help) {
+		usage(stdout);
+		return RQ_EX_OK;
+	}
+	if (s.o.mode != MODE_SEND)
+		return mode_run(&s.o);
+	cfg = tools_cfg_load(tools_cfg_path(s.o.cfg_path));
+	sc = cfg_scope(cfg, NULL);
+	s.spool = cfg_str(sc, CFG_SPOOL_DIR);
+	s.hostname = cfg_str(sc, CFG_HOSTNAME);
+	s.w = xcalloc(1, sizeof(*s.w));
+	s.w->fd = -1;
+	s.next_bol = true;
+	s.w->max = (uint64_t)cfg_int(sc, CFG_MAX_MESSAGE_SIZE);
+	str_printf(&s.tmpdir, "%s/tmp", s.spool);
+	str_printf(&s.incdir, "%s/incoming", s.spool);
+	signals_catch();
+
+	if ((rc = submit_prepare(&s)) != RQ_EX_OK ||
+	    (rc = spool_create(&s)) != RQ_EX_OK ||
+	    (rc = header_read(&s, &pending)) != RQ_EX_OK)
+		goto out;
+	if (s.h.raw.len > 0 && memchr(s.h.raw.p, '\0', s.h.raw.len) != NULL) {
+		rc = tools_fail(RQ_EX_DATAERR, CMD,
+		    "binary data (NUL) in the header section");
+		goto out;
+	}
+	if (s.o.extract && (rc = header_extract(&s)) != RQ_EX_OK)
+		goto out;
+	if (s.rcpts.n == 0) {
+		rc = tools_fail(RQ_EX_USAGE, CMD,
+		    "no recipient addresses found in the message header");
+		goto out;
+	}
+	header_write(&s);
+	if ((rc = body_copy(&s, pending)) != RQ_EX_OK)
+		goto out;
+	rc = spool_commit(&s);
+out:
+	submit_free(&s);
+	cfg_free(cfg);
+	return rc;
+}

@@ -1,0 +1,220 @@
+/*
+ * cmd_summary.c - `relayq summary`: recipients not yet done by
+ * destination domain x age bucket (the buckets of Postfix's qshape), and
+ * messages and recipients by priority x state.
+ *
+ * Public: cmd_summary().  Reads only the counts the queue keeps up to
+ * date in its write transactions (never walks the messages), so it costs
+ * the same for 10 messages as for 10 million.
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue.h"
+#include "tools.h"
+
+#define NBUCKET 10
+static const int bucket_max[NBUCKET - 1] = { 5, 10, 20, 40, 80, 160, 320, 640,
+	1280 };
+
+struct dom {
+	char *name;
+	uint64_t n[NBUCKET + 1]; /* [0] total */
+};
+
+struct shape {
+	struct dom *v; /* open addressing */
+	size_t cap, used;
+	int64_t now_min;
+	uint64_t tot[NBUCKET + 1];
+};
+
+static uint64_t
+str_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+/* Returns DOMAIN's row, adding it. */
+static struct dom *
+shape_row(struct shape *sh, const char *domain)
+{
+	size_t i;
+
+	if ((sh->used + 1) * 2 > sh->cap) {
+		struct dom *old = sh->v;
+		size_t ocap = sh->cap;
+
+		sh->cap = ocap ? ocap * 2 : 256;
+		sh->v = xcalloc(sh->cap, sizeof(*sh->v));
+		for (size_t k = 0; k < ocap; k++) {
+			if (old[k].name == NULL)
+				continue;
+			i = str_hash(old[k].name) & (sh->cap - 1);
+			while (sh->v[i].name != NULL)
+				i = (i + 1) & (sh->cap - 1);
+			sh->v[i] = old[k];
+		}
+		free(old);
+	}
+	i = str_hash(domain) & (sh->cap - 1);
+	while (sh->v[i].name != NULL) {
+		if (strcmp(sh->v[i].name, domain) == 0)
+			return &sh->v[i];
+		i = (i + 1) & (sh->cap - 1);
+	}
+	sh->v[i].name = xstrdup(domain);
+	sh->used++;
+	return &sh->v[i];
+}
+
+static void
+shape_cb(const char *domain, int64_t minute, uint64_t n, void *arg)
+{
+	struct shape *sh = arg;
+	int64_t age = sh->now_min - minute;
+	struct dom *d = shape_row(sh, domain[0] ? domain : "(none)");
+	int b = 0;
+
+	while (b < NBUCKET - 1 && age >= bucket_max[b])
+		b++;
+	d->n[0] += n;
+	d->n[b + 1] += n;
+	sh->tot[0] += n;
+	sh->tot[b + 1] += n;
+}
+
+static int
+dom_cmp(const void *a, const void *b)
+{
+	const struct dom *x = a, *y = b;
+
+	if (x->n[0] != y->n[0])
+		return x->n[0] > y->n[0] ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+static void
+print_row(const char *name, const uint64_t *n)
+{
+	printf("%30.30s %7llu", name, (unsigned long long)n[0]);
+	for (int b = 1; b <= NBUCKET; b++)
+		printf(" %5llu", (unsigned long long)n[b]);
+	printf("\n");
+}
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: relayq summary [-c FILE] [--top N]\n"
+	    "Shows the shape of the queue, as Postfix's qshape: recipients\n"
+	    "not yet delivered by destination domain and age in minutes\n"
+	    "(column T is the total; a column counts ages up to its label),\n"
+	    "then messages and recipients by priority and state.\n"
+	    "  --top N   show only the N biggest domains\n"
+	    "Exit 0; 77 not root or the queue owner; 75 queue error.\n");
+}
+
+int
+cmd_summary(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "top", required_argument, NULL, 't' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL;
+	struct shape sh;
+	struct queue_counts cn;
+	struct cfg *cfg;
+	struct queue *q;
+	struct dom *rows;
+	size_t nrows = 0, top = SIZE_MAX;
+	uint64_t tm = 0, tb = 0, ts[QUEUE_NSTATE] = { 0 };
+	int ch, rc;
+
+	while ((ch = getopt_long(argc, argv, "c:ht:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			top = (size_t)strtoull(optarg, NULL, 10);
+			break;
+		case 'h':
+			usage(stdout);
+			return RQ_EX_OK;
+		default:
+			usage(stderr);
+			return RQ_EX_USAGE;
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		return RQ_EX_USAGE;
+	}
+	cfg = tools_cfg_load(tools_cfg_path(path));
+	rc = tools_queue_open("summary", cfg, true, &q);
+	if (rc != RQ_EX_OK) {
+		cfg_free(cfg);
+		return rc;
+	}
+	memset(&sh, 0, sizeof(sh));
+	memset(&cn, 0, sizeof(cn));
+	sh.now_min = rq_now() / 60;
+	if (q != NULL) {
+		if (queue_domain_counts(q, shape_cb, &sh) != QUEUE_OK ||
+		    queue_counts_get(q, &cn) != QUEUE_OK) {
+			queue_close(q);
+			cfg_free(cfg);
+			return tools_fail(
+			    RQ_EX_TEMPFAIL, "summary", "cannot read the queue");
+		}
+		queue_close(q);
+	}
+	cfg_free(cfg);
+	rows = xcalloc(sh.used + 1, sizeof(*rows));
+	for (size_t i = 0; i < sh.cap; i++)
+		if (sh.v[i].name != NULL)
+			rows[nrows++] = sh.v[i];
+	qsort(rows, nrows, sizeof(*rows), dom_cmp);
+	printf("Recipients not yet done, by domain and age (minutes):\n");
+	printf("%30s %7s", "", "T");
+	for (int b = 0; b < NBUCKET - 1; b++)
+		printf(" %5d", bucket_max[b]);
+	printf(" %5s\n", "1280+");
+	print_row("TOTAL", sh.tot);
+	for (size_t i = 0; i < nrows && i < top; i++)
+		print_row(rows[i].name, rows[i].n);
+	printf("\nBy priority and state:\n");
+	printf("%-11s %9s %10s %9s %9s %9s %9s\n", "priority", "messages",
+	    "Kbytes", "pending", "deferred", "delivered", "bounced");
+	for (int c = 0; c < CFG_NCLASS; c++) {
+		printf("%-11s %9llu %10llu", cfg_class_name(c),
+		    (unsigned long long)cn.msgs[c],
+		    (unsigned long long)((cn.bytes[c] + 1023) / 1024));
+		for (int s = 0; s < QUEUE_NSTATE; s++) {
+			printf(" %9llu", (unsigned long long)cn.rcpts[c][s]);
+			ts[s] += cn.rcpts[c][s];
+		}
+		printf("\n");
+		tm += cn.msgs[c];
+		tb += cn.bytes[c];
+	}
+	printf("%-11s %9llu %10llu", "TOTAL", (unsigned long long)tm,
+	    (unsigned long long)((tb + 1023) / 1024));
+	for (int s = 0; s < QUEUE_NSTATE; s++)
+		printf(" %9llu", (unsigned long long)ts[s]);
+	printf("\nheld: %llu\n", (unsigned long long)cn.held);
+	for (size_t i = 0; i < sh.cap; i++)
+		free(sh.v[i].name);
+	free(sh.v);
+	free(rows);
+	return fflush(stdout) == 0 ? RQ_EX_OK : RQ_EX_IOERR;
+}
