@@ -50,8 +50,9 @@ struct unlink_job {
 struct queue_intake {
 	struct queue *q;
 	const struct cfg *cfg;
-	char *incoming, *bad;
+	char *incoming, *bad, *tmp;
 	int din, dbad; /* directory fds */
+	int64_t tmp_swept; /* when tmp/ was last swept of stale files */
 	int ifd; /* inotify */
 	bool rescan;
 	bool paused;
@@ -152,18 +153,30 @@ set_remove(struct queue_intake *qi, const char *name)
 		qi->set[i] = TOMB;
 }
 
-/* Adds NAME to the pending names unless it is there already. */
-static void
+/*
+ * The most names kept pending: beyond it a name is left for a later
+ * listing, so the daemon's memory does not grow with a backlog of
+ * millions of files in incoming/.
+ */
+#define PENDING_MAX 65536
+
+/* Adds NAME to the pending names unless it is there already; returns
+ * false when the pending list is full (a rescan will find NAME). */
+static bool
 pending_add(struct queue_intake *qi, const char *name)
 {
 	bool found;
 	char *s;
 
 	if (name[0] == '.' || name[0] == '\0')
-		return;
+		return true;
+	if (qi->tail - qi->head >= PENDING_MAX) {
+		qi->rescan = true;
+		return false;
+	}
 	set_slot(qi, name, &found);
 	if (found)
-		return;
+		return true;
 	if (qi->tail == qi->fcap) {
 		if (qi->head > 0) {
 			memmove(qi->fifo, qi->fifo + qi->head,
@@ -180,6 +193,7 @@ pending_add(struct queue_intake *qi, const char *name)
 	s = xstrdup(name);
 	qi->fifo[qi->tail++] = s;
 	set_insert(qi, s);
+	return true;
 }
 
 /* Takes the oldest pending name (the caller frees it), or NULL. */
@@ -454,6 +468,7 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 		goto fail;
 	}
 	snprintf(path, sizeof(path), "%s/tmp", spool);
+	qi->tmp = xstrdup(path);
 	if (mkdir_mode(path, 01733) < 0) {
 		log_err("queue", "%s: %s", path, strerror(errno));
 		goto fail;
@@ -543,6 +558,7 @@ queue_intake_close(struct queue_intake *qi)
 		close(qi->ifd);
 	free(qi->incoming);
 	free(qi->bad);
+	free(qi->tmp);
 	free(qi);
 }
 
@@ -596,7 +612,47 @@ list_dir(struct queue_intake *qi)
 	}
 	rewinddir(d);
 	while ((de = readdir(d)) != NULL)
-		pending_add(qi, de->d_name);
+		if (!pending_add(qi, de->d_name))
+			break;
+	closedir(d);
+}
+
+/*
+ * Removes files left in tmp/ for over TMP_STALE seconds: what a writer
+ * killed before its rename left behind (as maildir readers and Postfix's
+ * postsuper do).  Runs with a rescan, at most once an hour.
+ */
+#define TMP_STALE (36 * 3600)
+static void
+sweep_tmp(struct queue_intake *qi)
+{
+	int64_t now = rq_now();
+	int fd;
+	DIR *d;
+	struct dirent *de;
+
+	if (now - qi->tmp_swept < 3600)
+		return;
+	qi->tmp_swept = now;
+	fd = open(qi->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) <
+			0 ||
+		    !S_ISREG(st.st_mode) || now - st.st_mtime < TMP_STALE)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			log_info("queue", "removed stale %s/%.200s", qi->tmp,
+			    de->d_name);
+	}
 	closedir(d);
 }
 
@@ -881,9 +937,12 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	bool noroom = false;
 
 	drain_inotify(qi);
-	if (qi->rescan) {
+	/* A listing waits until the pending names are half gone, so that a
+	 * backlog larger than PENDING_MAX is not listed on every call. */
+	if (qi->rescan && qi->tail - qi->head < PENDING_MAX / 2) {
 		qi->rescan = false;
 		list_dir(qi);
+		sweep_tmp(qi);
 	}
 	if (qi->batch_limit == 0 || qi->batch_limit > cfgbatch)
 		qi->batch_limit = cfgbatch;

@@ -342,7 +342,7 @@ runner_main(
 	first = r->rc;
 	r->cfg_path = cfg_path;
 	r->opts = *opts;
-	r->base = event_base_new();
+	r->base = smtp_event_base_new();
 	if (r->base == NULL)
 		fatal(RQ_EX_OSERR, "event_base_new failed");
 	r->q = queue_open(cfg, false, err, sizeof(err));

@@ -200,6 +200,14 @@ enum smtp_submit_result {
 };
 
 /*
+ * Makes an event_base fit for the client: with a precise monotonic timer
+ * (EVENT_BASE_FLAG_PRECISE_TIMER), since libevent's default coarse clock
+ * lags by up to a few milliseconds and would let a phase deadline fire
+ * that much early.  NULL on failure; freed with event_base_free().
+ */
+struct event_base *smtp_event_base_new(void);
+
+/*
  * Makes a client on BASE that greets with HELO_NAME (copied).  Never
  * fails (aborts on out of memory); TLS contexts are made on first use.
  */

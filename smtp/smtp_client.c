@@ -2,7 +2,7 @@
  * smtp_client.c - the asynchronous SMTP client: sessions, the connection
  * cache and the request life cycle.
  *
- * Public functions: smtp_client_new(), smtp_submit(),
+ * Public functions: smtp_event_base_new(), smtp_client_new(), smtp_submit(),
  * smtp_client_conn_count(), smtp_client_conn_idle(),
  * smtp_client_conn_total(), smtp_client_shutdown(), smtp_client_free().
  *
@@ -1241,6 +1241,21 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 		if (client->sd_cb != NULL)
 			client->sd_cb(client->sd_arg);
 	}
+}
+
+/* Makes an event_base with a precise timer; see smtp.h. */
+struct event_base *
+smtp_event_base_new(void)
+{
+	struct event_config *ec = event_config_new();
+	struct event_base *base;
+
+	if (ec == NULL)
+		return NULL;
+	event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+	base = event_base_new_with_config(ec);
+	event_config_free(ec);
+	return base;
 }
 
 struct smtp_client *

@@ -264,5 +264,24 @@ def test_commands():
         stop(env, p)
 
 
+def test_stale_tmp_files_removed():
+    """A file a killed writer left in tmp/ over 36 hours ago is removed on
+    the daemon's rescan; a fresh one (a writer still at work) is kept."""
+    with rqlib.Env(CONF) as env:
+        tmp = os.path.join(env.spool, "tmp")
+        os.makedirs(tmp, mode=0o1733)
+        old, new = os.path.join(tmp, "old.1"), os.path.join(tmp, "new.1")
+        for f in (old, new):
+            with open(f, "w") as fp:
+                fp.write("Subject: x\n\nhalf-writ")
+        t = time.time() - 37 * 3600
+        os.utime(old, (t, t))
+        p = start(env)
+        wait_for(lambda: not os.path.exists(old), 10, what="stale removed")
+        check(os.path.exists(new), "a fresh tmp/ file is kept")
+        check("removed stale" in env.log_text(), "log line")
+        stop(env, p)
+
+
 if __name__ == "__main__":
     rqlib.main(globals())

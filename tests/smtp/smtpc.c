@@ -383,7 +383,7 @@ main(int argc, char **argv)
 			rcpts[i].orcpt = o;
 		}
 	}
-	base = event_base_new();
+	base = smtp_event_base_new();
 	client = smtp_client_new(base,
 	    cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME)[0]
 		? cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME)
