@@ -96,6 +96,7 @@ struct pres {
 	char dsn[16];
 	char *log; /* the delivery log line, written after the commit */
 	bool reschedule; /* last result of its job: reschedule after */
+	bool relayed_dsn; /* delivered to a DSN-capable hop: NOTIFY went on */
 };
 
 #define RUNNER_HASH 4096

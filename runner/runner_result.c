@@ -202,6 +202,8 @@ result_record(struct runner *r, struct job *j, const struct smtp_result *res,
 		    msg->idstr, q->addr, relay, st, sa, sb, sc_, sd, dsn,
 		    status, why, q->attempts + 1);
 		pres_push(r, msg->id, q->idx, state, next, reply, dsn, line);
+		r->pres[r->npres - 1].relayed_dsn = res != NULL && cls == 2 &&
+		    res->dsn_offered && (q->notify & QNOTIFY_SUCCESS);
 		any = true;
 	}
 	if (any)
@@ -274,6 +276,9 @@ result_commit(struct runner *r)
 		if (p->idx != NO_RCPT)
 			x = queue_rcpt_update(txn, p->id, p->idx, p->state,
 			    p->next_attempt, p->reply, p->dsn);
+		if (x == QUEUE_OK && p->relayed_dsn)
+			x = queue_rcpt_set_flags(
+			    txn, p->id, p->idx, QRCPT_RELAYED_DSN, 0);
 		if (x == QUEUE_OK && p->reschedule) {
 			x = expiry_after_results(txn, r->rc->cfg, p->id, now);
 			if (x == QUEUE_OK)

@@ -177,6 +177,9 @@ struct smtp_result {
 	bool tls_verified; /* chain and name were checked and good */
 
 	bool reused; /* the message went over a cached connection */
+	/* The server that took the message offered DSN, so NOTIFY and
+	 * ORCPT went on with it (a DSN "relayed" rather than "delivered"). */
+	bool dsn_offered;
 	/* No address got as far as MAIL FROM (connect failure, timeout,
 	 * error greeting, lost connection before MAIL), TLS policy failures
 	 * aside: mark the host(s) down for timeout.hoststatus.  Every

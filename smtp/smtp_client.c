@@ -419,6 +419,7 @@ conn_result(struct conn *conn)
 	snprintf(res->ip, sizeof(res->ip), "%s", conn->ip);
 	res->port = conn->port;
 	res->reused = conn->reused;
+	res->dsn_offered = conn->ehlo.dsn;
 	snprintf(res->tls_proto, sizeof(res->tls_proto), "%s",
 	    conn->tls_active ? conn->tls_proto : "");
 	snprintf(res->tls_cipher, sizeof(res->tls_cipher), "%s",

@@ -4,7 +4,7 @@
 add_e2e(e2e_expiry_dsn_parse ${CMAKE_CURRENT_SOURCE_DIR}/test_expiry_dsn_parse.py 60)
 foreach(part
     "times:test_per_class_warn_and_return,test_null_sender_and_notify_never,test_precedence_bulk_no_warning,test_hold_prevents_expiry"
-    "rules:test_5xx_bounce_at_once_mixed_recipients,test_ret_full_and_size_cap,test_success_notice,test_relayq_bounce,test_undeliverable_notice_expires_silently,test_crash_neither_lost_nor_twice")
+    "rules:test_5xx_bounce_at_once_mixed_recipients,test_ret_full_and_size_cap,test_success_notice,test_relayed_notice,test_relayq_bounce,test_undeliverable_notice_expires_silently,test_crash_neither_lost_nor_twice")
   string(REPLACE ":" ";" _p "${part}")
   list(GET _p 0 _name)
   list(GET _p 1 _tests)

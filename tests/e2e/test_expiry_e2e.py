@@ -337,11 +337,27 @@ def test_success_notice():
         s.start()
         drop(s.env, [("ok@dest.test", "NOTIFY=SUCCESS"), "quiet@dest.test"])
         (d,) = s.wait_dsns(1, timeout=30)
-        check(d.action in ("delivered", "relayed"), d.action)
+        # The next hop does not offer DSN: relayq reports delivery itself.
+        check_eq(d.action, "delivered", "Action")
         check_eq([r["addr"] for r in d.rcpts], ["ok@dest.test"], "named")
         check(d.rcpts[0]["status"].startswith("2."), "Status")
         time.sleep(2)
         check_eq(len(s.dsns()), 1, "notices")
+
+
+def test_relayed_notice():
+    """NOTIFY=SUCCESS to a next hop that offers DSN: NOTIFY goes on with
+    the message and the sender hears Action: relayed (RFC 3464)."""
+    with Setup(dest_script="hostname dest\n"
+               "ehlo PIPELINING DSN ENHANCEDSTATUSCODES\n") as s:
+        s.start()
+        drop(s.env, [("ok@dest.test", "NOTIFY=SUCCESS")])
+        (d,) = s.wait_dsns(1, timeout=30)
+        check_eq(d.action, "relayed", "Action")
+        rcpts = [e["data"] for e in s.dest.events()
+                 if e["event"] == "cmd" and e["data"].startswith("RCPT")]
+        check(any("NOTIFY=SUCCESS" in c for c in rcpts),
+              "NOTIFY passed on: %r" % rcpts)
 
 
 def relayq_has(cmd):
