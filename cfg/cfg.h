@@ -215,6 +215,13 @@ void log_msg(enum log_level, const char *subsys, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void log_vmsg(enum log_level, const char *subsys, const char *fmt, va_list)
     __attribute__((format(printf, 3, 0)));
+/*
+ * Between log_hold() and log_release() (they nest) the calling thread's
+ * lines are gathered and written by as few write(2)s as fit 64 KiB each:
+ * a thousand lines of one commit cost one system call, not a thousand.
+ */
+void log_hold(void);
+void log_release(void);
 #define log_info(sub, ...) log_msg(LOG_LVL_INFO, (sub), __VA_ARGS__)
 #define log_warn(sub, ...) log_msg(LOG_LVL_WARN, (sub), __VA_ARGS__)
 #define log_err(sub, ...) log_msg(LOG_LVL_ERR, (sub), __VA_ARGS__)

@@ -4,7 +4,7 @@
  * write(2) per line so that lines of concurrent writers never interleave.
  *
  * Public: log_open(), log_close(), log_set_level(), log_msg(), log_vmsg(),
- * fatal().
+ * log_hold(), log_release(), fatal().
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +16,11 @@
 #include "cfg.h"
 
 static int log_fd = 2;
+/* log_hold(): lines gathered per thread, written together */
+static __thread char *hold_buf;
+static __thread size_t hold_n;
+static __thread int hold_depth;
+#define HOLD_CAP 65536
 static enum log_level log_min = LOG_LVL_INFO;
 static char log_host[64] = "localhost";
 
@@ -58,6 +63,8 @@ log_set_level(enum log_level lvl)
 	log_min = lvl;
 }
 
+static void log_flush_held(void);
+
 /* Formats and writes one line; see cfg.h. */
 void
 log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
@@ -88,8 +95,51 @@ log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
 	if ((size_t)off >= sizeof(buf) - 1)
 		off = (int)sizeof(buf) - 2;
 	buf[off++] = '\n';
+	if (hold_depth > 0) {
+		if (hold_buf == NULL)
+			hold_buf = xmalloc(HOLD_CAP);
+		if (hold_n + (size_t)off > HOLD_CAP)
+			log_flush_held();
+		memcpy(hold_buf + hold_n, buf, (size_t)off);
+		hold_n += (size_t)off;
+		return;
+	}
 	while (write(log_fd, buf, (size_t)off) < 0 && errno == EINTR)
 		;
+}
+
+/* Writes the lines held so far (whole lines: one write(2) each batch). */
+static void
+log_flush_held(void)
+{
+	size_t off = 0;
+
+	while (off < hold_n) {
+		ssize_t n = write(log_fd, hold_buf + off, hold_n - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	hold_n = 0;
+}
+
+void
+log_hold(void)
+{
+	hold_depth++;
+}
+
+void
+log_release(void)
+{
+	if (hold_depth > 0 && --hold_depth == 0) {
+		log_flush_held();
+		free(hold_buf);
+		hold_buf = NULL;
+	}
 }
 
 void

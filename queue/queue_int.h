@@ -158,9 +158,16 @@ uint64_t queue_id_next(struct queue_txn *);
 enum queue_result queue_put_msg(struct queue_txn *, const struct queue_msg *);
 enum queue_result
 queue_put_rcpt(struct queue_txn *, uint64_t id, const struct queue_rcpt *);
-/* Stores BODY compressed (zlib LEVEL). */
+/* Encodes BODY as a body record, compressed with zlib LEVEL, into B (which
+ * it resets); safe to call from any thread. */
+void qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level);
+/* Frees the calling thread's compressor (before the thread ends). */
+void qrec_thread_done(void);
+/* Stores BODY compressed (zlib LEVEL); or an encoded body record REC. */
 enum queue_result queue_put_body(
     struct queue_txn *, uint64_t id, const char *body, size_t len, int level);
+enum queue_result
+queue_put_body_rec(struct queue_txn *, uint64_t id, const void *rec, size_t n);
 /* Moves the message's schedule entry to DUE (0: none); updates m->due. */
 enum queue_result
 queue_sched_set(struct queue_txn *, struct queue_msg *, int64_t due);
@@ -173,6 +180,13 @@ queue_expiry_index(struct queue_txn *, const struct queue_msg *, bool add);
  */
 enum queue_result queue_msg_store(struct queue_txn *, struct queue_msg *m,
     const char *body, size_t len, int level);
+/* The same with the body already encoded (qrec_body_encode) into REC of
+ * RECLEN bytes; LEN is the body's size. */
+enum queue_result queue_msg_store_rec(struct queue_txn *, struct queue_msg *m,
+    const void *rec, size_t reclen, size_t len);
+/* Reserves N consecutive message ids (committed with T); returns the
+ * first. */
+uint64_t queue_id_reserve(struct queue_txn *, uint64_t n);
 /* Sets aside what there is of message ID into the corrupt db. */
 void queue_quarantine(struct queue_txn *, uint64_t id, const char *why);
 /* Computes warn_at/return_at for M from the cfg. */

@@ -1,9 +1,11 @@
 /*
  * queue_intake.c - exactly-once intake of spool_dir/incoming/ into the
- * queue: inotify plus rescans list the names; each file is checked
- * (lstat, regular, size, O_NOFOLLOW open, fstat matches) before it is
- * read; many files go into one write txn (group commit) together with
- * their identities; files are unlinked only after the commit.
+ * queue: inotify plus rescans list the names; reader threads check each
+ * file (lstat, regular, size, O_NOFOLLOW open, fstat matches), read,
+ * parse, build and compress it off the write txn, in a ring the main
+ * thread drains in order; many files go into one write txn (group
+ * commit) together with their identities; files are unlinked only after
+ * the commit, by unlinker threads.
  *
  * Public: queue_intake_open(), queue_intake_fd(), queue_intake_run(),
  * queue_intake_rescan(), queue_intake_close().
@@ -15,6 +17,10 @@
  * leftover of a crash and is just unlinked.  A file that cannot be queued
  * is renamed into bad/ untouched with NAME.reason beside it.  On
  * MDB_MAP_FULL the txn is aborted and every file stays in incoming/.
+ * A reader builds the stored message with its queue id, so ids are
+ * handed out from ranges reserved by an earlier, committed txn (see
+ * ids_take()): no other writer can allocate them, and a range lost to a
+ * crash or a failed txn is just never used.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -47,9 +53,32 @@ struct unlink_job {
 #define UNLINKERS 8 /* unlink(2) is latency-bound: it scales with threads */
 #define UNLINK_CHUNK 32
 
+enum import_result { IMP_QUEUED, IMP_SKIP, IMP_RETRY, IMP_NOROOM };
+
+/* A spool file on its way in, prepared by a reader thread (or by the
+ * main thread when no reader took it yet). */
+struct prep {
+	char *name;
+	uint64_t id; /* its queue id, from a committed reservation */
+	int64_t now; /* arrival */
+	int64_t maxsize; /* max_message_size when it was handed out */
+	enum { PREP_NEW, PREP_BUSY, PREP_DONE } state;
+	enum import_result r; /* IMP_QUEUED: ready to store */
+	struct stat st;
+	size_t iklen;
+	uint8_t ik[440]; /* its identity key */
+	struct qp_result pr;
+	char *owner; /* the sender from the file owner, when pr has none */
+	struct qbuf rec; /* the encoded body record */
+	size_t rawlen; /* the stored message's size */
+};
+
+#define RING 2048 /* files handed to the readers ahead of the txn */
+#define MAXREADERS 8
+#define IDRANGE 65536 /* ids reserved at a time */
+
 struct queue_intake {
-	struct queue *q;
-	const struct cfg *cfg;
+	struct queue *q; /* its cfg (q->cfg) follows reloads */
 	char *incoming, *bad, *tmp;
 	int din, dbad; /* directory fds */
 	int64_t tmp_swept; /* when tmp/ was last swept of stale files */
@@ -74,8 +103,23 @@ struct queue_intake {
 	struct unlink_job *jobs, **jobs_tail;
 	size_t njobs;
 	struct qbuf done; /* identities unlinked and synced (under mu) */
-	char *buf; /* the file being read */
-	size_t bufcap;
+	/* the readers: a ring of files, [rhead, rnext) handed out or done,
+	 * [rnext, rtail) waiting for a reader; the main thread files them
+	 * from rhead in order */
+	pthread_t rth[MAXREADERS];
+	int nreaders;
+	bool rstop;
+	bool rwaiting; /* the main thread waits for a file (under rmu) */
+	pthread_mutex_t rmu;
+	pthread_cond_t rwork, rdone;
+	struct prep ring[RING];
+	size_t rhead, rnext, rtail;
+	/* queue ids: [id_next, id_end) usable; [id_spare, id_spare_end) a
+	 * committed range for after it; [id_res, id_res_end) reserved in
+	 * the open txn, usable once it commits */
+	uint64_t id_next, id_end, id_spare, id_spare_end, id_res, id_res_end;
+	bool noatime_no; /* O_NOATIME was refused once: stop asking */
+	pthread_mutex_t badmu; /* move_bad() picks free names in bad/ */
 	char hostname[256];
 };
 
@@ -218,6 +262,8 @@ pending_pop(struct queue_intake *qi)
 
 static size_t ident_key(uint8_t *k, const struct stat *st, const char *name);
 static void idents_delete(struct queue_intake *qi, struct queue_txn *t);
+static void *reader(void *);
+static void prep_clear(struct prep *, bool free_name);
 
 /* Unlinks names [a, b) of job J if each is still the file read; puts
  * the identities of the files unlinked into DONE. */
@@ -435,6 +481,22 @@ idents_prune(struct queue_intake *qi)
 		queue_txn_abort(t);
 }
 
+/* Reserves the first id range (a txn of its own). */
+static void
+ids_initial(struct queue_intake *qi)
+{
+	struct queue_txn *t = queue_txn_begin(qi->q);
+	uint64_t first;
+
+	if (t == NULL)
+		return;
+	first = queue_id_reserve(t, IDRANGE);
+	if (queue_txn_commit(t) == QUEUE_OK) {
+		qi->id_next = first;
+		qi->id_end = first + IDRANGE;
+	}
+}
+
 struct queue_intake *
 queue_intake_open(struct queue *q, const struct cfg *cfg)
 {
@@ -445,10 +507,13 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 	char path[4096];
 
 	qi->q = q;
-	qi->cfg = cfg;
 	qi->din = qi->dbad = qi->ifd = -1;
 	qi->rescan = true;
 	qi->scap = 1024;
+	pthread_mutex_init(&qi->rmu, NULL);
+	pthread_cond_init(&qi->rwork, NULL);
+	pthread_cond_init(&qi->rdone, NULL);
+	pthread_mutex_init(&qi->badmu, NULL);
 	qi->set = xcalloc(qi->scap, sizeof(*qi->set));
 	if (host[0] == '\0') {
 		if (gethostname(qi->hostname, sizeof(qi->hostname) - 1) < 0)
@@ -491,6 +556,7 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 	/* unlinks done before a crash must be durable before identities go */
 	(void)fsync(qi->din);
 	idents_prune(qi);
+	ids_initial(qi);
 	pthread_mutex_init(&qi->mu, NULL);
 	pthread_cond_init(&qi->cv, NULL);
 	qi->jobs_tail = &qi->jobs;
@@ -498,6 +564,17 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 		if (pthread_create(&qi->th[qi->nth], NULL, unlinker, qi) != 0)
 			break;
 	qi->th_on = qi->nth > 0;
+	{
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		int want = ncpu < 1	? 1
+		    : ncpu > MAXREADERS ? MAXREADERS
+					: (int)ncpu;
+
+		for (qi->nreaders = 0; qi->nreaders < want; qi->nreaders++)
+			if (pthread_create(
+				&qi->rth[qi->nreaders], NULL, reader, qi) != 0)
+				break;
+	}
 	return qi;
 fail:
 	queue_intake_close(qi);
@@ -523,6 +600,19 @@ queue_intake_close(struct queue_intake *qi)
 
 	if (qi == NULL)
 		return;
+	pthread_mutex_lock(&qi->rmu);
+	qi->rstop = true;
+	pthread_cond_broadcast(&qi->rwork);
+	pthread_mutex_unlock(&qi->rmu);
+	for (int i = 0; i < qi->nreaders; i++)
+		pthread_join(qi->rth[i], NULL);
+	/* files prepared but not filed stay in incoming/ for next time */
+	for (; qi->rhead != qi->rtail; qi->rhead++)
+		prep_clear(&qi->ring[qi->rhead % RING], true);
+	pthread_mutex_destroy(&qi->rmu);
+	pthread_cond_destroy(&qi->rwork);
+	pthread_cond_destroy(&qi->rdone);
+	pthread_mutex_destroy(&qi->badmu);
 	if (qi->th_on) {
 		pthread_mutex_lock(&qi->mu);
 		qi->th_stop = true;
@@ -549,7 +639,6 @@ queue_intake_close(struct queue_intake *qi)
 	free(qi->fifo);
 	free(qi->set);
 	free(qi->idents.p);
-	free(qi->buf);
 	if (qi->din >= 0)
 		close(qi->din);
 	if (qi->dbad >= 0)
@@ -658,8 +747,6 @@ sweep_tmp(struct queue_intake *qi)
 
 /* ---- one file ---- */
 
-enum import_result { IMP_QUEUED, IMP_SKIP, IMP_RETRY, IMP_NOROOM };
-
 /* Moves NAME into bad/ untouched with NAME.reason beside it. */
 static void
 move_bad(struct queue_intake *qi, const char *name, const char *why)
@@ -667,6 +754,7 @@ move_bad(struct queue_intake *qi, const char *name, const char *why)
 	char target[600], rpath[620];
 	int fd;
 
+	pthread_mutex_lock(&qi->badmu);
 	snprintf(target, sizeof(target), "%s", name);
 	for (int i = 1;
 	     faccessat(qi->dbad, target, F_OK, AT_SYMLINK_NOFOLLOW) == 0; i++)
@@ -675,6 +763,7 @@ move_bad(struct queue_intake *qi, const char *name, const char *why)
 		if (errno != ENOENT)
 			log_err("queue", "%.200s: cannot move to bad/: %s",
 			    name, strerror(errno));
+		pthread_mutex_unlock(&qi->badmu);
 		return;
 	}
 	snprintf(rpath, sizeof(rpath), "%s.reason", target);
@@ -692,6 +781,7 @@ move_bad(struct queue_intake *qi, const char *name, const char *why)
 	}
 	(void)fsync(qi->dbad);
 	(void)fsync(qi->din);
+	pthread_mutex_unlock(&qi->badmu);
 	log_warn("queue", "%.200s: moved to bad/%.200s: %s", name, target, why);
 }
 
@@ -727,56 +817,169 @@ owner_sender(uid_t uid, const char *host)
 	return xstrdup(out);
 }
 
-/* Takes one spool file into txn T. */
-static enum import_result
-import_one(struct queue_intake *qi, struct queue_txn *t, const char *name,
-    uint64_t first_id, struct qbuf *keys, size_t *budget)
+/* Opens spool file NAME for reading without touching its atime (an
+ * inode write per file saved) where the kernel lets us. */
+static int
+spool_open(struct queue_intake *qi, const char *name)
 {
-	const struct cfg_scope *sc = cfg_scope(qi->cfg, NULL);
-	int64_t maxsize = cfg_int(sc, CFG_MAX_MESSAGE_SIZE);
-	struct stat st, fst;
-	uint8_t ik[440];
-	MDB_val key, val;
-	size_t iklen, got = 0, blen;
-	struct qp_result pr;
-	struct queue_msg m;
-	char why[200], received[600], date[100], msgid[400], tbuf[64], *body;
+	int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
+	int fd = -1;
+
+	if (!__atomic_load_n(&qi->noatime_no, __ATOMIC_RELAXED)) {
+		fd = openat(qi->din, name, flags | O_NOATIME);
+		if (fd >= 0 || errno != EPERM)
+			return fd;
+		__atomic_store_n(&qi->noatime_no, true, __ATOMIC_RELAXED);
+	}
+	return openat(qi->din, name, flags);
+}
+
+/*
+ * Prepares spool file P->name (any thread): checks it, reads it, parses
+ * it, builds the message as stored with P's id and arrival time, and
+ * compresses it into P->rec.  Bad files go to bad/ here.
+ */
+
+static __thread char *buf; /* the file being read, per thread */
+static __thread size_t bufcap;
+
+static void
+prep_run(struct queue_intake *qi, struct prep *p)
+{
+	struct stat fst, *st = &p->st;
+	size_t got = 0, blen;
+	char why[200], received[600], date[100], msgid[400], tbuf[64];
+	char idstr[17], *body;
 	struct tm tm;
 	time_t now;
 	int fd;
 
-	if (fstatat(qi->din, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+	p->r = IMP_SKIP;
+	if (fstatat(qi->din, p->name, st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno != ENOENT)
-			log_warn("queue", "%.200s: %s", name, strerror(errno));
-		return IMP_SKIP;
+			log_warn(
+			    "queue", "%.200s: %s", p->name, strerror(errno));
+		return;
 	}
-	if (!S_ISREG(st.st_mode)) {
-		move_bad(qi, name,
-		    S_ISDIR(st.st_mode)	       ? "not a regular file: directory"
-			: S_ISLNK(st.st_mode)  ? "not a regular file: symlink"
-			: S_ISFIFO(st.st_mode) ? "not a regular file: fifo"
-			: S_ISSOCK(st.st_mode) ? "not a regular file: socket"
-					       : "not a regular file: device");
-		return IMP_SKIP;
+	if (!S_ISREG(st->st_mode)) {
+		move_bad(qi, p->name,
+		    S_ISDIR(st->st_mode)       ? "not a regular file: directory"
+			: S_ISLNK(st->st_mode) ? "not a regular file: symlink"
+			: S_ISFIFO(st->st_mode) ? "not a regular file: fifo"
+			: S_ISSOCK(st->st_mode) ? "not a regular file: socket"
+						: "not a regular file: device");
+		return;
 	}
-	if (st.st_size == 0) {
-		move_bad(qi, name, "empty file");
-		return IMP_SKIP;
+	if (st->st_size == 0) {
+		move_bad(qi, p->name, "empty file");
+		return;
 	}
-	if (st.st_size > maxsize) {
+	if (st->st_size > p->maxsize) {
 		snprintf(why, sizeof(why),
 		    "message too large: %lld bytes, max_message_size is %lld",
-		    (long long)st.st_size, (long long)maxsize);
-		move_bad(qi, name, why);
-		return IMP_SKIP;
+		    (long long)st->st_size, (long long)p->maxsize);
+		move_bad(qi, p->name, why);
+		return;
 	}
+	p->iklen = ident_key(p->ik, st, p->name);
+	fd = spool_open(qi, p->name);
+	if (fd < 0) {
+		if (errno == ELOOP)
+			move_bad(qi, p->name, "not a regular file: symlink");
+		else if (errno != ENOENT)
+			log_warn(
+			    "queue", "%.200s: %s", p->name, strerror(errno));
+		return;
+	}
+	if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode) ||
+	    fst.st_dev != st->st_dev || fst.st_ino != st->st_ino ||
+	    fst.st_size != st->st_size ||
+	    fst.st_mtim.tv_sec != st->st_mtim.tv_sec ||
+	    fst.st_mtim.tv_nsec != st->st_mtim.tv_nsec) {
+		close(fd);
+		p->r = IMP_RETRY; /* it changed under us: look again later */
+		return;
+	}
+	if (bufcap < (size_t)st->st_size + 1) {
+		free(buf);
+		bufcap = (size_t)st->st_size + 1;
+		buf = xmalloc(bufcap);
+	}
+	while (got < (size_t)st->st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st->st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	if (got != (size_t)st->st_size) {
+		p->r = IMP_RETRY;
+		return;
+	}
+	if (qp_message_parse(buf, got, qi->hostname, &p->pr) != QP_OK) {
+		move_bad(qi, p->name, p->pr.why);
+		qp_result_free(&p->pr);
+		memset(&p->pr, 0, sizeof(p->pr));
+		return;
+	}
+	if (p->pr.sender == NULL)
+		p->owner = owner_sender(st->st_uid, qi->hostname);
+	queue_id_format(p->id, idstr);
+	now = (time_t)p->now;
+	localtime_r(&now, &tm);
+	strftime(tbuf, sizeof(tbuf), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	snprintf(received, sizeof(received),
+	    "Received: by %s (relayq, from userid %u)\r\n\tid %s; %s\r\n",
+	    qi->hostname, (unsigned)st->st_uid, idstr, tbuf);
+	snprintf(date, sizeof(date), "Date: %s\r\n", tbuf);
+	strftime(tbuf, sizeof(tbuf), "%Y%m%d%H%M%S", &tm);
+	snprintf(msgid, sizeof(msgid), "Message-ID: <%s.%s@%s>\r\n", tbuf,
+	    idstr, qi->hostname);
+	body = qp_message_build(buf, got, &p->pr, received, date, msgid, &blen);
+	qrec_body_encode(&p->rec, body, blen, 1);
+	p->rawlen = blen;
+	free(body);
+	p->r = IMP_QUEUED;
+	/* a big message leaves no big buffer behind in the thread */
+	if (bufcap > (1u << 20)) {
+		free(buf);
+		buf = NULL;
+		bufcap = 0;
+	}
+}
+
+/* Frees what P holds (its name too when FREE_NAME) and empties it. */
+static void
+prep_clear(struct prep *p, bool free_name)
+{
+	if (free_name)
+		free(p->name);
+	qp_result_free(&p->pr);
+	free(p->owner);
+	free(p->rec.p);
+	memset(p, 0, sizeof(*p));
+}
+
+/* Files prepared file P into txn T (main thread). */
+static enum import_result
+prep_store(struct queue_intake *qi, struct queue_txn *t, struct prep *p,
+    uint64_t first_id, struct qbuf *keys, size_t *budget)
+{
+	const struct stat *st = &p->st;
+	MDB_val key, val;
+	struct queue_msg m;
+
+	if (p->r != IMP_QUEUED)
+		return p->r;
 	/* a stored message takes at most about twice its size */
-	if ((size_t)st.st_size * 2 + 4096 > *budget)
+	if ((size_t)st->st_size * 2 + 4096 > *budget)
 		return IMP_NOROOM;
-	*budget -= (size_t)st.st_size * 2 + 4096;
-	iklen = ident_key(ik, &st, name);
-	key.mv_size = iklen;
-	key.mv_data = ik;
+	*budget -= (size_t)st->st_size * 2 + 4096;
+	key.mv_size = p->iklen;
+	key.mv_data = p->ik;
 	if (mdb_get(t->txn, t->q->dbi[QDB_IDENT], &key, &val) == 0 &&
 	    val.mv_size >= 8) {
 		uint64_t id = qbe64_get(val.mv_data);
@@ -786,109 +989,201 @@ import_one(struct queue_intake *qi, struct queue_txn *t, const char *name,
 			return IMP_SKIP; /* already in this very txn */
 		/* committed before a crash, not unlinked: finish the job */
 		queue_id_format(id, idstr);
-		log_info("queue", "%.200s: already queued as %s: removed", name,
-		    idstr);
-		(void)unlinkat(qi->din, name, 0);
-		return IMP_SKIP;
-	}
-	fd = openat(qi->din, name,
-	    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		if (errno == ELOOP)
-			move_bad(qi, name, "not a regular file: symlink");
-		else if (errno != ENOENT)
-			log_warn("queue", "%.200s: %s", name, strerror(errno));
-		return IMP_SKIP;
-	}
-	if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode) ||
-	    fst.st_dev != st.st_dev || fst.st_ino != st.st_ino ||
-	    fst.st_size != st.st_size ||
-	    fst.st_mtim.tv_sec != st.st_mtim.tv_sec ||
-	    fst.st_mtim.tv_nsec != st.st_mtim.tv_nsec) {
-		close(fd);
-		return IMP_RETRY; /* it changed under us: look again later */
-	}
-	if (qi->bufcap < (size_t)st.st_size + 1) {
-		qi->bufcap = (size_t)st.st_size + 1;
-		free(qi->buf);
-		qi->buf = xmalloc(qi->bufcap);
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, qi->buf + got, (size_t)st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	if (got != (size_t)st.st_size)
-		return IMP_RETRY;
-	if (qp_message_parse(qi->buf, got, qi->hostname, &pr) != QP_OK) {
-		move_bad(qi, name, pr.why);
-		qp_result_free(&pr);
+		log_info("queue", "%.200s: already queued as %s: removed",
+		    p->name, idstr);
+		(void)unlinkat(qi->din, p->name, 0);
 		return IMP_SKIP;
 	}
 	memset(&m, 0, sizeof(m));
-	m.id = queue_id_next(t);
-	queue_id_format(m.id, m.idstr);
-	m.cls = (enum cfg_class)pr.cls;
-	m.arrival = t->now;
-	m.uid = (uint32_t)st.st_uid;
-	m.sender = pr.sender ? pr.sender
-			     : owner_sender(st.st_uid, qi->hostname);
-	m.envid = pr.envid;
-	m.ret = pr.ret;
-	m.nrcpt = pr.nrcpt;
-	m.rcpts = xcalloc(pr.nrcpt, sizeof(*m.rcpts));
-	for (size_t i = 0; i < pr.nrcpt; i++) {
-		m.rcpts[i].addr = pr.rcpts[i].addr;
-		m.rcpts[i].orcpt = pr.rcpts[i].orcpt;
-		m.rcpts[i].notify = pr.rcpts[i].notify;
+	m.id = p->id;
+	m.cls = (enum cfg_class)p->pr.cls;
+	m.arrival = p->now;
+	m.uid = (uint32_t)st->st_uid;
+	m.sender = p->pr.sender ? p->pr.sender : p->owner;
+	m.envid = p->pr.envid;
+	m.ret = p->pr.ret;
+	m.nrcpt = p->pr.nrcpt;
+	m.rcpts = xcalloc(p->pr.nrcpt, sizeof(*m.rcpts));
+	for (size_t i = 0; i < p->pr.nrcpt; i++) {
+		m.rcpts[i].addr = p->pr.rcpts[i].addr;
+		m.rcpts[i].orcpt = p->pr.rcpts[i].orcpt;
+		m.rcpts[i].notify = p->pr.rcpts[i].notify;
 		m.rcpts[i].state = RCPT_PENDING;
-		m.rcpts[i].next_attempt = t->now;
+		m.rcpts[i].next_attempt = p->now;
 	}
-	now = (time_t)t->now;
-	localtime_r(&now, &tm);
-	strftime(tbuf, sizeof(tbuf), "%a, %d %b %Y %H:%M:%S %z", &tm);
-	snprintf(received, sizeof(received),
-	    "Received: by %s (relayq, from userid %u)\r\n\tid %s; %s\r\n",
-	    qi->hostname, (unsigned)st.st_uid, m.idstr, tbuf);
-	snprintf(date, sizeof(date), "Date: %s\r\n", tbuf);
-	strftime(tbuf, sizeof(tbuf), "%Y%m%d%H%M%S", &tm);
-	snprintf(msgid, sizeof(msgid), "Message-ID: <%s.%s@%s>\r\n", tbuf,
-	    m.idstr, qi->hostname);
-	body = qp_message_build(
-	    qi->buf, got, &pr, received, date, msgid, &blen);
 	queue_expiry_times(qi->q, &m);
-	queue_msg_store(t, &m, body, blen, 1);
-	free(body);
+	queue_msg_store_rec(t, &m, p->rec.p, p->rec.n, p->rawlen);
+	free(m.rcpts);
 	{
 		uint8_t v[16];
 		MDB_val iv = { 16, v };
 
 		qbe64_put(v, m.id);
 		qbe64_put(v + 8, (uint64_t)t->now);
-		key.mv_size = iklen;
-		key.mv_data = ik;
+		key.mv_size = p->iklen;
+		key.mv_data = p->ik;
 		queue_txn_fail(t,
 		    mdb_put(t->txn, t->q->dbi[QDB_IDENT], &key, &iv, 0),
 		    "ident");
 	}
-	if (pr.sender == NULL)
-		free(m.sender);
-	free(m.rcpts);
-	qp_result_free(&pr);
 	if (t->err != QUEUE_OK)
 		return IMP_RETRY;
 	{
-		uint8_t hdr[2] = { (uint8_t)(iklen >> 8), (uint8_t)iklen };
+		uint8_t hdr[2] = { (uint8_t)(p->iklen >> 8),
+			(uint8_t)p->iklen };
 
 		qbuf_put(keys, hdr, 2);
-		qbuf_put(keys, ik, iklen);
+		qbuf_put(keys, p->ik, p->iklen);
 	}
 	return IMP_QUEUED;
+}
+
+/* ---- the readers ---- */
+
+/* A reader thread: prepares the oldest file no one took yet. */
+static void *
+reader(void *arg)
+{
+	struct queue_intake *qi = arg;
+
+	pthread_mutex_lock(&qi->rmu);
+	for (;;) {
+		struct prep *p;
+
+		if (qi->rstop)
+			break;
+		if (qi->rnext == qi->rtail) {
+			pthread_cond_wait(&qi->rwork, &qi->rmu);
+			continue;
+		}
+		p = &qi->ring[qi->rnext++ % RING];
+		p->state = PREP_BUSY;
+		pthread_mutex_unlock(&qi->rmu);
+		prep_run(qi, p);
+		pthread_mutex_lock(&qi->rmu);
+		p->state = PREP_DONE;
+		if (qi->rwaiting)
+			pthread_cond_signal(&qi->rdone);
+	}
+	pthread_mutex_unlock(&qi->rmu);
+	free(buf);
+	buf = NULL;
+	bufcap = 0;
+	qrec_thread_done();
+	return NULL;
+}
+
+/* Moves to the spare id range when the usable one is used up. */
+static bool
+ids_take(struct queue_intake *qi, uint64_t *id)
+{
+	if (qi->id_next == qi->id_end) {
+		if (qi->id_spare == qi->id_spare_end)
+			return false;
+		qi->id_next = qi->id_spare;
+		qi->id_end = qi->id_spare_end;
+		qi->id_spare = qi->id_spare_end = 0;
+	}
+	*id = qi->id_next++;
+	return true;
+}
+
+/* Reserves the next id range in T when the ids left run low. */
+static void
+ids_reserve(struct queue_intake *qi, struct queue_txn *t)
+{
+	qi->id_res = qi->id_res_end = 0;
+	if (qi->id_spare != qi->id_spare_end ||
+	    qi->id_end - qi->id_next >= IDRANGE / 2)
+		return;
+	qi->id_res = queue_id_reserve(t, IDRANGE);
+	qi->id_res_end = qi->id_res + IDRANGE;
+}
+
+/* T committed: its reservation becomes the spare range. */
+static void
+ids_committed(struct queue_intake *qi)
+{
+	if (qi->id_res != qi->id_res_end) {
+		qi->id_spare = qi->id_res;
+		qi->id_spare_end = qi->id_res_end;
+	}
+	qi->id_res = qi->id_res_end = 0;
+}
+
+/* Hands pending names to the readers while the ring and the ids last. */
+static void
+ring_feed(struct queue_intake *qi)
+{
+	int64_t maxsize = cfg_int(
+	    cfg_scope(qi->q->cfg, NULL), CFG_MAX_MESSAGE_SIZE);
+	int64_t now = rq_now();
+	size_t added = 0;
+
+	pthread_mutex_lock(&qi->rmu);
+	while (qi->rtail - qi->rhead < RING) {
+		struct prep *p = &qi->ring[qi->rtail % RING];
+		uint64_t id;
+		char *name;
+
+		if (qi->head == qi->tail || !ids_take(qi, &id))
+			break;
+		name = pending_pop(qi);
+		memset(p, 0, sizeof(*p));
+		p->name = name;
+		p->id = id;
+		p->now = now;
+		p->maxsize = maxsize;
+		p->state = PREP_NEW;
+		qi->rtail++;
+		added++;
+	}
+	if (added > 0)
+		pthread_cond_broadcast(&qi->rwork);
+	pthread_mutex_unlock(&qi->rmu);
+}
+
+/* The oldest file in the ring, prepared (here, if no reader took it). */
+static struct prep *
+ring_take(struct queue_intake *qi)
+{
+	struct prep *p;
+
+	pthread_mutex_lock(&qi->rmu);
+	if (qi->rhead == qi->rtail) {
+		pthread_mutex_unlock(&qi->rmu);
+		return NULL;
+	}
+	p = &qi->ring[qi->rhead % RING];
+	/* rather than sleep until a reader is done with P, prepare files no
+	 * reader took yet (P itself first, when it is one of them) */
+	while (p->state != PREP_DONE) {
+		struct prep *o;
+
+		if (qi->rnext == qi->rtail) {
+			qi->rwaiting = true;
+			pthread_cond_wait(&qi->rdone, &qi->rmu);
+			qi->rwaiting = false;
+			continue;
+		}
+		o = &qi->ring[qi->rnext++ % RING];
+		o->state = PREP_BUSY;
+		pthread_mutex_unlock(&qi->rmu);
+		prep_run(qi, o);
+		pthread_mutex_lock(&qi->rmu);
+		o->state = PREP_DONE;
+	}
+	pthread_mutex_unlock(&qi->rmu);
+	return p;
+}
+
+/* Drops the oldest file of the ring (taken by ring_take()). */
+static void
+ring_pop(struct queue_intake *qi)
+{
+	pthread_mutex_lock(&qi->rmu);
+	qi->rhead++;
+	pthread_mutex_unlock(&qi->rmu);
 }
 
 /* Deletes the identities of files unlinked after the last commit. */
@@ -917,7 +1212,7 @@ intake_pause(struct queue_intake *qi)
 		    "queue full (queue_map_size %lld bytes): intake paused, "
 		    "files stay in incoming/",
 		    (long long)cfg_int(
-			cfg_scope(qi->cfg, NULL), CFG_QUEUE_MAP_SIZE));
+			cfg_scope(qi->q->cfg, NULL), CFG_QUEUE_MAP_SIZE));
 	}
 	return QI_PAUSED;
 }
@@ -926,7 +1221,7 @@ enum queue_intake_result
 queue_intake_run(struct queue_intake *qi, size_t max_files)
 {
 	size_t cfgbatch = (size_t)cfg_int(
-	    cfg_scope(qi->cfg, NULL), CFG_INTAKE_BATCH);
+	    cfg_scope(qi->q->cfg, NULL), CFG_INTAKE_BATCH);
 	struct queue_txn *t;
 	char **names;
 	size_t nnames = 0, batch;
@@ -934,7 +1229,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	enum queue_result r;
 	uint64_t first_id;
 	size_t budget;
-	bool noroom = false;
+	bool noroom = false, ring_empty;
 
 	drain_inotify(qi);
 	/* A listing waits until the pending names are half gone, so that a
@@ -949,8 +1244,13 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	batch = max_files < qi->batch_limit ? max_files : qi->batch_limit;
 	if (batch == 0)
 		batch = 1;
-	jobs_collect(qi, qi->head == qi->tail);
-	if (qi->head == qi->tail) {
+	ring_feed(qi);
+	pthread_mutex_lock(&qi->rmu);
+	ring_empty = qi->rhead == qi->rtail;
+	first_id = ring_empty ? 0 : qi->ring[qi->rhead % RING].id;
+	pthread_mutex_unlock(&qi->rmu);
+	jobs_collect(qi, ring_empty);
+	if (ring_empty && qi->head == qi->tail) {
 		if (qi->idents.n > 0 && (t = queue_txn_begin(qi->q)) != NULL) {
 			idents_delete(qi, t);
 			if (queue_txn_commit(t) == QUEUE_OK)
@@ -960,49 +1260,56 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	}
 	budget = queue_room(qi->q);
 	if (qi->paused &&
-	    budget <
-		(size_t)cfg_int(cfg_scope(qi->cfg, NULL), CFG_QUEUE_MAP_SIZE) /
+	    budget < (size_t)cfg_int(
+			 cfg_scope(qi->q->cfg, NULL), CFG_QUEUE_MAP_SIZE) /
 		    20)
 		return QI_PAUSED; /* wait for real room: no flapping */
 	if ((t = queue_txn_begin(qi->q)) == NULL)
 		return QI_PAUSED;
 	idents_delete(qi, t);
-	first_id = queue_id_next(t);
-	t->nextid--; /* peeked, not used */
+	ids_reserve(qi, t);
 	names = xcalloc(batch, sizeof(*names));
 	while (nnames < batch && t->err == QUEUE_OK) {
-		char *name = pending_pop(qi);
+		struct prep *p;
 		enum import_result ir;
 
-		if (name == NULL)
+		ring_feed(qi);
+		if ((p = ring_take(qi)) == NULL)
 			break;
-		ir = import_one(qi, t, name, first_id, &keys, &budget);
+		ir = prep_store(qi, t, p, first_id, &keys, &budget);
 		if (ir == IMP_NOROOM) {
-			noroom = true;
-			pending_add(qi, name);
-			free(name);
+			noroom = true; /* P stays first in the ring */
 			break;
 		}
 		if (ir == IMP_QUEUED || t->err != QUEUE_OK) {
 			/* queued, or to put back when the txn fails */
-			names[nnames++] = name;
-			continue;
+			names[nnames++] = p->name;
+			prep_clear(p, false);
+		} else {
+			if (ir == IMP_RETRY)
+				qi->rescan =
+				    true; /* seen on the next listing */
+			prep_clear(p, true);
 		}
-		if (ir == IMP_RETRY)
-			qi->rescan = true; /* seen again on the next listing */
-		free(name);
+		ring_pop(qi);
 	}
-	if (nnames == 0 && t->err == QUEUE_OK && qi->idents.n == 0) {
+	if (nnames == 0 && t->err == QUEUE_OK && qi->idents.n == 0 &&
+	    qi->id_res == qi->id_res_end) {
 		queue_txn_abort(t);
 		free(names);
 		free(keys.p);
 		if (noroom)
 			return intake_pause(qi);
-		return qi->head == qi->tail && !qi->rescan ? QI_IDLE : QI_MORE;
+		return qi->head == qi->tail && qi->rhead == qi->rtail &&
+			!qi->rescan
+		    ? QI_IDLE
+		    : QI_MORE;
 	}
 	r = queue_txn_commit(t);
 	if (r != QUEUE_OK) {
-		/* nothing was written: every file stays and is tried again */
+		/* nothing was written: every file stays and is tried again
+		 * (with new ids: the reservation went with the txn) */
+		qi->id_res = qi->id_res_end = 0;
 		for (size_t i = 0; i < nnames; i++) {
 			pending_add(qi, names[i]);
 			free(names[i]);
@@ -1023,6 +1330,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		}
 		return QI_PAUSED;
 	}
+	ids_committed(qi);
 	if (qi->paused) {
 		qi->paused = false;
 		log_info("queue", "queue has room again: intake resumed");
@@ -1040,7 +1348,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		j->keys = keys;
 		job_push(qi, j);
 	}
-	if (qi->head != qi->tail || qi->rescan)
+	if (qi->head != qi->tail || qi->rhead != qi->rtail || qi->rescan)
 		return QI_MORE;
 	/* idle: let the unlinks finish and drop their identities */
 	jobs_collect(qi, true);

@@ -4,7 +4,7 @@
 # Needs root (apt-get); does nothing for packages already installed.
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
- libssl-dev zlib1g-dev libc-ares-dev"
+ libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev"
 test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  git git-email libmailtools-perl
