@@ -1238,7 +1238,7 @@ qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level)
 	qbuf_u8(b, QREC_VERSION);
 	qbuf_u8(b, 1);
 	qbuf_u64(b, len);
-	qbuf_u32(b, (uint32_t)crc32(0, (const Bytef *)body, (uInt)len));
+	qbuf_u32(b, libdeflate_crc32(0, body, len)); /* = zlib crc32() */
 	if (b->cap < 14 + bound) {
 		b->cap = 14 + bound;
 		b->p = xrealloc(b->p, b->cap);

@@ -51,6 +51,7 @@ struct unlink_job {
 };
 
 #define UNLINKERS 8 /* unlink(2) is latency-bound: it scales with threads */
+#define UNLINK_JOBS 4 /* committed batches the unlinks may trail by */
 #define UNLINK_CHUNK 32
 
 enum import_result { IMP_QUEUED, IMP_SKIP, IMP_RETRY, IMP_NOROOM };
@@ -71,9 +72,11 @@ struct prep {
 	char *owner; /* the sender from the file owner, when pr has none */
 	struct qbuf rec; /* the encoded body record */
 	size_t rawlen; /* the stored message's size */
+	size_t held; /* bytes counted in the ring's rbytes */
 };
 
 #define RING 2048 /* files handed to the readers ahead of the txn */
+#define RING_BYTES (32u << 20) /* readers pause when this much is ready */
 #define MAXREADERS 8
 #define IDRANGE 65536 /* ids reserved at a time */
 
@@ -114,6 +117,7 @@ struct queue_intake {
 	pthread_cond_t rwork, rdone;
 	struct prep ring[RING];
 	size_t rhead, rnext, rtail;
+	size_t rbytes; /* memory held by prepared files not yet filed */
 	/* queue ids: [id_next, id_end) usable; [id_spare, id_spare_end) a
 	 * committed range for after it; [id_res, id_res_end) reserved in
 	 * the open txn, usable once it commits */
@@ -355,8 +359,8 @@ unlinker(void *arg)
 	return NULL;
 }
 
-/* Hands a job to the unlinker (or runs it here without a thread); waits
- * while the unlinker is more than two batches behind. */
+/* Hands a job to the unlinkers (or runs it here without threads); waits
+ * while they are UNLINK_JOBS batches behind. */
 static void
 job_push(struct queue_intake *qi, struct unlink_job *j)
 {
@@ -376,7 +380,7 @@ job_push(struct queue_intake *qi, struct unlink_job *j)
 		return;
 	}
 	pthread_mutex_lock(&qi->mu);
-	while (qi->njobs >= 2)
+	while (qi->njobs >= UNLINK_JOBS)
 		pthread_cond_wait(&qi->cv, &qi->mu);
 	j->next = NULL;
 	*qi->jobs_tail = j;
@@ -1052,7 +1056,7 @@ reader(void *arg)
 
 		if (qi->rstop)
 			break;
-		if (qi->rnext == qi->rtail) {
+		if (qi->rnext == qi->rtail || qi->rbytes > RING_BYTES) {
 			pthread_cond_wait(&qi->rwork, &qi->rmu);
 			continue;
 		}
@@ -1062,6 +1066,7 @@ reader(void *arg)
 		prep_run(qi, p);
 		pthread_mutex_lock(&qi->rmu);
 		p->state = PREP_DONE;
+		qi->rbytes += p->held = p->rec.cap;
 		if (qi->rwaiting)
 			pthread_cond_signal(&qi->rdone);
 	}
@@ -1172,7 +1177,13 @@ ring_take(struct queue_intake *qi)
 		prep_run(qi, o);
 		pthread_mutex_lock(&qi->rmu);
 		o->state = PREP_DONE;
+		qi->rbytes += o->held = o->rec.cap;
 	}
+	/* P's memory goes now: readers held back by it may go on */
+	if (qi->rbytes > RING_BYTES && qi->rbytes - p->held <= RING_BYTES)
+		pthread_cond_broadcast(&qi->rwork);
+	qi->rbytes -= p->held;
+	p->held = 0;
 	pthread_mutex_unlock(&qi->rmu);
 	return p;
 }
