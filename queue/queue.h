@@ -199,6 +199,32 @@ enum queue_result
 queue_msg_load(struct queue *, uint64_t id, struct queue_msg **out);
 /* Frees a message and its strings; NULL is fine. */
 void queue_msg_free(struct queue_msg *);
+
+/* How many delivery attempts are kept per recipient (the newest). */
+#define QUEUE_HIST_MAX 20
+
+/* One delivery attempt of a recipient, as queue_rcpt_update() recorded
+ * it.  Owned by the array queue_rcpt_history() returns. */
+struct queue_attempt {
+	uint32_t attempt; /* 1, 2, ...: the recipient's attempts count then */
+	int64_t time; /* unix seconds */
+	enum queue_rcpt_state state; /* the state it left the recipient in */
+	char dsn_status[16]; /* enhanced status "4.4.1", or "" */
+	char *reply; /* SMTP reply or error text (CR/LF stripped), or NULL */
+};
+
+/*
+ * Loads the kept attempts (at most QUEUE_HIST_MAX, the newest) of
+ * recipient IDX of message ID, oldest first, in one short read txn, into
+ * a malloc'd *out of *n entries (NULL and 0 when there are none, as for a
+ * message that does not exist); freed with queue_history_free().  An
+ * invalid record is skipped with a log line.  QUEUE_ERR if the queue
+ * cannot be read.
+ */
+enum queue_result queue_rcpt_history(struct queue *, uint64_t id, uint32_t idx,
+    struct queue_attempt **out, size_t *n);
+/* Frees what queue_rcpt_history() returned; NULL is fine. */
+void queue_history_free(struct queue_attempt *, size_t n);
 /*
  * Loads the message exactly as it is to be sent (CRLF line endings,
  * intake header edits applied) into a malloc'd *buf of *len bytes (plus
@@ -220,7 +246,9 @@ struct queue_txn *queue_txn_begin(struct queue *);
 /*
  * Records an attempt's result for recipient IDX: state, next attempt
  * (ignored unless RCPT_DEFERRED/PENDING), reply and dsn_status (either
- * may be NULL).  Increments attempts, clears QRCPT_LEASED.  Returns
+ * may be NULL).  Increments attempts, clears QRCPT_LEASED, and adds the
+ * attempt to the recipient's history (the QUEUE_HIST_MAX newest are
+ * kept; see queue_rcpt_history()).  Returns
  * QUEUE_NOTFOUND if the message was deleted meanwhile: not an error.
  * Call queue_msg_reschedule() after the last update of a message.
  */

@@ -9,11 +9,12 @@
  * queue_txn_load(), queue_txn_body_load(), queue_msg_insert(),
  * queue_msg_remove(), queue_state_name(); private helpers in queue_int.h.
  *
- * Invariants: a message's msg record, recipient records, body, schedule
- * entry, expiry entries and counts change together in one write txn; a
- * record is validated on every load and one that fails is moved to the
- * corrupt db (in a write txn) or skipped (read-only) with a log line;
- * MDB_NOSYNC is never set, so a commit is durable when it returns.
+ * Invariants: a message's msg record, recipient records, attempt history,
+ * body, schedule entry, expiry entries and counts change together in one
+ * write txn; a record is validated on every load and one that fails is
+ * moved to the corrupt db (in a write txn) or skipped (read-only) with a
+ * log line; MDB_NOSYNC is never set, so a commit is durable when it
+ * returns.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,8 +29,8 @@
 
 #include "queue_int.h"
 
-static const char *const dbnames[QDB_N] = { "msg", "rcpt", "body", "sched",
-	"expiry", "lease", "ident", "counts", "meta", "corrupt" };
+static const char *const dbnames[QDB_N] = { "msg", "rcpt", "hist", "body",
+	"sched", "expiry", "lease", "ident", "counts", "meta", "corrupt" };
 
 /* ---- small helpers ---- */
 
@@ -108,6 +109,14 @@ qkey_rcpt(uint8_t k[12], uint64_t id, uint32_t idx)
 {
 	qbe64_put(k, id);
 	qbe32_put(k + 8, idx);
+}
+
+void
+qkey_hist(uint8_t k[16], uint64_t id, uint32_t idx, uint32_t attempt)
+{
+	qbe64_put(k, id);
+	qbe32_put(k + 8, idx);
+	qbe32_put(k + 12, attempt);
 }
 
 void
@@ -342,6 +351,48 @@ qrec_rcpt_decode(const void *p, size_t n, struct queue_rcpt *rc)
 	return true;
 }
 
+void
+qrec_hist_encode(struct qbuf *b, const struct queue_attempt *a)
+{
+	char ds[16];
+
+	b->n = 0;
+	qbuf_u8(b, QREC_VERSION);
+	qbuf_u8(b, (uint8_t)a->state);
+	qbuf_u8(b, 0);
+	qbuf_u8(b, 0);
+	qbuf_u64(b, (uint64_t)a->time);
+	memset(ds, 0, sizeof(ds));
+	memcpy(ds, a->dsn_status, strnlen(a->dsn_status, sizeof(ds) - 1));
+	qbuf_put(b, ds, sizeof(ds));
+	qbuf_str(b, a->reply);
+}
+
+bool
+qrec_hist_decode(const void *p, size_t n, struct queue_attempt *a)
+{
+	struct qrd r = { p, n, 0, false };
+	const uint8_t *ds;
+	uint8_t pad1, pad2;
+
+	memset(a, 0, sizeof(*a));
+	if (rd_u8(&r) != QREC_VERSION)
+		return false;
+	a->state = (enum queue_rcpt_state)rd_u8(&r);
+	pad1 = rd_u8(&r);
+	pad2 = rd_u8(&r);
+	a->time = (int64_t)rd_u64(&r);
+	ds = rd_take(&r, 16);
+	a->reply = rd_str(&r, true);
+	if (r.bad || r.off != n || ds == NULL || ds[15] != '\0')
+		return false;
+	memcpy(a->dsn_status, ds, 16);
+	if ((unsigned)a->state >= QUEUE_NSTATE || pad1 != 0 || pad2 != 0 ||
+	    a->time < 0)
+		return false;
+	return true;
+}
+
 struct queue_msg *
 queue_msg_dup(const struct queue_msg *v)
 {
@@ -448,6 +499,12 @@ queue_open(const struct cfg *cfg, bool readonly, char *err, size_t errlen)
 	for (int i = 0; i < QDB_N; i++) {
 		rc = mdb_dbi_open(
 		    txn, dbnames[i], readonly ? 0 : MDB_CREATE, &q->dbi[i]);
+		if (rc == MDB_NOTFOUND && readonly && i == QDB_HIST) {
+			/* a queue made before `hist`: the daemon creates it
+			 * when it next opens the queue; no history till then */
+			q->nohist = true;
+			continue;
+		}
 		if (rc != 0) {
 			mdb_txn_abort(txn);
 			snprintf(err, errlen, "queue_dir %s: db %s: %s", dir,
@@ -926,13 +983,45 @@ queue_txn_abort(struct queue_txn *t)
 
 /* ---- loading ---- */
 
+/* Moves every record of DB whose KLEN-byte key starts with id K(8) to
+ * the corrupt db. */
+static void
+quarantine_range(
+    struct queue_txn *t, enum qdbi db, const uint8_t k[8], size_t klen)
+{
+	size_t nl = strlen(dbnames[db]);
+	MDB_cursor *c;
+	MDB_val key = { 8, (void *)(uintptr_t)k }, val;
+	int rc;
+
+	if (mdb_cursor_open(t->txn, t->q->dbi[db], &c) != 0)
+		return;
+	rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
+	while (
+	    rc == 0 && key.mv_size == klen && memcmp(key.mv_data, k, 8) == 0) {
+		uint8_t ck[32];
+		MDB_val ckey = { nl + 1 + klen, ck };
+		/* copy: the put below may move the source page */
+		struct qbuf b = { NULL, 0, 0 };
+
+		memcpy(ck, dbnames[db], nl + 1);
+		memcpy(ck + nl + 1, key.mv_data, klen);
+		qbuf_put(&b, val.mv_data, val.mv_size);
+		val.mv_data = b.p;
+		mdb_put(t->txn, t->q->dbi[QDB_CORRUPT], &ckey, &val, 0);
+		free(b.p);
+		mdb_cursor_del(c, 0);
+		rc = mdb_cursor_get(c, &key, &val, MDB_GET_CURRENT);
+	}
+	mdb_cursor_close(c);
+}
+
 void
 queue_quarantine(struct queue_txn *t, uint64_t id, const char *why)
 {
 	static const enum qdbi dbs[] = { QDB_MSG, QDB_BODY, QDB_LEASE };
 	char idstr[17];
 	uint8_t k[8];
-	MDB_cursor *c;
 	MDB_val key, val;
 
 	queue_id_format(id, idstr);
@@ -963,32 +1052,8 @@ queue_quarantine(struct queue_txn *t, uint64_t id, const char *why)
 		}
 		mdb_del(t->txn, t->q->dbi[dbs[i]], &key, NULL);
 	}
-	if (mdb_cursor_open(t->txn, t->q->dbi[QDB_RCPT], &c) != 0)
-		return;
-	key.mv_size = 8;
-	key.mv_data = k;
-	if (mdb_cursor_get(c, &key, &val, MDB_SET_RANGE) == 0) {
-		do {
-			uint8_t ck[32];
-
-			if (key.mv_size != 12 || memcmp(key.mv_data, k, 8) != 0)
-				break;
-			memcpy(ck, "rcpt", 5);
-			memcpy(ck + 5, key.mv_data, 12);
-			{
-				MDB_val ckey = { 17, ck };
-				struct qbuf b = { NULL, 0, 0 };
-
-				qbuf_put(&b, val.mv_data, val.mv_size);
-				val.mv_data = b.p;
-				mdb_put(t->txn, t->q->dbi[QDB_CORRUPT], &ckey,
-				    &val, 0);
-				free(b.p);
-			}
-			mdb_cursor_del(c, 0);
-		} while (mdb_cursor_get(c, &key, &val, MDB_GET_CURRENT) == 0);
-	}
-	mdb_cursor_close(c);
+	quarantine_range(t, QDB_RCPT, k, 12);
+	quarantine_range(t, QDB_HIST, k, 16);
 }
 
 enum queue_result
@@ -1206,6 +1271,36 @@ queue_put_rcpt(struct queue_txn *t, uint64_t id, const struct queue_rcpt *rc)
 	    t, mdb_put(t->txn, t->q->dbi[QDB_RCPT], &key, &val, 0), "put rcpt");
 }
 
+enum queue_result
+queue_put_hist(struct queue_txn *t, uint64_t id, uint32_t idx,
+    const struct queue_attempt *a)
+{
+	static __thread struct qbuf b;
+	uint8_t k[16];
+	MDB_val key = { 16, k }, val;
+	int rc;
+
+	if (t->err != QUEUE_OK)
+		return t->err;
+	qkey_hist(k, id, idx, a->attempt);
+	qrec_hist_encode(&b, a);
+	val.mv_size = b.n;
+	val.mv_data = b.p;
+	if (queue_txn_fail(t,
+		mdb_put(t->txn, t->q->dbi[QDB_HIST], &key, &val, 0),
+		"put hist") != QUEUE_OK)
+		return t->err;
+	if (a->attempt <= QUEUE_HIST_MAX)
+		return QUEUE_OK;
+	/* one in, one out: attempt - QUEUE_HIST_MAX leaves (if it was
+	 * ever written: a queue from before `hist` has none) */
+	qkey_hist(k, id, idx, a->attempt - QUEUE_HIST_MAX);
+	rc = mdb_del(t->txn, t->q->dbi[QDB_HIST], &key, NULL);
+	if (rc != MDB_NOTFOUND)
+		queue_txn_fail(t, rc, "trim hist");
+	return t->err;
+}
+
 /*
  * qrec_body_encode()'s compressors, per thread and per level.  Bodies are
  * zlib streams (RFC 1950) written by libdeflate, which takes 40% less CPU
@@ -1381,6 +1476,35 @@ del_key(struct queue_txn *t, enum qdbi db, const void *k, size_t n)
 		queue_txn_fail(t, rc, "delete");
 }
 
+/* Deletes every attempt record of message ID (all its recipients). */
+static void
+hist_remove(struct queue_txn *t, uint64_t id)
+{
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val;
+	MDB_cursor *c;
+	int rc;
+
+	if (t->err != QUEUE_OK)
+		return;
+	rc = mdb_cursor_open(t->txn, t->q->dbi[QDB_HIST], &c);
+	if (queue_txn_fail(t, rc, "hist cursor") != QUEUE_OK)
+		return;
+	qkey_id(k, id);
+	rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
+	while (rc == 0 && key.mv_size == 16 && qbe64_get(key.mv_data) == id) {
+		rc = mdb_cursor_del(c, 0);
+		if (queue_txn_fail(t, rc, "delete hist") != QUEUE_OK)
+			break;
+		/* after a delete the cursor is on the next record, and
+		 * MDB_NEXT returns that one (LMDB's C_DEL) */
+		rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+	}
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		queue_txn_fail(t, rc, "hist cursor");
+	mdb_cursor_close(c);
+}
+
 enum queue_result
 queue_msg_remove(struct queue_txn *t, uint64_t id)
 {
@@ -1395,6 +1519,7 @@ queue_msg_remove(struct queue_txn *t, uint64_t id)
 		qkey_rcpt(k, id, (uint32_t)i);
 		del_key(t, QDB_RCPT, k, 12);
 	}
+	hist_remove(t, id);
 	qkey_id(k, id);
 	del_key(t, QDB_BODY, k, 8);
 	del_key(t, QDB_LEASE, k, 8);

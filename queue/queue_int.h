@@ -10,13 +10,14 @@
 
 #include "queue.h"
 
-#define QREC_VERSION 1 /* first byte of every msg, rcpt and body record */
+#define QREC_VERSION 1 /* first byte of every msg, rcpt, hist, body record */
 #define QUEUE_SCHEMA 1 /* meta "schema" */
 
 /* Named databases (see doc/design.md, "Queue schema"). */
 enum qdbi {
 	QDB_MSG, /* id(8) -> envelope */
 	QDB_RCPT, /* id(8)|idx(4) -> recipient */
+	QDB_HIST, /* id(8)|idx(4)|attempt(4) -> one delivery attempt */
 	QDB_BODY, /* id(8) -> version|method|rawlen(8)|crc(4)|data */
 	QDB_SCHED, /* cls(1)|due(8)|id(8) -> "" */
 	QDB_EXPIRY, /* when(8)|id(8)|kind(1) -> "" */
@@ -33,6 +34,7 @@ struct queue {
 	MDB_dbi dbi[QDB_N];
 	const struct cfg *cfg;
 	bool readonly;
+	bool nohist; /* read-only open of a queue made before `hist` existed */
 	char *dir;
 	int wake_fd; /* inotify on queue_dir for the wakeup file */
 	MDB_txn *rtxn; /* the reusable read txn (reset when idle) */
@@ -115,10 +117,13 @@ void qrec_msg_encode(struct qbuf *, const struct queue_msg *);
 bool qrec_msg_decode(const void *, size_t, struct queue_msg *view);
 void qrec_rcpt_encode(struct qbuf *, const struct queue_rcpt *);
 bool qrec_rcpt_decode(const void *, size_t, struct queue_rcpt *view);
+void qrec_hist_encode(struct qbuf *, const struct queue_attempt *);
+bool qrec_hist_decode(const void *, size_t, struct queue_attempt *view);
 
 /* Key builders. */
 void qkey_id(uint8_t k[8], uint64_t id);
 void qkey_rcpt(uint8_t k[12], uint64_t id, uint32_t idx);
+void qkey_hist(uint8_t k[16], uint64_t id, uint32_t idx, uint32_t attempt);
 void qkey_sched(uint8_t k[17], int cls, int64_t due, uint64_t id);
 void qkey_expiry(uint8_t k[17], int64_t when, uint64_t id, int kind);
 
@@ -158,6 +163,10 @@ uint64_t queue_id_next(struct queue_txn *);
 enum queue_result queue_put_msg(struct queue_txn *, const struct queue_msg *);
 enum queue_result
 queue_put_rcpt(struct queue_txn *, uint64_t id, const struct queue_rcpt *);
+/* Writes attempt A of recipient IDX and drops the one QUEUE_HIST_MAX
+ * before it, so at most QUEUE_HIST_MAX are kept. */
+enum queue_result queue_put_hist(struct queue_txn *, uint64_t id, uint32_t idx,
+    const struct queue_attempt *a);
 /* Encodes BODY as a body record, compressed with zlib LEVEL, into B (which
  * it resets); safe to call from any thread. */
 void qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level);

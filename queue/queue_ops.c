@@ -10,15 +10,17 @@
  * queue_msg_set_flags(), queue_msg_hold(), queue_msg_release(),
  * queue_msg_flush(), queue_expiry_next(), queue_expiry_due(),
  * queue_expiry_clear(), queue_scan(), queue_counts_get(),
- * queue_domain_counts(), queue_notify(), queue_wakeup_fd(),
- * queue_wakeup_drain().
+ * queue_domain_counts(), queue_rcpt_history(), queue_history_free(),
+ * queue_notify(), queue_wakeup_fd(), queue_wakeup_drain().
  *
  * Invariants: a message has a schedule entry cls|due|id exactly when it
  * is not held and has a recipient pending or deferred, and msg.due names
  * it; due is the earliest next_attempt of those recipients.  It has an
  * expiry entry for warn_at (return_at) exactly when that is non-zero, it
  * is not held, and the warning (return) was not sent.  A message is in
- * the lease db exactly when a recipient has QRCPT_LEASED.
+ * the lease db exactly when a recipient has QRCPT_LEASED.  Each
+ * queue_rcpt_update() adds one hist record (attempt = the new attempts
+ * count) and drops the one QUEUE_HIST_MAX older, in the same txn.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -388,6 +390,7 @@ queue_rcpt_update(struct queue_txn *t, uint64_t id, uint32_t idx,
 {
 	struct queue_msg *m;
 	struct queue_rcpt rc;
+	struct queue_attempt a;
 	char *mem = NULL, buf[1001];
 	enum queue_result r;
 
@@ -410,17 +413,26 @@ queue_rcpt_update(struct queue_txn *t, uint64_t id, uint32_t idx,
 	rc.next_attempt = (st == RCPT_PENDING || st == RCPT_DEFERRED)
 	    ? (next_attempt > 0 ? next_attempt : t->now)
 	    : 0;
+	/* the history keeps what this attempt said (NULL: nothing new),
+	 * the recipient record the last thing said */
+	memset(&a, 0, sizeof(a));
+	a.attempt = rc.attempts;
+	a.time = t->now;
+	a.state = st;
 	if (reply != NULL) {
 		rq_sanitize(buf, sizeof(buf), reply, strlen(reply));
 		rc.reply = buf;
+		a.reply = buf;
 	}
 	if (dsn_status != NULL) {
 		memset(rc.dsn_status, 0, sizeof(rc.dsn_status));
 		memcpy(rc.dsn_status, dsn_status,
 		    strnlen(dsn_status, sizeof(rc.dsn_status) - 1));
+		memcpy(a.dsn_status, rc.dsn_status, sizeof(a.dsn_status));
 	}
 	queue_count_rcpt(t, m, &rc, 1);
 	queue_put_rcpt(t, id, &rc);
+	queue_put_hist(t, id, idx, &a);
 	env_free(m);
 	free(mem);
 	return t->err;
@@ -737,6 +749,65 @@ queue_scan(struct queue *q, uint64_t from_id, queue_scan_cb cb, void *arg)
 	}
 	free(rcpts);
 	return total;
+}
+
+enum queue_result
+queue_rcpt_history(struct queue *q, uint64_t id, uint32_t idx,
+    struct queue_attempt **out, size_t *n)
+{
+	struct queue_attempt *v = NULL;
+	size_t nv = 0, cap = 0;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	uint8_t k[16];
+	MDB_val key = { 16, k }, val;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if (q->nohist)
+		return QUEUE_OK;
+	if ((txn = queue_rtxn(q)) == NULL)
+		return QUEUE_ERR;
+	if (mdb_cursor_open(txn, q->dbi[QDB_HIST], &c) != 0) {
+		queue_rtxn_done(q);
+		return QUEUE_ERR;
+	}
+	qkey_hist(k, id, idx, 0);
+	rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
+	for (; rc == 0 && key.mv_size == 16 && memcmp(key.mv_data, k, 12) == 0;
+	     rc = mdb_cursor_get(c, &key, &val, MDB_NEXT)) {
+		struct queue_attempt a;
+		uint32_t no = qbe32_get((uint8_t *)key.mv_data + 12);
+
+		if (!qrec_hist_decode(val.mv_data, val.mv_size, &a)) {
+			log_warn("queue",
+			    "%016llX: invalid hist record (recipient %u, "
+			    "attempt %u): skipped",
+			    (unsigned long long)id, idx, no);
+			continue;
+		}
+		if (nv == cap) {
+			cap = cap ? cap * 2 : QUEUE_HIST_MAX;
+			v = xrealloc(v, cap * sizeof(*v));
+		}
+		a.attempt = no;
+		a.reply = a.reply ? xstrdup(a.reply) : NULL;
+		v[nv++] = a;
+	}
+	mdb_cursor_close(c);
+	queue_rtxn_done(q);
+	*out = v;
+	*n = nv;
+	return QUEUE_OK;
+}
+
+void
+queue_history_free(struct queue_attempt *v, size_t n)
+{
+	for (size_t i = 0; v != NULL && i < n; i++)
+		free(v[i].reply);
+	free(v);
 }
 
 enum queue_result

@@ -1,8 +1,8 @@
 /*
  * cmd_show.c - `relayq show ID`: a message's envelope, each recipient's
- * state and history (attempts, last and next attempt, last reply), then
- * the message exactly as it will be sent (CRLF line endings), like
- * Postfix's postcat -q.
+ * state and history (attempts, last and next attempt, last reply, then
+ * one line per kept attempt, oldest first), then the message exactly as
+ * it will be sent (CRLF line endings), like Postfix's postcat -q.
  *
  * Public: cmd_show().  Exit 0; 64 usage; 67 (EX_NOUSER) no such message;
  * 77 permission; 75 queue error.
@@ -34,20 +34,59 @@ tools_printf(const char *fmt, ...)
 		    buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
+/* Formats unix time T as "2026-11-22 03:17:07 +0000" into buf. */
+static const char *
+fmt_date(int64_t t, char *buf, size_t len)
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	localtime_r(&tt, &tm);
+	if (strftime(buf, len, "%Y-%m-%d %H:%M:%S %z", &tm) == 0)
+		snprintf(buf, len, "%lld", (long long)t);
+	return buf;
+}
+
 /* Formats unix time T as "2026-11-22 03:17:07 +0000 (1795321027)". */
 static const char *
 fmt_time(int64_t t, char *buf, size_t len)
 {
-	struct tm tm;
-	time_t tt = (time_t)t;
 	char b[64];
 
 	if (t <= 0)
 		return "-";
-	localtime_r(&tt, &tm);
-	strftime(b, sizeof(b), "%Y-%m-%d %H:%M:%S %z", &tm);
-	snprintf(buf, len, "%s (%lld)", b, (long long)t);
+	snprintf(
+	    buf, len, "%s (%lld)", fmt_date(t, b, sizeof(b)), (long long)t);
 	return buf;
+}
+
+/*
+ * Prints the kept attempts of recipient IDX, oldest first, one a line:
+ * "      2026-11-22 06:00:00 +0000 deferred 4.4.1 (reply)".  Nothing when
+ * there are none; a line saying so when they cannot be read.
+ */
+static void
+show_history(struct queue *q, uint64_t id, uint32_t idx)
+{
+	struct queue_attempt *v;
+	size_t n;
+	char t1[64];
+
+	if (queue_rcpt_history(q, id, idx, &v, &n) != QUEUE_OK) {
+		tools_printf("    history: (cannot be read)\n");
+		return;
+	}
+	if (n > 0)
+		tools_printf("    history:\n");
+	for (size_t i = 0; i < n; i++)
+		tools_printf("      %s %s%s%s%s%.1000s%s\n",
+		    fmt_date(v[i].time, t1, sizeof(t1)),
+		    queue_state_name(v[i].state),
+		    v[i].dsn_status[0] != '\0' ? " " : "", v[i].dsn_status,
+		    v[i].reply != NULL ? " (" : "",
+		    v[i].reply != NULL ? v[i].reply : "",
+		    v[i].reply != NULL ? ")" : "");
+	queue_history_free(v, n);
 }
 
 static void
@@ -141,6 +180,7 @@ show_one(struct queue *q, uint64_t id, bool env, bool body)
 								    : "",
 				    (rc2->notify & QNOTIFY_DELAY) ? "DELAY"
 								  : "");
+			show_history(q, id, rc2->idx);
 		}
 		if (body)
 			tools_printf("*** MESSAGE CONTENTS %s ***\n", m->idstr);

@@ -1,9 +1,11 @@
 """The runner under control while it runs: hold, release, flush and
-delete made by other processes take effect within about a second, and
-`run --exit-when-idle` exits once nothing is due."""
+delete made by other processes take effect within about a second,
+`run --exit-when-idle` exits once nothing is due, and `show` prints each
+recipient's attempt history while the runner retries."""
 import json
 import os
 import pwd
+import re
 import time
 
 import rqlib
@@ -109,6 +111,81 @@ def test_user_switch():
         check_eq(st.st_uid, pwd.getpwnam("nobody").pw_uid, "queue owner")
         check_eq(st.st_mode & 0o777, 0o700, "queue mode")
         stop(p)
+
+
+HIST = re.compile(r"^      (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}) "
+                  r"(\w+)(?: (\d\.\d{1,3}\.\d{1,3}))?(?: \((.*)\))?$")
+
+
+def show_recipients(out):
+    """`relayq show --envelope` output: {addr: {"lines": [...], "history":
+    [(date, state, dsn, reply)]}}."""
+    rcpts, cur, in_hist = {}, None, False
+    for line in out.splitlines():
+        m = re.match(r"^recipient: <(.*)>$", line)
+        if m:
+            cur = rcpts.setdefault(m.group(1), {"lines": [], "history": []})
+            in_hist = False
+        elif cur is None:
+            continue
+        elif line == "    history:":
+            in_hist = True
+        elif in_hist and line.startswith("      "):
+            h = HIST.match(line)
+            check(h, "bad history line %r" % line)
+            cur["history"].append(h.groups())
+        else:
+            in_hist = False
+            cur["lines"].append(line)
+    return rcpts
+
+
+def test_show_history():
+    """A recipient deferred again and again (nothing listens on the
+    relayhost's port): `show` lists every attempt under it, oldest first,
+    with state, status and reply, and keeps its other lines as they
+    were."""
+    port = rqlib.free_port()
+    with rqlib.Env() as env:
+        env.write_conf("relayhost = [127.0.0.1]:%d\nretry.min = 1s\n"
+                       "retry.max = 1s\ntimeout.hoststatus = 0\n" % port)
+        drop(env, "h@dst.test")
+        p = start(env)
+        rqlib.wait_for(lambda: sum(1 for d in deliveries(env)
+                                   if d["to"] == "h@dst.test") >= 3, 30,
+                       what="three deferrals")
+        stop(p)
+        ds = [d for d in deliveries(env) if d["to"] == "h@dst.test"]
+        check(all(d["status"] == "deferred" for d in ds), "not deferred")
+        qid = ds[0]["qid"]
+        out = env.run("show", "--envelope", qid, check_rc=0).stdout.decode()
+        r = show_recipients(out).get("h@dst.test")
+        check(r is not None, "no recipient in:\n%s" % out)
+        hist = r["history"]
+        check(len(hist) >= 2, "history lines: %d in:\n%s" % (len(hist), out))
+        # one line per attempt the daemon logged, in the same order
+        check_eq(len(hist), len(ds), "history lines vs delivery lines")
+        for (date, state, dsn, reply), d in zip(hist, ds):
+            check_eq(state, "deferred", "state in history")
+            check_eq(dsn, d["dsn"], "status in history")
+            check(reply and "127.0.0.1" in reply and
+                  "Connection refused" in reply and str(port) in reply,
+                  "reply in history: %r" % reply)
+            check(reply in d["reason"], "history %r, log %r" %
+                  (reply, d["reason"]))
+        check_eq([h[0] for h in hist], sorted(h[0] for h in hist),
+                 "history oldest first")
+        # the lines show printed before are still there, unchanged
+        check("    attempts: %d" % len(ds) in r["lines"], r["lines"])
+        check("    state: deferred" in r["lines"], r["lines"])
+        check("    reason: %s" % hist[-1][3] in r["lines"], r["lines"])
+        check_eq(r["lines"][0:2], ["    state: deferred",
+                                   "    attempts: %d" % len(ds)],
+                 "first recipient lines")
+        # the full `show` has the history too, before the message
+        full = env.run("show", qid, check_rc=0).stdout
+        i = full.find(b"    history:\n")
+        check(0 < i < full.find(b"*** MESSAGE CONTENTS"), "history placed")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
  * (table-driven), and the LMDB queue in a temporary directory: intake
  * (group commit, exactly-once identities, bad input), the schedule with
  * leases, recipient updates and removal, hold/release/flush, the expiry
- * index, counts, paged scans and corrupt records.
+ * index, counts, paged scans, corrupt records, and the per-recipient
+ * attempt history (kept to the newest QUEUE_HIST_MAX, removed with the
+ * message).
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -593,6 +595,212 @@ test_queue_db(void)
 	cfg_free(cfg);
 }
 
+/* The number of hist records of message ID (raw, not validated). */
+static size_t
+hist_count(struct queue *q, uint64_t id)
+{
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	size_t n = 0;
+	int rc;
+
+	qkey_id(k, id);
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return (size_t)-1;
+	mdb_cursor_open(txn, q->dbi[QDB_HIST], &c);
+	rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
+	for (; rc == 0 && key.mv_size == 16 && qbe64_get(key.mv_data) == id;
+	     rc = mdb_cursor_get(c, &key, &val, MDB_NEXT))
+		n++;
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return n;
+}
+
+/* Inserts a message to RCPTS recipients at a.test; returns its id. */
+static uint64_t
+hist_msg(struct queue *q, size_t nrcpt)
+{
+	struct queue_rcpt r[4];
+	struct queue_msg env = { 0 };
+	const char *body = "Subject: h\r\n\r\nhist\r\n";
+	struct queue_txn *t = queue_txn_begin(q);
+	uint64_t id = 0;
+
+	memset(r, 0, sizeof(r));
+	for (size_t i = 0; i < nrcpt; i++)
+		r[i].addr = (char *)"h@a.test";
+	env.cls = CFG_NORMAL;
+	env.sender = (char *)"s@a.test";
+	env.nrcpt = nrcpt;
+	env.rcpts = r;
+	CHECK_INT(queue_msg_insert(t, &env, body, strlen(body), &id), QUEUE_OK);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+	return id;
+}
+
+/* One attempt's result for recipient IDX of ID, committed. */
+static void
+hist_update(struct queue *q, uint64_t id, uint32_t idx,
+    enum queue_rcpt_state st, const char *reply, const char *dsn)
+{
+	struct queue_txn *t = queue_txn_begin(q);
+
+	CHECK_INT(queue_rcpt_update(t, id, idx, st, rq_now() + 60, reply, dsn),
+	    QUEUE_OK);
+	CHECK_INT(queue_msg_reschedule(t, id), QUEUE_OK);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+}
+
+/* The attempt history: one record per update, the 20 newest kept, read
+ * oldest first, bad records skipped, removed and quarantined with the
+ * message. */
+static void
+test_history(void)
+{
+	struct cfg *cfg = make_cfg("");
+	char err[256], reply[64];
+	struct queue *q = queue_open(cfg, false, err, sizeof(err));
+	struct queue_attempt *v;
+	struct queue_txn *t;
+	struct queue_msg *m;
+	uint64_t a, b;
+	size_t n;
+
+	CHECK(q != NULL);
+	if (q == NULL) {
+		fprintf(stderr, "%s\n", err);
+		cfg_free(cfg);
+		return;
+	}
+	a = hist_msg(q, 2);
+	b = hist_msg(q, 1);
+	CHECK_INT(queue_rcpt_history(q, a, 0, &v, &n), QUEUE_OK);
+	CHECK_INT(n, 0);
+	CHECK(v == NULL);
+	for (int i = 1; i <= 25; i++) {
+		snprintf(reply, sizeof(reply), "451 4.3.0 try %d", i);
+		hist_update(q, a, 0, RCPT_DEFERRED, reply, "4.3.0");
+		CHECK_INT(hist_count(q, a), i < QUEUE_HIST_MAX ? i : 20);
+	}
+	hist_update(q, a, 1, RCPT_DEFERRED, "451 a\r\nb", "4.2.0");
+	hist_update(q, a, 1, RCPT_DEFERRED, NULL, NULL);
+	hist_update(q, a, 1, RCPT_DEFERRED, "452 full", "4.2.2");
+	hist_update(q, b, 0, RCPT_DEFERRED, "421 bye", "4.4.2");
+	CHECK_INT(hist_count(q, a), 23);
+	CHECK_INT(hist_count(q, b), 1);
+
+	/* exactly the 20 newest, oldest first */
+	CHECK_INT(queue_rcpt_history(q, a, 0, &v, &n), QUEUE_OK);
+	CHECK_INT(n, QUEUE_HIST_MAX);
+	if (n == QUEUE_HIST_MAX) {
+		CHECK_INT(v[0].attempt, 6);
+		CHECK_STR(v[0].reply, "451 4.3.0 try 6");
+		CHECK_INT(v[19].attempt, 25);
+		CHECK_STR(v[19].reply, "451 4.3.0 try 25");
+		CHECK_STR(v[19].dsn_status, "4.3.0");
+		CHECK_INT(v[19].state, RCPT_DEFERRED);
+		for (size_t i = 1; i < n; i++)
+			CHECK(v[i].time >= v[i - 1].time &&
+			    v[i].attempt == v[i - 1].attempt + 1);
+		CHECK(v[19].time > 0 && v[19].time <= rq_now());
+	}
+	queue_history_free(v, n);
+	CHECK_INT(queue_msg_load(q, a, &m), QUEUE_OK);
+	CHECK_INT(m->rcpts[0].attempts, 25);
+	queue_msg_free(m);
+
+	/* what each attempt said: sanitised; NULL stays NULL */
+	CHECK_INT(queue_rcpt_history(q, a, 1, &v, &n), QUEUE_OK);
+	CHECK_INT(n, 3);
+	if (n == 3) {
+		CHECK_STR(v[0].reply, "451 a  b");
+		CHECK_STR(v[0].dsn_status, "4.2.0");
+		CHECK(v[1].reply == NULL);
+		CHECK_STR(v[1].dsn_status, "");
+		CHECK_STR(v[2].reply, "452 full");
+	}
+	queue_history_free(v, n);
+	CHECK_INT(queue_rcpt_history(q, 12345, 0, &v, &n), QUEUE_OK);
+	CHECK_INT(n, 0);
+
+	/* a bad record is skipped, never a crash */
+	{
+		uint8_t k[16];
+		MDB_val key = { 16, k }, val = { 3, (void *)"bad" };
+		MDB_txn *txn;
+
+		qkey_hist(k, a, 1, 2);
+		mdb_txn_begin(q->env, NULL, 0, &txn);
+		mdb_put(txn, q->dbi[QDB_HIST], &key, &val, 0);
+		mdb_txn_commit(txn);
+	}
+	CHECK_INT(queue_rcpt_history(q, a, 1, &v, &n), QUEUE_OK);
+	CHECK_INT(n, 2);
+	if (n == 2) {
+		CHECK_INT(v[0].attempt, 1);
+		CHECK_INT(v[1].attempt, 3);
+	}
+	queue_history_free(v, n);
+
+	/* remove deletes A's records and only those */
+	t = queue_txn_begin(q);
+	CHECK_INT(queue_msg_remove(t, a), QUEUE_OK);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+	CHECK_INT(hist_count(q, a), 0);
+	CHECK_INT(hist_count(q, b), 1);
+	CHECK_INT(queue_rcpt_history(q, a, 0, &v, &n), QUEUE_OK);
+	CHECK_INT(n, 0);
+
+	/* a message set aside takes its history along to corrupt */
+	{
+		uint8_t k[8], ck[21];
+		MDB_val key = { 8, k }, val = { 3, (void *)"bad" };
+		MDB_val ckey = { 21, ck };
+		MDB_txn *txn;
+
+		qkey_id(k, b);
+		mdb_txn_begin(q->env, NULL, 0, &txn);
+		mdb_put(txn, q->dbi[QDB_MSG], &key, &val, 0);
+		mdb_txn_commit(txn);
+		t = queue_txn_begin(q);
+		CHECK_INT(queue_txn_load(t, b, &m), QUEUE_CORRUPT);
+		CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+		CHECK_INT(hist_count(q, b), 0);
+		memcpy(ck, "hist", 5);
+		qkey_hist(ck + 5, b, 0, 1);
+		mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn);
+		CHECK_INT(mdb_get(txn, q->dbi[QDB_CORRUPT], &ckey, &val), 0);
+		mdb_txn_abort(txn);
+	}
+
+	/* a queue made before `hist`: read-only tools still open it (no
+	 * history), the daemon's read-write open creates the db */
+	{
+		MDB_txn *txn;
+
+		mdb_txn_begin(q->env, NULL, 0, &txn);
+		CHECK_INT(mdb_drop(txn, q->dbi[QDB_HIST], 1), 0);
+		CHECK_INT(mdb_txn_commit(txn), 0);
+		queue_close(q);
+		q = queue_open(cfg, true, err, sizeof(err));
+		CHECK(q != NULL);
+		if (q != NULL) {
+			CHECK(q->nohist);
+			CHECK_INT(
+			    queue_rcpt_history(q, b, 0, &v, &n), QUEUE_OK);
+			CHECK_INT(n, 0);
+			queue_close(q);
+		}
+		q = queue_open(cfg, false, err, sizeof(err));
+		CHECK(q != NULL && !q->nohist);
+	}
+	queue_close(q);
+	cfg_free(cfg);
+}
+
 /* A tiny map: intake pauses, files stay, and it resumes with room. */
 static void
 test_mapfull(void)
@@ -665,6 +873,7 @@ main(void)
 	test_messages();
 	test_build();
 	test_queue_db();
+	test_history();
 	test_mapfull();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
 	if (system(cmd) != 0)
