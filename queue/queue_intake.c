@@ -1044,6 +1044,21 @@ prep_store(struct queue_intake *qi, struct queue_txn *t, struct prep *p,
 
 /* ---- the readers ---- */
 
+/* Prepares the oldest file no one took yet; called and returns with rmu
+ * held (released while the file is worked on). */
+static void
+ring_run_next(struct queue_intake *qi)
+{
+	struct prep *p = &qi->ring[qi->rnext++ % RING];
+
+	p->state = PREP_BUSY;
+	pthread_mutex_unlock(&qi->rmu);
+	prep_run(qi, p);
+	pthread_mutex_lock(&qi->rmu);
+	p->state = PREP_DONE;
+	qi->rbytes += p->held = p->rec.cap;
+}
+
 /* A reader thread: prepares the oldest file no one took yet. */
 static void *
 reader(void *arg)
@@ -1052,21 +1067,13 @@ reader(void *arg)
 
 	pthread_mutex_lock(&qi->rmu);
 	for (;;) {
-		struct prep *p;
-
 		if (qi->rstop)
 			break;
 		if (qi->rnext == qi->rtail || qi->rbytes > RING_BYTES) {
 			pthread_cond_wait(&qi->rwork, &qi->rmu);
 			continue;
 		}
-		p = &qi->ring[qi->rnext++ % RING];
-		p->state = PREP_BUSY;
-		pthread_mutex_unlock(&qi->rmu);
-		prep_run(qi, p);
-		pthread_mutex_lock(&qi->rmu);
-		p->state = PREP_DONE;
-		qi->rbytes += p->held = p->rec.cap;
+		ring_run_next(qi);
 		if (qi->rwaiting)
 			pthread_cond_signal(&qi->rdone);
 	}
@@ -1163,21 +1170,13 @@ ring_take(struct queue_intake *qi)
 	/* rather than sleep until a reader is done with P, prepare files no
 	 * reader took yet (P itself first, when it is one of them) */
 	while (p->state != PREP_DONE) {
-		struct prep *o;
-
 		if (qi->rnext == qi->rtail) {
 			qi->rwaiting = true;
 			pthread_cond_wait(&qi->rdone, &qi->rmu);
 			qi->rwaiting = false;
 			continue;
 		}
-		o = &qi->ring[qi->rnext++ % RING];
-		o->state = PREP_BUSY;
-		pthread_mutex_unlock(&qi->rmu);
-		prep_run(qi, o);
-		pthread_mutex_lock(&qi->rmu);
-		o->state = PREP_DONE;
-		qi->rbytes += o->held = o->rec.cap;
+		ring_run_next(qi);
 	}
 	/* P's memory goes now: readers held back by it may go on */
 	if (qi->rbytes > RING_BYTES && qi->rbytes - p->held <= RING_BYTES)
