@@ -75,7 +75,8 @@ def sink(env, addr="127.0.0.1", port=None, dump=True, opts=(),
 def dumps(dump_dir):
     """The transactions smtp-sink dumped: [(rcpts, mail_from, message)],
     message being the bytes after smtp-sink's own X- and Received
-    lines."""
+    lines.  A file smtp-sink is still writing (no recipient line yet: every
+    transaction has one) is left for the next look."""
     out = []
     if not dump_dir or not os.path.isdir(dump_dir):
         return out
@@ -96,7 +97,8 @@ def dumps(dump_dir):
             elif not line.startswith(b"X-"):
                 break
             pos = end + 1
-        out.append((rcpts, frm, raw[pos:]))
+        if rcpts:
+            out.append((rcpts, frm, raw[pos:]))
     return out
 
 
