@@ -1357,18 +1357,6 @@ queue_put_body_rec(struct queue_txn *t, uint64_t id, const void *rec, size_t n)
 	    t, mdb_put(t->txn, t->q->dbi[QDB_BODY], &key, &val, 0), "put body");
 }
 
-enum queue_result
-queue_put_body(
-    struct queue_txn *t, uint64_t id, const char *body, size_t len, int level)
-{
-	static __thread struct qbuf b;
-
-	if (t->err != QUEUE_OK)
-		return t->err;
-	qrec_body_encode(&b, body, len, level);
-	return queue_put_body_rec(t, id, b.p, b.n);
-}
-
 void
 queue_expiry_times(const struct queue *q, struct queue_msg *m)
 {

@@ -172,9 +172,7 @@ enum queue_result queue_put_hist(struct queue_txn *, uint64_t id, uint32_t idx,
 void qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level);
 /* Frees the calling thread's compressor (before the thread ends). */
 void qrec_thread_done(void);
-/* Stores BODY compressed (zlib LEVEL); or an encoded body record REC. */
-enum queue_result queue_put_body(
-    struct queue_txn *, uint64_t id, const char *body, size_t len, int level);
+/* Stores an encoded body record REC of N bytes. */
 enum queue_result
 queue_put_body_rec(struct queue_txn *, uint64_t id, const void *rec, size_t n);
 /* Moves the message's schedule entry to DUE (0: none); updates m->due. */
