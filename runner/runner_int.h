@@ -42,7 +42,7 @@ struct rmsg {
 	bool first; /* no leased recipient was tried before */
 };
 
-/* One message's recipients for one destination: one smtp_submit. */
+/* One message's recipients for one destination: one smtp_request_submit. */
 struct job {
 	struct job *next; /* in a destination's wait list */
 	struct rmsg *m;

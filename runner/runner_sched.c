@@ -408,7 +408,7 @@ job_submit(struct runner *r, struct job *j)
 	req.done = job_done_cb;
 	req.arg = j;
 	j->submit_us = rq_now_us();
-	sr = smtp_submit(r->smtp, &req);
+	sr = smtp_request_submit(r->smtp, &req);
 	for (size_t i = 0; i < j->nidx; i++)
 		free((char *)rc[i].orcpt);
 	free(rc);

@@ -3,17 +3,18 @@
  *
  * One struct smtp_client per daemon, on the daemon's event_base: it owns
  * every connection (a cache of idle ones per destination key) and the
- * SSL_CTXs.  smtp_submit() hands it one message for one destination; the
- * client connects (or reuses an idle cached connection for the same key),
- * runs as many SMTP transactions as max_recipients_per_transaction needs,
- * and calls the request's done callback exactly once, from the event loop,
- * with one result per recipient.  Nothing blocks and there are no threads.
+ * SSL_CTXs.  smtp_request_submit() hands it one message for one
+ * destination; the client connects (or reuses an idle cached connection
+ * for the same key), runs as many SMTP transactions as
+ * max_recipients_per_transaction needs, and calls the request's done
+ * callback exactly once, from the event loop, with one result per
+ * recipient.  Nothing blocks and there are no threads.
  *
  * Ownership:
  * - smtp_client_new() returns a client the caller frees with
  *   smtp_client_free(); the event_base must outlive it.
- * - smtp_submit() copies the request struct, the address list, every
- *   string and the recipient array.  Two things are NOT copied and must
+ * - smtp_request_submit() copies the request struct, the address list,
+ *   every string and the recipient array.  Two things are NOT copied and must
  *   stay valid until done() has been called: the message bytes (msg) and
  *   the settings (scope; i.e. keep the cfg alive across a reload until
  *   every request submitted with it is done).  The client never keeps a
@@ -21,8 +22,8 @@
  *   of the few values it still needs.
  * - The struct smtp_result passed to done() and everything it points to
  *   belong to the client and are valid only during the callback; copy
- *   what you keep.  done() may call smtp_submit() and the conn_count
- *   functions; it must not call smtp_client_free().
+ *   what you keep.  done() may call smtp_request_submit() and the
+ *   conn_count functions; it must not call smtp_client_free().
  */
 #ifndef RELAYQ_SMTP_H
 #define RELAYQ_SMTP_H
@@ -220,15 +221,15 @@ smtp_client_new(struct event_base *base, const char *helo_name);
 /*
  * Starts delivering REQ (see struct smtp_request for what is copied).
  * On SMTP_SUBMIT_OK, REQ->done is called exactly once, later, from the
- * event loop (never from inside smtp_submit()); otherwise never.
+ * event loop (never from inside smtp_request_submit()); otherwise never.
  */
 enum smtp_submit_result
-smtp_submit(struct smtp_client *, const struct smtp_request *req);
+smtp_request_submit(struct smtp_client *, const struct smtp_request *req);
 
 /*
  * How many connections exist for destination KEY: connecting, busy and
- * idle cached ones (max_connections counts all three; smtp_submit()
- * reuses an idle one before it opens a new one).
+ * idle cached ones (max_connections counts all three;
+ * smtp_request_submit() reuses an idle one before it opens a new one).
  */
 unsigned smtp_client_conn_count(struct smtp_client *, const char *key);
 

@@ -85,6 +85,56 @@ text_append(struct smtp_reply *reply, size_t *tlen, const char *s, size_t n)
 	reply->text[*tlen] = '\0';
 }
 
+/*
+ * Reads the "DDD" and the separator that open a reply line (LLEN bytes,
+ * line end removed): the code into *CODE and whether the line is the
+ * reply's last into *LAST.  SMTP_PARSE_BAD unless the line is "DDD ...",
+ * "DDD-..." or "DDD" with a code from 200 to 599.
+ */
+static enum smtp_parse_result
+line_head_parse(const char *line, size_t llen, int *code, bool *last)
+{
+	if (llen < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' ||
+	    line[1] > '9' || line[2] < '0' || line[2] > '9')
+		return SMTP_PARSE_BAD;
+	*code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+	if (llen == 3)
+		*last = true;
+	else if (line[3] == ' ')
+		*last = true;
+	else if (line[3] == '-')
+		*last = false;
+	else
+		return SMTP_PARSE_BAD;
+	return SMTP_PARSE_OK;
+}
+
+/*
+ * Takes the enhanced status (class CLS) off the text *LINE (*LLEN bytes)
+ * of line NLINES: the first line's becomes REPLY's status, and the same
+ * one on a later line is removed too.
+ */
+static void
+line_status_take(struct smtp_reply *reply, size_t nlines, int cls,
+    const char **line, size_t *llen)
+{
+	size_t st = status_parse(*line, *llen, cls);
+
+	if (st > 0 && nlines == 1 && st < sizeof(reply->status)) {
+		memcpy(reply->status, *line, st);
+		reply->status[st] = '\0';
+	}
+	if (st > 0 && reply->status[0] != '\0' && st == strlen(reply->status) &&
+	    memcmp(*line, reply->status, st) == 0) {
+		*line += st;
+		*llen -= st;
+		while (*llen > 0 && (**line == ' ' || **line == '\t')) {
+			(*line)++;
+			(*llen)--;
+		}
+	}
+}
+
 enum smtp_parse_result
 smtp_reply_parse(
     const char *buf, size_t len, struct smtp_reply *reply, size_t *used)
@@ -96,7 +146,7 @@ smtp_reply_parse(
 	*used = 0;
 	for (;;) {
 		const char *line = buf + off, *nl;
-		size_t avail = len - off, llen, n, st;
+		size_t avail = len - off, llen, n;
 		int c;
 		bool last;
 
@@ -111,42 +161,13 @@ smtp_reply_parse(
 			llen--;
 		if (++nlines > SMTP_REPLY_LINES_MAX)
 			return SMTP_PARSE_TOO_LONG;
-		if (llen < 3 || line[0] < '2' || line[0] > '5' ||
-		    line[1] < '0' || line[1] > '9' || line[2] < '0' ||
-		    line[2] > '9')
-			return SMTP_PARSE_BAD;
-		c = (line[0] - '0') * 100 + (line[1] - '0') * 10 +
-		    (line[2] - '0');
-		if (code != 0 && c != code)
+		if (line_head_parse(line, llen, &c, &last) != SMTP_PARSE_OK ||
+		    (code != 0 && c != code))
 			return SMTP_PARSE_BAD;
 		code = c;
-		if (llen == 3)
-			last = true;
-		else if (line[3] == ' ')
-			last = true;
-		else if (line[3] == '-')
-			last = false;
-		else
-			return SMTP_PARSE_BAD;
 		line += llen > 3 ? 4 : 3;
 		llen -= llen > 3 ? 4 : 3;
-		/* The enhanced status of the first line; the same one on
-		 * later lines is removed too. */
-		st = status_parse(line, llen, code / 100);
-		if (st > 0 && nlines == 1 && st < sizeof(reply->status)) {
-			memcpy(reply->status, line, st);
-			reply->status[st] = '\0';
-		}
-		if (st > 0 && reply->status[0] != '\0' &&
-		    st == strlen(reply->status) &&
-		    memcmp(line, reply->status, st) == 0) {
-			line += st;
-			llen -= st;
-			while (llen > 0 && (*line == ' ' || *line == '\t')) {
-				line++;
-				llen--;
-			}
-		}
+		line_status_take(reply, nlines, code / 100, &line, &llen);
 		text_append(reply, &tlen, line, llen);
 		if (last)
 			break;

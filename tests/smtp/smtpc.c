@@ -1,6 +1,7 @@
 /*
  * smtpc.c - a test and benchmark driver for the smtp client: sends
- * messages through smtp_submit() and prints each result as a JSON line.
+ * messages through smtp_request_submit() and prints each result as a
+ * JSON line.
  *
  *   smtpc -c CONF [-d DOMAIN] [-C CLASS] [-1] -a [NAME@]IP:PORT ...
  *         -f SENDER -r RCPT ... [-N NOTIFY] [-O] [-V ENVID] [-R full|hdrs]
@@ -136,7 +137,7 @@ submit_more(void)
 {
 	while (submitted < total && submitted - finished < parallel) {
 		req.arg = (void *)(uintptr_t)submitted;
-		if (smtp_submit(client, &req) != SMTP_SUBMIT_OK) {
+		if (smtp_request_submit(client, &req) != SMTP_SUBMIT_OK) {
 			fprintf(stderr, "smtpc: submit refused\n");
 			exit(1);
 		}

@@ -1,0 +1,117 @@
+/*
+ * smtp_cmd.c - the text of the commands that carry a request: MAIL FROM
+ * and RCPT TO with their ESMTP parameters (SIZE, BODY, SMTPUTF8, and the
+ * DSN ones of RFC 3461: RET, ENVID, NOTIFY, ORCPT), and a whole
+ * transaction written at once for PIPELINING (RFC 2920).
+ *
+ * Public (module) functions: smtp_cmd_mail(), smtp_cmd_rcpt(),
+ * smtp_cmd_pipeline().
+ * Invariants: a parameter goes out only when the server's EHLO offered
+ * its extension; ENVID and ORCPT go out xtext-encoded; addresses were
+ * checked at submit time (no CR, LF, "<" or ">"), so no command can
+ * carry a second one.
+ */
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "smtp_int.h"
+
+/* Appends "xtext" (RFC 3461) of S to BUF. */
+static void
+xtext_add(struct evbuffer *buf, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch < 33 || ch > 126 || ch == '+' || ch == '=')
+			evbuffer_add_printf(buf, "+%02X", ch);
+		else
+			evbuffer_add(buf, s, 1);
+	}
+}
+
+/* Appends the MAIL FROM command of CONN's request to OUT. */
+void
+smtp_cmd_mail(struct smtp_conn *conn, struct evbuffer *out)
+{
+	const struct smtp_req *req = conn->req;
+
+	evbuffer_add_printf(out, "MAIL FROM:<%s>", req->req.sender);
+	if (conn->ehlo.size)
+		evbuffer_add_printf(out, " SIZE=%zu", req->req.msglen);
+	if (conn->ehlo.eightbitmime && req->eight_bit)
+		evbuffer_add_printf(out, " BODY=8BITMIME");
+	if (req->utf8_addrs)
+		evbuffer_add_printf(out, " SMTPUTF8");
+	if (conn->ehlo.dsn) {
+		if (req->req.ret == SMTP_RET_FULL)
+			evbuffer_add_printf(out, " RET=FULL");
+		else if (req->req.ret == SMTP_RET_HDRS)
+			evbuffer_add_printf(out, " RET=HDRS");
+		if (req->req.envid != NULL) {
+			evbuffer_add_printf(out, " ENVID=");
+			xtext_add(out, req->req.envid);
+		}
+	}
+	evbuffer_add(out, "\r\n", 2);
+}
+
+/* Appends " NOTIFY=..." for the smtp_notify bits NOTIFY (non-zero). */
+static void
+notify_add(struct evbuffer *out, unsigned notify)
+{
+	const char *sep = " NOTIFY=";
+
+	if (notify & SMTP_NOTIFY_NEVER) {
+		evbuffer_add_printf(out, " NOTIFY=NEVER");
+		return;
+	}
+	if (notify & SMTP_NOTIFY_SUCCESS) {
+		evbuffer_add_printf(out, "%sSUCCESS", sep);
+		sep = ",";
+	}
+	if (notify & SMTP_NOTIFY_FAILURE) {
+		evbuffer_add_printf(out, "%sFAILURE", sep);
+		sep = ",";
+	}
+	if (notify & SMTP_NOTIFY_DELAY)
+		evbuffer_add_printf(out, "%sDELAY", sep);
+}
+
+/* Appends the RCPT TO command for recipient I to OUT. */
+void
+smtp_cmd_rcpt(struct smtp_conn *conn, struct evbuffer *out, size_t i)
+{
+	const struct smtp_rcpt *r = &conn->req->rcpts[i];
+
+	evbuffer_add_printf(out, "RCPT TO:<%s>", r->addr);
+	if (conn->ehlo.dsn && r->notify != 0)
+		notify_add(out, r->notify);
+	if (conn->ehlo.dsn && r->orcpt != NULL) {
+		const char *semi = strchr(r->orcpt, ';');
+
+		if (semi != NULL) {
+			evbuffer_add_printf(out, " ORCPT=%.*s;",
+			    (int)(semi - r->orcpt), r->orcpt);
+			xtext_add(out, semi + 1);
+		}
+	}
+	evbuffer_add(out, "\r\n", 2);
+}
+
+/* Appends the transaction in one write: RSET first on a cached
+ * connection, MAIL FROM, every RCPT TO and DATA. */
+void
+smtp_cmd_pipeline(struct smtp_conn *conn, struct evbuffer *out)
+{
+	const struct smtp_req *req = conn->req;
+	size_t i;
+
+	if (conn->reuse_rset)
+		evbuffer_add_printf(out, "RSET\r\n");
+	smtp_cmd_mail(conn, out);
+	for (i = 0; i < req->ntxn; i++)
+		smtp_cmd_rcpt(conn, out, req->txn[i]);
+	evbuffer_add_printf(out, "DATA\r\n");
+}

@@ -1,0 +1,249 @@
+/*
+ * smtp_conn.c - which connection serves a request: the table of
+ * destinations (connections per key), the idle cache, the walk over a
+ * request's addresses, and what becomes of a connection when its request
+ * is done.  The sessions themselves (open, phases, close) are in
+ * smtp_client.c; what a failure means is in smtp_policy.c.
+ *
+ * Public functions: smtp_client_conn_count(), smtp_client_conn_idle(),
+ * smtp_client_conn_total().  Module functions: smtp_dest_attach(),
+ * smtp_dest_detach(), smtp_dest_free_all(), smtp_cache_remove(),
+ * smtp_conn_settings(), smtp_conn_result(), smtp_conn_req_done(),
+ * smtp_req_run(), smtp_addr_next().
+ *
+ * Invariants: dest->nconn counts every open connection of the key
+ * (connecting, busy, idle) and a destination is freed with its last one;
+ * a connection is on its destination's idle list exactly when its phase
+ * is SMTP_PH_IDLE, newest first; a request takes a cached connection
+ * before it opens a new one, unless rule 12a of smtp_policy.c said not.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp_int.h"
+
+/* The bucket of KEY (FNV-1a). */
+static unsigned
+smtp_dest_hash(const char *key)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *key != '\0'; key++)
+		h = (h ^ (unsigned char)*key) * 16777619u;
+	return h % SMTP_DEST_BUCKETS;
+}
+
+/* Finds the destination KEY; makes it when CREATE. */
+static struct smtp_dest *
+smtp_dest_get(struct smtp_client *client, const char *key, bool create)
+{
+	unsigned b = smtp_dest_hash(key);
+	struct smtp_dest *d;
+
+	for (d = client->buckets[b]; d != NULL; d = d->next)
+		if (strcmp(d->key, key) == 0)
+			return d;
+	if (!create)
+		return NULL;
+	d = xcalloc(1, sizeof(*d));
+	d->key = xstrdup(key);
+	TAILQ_INIT(&d->idle);
+	d->next = client->buckets[b];
+	client->buckets[b] = d;
+	return d;
+}
+
+/* Unlinks and frees D, which has no connection left. */
+static void
+smtp_dest_free(struct smtp_client *client, struct smtp_dest *d)
+{
+	struct smtp_dest **pp = &client->buckets[smtp_dest_hash(d->key)];
+
+	while (*pp != d)
+		pp = &(*pp)->next;
+	*pp = d->next;
+	free(d->key);
+	free(d);
+}
+
+/* Counts CONN, new, as a connection of destination KEY. */
+void
+smtp_dest_attach(struct smtp_conn *conn, const char *key)
+{
+	struct smtp_client *client = conn->client;
+
+	conn->dest = smtp_dest_get(client, key, true);
+	conn->dest->nconn++;
+	client->nconn++;
+	TAILQ_INSERT_TAIL(&client->conns, conn, entry);
+}
+
+/* Uncounts CONN, closed; frees its destination when it was the last. */
+void
+smtp_dest_detach(struct smtp_conn *conn)
+{
+	struct smtp_client *client = conn->client;
+	struct smtp_dest *d = conn->dest;
+
+	TAILQ_REMOVE(&client->conns, conn, entry);
+	TAILQ_INSERT_TAIL(&client->dead, conn, entry);
+	client->nconn--;
+	if (--d->nconn == 0)
+		smtp_dest_free(client, d);
+	conn->dest = NULL;
+}
+
+/* Frees every destination of CLIENT (when it is freed). */
+void
+smtp_dest_free_all(struct smtp_client *client)
+{
+	unsigned b;
+
+	for (b = 0; b < SMTP_DEST_BUCKETS; b++)
+		while (client->buckets[b] != NULL)
+			smtp_dest_free(client, client->buckets[b]);
+}
+
+unsigned
+smtp_client_conn_count(struct smtp_client *client, const char *key)
+{
+	struct smtp_dest *d = smtp_dest_get(client, key, false);
+
+	return d ? d->nconn : 0;
+}
+
+unsigned
+smtp_client_conn_idle(struct smtp_client *client, const char *key)
+{
+	struct smtp_dest *d = smtp_dest_get(client, key, false);
+
+	return d ? d->nidle : 0;
+}
+
+unsigned
+smtp_client_conn_total(struct smtp_client *client)
+{
+	return client->nconn;
+}
+
+/* Takes CONN, idle, off its destination's cache. */
+void
+smtp_cache_remove(struct smtp_conn *conn)
+{
+	TAILQ_REMOVE(&conn->dest->idle, conn, idle_entry);
+	conn->dest->nidle--;
+}
+
+/* Copies the settings CONN keeps from its current request. */
+void
+smtp_conn_settings(struct smtp_conn *conn)
+{
+	const struct smtp_request *req = &conn->req->req;
+
+	conn->t_quit = cfg_time(
+	    req->scope, CFG_T_QUIT, req->cls, req->first_attempt);
+	conn->cache_time = cfg_time(
+	    req->scope, CFG_CONN_CACHE_TIME, req->cls, false);
+	conn->max_deliveries = cfg_int(req->scope, CFG_MAX_DELIVERIES_PER_CONN);
+}
+
+/* Copies CONN's relay and TLS facts into its request's result. */
+void
+smtp_conn_result(struct smtp_conn *conn)
+{
+	struct smtp_result *res = &conn->req->result;
+
+	snprintf(res->host, sizeof(res->host), "%s", conn->host);
+	snprintf(res->ip, sizeof(res->ip), "%s", conn->ip);
+	res->port = conn->port;
+	res->reused = conn->reused;
+	res->dsn_offered = conn->ehlo.dsn;
+	snprintf(res->tls_proto, sizeof(res->tls_proto), "%s",
+	    conn->tls_active ? conn->tls_proto : "");
+	snprintf(res->tls_cipher, sizeof(res->tls_cipher), "%s",
+	    conn->tls_active ? conn->tls_cipher : "");
+	res->tls_bits = conn->tls_active ? conn->tls_bits : 0;
+	res->tls_verified = conn->tls_active && conn->tls_verified;
+}
+
+/* Whether CONN may wait in the cache for another request. */
+static bool
+conn_cacheable(const struct smtp_conn *conn)
+{
+	return !conn->client->shutting_down && conn->cache_time > 0 &&
+	    (conn->max_deliveries <= 0 ||
+		conn->deliveries < (uint64_t)conn->max_deliveries);
+}
+
+/* Finishes CONN's request; the connection goes to the cache or QUITs. */
+void
+smtp_conn_req_done(struct smtp_conn *conn)
+{
+	struct smtp_req *req = conn->req;
+	struct smtp_dest *d = conn->dest;
+
+	conn->req = NULL;
+	conn->deliveries++;
+	smtp_req_complete(req);
+	if (!conn_cacheable(conn)) {
+		smtp_conn_enter(conn, SMTP_PH_QUIT);
+		return;
+	}
+	conn->reused = conn->need_rset = conn->in_txn = false;
+	TAILQ_INSERT_HEAD(&d->idle, conn, idle_entry);
+	d->nidle++;
+	smtp_conn_enter(conn, SMTP_PH_IDLE);
+}
+
+/* Takes the newest idle connection of REQ's destination for REQ, or
+ * NULL. */
+static struct smtp_conn *
+cache_take(struct smtp_req *req)
+{
+	struct smtp_dest *d = smtp_dest_get(
+	    req->client, req->req.dest_key, false);
+	struct smtp_conn *conn;
+
+	if (d == NULL || req->no_reuse ||
+	    (conn = TAILQ_FIRST(&d->idle)) == NULL)
+		return NULL;
+	smtp_cache_remove(conn);
+	conn->phase = SMTP_PH_NONE; /* off the idle list */
+	conn->req = req;
+	conn->reused = true;
+	conn->need_rset = true; /* RSET before the first MAIL FROM */
+	return conn;
+}
+
+/* Starts (or restarts) REQ: on an idle cached connection if any. */
+void
+smtp_req_run(struct smtp_req *req)
+{
+	struct smtp_conn *conn;
+
+	if (req->client->aborting) {
+		smtp_addr_next(req);
+		return;
+	}
+	if ((conn = cache_take(req)) != NULL) {
+		smtp_conn_settings(conn);
+		smtp_conn_ready(conn);
+		return;
+	}
+	req->addr_idx = 0;
+	smtp_conn_open(req);
+}
+
+/* Moves REQ to its next address after a pre-session failure (the same
+ * one again for the tls=may plaintext retry), or gives up (rule 13). */
+void
+smtp_addr_next(struct smtp_req *req)
+{
+	if (!req->client->aborting &&
+	    (req->plain_retry || ++req->addr_idx < req->req.naddrs)) {
+		smtp_conn_open(req);
+		return;
+	}
+	smtp_req_give_up(req);
+}

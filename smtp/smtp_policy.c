@@ -1,0 +1,469 @@
+/*
+ * smtp_policy.c - what each failure means: its class, its status, its
+ * text, and where the recipients go next.  The session state machine
+ * (smtp_client.c) sees a reply, a timeout or a lost connection and calls
+ * here; every decision below is one of these rules, and every function
+ * names the rule it carries out.
+ *
+ *  1. A reply's class is its first digit when that is 2 or 5 and 4
+ *     otherwise; its status is the enhanced status code the server gave,
+ *     else "C.0.0".  A failure's text is "host H[IP] said: REPLY (in
+ *     reply to CMD command)" (smtp_why_reply).
+ *  2. A 421, or a 3xx to anything but DATA, ends the session at once,
+ *     without QUIT (the server is going away or out of step), class 4;
+ *     rule 12 says where the recipients go (smtp_reply_ends_session).
+ *  3. A refused greeting, EHLO (once TLS is on, or 4xx; a 5xx before
+ *     TLS falls back to HELO), HELO or RSET is class 4 even when it is a
+ *     5xx: it speaks of the session, not of the mail.  The client QUITs;
+ *     rule 12 (smtp_session_refused).
+ *  4. A refused MAIL FROM is the result of every recipient still without
+ *     one, in the reply's class (smtp_sender_refused).
+ *  5. A refused RCPT TO is that recipient's result, in the reply's
+ *     class; an accepted one waits for the end of DATA (smtp_rcpt_replied).
+ *  6. A refused DATA (4xx, 5xx, or a 2xx where 354 is due, taken as
+ *     class 4) is the result of the transaction's accepted recipients
+ *     (smtp_data_refused).
+ *  7. The reply to the final dot, whatever its class, is the result of
+ *     the transaction's accepted recipients (smtp_dot_replied).
+ *  8. SIZE: a message larger than the limit the server announced fails
+ *     every recipient left, class 5, 5.3.4, before MAIL FROM; the
+ *     connection stays good for the next request (smtp_txn_refused).
+ *  9. SMTPUTF8: a non-ASCII sender or recipient for a server that does
+ *     not offer SMTPUTF8 fails every recipient left, class 5, 5.6.7, as
+ *     Postfix does (smtp_txn_refused).
+ * 10. TLS.  A failure of a TLS requirement is a "policy failure": class
+ *     4, it goes on to the next address (rule 12) but never marks the
+ *     host down (rule 13), since it says nothing of the host's health.
+ *     a. tls=encrypt or verify and no STARTTLS offered: 4.7.4, QUIT
+ *        (smtp_tls_missing).
+ *     b. STARTTLS refused: tls=may goes on in plaintext; encrypt and
+ *        verify fail with the reply, QUIT (smtp_starttls_refused).
+ *     c. Bytes after the reply to STARTTLS (possible command injection):
+ *        4.7.0, closed (smtp_starttls_injected).
+ *     d. The handshake fails (4.7.5) or times out (rule 11's text),
+ *        closed; with tls=may the same address is tried again at once
+ *        in plaintext (smtp_conn_lost, smtp_conn_timed_out).
+ *     e. tls=verify and the chain or the name does not check out: 4.7.5,
+ *        QUIT (smtp_tls_unverified).  may and encrypt do not check.
+ *     f. TLS cannot be set up on our side: 4.7.5, closed; counted as a
+ *        host failure, not a policy one (smtp_tls_setup_failed).
+ * 11. Connection trouble is class 4 and closes without QUIT: connect
+ *     failed or timed out, 4.4.1 ("connect to H[IP]:PORT: ..."); any
+ *     other timeout, 4.4.2 ("conversation with H[IP] timed out: timeout
+ *     after RCPT TO"); lost connection, 4.4.2 ("lost connection with
+ *     H[IP] while sending RCPT TO"); a malformed or overlong reply, or a
+ *     reply where none is due, 4.5.0.  Then rule 12.
+ * 12. Where the recipients go after a session failure (smtp_conn_fail);
+ *     the transaction in progress is void in every case:
+ *     a. A cached connection that fails on its opening RSET is not the
+ *        host's fault: the request runs again (on another cached
+ *        connection or a new one) and the transaction is not counted;
+ *        after 3 such failures it takes new connections only.
+ *     b. Before any MAIL FROM went out on the connection, or during
+ *        MAIL, RCPT, DATA or RSET (the content has not gone out), the
+ *        recipients still without a result go on to the next address,
+ *        as Postfix does with a soft error on a non-final server; the
+ *        failure is kept for rule 13.
+ *     c. Once the content went out (the body, the final dot) the message
+ *        may have arrived: every recipient left gets the failure (class
+ *        4, tried again later) and no other address is tried now.
+ * 13. With no address left (or the client aborting), every recipient
+ *     left gets the last failure, and the host is marked down (result
+ *     host_down) only if no address got as far as MAIL FROM and the last
+ *     failure was neither a policy failure nor an abort
+ *     (smtp_req_give_up).
+ * 14. Aborting (smtp_client_shutdown with abort_active, smtp_client_free)
+ *     gives whatever is not yet accepted 4.3.2 "delivery aborted"; no
+ *     other address is tried and no host is marked down (smtp_conn_abort,
+ *     rule 13).
+ *
+ * Public (module) functions: those above, and smtp_why_set().
+ * Invariant: a recipient's result is written once (smtp_rcpt_set); every
+ * failure text has CR/LF and other controls stripped (smtp_why_set).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/bufferevent_ssl.h>
+#include <openssl/x509.h>
+
+#include "smtp_int.h"
+
+#define REUSE_RETRIES 3 /* rule 12a */
+
+static const char ABORTED[] = "delivery aborted: the client is shutting down";
+
+/* Fills R as the reason text FMT, class CLS, status STATUS, in PHASE. */
+void
+smtp_why_set(struct smtp_rcpt_result *r, int cls, const char *status,
+    enum smtp_phase phase, const char *fmt, ...)
+{
+	va_list ap;
+	char buf[SMTP_TEXT_MAX];
+
+	memset(r, 0, sizeof(*r));
+	r->cls = cls;
+	snprintf(r->status, sizeof(r->status), "%s", status);
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	rq_sanitize(r->text, sizeof(r->text), buf, strlen(buf));
+	r->phase = phase;
+	r->phase_name = smtp_phase_name(phase);
+}
+
+/* Rule 1: fills R from REPLY, the server's answer to PHASE. */
+void
+smtp_why_reply(struct smtp_rcpt_result *r, const struct smtp_conn *conn,
+    const struct smtp_reply *reply, enum smtp_phase phase)
+{
+	int cls = reply->code / 100;
+	char st[16], buf[SMTP_REPLY_MAX + 32];
+
+	if (cls != 2 && cls != 5)
+		cls = 4;
+	if (reply->status[0] != '\0')
+		snprintf(st, sizeof(st), "%s", reply->status);
+	else
+		snprintf(st, sizeof(st), "%d.0.0", cls);
+	snprintf(buf, sizeof(buf), "%d %s%s%s", reply->code, st,
+	    reply->text[0] ? " " : "", reply->text);
+	if (cls == 2)
+		smtp_why_set(r, 2, st, phase, "%s", buf);
+	else
+		smtp_why_set(r, cls, st, phase,
+		    "host %s[%s] said: %s (in reply to %s command)", conn->host,
+		    conn->ip, buf, smtp_phase_name(phase));
+	r->code = reply->code;
+	rq_sanitize(r->reply, sizeof(r->reply), buf, strlen(buf));
+}
+
+/* Fails CONN, in its phase, with class 4, STATUS and the text FMT. */
+static void __attribute__((format(printf, 4, 5)))
+conn_fail_text(struct smtp_conn *conn, bool polite, const char *status,
+    const char *fmt, ...)
+{
+	struct smtp_rcpt_result why;
+	char buf[SMTP_TEXT_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	smtp_why_set(&why, 4, status, conn->phase, "%s", buf);
+	smtp_conn_fail(conn, polite, &why);
+}
+
+/* Rule 2: a 421 anywhere, or a 3xx to anything but DATA. */
+bool
+smtp_reply_ends_session(struct smtp_conn *conn, const struct smtp_reply *reply,
+    struct smtp_rcpt_result *why)
+{
+	if (reply->code != 421 &&
+	    (reply->code / 100 != 3 || conn->phase == SMTP_PH_DATA))
+		return false;
+	why->cls = 4;
+	smtp_conn_fail(conn, false, why);
+	return true;
+}
+
+/* Rule 3: a refusal of the session itself is class 4; QUIT. */
+void
+smtp_session_refused(struct smtp_conn *conn, struct smtp_rcpt_result *why)
+{
+	why->cls = 4;
+	smtp_conn_fail(conn, true, why);
+}
+
+/* Rule 4: the sender is refused, so is every recipient left. */
+void
+smtp_sender_refused(struct smtp_req *req, const struct smtp_rcpt_result *why)
+{
+	smtp_rcpt_set_rest(req, why);
+	req->mail_failed = true;
+}
+
+/* Rule 5: RCPT accepted, or refused with the reply as the result. */
+void
+smtp_rcpt_replied(
+    struct smtp_req *req, size_t i, int cls, const struct smtp_rcpt_result *why)
+{
+	if (req->res[i].cls != 0)
+		return;
+	if (cls == 2) {
+		req->accepted[i] = true;
+		req->txn_accepted++;
+	} else {
+		smtp_rcpt_set(req, i, why);
+	}
+}
+
+/* Rule 6: DATA refused (a 2xx counts as class 4). */
+void
+smtp_data_refused(struct smtp_req *req, int cls, struct smtp_rcpt_result *why)
+{
+	if (cls == 2)
+		why->cls = 4;
+	smtp_txn_set_accepted(req, why);
+}
+
+/* Rule 7: the reply to the dot is the accepted recipients' result. */
+void
+smtp_dot_replied(struct smtp_req *req, const struct smtp_rcpt_result *why)
+{
+	smtp_txn_set_accepted(req, why);
+}
+
+/* Rules 8 and 9: SIZE over the server's limit, SMTPUTF8 not offered. */
+bool
+smtp_txn_refused(struct smtp_conn *conn)
+{
+	struct smtp_req *req = conn->req;
+	struct smtp_rcpt_result why;
+
+	if (conn->ehlo.size && conn->ehlo.size_max > 0 &&
+	    req->req.msglen > conn->ehlo.size_max)
+		smtp_why_set(&why, 5, "5.3.4", SMTP_PH_MAIL,
+		    "message size %zu exceeds size limit %llu of server "
+		    "%s[%s]",
+		    req->req.msglen, (unsigned long long)conn->ehlo.size_max,
+		    conn->host, conn->ip);
+	else if (req->utf8_addrs && !conn->ehlo.smtputf8)
+		smtp_why_set(&why, 5, "5.6.7", SMTP_PH_MAIL,
+		    "SMTPUTF8 is required, but was not offered by host %s[%s]",
+		    conn->host, conn->ip);
+	else
+		return false;
+	smtp_rcpt_set_rest(req, &why);
+	return true;
+}
+
+/* Rule 10a: encrypt or verify, and the session is still plaintext. */
+bool
+smtp_tls_missing(struct smtp_conn *conn)
+{
+	if (conn->tls_active || conn->tls_level < CFG_TLS_ENCRYPT)
+		return false;
+	conn->policy_fail = true;
+	conn_fail_text(conn, true, "4.7.4",
+	    "TLS is required, but was not offered by host %s[%s]", conn->host,
+	    conn->ip);
+	return true;
+}
+
+/* Rule 10b: tls=may shrugs off a refused STARTTLS; the others fail. */
+bool
+smtp_starttls_refused(struct smtp_conn *conn, struct smtp_rcpt_result *why)
+{
+	if (conn->tls_level == CFG_TLS_MAY)
+		return true;
+	conn->policy_fail = true;
+	why->cls = 4;
+	smtp_conn_fail(conn, true, why);
+	return false;
+}
+
+/* Rule 10c: plaintext after the 220 to STARTTLS could be injected. */
+void
+smtp_starttls_injected(struct smtp_conn *conn)
+{
+	log_warn("smtp",
+	    "%s[%s]: data after the STARTTLS reply: possible "
+	    "command injection",
+	    conn->host, conn->ip);
+	conn->policy_fail = true;
+	conn_fail_text(conn, false, "4.7.0",
+	    "host %s[%s] sent data after its reply to "
+	    "STARTTLS (possible command injection)",
+	    conn->host, conn->ip);
+}
+
+/* Rule 10e: tls=verify wants a certificate (CERT) that verified (VR). */
+bool
+smtp_tls_unverified(struct smtp_conn *conn, X509 *cert, long vr)
+{
+	if (conn->tls_level != CFG_TLS_VERIFY || conn->tls_verified)
+		return false;
+	conn->policy_fail = true;
+	conn_fail_text(conn, true, "4.7.5",
+	    "Server certificate not verified: %s[%s]: %s", conn->host, conn->ip,
+	    cert == NULL ? "no certificate"
+			 : X509_verify_cert_error_string(vr));
+	return true;
+}
+
+/* Rule 10f: our side could not make the SSL or its bufferevent. */
+void
+smtp_tls_setup_failed(struct smtp_conn *conn, const char *err)
+{
+	if (err != NULL)
+		conn_fail_text(conn, false, "4.7.5", "TLS setup for %s[%s]: %s",
+		    conn->host, conn->ip, err);
+	else
+		conn_fail_text(conn, false, "4.7.5", "TLS setup for %s[%s]",
+		    conn->host, conn->ip);
+}
+
+/* Rule 10d: with tls=may a failed handshake is redone in plaintext. */
+static void
+conn_tls_failed(struct smtp_conn *conn)
+{
+	if (conn->tls_level == CFG_TLS_MAY && conn->req != NULL)
+		conn->req->plain_retry = true;
+	conn->policy_fail = true;
+}
+
+/* Rule 11: connect(2) refused at once. */
+void
+smtp_connect_failed(struct smtp_conn *conn, int errnum)
+{
+	struct smtp_rcpt_result why;
+
+	smtp_why_set(&why, 4, "4.4.1", SMTP_PH_CONNECT,
+	    "connect to %s[%s]:%u: %s", conn->host, conn->ip, conn->port,
+	    strerror(errnum));
+	smtp_conn_fail(conn, false, &why);
+}
+
+/* Rules 10d and 11: EOF or an error on BEV, outside idle and QUIT. */
+void
+smtp_conn_lost(struct smtp_conn *conn, struct bufferevent *bev, int err)
+{
+	char buf[256];
+
+	switch (conn->phase) {
+	case SMTP_PH_CONNECT:
+		conn_fail_text(conn, false, "4.4.1", "connect to %s[%s]:%u: %s",
+		    conn->host, conn->ip, conn->port,
+		    err ? strerror(err) : "Connection failed");
+		break;
+	case SMTP_PH_TLS:
+		smtp_tls_error(
+		    buf, sizeof(buf), bufferevent_get_openssl_error(bev));
+		conn_tls_failed(conn);
+		conn_fail_text(conn, false, "4.7.5",
+		    "TLS handshake with %s[%s] failed: %s", conn->host,
+		    conn->ip, buf);
+		break;
+	default:
+		conn_fail_text(conn, false, "4.4.2",
+		    "lost connection with %s[%s] while %s", conn->host,
+		    conn->ip, smtp_phase_while(conn->phase));
+		break;
+	}
+}
+
+/* Rules 10d and 11: a deadline passed, outside idle and QUIT. */
+void
+smtp_conn_timed_out(struct smtp_conn *conn)
+{
+	if (conn->phase == SMTP_PH_CONNECT) {
+		conn_fail_text(conn, false, "4.4.1",
+		    "connect to %s[%s]:%u: Connection timed out (%s)",
+		    conn->host, conn->ip, conn->port,
+		    smtp_phase_timeout(conn->phase));
+		return;
+	}
+	if (conn->phase == SMTP_PH_TLS)
+		conn_tls_failed(conn);
+	conn_fail_text(conn, false, "4.4.2",
+	    "conversation with %s[%s] timed out: %s", conn->host, conn->ip,
+	    smtp_phase_timeout(conn->phase));
+}
+
+/* Rule 11: a reply that is not SMTP, or longer than we take. */
+void
+smtp_reply_malformed(struct smtp_conn *conn, bool bad)
+{
+	const char *what = bad ? "malformed" : "overlong";
+
+	log_warn("smtp", "%s[%s]: %s reply while %s", conn->host, conn->ip,
+	    what, smtp_phase_while(conn->phase));
+	conn_fail_text(conn, false, "4.5.0",
+	    "host %s[%s] sent a %s reply (in reply to %s "
+	    "command)",
+	    conn->host, conn->ip, what, smtp_phase_name(conn->phase));
+}
+
+/* Rule 11: a reply in a phase that expects none. */
+void
+smtp_reply_unexpected(struct smtp_conn *conn, const struct smtp_reply *reply)
+{
+	conn_fail_text(conn, false, "4.5.0",
+	    "host %s[%s] sent an unexpected reply while %s: %d %s", conn->host,
+	    conn->ip, smtp_phase_while(conn->phase), reply->code, reply->text);
+}
+
+/* Rule 14: the client is shutting down and aborts CONN's request. */
+void
+smtp_conn_abort(struct smtp_conn *conn)
+{
+	conn_fail_text(conn, false, "4.3.2", "%s", ABORTED);
+}
+
+/* Rule 12a: a cached connection failed; run REQ again, maybe fresh. */
+static void
+req_retry_reuse(struct smtp_req *req)
+{
+	req->result.transactions--;
+	if (++req->reuse_retries >= REUSE_RETRIES)
+		req->no_reuse = true;
+	smtp_req_run(req);
+}
+
+/* Rule 12b: whether a failure in PHASE came before the content went
+ * out (IN_TXN: a MAIL FROM went out on this connection). */
+static bool
+before_content(bool in_txn, enum smtp_phase phase)
+{
+	return !in_txn || phase == SMTP_PH_MAIL || phase == SMTP_PH_RCPT ||
+	    phase == SMTP_PH_DATA || phase == SMTP_PH_RSET;
+}
+
+/*
+ * Rule 12: ends CONN's part in its request after a failure WHY, then
+ * retries on a fresh connection, moves to the next address, or gives
+ * every recipient left WHY.  POLITE: the session is still in step, so
+ * QUIT rather than just close.
+ */
+void
+smtp_conn_fail(
+    struct smtp_conn *conn, bool polite, const struct smtp_rcpt_result *why)
+{
+	struct smtp_req *req = conn->req;
+	bool reuse = conn->reuse_rset, in_txn = conn->in_txn;
+	enum smtp_phase ph = conn->phase;
+
+	conn->req = NULL;
+	smtp_conn_leave(conn, polite);
+	if (req == NULL)
+		return;
+	smtp_txn_void(req);
+	if (reuse && !req->client->aborting) {
+		req_retry_reuse(req);
+		return;
+	}
+	if (before_content(in_txn, ph)) {
+		req->last = *why;
+		req->last_policy = conn->policy_fail;
+		smtp_addr_next(req);
+		return;
+	}
+	smtp_rcpt_set_rest(req, why);
+	smtp_req_complete(req);
+}
+
+/* Rule 13: the last failure for everyone left; maybe the host is down. */
+void
+smtp_req_give_up(struct smtp_req *req)
+{
+	if (req->client->aborting) {
+		smtp_why_set(
+		    &req->last, 4, "4.3.2", SMTP_PH_NONE, "%s", ABORTED);
+		req->last_policy = true;
+	}
+	req->result.host_down = !req->last_policy && !req->session_seen;
+	smtp_rcpt_set_rest(req, &req->last);
+	smtp_req_complete(req);
+}
