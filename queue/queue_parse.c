@@ -950,16 +950,6 @@ qp_message_parse(const char *buf, size_t len, const char *qualify,
 			r->have_blank = true;
 			break;
 		}
-		if (leading && !mbox_seen && nl >= 5 &&
-		    memcmp(line, "From ", 5) == 0) {
-			/* an mbox separator: left out, as `relayq send` and
-			 * Postfix's sendmail do */
-			mbox_seen = true;
-			fend = lf ? pos + nl + 1 : len;
-			drop_add(r, pos, fend - pos);
-			pos = fend;
-			continue;
-		}
 		for (ni = 0; ni < nl && line[ni] > ' ' && line[ni] < 0x7f &&
 		     line[ni] != ':';
 		     ni++)
@@ -968,6 +958,17 @@ qp_message_parse(const char *buf, size_t len, const char *qualify,
 		while (colon < line + nl && (*colon == ' ' || *colon == '\t'))
 			colon++;
 		if (ni == 0 || colon >= line + nl || *colon != ':') {
+			if (leading && !mbox_seen && nl >= 5 &&
+			    memcmp(line, "From ", 5) == 0) {
+				/* an mbox separator (not "From :", a field):
+				 * left out, as `relayq send` and Postfix's
+				 * sendmail do */
+				mbox_seen = true;
+				fend = lf ? pos + nl + 1 : len;
+				drop_add(r, pos, fend - pos);
+				pos = fend;
+				continue;
+			}
 			if (memchr(line, '\0', nl) != NULL) {
 				r->why = "binary data (NUL) in the header "
 					 "section";

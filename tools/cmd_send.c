@@ -144,9 +144,12 @@ usage(FILE *fp)
 	    "nothing (relayq has no aliases); -bp runs `relayq mailq`, -q\n"
 	    "`relayq flush` (-q with an interval does nothing).\n"
 	    "Bcc: headers are removed; a recipient without a domain gets\n"
-	    "@hostname.  Exit 0 once the message is in the spool; 64 usage,\n"
-	    "65 bad address or message over max_message_size, 75 spool\n"
-	    "missing, full or not writable, 78 config error.\n");
+	    "@hostname; a bare CR is a line end.  Exit 0 once the message\n"
+	    "is in the spool; 64 usage, 65 bad address, too many recipients\n"
+	    "(max_recipients), a header intake would refuse (a line over\n"
+	    "998 bytes that cannot be folded) or a message over\n"
+	    "max_message_size, 75 spool missing, full or not writable, 78\n"
+	    "config error.\n");
 }
 
 /* ---- addresses ---- */
@@ -888,6 +891,20 @@ field_is(const struct header *h, const struct hfield *f, const char *name)
 	    strncasecmp(h->raw.p + f->off, name, f->namelen) == 0;
 }
 
+/* Returns true if LINE is an mbox "From " line (not a "From :" field,
+ * which intake would read as one). */
+static bool
+is_mbox_from(const char *line, size_t len)
+{
+	size_t i = 4;
+
+	if (len < 5 || memcmp(line, "From ", 5) != 0)
+		return false;
+	while (i < len && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	return i >= len || line[i] != ':';
+}
+
 /* Returns true if LINE is a lone "." line (the end unless -i). */
 static bool
 is_dot_line(const char *line, size_t len)
@@ -1201,7 +1218,7 @@ header_read(struct submit *s, ssize_t *pending)
 			h->eol_crlf = len >= 2 && l[len - 2] == '\r' &&
 			    l[len - 1] == '\n';
 			first = false;
-			if (len >= 5 && memcmp(l, "From ", 5) == 0)
+			if (is_mbox_from(l, len))
 				continue; /* mbox separator, as Postfix */
 		}
 		if ((l[0] == ' ' || l[0] == '\t') && h->n > 0) {

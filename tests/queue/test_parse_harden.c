@@ -34,8 +34,7 @@ rep(char c, size_t n)
 }
 
 /* A malloc'd string from a printf format. */
-static char * __attribute__((format(printf, 1, 2)))
-fmt(const char *f, ...)
+static char *__attribute__((format(printf, 1, 2))) fmt(const char *f, ...)
 {
 	va_list ap;
 	char *s;
@@ -67,8 +66,8 @@ rcpts_joined(const struct qp_result *r)
 
 /* Fixes bare CRs in a copy of IN and parses it (the intake's order). */
 static enum qp_status
-parse_copy(const char *in, size_t len, size_t max, struct qp_result *r,
-    char **copy)
+parse_copy(
+    const char *in, size_t len, size_t max, struct qp_result *r, char **copy)
 {
 	*copy = xmalloc(len + 1);
 	memcpy(*copy, in, len + 1);
@@ -200,6 +199,9 @@ test_messages(void)
 		    0, "r@b.test", NULL },
 		{ xstrdup("From x\nFrom y\nTo: a@b.test\n\n"), 0, NULL,
 		    "not a message" },
+		/* "From :" is a field (obsolete syntax), not an mbox line */
+		{ xstrdup("From : s@a.test\nTo: a@b.test\n\n"), 0, "a@b.test",
+		    NULL },
 		/* duplicates: local part exact, domain in any case */
 		{ xstrdup("To: a@B.test, A@b.test\nCc: a@b.TEST, <A@B.TEST>\n"
 			  "Bcc: a@b.test\n\n"),
@@ -303,7 +305,7 @@ test_many_fields(void)
 
 		for (size_t i = 0; i < nf[k]; i++) {
 			char *m = fmt("%s%s: r%zu@b.test, q%zu@c.test\n", msg,
-			    i % 3 == 0      ? "To"
+			    i % 3 == 0	     ? "To"
 				: i % 3 == 1 ? "Cc"
 					     : "Bcc",
 			    i, i);
@@ -311,8 +313,8 @@ test_many_fields(void)
 			free(msg);
 			msg = m;
 		}
-		CHECK_INT(qp_message_parse(msg, strlen(msg), NULL, 0, &r),
-		    QP_OK);
+		CHECK_INT(
+		    qp_message_parse(msg, strlen(msg), NULL, 0, &r), QP_OK);
 		CHECK_INT(r.nrcpt, 2 * nf[k]);
 		if (r.nrcpt == 2 * nf[k])
 			CHECK_STR(r.rcpts[2 * nf[k] - 1].addr, last);
@@ -353,8 +355,8 @@ test_merges(void)
 		    merges[i].a, merges[i].b);
 		struct qp_result r;
 
-		CHECK_INT(qp_message_parse(msg, strlen(msg), NULL, 0, &r),
-		    QP_OK);
+		CHECK_INT(
+		    qp_message_parse(msg, strlen(msg), NULL, 0, &r), QP_OK);
 		CHECK_INT(r.nrcpt, 1);
 		if (r.nrcpt == 1) {
 			CHECK_STR(r.rcpts[0].addr, "r@b.test");
@@ -396,7 +398,8 @@ check_built(const char *out, size_t n)
 	}
 	/* unfold: CRLF before white space goes */
 	for (p = out; end != NULL && p < end + 2; p++) {
-		if (p[0] == '\r' && p[1] == '\n' && (p[2] == ' ' || p[2] == '\t'))
+		if (p[0] == '\r' && p[1] == '\n' &&
+		    (p[2] == ' ' || p[2] == '\t'))
 			p++;
 		else
 			u[k++] = *p;
@@ -418,10 +421,11 @@ test_stored(void)
 	in = "X-Receiver: <r@b.test>\nSubject: hi\rBcc: hidden@x.test\n"
 	     "To: r@b.test\n\nbody\rmore\r\n";
 	CHECK_INT(parse_copy(in, strlen(in), 0, &r, &c), QP_OK);
-	out = qp_message_build(c, strlen(c), &r, "Received: x\r\n", NULL,
-	    NULL, &n);
-	CHECK_STR(out, "Received: x\r\nSubject: hi\r\nTo: r@b.test\r\n\r\n"
-		       "body\r\nmore\r\n");
+	out = qp_message_build(
+	    c, strlen(c), &r, "Received: x\r\n", NULL, NULL, &n);
+	CHECK_STR(out,
+	    "Received: x\r\nSubject: hi\r\nTo: r@b.test\r\n\r\n"
+	    "body\r\nmore\r\n");
 	free(out);
 	free(c);
 	qp_result_free(&r);
@@ -445,6 +449,14 @@ test_stored(void)
 	free(out);
 	free(c);
 	qp_result_free(&r);
+	in = "From : s@a.test\nTo: r@b.test\n\nb\n";
+	CHECK_INT(parse_copy(in, strlen(in), 0, &r, &c), QP_OK);
+	CHECK_STR(r.sender, "s@a.test");
+	out = qp_message_build(c, strlen(c), &r, NULL, NULL, NULL, &n);
+	CHECK_STR(out, "From : s@a.test\r\nTo: r@b.test\r\n\r\nb\r\n");
+	free(out);
+	free(c);
+	qp_result_free(&r);
 	/* header only: an empty line is added, no body */
 	in = "To: a@b.test\nSubject: x";
 	CHECK_INT(parse_copy(in, strlen(in), 0, &r, &c), QP_OK);
@@ -461,7 +473,7 @@ test_stored(void)
 
 		for (int i = 0; i < 400; i++) {
 			char *v = fmt("%s%sw%d@b.test", val,
-			    i == 0 ? ""
+			    i == 0	 ? ""
 				: k == 2 ? ",\t"
 					 : ", ",
 			    i);
@@ -472,8 +484,8 @@ test_stored(void)
 		in = c = fmt("From: s@a.test\n%s: %s\nCc: z@b.test\n\nbody\n",
 		    longs[k], val);
 		CHECK_INT(qp_message_parse(in, strlen(in), NULL, 0, &r), QP_OK);
-		out = qp_message_build(in, strlen(in), &r, NULL, NULL, NULL,
-		    &n);
+		out = qp_message_build(
+		    in, strlen(in), &r, NULL, NULL, NULL, &n);
 		u = check_built(out, n);
 		want = fmt("From: s@a.test\r\n%s: %s\r\nCc: z@b.test\r\n",
 		    longs[k], val);
@@ -536,8 +548,8 @@ hop_msg(const char *sender, int nhops)
 	    sender);
 
 	for (int i = 0; i < nhops; i++) {
-		char *n = fmt("%sReceived: by hop%d.test; Sat, 1 Jan 2000\n", m,
-		    i);
+		char *n = fmt(
+		    "%sReceived: by hop%d.test; Sat, 1 Jan 2000\n", m, i);
 
 		free(m);
 		m = n;
@@ -679,13 +691,13 @@ test_intake(void)
 		CHECK_STR(s.m[0]->sender, "");
 		CHECK_INT(s.m[0]->nrcpt, 1);
 		CHECK_STR(s.m[0]->rcpts[0].addr, "s@a.test");
-		CHECK_INT(queue_body_load(q, s.m[0]->id, &body, &len),
-		    QUEUE_OK);
+		CHECK_INT(
+		    queue_body_load(q, s.m[0]->id, &body, &len), QUEUE_OK);
 		CHECK(strstr(body, "Status: 5.4.6") != NULL);
 		CHECK(strstr(body, "r1@b.test") != NULL);
 		/* r2 said NOTIFY=NEVER: not in the notice */
-		CHECK(strstr(body, "Final-Recipient: rfc822; r2@b.test") ==
-		    NULL);
+		CHECK(
+		    strstr(body, "Final-Recipient: rfc822; r2@b.test") == NULL);
 		CHECK(strstr(body, "mail forwarding loop") != NULL);
 		free(body);
 		{
