@@ -44,6 +44,11 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    2 * GB, 0, 0, NOCLS, NULL, "larger drops go to bad/" },
 	[CFG_INTAKE_BATCH] = { "intake_batch", CT_INT, "2000", 1, 100000, 0, 0,
 	    NOCLS, NULL, "most messages taken in per queue commit" },
+	/* at most what the queue's envelope record holds (QP_RCPT_MAX) */
+	[CFG_MAX_RECIPIENTS] = { "max_recipients", CT_INT, "10000", 1, 1000000,
+	    0, 0, NOCLS, NULL, "messages with more recipients go to bad/" },
+	[CFG_HOPCOUNT_LIMIT] = { "hopcount_limit", CT_INT, "50", 1, 100000, 0,
+	    0, NOCLS, NULL, "this many Received: headers: bounced as a loop" },
 
 	[CFG_T_QUEUEWARN] = { "timeout.queuewarn", CT_TIME, "4h", 0, 10 * YEAR,
 	    HOUR, CF_CLASS, { "1h", NULL, "12h", NULL }, NULL,

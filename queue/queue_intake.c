@@ -63,6 +63,7 @@ struct prep {
 	uint64_t id; /* its queue id, from a committed reservation */
 	int64_t now; /* arrival */
 	int64_t maxsize; /* max_message_size when it was handed out */
+	int64_t maxrcpt, hoplimit; /* max_recipients, hopcount_limit then */
 	enum { PREP_NEW, PREP_BUSY, PREP_DONE } state;
 	enum import_result r; /* IMP_QUEUED: ready to store */
 	struct stat st;
@@ -923,7 +924,10 @@ prep_run(struct queue_intake *qi, struct prep *p)
 		p->r = IMP_RETRY;
 		return;
 	}
-	if (qp_message_parse(buf, got, qi->hostname, &p->pr) != QP_OK) {
+	/* a bare CR is a line end: for the parse, and in what is sent */
+	qp_bare_cr_fix(buf, got);
+	if (qp_message_parse(
+		buf, got, qi->hostname, (size_t)p->maxrcpt, &p->pr) != QP_OK) {
 		move_bad(qi, p->name, p->pr.why);
 		qp_result_free(&p->pr);
 		memset(&p->pr, 0, sizeof(p->pr));
@@ -975,6 +979,7 @@ prep_store(struct queue_intake *qi, struct queue_txn *t, struct prep *p,
 	const struct stat *st = &p->st;
 	MDB_val key, val;
 	struct queue_msg m;
+	char loop[160] = "";
 
 	if (p->r != IMP_QUEUED)
 		return p->r;
@@ -1016,7 +1021,30 @@ prep_store(struct queue_intake *qi, struct queue_txn *t, struct prep *p,
 		m.rcpts[i].next_attempt = p->now;
 	}
 	queue_expiry_times(qi->q, &m);
+	if (p->pr.nreceived >= p->hoplimit) {
+		/* A mail loop: every recipient bounced now with 5.4.6, as
+		 * Postfix's cleanup does.  The return entry, due now, has
+		 * expiry/ send the notice (never to <>) and remove the
+		 * message in one txn; nothing is ever scheduled. */
+		snprintf(loop, sizeof(loop),
+		    "mail forwarding loop detected: %u Received: headers, "
+		    "hopcount_limit is %lld",
+		    p->pr.nreceived, (long long)p->hoplimit);
+		for (size_t i = 0; i < m.nrcpt; i++) {
+			m.rcpts[i].state = RCPT_BOUNCED;
+			m.rcpts[i].next_attempt = 0;
+			m.rcpts[i].reply = loop;
+			memcpy(m.rcpts[i].dsn_status, "5.4.6", 6);
+		}
+		m.warn_at = 0;
+		m.return_at = p->now;
+	}
 	queue_msg_store_rec(t, &m, p->rec.p, p->rec.n, p->rawlen);
+	for (size_t i = 0; loop[0] != '\0' && i < m.nrcpt; i++)
+		queue_txn_log(t,
+		    "%s: to=<%.400s>, relay=none, delay=0, "
+		    "delays=0/0/0/0, dsn=5.4.6, status=bounced (%s)",
+		    m.idstr, m.rcpts[i].addr, loop);
 	free(m.rcpts);
 	{
 		uint8_t v[16];
@@ -1127,8 +1155,8 @@ ids_committed(struct queue_intake *qi)
 static void
 ring_feed(struct queue_intake *qi)
 {
-	int64_t maxsize = cfg_int(
-	    cfg_scope(qi->q->cfg, NULL), CFG_MAX_MESSAGE_SIZE);
+	const struct cfg_scope *g = cfg_scope(qi->q->cfg, NULL);
+	int64_t maxsize = cfg_int(g, CFG_MAX_MESSAGE_SIZE);
 	int64_t now = rq_now();
 	size_t added = 0;
 
@@ -1146,6 +1174,8 @@ ring_feed(struct queue_intake *qi)
 		p->id = id;
 		p->now = now;
 		p->maxsize = maxsize;
+		p->maxrcpt = cfg_int(g, CFG_MAX_RECIPIENTS);
+		p->hoplimit = cfg_int(g, CFG_HOPCOUNT_LIMIT);
 		p->state = PREP_NEW;
 		qi->rtail++;
 		added++;

@@ -1,17 +1,27 @@
 /*
- * queue_parse.c - the pure parsers of a dropped message: the header
- * section, the pickup envelope (X-Sender / X-Receiver with RFC 3461
- * parameters), RFC 5322 address lists, and the builder of the message as
- * stored (Received: first, envelope headers and Bcc: removed, Date: and
- * Message-ID: added when missing, CRLF line endings).
+ * queue_parse.c - the pure parsers of a dropped message: bare-CR repair,
+ * the header section (with its hop count), the pickup envelope
+ * (X-Sender / X-Receiver with RFC 3461 parameters), RFC 5322 address
+ * lists, and the builder of the message as stored (Received: first,
+ * envelope headers, Bcc: and a leading mbox From line removed, Date: and
+ * Message-ID: added when missing, long header lines folded, CRLF line
+ * endings).
  *
- * Public (to queue/, its tests and fuzzer): qp_message_parse(),
- * qp_result_free(), qp_addrlist_parse(), qp_message_build().
+ * Public (to queue/, its tests and fuzzers, and `relayq send`):
+ * qp_bare_cr_fix(), qp_message_parse(), qp_result_free(),
+ * qp_addrlist_parse(), qp_message_build().
  *
  * Invariants: never reads outside [buf, buf+len); every address returned
- * is non-empty, at most QP_ADDR_MAX bytes, and has no byte below 0x20 nor
- * 0x7f; a message is QP_OK only with at least one recipient.
+ * is non-empty, at most QP_ADDR_MAX-1 bytes, and has no byte below 0x20
+ * nor 0x7f; no two recipients are the same mailbox to SMTP, and there
+ * are at most max_rcpt (<= QP_RCPT_MAX) of them; a message is QP_OK
+ * only with at least one recipient; every header line the builder
+ * writes is at most QP_LINE_MAX bytes when the parse said QP_OK.  What
+ * is checked is what is stored: the builder writes the lines the parser
+ * read, in its own line-end rule (LF, CRLF; bare CRs are made LFs before
+ * either runs).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -194,9 +204,19 @@ tok_is(struct tok t, char c)
 	return t.type == T_SPECIAL && t.p[0] == c;
 }
 
-/* Appends token text to an address buffer, dropping folds. */
+/* An address being built: at most QP_ADDR_MAX-1 bytes are kept, but
+ * the length it would have is counted, for the reason text. */
+struct abuf {
+	char a[QP_ADDR_MAX];
+	size_t n; /* bytes kept */
+	size_t want; /* bytes the whole address has */
+	size_t local; /* bytes of its local part, once the '@' is added */
+};
+
+/* Appends token text to an address buffer, dropping folds; false on a
+ * control byte. */
 static bool
-addr_cat(char *a, size_t *an, const char *p, size_t n)
+abuf_cat(struct abuf *b, const char *p, size_t n)
 {
 	for (size_t k = 0; k < n; k++) {
 		unsigned char c = (unsigned char)p[k];
@@ -206,45 +226,194 @@ addr_cat(char *a, size_t *an, const char *p, size_t n)
 		/* no controls, TAB included (RFC 5321 qtextSMTP has none) */
 		if (c < 0x20 || c == 0x7f)
 			return false;
-		if (*an + 1 >= QP_ADDR_MAX)
-			return false;
-		a[(*an)++] = (char)c;
+		b->want++;
+		if (b->n + 1 < QP_ADDR_MAX)
+			b->a[b->n++] = (char)c;
 	}
-	a[*an] = '\0';
+	b->a[b->n] = '\0';
 	return true;
 }
 
-/* Adds an envelope recipient (takes nothing, copies ADDR). */
+/* Appends the '@' that ends the local part. */
 static void
-rcpt_add(struct qp_result *r, const char *addr)
+abuf_at(struct abuf *b)
 {
+	b->local = b->want;
+	abuf_cat(b, "@", 1);
+}
+
+/* The offset of the '@' between ADDR's local part and its domain (the
+ * first one outside a quoted string), or its length when none. */
+static size_t
+addr_at(const char *a)
+{
+	bool q = false;
+	size_t i;
+
+	for (i = 0; a[i] != '\0'; i++) {
+		if (a[i] == '\\' && q && a[i + 1] != '\0')
+			i++;
+		else if (a[i] == '"')
+			q = !q;
+		else if (a[i] == '@' && !q)
+			break;
+	}
+	return i;
+}
+
+/* Hashes an address as SMTP compares it: the domain in any case. */
+static uint64_t
+addr_hash(const char *a)
+{
+	size_t at = addr_at(a);
+	uint64_t h = 1469598103934665603ull;
+
+	for (size_t i = 0; a[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)a[i];
+
+		if (i > at && c >= 'A' && c <= 'Z')
+			c = (unsigned char)(c - 'A' + 'a');
+		h = (h ^ c) * 1099511628211ull;
+	}
+	return h;
+}
+
+/* True when A and B are one mailbox to SMTP: the same local part (case
+ * matters: RFC 5321 2.4), the same domain in any case. */
+static bool
+addr_same(const char *a, const char *b)
+{
+	size_t x = addr_at(a), y = addr_at(b);
+
+	return x == y && memcmp(a, b, x) == 0 && strcasecmp(a + x, b + x) == 0;
+}
+
+/* The NOTIFY of a recipient given twice: every condition either copy
+ * asked for (not given counts as FAILURE,DELAY, relayq's default), so no
+ * notice asked for is lost; NEVER only when both say NEVER. */
+static unsigned
+notify_merge(unsigned a, unsigned b)
+{
+	const unsigned dflt = QNOTIFY_FAILURE | QNOTIFY_DELAY;
+	unsigned u;
+
+	if (a == b)
+		return a;
+	u = ((a ? a : dflt) | (b ? b : dflt)) & ~QNOTIFY_NEVER;
+	return u ? u : QNOTIFY_NEVER;
+}
+
+/* Rebuilds R's address index at twice its size. */
+static void
+hset_grow(struct qp_result *r)
+{
+	size_t cap = r->hcap ? r->hcap * 2 : 16;
+	uint32_t *h = xcalloc(cap, sizeof(*h));
+
+	for (size_t i = 0; i < r->nrcpt; i++) {
+		size_t j = addr_hash(r->rcpts[i].addr) & (cap - 1);
+
+		while (h[j] != 0)
+			j = (j + 1) & (cap - 1);
+		h[j] = (uint32_t)i + 1;
+	}
+	free(r->hset);
+	r->hset = h;
+	r->hcap = cap;
+}
+
+enum merge_result { RM_ADDED, RM_MERGED, RM_TOOMANY };
+
+/*
+ * Adds an envelope recipient (copies ADDR and ORCPT), or merges it into
+ * the one already there with the same address: its ORCPT stays (else
+ * this one's is taken), the NOTIFYs are merged.  RM_TOOMANY (whybuf
+ * set) when it would be one more than R->max_rcpt.
+ */
+static enum merge_result
+rcpt_merge(
+    struct qp_result *r, const char *addr, const char *orcpt, unsigned notify)
+{
+	size_t max = r->max_rcpt ? r->max_rcpt : QP_RCPT_MAX, j;
+
+	if (max > QP_RCPT_MAX)
+		max = QP_RCPT_MAX;
+	if ((r->nrcpt + 1) * 2 > r->hcap)
+		hset_grow(r);
+	for (j = addr_hash(addr) & (r->hcap - 1); r->hset[j] != 0;
+	     j = (j + 1) & (r->hcap - 1)) {
+		struct qp_rcpt *rc = &r->rcpts[r->hset[j] - 1];
+
+		if (!addr_same(rc->addr, addr))
+			continue;
+		if (rc->orcpt == NULL && orcpt != NULL)
+			rc->orcpt = xstrdup(orcpt);
+		rc->notify = notify_merge(rc->notify, notify);
+		return RM_MERGED;
+	}
+	if (r->nrcpt >= max) {
+		snprintf(r->whybuf, sizeof(r->whybuf),
+		    "too many recipients: more than %zu (max_recipients)", max);
+		return RM_TOOMANY;
+	}
 	if (r->nrcpt == r->rcap) {
 		r->rcap = r->rcap ? r->rcap * 2 : 4;
 		r->rcpts = xrealloc(r->rcpts, r->rcap * sizeof(*r->rcpts));
 	}
 	r->rcpts[r->nrcpt].addr = xstrdup(addr);
-	r->rcpts[r->nrcpt].orcpt = NULL;
-	r->rcpts[r->nrcpt].notify = 0;
+	r->rcpts[r->nrcpt].orcpt = orcpt ? xstrdup(orcpt) : NULL;
+	r->rcpts[r->nrcpt].notify = notify;
 	r->nrcpt++;
+	r->hset[j] = (uint32_t)r->nrcpt;
+	return RM_ADDED;
 }
 
-/* Parses `domain` (dot-atom or literal) after '@' into a. */
+/* Adds the address in B to R's recipients, or says (in lx->why) why it
+ * cannot be one: too long, or too many recipients. */
 static bool
-parse_domain(struct lex *lx, char *a, size_t *an)
+addr_finish(struct lex *lx, struct qp_result *r, const struct abuf *b)
+{
+	if (b->want >= QP_ADDR_MAX) {
+		/* RFC 5321 4.5.3.1.1 says 64 for a local part, but real mail
+		 * has longer ones and Postfix takes them: only the whole
+		 * address is bounded, and the reason says which part is
+		 * long. */
+		if (b->local > 64)
+			snprintf(r->whybuf, sizeof(r->whybuf),
+			    "address too long: a local part of %zu bytes "
+			    "(an address may have at most %d)",
+			    b->local, QP_ADDR_MAX - 1);
+		else
+			snprintf(r->whybuf, sizeof(r->whybuf),
+			    "address too long: %zu bytes (at most %d)", b->want,
+			    QP_ADDR_MAX - 1);
+		lx->why = r->whybuf;
+		return false;
+	}
+	if (rcpt_merge(r, b->a, NULL, 0) == RM_TOOMANY) {
+		lx->why = r->whybuf;
+		return false;
+	}
+	return true;
+}
+
+/* Parses `domain` (dot-atom or literal) after '@' into B. */
+static bool
+parse_domain(struct lex *lx, struct abuf *b)
 {
 	struct tok t = lex_next(lx);
 
 	if (t.type == T_DOMLIT)
-		return addr_cat(a, an, t.p, t.n);
+		return abuf_cat(b, t.p, t.n);
 	if (t.type != T_ATOM)
 		return false;
-	if (!addr_cat(a, an, t.p, t.n))
+	if (!abuf_cat(b, t.p, t.n))
 		return false;
 	while (tok_is(lex_peek(lx), '.')) {
 		lex_next(lx);
 		t = lex_next(lx);
-		if (t.type != T_ATOM || !addr_cat(a, an, ".", 1) ||
-		    !addr_cat(a, an, t.p, t.n))
+		if (t.type != T_ATOM || !abuf_cat(b, ".", 1) ||
+		    !abuf_cat(b, t.p, t.n))
 			return false;
 	}
 	return true;
@@ -253,7 +422,7 @@ parse_domain(struct lex *lx, char *a, size_t *an)
 /* Builds a local part from words and dots TOKS[0..n) (dots may repeat,
  * as real mail has "a..b" and "a."; two words in a row may not). */
 static bool
-local_from_toks(const struct tok *toks, size_t n, char *a, size_t *an)
+local_from_toks(const struct tok *toks, size_t n, struct abuf *b)
 {
 	bool prev_word = false, any = false;
 
@@ -262,7 +431,7 @@ local_from_toks(const struct tok *toks, size_t n, char *a, size_t *an)
 
 		if (!dot && prev_word)
 			return false;
-		if (!addr_cat(a, an, toks[k].p, toks[k].n))
+		if (!abuf_cat(b, toks[k].p, toks[k].n))
 			return false;
 		prev_word = !dot;
 		any = any || !dot;
@@ -270,15 +439,48 @@ local_from_toks(const struct tok *toks, size_t n, char *a, size_t *an)
 	return any;
 }
 
+/* Reads the words and dots of a local part into TOKS (*n of them). */
+static bool
+local_toks(struct lex *lx, struct tok *toks, size_t *n)
+{
+	for (;;) {
+		struct tok t = lex_peek(lx);
+
+		if (t.type != T_ATOM && t.type != T_QSTR && !tok_is(t, '.'))
+			return true;
+		if (*n == QP_MAXTOK) {
+			lx->why = "address too long: too many words in its "
+				  "local part";
+			return false;
+		}
+		toks[(*n)++] = lex_next(lx);
+	}
+}
+
+/* Adds "@" and the domain (parsed, or QUALIFY when there is no '@'). */
+static bool
+addr_domain(struct lex *lx, const char *qualify, struct abuf *b)
+{
+	if (tok_is(lex_peek(lx), '@')) {
+		lex_next(lx);
+		abuf_at(b);
+		return parse_domain(lx, b);
+	}
+	if (qualify == NULL)
+		return false;
+	abuf_at(b);
+	return abuf_cat(b, qualify, strlen(qualify));
+}
+
 /* Parses the inside of <...> (an optional obsolete route first). */
 static bool
 parse_angle(struct lex *lx, const char *qualify, struct qp_result *r)
 {
 	struct tok toks[QP_MAXTOK], t;
-	char a[QP_ADDR_MAX];
-	size_t an = 0, n = 0;
+	struct abuf b;
+	size_t n = 0;
 
-	a[0] = '\0';
+	memset(&b, 0, sizeof(b));
 	if (tok_is(lex_peek(lx), '@')) {
 		/* obs-route: @a,@b: */
 		while (!tok_is(lex_peek(lx), ':')) {
@@ -291,29 +493,12 @@ parse_angle(struct lex *lx, const char *qualify, struct qp_result *r)
 	}
 	if (tok_is(lex_peek(lx), '>'))
 		return false; /* <> is no recipient */
-	for (;;) {
-		t = lex_peek(lx);
-		if (t.type != T_ATOM && t.type != T_QSTR && !tok_is(t, '.'))
-			break;
-		if (n == QP_MAXTOK)
-			return false;
-		toks[n++] = lex_next(lx);
-	}
-	if (!local_from_toks(toks, n, a, &an))
+	if (!local_toks(lx, toks, &n) || !local_from_toks(toks, n, &b) ||
+	    !addr_domain(lx, qualify, &b))
 		return false;
-	if (tok_is(lex_peek(lx), '@')) {
-		lex_next(lx);
-		if (!addr_cat(a, &an, "@", 1) || !parse_domain(lx, a, &an))
-			return false;
-	} else {
-		if (qualify == NULL || !addr_cat(a, &an, "@", 1) ||
-		    !addr_cat(a, &an, qualify, strlen(qualify)))
-			return false;
-	}
 	if (!tok_is(lex_next(lx), '>'))
 		return false;
-	rcpt_add(r, a);
-	return true;
+	return addr_finish(lx, r, &b);
 }
 
 /* Parses one mailbox, or a group when allow_group. */
@@ -322,18 +507,13 @@ parse_address(
     struct lex *lx, const char *qualify, struct qp_result *r, bool allow_group)
 {
 	struct tok toks[QP_MAXTOK], t;
-	char a[QP_ADDR_MAX];
-	size_t an = 0, n = 0;
+	struct abuf b;
+	size_t n = 0;
 
-	a[0] = '\0';
-	for (;;) {
-		t = lex_peek(lx);
-		if (t.type != T_ATOM && t.type != T_QSTR && !tok_is(t, '.'))
-			break;
-		if (n == QP_MAXTOK)
-			return false;
-		toks[n++] = lex_next(lx);
-	}
+	memset(&b, 0, sizeof(b));
+	if (!local_toks(lx, toks, &n))
+		return false;
+	t = lex_peek(lx);
 	if (t.type == T_ERR)
 		return false;
 	if (tok_is(t, '<')) {
@@ -358,18 +538,9 @@ parse_address(
 				return false;
 		}
 	}
-	if (!local_from_toks(toks, n, a, &an))
+	if (!local_from_toks(toks, n, &b) || !addr_domain(lx, qualify, &b))
 		return false;
-	if (tok_is(t, '@')) {
-		lex_next(lx);
-		if (!addr_cat(a, &an, "@", 1) || !parse_domain(lx, a, &an))
-			return false;
-	} else if (qualify == NULL || !addr_cat(a, &an, "@", 1) ||
-	    !addr_cat(a, &an, qualify, strlen(qualify))) {
-		return false;
-	}
-	rcpt_add(r, a);
-	return true;
+	return addr_finish(lx, r, &b);
 }
 
 /* Parses an address list; see queue_parse.h. */
@@ -463,7 +634,8 @@ env_split(const char *v, size_t n, const char **a, size_t *an, const char **p,
 	return true;
 }
 
-/* Checks an envelope address for control bytes. */
+/* Checks an envelope address for control bytes (its length is the
+ * address parser's, which says which part is too long). */
 static bool
 env_addr_ok(const char *a, size_t n)
 {
@@ -473,7 +645,7 @@ env_addr_ok(const char *a, size_t n)
 		if (c < 0x20 || c == 0x7f)
 			return false;
 	}
-	return n < QP_ADDR_MAX;
+	return true;
 }
 
 /* Checks RFC 3461 xtext (printable, no blanks or '='). */
@@ -573,12 +745,12 @@ static bool
 env_header(const char *v, size_t n, bool is_rcpt, const char *qualify,
     struct qp_result *r)
 {
-	const char *a, *p;
+	const char *a, *p, *why = NULL;
 	size_t an, pn;
 	struct qp_result tmp;
-	const char *why;
+	struct qp_rcpt rc = { NULL, NULL, 0 };
+	bool ok;
 
-	memset(&tmp, 0, sizeof(tmp));
 	if (!env_split(v, n, &a, &an, &p, &pn)) {
 		r->why = "unparseable address";
 		return false;
@@ -596,11 +768,13 @@ env_header(const char *v, size_t n, bool is_rcpt, const char *qualify,
 		}
 		return true;
 	}
+	memset(&tmp, 0, sizeof(tmp));
 	if (!qp_addrlist_parse(a, an, qualify, &tmp, &why) || tmp.nrcpt != 1) {
+		snprintf(r->whybuf, sizeof(r->whybuf), "%s",
+		    why != NULL && tmp.nrcpt <= 1 ? why
+						  : "unparseable address");
+		r->why = r->whybuf;
 		qp_result_free(&tmp);
-		r->why = tmp.nrcpt > 1 ? "unparseable address" : why;
-		if (r->why == NULL)
-			r->why = "unparseable address";
 		return false;
 	}
 	if (!is_rcpt) {
@@ -613,13 +787,17 @@ env_header(const char *v, size_t n, bool is_rcpt, const char *qualify,
 		}
 		return true;
 	}
-	rcpt_add(r, tmp.rcpts[0].addr);
-	qp_result_free(&tmp);
-	if (!env_params(p, pn, r, &r->rcpts[r->nrcpt - 1])) {
+	ok = env_params(p, pn, r, &rc);
+	if (!ok) {
 		r->why = "bad parameter in X-Receiver";
-		return false;
+	} else if (rcpt_merge(r, tmp.rcpts[0].addr, rc.orcpt, rc.notify) ==
+	    RM_TOOMANY) {
+		r->why = r->whybuf;
+		ok = false;
 	}
-	return true;
+	free(rc.orcpt);
+	qp_result_free(&tmp);
+	return ok;
 }
 
 /* Returns true if field NAME (of n bytes) is WANT, ignoring case. */
@@ -629,19 +807,127 @@ name_is(const char *name, size_t n, const char *want)
 	return strlen(want) == n && strncasecmp(name, want, n) == 0;
 }
 
+/* An output buffer. */
+struct obuf {
+	char *p;
+	size_t n, cap;
+};
+
+static void
+ob_put(struct obuf *o, const char *s, size_t n)
+{
+	if (o->n + n + 1 > o->cap) {
+		while (o->n + n + 1 > o->cap)
+			o->cap = o->cap ? o->cap * 2 : 4096;
+		o->p = xrealloc(o->p, o->cap);
+	}
+	memcpy(o->p + o->n, s, n);
+	o->n += n;
+}
+
+static bool
+is_wsp(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/*
+ * Folds header line L of N bytes (no line end) into pieces of at most
+ * QP_LINE_MAX bytes: each CRLF goes before white space that follows a
+ * non-blank, at offset LO or later (past the field's colon on its first
+ * line), as late as it can.  Appends the pieces to O, or only checks
+ * when O is NULL.  False when a piece cannot be made short enough.  One
+ * pass: the white space before a fold point was already looked at.
+ */
+static bool
+line_fold(const char *l, size_t n, size_t lo, struct obuf *o)
+{
+	size_t start = 0, j = lo > 0 ? lo : 1, bp = 0;
+
+	while (n - start > QP_LINE_MAX) {
+		size_t lim = start + QP_LINE_MAX; /* a fold at lim: 998 bytes */
+
+		for (; j <= lim; j++)
+			if (is_wsp(l[j]) && !is_wsp(l[j - 1]))
+				bp = j;
+		if (bp <= start)
+			return false;
+		if (o != NULL) {
+			ob_put(o, l + start, bp - start);
+			ob_put(o, "\r\n", 2);
+		}
+		start = bp;
+	}
+	if (o != NULL)
+		ob_put(o, l + start, n - start);
+	return true;
+}
+
+/*
+ * Checks that each line of header field F (N bytes with its line ends;
+ * its name NAMELEN bytes, its colon at offset COLON) can be sent: at
+ * most QP_LINE_MAX bytes, or foldable; else says why in R.
+ */
+static bool
+field_lines_ok(
+    const char *f, size_t n, size_t colon, size_t namelen, struct qp_result *r)
+{
+	size_t off = 0;
+	bool first = true;
+
+	while (off < n) {
+		const char *lf = memchr(f + off, '\n', n - off);
+		size_t end = lf ? (size_t)(lf - f) : n, ln = end - off;
+
+		if (ln > 0 && f[off + ln - 1] == '\r')
+			ln--;
+		if (ln > QP_LINE_MAX &&
+		    !line_fold(f + off, ln, first ? colon + 1 : 1, NULL)) {
+			snprintf(r->whybuf, sizeof(r->whybuf),
+			    "header line too long: %zu bytes in the %.*s: "
+			    "field, with no white space to fold it at (at "
+			    "most %d bytes a line)",
+			    ln, (int)(namelen > 60 ? 60 : namelen), f,
+			    QP_LINE_MAX);
+			r->why = r->whybuf;
+			return false;
+		}
+		first = false;
+		off = end + 1;
+	}
+	return true;
+}
+
+/* Makes bare CRs line ends; see queue_parse.h. */
+size_t
+qp_bare_cr_fix(char *buf, size_t len)
+{
+	char *p = buf, *end = buf + len;
+	size_t n = 0;
+
+	while (p < end && (p = memchr(p, '\r', (size_t)(end - p))) != NULL) {
+		if (p + 1 == end || p[1] != '\n') {
+			*p = '\n';
+			n++;
+		}
+		p++;
+	}
+	return n;
+}
+
 /* Parses a message; see queue_parse.h. */
 enum qp_status
-qp_message_parse(
-    const char *buf, size_t len, const char *qualify, struct qp_result *r)
+qp_message_parse(const char *buf, size_t len, const char *qualify,
+    size_t max_rcpt, struct qp_result *r)
 {
-	struct qp_span to[64];
-	size_t nto = 0, pos = 0, nfields = 0;
+	size_t pos = 0, nfields = 0;
 	struct qp_span from = { 0, 0 }, sender = { 0, 0 };
 	bool leading = true, xrcpt = false, have_from = false,
-	     have_sender_hdr = false;
-	const char *why;
+	     have_sender_hdr = false, mbox_seen = false;
+	const char *why = NULL;
 
 	memset(r, 0, sizeof(*r));
+	r->max_rcpt = max_rcpt;
 	r->cls = CFG_NORMAL;
 	if (len == 0) {
 		r->why = "empty file";
@@ -652,15 +938,13 @@ qp_message_parse(
 		size_t nl, fend, ni;
 
 		if (pos >= len) {
-			r->why = "header section has no end";
-			return QP_BAD;
+			/* header fields only, no empty line: a message all
+			 * the same (RFC 5322 3.5: the body is optional) */
+			r->hdr_end = len;
+			break;
 		}
 		lf = memchr(line, '\n', len - pos);
-		if (lf == NULL) {
-			r->why = "header section has no end";
-			return QP_BAD;
-		}
-		nl = (size_t)(lf - line);
+		nl = lf ? (size_t)(lf - line) : len - pos;
 		if (nl == 0 || (nl == 1 && line[0] == '\r')) {
 			r->hdr_end = pos;
 			r->have_blank = true;
@@ -671,9 +955,20 @@ qp_message_parse(
 		     ni++)
 			;
 		colon = line + ni;
-		while (colon < lf && (*colon == ' ' || *colon == '\t'))
+		while (colon < line + nl && (*colon == ' ' || *colon == '\t'))
 			colon++;
-		if (ni == 0 || colon >= lf || *colon != ':') {
+		if (ni == 0 || colon >= line + nl || *colon != ':') {
+			if (leading && !mbox_seen && nl >= 5 &&
+			    memcmp(line, "From ", 5) == 0) {
+				/* an mbox separator (not "From :", a field):
+				 * left out, as `relayq send` and Postfix's
+				 * sendmail do */
+				mbox_seen = true;
+				fend = lf ? pos + nl + 1 : len;
+				drop_add(r, pos, fend - pos);
+				pos = fend;
+				continue;
+			}
 			if (memchr(line, '\0', nl) != NULL) {
 				r->why = "binary data (NUL) in the header "
 					 "section";
@@ -688,14 +983,10 @@ qp_message_parse(
 			break;
 		}
 		/* the field runs on over continuation lines */
-		fend = (size_t)(lf - buf) + 1;
+		fend = lf ? (size_t)(lf - buf) + 1 : len;
 		while (fend < len && (buf[fend] == ' ' || buf[fend] == '\t')) {
 			lf = memchr(buf + fend, '\n', len - fend);
-			if (lf == NULL) {
-				r->why = "header section has no end";
-				return QP_BAD;
-			}
-			fend = (size_t)(lf - buf) + 1;
+			fend = lf ? (size_t)(lf - buf) + 1 : len;
 		}
 		if (memchr(line, '\0', fend - pos) != NULL) {
 			r->why = "binary data (NUL) in the header section";
@@ -705,26 +996,38 @@ qp_message_parse(
 		{
 			const char *v = colon + 1;
 			size_t vn = (size_t)(buf + fend - v);
+			bool keep = true;
 
 			if (leading && name_is(line, ni, "X-Sender")) {
 				if (!env_header(v, vn, false, qualify, r))
 					return QP_BAD;
 				drop_add(r, pos, fend - pos);
+				keep = false;
 			} else if (leading && name_is(line, ni, "X-Receiver")) {
 				if (!env_header(v, vn, true, qualify, r))
 					return QP_BAD;
 				xrcpt = true;
 				drop_add(r, pos, fend - pos);
+				keep = false;
 			} else {
 				leading = false;
-				if (name_is(line, ni, "Bcc"))
+				if (name_is(line, ni, "Received"))
+					r->nreceived++;
+				if (name_is(line, ni, "Bcc")) {
 					drop_add(r, pos, fend - pos);
-				if ((name_is(line, ni, "To") ||
-					name_is(line, ni, "Cc") ||
-					name_is(line, ni, "Bcc")) &&
-				    nto < sizeof(to) / sizeof(to[0])) {
-					to[nto].off = (size_t)(v - buf);
-					to[nto++].len = vn;
+					keep = false;
+				}
+				if (name_is(line, ni, "To") ||
+				    name_is(line, ni, "Cc") ||
+				    name_is(line, ni, "Bcc")) {
+					/* every one of them, as many as
+					 * there are (up to max_rcpt) */
+					if (!xrcpt &&
+					    !qp_addrlist_parse(
+						v, vn, qualify, r, &why)) {
+						r->why = why;
+						return QP_BAD;
+					}
 				} else if (name_is(line, ni, "From") &&
 				    !have_from) {
 					have_from = true;
@@ -746,17 +1049,12 @@ qp_message_parse(
 					r->have_msgid = true;
 				}
 			}
+			if (keep &&
+			    !field_lines_ok(line, fend - pos,
+				(size_t)(colon - line), ni, r))
+				return QP_BAD;
 		}
 		pos = fend;
-	}
-	if (!xrcpt) {
-		for (size_t k = 0; k < nto; k++) {
-			if (!qp_addrlist_parse(
-				buf + to[k].off, to[k].len, qualify, r, &why)) {
-				r->why = why;
-				return QP_BAD;
-			}
-		}
 	}
 	if (r->sender == NULL && (have_sender_hdr || have_from)) {
 		struct qp_result tmp;
@@ -789,31 +1087,15 @@ qp_result_free(struct qp_result *r)
 		free(r->rcpts[i].orcpt);
 	}
 	free(r->rcpts);
+	free(r->hset);
 	free(r->sender);
 	free(r->envid);
 	free(r->drop);
 	r->rcpts = NULL;
+	r->hset = NULL;
 	r->sender = r->envid = NULL;
 	r->drop = NULL;
-	r->nrcpt = r->ndrop = r->rcap = r->dcap = 0;
-}
-
-/* An output buffer. */
-struct obuf {
-	char *p;
-	size_t n, cap;
-};
-
-static void
-ob_put(struct obuf *o, const char *s, size_t n)
-{
-	if (o->n + n + 1 > o->cap) {
-		while (o->n + n + 1 > o->cap)
-			o->cap = o->cap ? o->cap * 2 : 4096;
-		o->p = xrealloc(o->p, o->cap);
-	}
-	memcpy(o->p + o->n, s, n);
-	o->n += n;
+	r->nrcpt = r->ndrop = r->rcap = r->dcap = r->hcap = 0;
 }
 
 /* Copies S with every line ending made CRLF (a last line gets one). */
@@ -835,6 +1117,38 @@ ob_put_crlf(struct obuf *o, const char *s, size_t n)
 	}
 }
 
+/* Copies header fields S as ob_put_crlf() does, folding lines over
+ * QP_LINE_MAX bytes (the parse refused those it cannot fold). */
+static void
+ob_put_header(struct obuf *o, const char *s, size_t n)
+{
+	while (n > 0) {
+		const char *lf = memchr(s, '\n', n);
+		size_t k = lf ? (size_t)(lf - s) : n, ln = k;
+
+		if (ln > 0 && s[ln - 1] == '\r')
+			ln--;
+		if (ln > QP_LINE_MAX) {
+			const char *c = memchr(s, ':', ln);
+			size_t lo = is_wsp(s[0]) || c == NULL
+			    ? 1
+			    : (size_t)(c - s) + 1;
+
+			if (line_fold(s, ln, lo, NULL))
+				line_fold(s, ln, lo, o);
+			else
+				ob_put(o, s, ln);
+		} else {
+			ob_put(o, s, ln);
+		}
+		ob_put(o, "\r\n", 2);
+		if (lf == NULL)
+			break;
+		n -= k + 1;
+		s = lf + 1;
+	}
+}
+
 /* Builds the stored message; see queue_parse.h. */
 char *
 qp_message_build(const char *buf, size_t len, const struct qp_result *r,
@@ -848,10 +1162,10 @@ qp_message_build(const char *buf, size_t len, const struct qp_result *r,
 	if (received != NULL)
 		ob_put(&o, received, strlen(received));
 	for (size_t k = 0; k < r->ndrop; k++) {
-		ob_put_crlf(&o, buf + pos, r->drop[k].off - pos);
+		ob_put_header(&o, buf + pos, r->drop[k].off - pos);
 		pos = r->drop[k].off + r->drop[k].len;
 	}
-	ob_put_crlf(&o, buf + pos, r->hdr_end - pos);
+	ob_put_header(&o, buf + pos, r->hdr_end - pos);
 	if (date != NULL && !r->have_date)
 		ob_put(&o, date, strlen(date));
 	if (msgid != NULL && !r->have_msgid)

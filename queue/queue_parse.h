@@ -1,8 +1,10 @@
 /*
- * queue_parse.h - private to queue/ (and its tests and fuzzer): the pure
- * parsers for a dropped message: header section, pickup envelope
- * (X-Sender/X-Receiver with RFC 3461 parameters), RFC 5322 address lists,
- * and the builder of the message as it is stored and sent.
+ * queue_parse.h - private to queue/ (and its tests and fuzzers, and
+ * `relayq send`, which checks the header it writes as intake will): the
+ * pure parsers for a dropped message: bare-CR repair, header section, hop
+ * count, pickup envelope (X-Sender/X-Receiver with RFC 3461 parameters),
+ * RFC 5322 address lists, and the builder of the message as it is stored
+ * and sent (long header lines folded).
  *
  * Every function works on a buffer and a length, never reads past it,
  * and has no side effects besides its outputs.  Strings in results are
@@ -14,6 +16,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The most recipients a message may have: what the queue's envelope
+ * record holds (queue_db.c, qrec_msg_decode()); max_recipients is at
+ * most this. */
+#define QP_RCPT_MAX 1000000
+/* The longest header line sent, without its CRLF (RFC 5322 2.1.1);
+ * longer ones are folded at white space, or refused. */
+#define QP_LINE_MAX 998
 
 /* An envelope recipient found by the parser. */
 struct qp_rcpt {
@@ -33,36 +43,57 @@ enum qp_status {
 };
 
 struct qp_result {
-	const char *why; /* static text when QP_BAD */
+	const char *why; /* when QP_BAD: static text or whybuf */
+	char whybuf[200];
+	size_t max_rcpt; /* in: most distinct recipients; 0: QP_RCPT_MAX */
 	char *sender; /* NULL when neither X-Sender nor Sender/From gave one */
 	char *envid; /* NULL when not given */
 	int ret; /* QRET_* */
 	int cls; /* enum cfg_class */
-	struct qp_rcpt *rcpts;
+	struct qp_rcpt *rcpts; /* distinct (see qp_message_parse()) */
 	size_t nrcpt, rcap;
+	uint32_t *hset; /* index of rcpts by address: i+1, 0 = free */
+	size_t hcap;
 	size_t hdr_end; /* offset where the header section ends (at its
 			   empty line, or the first non-header line) */
 	bool have_blank; /* an empty line separates header and body */
 	bool have_date, have_msgid;
+	unsigned nreceived; /* Received: fields in the header section */
 	struct qp_span *drop; /* header fields to leave out, in order */
 	size_t ndrop, dcap;
 };
 
 /*
- * Parses message BUF of LEN bytes (LF or CRLF line endings).  Unqualified
- * addresses get "@" QUALIFY (when QUALIFY is NULL they are errors).
- * Returns QP_OK and fills R, or QP_BAD with R->why set; in both cases
- * the caller calls qp_result_free(R).
+ * Makes every bare CR (one not followed by LF) of BUF an LF, in place, so
+ * that a CR is a line end everywhere: in the parse, in what is stored and
+ * in what a receiver reads.  Returns how many were changed.
  */
-enum qp_status qp_message_parse(
-    const char *buf, size_t len, const char *qualify, struct qp_result *r);
+size_t qp_bare_cr_fix(char *buf, size_t len);
+
+/*
+ * Parses message BUF of LEN bytes (LF or CRLF line endings; run
+ * qp_bare_cr_fix() first).  Unqualified addresses get "@" QUALIFY (when
+ * QUALIFY is NULL they are errors).  Recipients are collapsed as SMTP
+ * compares them (local part exactly, domain in any case; the first
+ * ORCPT given, the union of the NOTIFY conditions asked for); more than
+ * MAX_RCPT distinct ones (0: QP_RCPT_MAX) is an error.  A leading mbox
+ * "From " line (first, or after the envelope headers) is left out; a
+ * header section without an empty line after it is fine; a header line
+ * over QP_LINE_MAX bytes that cannot be folded at white space is an
+ * error.  Returns QP_OK and fills R, or QP_BAD with R->why set; in both
+ * cases the caller calls qp_result_free(R).
+ */
+enum qp_status qp_message_parse(const char *buf, size_t len,
+    const char *qualify, size_t max_rcpt, struct qp_result *r);
 void qp_result_free(struct qp_result *r);
 
 /*
  * Parses an RFC 5322 address list (display names, groups, comments,
  * quoted local parts, obsolete routes; folding already allowed) and
- * appends each addr-spec to R's recipients.  Returns false with *why set
- * on a syntax error or an address with a control character.
+ * adds each addr-spec to R's recipients (duplicates collapsed, at most
+ * R->max_rcpt).  Returns false with *why set (static text or R->whybuf)
+ * on a syntax error, an address with a control character, one too long
+ * or too many recipients.
  */
 bool qp_addrlist_parse(const char *s, size_t len, const char *qualify,
     struct qp_result *r, const char **why);
@@ -72,7 +103,9 @@ bool qp_addrlist_parse(const char *s, size_t len, const char *qualify,
  * first, then the input's header fields minus R's drops, then DATE and
  * MSGID lines when R says they are missing (each NULL to skip), the empty
  * line and the body; all line endings CRLF, and a final CRLF added when
- * missing.  Returns a malloc'd buffer of *outlen bytes.
+ * missing; header lines over QP_LINE_MAX bytes folded (CRLF inserted
+ * before white space, which unfolding takes out again).  Returns a
+ * malloc'd buffer of *outlen bytes.
  */
 char *qp_message_build(const char *buf, size_t len, const struct qp_result *r,
     const char *received, const char *date, const char *msgid, size_t *outlen);

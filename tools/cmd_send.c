@@ -18,7 +18,16 @@
  * X-Receiver: fields are removed (the last two would be read as
  * envelope); From: is added when missing; an empty line is added when
  * the header section does not end with one.  Added lines use the line
- * ending of the message's first line.
+ * ending of the message's first line.  A bare CR (not followed by LF) is
+ * a line end, as on intake, and is written as an LF, so that -t, the Bcc:
+ * removal and the receiver all see the same lines.
+ *
+ * The header section written is parsed as intake will parse it
+ * (qp_message_parse(), queue_parse.h): what intake would refuse into
+ * bad/ (too many recipients, a header line too long to fold, ...) is
+ * refused here with 65 and the same reason.  Recipients are collapsed as
+ * SMTP compares them (local part exactly, domain in any case); more than
+ * max_recipients distinct ones is 65.
  *
  * Public: cmd_send().
  * Invariant: a file appears in incoming/ only complete and fsync'd, and
@@ -37,6 +46,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "queue_parse.h"
 #include "tools.h"
 
 #define CMD "send"
@@ -67,10 +77,15 @@ struct send_opts {
 	char **rcpts;
 };
 
-/* A growable list of unique addresses. */
+/* A growable list of unique addresses (as SMTP compares them), with an
+ * index by address and a limit. */
 struct addr_list {
 	char **v;
 	size_t n, cap;
+	uint32_t *hset; /* i+1 of v[i], 0 = free; hcap a power of two */
+	size_t hcap;
+	size_t max; /* most addresses; 0: no limit */
+	size_t long_len, long_local; /* of the last ADDR_TOOLONG */
 };
 
 /* A growable byte buffer. */
@@ -85,6 +100,7 @@ struct wfile {
 	int err; /* first errno, 0 if none */
 	uint64_t total; /* bytes written (or buffered) so far */
 	uint64_t max; /* max_message_size */
+	struct buf *tee; /* when set, gets a copy of what is written */
 	size_t n;
 	char b[65536];
 };
@@ -93,6 +109,8 @@ struct wfile {
 enum addr_result {
 	ADDR_OK = 0,
 	ADDR_BAD, /* unparseable or not allowed: EX_DATAERR */
+	ADDR_TOOLONG, /* over ADDR_MAX bytes: EX_DATAERR */
+	ADDR_TOOMANY, /* one more than the list's max: EX_DATAERR */
 };
 
 /* The temporary file's path, removed by the signal handler while set. */
@@ -126,9 +144,12 @@ usage(FILE *fp)
 	    "nothing (relayq has no aliases); -bp runs `relayq mailq`, -q\n"
 	    "`relayq flush` (-q with an interval does nothing).\n"
 	    "Bcc: headers are removed; a recipient without a domain gets\n"
-	    "@hostname.  Exit 0 once the message is in the spool; 64 usage,\n"
-	    "65 bad address or message over max_message_size, 75 spool\n"
-	    "missing, full or not writable, 78 config error.\n");
+	    "@hostname; a bare CR is a line end.  Exit 0 once the message\n"
+	    "is in the spool; 64 usage, 65 bad address, too many recipients\n"
+	    "(max_recipients), a header intake would refuse (a line over\n"
+	    "998 bytes that cannot be folded) or a message over\n"
+	    "max_message_size, 75 spool missing, full or not writable, 78\n"
+	    "config error.\n");
 }
 
 /* ---- addresses ---- */
@@ -380,14 +401,80 @@ item_is_group(const struct toks *t)
 	return false;
 }
 
+/* The offset of the '@' between ADDR's local part and its domain (the
+ * first outside a quoted string), or its length when none. */
+static size_t
+addr_at(const char *a)
+{
+	bool q = false;
+	size_t i;
+
+	for (i = 0; a[i] != '\0'; i++) {
+		if (a[i] == '\\' && q && a[i + 1] != '\0')
+			i++;
+		else if (a[i] == '"')
+			q = !q;
+		else if (a[i] == '@' && !q)
+			break;
+	}
+	return i;
+}
+
+/* Hashes an address as SMTP compares it: the domain in any case. */
+static uint64_t
+addr_hash(const char *a)
+{
+	size_t at = addr_at(a);
+	uint64_t h = 1469598103934665603ull;
+
+	for (size_t i = 0; a[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)a[i];
+
+		if (i > at)
+			c = (unsigned char)tolower(c);
+		h = (h ^ c) * 1099511628211ull;
+	}
+	return h;
+}
+
+/* True when A and B are one mailbox to SMTP: the same local part (case
+ * matters, RFC 5321 2.4), the same domain in any case. */
+static bool
+addr_same(const char *a, const char *b)
+{
+	size_t x = addr_at(a), y = addr_at(b);
+
+	return x == y && memcmp(a, b, x) == 0 && strcasecmp(a + x, b + x) == 0;
+}
+
+/* Rebuilds LIST's index at twice its size. */
+static void
+addr_index_grow(struct addr_list *list)
+{
+	size_t cap = list->hcap ? list->hcap * 2 : 64;
+	uint32_t *h = xcalloc(cap, sizeof(*h));
+
+	for (size_t i = 0; i < list->n; i++) {
+		size_t j = addr_hash(list->v[i]) & (cap - 1);
+
+		while (h[j] != 0)
+			j = (j + 1) & (cap - 1);
+		h[j] = (uint32_t)i + 1;
+	}
+	free(list->hset);
+	list->hset = h;
+	list->hcap = cap;
+}
+
 /*
- * Validates an address just parsed and adds it to LIST (once; compared
- * without regard to case), appending "@" DOMAIN when it has no domain.
+ * Validates an address just parsed and adds it to LIST (once, as SMTP
+ * compares addresses), appending "@" DOMAIN when it has no domain.
  */
 static enum addr_result
 addr_add(struct addr_list *list, const char *addr, const char *domain)
 {
 	char full[ADDR_MAX + 2];
+	size_t j;
 	int n;
 
 	if (addr[0] == '\0')
@@ -396,20 +483,43 @@ addr_add(struct addr_list *list, const char *addr, const char *domain)
 		n = snprintf(full, sizeof(full), "%s", addr);
 	else
 		n = snprintf(full, sizeof(full), "%s@%s", addr, domain);
-	if (n < 0 || (size_t)n > ADDR_MAX)
+	if (n < 0)
 		return ADDR_BAD;
+	if ((size_t)n > ADDR_MAX) {
+		list->long_len = (size_t)n;
+		list->long_local = strchr(addr, '@') != NULL ? addr_at(addr)
+							     : strlen(addr);
+		return ADDR_TOOLONG;
+	}
 	for (const char *p = full; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			return ADDR_BAD;
-	for (size_t i = 0; i < list->n; i++)
-		if (strcasecmp(list->v[i], full) == 0)
+	if ((list->n + 1) * 2 > list->hcap)
+		addr_index_grow(list);
+	for (j = addr_hash(full) & (list->hcap - 1); list->hset[j] != 0;
+	     j = (j + 1) & (list->hcap - 1))
+		if (addr_same(list->v[list->hset[j] - 1], full))
 			return ADDR_OK;
+	if (list->max > 0 && list->n >= list->max)
+		return ADDR_TOOMANY;
 	if (list->n == list->cap) {
 		list->cap = list->cap ? list->cap * 2 : 16;
 		list->v = xrealloc(list->v, list->cap * sizeof(*list->v));
 	}
 	list->v[list->n++] = xstrdup(full);
+	list->hset[j] = (uint32_t)list->n;
 	return ADDR_OK;
+}
+
+/* Frees what LIST holds. */
+static void
+addr_list_free(struct addr_list *list)
+{
+	for (size_t i = 0; i < list->n; i++)
+		free(list->v[i]);
+	free(list->v);
+	free(list->hset);
+	memset(list, 0, sizeof(*list));
 }
 
 /*
@@ -446,16 +556,20 @@ addr_list_parse(struct addr_list *list, const char *s, size_t len,
 			in_group = true;
 			continue;
 		}
-		if (parse_mailbox(&t, &a) != ADDR_OK ||
-		    addr_add(list, a.p, domain) != ADDR_OK)
+		if (parse_mailbox(&t, &a) != ADDR_OK)
 			goto out;
+		if ((r = addr_add(list, a.p, domain)) != ADDR_OK)
+			goto out_r;
 		(*count)++;
 		if (!tok_is(&t, ',') && tok_peek(&t)->kind != TK_END &&
 		    !(in_group && tok_is(&t, ';')))
 			goto out;
 	}
 	r = ADDR_OK;
+	goto out_r;
 out:
+	r = ADDR_BAD;
+out_r:
 	free(t.v);
 	free(a.p);
 	return r;
@@ -489,14 +603,12 @@ sender_parse(const char *s, const char *domain, struct buf *out)
 		r = ADDR_OK; /* -f '<>' */
 		goto out;
 	}
-	if (addr_add(&one, out->p, domain) == ADDR_OK) {
+	if ((r = addr_add(&one, out->p, domain)) == ADDR_OK) {
 		out->len = 0;
 		buf_add_unfolded(out, one.v[0], strlen(one.v[0]));
-		free(one.v[0]);
-		r = ADDR_OK;
 	}
 out:
-	free(one.v);
+	addr_list_free(&one);
 	free(t.v);
 	return r;
 }
@@ -779,6 +891,20 @@ field_is(const struct header *h, const struct hfield *f, const char *name)
 	    strncasecmp(h->raw.p + f->off, name, f->namelen) == 0;
 }
 
+/* Returns true if LINE is an mbox "From " line (not a "From :" field,
+ * which intake would read as one). */
+static bool
+is_mbox_from(const char *line, size_t len)
+{
+	size_t i = 4;
+
+	if (len < 5 || memcmp(line, "From ", 5) != 0)
+		return false;
+	while (i < len && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	return i >= len || line[i] != ':';
+}
+
 /* Returns true if LINE is a lone "." line (the end unless -i). */
 static bool
 is_dot_line(const char *line, size_t len)
@@ -822,6 +948,8 @@ wfile_flush(struct wfile *w)
 static void
 wfile_put(struct wfile *w, const char *p, size_t len)
 {
+	if (w->tee != NULL)
+		buf_add(w->tee, p, len);
 	w->total += len;
 	while (len > 0 && w->err == 0) {
 		size_t n = sizeof(w->b) - w->n;
@@ -932,7 +1060,8 @@ struct submit {
 	struct buf sender;
 	char notify[32];
 	char envid[ENVID_MAX * 3 + 1];
-	char *line; /* LINE_CHUNK bytes */
+	char *line; /* LINE_CHUNK + 1 bytes */
+	struct buf written; /* the header section as written */
 	bool bol, next_bol; /* s->line starts a line; the next one will */
 	bool ended; /* input ended by a "." line or EOF */
 };
@@ -985,6 +1114,24 @@ spool_create(struct submit *s)
 	return RQ_EX_OK;
 }
 
+/* Says why address text TEXT (from WHERE) was refused; returns 65. */
+static int
+addr_fail(const struct submit *s, enum addr_result r, const char *where,
+    const char *text)
+{
+	if (r == ADDR_TOOMANY)
+		return tools_fail(RQ_EX_DATAERR, CMD,
+		    "too many recipients: more than %zu (max_recipients)",
+		    s->rcpts.max);
+	if (r == ADDR_TOOLONG)
+		return tools_fail(RQ_EX_DATAERR, CMD,
+		    "bad %s \"%.60s...\": address too long: %zu bytes, a "
+		    "local part of %zu (at most %d in all)",
+		    where, text, s->rcpts.long_len, s->rcpts.long_local,
+		    ADDR_MAX);
+	return tools_fail(RQ_EX_DATAERR, CMD, "bad %s \"%.200s\"", where, text);
+}
+
 /* Says that the message is over max_message_size; returns 65. */
 static int
 too_large(const struct submit *s)
@@ -1009,9 +1156,22 @@ input_line(struct submit *s)
 	if (s->ended)
 		return -1;
 	if (s->line == NULL)
-		s->line = xmalloc(LINE_CHUNK);
+		s->line = xmalloc(LINE_CHUNK + 1); /* + the LF of a CRLF */
 	errno = 0;
 	while (n < LINE_CHUNK && (ch = getc_unlocked(stdin)) != EOF) {
+		if (ch == '\r') {
+			int next = getc_unlocked(stdin);
+
+			if (next == '\n') {
+				s->line[n++] = '\r';
+				s->line[n++] = '\n';
+				break;
+			}
+			/* a bare CR ends a line, as on intake: an LF here */
+			if (next != EOF)
+				ungetc(next, stdin);
+			ch = '\n';
+		}
 		s->line[n++] = (char)ch;
 		if (ch == '\n')
 			break;
@@ -1058,7 +1218,7 @@ header_read(struct submit *s, ssize_t *pending)
 			h->eol_crlf = len >= 2 && l[len - 2] == '\r' &&
 			    l[len - 1] == '\n';
 			first = false;
-			if (len >= 5 && memcmp(l, "From ", 5) == 0)
+			if (is_mbox_from(l, len))
 				continue; /* mbox separator, as Postfix */
 		}
 		if ((l[0] == ' ' || l[0] == '\t') && h->n > 0) {
@@ -1108,14 +1268,19 @@ header_extract(struct submit *s)
 		const struct hfield *f = &h->f[i];
 
 		for (int k = 0; k < 3; k++) {
+			enum addr_result r;
+
 			if (!field_is(h, f, names[k]))
 				continue;
-			if (addr_list_parse(&s->rcpts,
-				h->raw.p + f->off + f->namelen + 1,
-				f->len - f->namelen - 1, s->hostname,
-				&count) != ADDR_OK)
+			r = addr_list_parse(&s->rcpts,
+			    h->raw.p + f->off + f->namelen + 1,
+			    f->len - f->namelen - 1, s->hostname, &count);
+			if (r == ADDR_BAD)
 				return tools_fail(RQ_EX_DATAERR, CMD,
 				    "bad address in the %s: header", names[k]);
+			if (r != ADDR_OK)
+				return addr_fail(s, r, "address in the header",
+				    h->raw.p + f->off + f->namelen + 1);
 		}
 	}
 	return RQ_EX_OK;
@@ -1182,6 +1347,25 @@ header_write(struct submit *s)
 	}
 	if (!h->blank_seen)
 		wfile_puts(w, eol);
+}
+
+/*
+ * Parses the header section written (envelope headers included) as
+ * intake will: what intake would move to bad/ is refused here, with the
+ * same reason (65), and the file never reaches incoming/.
+ */
+static int
+header_check(struct submit *s)
+{
+	struct qp_result r;
+	int rc = RQ_EX_OK;
+
+	if (qp_message_parse(s->written.p, s->written.len, s->hostname,
+		s->rcpts.max, &r) != QP_OK)
+		rc = tools_fail(
+		    RQ_EX_DATAERR, CMD, "message refused: %s", r.why);
+	qp_result_free(&r);
+	return rc;
 }
 
 /* Copies the rest of the input (the body) to the file. */
@@ -1281,7 +1465,15 @@ submit_prepare(struct submit *s)
 		    "%d characters",
 		    ENVID_MAX);
 	if (o->sender != NULL) {
-		if (sender_parse(o->sender, s->hostname, &s->sender) != ADDR_OK)
+		enum addr_result r = sender_parse(
+		    o->sender, s->hostname, &s->sender);
+
+		if (r == ADDR_TOOLONG)
+			return tools_fail(RQ_EX_DATAERR, CMD,
+			    "bad sender address \"%.60s...\": address too "
+			    "long (at most %d bytes)",
+			    o->sender, ADDR_MAX);
+		if (r != ADDR_OK)
 			return tools_fail(RQ_EX_DATAERR, CMD,
 			    "bad sender address \"%.200s\"", o->sender);
 	} else {
@@ -1299,13 +1491,15 @@ submit_prepare(struct submit *s)
 	for (int i = 0; i < o->nrcpt; i++) {
 		const char *r = o->rcpts[i];
 		size_t count = 0;
+		enum addr_result ar = ADDR_BAD;
 
-		if (strpbrk(r, "\r\n") != NULL ||
-		    addr_list_parse(&s->rcpts, r, strlen(r), s->hostname,
-			&count) != ADDR_OK ||
-		    count == 0)
-			return tools_fail(RQ_EX_DATAERR, CMD,
-			    "bad recipient address \"%.200s\"", r);
+		if (strpbrk(r, "\r\n") == NULL)
+			ar = addr_list_parse(
+			    &s->rcpts, r, strlen(r), s->hostname, &count);
+		if (ar == ADDR_OK && count == 0)
+			ar = ADDR_BAD;
+		if (ar != ADDR_OK)
+			return addr_fail(s, ar, "recipient address", r);
 	}
 	return RQ_EX_OK;
 }
@@ -1320,13 +1514,12 @@ submit_free(struct submit *s)
 		(void)unlink(tmp_path);
 		tmp_armed = 0;
 	}
-	for (size_t i = 0; i < s->rcpts.n; i++)
-		free(s->rcpts.v[i]);
-	free(s->rcpts.v);
+	addr_list_free(&s->rcpts);
 	free(s->h.raw.p);
 	free(s->h.f);
 	free(s->sender.p);
 	free(s->line);
+	free(s->written.p);
 	free(s->tmpdir);
 	free(s->incdir);
 	free(s->name);
@@ -1377,6 +1570,15 @@ cmd_send(int argc, char **argv)
 	sc = cfg_scope(cfg, NULL);
 	s.spool = cfg_str(sc, CFG_SPOOL_DIR);
 	s.hostname = cfg_str(sc, CFG_HOSTNAME);
+	if (s.hostname[0] == '\0') {
+		/* as intake qualifies: the host's name */
+		static char host[256];
+
+		if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+			strcpy(host, "localhost");
+		s.hostname = host;
+	}
+	s.rcpts.max = (size_t)cfg_int(sc, CFG_MAX_RECIPIENTS);
 	s.w = xcalloc(1, sizeof(*s.w));
 	s.w->fd = -1;
 	s.next_bol = true;
@@ -1401,8 +1603,11 @@ cmd_send(int argc, char **argv)
 		    "no recipient addresses found in the message header");
 		goto out;
 	}
+	s.w->tee = &s.written;
 	header_write(&s);
-	if ((rc = body_copy(&s, pending)) != RQ_EX_OK)
+	s.w->tee = NULL;
+	if ((rc = header_check(&s)) != RQ_EX_OK ||
+	    (rc = body_copy(&s, pending)) != RQ_EX_OK)
 		goto out;
 	rc = spool_commit(&s);
 out:

@@ -3,3 +3,6 @@ add_e2e(e2e_queue ${CMAKE_CURRENT_SOURCE_DIR}/test_queue.py 120)
 add_e2e(e2e_queue_crash ${CMAKE_CURRENT_SOURCE_DIR}/test_queue_crash.py 240)
 add_e2e(e2e_queue_mapfull ${CMAKE_CURRENT_SOURCE_DIR}/test_queue_mapfull.py
   120)
+# Hardened parsing (issue 10): loops, bare CR, long lines, recipients.
+add_e2e(e2e_parse_harden ${CMAKE_CURRENT_SOURCE_DIR}/test_parse_harden.py
+  600)

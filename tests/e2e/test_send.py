@@ -188,12 +188,14 @@ def test_dot_handling():
         check_eq(rest, b"From: f@x\n\n.x\nx.\n. \n", "dot at EOF")
     with spool_env() as e:
         # A line longer than the reader's 64 KiB pieces: a "." at offset
-        # 65536 of it is not a line of its own.
+        # 65536 of it is not a line of its own.  (A header line that
+        # long must have white space to be folded at on intake.)
         long = b"a" * 65536 + b".\n"
-        send(e, ["a@example.com"], b"From: f@x\nX-Long: " + long +
+        hlong = b"a " * 32768 + b".\n"
+        send(e, ["a@example.com"], b"From: f@x\nX-Long: " + hlong +
              b"\n" + long + b"end\n")
         _, rest = split_envelope(only_file(e))
-        check_eq(rest, b"From: f@x\nX-Long: " + long + b"\n" + long +
+        check_eq(rest, b"From: f@x\nX-Long: " + hlong + b"\n" + long +
                  b"end\n", "long lines")
 
 

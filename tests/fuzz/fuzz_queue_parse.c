@@ -1,13 +1,18 @@
 /*
  * fuzz_queue_parse.c - libFuzzer target: any bytes as a dropped spool
- * file.  Checks the parser's invariants: recipients are non-empty and
- * free of control bytes, and the stored message it builds has CRLF line
- * endings only.
+ * file, taken in as intake does (bare CRs made line ends, then parsed and
+ * built).  Checks the parser's invariants: recipients are non-empty,
+ * free of control bytes, distinct and at most max_rcpt; and that what is
+ * stored is what was checked: CRLF line endings only (no bare CR a
+ * receiver could read as a line end), no header line over QP_LINE_MAX
+ * bytes, no Bcc: field left, and as many Received: fields as the hop
+ * count said (plus the one added).
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "queue_parse.h"
 
@@ -22,20 +27,75 @@ check_addr(const char *s)
 			abort();
 }
 
+/* Checks the header section of built message OUT (N bytes); returns
+ * the number of Received: fields in it. */
+static unsigned
+check_header(const char *out, size_t n)
+{
+	size_t pos = 0;
+	unsigned received = 0;
+
+	while (pos < n) {
+		const char *crlf = memmem(out + pos, n - pos, "\r\n", 2);
+		size_t len, name;
+
+		if (crlf == NULL)
+			abort(); /* the header section has its empty line */
+		len = (size_t)(crlf - (out + pos));
+		if (len == 0)
+			break;
+		if (len > QP_LINE_MAX)
+			abort();
+		if (out[pos] != ' ' && out[pos] != '\t') {
+			const char *colon = memchr(out + pos, ':', len);
+
+			if (colon == NULL)
+				abort(); /* a header line that is no field */
+			name = (size_t)(colon - (out + pos));
+			while (name > 0 &&
+			    (out[pos + name - 1] == ' ' ||
+				out[pos + name - 1] == '\t'))
+				name--;
+			if (name == 3 && strncasecmp(out + pos, "Bcc", 3) == 0)
+				abort();
+			if (name == 8 &&
+			    strncasecmp(out + pos, "Received", 8) == 0)
+				received++;
+		}
+		pos += len + 2;
+	}
+	return received;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct qp_result r;
-	const char *buf = (const char *)data;
+	size_t max = (size & 3) == 0 ? 3 : 0;
+	char *buf = malloc(size + 1);
 
-	if (qp_message_parse(buf, size, "fuzz.test", &r) == QP_OK) {
+	if (buf == NULL)
+		return 0;
+	if (size > 0)
+		memcpy(buf, data, size);
+	qp_bare_cr_fix(buf, size);
+	for (size_t i = 0; i < size; i++)
+		if (buf[i] == '\r' && (i + 1 == size || buf[i + 1] != '\n'))
+			abort();
+	if (qp_message_parse(buf, size, "fuzz.test", max, &r) == QP_OK) {
 		size_t n;
 		char *out;
 
-		if (r.nrcpt == 0 || r.hdr_end > size)
+		if (r.nrcpt == 0 || r.hdr_end > size ||
+		    (max > 0 && r.nrcpt > max))
 			abort();
 		for (size_t i = 0; i < r.nrcpt; i++)
 			check_addr(r.rcpts[i].addr);
+		for (size_t i = 0; i < r.nrcpt && r.nrcpt < 200; i++)
+			for (size_t j = i + 1; j < r.nrcpt; j++)
+				if (strcmp(r.rcpts[i].addr, r.rcpts[j].addr) ==
+				    0)
+					abort();
 		if (r.sender != NULL && r.sender[0] != '\0')
 			check_addr(r.sender);
 		out = qp_message_build(buf, size, &r, "Received: x\r\n",
@@ -43,13 +103,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t i = 0; i < n; i++) {
 			if (out[i] == '\n' && (i == 0 || out[i - 1] != '\r'))
 				abort();
+			if (out[i] == '\r' &&
+			    (i + 1 == n || out[i + 1] != '\n'))
+				abort();
 		}
 		if (n < 2 || memcmp(out + n - 2, "\r\n", 2) != 0)
+			abort();
+		if (check_header(out, n) != r.nreceived + 1)
 			abort();
 		free(out);
 	} else if (r.why == NULL) {
 		abort();
 	}
 	qp_result_free(&r);
+	free(buf);
 	return 0;
 }

@@ -91,9 +91,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					abort();
 		break;
 	}
-	for (size_t i = 0; i < l.n; i++)
-		free(l.v[i]);
-	free(l.v);
+	addr_list_free(&l);
 	free(b.p);
 	free(str);
 	return 0;

@@ -114,8 +114,9 @@ static const struct {
 	{ "", NULL, NULL, 0, "empty" },
 	{ "From: a@b.test\nSubject: none\n\nbody\n", NULL, NULL, 0,
 	    "no recipients" },
-	{ "To: a@b.test\nSubject: x", NULL, NULL, 0, "no end" },
-	{ "To: a@b.test\nSubject: x\n", NULL, NULL, 0, "no end" },
+	/* header only, no empty line: a message (interface.md) */
+	{ "To: a@b.test\nSubject: x", "a@b.test", NULL, CFG_NORMAL, NULL },
+	{ "To: a@b.test\nSubject: x\n", "a@b.test", NULL, CFG_NORMAL, NULL },
 	{ "\x7f\x45LF\x01\x02\n\n", NULL, NULL, 0, "not a message" },
 	{ "To: a@b.test\nX-J: a\0b\n\n", NULL, NULL, 0, "NUL" },
 	{ "X-Receiver: <a\rb@x.test>\n\n", NULL, NULL, 0, "CR/LF/NUL" },
@@ -135,7 +136,8 @@ test_messages(void)
 
 		if (strstr(messages[i].in, "X-J:") != NULL)
 			len = 27; /* holds a NUL */
-		st = qp_message_parse(messages[i].in, len, "relayq.test", &r);
+		st = qp_message_parse(
+		    messages[i].in, len, "relayq.test", 0, &r);
 		for (size_t k = 0; k < r.nrcpt; k++) {
 			if (k > 0)
 				strcat(got, " ");
@@ -174,7 +176,7 @@ test_build(void)
 	char *out;
 	size_t n;
 
-	CHECK_INT(qp_message_parse(in, strlen(in), NULL, &r), QP_OK);
+	CHECK_INT(qp_message_parse(in, strlen(in), NULL, 0, &r), QP_OK);
 	CHECK_INT(r.ret, QRET_HDRS);
 	CHECK_STR(r.envid, "abc");
 	CHECK_INT(r.nrcpt, 1);
@@ -190,7 +192,7 @@ test_build(void)
 
 	/* a non-header line starts the body; an empty line is put before */
 	in = "To: a@b.test\nthis is body\n";
-	CHECK_INT(qp_message_parse(in, strlen(in), NULL, &r), QP_OK);
+	CHECK_INT(qp_message_parse(in, strlen(in), NULL, 0, &r), QP_OK);
 	out = qp_message_build(in, strlen(in), &r, NULL, NULL, NULL, &n);
 	CHECK_STR(out, "To: a@b.test\r\n\r\nthis is body\r\n");
 	free(out);
