@@ -207,7 +207,9 @@ enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 /*
  * Opens the log: PATH, or stderr when PATH is NULL or "".  Lines look like
  * syslog's ("Nov 22 03:07:40 HOST relayq/SUBSYS[PID]: text") so log tools
- * written for Postfix read them.  Returns 0, or -1 with errno set.
+ * written for Postfix read them.  PATH is never followed when it is a
+ * link (ELOOP) and must be a regular file with one link (else EPERM).
+ * Returns 0, or -1 with errno set.
  */
 int log_open(const char *path, const char *hostname);
 void log_close(void);

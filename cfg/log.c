@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,11 +38,22 @@ log_open(const char *path, const char *hostname)
 		log_host[n] = '\0';
 	}
 	if (path != NULL && path[0] != '\0') {
-		int fd = open(
-		    path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		/* never through a link, never blocked by a FIFO: the
+		 * directory may be writable by the daemon's user */
+		int fd = open(path,
+		    O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
+			O_NOCTTY | O_CLOEXEC,
+		    0640);
+		struct stat st;
 
 		if (fd < 0)
 			return -1;
+		if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+		    st.st_nlink != 1) {
+			close(fd);
+			errno = EPERM;
+			return -1;
+		}
 		if (log_fd > 2)
 			close(log_fd);
 		log_fd = fd;

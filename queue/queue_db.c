@@ -14,7 +14,9 @@
  * write txn; a record is validated on every load and one that fails is
  * moved to the corrupt db (in a write txn) or skipped (read-only) with a
  * log line; MDB_NOSYNC is never set, so a commit is durable when it
- * returns.
+ * returns.  queue_open() is called by the owner of queue_dir only (the
+ * daemon after its switch, the commands after theirs), and refuses a
+ * data.mdb or lock.mdb that is a link or another user's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -456,6 +458,48 @@ mkdir_p(const char *dir, mode_t mode)
 	return 0;
 }
 
+/*
+ * Refuses data.mdb or lock.mdb when it is not a regular file of this
+ * process's user with one link: LMDB opens them without O_NOFOLLOW, so a
+ * link planted there would have it write through the link.  The caller
+ * runs as the owner of queue_dir, which nobody else can write (checked
+ * at start), so nothing changes between this check and LMDB's open.
+ */
+static bool
+env_files_check(const char *dir, char *err, size_t errlen)
+{
+	static const char *const names[] = { "data.mdb", "lock.mdb" };
+	char path[4096];
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		if (lstat(path, &st) != 0) {
+			if (errno == ENOENT)
+				continue;
+			snprintf(err, errlen, "queue_dir %s: %s: %s", dir,
+			    names[i], strerror(errno));
+			return false;
+		}
+		if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+			snprintf(err, errlen,
+			    "queue_dir %s: %s is not a regular file with one "
+			    "link (a planted link?): refusing to open it",
+			    dir, names[i]);
+			return false;
+		}
+		if (st.st_uid != geteuid()) {
+			snprintf(err, errlen,
+			    "queue_dir %s: %s belongs to uid %u, not to uid "
+			    "%u: refusing to open it",
+			    dir, names[i], (unsigned)st.st_uid,
+			    (unsigned)geteuid());
+			return false;
+		}
+	}
+	return true;
+}
+
 struct queue *
 queue_open(const struct cfg *cfg, bool readonly, char *err, size_t errlen)
 {
@@ -473,6 +517,8 @@ queue_open(const struct cfg *cfg, bool readonly, char *err, size_t errlen)
 		snprintf(err, errlen, "queue_dir %s: %s", dir, strerror(errno));
 		return NULL;
 	}
+	if (!env_files_check(dir, err, errlen))
+		return NULL;
 	q = xcalloc(1, sizeof(*q));
 	q->cfg = cfg;
 	q->readonly = readonly;

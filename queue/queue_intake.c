@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "priv.h"
 #include "queue_int.h"
 #include "queue_parse.h"
 
@@ -532,19 +533,23 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 	qi->incoming = xstrdup(path);
 	snprintf(path, sizeof(path), "%s/bad", spool);
 	qi->bad = xstrdup(path);
-	if (mkdir_mode(qi->incoming, 01733) < 0 ||
+	/* The daemon gives these their modes at start (cfg/priv.c); this
+	 * makes them for other callers: drop dirs 3733, see priv.h. */
+	if (mkdir_mode(qi->incoming, PRIV_DROP_MODE) < 0 ||
 	    mkdir_mode(qi->bad, 0700) < 0) {
 		log_err("queue", "spool %s: %s", spool, strerror(errno));
 		goto fail;
 	}
 	snprintf(path, sizeof(path), "%s/tmp", spool);
 	qi->tmp = xstrdup(path);
-	if (mkdir_mode(path, 01733) < 0) {
+	if (mkdir_mode(path, PRIV_DROP_MODE) < 0) {
 		log_err("queue", "%s: %s", path, strerror(errno));
 		goto fail;
 	}
-	qi->din = open(qi->incoming, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	qi->dbad = open(qi->bad, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	qi->din = open(
+	    qi->incoming, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	qi->dbad = open(
+	    qi->bad, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (qi->din < 0 || qi->dbad < 0) {
 		log_err("queue", "spool %s: %s", spool, strerror(errno));
 		goto fail;

@@ -5,6 +5,11 @@
  * (SIGTERM/SIGINT stop, SIGHUP reload), privileges and
  * --exit-when-idle.
  *
+ * Privileges: started as root, the daemon creates and checks queue_dir,
+ * spool_dir and the log's directory, then becomes `user` before it opens
+ * anything inside them; as that user it gives its directories their
+ * modes.  See cfg/priv.c and the SECURITY section of relayq(8).
+ *
  * Public: runner_main(); runner-private: runner_idle_check(),
  * rcfg_unref().
  *
@@ -15,7 +20,6 @@
  * old one kept.
  */
 #include <errno.h>
-#include <grp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -26,6 +30,7 @@
 #include <event2/event.h>
 
 #include "expiry.h"
+#include "priv.h"
 #include "runner_int.h"
 
 #define STOP_GRACE_SECS 10 /* polite stop, then abort active sessions */
@@ -261,53 +266,91 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	runner_stop(r, sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
-/* Gives PATH to the daemon's user when root made it (best effort). */
+/*
+ * Before anything is opened: as root, creates queue_dir and spool_dir
+ * for the daemon's user and refuses unsafe ones (priv_root_dir); refuses
+ * a log directory others can write; then becomes that user for good.
+ * Exits 78 on a refusal, naming the path.  See cfg/priv.c.
+ */
 static void
-runner_chown(const char *path, uid_t uid, gid_t gid)
-{
-	struct stat st;
-
-	if (path[0] == '\0' || stat(path, &st) != 0 || st.st_uid == uid)
-		return;
-	if (chown(path, uid, gid) != 0)
-		log_warn(NULL, "chown %.200s: %s", path, strerror(errno));
-}
-
-/* With `user` set and started as root: run as that user from now on. */
-static void
-runner_privs(const struct cfg *cfg)
+runner_privs_drop(const struct cfg *cfg, const char *hostname)
 {
 	const struct cfg_scope *g = cfg_scope(cfg, NULL);
-	const char *user = cfg_str(g, CFG_USER);
-	static const char *const sub[] = { "incoming", "tmp", "bad" };
-	static const char *const qfiles[] = { "data.mdb", "lock.mdb",
-		"wakeup" };
-	struct passwd *pw;
-	char path[4096];
+	const char *log_file = cfg_str(g, CFG_LOG_FILE);
+	struct priv_id id;
+	char why[1024];
 
-	if (user[0] == '\0' || geteuid() != 0)
-		return;
-	pw = getpwnam(user);
-	if (pw == NULL)
-		fatal(RQ_EX_CONFIG, "user %.64s: no such user", user);
-	/* The queue and spool were opened (maybe created) as root: hand
-	 * them over so the daemon can keep working as USER. */
-	runner_chown(cfg_str(g, CFG_QUEUE_DIR), pw->pw_uid, pw->pw_gid);
-	for (size_t i = 0; i < sizeof(qfiles) / sizeof(qfiles[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", cfg_str(g, CFG_QUEUE_DIR),
-		    qfiles[i]);
-		runner_chown(path, pw->pw_uid, pw->pw_gid);
-	}
-	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", cfg_str(g, CFG_SPOOL_DIR),
-		    sub[i]);
-		runner_chown(path, pw->pw_uid, pw->pw_gid);
-	}
-	runner_chown(cfg_str(g, CFG_LOG_FILE), pw->pw_uid, pw->pw_gid);
-	if (initgroups(pw->pw_name, pw->pw_gid) != 0 ||
-	    setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
-		fatal(RQ_EX_OSERR, "cannot switch to user %.64s: %s", user,
+	if (!priv_id_get(cfg_str(g, CFG_USER), &id, why, sizeof(why)))
+		fatal(RQ_EX_CONFIG, "%s", why);
+	if (geteuid() == 0 &&
+	    (priv_root_dir(cfg_str(g, CFG_QUEUE_DIR), PRIV_DIR_QUEUE, &id, why,
+		 sizeof(why)) != PRIV_OK ||
+		priv_root_dir(cfg_str(g, CFG_SPOOL_DIR), PRIV_DIR_SPOOL, &id,
+		    why, sizeof(why)) != PRIV_OK))
+		fatal(RQ_EX_CONFIG, "%s", why);
+	if (priv_log_prepare(log_file, &id, why, sizeof(why)) != PRIV_OK)
+		fatal(RQ_EX_CONFIG, "%s", why);
+	if (id.root_start && !priv_switch(&id))
+		fatal(RQ_EX_OSERR, "cannot switch to user %.64s: %s", id.name,
 		    strerror(errno));
+	if (log_open(log_file, hostname) < 0)
+		fatal(RQ_EX_CANTCREAT,
+		    "cannot open log_file %.200s as uid %u: %s (it must be a "
+		    "regular file, not a link)",
+		    log_file, (unsigned)geteuid(), strerror(errno));
+}
+
+/*
+ * As the daemon's user: gives queue_dir, spool_dir and its incoming/,
+ * tmp/ and bad/ their owners and modes (creating what is missing),
+ * repairing a wrong mode with one log line, exiting 78 on what it may
+ * not repair (a link, another owner, a queue_dir or spool_dir others can
+ * write).
+ */
+static void
+runner_dirs_enforce(const struct cfg *cfg)
+{
+	const struct cfg_scope *g = cfg_scope(cfg, NULL);
+	const char *spool = cfg_str(g, CFG_SPOOL_DIR);
+	/* A missing incoming/ is left to queue_intake_open(), which makes it
+	 * (3733) just before it watches it, as writers wait for it to
+	 * appear: files then arrive in the order they are dropped. */
+	static const struct {
+		const char *sub;
+		enum priv_dir kind;
+		bool create;
+	} dirs[] = {
+		{ NULL, PRIV_DIR_QUEUE, true },
+		{ "", PRIV_DIR_SPOOL, true },
+		{ "tmp", PRIV_DIR_DROP, true },
+		{ "bad", PRIV_DIR_PRIVATE, true },
+		{ "incoming", PRIV_DIR_DROP, false },
+	};
+	char path[4096], why[1024];
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		if (dirs[i].sub == NULL)
+			snprintf(path, sizeof(path), "%s",
+			    cfg_str(g, CFG_QUEUE_DIR));
+		else if (dirs[i].sub[0] == '\0')
+			snprintf(path, sizeof(path), "%s", spool);
+		else
+			snprintf(
+			    path, sizeof(path), "%s/%s", spool, dirs[i].sub);
+		if (!dirs[i].create && lstat(path, &st) != 0 && errno == ENOENT)
+			continue;
+		switch (
+		    priv_dir_enforce(path, dirs[i].kind, why, sizeof(why))) {
+		case PRIV_OK:
+			break;
+		case PRIV_FIXED:
+			log_warn(NULL, "repaired a wrong mode: %s", why);
+			break;
+		case PRIV_REFUSED:
+			fatal(RQ_EX_CONFIG, "%s", why);
+		}
+	}
 }
 
 /* Runs the daemon; see runner.h. */
@@ -333,9 +376,7 @@ runner_main(
 		host[sizeof(host) - 1] = '\0';
 		hostname = host;
 	}
-	if (log_open(cfg_str(g, CFG_LOG_FILE), hostname) < 0)
-		fatal(RQ_EX_CANTCREAT, "cannot open log_file %.200s: %s",
-		    cfg_str(g, CFG_LOG_FILE), strerror(errno));
+	(void)log_open(NULL, hostname); /* the host name only, for now */
 	r->rc = xcalloc(1, sizeof(*r->rc));
 	r->rc->cfg = cfg;
 	r->rc->refs = 2; /* the runner's, and the intake's (kept to exit) */
@@ -345,6 +386,11 @@ runner_main(
 	r->base = smtp_event_base_new();
 	if (r->base == NULL)
 		fatal(RQ_EX_OSERR, "event_base_new failed");
+	/* Nothing in queue_dir, spool_dir or the log is opened before this
+	 * (the user could have planted links there); nothing else needs
+	 * root either (CA files are read per connection). */
+	runner_privs_drop(cfg, hostname);
+	runner_dirs_enforce(cfg);
 	r->q = queue_open(cfg, false, err, sizeof(err));
 	if (r->q == NULL)
 		fatal(RQ_EX_CANTCREAT, "cannot open the queue: %s", err);
@@ -357,7 +403,6 @@ runner_main(
 	if (r->dns == NULL)
 		fatal(RQ_EX_CONFIG, "resolver: %s", err);
 	r->smtp = smtp_client_new(r->base, hostname);
-	runner_privs(cfg);
 
 	r->max_msgs = (size_t)cfg_int(g, CFG_MAX_CONNECTIONS_TOTAL) * 4;
 	if (r->max_msgs < 2000)

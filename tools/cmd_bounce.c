@@ -39,10 +39,9 @@ cmd_bounce(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *path = NULL, *qdir;
+	const char *path = NULL;
 	struct cfg *cfg;
 	struct queue *q;
-	char err[512];
 	int ch, rc = RQ_EX_OK;
 
 	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
@@ -70,22 +69,12 @@ cmd_bounce(int argc, char **argv)
 			    "not a queue ID: \"%.64s\"", argv[i]);
 	}
 	cfg = tools_cfg_load(tools_cfg_path(path));
-	qdir = cfg_str(cfg_scope(cfg, NULL), CFG_QUEUE_DIR);
-	if (access(qdir, R_OK | W_OK | X_OK) != 0 && errno == EACCES) {
+	/* as the queue's owner; the queue's "removed" and the notice lines
+	 * go to the daemon's log, as postsuper's go to syslog */
+	rc = tools_queue_open("bounce", cfg, false, &q);
+	if (rc != RQ_EX_OK) {
 		cfg_free(cfg);
-		return tools_fail(
-		    RQ_EX_NOPERM, "bounce", "%s: permission denied", qdir);
-	}
-	/* The queue's "removed" and the notice lines go to the daemon's
-	 * log, as postsuper's go to syslog. */
-	if (log_open(cfg_str(cfg_scope(cfg, NULL), CFG_LOG_FILE),
-		cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME)) != 0)
-		fprintf(stderr, "relayq bounce: cannot open the log: %s\n",
-		    strerror(errno));
-	q = queue_open(cfg, false, err, sizeof(err));
-	if (q == NULL) {
-		cfg_free(cfg);
-		return tools_fail(RQ_EX_TEMPFAIL, "bounce", "%s", err);
+		return rc;
 	}
 	for (int i = optind; i < argc; i++) {
 		uint64_t id;
@@ -94,7 +83,8 @@ cmd_bounce(int argc, char **argv)
 
 		queue_id_parse(argv[i], &id);
 		queue_id_format(id, idstr);
-		res = expiry_bounce_now(q, cfg, id);
+		res = q != NULL ? expiry_bounce_now(q, cfg, id)
+				: QUEUE_NOTFOUND; /* no queue yet */
 		switch (res) {
 		case QUEUE_OK:
 			printf("%s: returned to sender\n", idstr);

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,18 +19,45 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "priv.h"
 #include "queue.h"
 #include "tools.h"
 
-/* Opens the queue for command CMD after the permission check. */
+/* Becomes uid UID (group GID when it has no passwd entry) for good. */
+static int
+tools_become(const char *cmd, const char *dir, uid_t uid, gid_t gid)
+{
+	struct passwd *pw = getpwuid(uid);
+	struct priv_id id;
+
+	memset(&id, 0, sizeof(id));
+	id.uid = uid;
+	id.gid = pw != NULL ? pw->pw_gid : gid;
+	if (pw != NULL)
+		snprintf(id.name, sizeof(id.name), "%s", pw->pw_name);
+	if (!priv_switch(&id))
+		return tools_fail(RQ_EX_OSERR, cmd,
+		    "cannot become uid %u, the owner of %s: %s", (unsigned)uid,
+		    dir, strerror(errno));
+	return RQ_EX_OK;
+}
+
+/*
+ * Opens the queue for command CMD as the owner of queue_dir: root
+ * becomes that user first (as Postfix's postqueue runs as the mail
+ * system's owner), so it never opens a file the owner could have
+ * replaced with a link; anyone else gets "permission denied" (77).  A
+ * queue_dir others can change is refused (78), as the daemon does.
+ */
 int
 tools_queue_open(
     const char *cmd, const struct cfg *cfg, bool readonly, struct queue **qp)
 {
-	const char *dir = cfg_str(cfg_scope(cfg, NULL), CFG_QUEUE_DIR);
+	const struct cfg_scope *g = cfg_scope(cfg, NULL);
+	const char *dir = cfg_str(g, CFG_QUEUE_DIR);
 	struct stat st;
 	char err[1024];
-	uid_t me = geteuid();
+	int rc;
 
 	*qp = NULL;
 	if (stat(dir, &st) < 0) {
@@ -38,14 +66,27 @@ tools_queue_open(
 		return tools_fail(
 		    RQ_EX_NOPERM, cmd, "%s: %s", dir, strerror(errno));
 	}
-	if (me != 0 && me != st.st_uid)
+	if (!S_ISDIR(st.st_mode))
+		return tools_fail(
+		    RQ_EX_CONFIG, cmd, "queue_dir %s: not a directory", dir);
+	if (geteuid() == 0 && st.st_uid != 0 &&
+	    (rc = tools_become(cmd, dir, st.st_uid, st.st_gid)) != RQ_EX_OK)
+		return rc;
+	if (geteuid() != st.st_uid)
 		return tools_fail(RQ_EX_NOPERM, cmd,
 		    "permission denied: only root and the queue owner (uid "
 		    "%u) may use the queue",
 		    (unsigned)st.st_uid);
-	if (cfg_str(cfg_scope(cfg, NULL), CFG_LOG_FILE)[0] != '\0')
-		(void)log_open(cfg_str(cfg_scope(cfg, NULL), CFG_LOG_FILE),
-		    cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME));
+	if (priv_dir_foreign(&st, st.st_uid, getegid()))
+		return tools_fail(RQ_EX_CONFIG, cmd,
+		    "queue_dir %s (mode %04o, group %u) can be changed by "
+		    "others than its owner: refusing to use it",
+		    dir, (unsigned)(st.st_mode & 07777), (unsigned)st.st_gid);
+	if (geteuid() == 0 && !priv_path_trusted(dir, err, sizeof(err)))
+		return tools_fail(RQ_EX_CONFIG, cmd, "%s", err);
+	if (cfg_str(g, CFG_LOG_FILE)[0] != '\0')
+		(void)log_open(
+		    cfg_str(g, CFG_LOG_FILE), cfg_str(g, CFG_HOSTNAME));
 	*qp = queue_open(cfg, readonly, err, sizeof(err));
 	if (*qp == NULL) {
 		if (readonly && strstr(err, "not initialised") != NULL)

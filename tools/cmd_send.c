@@ -46,6 +46,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "priv.h"
 #include "queue_parse.h"
 #include "tools.h"
 
@@ -113,9 +114,14 @@ enum addr_result {
 	ADDR_TOOMANY, /* one more than the list's max: EX_DATAERR */
 };
 
-/* The temporary file's path, removed by the signal handler while set. */
+/* The temporary file's path, removed by the signal handler while set
+ * (as tmp_name in the directory open at tmp_dfd). */
 static char tmp_path[4096];
+static char tmp_name[256];
+static int tmp_dfd = -1, inc_dfd = -1;
 static volatile sig_atomic_t tmp_armed;
+/* The `user` key: the owner tmp/ and incoming/ must have, when set. */
+static const char *spool_user = "";
 
 static void
 usage(FILE *fp)
@@ -978,7 +984,7 @@ on_signal(int sig)
 {
 	(void)sig;
 	if (tmp_armed)
-		(void)unlink(tmp_path);
+		(void)unlinkat(tmp_dfd, tmp_name, 0);
 	_exit(RQ_EX_TEMPFAIL);
 }
 
@@ -1067,24 +1073,71 @@ struct submit {
 };
 
 /*
- * Creates spool_dir/tmp/NAME with O_EXCL; mode 0600 when the submitter
- * owns incoming/ (or is root: the file is then given to that owner),
- * else 0644 so the unprivileged daemon can read it: incoming/ and tmp/
- * are not listable (1733) and NAME has 64 random bits.
+ * Opens spool directory PATH (never through a link) into *dfd and
+ * refuses one that would not keep a submission private (75, so the
+ * caller tries again: the daemon repairs modes when it starts): others
+ * may list it or remove what they do not own, or it is not the
+ * daemon's, or it hands no drop group down to a submitter who is
+ * neither root nor its owner (the daemon could not read the file).
+ */
+static int
+spool_dir_open(const char *path, int *dfd, struct stat *st)
+{
+	struct passwd *pw;
+	uid_t me = geteuid();
+
+	*dfd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (*dfd < 0 || fstat(*dfd, st) != 0) {
+		int err = errno;
+		bool link = lstat(path, st) == 0 && S_ISLNK(st->st_mode);
+
+		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		    "spool directory %.200s: %s", path,
+		    link ? "a symbolic link, not a directory" : strerror(err));
+	}
+	if (spool_user[0] != '\0' && (pw = getpwnam(spool_user)) != NULL &&
+	    st->st_uid != pw->pw_uid)
+		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		    "spool directory %.200s belongs to uid %u, not to %.64s: "
+		    "refusing to write there",
+		    path, (unsigned)st->st_uid, spool_user);
+	if ((st->st_mode & S_IWOTH) &&
+	    (!(st->st_mode & S_ISVTX) || (st->st_mode & S_IROTH)))
+		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		    "spool directory %.200s has mode %04o: other users could "
+		    "list or remove submissions (relayq run sets %04o when it "
+		    "starts)",
+		    path, (unsigned)(st->st_mode & 07777),
+		    (unsigned)PRIV_DROP_MODE);
+	if (me != 0 && me != st->st_uid &&
+	    (st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISGID))
+		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		    "spool directory %.200s has mode %04o: no drop group "
+		    "(setgid), so the daemon could not read your message "
+		    "(relayq run sets %04o when it starts)",
+		    path, (unsigned)(st->st_mode & 07777),
+		    (unsigned)PRIV_DROP_MODE);
+	return RQ_EX_OK;
+}
+
+/*
+ * Creates spool_dir/tmp/NAME with O_EXCL|O_NOFOLLOW, readable by the
+ * daemon alone: mode 0600 when the submitter owns tmp/, else 0640 with
+ * the group of tmp/ (the daemon's: handed down by its setgid bit, set
+ * by fchown when root submits), as Postfix's maildrop files belong to
+ * their submitter and the postdrop group.  The file keeps its owner, so
+ * the daemon logs who submitted it.
  */
 static int
 spool_create(struct submit *s)
 {
-	struct stat st;
+	struct stat st, ist, fst;
 	uint64_t rnd;
-	int fd = -1;
+	int fd = -1, rc;
 
-	if (stat(s->incdir, &st) != 0)
-		return tools_fail(RQ_EX_TEMPFAIL, CMD,
-		    "spool directory %.200s: %s", s->incdir, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return tools_fail(RQ_EX_TEMPFAIL, CMD,
-		    "spool directory %.200s: not a directory", s->incdir);
+	if ((rc = spool_dir_open(s->incdir, &inc_dfd, &ist)) != RQ_EX_OK ||
+	    (rc = spool_dir_open(s->tmpdir, &tmp_dfd, &st)) != RQ_EX_OK)
+		return rc;
 	for (int tries = 0; tries < 10 && fd < 0; tries++) {
 		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 			rnd = (uint64_t)rq_now_us() ^
@@ -1092,9 +1145,10 @@ spool_create(struct submit *s)
 		free(s->name);
 		str_printf(&s->name, "%lld.%d.%016llx", (long long)rq_now(),
 		    (int)getpid(), (unsigned long long)rnd);
+		snprintf(tmp_name, sizeof(tmp_name), "%s", s->name);
 		snprintf(
 		    tmp_path, sizeof(tmp_path), "%s/%s", s->tmpdir, s->name);
-		fd = open(tmp_path,
+		fd = openat(tmp_dfd, tmp_name,
 		    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd >= 0)
 			tmp_armed = 1;
@@ -1104,13 +1158,17 @@ spool_create(struct submit *s)
 	if (fd < 0)
 		return tools_fail(RQ_EX_TEMPFAIL, CMD,
 		    "cannot create %.200s: %s", tmp_path, strerror(errno));
-	if (geteuid() == 0 && st.st_uid != 0) {
-		if (fchown(fd, st.st_uid, st.st_gid) != 0)
-			(void)fchmod(fd, 0644);
-	} else if (geteuid() != 0 && geteuid() != st.st_uid) {
-		(void)fchmod(fd, 0644);
-	}
 	s->w->fd = fd;
+	if (geteuid() == st.st_uid)
+		return RQ_EX_OK;
+	errno = 0;
+	if ((geteuid() == 0 && fchown(fd, (uid_t)-1, st.st_gid) != 0) ||
+	    fstat(fd, &fst) != 0 || fst.st_gid != st.st_gid ||
+	    fchmod(fd, 0640) != 0)
+		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		    "%.200s: cannot give it to group %u: %s", tmp_path,
+		    (unsigned)st.st_gid,
+		    errno ? strerror(errno) : "not inherited");
 	return RQ_EX_OK;
 }
 
@@ -1410,12 +1468,12 @@ spool_commit(struct submit *s)
 		    tmp_path, strerror(w->err));
 	str_printf(&s->final_path, "%s/%s", s->incdir, s->name);
 	signals_block();
-	if (rename(tmp_path, s->final_path) != 0)
+	if (renameat(tmp_dfd, tmp_name, inc_dfd, tmp_name) != 0)
 		return tools_fail(RQ_EX_TEMPFAIL, CMD,
 		    "cannot move the message into %.200s: %s", s->incdir,
 		    strerror(errno));
 	tmp_armed = 0;
-	dfd = open(s->incdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dfd = openat(inc_dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd >= 0) {
 		r = fsync(dfd);
 		close(dfd);
@@ -1427,7 +1485,7 @@ spool_commit(struct submit *s)
 
 		/* The rename may not be durable: take the file back if the
 		 * daemon has not (it unlinks only after its commit). */
-		if (unlink(s->final_path) == 0)
+		if (unlinkat(inc_dfd, tmp_name, 0) == 0)
 			return tools_fail(RQ_EX_TEMPFAIL, CMD,
 			    "syncing %.200s: %s", s->incdir, strerror(err));
 	}
@@ -1511,9 +1569,14 @@ submit_free(struct submit *s)
 	if (s->w->fd >= 0)
 		close(s->w->fd);
 	if (tmp_armed) {
-		(void)unlink(tmp_path);
+		(void)unlinkat(tmp_dfd, tmp_name, 0);
 		tmp_armed = 0;
 	}
+	if (tmp_dfd >= 0)
+		close(tmp_dfd);
+	if (inc_dfd >= 0)
+		close(inc_dfd);
+	tmp_dfd = inc_dfd = -1;
 	addr_list_free(&s->rcpts);
 	free(s->h.raw.p);
 	free(s->h.f);
@@ -1569,6 +1632,7 @@ cmd_send(int argc, char **argv)
 	cfg = tools_cfg_load(tools_cfg_path(s.o.cfg_path));
 	sc = cfg_scope(cfg, NULL);
 	s.spool = cfg_str(sc, CFG_SPOOL_DIR);
+	spool_user = cfg_str(sc, CFG_USER);
 	s.hostname = cfg_str(sc, CFG_HOSTNAME);
 	if (s.hostname[0] == '\0') {
 		/* as intake qualifies: the host's name */

@@ -334,6 +334,8 @@ def as_nobody():
 
 
 def test_file_modes():
+    """Spool files are readable by the daemon alone: the submitter's
+    with the drop group tmp/ hands down (setgid), 0640; root's too."""
     if os.getuid() != 0:
         print("skip: needs root to switch users")
         return
@@ -342,24 +344,36 @@ def test_file_modes():
         os.chmod(e.spool, 0o755)
         os.chmod(e.conf, 0o644)
         for d in ("incoming", "tmp"):
-            os.chmod(os.path.join(e.spool, d), 0o1733)
             os.chown(os.path.join(e.spool, d), 1, 1)   # daemon user
-        # Another user: readable by the daemon (dirs are not listable).
+            os.chmod(os.path.join(e.spool, d), 0o3733)
+        # Another user: the daemon's group reads it (dirs not listable).
         p = subprocess.run([rqlib.BIN, "send", "-c", e.conf, "r@x.example"],
                            input=b"\nx\n", preexec_fn=as_nobody,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         check_eq(p.returncode, 0, p.stderr)
         names = incoming(e)
         st = os.stat(os.path.join(e.spool, "incoming", names[0]))
-        check_eq((st.st_uid, stat.S_IMODE(st.st_mode)), (65534, 0o644),
-                 "non-owner's file")
+        check_eq((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
+                 (65534, 1, 0o640), "non-owner's file")
         check(b"X-Sender: <nobody@relayq.test>" in only_file(e), "sender")
         os.unlink(os.path.join(e.spool, "incoming", names[0]))
-        # root: the file is given to the spool's owner, 0600.
+        # root: root's file, in the daemon's group, 0640.
         send(e, ["r@x.example"], b"\nx\n")
         st = os.stat(os.path.join(e.spool, "incoming", incoming(e)[0]))
         check_eq((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
-                 (1, 1, 0o600), "root's file")
+                 (0, 1, 0o640), "root's file")
+        os.unlink(os.path.join(e.spool, "incoming", incoming(e)[0]))
+        # No drop group (1733), or listable (1777): refused, nothing left.
+        for mode in (0o1733, 0o1777):
+            for d in ("incoming", "tmp"):
+                os.chmod(os.path.join(e.spool, d), mode)
+            p = subprocess.run(
+                [rqlib.BIN, "send", "-c", e.conf, "r@x.example"],
+                input=b"\nx\n", preexec_fn=as_nobody,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            check_eq(p.returncode, 75, "mode %o: %s" % (mode, p.stderr))
+            check(b"spool directory" in p.stderr, p.stderr)
+            check_eq(incoming(e) + tmpfiles(e), [], "nothing left")
 
 
 def test_killed_submission_never_visible():
