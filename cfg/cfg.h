@@ -61,6 +61,7 @@ enum cfg_key {
 	CFG_INTAKE_BATCH,
 	CFG_MAX_RECIPIENTS,
 	CFG_HOPCOUNT_LIMIT,
+	CFG_MIN_FREE_SPACE,
 	/* expiry (global, per class) */
 	CFG_T_QUEUEWARN,
 	CFG_T_QUEUERETURN,

@@ -49,6 +49,10 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    0, 0, NOCLS, NULL, "messages with more recipients go to bad/" },
 	[CFG_HOPCOUNT_LIMIT] = { "hopcount_limit", CT_INT, "50", 1, 100000, 0,
 	    0, NOCLS, NULL, "this many Received: headers: bounced as a loop" },
+	[CFG_MIN_FREE_SPACE] = { "min_free_space", CT_SIZE, "100m", 0, 1 * TB,
+	    0, 0, NOCLS, NULL,
+	    "intake pauses while the queue's or spool's file system has "
+	    "less free; 0: no check" },
 
 	[CFG_T_QUEUEWARN] = { "timeout.queuewarn", CT_TIME, "4h", 0, 10 * YEAR,
 	    HOUR, CF_CLASS, { "1h", NULL, "12h", NULL }, NULL,

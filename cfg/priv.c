@@ -171,8 +171,8 @@ open_why(const char *path, int err, char *why, size_t len)
 	struct stat st;
 
 	/* O_DIRECTORY|O_NOFOLLOW says ENOTDIR for a link to a directory */
-	if (err == ELOOP || (err == ENOTDIR && lstat(path, &st) == 0 &&
-				S_ISLNK(st.st_mode)))
+	if (err == ELOOP ||
+	    (err == ENOTDIR && lstat(path, &st) == 0 && S_ISLNK(st.st_mode)))
 		snprintf(why, len,
 		    "%.200s is a symbolic link, not a directory: refusing "
 		    "to follow it",
@@ -303,8 +303,9 @@ priv_root_dir(const char *path, enum priv_dir kind, const struct priv_id *id,
 		}
 		if (dir_chmod(fd, kind_mode(kind)) != 0 ||
 		    fchownat(fd, "", id->uid, id->gid, AT_EMPTY_PATH) != 0) {
-			snprintf(why, len, "%.200s: cannot give it to %.64s: %s",
-			    path, id->name, strerror(errno));
+			snprintf(why, len,
+			    "%.200s: cannot give it to %.64s: %s", path,
+			    id->name, strerror(errno));
 			close(fd);
 			return PRIV_REFUSED;
 		}
@@ -462,9 +463,8 @@ priv_dir_enforce(const char *path, enum priv_dir kind, char *why, size_t len)
 	close(fd);
 	if (made || (have == want && !regroup))
 		return PRIV_OK;
-	snprintf(why, len,
-	    "%.200s had mode %04o, group %u; now %04o, group %u", path,
-	    (unsigned)have, (unsigned)st.st_gid, (unsigned)want,
+	snprintf(why, len, "%.200s had mode %04o, group %u; now %04o, group %u",
+	    path, (unsigned)have, (unsigned)st.st_gid, (unsigned)want,
 	    (unsigned)(regroup ? grp : st.st_gid));
 	return PRIV_FIXED;
 }

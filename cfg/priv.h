@@ -91,7 +91,7 @@ bool priv_switch(const struct priv_id *id);
  * queue_dir or spool_dir others can write; repairs any other wrong mode
  * or group (PRIV_FIXED, what changed in why).
  */
-enum priv_result priv_dir_enforce(
-    const char *path, enum priv_dir kind, char *why, size_t len);
+enum priv_result
+priv_dir_enforce(const char *path, enum priv_dir kind, char *why, size_t len);
 
 #endif

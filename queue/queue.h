@@ -136,7 +136,9 @@ bool queue_id_parse(const char *s, uint64_t *id);
 enum queue_intake_result {
 	QI_IDLE, /* nothing left to do until inotify or a rescan */
 	QI_MORE, /* more files waiting: call again soon (next loop turn) */
-	QI_PAUSED, /* map full: files stay in incoming/; call again later */
+	/* map full, min_free_space, or files still settling: files stay
+	 * in incoming/; call again in a second */
+	QI_PAUSED,
 };
 
 /*

@@ -892,20 +892,42 @@ queue_count_msg(struct queue_txn *t, const struct queue_msg *m, int sign)
 		queue_count_rcpt(t, m, &m->rcpts[i], sign);
 }
 
-void
-queue_txn_log(struct queue_txn *t, const char *fmt, ...)
+/* Keeps a line for after the commit: SUBSYS, a NUL, the text. */
+static void
+txn_vlog(struct queue_txn *t, const char *subsys, const char *fmt, va_list ap)
 {
-	va_list ap;
 	char buf[1024];
+	size_t n = strlen(subsys) + 1, total;
 
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
+	if (vsnprintf(buf + n, sizeof(buf) - n, fmt, ap) < 0)
+		return;
+	memcpy(buf, subsys, n);
+	total = n + strlen(buf + n) + 1;
 	if (t->nlog == t->logcap) {
 		t->logcap = t->logcap ? t->logcap * 2 : 64;
 		t->logs = xrealloc(t->logs, t->logcap * sizeof(*t->logs));
 	}
-	t->logs[t->nlog++] = xstrdup(buf);
+	t->logs[t->nlog++] = memcpy(xmalloc(total), buf, total);
+}
+
+void
+queue_txn_log(struct queue_txn *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	txn_vlog(t, "qmgr", fmt, ap);
+	va_end(ap);
+}
+
+void
+queue_txn_log_as(struct queue_txn *t, const char *subsys, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	txn_vlog(t, subsys, fmt, ap);
+	va_end(ap);
 }
 
 uint64_t
@@ -1011,7 +1033,7 @@ queue_txn_commit(struct queue_txn *t)
 	}
 	log_hold();
 	for (size_t i = 0; i < t->nlog; i++)
-		log_info("queue", "%s", t->logs[i]);
+		log_info(t->logs[i], "%s", t->logs[i] + strlen(t->logs[i]) + 1);
 	log_release();
 	queue_rss_trim(t->q);
 	txn_free(t);

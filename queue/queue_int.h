@@ -153,9 +153,12 @@ void queue_count_rcpt(struct queue_txn *, const struct queue_msg *,
     const struct queue_rcpt *, int sign);
 /* Count updates for a message entering (+1) or leaving (-1). */
 void queue_count_msg(struct queue_txn *, const struct queue_msg *, int sign);
-/* Queues a log line for after the commit. */
+/* Queues a log line for after the commit (as relayq/qmgr, or as
+ * relayq/SUBSYS), logged in the order queued. */
 void queue_txn_log(struct queue_txn *, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+void queue_txn_log_as(struct queue_txn *, const char *subsys, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
 /* Allocates the next message id. */
 uint64_t queue_id_next(struct queue_txn *);
 

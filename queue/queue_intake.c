@@ -1,11 +1,12 @@
 /*
  * queue_intake.c - exactly-once intake of spool_dir/incoming/ into the
  * queue: inotify plus rescans list the names; reader threads check each
- * file (lstat, regular, size, O_NOFOLLOW open, fstat matches), read,
- * parse, build and compress it off the write txn, in a ring the main
- * thread drains in order; many files go into one write txn (group
- * commit) together with their identities; files are unlinked only after
- * the commit, by unlinker threads.
+ * file (lstat, regular, one link, settled, size, O_NOFOLLOW open, fstat
+ * matches before and after the read), read, parse, build and compress it
+ * off the write txn, in a ring the main thread drains in order; many
+ * files go into one write txn (group commit) together with their
+ * identities; files are unlinked only after the commit, by unlinker
+ * threads.
  *
  * Public: queue_intake_open(), queue_intake_fd(), queue_intake_run(),
  * queue_intake_rescan(), queue_intake_close().
@@ -13,14 +14,25 @@
  * Invariants: a file is unlinked only after the txn holding its message
  * and its identity (dev, ino, size, mtime, name) committed; an identity
  * entry is deleted only after that unlink was made durable (fsync of
- * incoming/), so a file found again with a recorded identity is a
- * leftover of a crash and is just unlinked.  A file that cannot be queued
- * is renamed into bad/ untouched with NAME.reason beside it.  On
- * MDB_MAP_FULL the txn is aborted and every file stays in incoming/.
- * A reader builds the stored message with its queue id, so ids are
- * handed out from ranges reserved by an earlier, committed txn (see
- * ids_take()): no other writer can allocate them, and a range lost to a
- * crash or a failed txn is just never used.
+ * incoming/ succeeded: after an error the identities stay until the next
+ * start prunes them), so a file found again with a recorded identity is
+ * a leftover of a crash and is just unlinked.  A file is taken at once
+ * when inotify says it was renamed in (IN_MOVED_TO) or closed after
+ * writing (IN_CLOSE_WRITE); one only a listing found is taken once it
+ * looks complete (see file_settled()), and one that changes while it is
+ * read is looked at again later: nothing is queued half-written or
+ * twice.  A file that cannot be queued is renamed into bad/ untouched
+ * under a name the daemon chooses (never the submitter's), with
+ * NAME.reason beside it naming the original; both are created without
+ * replacing anything (O_EXCL, RENAME_NOREPLACE), and no open in bad/ can
+ * block.  An entry that cannot even be moved is logged once, not once
+ * per rescan.  Names from outside are escaped in log lines.  Intake
+ * pauses (files stay in incoming/) on MDB_MAP_FULL (the txn is aborted)
+ * and while the file system of queue_dir or spool_dir has less than
+ * min_free_space free.  A reader builds the stored message with its
+ * queue id, so ids are handed out from ranges reserved by an earlier,
+ * committed txn (see ids_take()): no other writer can allocate them, and
+ * a range lost to a crash or a failed txn is just never used.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -29,8 +41,11 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +59,7 @@
 struct unlink_job {
 	struct unlink_job *next;
 	char **names;
+	uint64_t *ids; /* the queue id each name was queued as */
 	size_t n;
 	struct qbuf keys; /* u16 len | key per name */
 	size_t *off; /* offset of each name's key in keys */
@@ -55,7 +71,21 @@ struct unlink_job {
 #define UNLINK_JOBS 4 /* committed batches the unlinks may trail by */
 #define UNLINK_CHUNK 32
 
-enum import_result { IMP_QUEUED, IMP_SKIP, IMP_RETRY, IMP_NOROOM };
+/* IMP_RETRY: changed while read, look again later; IMP_WAIT: only a
+ * listing found it and it may still be written: look again at its due
+ * time. */
+enum import_result { IMP_QUEUED, IMP_SKIP, IMP_RETRY, IMP_WAIT, IMP_NOROOM };
+
+/*
+ * A file that only a listing after the first found (no IN_MOVED_TO or
+ * IN_CLOSE_WRITE for it) is taken once it has not changed for
+ * SETTLE_SECS seconds, so that a program writing straight into
+ * incoming/ is not read half-way; one whose last change was a rename
+ * (ctime after mtime) is taken at once.  Longer than the pauses of a
+ * slow writer, short enough not to hold mail up for long.
+ */
+#define SETTLE_SECS 5
+#define SETTLE_MAX 4096 /* files waiting to settle, looked at again */
 
 /* A spool file on its way in, prepared by a reader thread (or by the
  * main thread when no reader took it yet). */
@@ -65,6 +95,8 @@ struct prep {
 	int64_t now; /* arrival */
 	int64_t maxsize; /* max_message_size when it was handed out */
 	int64_t maxrcpt, hoplimit; /* max_recipients, hopcount_limit then */
+	int64_t due; /* IMP_WAIT, IMP_RETRY: when to look again */
+	uint8_t how; /* enum pn_how: how it was found */
 	enum { PREP_NEW, PREP_BUSY, PREP_DONE } state;
 	enum import_result r; /* IMP_QUEUED: ready to store */
 	struct stat st;
@@ -75,6 +107,19 @@ struct prep {
 	struct qbuf rec; /* the encoded body record */
 	size_t rawlen; /* the stored message's size */
 	size_t held; /* bytes counted in the ring's rbytes */
+};
+
+/* A file to look at again at DUE (unix seconds). */
+struct settle {
+	uint64_t h; /* name_hash(name): the list is sorted by it */
+	int64_t due;
+	char *name;
+};
+
+/* A set of non-zero 64-bit fingerprints (open addressing). */
+struct fpset {
+	uint64_t *v;
+	size_t cap, n;
 };
 
 #define RING 2048 /* files handed to the readers ahead of the txn */
@@ -89,6 +134,8 @@ struct queue_intake {
 	int64_t tmp_swept; /* when tmp/ was last swept of stale files */
 	int ifd; /* inotify */
 	bool rescan;
+	bool listed_once; /* the start-up listing is done */
+	int64_t watch_since; /* when inotify began (coarse clock, ns) */
 	bool paused;
 	size_t batch_limit; /* shrinks on map full, grows back */
 	/* pending names: a FIFO plus a hash set for de-duplication */
@@ -125,7 +172,17 @@ struct queue_intake {
 	 * the open txn, usable once it commits */
 	uint64_t id_next, id_end, id_spare, id_spare_end, id_res, id_res_end;
 	bool noatime_no; /* O_NOATIME was refused once: stop asking */
-	pthread_mutex_t badmu; /* move_bad() picks free names in bad/ */
+	pthread_mutex_t badmu; /* bad_rename() without RENAME_NOREPLACE */
+	uint64_t badseq; /* the next name tried in bad/ (atomic) */
+	struct settle *settle; /* looked at again later: by name hash */
+	size_t nsettle;
+	/* entries that cannot be taken or moved, logged once: the ones met
+	 * since the last listing and in the listing before (fingerprints) */
+	pthread_mutex_t stuckmu;
+	struct fpset stuck_cur, stuck_prev;
+	bool stuck_full; /* "too many" was logged */
+	bool nospace; /* paused for want of disk space (min_free_space) */
+	bool sync_failing; /* an fsync of incoming/ failed: logged (mu) */
 	char hostname[256];
 };
 
@@ -210,23 +267,53 @@ set_remove(struct queue_intake *qi, const char *name)
  */
 #define PENDING_MAX 65536
 
-/* Adds NAME to the pending names unless it is there already; returns
- * false when the pending list is full (a rescan will find NAME). */
+static bool settle_has(const struct queue_intake *, const char *);
+static void settle_del(struct queue_intake *, const char *);
+
+/*
+ * How a name came to be pending, kept in one byte after its NUL:
+ * PN_READY when inotify said the file is complete (renamed in, or
+ * closed after writing); PN_FIRST when the start-up listing found it
+ * (complete unless it changed since intake began to watch); PN_LISTED
+ * when a later listing found it (it must look settled).
+ */
+enum pn_how { PN_LISTED = 0, PN_READY = 1, PN_FIRST = 2 };
+
+static uint8_t *
+pname_flag(char *s)
+{
+	return (uint8_t *)s + strlen(s) + 1;
+}
+
+/* Adds NAME to the pending names (HOW it was found) unless it is there
+ * already; returns false when the pending list is full (a rescan will
+ * find NAME). */
 static bool
-pending_add(struct queue_intake *qi, const char *name)
+pending_add(struct queue_intake *qi, const char *name, enum pn_how how)
 {
 	bool found;
+	size_t i, n;
 	char *s;
 
 	if (name[0] == '.' || name[0] == '\0')
 		return true;
+	if (qi->nsettle > 0) {
+		/* complete now: no more waiting */
+		if (how == PN_READY)
+			settle_del(qi, name);
+		else if (settle_has(qi, name))
+			return true; /* looked at again at its time */
+	}
 	if (qi->tail - qi->head >= PENDING_MAX) {
 		qi->rescan = true;
 		return false;
 	}
-	set_slot(qi, name, &found);
-	if (found)
+	i = set_slot(qi, name, &found);
+	if (found) {
+		if (how == PN_READY)
+			*pname_flag(qi->set[i]) = PN_READY;
 		return true;
+	}
 	if (qi->tail == qi->fcap) {
 		if (qi->head > 0) {
 			memmove(qi->fifo, qi->fifo + qi->head,
@@ -240,15 +327,19 @@ pending_add(struct queue_intake *qi, const char *name)
 			    qi->fifo, qi->fcap * sizeof(*qi->fifo));
 		}
 	}
-	s = xstrdup(name);
+	n = strlen(name);
+	s = xmalloc(n + 2);
+	memcpy(s, name, n + 1);
+	s[n + 1] = (char)how;
 	qi->fifo[qi->tail++] = s;
 	set_insert(qi, s);
 	return true;
 }
 
-/* Takes the oldest pending name (the caller frees it), or NULL. */
+/* Takes the oldest pending name (the caller frees it), or NULL; *HOW
+ * says how it was found. */
 static char *
-pending_pop(struct queue_intake *qi)
+pending_pop(struct queue_intake *qi, enum pn_how *how)
 {
 	char *s;
 
@@ -261,7 +352,245 @@ pending_pop(struct queue_intake *qi)
 		if (qi->scap > 4096)
 			set_rehash(qi, 1024);
 	}
+	*how = (enum pn_how)pname_flag(s)[0];
 	return s;
+}
+
+/* ---- files looked at again later ---- */
+
+/* Finds NAME (hash H) in the settle list: true and its index, or false
+ * and where it would go. */
+static bool
+settle_find(
+    const struct queue_intake *qi, const char *name, uint64_t h, size_t *at)
+{
+	size_t lo = 0, hi = qi->nsettle;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (qi->settle[mid].h < h)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*at = lo;
+	for (size_t i = lo; i < qi->nsettle && qi->settle[i].h == h; i++)
+		if (strcmp(qi->settle[i].name, name) == 0) {
+			*at = i;
+			return true;
+		}
+	return false;
+}
+
+static bool
+settle_has(const struct queue_intake *qi, const char *name)
+{
+	size_t at;
+
+	return settle_find(qi, name, name_hash(name), &at);
+}
+
+/* Drops NAME from the settle list. */
+static void
+settle_del(struct queue_intake *qi, const char *name)
+{
+	size_t at;
+
+	if (!settle_find(qi, name, name_hash(name), &at))
+		return;
+	free(qi->settle[at].name);
+	memmove(qi->settle + at, qi->settle + at + 1,
+	    (qi->nsettle - at - 1) * sizeof(*qi->settle));
+	qi->nsettle--;
+}
+
+/* Puts NAME (taken over) on the settle list, to be looked at again at
+ * DUE; when the list is full a later rescan finds it instead. */
+static void
+settle_add(struct queue_intake *qi, char *name, int64_t due)
+{
+	uint64_t h = name_hash(name);
+	size_t at;
+
+	if (settle_find(qi, name, h, &at)) {
+		qi->settle[at].due = due;
+		free(name);
+		return;
+	}
+	if (qi->nsettle == SETTLE_MAX) {
+		free(name);
+		return;
+	}
+	if (qi->settle == NULL)
+		qi->settle = xcalloc(SETTLE_MAX, sizeof(*qi->settle));
+	memmove(qi->settle + at + 1, qi->settle + at,
+	    (qi->nsettle - at) * sizeof(*qi->settle));
+	qi->settle[at].h = h;
+	qi->settle[at].due = due;
+	qi->settle[at].name = name;
+	qi->nsettle++;
+}
+
+/* Makes the names whose time came pending again. */
+static void
+settle_due(struct queue_intake *qi, int64_t now)
+{
+	for (size_t i = 0; i < qi->nsettle;) {
+		char *name = qi->settle[i].name;
+
+		if (qi->settle[i].due > now) {
+			i++;
+			continue;
+		}
+		memmove(qi->settle + i, qi->settle + i + 1,
+		    (qi->nsettle - i - 1) * sizeof(*qi->settle));
+		qi->nsettle--;
+		pending_add(qi, name, PN_LISTED);
+		free(name);
+	}
+}
+
+/* ---- entries that cannot be taken, logged once ---- */
+
+#define STUCK_MAX 65536 /* fingerprints kept per generation */
+
+static bool
+fpset_has(const struct fpset *f, uint64_t k)
+{
+	if (f->cap == 0)
+		return false;
+	for (size_t i = k & (f->cap - 1); f->v[i] != 0;
+	     i = (i + 1) & (f->cap - 1))
+		if (f->v[i] == k)
+			return true;
+	return false;
+}
+
+/* Adds K (non-zero) to F; false when F holds STUCK_MAX already. */
+static bool
+fpset_add(struct fpset *f, uint64_t k)
+{
+	size_t i;
+
+	if (fpset_has(f, k))
+		return true;
+	if (f->n >= STUCK_MAX)
+		return false;
+	if ((f->n + 1) * 2 > f->cap) {
+		struct fpset g = { NULL, f->cap ? f->cap * 2 : 256, 0 };
+
+		g.v = xcalloc(g.cap, sizeof(*g.v));
+		for (size_t j = 0; j < f->cap; j++)
+			if (f->v[j] != 0)
+				fpset_add(&g, f->v[j]);
+		free(f->v);
+		*f = g;
+	}
+	for (i = k & (f->cap - 1); f->v[i] != 0; i = (i + 1) & (f->cap - 1))
+		;
+	f->v[i] = k;
+	f->n++;
+	return true;
+}
+
+/* A new listing begins: what was not met since the one before is
+ * forgotten, so the memory stays bounded by what is still there. */
+static void
+stuck_rotate(struct queue_intake *qi)
+{
+	pthread_mutex_lock(&qi->stuckmu);
+	free(qi->stuck_prev.v);
+	qi->stuck_prev = qi->stuck_cur;
+	memset(&qi->stuck_cur, 0, sizeof(qi->stuck_cur));
+	pthread_mutex_unlock(&qi->stuckmu);
+}
+
+/* Logs a warning about entry NAME (lstat ST, or NULL) unless it was
+ * logged while the entry was there before (any thread). */
+static void
+stuck_report(struct queue_intake *qi, const char *name, const struct stat *st,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+stuck_report(struct queue_intake *qi, const char *name, const struct stat *st,
+    const char *fmt, ...)
+{
+	uint64_t k = name_hash(name);
+	bool seen, full = false;
+	va_list ap;
+	char line[1024];
+
+	if (st != NULL)
+		k ^= ((uint64_t)st->st_ino * 0x9e3779b97f4a7c15ull) ^
+		    ((uint64_t)st->st_dev << 17);
+	if (k == 0)
+		k = 1;
+	pthread_mutex_lock(&qi->stuckmu);
+	seen = fpset_has(&qi->stuck_cur, k) || fpset_has(&qi->stuck_prev, k);
+	if (!fpset_add(&qi->stuck_cur, k) && !seen) {
+		seen = true;
+		full = !qi->stuck_full;
+		qi->stuck_full = true;
+	}
+	pthread_mutex_unlock(&qi->stuckmu);
+	if (full)
+		log_warn("queue",
+		    "over %d entries in %s cannot be taken: no more of them "
+		    "are logged",
+		    STUCK_MAX, qi->incoming);
+	if (seen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_warn("queue", "%s", line);
+}
+
+/* A time in nanoseconds. */
+static int64_t
+ts_ns(struct timespec ts)
+{
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- names from outside in log lines and reasons ---- */
+
+#define ESC_MAX 1040 /* holds any 255-byte name escaped; longer is cut */
+
+/*
+ * Copies S into OUT (ESC_MAX bytes) with every byte that is not
+ * printable ASCII, and the backslash, written as \xNN (\\): a name or
+ * text from a local user can neither break a log line nor fake one.
+ */
+static const char *
+esc(char out[ESC_MAX], const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (o + 8 > ESC_MAX) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (c == '\\') {
+			out[o++] = '\\';
+			out[o++] = '\\';
+		} else if (c < 0x20 || c >= 0x7f) {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = '\0';
+	return out;
 }
 
 /* ---- the unlinker ---- */
@@ -270,9 +599,17 @@ static size_t ident_key(uint8_t *k, const struct stat *st, const char *name);
 static void idents_delete(struct queue_intake *qi, struct queue_txn *t);
 static void *reader(void *);
 static void prep_clear(struct prep *, bool free_name);
+enum bad_result { BAD_MOVED, BAD_GONE, BAD_STUCK };
+static enum bad_result move_bad(struct queue_intake *, const char *name,
+    uint64_t id, const struct stat *, const char *why);
 
-/* Unlinks names [a, b) of job J if each is still the file read; puts
- * the identities of the files unlinked into DONE. */
+/*
+ * Unlinks names [a, b) of job J if each is still the file read; puts
+ * the identities of the files unlinked into DONE.  A file written to
+ * after it was read and queued (its writer did not finish before it
+ * closed or renamed it) goes to bad/: queuing it again would send a
+ * second, different copy.
+ */
 static void
 job_unlink(struct queue_intake *qi, struct unlink_job *j, size_t a, size_t b,
     struct qbuf *done)
@@ -282,14 +619,59 @@ job_unlink(struct queue_intake *qi, struct unlink_job *j, size_t a, size_t b,
 		size_t n = (size_t)k[0] << 8 | k[1];
 		struct stat st;
 		uint8_t ik[440];
+		char why[120], idstr[17];
 
-		if (fstatat(qi->din, j->names[i], &st, AT_SYMLINK_NOFOLLOW) ==
-			0 &&
-		    ident_key(ik, &st, j->names[i]) == n &&
-		    memcmp(ik, k + 2, n) == 0 &&
-		    unlinkat(qi->din, j->names[i], 0) == 0)
+		if (fstatat(qi->din, j->names[i], &st, AT_SYMLINK_NOFOLLOW) !=
+		    0)
+			continue;
+		if (ident_key(ik, &st, j->names[i]) == n &&
+		    memcmp(ik, k + 2, n) == 0) {
+			if (unlinkat(qi->din, j->names[i], 0) == 0)
+				qbuf_put(done, k, n + 2);
+			continue;
+		}
+		if (n < 16 || qbe64_get(k + 2) != (uint64_t)st.st_dev ||
+		    qbe64_get(k + 10) != (uint64_t)st.st_ino)
+			continue; /* another file under that name now */
+		queue_id_format(j->ids[i], idstr);
+		snprintf(why, sizeof(why),
+		    "changed after it was queued as %s (the queued copy is "
+		    "what was read)",
+		    idstr);
+		if (move_bad(qi, j->names[i], 0, &st, why) == BAD_MOVED)
 			qbuf_put(done, k, n + 2);
 	}
+}
+
+/*
+ * Hands over identities IDS (into OUT) when the fsync of incoming/ that
+ * was to make their unlinks durable succeeded (RC 0); after an error
+ * they stay in the queue: an fsync that succeeds later proves nothing
+ * (the kernel reports a write-back error once; ext4 with its journal
+ * aborted returns EIO, then 0), so they are pruned at the next start,
+ * once the unlinks are known to be on disk.  Logged once per run of
+ * errors.  Called with mu held (or without unlinker threads).
+ */
+static void
+sync_done(struct queue_intake *qi, int rc, int err, const struct qbuf *ids,
+    struct qbuf *out)
+{
+	size_t n = 0;
+
+	if (rc == 0) {
+		qi->sync_failing = false;
+		qbuf_put(out, ids->p, ids->n);
+		return;
+	}
+	for (size_t off = 0; off + 2 <= ids->n; n++)
+		off += 2 + ((size_t)ids->p[off] << 8 | ids->p[off + 1]);
+	if (!qi->sync_failing)
+		log_err("queue",
+		    "fsync %s: %s: the identities of %zu files removed are "
+		    "kept (pruned at the next start, when their removal is "
+		    "on disk)",
+		    qi->incoming, strerror(err), n);
+	qi->sync_failing = true;
 }
 
 /* Frees a job. */
@@ -299,6 +681,7 @@ job_free(struct unlink_job *j)
 	for (size_t i = 0; i < j->n; i++)
 		free(j->names[i]);
 	free(j->names);
+	free(j->ids);
 	free(j->keys.p);
 	free(j->off);
 	free(j->done.p);
@@ -349,9 +732,12 @@ unlinker(void *arg)
 				qi->jobs_tail = pp;
 		}
 		pthread_mutex_unlock(&qi->mu);
-		(void)fsync(qi->din);
-		pthread_mutex_lock(&qi->mu);
-		qbuf_put(&qi->done, j->done.p, j->done.n);
+		{
+			int rc = fsync(qi->din), err = errno;
+
+			pthread_mutex_lock(&qi->mu);
+			sync_done(qi, rc, err, &j->done, &qi->done);
+		}
 		qi->njobs--;
 		job_free(j);
 		pthread_cond_broadcast(&qi->cv);
@@ -376,8 +762,12 @@ job_push(struct queue_intake *qi, struct unlink_job *j)
 		o += 2 + ((size_t)j->keys.p[o] << 8 | j->keys.p[o + 1]);
 	}
 	if (!qi->th_on) {
-		job_unlink(qi, j, 0, j->n, &qi->idents);
-		(void)fsync(qi->din);
+		int rc, err;
+
+		job_unlink(qi, j, 0, j->n, &j->done);
+		rc = fsync(qi->din);
+		err = errno;
+		sync_done(qi, rc, err, &j->done, &qi->idents);
 		job_free(j);
 		return;
 	}
@@ -520,6 +910,8 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 	pthread_cond_init(&qi->rwork, NULL);
 	pthread_cond_init(&qi->rdone, NULL);
 	pthread_mutex_init(&qi->badmu, NULL);
+	pthread_mutex_init(&qi->stuckmu, NULL);
+	qi->badseq = (uint64_t)rq_now_us();
 	qi->set = xcalloc(qi->scap, sizeof(*qi->set));
 	if (host[0] == '\0') {
 		if (gethostname(qi->hostname, sizeof(qi->hostname) - 1) < 0)
@@ -554,6 +946,14 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 		log_err("queue", "spool %s: %s", spool, strerror(errno));
 		goto fail;
 	}
+	/* files changed after this may be half-written without an event
+	 * saying otherwise; ctimes come from the coarse clock */
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+		qi->watch_since = ts_ns(ts);
+	}
 	qi->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (qi->ifd >= 0 &&
 	    inotify_add_watch(qi->ifd, qi->incoming,
@@ -563,9 +963,21 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 		close(qi->ifd);
 		qi->ifd = -1;
 	}
-	/* unlinks done before a crash must be durable before identities go */
-	(void)fsync(qi->din);
-	idents_prune(qi);
+	/* unlinks done before a crash must be durable before identities go
+	 * (not on a file system gone read-only: its state may not be the
+	 * disk's) */
+	if (fsync(qi->din) == 0) {
+		struct statvfs v;
+
+		if (fstatvfs(qi->din, &v) == 0 && (v.f_flag & ST_RDONLY))
+			log_err("queue", "%s is read-only: identities kept",
+			    qi->incoming);
+		else
+			idents_prune(qi);
+	} else {
+		log_err("queue", "fsync %s: %s: identities kept", qi->incoming,
+		    strerror(errno));
+	}
 	ids_initial(qi);
 	pthread_mutex_init(&qi->mu, NULL);
 	pthread_cond_init(&qi->cv, NULL);
@@ -607,6 +1019,7 @@ void
 queue_intake_close(struct queue_intake *qi)
 {
 	char *s;
+	enum pn_how how;
 
 	if (qi == NULL)
 		return;
@@ -623,6 +1036,7 @@ queue_intake_close(struct queue_intake *qi)
 	pthread_cond_destroy(&qi->rwork);
 	pthread_cond_destroy(&qi->rdone);
 	pthread_mutex_destroy(&qi->badmu);
+	pthread_mutex_destroy(&qi->stuckmu);
 	if (qi->th_on) {
 		pthread_mutex_lock(&qi->mu);
 		qi->th_stop = true;
@@ -644,8 +1058,13 @@ queue_intake_close(struct queue_intake *qi)
 		}
 	}
 	free(qi->done.p);
-	while ((s = pending_pop(qi)) != NULL)
+	while ((s = pending_pop(qi, &how)) != NULL)
 		free(s);
+	for (size_t i = 0; i < qi->nsettle; i++)
+		free(qi->settle[i].name);
+	free(qi->settle);
+	free(qi->stuck_cur.v);
+	free(qi->stuck_prev.v);
 	free(qi->fifo);
 	free(qi->set);
 	free(qi->idents.p);
@@ -676,26 +1095,34 @@ drain_inotify(struct queue_intake *qi)
 	while ((n = read(qi->ifd, buf, sizeof(buf))) > 0) {
 		for (char *p = buf; p < buf + n;) {
 			struct inotify_event *ev = (struct inotify_event *)p;
-
 			struct stat st;
 
+			/* renamed in or closed after writing: complete */
 			if (ev->mask & IN_Q_OVERFLOW)
 				qi->rescan = true;
 			else if (ev->len == 0)
 				;
 			else if (!(ev->mask & IN_CREATE))
-				pending_add(qi, ev->name);
+				pending_add(qi, ev->name, PN_READY);
 			else if (fstatat(qi->din, ev->name, &st,
 				     AT_SYMLINK_NOFOLLOW) == 0 &&
 			    !S_ISREG(st.st_mode))
 				/* no close-write will come for these */
-				pending_add(qi, ev->name);
+				pending_add(qi, ev->name, PN_READY);
 			p += sizeof(*ev) + ev->len;
 		}
 	}
 }
 
-/* Lists the whole of incoming/ into the pending names. */
+/*
+ * Lists the whole of incoming/ into the pending names.  What the first
+ * listing finds is taken as it is unless it changed after intake began
+ * to watch: nothing tells an older file still being written from a
+ * finished one, and what is there at start-up is almost always a backlog
+ * of finished files (Postfix's pickup takes its maildrop the same way).
+ * Later listings find only files inotify did not report complete, and
+ * those must settle first.
+ */
 static void
 list_dir(struct queue_intake *qi)
 {
@@ -709,10 +1136,13 @@ list_dir(struct queue_intake *qi)
 			close(fd);
 		return;
 	}
+	stuck_rotate(qi);
 	rewinddir(d);
 	while ((de = readdir(d)) != NULL)
-		if (!pending_add(qi, de->d_name))
+		if (!pending_add(
+			qi, de->d_name, qi->listed_once ? PN_LISTED : PN_FIRST))
 			break;
+	qi->listed_once = true;
 	closedir(d);
 }
 
@@ -757,42 +1187,103 @@ sweep_tmp(struct queue_intake *qi)
 
 /* ---- one file ---- */
 
-/* Moves NAME into bad/ untouched with NAME.reason beside it. */
-static void
-move_bad(struct queue_intake *qi, const char *name, const char *why)
+/*
+ * Renames incoming/NAME to bad/TARGET unless TARGET exists; where the
+ * file system lacks RENAME_NOREPLACE, the check and the rename are one
+ * step under badmu (bad/ is the daemon's alone).
+ */
+static int
+bad_rename(struct queue_intake *qi, const char *name, const char *target)
 {
-	char target[600], rpath[620];
-	int fd;
+	struct stat st;
+	int rc;
 
+	rc = renameat2(qi->din, name, qi->dbad, target, RENAME_NOREPLACE);
+	if (rc == 0 || (errno != EINVAL && errno != ENOSYS))
+		return rc;
 	pthread_mutex_lock(&qi->badmu);
-	snprintf(target, sizeof(target), "%s", name);
-	for (int i = 1;
-	     faccessat(qi->dbad, target, F_OK, AT_SYMLINK_NOFOLLOW) == 0; i++)
-		snprintf(target, sizeof(target), "%.500s.%d", name, i);
-	if (renameat(qi->din, name, qi->dbad, target) < 0) {
-		if (errno != ENOENT)
-			log_err("queue", "%.200s: cannot move to bad/: %s",
-			    name, strerror(errno));
-		pthread_mutex_unlock(&qi->badmu);
-		return;
+	if (fstatat(qi->dbad, target, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		errno = EEXIST;
+		rc = -1;
+	} else {
+		rc = renameat(qi->din, name, qi->dbad, target);
 	}
-	snprintf(rpath, sizeof(rpath), "%s.reason", target);
-	fd = openat(qi->dbad, rpath,
-	    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd >= 0) {
-		char line[300];
-		int n = snprintf(line, sizeof(line), "%s\n", why);
-
-		if (write(fd, line, (size_t)n) < 0)
-			log_err(
-			    "queue", "bad/%.200s: %s", rpath, strerror(errno));
-		(void)fsync(fd);
-		close(fd);
-	}
-	(void)fsync(qi->dbad);
-	(void)fsync(qi->din);
 	pthread_mutex_unlock(&qi->badmu);
-	log_warn("queue", "%.200s: moved to bad/%.200s: %s", name, target, why);
+	return rc;
+}
+
+/*
+ * Moves entry NAME (its lstat ST) from incoming/ into bad/ untouched,
+ * under a name the daemon picks: the queue ID it was given (ID, never
+ * used for a message; as Postfix names corrupt/ files), else or on a
+ * clash 16 hex digits from a counter; with NAME.reason beside it saying
+ * WHY and naming the original (escaped).
+ * The reason file is created first (O_EXCL: it never opens what is
+ * there, so a planted FIFO cannot block), then the entry is renamed
+ * without replacing anything; a clash just tries the next name.  An
+ * entry that cannot be moved is logged once (any thread).
+ */
+static enum bad_result
+move_bad(struct queue_intake *qi, const char *name, uint64_t id,
+    const struct stat *st, const char *why)
+{
+	char target[20], rpath[32], ename[ESC_MAX], ewhy[ESC_MAX];
+	char text[2 * ESC_MAX + 100];
+	int fd = -1, err = 0, n;
+	bool renamed = false;
+
+	esc(ename, name);
+	esc(ewhy, why);
+	for (int tries = 0; tries < 1000 && !renamed; tries++) {
+		uint64_t seq = tries == 0 && id != 0
+		    ? id
+		    : __atomic_fetch_add(&qi->badseq, 1, __ATOMIC_RELAXED);
+
+		snprintf(
+		    target, sizeof(target), "%016llX", (unsigned long long)seq);
+		snprintf(rpath, sizeof(rpath), "%s.reason", target);
+		fd = openat(qi->dbad, rpath,
+		    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK |
+			O_CLOEXEC | O_NOCTTY,
+		    0600);
+		if (fd < 0) {
+			err = errno;
+			if (err == EEXIST)
+				continue;
+			break;
+		}
+		if (bad_rename(qi, name, target) == 0) {
+			renamed = true;
+			break;
+		}
+		err = errno;
+		close(fd);
+		fd = -1;
+		(void)unlinkat(qi->dbad, rpath, 0);
+		if (err == ENOENT)
+			return BAD_GONE; /* taken by someone else */
+		if (err != EEXIST)
+			break;
+	}
+	if (!renamed) {
+		if (fd >= 0)
+			close(fd);
+		stuck_report(qi, name, st, "%s: cannot move to bad/: %s (%s)",
+		    ename, strerror(err), ewhy);
+		return BAD_STUCK;
+	}
+	n = snprintf(text, sizeof(text), "%s\nname: %s\nuid: %u\n", ewhy, ename,
+	    st != NULL ? (unsigned)st->st_uid : 0u);
+	if (n > (int)sizeof(text) - 1)
+		n = (int)sizeof(text) - 1;
+	if (write(fd, text, (size_t)n) != n || fsync(fd) < 0)
+		log_err("queue", "bad/%s: %s", rpath, strerror(errno));
+	close(fd);
+	if (fsync(qi->dbad) < 0 || fsync(qi->din) < 0)
+		log_err("queue", "bad/%s: fsync: %s", target, strerror(errno));
+	log_warn("queue", "%s: moved to bad/%s (uid=%u): %s", ename, target,
+	    st != NULL ? (unsigned)st->st_uid : 0u, ewhy);
+	return BAD_MOVED;
 }
 
 /* Builds the identity key of a spool file. */
@@ -845,6 +1336,42 @@ spool_open(struct queue_intake *qi, const char *name)
 }
 
 /*
+ * Whether a file only a listing found looks complete: its last change
+ * was a rename or another change of its inode alone (ctime after mtime;
+ * not for an empty file, which a writer may have just created), or it
+ * has not changed for SETTLE_SECS (ctime, which no user can set back).
+ * Otherwise *DUE is when to look again.
+ */
+static bool
+file_settled(const struct stat *st, int64_t *due)
+{
+	struct timespec now;
+	int64_t c = ts_ns(st->st_ctim), m = ts_ns(st->st_mtim), n;
+	const int64_t settle = (int64_t)SETTLE_SECS * 1000000000;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	n = ts_ns(now);
+	if ((c > m && st->st_size > 0) || n - c >= settle ||
+	    c - n > settle /* the clock went back */)
+		return true;
+	*due = (c + settle) / 1000000000 + 1;
+	return false;
+}
+
+/* Whether the file read (FD) is still as lstat saw it (ST) before. */
+static bool
+file_same(int fd, const struct stat *st)
+{
+	struct stat fst;
+
+	return fstat(fd, &fst) == 0 && S_ISREG(fst.st_mode) &&
+	    fst.st_dev == st->st_dev && fst.st_ino == st->st_ino &&
+	    fst.st_size == st->st_size &&
+	    ts_ns(fst.st_mtim) == ts_ns(st->st_mtim) &&
+	    ts_ns(fst.st_ctim) == ts_ns(st->st_ctim);
+}
+
+/*
  * Prepares spool file P->name (any thread): checks it, reads it, parses
  * it, builds the message as stored with P's id and arrival time, and
  * compresses it into P->rec.  Bad files go to bad/ here.
@@ -856,23 +1383,23 @@ static __thread size_t bufcap;
 static void
 prep_run(struct queue_intake *qi, struct prep *p)
 {
-	struct stat fst, *st = &p->st;
+	struct stat *st = &p->st;
 	size_t got = 0, blen;
 	char why[200], received[600], date[100], msgid[400], tbuf[64];
-	char idstr[17], *body;
+	char idstr[17], *body, ename[ESC_MAX];
 	struct tm tm;
 	time_t now;
-	int fd;
+	int fd, err;
 
 	p->r = IMP_SKIP;
 	if (fstatat(qi->din, p->name, st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno != ENOENT)
-			log_warn(
-			    "queue", "%.200s: %s", p->name, strerror(errno));
+			stuck_report(qi, p->name, NULL, "%s: %s",
+			    esc(ename, p->name), strerror(errno));
 		return;
 	}
 	if (!S_ISREG(st->st_mode)) {
-		move_bad(qi, p->name,
+		move_bad(qi, p->name, p->id, st,
 		    S_ISDIR(st->st_mode)       ? "not a regular file: directory"
 			: S_ISLNK(st->st_mode) ? "not a regular file: symlink"
 			: S_ISFIFO(st->st_mode) ? "not a regular file: fifo"
@@ -880,34 +1407,58 @@ prep_run(struct queue_intake *qi, struct prep *p)
 						: "not a regular file: device");
 		return;
 	}
+	if ((p->how == PN_LISTED ||
+		(p->how == PN_FIRST &&
+		    ts_ns(st->st_ctim) >= qi->watch_since)) &&
+	    !file_settled(st, &p->due)) {
+		p->r = IMP_WAIT; /* maybe still being written */
+		return;
+	}
+	if (st->st_nlink > 1) {
+		/* as Postfix's pickup: a second link may be anyone's file */
+		snprintf(why, sizeof(why), "file has %lu hard links",
+		    (unsigned long)st->st_nlink);
+		move_bad(qi, p->name, p->id, st, why);
+		return;
+	}
 	if (st->st_size == 0) {
-		move_bad(qi, p->name, "empty file");
+		move_bad(qi, p->name, p->id, st, "empty file");
 		return;
 	}
 	if (st->st_size > p->maxsize) {
 		snprintf(why, sizeof(why),
 		    "message too large: %lld bytes, max_message_size is %lld",
 		    (long long)st->st_size, (long long)p->maxsize);
-		move_bad(qi, p->name, why);
+		move_bad(qi, p->name, p->id, st, why);
 		return;
 	}
 	p->iklen = ident_key(p->ik, st, p->name);
 	fd = spool_open(qi, p->name);
 	if (fd < 0) {
-		if (errno == ELOOP)
-			move_bad(qi, p->name, "not a regular file: symlink");
-		else if (errno != ENOENT)
-			log_warn(
-			    "queue", "%.200s: %s", p->name, strerror(errno));
+		err = errno;
+		if (err == ENOENT)
+			return;
+		if (err == ELOOP) {
+			move_bad(qi, p->name, p->id, st,
+			    "not a regular file: symlink");
+		} else if (err == EACCES || err == EPERM) {
+			snprintf(
+			    why, sizeof(why), "cannot open: %s", strerror(err));
+			move_bad(qi, p->name, p->id, st, why);
+		} else {
+			/* EMFILE, a lease (EWOULDBLOCK), ...: the daemon's
+			 * trouble, not the file's: again later */
+			stuck_report(qi, p->name, st, "%s: %s",
+			    esc(ename, p->name), strerror(err));
+			p->r = IMP_RETRY;
+			p->due = rq_now() + SETTLE_SECS;
+		}
 		return;
 	}
-	if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode) ||
-	    fst.st_dev != st->st_dev || fst.st_ino != st->st_ino ||
-	    fst.st_size != st->st_size ||
-	    fst.st_mtim.tv_sec != st->st_mtim.tv_sec ||
-	    fst.st_mtim.tv_nsec != st->st_mtim.tv_nsec) {
+	if (!file_same(fd, st)) {
 		close(fd);
 		p->r = IMP_RETRY; /* it changed under us: look again later */
+		p->due = rq_now() + 1;
 		return;
 	}
 	if (bufcap < (size_t)st->st_size + 1) {
@@ -915,25 +1466,39 @@ prep_run(struct queue_intake *qi, struct prep *p)
 		bufcap = (size_t)st->st_size + 1;
 		buf = xmalloc(bufcap);
 	}
+	err = 0;
 	while (got < (size_t)st->st_size) {
 		ssize_t n = read(fd, buf + got, (size_t)st->st_size - got);
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0)
+			err = errno;
 		if (n <= 0)
 			break;
 		got += (size_t)n;
 	}
-	close(fd);
-	if (got != (size_t)st->st_size) {
+	if (err != 0) {
+		close(fd);
+		stuck_report(qi, p->name, st, "%s: read: %s",
+		    esc(ename, p->name), strerror(err));
 		p->r = IMP_RETRY;
+		p->due = rq_now() + SETTLE_SECS;
 		return;
 	}
+	/* written to while read: not this time (and not half of it) */
+	if (got != (size_t)st->st_size || !file_same(fd, st)) {
+		close(fd);
+		p->r = IMP_RETRY;
+		p->due = rq_now() + 1;
+		return;
+	}
+	close(fd);
 	/* a bare CR is a line end: for the parse, and in what is sent */
 	qp_bare_cr_fix(buf, got);
 	if (qp_message_parse(
 		buf, got, qi->hostname, (size_t)p->maxrcpt, &p->pr) != QP_OK) {
-		move_bad(qi, p->name, p->pr.why);
+		move_bad(qi, p->name, p->id, st, p->pr.why);
 		qp_result_free(&p->pr);
 		memset(&p->pr, 0, sizeof(p->pr));
 		return;
@@ -985,6 +1550,7 @@ prep_store(struct queue_intake *qi, struct queue_txn *t, struct prep *p,
 	MDB_val key, val;
 	struct queue_msg m;
 	char loop[160] = "";
+	char ebuf[ESC_MAX], idstr[17];
 
 	if (p->r != IMP_QUEUED)
 		return p->r;
@@ -997,15 +1563,18 @@ prep_store(struct queue_intake *qi, struct queue_txn *t, struct prep *p,
 	if (mdb_get(t->txn, t->q->dbi[QDB_IDENT], &key, &val) == 0 &&
 	    val.mv_size >= 8) {
 		uint64_t id = qbe64_get(val.mv_data);
-		char idstr[17];
 
 		if (id >= first_id)
 			return IMP_SKIP; /* already in this very txn */
 		/* committed before a crash, not unlinked: finish the job */
 		queue_id_format(id, idstr);
-		log_info("queue", "%.200s: already queued as %s: removed",
-		    p->name, idstr);
-		(void)unlinkat(qi->din, p->name, 0);
+		if (unlinkat(qi->din, p->name, 0) == 0)
+			log_info("queue", "%s: already queued as %s: removed",
+			    esc(ebuf, p->name), idstr);
+		else if (errno != ENOENT)
+			stuck_report(qi, p->name, st,
+			    "%s: already queued as %s, cannot remove: %s",
+			    esc(ebuf, p->name), idstr, strerror(errno));
 		return IMP_SKIP;
 	}
 	memset(&m, 0, sizeof(m));
@@ -1044,6 +1613,10 @@ prep_store(struct queue_intake *qi, struct queue_txn *t, struct prep *p,
 		m.warn_at = 0;
 		m.return_at = p->now;
 	}
+	/* who handed it in, as Postfix's pickup logs it; then the qmgr line */
+	queue_id_format(m.id, idstr);
+	queue_txn_log_as(t, "pickup", "%s: uid=%u from=<%s>", idstr,
+	    (unsigned)st->st_uid, esc(ebuf, m.sender ? m.sender : ""));
 	queue_msg_store_rec(t, &m, p->rec.p, p->rec.n, p->rawlen);
 	for (size_t i = 0; loop[0] != '\0' && i < m.nrcpt; i++)
 		queue_txn_log(t,
@@ -1170,12 +1743,14 @@ ring_feed(struct queue_intake *qi)
 		struct prep *p = &qi->ring[qi->rtail % RING];
 		uint64_t id;
 		char *name;
+		enum pn_how how;
 
 		if (qi->head == qi->tail || !ids_take(qi, &id))
 			break;
-		name = pending_pop(qi);
+		name = pending_pop(qi, &how);
 		memset(p, 0, sizeof(*p));
 		p->name = name;
+		p->how = (uint8_t)how;
 		p->id = id;
 		p->now = now;
 		p->maxsize = maxsize;
@@ -1262,6 +1837,59 @@ intake_pause(struct queue_intake *qi)
 	return QI_PAUSED;
 }
 
+/*
+ * Whether the file systems of queue_dir and spool_dir have at least
+ * min_free_space free for unprivileged use (statvfs f_bavail, a few
+ * microseconds, at each call); logs the pause and the resume once each.
+ * Paused, intake resumes only with a tenth more free, so it does not
+ * flap on the edge.
+ */
+static bool
+space_ok(struct queue_intake *qi)
+{
+	const struct cfg_scope *g = cfg_scope(qi->q->cfg, NULL);
+	int64_t min = cfg_int(g, CFG_MIN_FREE_SPACE);
+	const char *dir = cfg_str(g, CFG_QUEUE_DIR);
+	struct statvfs vq, vs;
+	unsigned long long fq, fs, lo;
+	const char *where;
+
+	if (min <= 0) {
+		qi->nospace = false;
+		return true;
+	}
+	if (statvfs(dir, &vq) < 0 || fstatvfs(qi->din, &vs) < 0)
+		return !qi->nospace; /* cannot tell: as it was */
+	fq = (unsigned long long)vq.f_bavail * vq.f_frsize;
+	fs = (unsigned long long)vs.f_bavail * vs.f_frsize;
+	lo = fq < fs ? fq : fs;
+	where = fq < fs ? dir : qi->incoming;
+	if (!qi->nospace && lo < (unsigned long long)min) {
+		qi->nospace = true;
+		log_err("queue",
+		    "only %llu bytes free on the file system of %s, less "
+		    "than min_free_space (%lld): intake paused, files stay "
+		    "in incoming/",
+		    lo, where, (long long)min);
+	} else if (qi->nospace &&
+	    lo >= (unsigned long long)min + (unsigned long long)min / 10) {
+		qi->nospace = false;
+		log_info("queue",
+		    "%llu bytes free on the file systems of the queue and "
+		    "the spool again: intake resumed",
+		    lo);
+	}
+	return !qi->nospace;
+}
+
+/* Nothing to do now: idle, or waiting for files to settle (the caller
+ * comes back within a second). */
+static enum queue_intake_result
+intake_idle(const struct queue_intake *qi)
+{
+	return qi->nsettle > 0 ? QI_PAUSED : QI_IDLE;
+}
+
 enum queue_intake_result
 queue_intake_run(struct queue_intake *qi, size_t max_files)
 {
@@ -1269,6 +1897,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	    cfg_scope(qi->q->cfg, NULL), CFG_INTAKE_BATCH);
 	struct queue_txn *t;
 	char **names;
+	uint64_t *ids;
 	size_t nnames = 0, batch;
 	struct qbuf keys = { NULL, 0, 0 };
 	enum queue_result r;
@@ -1283,6 +1912,12 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		qi->rescan = false;
 		list_dir(qi);
 		sweep_tmp(qi);
+	}
+	if (qi->nsettle > 0)
+		settle_due(qi, rq_now());
+	if (!space_ok(qi)) {
+		jobs_collect(qi, false);
+		return QI_PAUSED;
 	}
 	if (qi->batch_limit == 0 || qi->batch_limit > cfgbatch)
 		qi->batch_limit = cfgbatch;
@@ -1301,7 +1936,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 			if (queue_txn_commit(t) == QUEUE_OK)
 				qi->idents.n = 0;
 		}
-		return QI_IDLE;
+		return intake_idle(qi);
 	}
 	budget = queue_room(qi->q);
 	if (qi->paused &&
@@ -1314,6 +1949,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	idents_delete(qi, t);
 	ids_reserve(qi, t);
 	names = xcalloc(batch, sizeof(*names));
+	ids = xcalloc(batch, sizeof(*ids));
 	while (nnames < batch && t->err == QUEUE_OK) {
 		struct prep *p;
 		enum import_result ir;
@@ -1328,12 +1964,13 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		}
 		if (ir == IMP_QUEUED || t->err != QUEUE_OK) {
 			/* queued, or to put back when the txn fails */
+			ids[nnames] = p->id;
 			names[nnames++] = p->name;
 			prep_clear(p, false);
+		} else if (ir == IMP_WAIT || ir == IMP_RETRY) {
+			settle_add(qi, p->name, p->due); /* looked at later */
+			prep_clear(p, false);
 		} else {
-			if (ir == IMP_RETRY)
-				qi->rescan =
-				    true; /* seen on the next listing */
 			prep_clear(p, true);
 		}
 		ring_pop(qi);
@@ -1342,12 +1979,13 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	    qi->id_res == qi->id_res_end) {
 		queue_txn_abort(t);
 		free(names);
+		free(ids);
 		free(keys.p);
 		if (noroom)
 			return intake_pause(qi);
 		return qi->head == qi->tail && qi->rhead == qi->rtail &&
 			!qi->rescan
-		    ? QI_IDLE
+		    ? intake_idle(qi)
 		    : QI_MORE;
 	}
 	r = queue_txn_commit(t);
@@ -1356,10 +1994,11 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		 * (with new ids: the reservation went with the txn) */
 		qi->id_res = qi->id_res_end = 0;
 		for (size_t i = 0; i < nnames; i++) {
-			pending_add(qi, names[i]);
+			pending_add(qi, names[i], PN_READY);
 			free(names[i]);
 		}
 		free(names);
+		free(ids);
 		free(keys.p);
 		if (r == QUEUE_MAPFULL && qi->batch_limit > 1) {
 			qi->batch_limit /= 2;
@@ -1389,6 +2028,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		struct unlink_job *j = xcalloc(1, sizeof(*j));
 
 		j->names = names;
+		j->ids = ids;
 		j->n = nnames;
 		j->keys = keys;
 		job_push(qi, j);
@@ -1402,5 +2042,5 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		if (queue_txn_commit(t) == QUEUE_OK)
 			qi->idents.n = 0;
 	}
-	return QI_IDLE;
+	return intake_idle(qi);
 }

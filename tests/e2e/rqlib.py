@@ -158,6 +158,54 @@ class Env:
         self.close()
 
 
+def unescape(s):
+    """Reverses the daemon's escaping of names in logs and .reason files
+    (\\xNN for bytes outside printable ASCII, \\\\ for a backslash)."""
+    out = bytearray()
+    b = s.encode()
+    i = 0
+    while i < len(b):
+        if b[i:i + 2] == b"\\\\":
+            out += b"\\"
+            i += 2
+        elif b[i:i + 2] == b"\\x" and i + 4 <= len(b):
+            out.append(int(b[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out.append(b[i])
+            i += 1
+    return bytes(out)
+
+
+def bad_files(env):
+    """The files in spool bad/, by original name (bytes): a dict of
+    {name: [(path of the bad file, reason text), ...]}.  The daemon picks the
+    names in bad/; each NAME.reason says why on its first line, then
+    `name: ORIGINAL` (escaped) and `uid: N`."""
+    bad = os.path.join(env.spool, "bad")
+    out = {}
+    try:
+        names = os.listdir(bad)
+    except FileNotFoundError:
+        return out
+    for n in names:
+        if not n.endswith(".reason"):
+            continue
+        try:
+            with open(os.path.join(bad, n), errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        orig = None
+        for line in text.splitlines():
+            if line.startswith("name: "):
+                orig = unescape(line[6:])
+        path = os.path.join(bad, n[:-len(".reason")])
+        if orig is not None and os.path.lexists(path):
+            out.setdefault(orig, []).append((path, text))
+    return out
+
+
 def smtp_sink(env, port=None, opts=(), dump_dir=None, backlog=256):
     """Starts Postfix's smtp-sink on 127.0.0.1; returns (proc, port).
 

@@ -157,17 +157,20 @@ def test_bad_input():
             reasons["adev"] = "device"
         drop(env, "good", "To: ok@b.test\n\nfine\n")
         bad = os.path.join(env.spool, "bad")
-        wait_for(lambda: all(os.path.exists(os.path.join(bad, n + ".reason"))
+        # bad/ names are the daemon's; each .reason names the original
+        wait_for(lambda: all(n.encode() in rqlib.bad_files(env)
                              for n in names), 30, what="bad/ files")
         wait_for(lambda: not incoming(env), 10, what="incoming/ empty")
+        found = {k.decode(): v[0] for k, v in rqlib.bad_files(env).items()}
         for name, data, _ in BAD:
-            with open(os.path.join(bad, name), "rb") as f:
+            with open(found[name][0], "rb") as f:
                 check_eq(f.read(), data, "%s kept untouched" % name)
-        check(os.path.islink(os.path.join(bad, "alink")), "symlink moved")
-        check(os.path.isdir(os.path.join(bad, "adir")), "dir moved")
+        check(os.path.islink(found["alink"][0]), "symlink moved")
+        check(os.path.isdir(found["adir"][0]), "dir moved")
         for n in names:
-            with open(os.path.join(bad, n + ".reason")) as f:
-                why = f.read()
+            check(not os.path.basename(found[n][0]).startswith(n),
+                  "%s: bad/ name chosen by the daemon" % n)
+            why = found[n][1]
             check(reasons[n] in why, "%s: reason %r lacks %r" %
                   (n, why, reasons[n]))
         check_eq(stat.S_IMODE(os.stat(bad).st_mode), 0o700, "bad/ mode")
