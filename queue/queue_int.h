@@ -159,6 +159,14 @@ void queue_txn_log(struct queue_txn *, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void queue_txn_log_as(struct queue_txn *, const char *subsys, const char *fmt,
     ...) __attribute__((format(printf, 3, 4)));
+/*
+ * Copies S into OUT with every byte that is not printable ASCII written
+ * as \xNN and a backslash as \\, for names and text from outside in log
+ * lines and bad/ reasons; cut with "..." past QUEUE_ESC_MAX - 8 bytes
+ * (room for any 255-byte file name).  Returns OUT.
+ */
+#define QUEUE_ESC_MAX 1040
+const char *queue_name_escape(char out[QUEUE_ESC_MAX], const char *s);
 /* Allocates the next message id. */
 uint64_t queue_id_next(struct queue_txn *);
 

@@ -556,15 +556,12 @@ ts_ns(struct timespec ts)
 
 /* ---- names from outside in log lines and reasons ---- */
 
-#define ESC_MAX 1040 /* holds any 255-byte name escaped; longer is cut */
+#define ESC_MAX QUEUE_ESC_MAX
 
-/*
- * Copies S into OUT (ESC_MAX bytes) with every byte that is not
- * printable ASCII, and the backslash, written as \xNN (\\): a name or
- * text from a local user can neither break a log line nor fake one.
- */
-static const char *
-esc(char out[ESC_MAX], const char *s)
+/* A name or text from a local user can neither break a log line nor
+ * fake one; see queue_int.h. */
+const char *
+queue_name_escape(char out[QUEUE_ESC_MAX], const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0;
@@ -1232,8 +1229,8 @@ move_bad(struct queue_intake *qi, const char *name, uint64_t id,
 	int fd = -1, err = 0, n;
 	bool renamed = false;
 
-	esc(ename, name);
-	esc(ewhy, why);
+	queue_name_escape(ename, name);
+	queue_name_escape(ewhy, why);
 	for (int tries = 0; tries < 1000 && !renamed; tries++) {
 		uint64_t seq = tries == 0 && id != 0
 		    ? id
@@ -1395,7 +1392,7 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	if (fstatat(qi->din, p->name, st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno != ENOENT)
 			stuck_report(qi, p->name, NULL, "%s: %s",
-			    esc(ename, p->name), strerror(errno));
+			    queue_name_escape(ename, p->name), strerror(errno));
 		return;
 	}
 	if (!S_ISREG(st->st_mode)) {
@@ -1449,7 +1446,7 @@ prep_run(struct queue_intake *qi, struct prep *p)
 			/* EMFILE, a lease (EWOULDBLOCK), ...: the daemon's
 			 * trouble, not the file's: again later */
 			stuck_report(qi, p->name, st, "%s: %s",
-			    esc(ename, p->name), strerror(err));
+			    queue_name_escape(ename, p->name), strerror(err));
 			p->r = IMP_RETRY;
 			p->due = rq_now() + SETTLE_SECS;
 		}
@@ -1481,7 +1478,7 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	if (err != 0) {
 		close(fd);
 		stuck_report(qi, p->name, st, "%s: read: %s",
-		    esc(ename, p->name), strerror(err));
+		    queue_name_escape(ename, p->name), strerror(err));
 		p->r = IMP_RETRY;
 		p->due = rq_now() + SETTLE_SECS;
 		return;
@@ -1570,11 +1567,12 @@ prep_store(struct queue_intake *qi, struct queue_txn *t, struct prep *p,
 		queue_id_format(id, idstr);
 		if (unlinkat(qi->din, p->name, 0) == 0)
 			log_info("queue", "%s: already queued as %s: removed",
-			    esc(ebuf, p->name), idstr);
+			    queue_name_escape(ebuf, p->name), idstr);
 		else if (errno != ENOENT)
 			stuck_report(qi, p->name, st,
 			    "%s: already queued as %s, cannot remove: %s",
-			    esc(ebuf, p->name), idstr, strerror(errno));
+			    queue_name_escape(ebuf, p->name), idstr,
+			    strerror(errno));
 		return IMP_SKIP;
 	}
 	memset(&m, 0, sizeof(m));
@@ -1616,7 +1614,8 @@ prep_store(struct queue_intake *qi, struct queue_txn *t, struct prep *p,
 	/* who handed it in, as Postfix's pickup logs it; then the qmgr line */
 	queue_id_format(m.id, idstr);
 	queue_txn_log_as(t, "pickup", "%s: uid=%u from=<%s>", idstr,
-	    (unsigned)st->st_uid, esc(ebuf, m.sender ? m.sender : ""));
+	    (unsigned)st->st_uid,
+	    queue_name_escape(ebuf, m.sender ? m.sender : ""));
 	queue_msg_store_rec(t, &m, p->rec.p, p->rec.n, p->rawlen);
 	for (size_t i = 0; loop[0] != '\0' && i < m.nrcpt; i++)
 		queue_txn_log(t,

@@ -215,6 +215,41 @@ test_ids(void)
 	CHECK(!queue_id_parse("12G", &id));
 }
 
+static const struct {
+	const char *in, *want;
+} escapes[] = {
+	{ "plain-name.1", "plain-name.1" },
+	{ "", "" },
+	{ "a b", "a b" },
+	{ "evil\nNov 29 relayq: to=<x>", "evil\\x0aNov 29 relayq: to=<x>" },
+	{ "\r\t\x1b[2J", "\\x0d\\x09\\x1b[2J" },
+	{ "back\\slash\\x0a", "back\\\\slash\\\\x0a" },
+	{ "m\xc3\xbcller\x7f\xff", "m\\xc3\\xbcller\\x7f\\xff" },
+};
+
+/* Names from outside are escaped for log lines (table), and a long one
+ * is cut, never overflowing. */
+static void
+test_name_escape(void)
+{
+	char out[QUEUE_ESC_MAX], in[600];
+
+	for (size_t i = 0; i < sizeof(escapes) / sizeof(escapes[0]); i++)
+		CHECK_STR(
+		    queue_name_escape(out, escapes[i].in), escapes[i].want);
+	/* a 255-byte name of control bytes fits whole */
+	memset(in, '\n', 255);
+	in[255] = '\0';
+	queue_name_escape(out, in);
+	CHECK_INT(strlen(out), 255 * 4);
+	/* longer text is cut with "..." */
+	memset(in, '\001', sizeof(in) - 1);
+	in[sizeof(in) - 1] = '\0';
+	queue_name_escape(out, in);
+	CHECK(strlen(out) < QUEUE_ESC_MAX);
+	CHECK(strcmp(out + strlen(out) - 3, "...") == 0);
+}
+
 /* ---- the queue in a temporary directory ---- */
 
 static char tmpdir[256];
@@ -871,6 +906,7 @@ main(void)
 		return 2;
 	log_set_level(LOG_LVL_ERR);
 	test_ids();
+	test_name_escape();
 	test_addrlists();
 	test_messages();
 	test_build();
