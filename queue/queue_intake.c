@@ -1334,13 +1334,13 @@ spool_open(struct queue_intake *qi, const char *name)
 
 /*
  * Whether a file only a listing found looks complete: its last change
- * was a rename or another change of its inode alone (ctime after mtime;
- * not for an empty file, which a writer may have just created), or it
- * has not changed for SETTLE_SECS (ctime, which no user can set back).
- * Otherwise *DUE is when to look again.
+ * was a rename or another change of its inode alone (ctime after mtime,
+ * when RENAMED_OK; not for an empty file, which a writer may have just
+ * created), or it has not changed for SETTLE_SECS (ctime, which no user
+ * can set back).  Otherwise *DUE is when to look again.
  */
 static bool
-file_settled(const struct stat *st, int64_t *due)
+file_settled(const struct stat *st, bool renamed_ok, int64_t *due)
 {
 	struct timespec now;
 	int64_t c = ts_ns(st->st_ctim), m = ts_ns(st->st_mtim), n;
@@ -1348,7 +1348,7 @@ file_settled(const struct stat *st, int64_t *due)
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	n = ts_ns(now);
-	if ((c > m && st->st_size > 0) || n - c >= settle ||
+	if ((renamed_ok && c > m && st->st_size > 0) || n - c >= settle ||
 	    c - n > settle /* the clock went back */)
 		return true;
 	*due = (c + settle) / 1000000000 + 1;
@@ -1407,12 +1407,18 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	if ((p->how == PN_LISTED ||
 		(p->how == PN_FIRST &&
 		    ts_ns(st->st_ctim) >= qi->watch_since)) &&
-	    !file_settled(st, &p->due)) {
+	    !file_settled(st, true, &p->due)) {
 		p->r = IMP_WAIT; /* maybe still being written */
 		return;
 	}
 	if (st->st_nlink > 1) {
-		/* as Postfix's pickup: a second link may be anyone's file */
+		/* as Postfix's pickup: a second link may be anyone's file;
+		 * but a writer that links the file in and then unlinks its
+		 * other name gets the time to do so */
+		if (!file_settled(st, false, &p->due)) {
+			p->r = IMP_WAIT;
+			return;
+		}
 		snprintf(why, sizeof(why), "file has %lu hard links",
 		    (unsigned long)st->st_nlink);
 		move_bad(qi, p->name, p->id, st, why);

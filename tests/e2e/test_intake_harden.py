@@ -231,6 +231,30 @@ def test_newline_name_cannot_forge_log():
         check(name.encode() in rqlib.bad_files(env), "name in the reason")
 
 
+def test_hard_links():
+    """A file that keeps a second hard link goes to bad/ (as Postfix's
+    pickup refuses one: the other name may be anyone's file); one linked
+    in and then unlinked from tmp/ (a maildir-style writer) is queued."""
+    with rqlib.Env(CONF) as env:
+        p = start(env)
+        tmp = os.path.join(env.spool, "tmp")
+        inc = os.path.join(env.spool, "incoming")
+        with open(os.path.join(tmp, "kept"), "wb") as f:
+            f.write(b"From: a@x.test\nTo: b@y.test\n\nlinked\n")
+        os.link(os.path.join(tmp, "kept"), os.path.join(inc, "two"))
+        with open(os.path.join(tmp, "once"), "wb") as f:
+            f.write(b"From: c@x.test\nTo: b@y.test\n\nonce\n")
+        os.link(os.path.join(tmp, "once"), os.path.join(inc, "one"))
+        os.unlink(os.path.join(tmp, "once"))
+        wait_for(lambda: not incoming(env), 20, what="both taken")
+        msgs = mailq(env)
+        check_eq([m["sender"] for m in msgs], ["c@x.test"], "queued")
+        bad = rqlib.bad_files(env)
+        check(b"two" in bad and "hard links" in bad[b"two"][0][1],
+              "the linked file in bad/: %r" % bad)
+        stop(p)
+
+
 def writer_test(interval, lines=None, seconds=None):
     """Writes a message straight into incoming/ (no tmp/, no rename), the
     file open throughout, one line every INTERVAL seconds (LINES of them,
