@@ -550,26 +550,87 @@ expiry_run(struct queue *q, const struct cfg *cfg, int64_t now)
 	}
 }
 
+/* Whether M's deferred recipients are returned at once (see
+ * expiry_after_results()). */
+static bool
+returns_now(const struct cfg *cfg, const struct queue_msg *m)
+{
+	return (m->flags & QMSG_RETURNED) ||
+	    (!(m->flags & QMSG_HELD) &&
+		cfg_time(cfg_scope(cfg, NULL), CFG_T_QUEUERETURN, m->cls,
+		    false) == 0);
+}
+
+/* The recipients expiry_after_results() may act on: returned now, or
+ * done and not reported yet (a queue_rcpt_pick; ARG is the cfg).  The
+ * others are not even decoded, so a message with many recipients costs
+ * a cursor step per recipient here. */
+static bool
+after_results_pick(
+    const struct queue_msg *m, const struct queue_rcpt *r, void *arg)
+{
+	if (r->state == RCPT_DEFERRED && r->attempts > 0 &&
+	    !(r->flags & QRCPT_LEASED) && returns_now(arg, m))
+		return true;
+	return rcpt_unreported(r) &&
+	    (r->state == RCPT_BOUNCED ||
+		(r->state == RCPT_DELIVERED && (r->notify & QNOTIFY_SUCCESS)));
+}
+
+static enum queue_result after_results(
+    struct queue_txn *, const struct cfg *, struct queue_msg *, int64_t now);
+
 /* Reports recipients that just failed or were delivered; see expiry.h. */
 enum queue_result
 expiry_after_results(
     struct queue_txn *txn, const struct cfg *cfg, uint64_t id, int64_t now)
 {
 	struct queue_msg *m = NULL;
-	struct nrcpt *fail, *ok;
-	size_t nf = 0, nok = 0, nrelayed = 0;
 	enum queue_result res;
-	bool ret_now;
 
-	res = queue_txn_load(txn, id, &m);
+	res = queue_txn_load_some(
+	    txn, id, after_results_pick, (void *)(uintptr_t)cfg, &m);
 	if (res == QUEUE_NOTFOUND)
 		return QUEUE_OK;
 	if (res != QUEUE_OK)
 		return res;
-	ret_now = (m->flags & QMSG_RETURNED) ||
-	    (!(m->flags & QMSG_HELD) &&
-		cfg_time(cfg_scope(cfg, NULL), CFG_T_QUEUERETURN, m->cls,
-		    false) == 0);
+	return after_results(txn, cfg, m, now);
+}
+
+/* The same for the recipients listed; see expiry.h. */
+enum queue_result
+expiry_after_rcpts(struct queue_txn *txn, const struct cfg *cfg, uint64_t id,
+    const uint32_t *idx, size_t n, int64_t now)
+{
+	struct queue_msg *m = NULL;
+	enum queue_result res;
+
+	res = queue_txn_load_rcpts(
+	    txn, id, idx, n, after_results_pick, (void *)(uintptr_t)cfg, &m);
+	if (res == QUEUE_NOTFOUND)
+		return QUEUE_OK;
+	if (res != QUEUE_OK)
+		return res;
+	return after_results(txn, cfg, m, now);
+}
+
+/* Reports the recipients of M (loaded with after_results_pick) and
+ * frees M. */
+static enum queue_result
+after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
+    int64_t now)
+{
+	struct nrcpt *fail, *ok;
+	size_t nf = 0, nok = 0, nrelayed = 0;
+	enum queue_result res = QUEUE_OK;
+	uint64_t id = m->id;
+	bool ret_now;
+
+	if (m->nrcpt == 0) {
+		queue_msg_free(m);
+		return QUEUE_OK;
+	}
+	ret_now = returns_now(cfg, m);
 	fail = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*fail));
 	ok = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*ok));
 	for (size_t i = 0; i < m->nrcpt && res == QUEUE_OK; i++) {

@@ -158,6 +158,15 @@ void expiry_run(struct queue *, const struct cfg *, int64_t now);
  */
 enum queue_result expiry_after_results(
     struct queue_txn *, const struct cfg *, uint64_t id, int64_t now);
+/*
+ * The same, looking only at recipients IDX[0..N) of message ID (those
+ * whose results the transaction just recorded): O(N) however many
+ * recipients the message has, where expiry_after_results() walks them
+ * all (a cursor step each).  The runner calls this after each commit's
+ * results, and expiry_after_results() once a message is out of memory.
+ */
+enum queue_result expiry_after_rcpts(struct queue_txn *, const struct cfg *,
+    uint64_t id, const uint32_t *idx, size_t n, int64_t now);
 
 /*
  * `relayq bounce ID`: returns every recipient of message ID not yet

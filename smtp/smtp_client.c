@@ -30,6 +30,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -579,6 +581,43 @@ conn_enter(struct conn *conn, enum smtp_phase phase)
 	}
 }
 
+/*
+ * A socket for a new connection, keeping SMTP_FD_RESERVE descriptors
+ * free (socket() gives the lowest free number, so FD or more are in
+ * use); -1 with *ERR set when there is none to spare.
+ */
+static int
+conn_socket(int family, int *err)
+{
+	struct rlimit rl;
+	rlim_t reserve = SMTP_FD_RESERVE;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		*err = errno;
+		return -1;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY) {
+		if (rl.rlim_cur / 4 < reserve)
+			reserve = rl.rlim_cur / 4;
+		if ((rlim_t)fd + reserve >= rl.rlim_cur) {
+			close(fd);
+			*err = EMFILE;
+			return -1;
+		}
+	}
+	return fd;
+}
+
+/* Whether connect(2) failed for want of something of this host's. */
+static bool
+errno_local(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS ||
+	    err == ENOMEM || err == EADDRNOTAVAIL || err == EAGAIN;
+}
+
 /* Makes a connection for JOB to addrs[job->addr_idx]. */
 static void
 conn_open(struct job *job)
@@ -587,6 +626,7 @@ conn_open(struct job *job)
 	const struct smtp_addr *a = &job->addrs[job->addr_idx];
 	struct conn *conn;
 	struct smtp_rcpt_result why;
+	int fd, err = 0;
 
 	conn = xcalloc(1, sizeof(*conn));
 	conn->client = client;
@@ -614,9 +654,13 @@ conn_open(struct job *job)
 	conn_settings(conn);
 	conn_result(conn);
 	conn->timer = evtimer_new(client->base, conn_timer_cb, conn);
+	if (conn->timer == NULL)
+		abort();
+	if ((fd = conn_socket(a->sa.ss_family, &err)) < 0)
+		goto local;
 	conn->bev = bufferevent_socket_new(
-	    client->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (conn->bev == NULL || conn->timer == NULL)
+	    client->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (conn->bev == NULL)
 		abort();
 	bufferevent_setcb(
 	    conn->bev, conn_read_cb, conn_write_cb, conn_event_cb, conn);
@@ -624,11 +668,26 @@ conn_open(struct job *job)
 	conn_enter(conn, SMTP_PH_CONNECT);
 	if (bufferevent_socket_connect(conn->bev,
 		(const struct sockaddr *)&a->sa, (int)a->salen) < 0) {
+		err = errno;
+		if (errno_local(err))
+			goto local;
 		why_set(&why, 4, "4.4.1", SMTP_PH_CONNECT,
 		    "connect to %s[%s]:%u: %s", conn->host, conn->ip,
-		    conn->port, strerror(errno));
+		    conn->port, strerror(err));
 		conn_fail(conn, false, &why);
 	}
+	return;
+local:
+	/* This host's shortage, not the destination's: no other address,
+	 * no host status, and the recipients left are not charged. */
+	why_set(&why, 4, "4.3.0", SMTP_PH_CONNECT,
+	    "local resource shortage: cannot connect to %s[%s]:%u: %s",
+	    conn->host, conn->ip, conn->port, strerror(err));
+	why.local = true;
+	conn->job = NULL;
+	conn_close(conn);
+	rcpt_set_rest(job, &why);
+	job_complete(job);
 }
 
 /* Moves JOB to its next address after a pre-session failure. */
