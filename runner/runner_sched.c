@@ -561,12 +561,12 @@ job_local_split(struct runner *r, struct job *j, const struct smtp_result *res)
 {
 	struct job *b;
 	int64_t now = rq_now_us();
-	size_t n = 0;
+	size_t n = 0, first = 0;
 	unsigned open;
 
 	for (size_t i = 0; i < res->nrcpts && i < j->nidx; i++)
-		if (res->rcpts[i].local)
-			n++;
+		if (res->rcpts[i].local && n++ == 0)
+			first = i;
 	if (n == 0)
 		return NULL;
 	open = smtp_client_conn_total(r->smtp);
@@ -574,9 +574,9 @@ job_local_split(struct runner *r, struct job *j, const struct smtp_result *res)
 	r->fd_cap_until = now + (open > 0 ? FD_CAP_US : FD_WAIT_US);
 	log_warn(NULL,
 	    "%s: %zu recipient%s put back, no attempt counted: %.200s; "
-	    "%s connections for %d s",
-	    j->m->msg->idstr, n, n == 1 ? "" : "s", res->rcpts[0].text,
-	    open > 0 ? "no new" : "no", open > 0 ? FD_CAP_US / 1000000 : 1);
+	    "at most %u connections for %d s",
+	    j->m->msg->idstr, n, n == 1 ? "" : "s", res->rcpts[first].text,
+	    open, (int)((r->fd_cap_until - now) / 1000000));
 	if (r->stopping)
 		return NULL;
 	b = xcalloc(1, sizeof(*b));
