@@ -73,6 +73,7 @@ enum queue_rcpt_state {
 #define QRCPT_NOTIFIED \
 	0x02u /* a DSN has reported this recipient's final state */
 #define QRCPT_RELAYED_DSN 0x04u /* the next hop took NOTIFY (DSN "relayed") */
+#define QRCPT_WARNED 0x08u /* a delay warning has listed this recipient */
 
 /* One recipient.  Strings are owned by the enclosing queue_msg. */
 struct queue_rcpt {

@@ -704,12 +704,22 @@ queue_msg_flush(struct queue_txn *t, uint64_t id, int64_t now)
 	struct queue_msg *m;
 	enum queue_result r = queue_env_get(t, id, &m);
 	struct flush f = { now, false };
+	struct queue_rcpt head;
+	struct qwalk w;
 
 	if (r != QUEUE_OK)
 		return r;
-	/* one walk: the schedule is rewritten even when nothing changed
-	 * (the same entry, so nothing changes) */
-	r = resched_walk(t, m, flush_fn, &f);
+	/* a look first: a message with nothing waiting is not touched */
+	qwalk_open(&w, t->txn, t->q->dbi[QDB_RCPT], id, 0);
+	while (!f.any && qwalk_next(&w))
+		if (qrec_rcpt_peek(w.val.mv_data, w.val.mv_size, &head) &&
+		    (head.state == RCPT_PENDING ||
+			head.state == RCPT_DEFERRED) &&
+		    head.next_attempt > now && !(head.flags & QRCPT_LEASED))
+			f.any = true;
+	qwalk_close(&w);
+	if (f.any)
+		r = resched_walk(t, m, flush_fn, &f);
 	queue_env_free(m);
 	return r;
 }
