@@ -760,6 +760,9 @@ queue_rss_trim(struct queue *q)
 
 /* ---- room left in the map ---- */
 
+/* cfg_parse.c (map_room_worst) mirrors this to refuse a queue_map_size
+ * too small for max_message_size: keep the two in step. */
+
 size_t
 queue_room(struct queue *q)
 {
