@@ -247,111 +247,125 @@ rcpt_due(const struct queue_rcpt *head, int64_t now)
 	    head->next_attempt <= now;
 }
 
-/* Adds recipients [FROM, TO) of M to S (peeking); false when one is
- * missing or invalid. */
-static bool
-rsum_walk(struct queue_txn *t, const struct queue_msg *m, uint32_t from,
-    uint32_t to, struct rsum *s)
-{
-	struct queue_rcpt head;
-	struct qwalk w;
-	bool ok = true;
+/* A take in progress over one message (see take_range()). */
+struct take {
+	int64_t now, lease_until;
+	size_t *budget;
+	size_t taken;
+	uint32_t lo, hi; /* the bounds of the indexes leased */
+	uint32_t stop; /* where the budget ran out */
+	struct rsum s;
+};
 
-	if (from >= to)
-		return true;
-	qwalk_open(&w, t->txn, t->q->dbi[QDB_RCPT], m->id, from);
-	while (qwalk_next(&w)) {
-		if (!qrec_rcpt_peek(w.val.mv_data, w.val.mv_size, &head)) {
-			ok = false;
-			break;
-		}
-		rsum_add(s, &head);
-		if (w.idx + 1 >= to)
-			break;
-	}
-	if (w.bad || w.n != to - from)
-		ok = false;
-	qwalk_close(&w);
-	return ok;
-}
+enum take_result { TAKE_DONE, TAKE_STOPPED, TAKE_BAD };
 
 /*
- * Leases the due recipients of message M (its schedule entry is due)
- * within *BUDGET, walking them from where the last take of its class
- * stopped.  When the budget runs out on a due recipient the walk stops
- * there (the next take starts at it): the message keeps its entry, due
- * now, and is in the lease db.  Otherwise the walk goes to the end, then
- * over the recipients before its start, and sets the schedule from all
- * of them.  So a message with N recipients taken in slices costs O(N)
- * steps in all, plus O(1) per recipient leased.  Sets *LO and *HI to
- * the bounds of the indexes leased; returns how many.
+ * Leases the due recipients of M with an index in [FROM, TO) while the
+ * budget lasts, and adds each to the schedule sum; stops (TAKE_STOPPED,
+ * TK->stop) at the first due recipient the budget has no room for.
  */
-static size_t
-take_msg(struct queue_txn *t, struct queue_msg *m, int64_t now,
-    int64_t lease_until, size_t *budget, uint32_t *lo, uint32_t *hi)
+static enum take_result
+take_range(struct queue_txn *t, const struct queue_msg *m, uint32_t from,
+    uint32_t to, struct take *tk)
 {
-	struct rsum s = { false, false, 0 };
 	struct queue_rcpt head, full;
 	struct qwalk w;
-	uint32_t from = 0;
-	size_t taken = 0;
-	uint8_t k[8];
-	MDB_val key = { 8, k }, val = { 0, (void *)"" };
 
-	if (t->q->take_at[m->cls].id == m->id) {
-		if (t->q->take_at[m->cls].idx < m->nrcpt)
-			from = t->q->take_at[m->cls].idx;
-		t->q->take_at[m->cls].id = 0;
-	}
+	if (from >= to)
+		return TAKE_DONE;
 	qwalk_open(&w, t->txn, t->q->dbi[QDB_RCPT], m->id, from);
 	while (qwalk_next(&w)) {
-		if (w.idx >= m->nrcpt ||
+		if (w.idx >= to ||
 		    !qrec_rcpt_peek(w.val.mv_data, w.val.mv_size, &head))
-			goto bad;
+			break;
 		head.idx = w.idx;
-		if (rcpt_due(&head, now) && *budget == 0) {
-			/* the rest on the next call, from here */
+		if (rcpt_due(&head, tk->now) && *tk->budget == 0) {
 			qwalk_close(&w);
-			t->q->take_at[m->cls].id = m->id;
-			t->q->take_at[m->cls].idx = head.idx;
-			qkey_id(k, m->id);
-			queue_txn_fail(t,
-			    mdb_put(
-				t->txn, t->q->dbi[QDB_LEASE], &key, &val, 0),
-			    "lease");
-			return taken;
+			tk->stop = head.idx;
+			return TAKE_STOPPED;
 		}
-		if (rcpt_due(&head, now)) {
+		if (rcpt_due(&head, tk->now)) {
 			/* what the runner will load is checked first */
 			if (!qrec_rcpt_decode(
 				w.val.mv_data, w.val.mv_size, &full))
-				goto bad;
+				break;
 			head.flags |= QRCPT_LEASED;
-			head.next_attempt = lease_until;
+			head.next_attempt = tk->lease_until;
 			if (queue_txn_fail(t,
 				qwalk_rewrite(
 				    &w, head.flags, head.next_attempt),
 				"lease rcpt") != QUEUE_OK)
 				break;
-			if (taken++ == 0)
-				*lo = head.idx;
-			*hi = head.idx + 1;
-			(*budget)--;
+			if (tk->taken++ == 0 || head.idx < tk->lo)
+				tk->lo = head.idx;
+			if (head.idx + 1 > tk->hi)
+				tk->hi = head.idx + 1;
+			(*tk->budget)--;
 		}
-		rsum_add(&s, &head);
+		rsum_add(&tk->s, &head);
+		if (w.idx + 1 == to)
+			break;
 	}
-	if (w.bad || w.n != m->nrcpt - from)
-		goto bad;
+	if (w.bad || w.n != to - from || t->err != QUEUE_OK) {
+		qwalk_close(&w);
+		return TAKE_BAD;
+	}
 	qwalk_close(&w);
-	if (!rsum_walk(t, m, 0, from, &s)) {
+	return TAKE_DONE;
+}
+
+/*
+ * Leases the due recipients of message M (its schedule entry is due)
+ * within *BUDGET, walking them from where the last take of its class
+ * stopped to the end, then from the first.  When the budget runs out on
+ * a due recipient the walk stops there (the next take starts at it): the
+ * message keeps its entry, due now, and is in the lease db.  Otherwise
+ * the walk has seen every recipient and sets the schedule from them.  So
+ * a message with N recipients taken in slices costs O(N) steps in all,
+ * plus O(1) per recipient leased.  Sets *LO and *HI to the bounds of the
+ * indexes leased; returns how many.
+ */
+static size_t
+take_msg(struct queue_txn *t, struct queue_msg *m, int64_t now,
+    int64_t lease_until, size_t *budget, uint32_t *lo, uint32_t *hi)
+{
+	struct take tk;
+	struct qwalk w = { 0 };
+	uint32_t from = 0, n = (uint32_t)m->nrcpt;
+	enum take_result r;
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val = { 0, (void *)"" };
+
+	memset(&tk, 0, sizeof(tk));
+	tk.now = now;
+	tk.lease_until = lease_until;
+	tk.budget = budget;
+	if (t->q->take_at[m->cls].id == m->id) {
+		if (t->q->take_at[m->cls].idx < n)
+			from = t->q->take_at[m->cls].idx;
+		t->q->take_at[m->cls].id = 0;
+	}
+	r = take_range(t, m, from, n, &tk);
+	if (r == TAKE_DONE)
+		r = take_range(t, m, 0, from, &tk);
+	if (r == TAKE_BAD) {
 		walk_bad(t, &w, m);
 		return 0;
 	}
-	resched_finish(t, m, &s);
-	return t->err == QUEUE_OK ? taken : 0;
-bad:
-	walk_bad(t, &w, m);
-	return 0;
+	*lo = tk.lo;
+	*hi = tk.hi;
+	if (r == TAKE_STOPPED) {
+		/* the rest on the next call, from there */
+		t->q->take_at[m->cls].id = m->id;
+		t->q->take_at[m->cls].idx = tk.stop;
+		qkey_id(k, m->id);
+		queue_txn_fail(t,
+		    mdb_put(t->txn, t->q->dbi[QDB_LEASE], &key, &val, 0),
+		    "lease");
+	} else {
+		resched_finish(t, m, &tk.s);
+	}
+	return t->err == QUEUE_OK ? tk.taken : 0;
 }
 
 size_t

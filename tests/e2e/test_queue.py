@@ -43,7 +43,9 @@ def mailq_json(env, *args):
 
 def start(env):
     p = env.start("run")
-    wait_for(lambda: os.path.isdir(os.path.join(env.spool, "incoming")),
+    # tmp/ is made after incoming/: wait for both
+    wait_for(lambda: all(os.path.isdir(os.path.join(env.spool, d))
+                         for d in ("incoming", "tmp")),
              10, what="spool tree")
     return p
 
