@@ -799,6 +799,12 @@ take_job(struct runner *r, struct rmsg *m, size_t i, struct job ***jobs,
 	d = dest_get(r, dom);
 	if (d->build_gen == r->build_gen) {
 		j = d->build; /* O(1): no search among this take's jobs */
+	} else if ((j = d->wait_tail[m->msg->cls]) != NULL && j->m == m &&
+	    j->nidx < TAKE_RCPTS) {
+		/* a job of this message (an earlier slice) still waits for
+		 * a connection: one job, not a small one per slice */
+		d->build = j;
+		d->build_gen = r->build_gen;
 	} else {
 		j = xcalloc(1, sizeof(*j));
 		j->m = m;
@@ -818,6 +824,8 @@ take_job(struct runner *r, struct rmsg *m, size_t i, struct job ***jobs,
 		j->idx = xrealloc(j->idx, j->aidx * sizeof(*j->idx));
 	}
 	j->idx[j->nidx++] = (uint32_t)i;
+	if (j->nidx >= TAKE_RCPTS)
+		d->build_gen = 0; /* full: the next one starts a new job */
 	return j;
 }
 
