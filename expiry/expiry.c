@@ -18,8 +18,13 @@
  *   itself never copied again.
  * - the scan uses the queue's expiry index (time|id|kind): no walk of
  *   the queue, no polling; held messages are not in the index.
- * - expiry_run() does a bounded amount of work per call, so the event
- *   loop is never blocked long; expiry_next() is then already due.
+ * - expiry_run() does a bounded amount of work per call (RUN_MAX events,
+ *   RUN_RCPTS recipients: a big message a slice at a time, a notice per
+ *   slice, recipients warned marked QRCPT_WARNED), so the event loop is
+ *   never blocked long; expiry_next() is then already due.
+ * - expiry_after_rcpts() costs O(the recipients listed); the walks of
+ *   expiry_after_results() and of an event decode only the recipients
+ *   they act on (queue_txn_load_some()).
  */
 #include <stdlib.h>
 #include <string.h>

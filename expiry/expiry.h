@@ -133,9 +133,11 @@ int64_t expiry_next(struct queue *);
  * per event, listing all its recipients concerned, inserted in the same
  * transaction that records the event.  A recipient in flight (leased) at
  * its message's return is left to its result: expiry_after_results()
- * returns it if that is a deferral.  Does at most a few hundred per
- * call (expiry_next() is then still due: the runner calls again on the
- * next loop turn).  After a queue error it logs and waits 30s (through
+ * returns it if that is a deferral.  Does at most a few hundred events
+ * and 2,000 recipients per call (expiry_next() is then still due: the
+ * runner calls again on the next loop turn): a message with more
+ * recipients to warn about or return is handled a slice at a time, a
+ * notice per slice, its event due until the last.  After a queue error it logs and waits 30s (through
  * expiry_next()).  Notices are scheduled now: check queue_next_due()
  * afterwards.
  */

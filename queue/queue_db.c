@@ -4,10 +4,12 @@
  * lines, and loading, storing and removing whole messages.
  *
  * Public: queue_open(), queue_close(), queue_cfg_set(), queue_id_format(),
- * queue_id_parse(), queue_msg_load(), queue_msg_free(), queue_body_load(),
- * queue_txn_begin(), queue_txn_commit(), queue_txn_abort(),
- * queue_txn_load(), queue_txn_body_load(), queue_msg_insert(),
- * queue_msg_remove(), queue_state_name(); private helpers in queue_int.h.
+ * queue_id_parse(), queue_msg_load(), queue_msg_load_leased(),
+ * queue_msg_free(), queue_body_load(), queue_txn_begin(),
+ * queue_txn_commit(), queue_txn_abort(), queue_txn_load(),
+ * queue_txn_load_some(), queue_txn_load_rcpts(), queue_txn_body_load(),
+ * queue_msg_insert(), queue_msg_remove(), queue_state_name(); private
+ * helpers in queue_int.h (among them the recipient walk, qwalk_*).
  *
  * Invariants: a message's msg record, recipient records, attempt history,
  * body, schedule entry, expiry entries and counts change together in one

@@ -5,7 +5,8 @@
  * (scan, counts) and the wakeup notifications between processes.
  *
  * Public: queue_next_due(), queue_next_due_class(), queue_take_due(),
- * queue_recover_leases(), queue_rcpt_update(), queue_rcpt_set_flags(),
+ * queue_take_due_rcpts(), queue_recover_leases(), queue_rcpt_update(),
+ * queue_rcpt_set_flags(),
  * queue_msg_reschedule(),
  * queue_msg_set_flags(), queue_msg_hold(), queue_msg_release(),
  * queue_msg_flush(), queue_expiry_next(), queue_expiry_due(),
@@ -21,6 +22,12 @@
  * the lease db exactly when a recipient has QRCPT_LEASED.  Each
  * queue_rcpt_update() adds one hist record (attempt = the new attempts
  * count) and drops the one QUEUE_HIST_MAX older, in the same txn.
+ *
+ * Costs: a result reads the envelope and writes the one recipient (O(1)
+ * in the message's size); what needs every recipient (reschedule, take,
+ * flush, release, recover) walks their records reading the fixed head
+ * only (qwalk, qrec_rcpt_peek); a take under a budget stops where it
+ * runs out and the next starts there (take_at).
  */
 #include <errno.h>
 #include <fcntl.h>

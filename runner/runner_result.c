@@ -6,7 +6,7 @@
  * logged in Postfix's layout.
  *
  * Runner-private: result_job_done(), result_job_fail(), result_commit(),
- * result_backoff(), result_format_delay().
+ * result_msg_done(), result_backoff(), result_format_delay().
  *
  * Invariants: nothing is acted upon before its commit (the log lines
  * are written just before it, so that they precede the queue's `removed`
@@ -14,8 +14,11 @@
  * result for a message deleted meanwhile (QUEUE_NOTFOUND) is dropped;
  * during a stop, temporary results of aborted sessions are not recorded
  * (the recipients keep their leases and are retried at once on restart,
- * without an attempt counted); results wait at most COMMIT_DELAY_US or
- * COMMIT_MAX results before they are committed.
+ * without an attempt counted), nor are those the client did not try (put
+ * back by runner_sched.c); results wait at most COMMIT_DELAY_US, and a
+ * transaction takes about COMMIT_MAX of them (whole jobs), the rest on
+ * the next loop turns; a result costs O(1) in its message's size, and a
+ * message's recipients are walked once when it leaves memory.
  */
 #include <math.h>
 #include <stdlib.h>

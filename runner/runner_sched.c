@@ -7,7 +7,7 @@
  *
  * Runner-private: sched_init(), sched_destroy(), sched_run(),
  * sched_arm(), sched_kick(), dest_kick(), sched_reload(),
- * sched_free_all(), sched_busy(), rmsg_release().
+ * sched_free_all(), sched_busy(), rmsg_release(), rmsg_end().
  *
  * Priorities: the free part of the in-memory budget is shared among the
  * classes that have due work by priority_weights (dsn counts with the
@@ -17,9 +17,14 @@
  *
  * Invariants: the loop never polls: ev_sched is armed at the next due
  * time (or not at all while the budget is full: a finished job kicks it);
- * a message is in memory at most once (re-taken ids are skipped); a
- * destination is freed only when it has no job waiting or in flight and
- * no lookup pending.
+ * a message is in memory at most once, and a recipient in it at most once
+ * (a take of a message in memory adds only recipients not in it); a
+ * pass leases at most TAKE_RCPTS recipients and a job has at most that
+ * many, so a pass, a submit and a job's results cost O(TAKE_RCPTS)
+ * whatever a message's size; a message leaves memory only once its
+ * results are committed; recipients the client did not try for a local
+ * reason are put back, never charged; a destination is freed only when
+ * it has no job waiting or in flight and no lookup pending.
  */
 #include <ctype.h>
 #include <errno.h>

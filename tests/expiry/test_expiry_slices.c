@@ -73,7 +73,7 @@ main(void)
 {
 	char dir[] = "/tmp/relayq-slices-XXXXXX", conf[512], err[512];
 	struct queue_rcpt *rs = xcalloc(N, sizeof(*rs));
-	char (*addr)[32] = xcalloc(N, 32);
+	char(*addr)[32] = xcalloc(N, 32);
 	const char *body = "From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n";
 	struct queue_msg env;
 	struct queue_txn *txn;
@@ -108,8 +108,8 @@ main(void)
 	env.nrcpt = N;
 	env.rcpts = rs;
 	txn = queue_txn_begin(q);
-	CHECK_INT(queue_msg_insert(txn, &env, body, strlen(body), &id),
-	    QUEUE_OK);
+	CHECK_INT(
+	    queue_msg_insert(txn, &env, body, strlen(body), &id), QUEUE_OK);
 	CHECK_INT(queue_txn_commit(txn), QUEUE_OK);
 
 	/* the warning: three slices, one notice each, then not due */

@@ -45,7 +45,7 @@ insert(struct queue *q, size_t n)
 	struct queue_msg env;
 	struct queue_txn *t = queue_txn_begin(q);
 	const char *body = "Subject: x\r\n\r\nbody\r\n";
-	char (*addr)[32] = xcalloc(n, 32);
+	char(*addr)[32] = xcalloc(n, 32);
 	uint64_t id = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -67,8 +67,8 @@ insert(struct queue *q, size_t n)
 
 /* How many recipients of ID are leased, and in what state. */
 static size_t
-count_state(struct queue *q, uint64_t id, enum queue_rcpt_state st,
-    unsigned flag)
+count_state(
+    struct queue *q, uint64_t id, enum queue_rcpt_state st, unsigned flag)
 {
 	struct queue_msg *m;
 	size_t n = 0;
@@ -122,8 +122,7 @@ test_take_slices(struct queue *q)
 	CHECK_INT(count_state(q, id, RCPT_PENDING, QRCPT_LEASED), N);
 	budget = 2000;
 	CHECK_INT(
-	    queue_take_due_rcpts(q, CFG_NORMAL, now, until, tk, 4, &budget),
-	    0);
+	    queue_take_due_rcpts(q, CFG_NORMAL, now, until, tk, 4, &budget), 0);
 	/* a range with none leased loads none */
 	CHECK_INT(queue_msg_load_leased(q, id, N, N + 5, &m, &total), QUEUE_OK);
 	CHECK_INT(m->nrcpt, 0);
@@ -140,8 +139,7 @@ test_take_slices(struct queue *q)
 				      now + 3600, "250 ok", "2.0.0"),
 			    QUEUE_OK);
 		/* the ones asked for, those that exist */
-		CHECK_INT(
-		    queue_txn_load_rcpts(t, id, idx, 3, NULL, NULL, &m),
+		CHECK_INT(queue_txn_load_rcpts(t, id, idx, 3, NULL, NULL, &m),
 		    QUEUE_OK);
 		CHECK_INT(m->nrcpt, 2);
 		CHECK_INT(m->rcpts[1].idx, 1);
@@ -167,8 +165,7 @@ test_take_slices(struct queue *q)
 	CHECK_INT(queue_next_due_class(q, CFG_NORMAL), now);
 	budget = 100000;
 	CHECK_INT(
-	    queue_take_due_rcpts(q, CFG_NORMAL, now, until, tk, 4, &budget),
-	    1);
+	    queue_take_due_rcpts(q, CFG_NORMAL, now, until, tk, 4, &budget), 1);
 	CHECK_INT(tk[0].lo, 1);
 	CHECK_INT(tk[0].hi, N);
 	CHECK_INT(budget, 100000 - N / 2);
@@ -176,8 +173,8 @@ test_take_slices(struct queue *q)
 		struct queue_txn *t = queue_txn_begin(q);
 
 		for (uint32_t i = 1; i < N; i += 2)
-			CHECK_INT(queue_rcpt_update(t, id, i, RCPT_DELIVERED,
-				      0, "250 ok", "2.0.0"),
+			CHECK_INT(queue_rcpt_update(t, id, i, RCPT_DELIVERED, 0,
+				      "250 ok", "2.0.0"),
 			    QUEUE_OK);
 		CHECK_INT(queue_msg_reschedule(t, id), QUEUE_OK);
 		CHECK_INT(queue_txn_commit(t), QUEUE_OK);
@@ -200,8 +197,8 @@ test_recover_between_slices(struct queue *q)
 	struct queue_take tk[2];
 	size_t budget = 1000;
 
-	CHECK_INT(queue_take_due_rcpts(
-		      q, CFG_NORMAL, now, now + 600, tk, 2, &budget),
+	CHECK_INT(
+	    queue_take_due_rcpts(q, CFG_NORMAL, now, now + 600, tk, 2, &budget),
 	    1);
 	CHECK_INT(tk[0].hi, 1000);
 	queue_recover_leases(q);
