@@ -227,6 +227,15 @@ void log_vmsg(enum log_level, const char *subsys, const char *fmt, va_list)
  */
 void log_hold(void);
 void log_release(void);
+/*
+ * Makes BUF[0..LEN) safe as (part of) one log line, in place, and
+ * returns its new length (<= LEN): every byte that is a control
+ * character (C0, DEL, C1 as a byte or as UTF-8) or not part of valid
+ * UTF-8, and the line and paragraph separators U+2028/U+2029, become
+ * '?' (as Postfix's printable() does), so no value from outside can end
+ * a line or forge another.  log_vmsg() applies it to every line.
+ */
+size_t log_line_escape(char *buf, size_t len);
 #define log_info(sub, ...) log_msg(LOG_LVL_INFO, (sub), __VA_ARGS__)
 #define log_warn(sub, ...) log_msg(LOG_LVL_WARN, (sub), __VA_ARGS__)
 #define log_err(sub, ...) log_msg(LOG_LVL_ERR, (sub), __VA_ARGS__)

@@ -29,6 +29,7 @@ struct parse {
 	char *err;
 	size_t errlen;
 	int rawline[CFG_NKEYS][CFG_NVAR]; /* of the current scope */
+	int gline[CFG_NKEYS]; /* where a global key was set, 0: not set */
 };
 
 /* Takes ownership of P: it is freed with the cfg. */
@@ -244,6 +245,8 @@ parse_line(struct parse *p, const char *s, size_t len, struct cfg_scope **sc)
 	(*sc)->raw[k][var].set = true;
 	(*sc)->raw[k][var].v = v;
 	p->rawline[k][var] = p->line;
+	if ((*sc)->name == NULL)
+		p->gline[k] = p->line;
 	return 0;
 }
 
@@ -333,6 +336,79 @@ resolve(struct cfg *cfg, struct cfg_scope *sc)
 	}
 }
 
+/*
+ * The room intake finds in an empty queue of a map of MAP bytes, at
+ * worst.  It mirrors queue_room() (queue/queue_db.c): a tenth of the map
+ * (at least 64 pages when the map allows) is kept in reserve, and pages
+ * the map's file has grown to are counted as used, free or not, until
+ * it is over half the map; so an emptied queue may show only 0.4 of
+ * its map as room.
+ */
+static uint64_t
+map_room_worst(uint64_t map)
+{
+	uint64_t psize = 4096, maxpg, reserve;
+	long ps = sysconf(_SC_PAGESIZE);
+
+	if (ps > 0)
+		psize = (uint64_t)ps;
+	maxpg = map / psize;
+	reserve = maxpg / 10;
+	if (reserve < 64)
+		reserve = maxpg / 4 < 64 ? maxpg / 4 : 64;
+	if (maxpg < reserve + maxpg / 2 + 1)
+		return 0;
+	return (maxpg - reserve - maxpg / 2) * psize;
+}
+
+/*
+ * queue_map_size must leave room for a message of max_message_size in
+ * an empty queue: intake takes a file only while the room is at least
+ * twice its size plus 4 KiB (queue_intake.c, prep_store()), and a map
+ * too small for that pauses intake for good (issue 10: a 64m map and a
+ * 40 MB drop).  Refused at load with the line of queue_map_size (or of
+ * max_message_size), and the smallest map that would do.
+ */
+static int
+map_check(struct parse *p, const struct cfg *cfg)
+{
+	uint64_t map = (uint64_t)cfg->global.eff[CFG_QUEUE_MAP_SIZE][0][0].i;
+	uint64_t msg = (uint64_t)cfg->global.eff[CFG_MAX_MESSAGE_SIZE][0][0].i;
+	uint64_t need = 2 * msg + 4096, lo, hi;
+
+	if (map_room_worst(map) >= need)
+		return 0;
+	/* the smallest map that does, in MiB */
+	lo = map / 1048576;
+	hi = 4ull * 1024 * 1024; /* 4 TiB, the key's maximum */
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (map_room_worst(mid * 1048576) >= need)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	p->line = p->gline[CFG_QUEUE_MAP_SIZE] ? p->gline[CFG_QUEUE_MAP_SIZE]
+					       : p->gline[CFG_MAX_MESSAGE_SIZE];
+	if (p->line == 0) {
+		snprintf(p->err, p->errlen,
+		    "%s: queue_map_size (%llu bytes) is too small for "
+		    "max_message_size (%llu bytes): it must be at least %llum",
+		    p->name, (unsigned long long)map, (unsigned long long)msg,
+		    (unsigned long long)lo);
+		return -1;
+	}
+	return perr(p,
+	    "queue_map_size (%llu bytes) is too small for max_message_size "
+	    "(%llu bytes): taking in a message needs room for twice its "
+	    "size, and an empty queue may show only 0.4 of the map as room "
+	    "(a tenth is kept in reserve); queue_map_size must be at least "
+	    "%llum, or max_message_size smaller",
+	    (unsigned long long)map, (unsigned long long)msg,
+	    (unsigned long long)lo);
+}
+
 static int
 scope_cmp(const void *a, const void *b)
 {
@@ -408,6 +484,8 @@ cfg_parse_buf(const char *name, const char *buf, size_t len, struct cfg **out,
 		    err, errlen, "%s: retry.max is less than retry.min", name);
 		goto fail;
 	}
+	if (map_check(&p, cfg) < 0)
+		goto fail;
 	for (size_t i = 0; i < cfg->ndomains; i++)
 		resolve(cfg, cfg->domains[i]);
 	*out = cfg;

@@ -4,7 +4,13 @@
  * write(2) per line so that lines of concurrent writers never interleave.
  *
  * Public: log_open(), log_close(), log_set_level(), log_msg(), log_vmsg(),
- * log_hold(), log_release(), fatal().
+ * log_hold(), log_release(), log_line_escape(), fatal().
+ *
+ * Invariant: a line written has no byte a reader could take for the end
+ * of a line or a terminal control: log_vmsg() escapes the whole line
+ * (log_line_escape()) before it adds the final newline, so a caller
+ * logging a file name, an address, a reply or header text cannot forget
+ * it, and log_hold() buffers lines already escaped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -77,6 +83,74 @@ log_set_level(enum log_level lvl)
 
 static void log_flush_held(void);
 
+/* The length of the valid UTF-8 sequence at S (N bytes left), 0 if
+ * there is none; its code point in *CP. */
+static size_t
+utf8_len(const unsigned char *s, size_t n, unsigned *cp)
+{
+	size_t len, i;
+	unsigned c = s[0], min;
+
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		c &= 0x1f;
+		min = 0x80;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		c &= 0x0f;
+		min = 0x800;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		c &= 0x07;
+		min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3f);
+	}
+	/* overlong forms, surrogates and beyond U+10FFFF are invalid */
+	if (c < min || (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+		return 0;
+	*cp = c;
+	return len;
+}
+
+size_t
+log_line_escape(char *buf, size_t len)
+{
+	unsigned char *s = (unsigned char *)buf;
+	size_t i = 0, o = 0;
+
+	while (i < len) {
+		unsigned cp = 0;
+		size_t n = 1;
+
+		if (s[i] >= 0x20 && s[i] < 0x7f) {
+			s[o++] = s[i++];
+			continue;
+		}
+		if (s[i] >= 0x80 && (n = utf8_len(s + i, len - i, &cp)) > 0 &&
+		    !(cp >= 0x80 && cp <= 0x9f) && cp != 0x2028 &&
+		    cp != 0x2029) {
+			memmove(s + o, s + i, n);
+			o += n;
+			i += n;
+			continue;
+		}
+		/* a control, DEL, a C1 control or a line or paragraph
+		 * separator (one '?' each), or a byte of no valid UTF-8
+		 * sequence */
+		s[o++] = '?';
+		i += n > 0 ? n : 1;
+	}
+	return o;
+}
+
 /* Formats and writes one line; see cfg.h. */
 void
 log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
@@ -106,6 +180,7 @@ log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
 	}
 	if ((size_t)off >= sizeof(buf) - 1)
 		off = (int)sizeof(buf) - 2;
+	off = (int)log_line_escape(buf, (size_t)off);
 	buf[off++] = '\n';
 	if (hold_depth > 0) {
 		if (hold_buf == NULL)
@@ -175,6 +250,7 @@ fatal(int code, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	log_msg(LOG_LVL_ERR, NULL, "fatal: %s", buf);
+	buf[log_line_escape(buf, strlen(buf))] = '\0';
 	if (log_fd != 2)
 		fprintf(stderr, "relayq: fatal: %s\n", buf);
 	exit(code);

@@ -18,8 +18,13 @@
  *   itself never copied again.
  * - the scan uses the queue's expiry index (time|id|kind): no walk of
  *   the queue, no polling; held messages are not in the index.
- * - expiry_run() does a bounded amount of work per call, so the event
- *   loop is never blocked long; expiry_next() is then already due.
+ * - expiry_run() does a bounded amount of work per call (RUN_MAX events,
+ *   RUN_RCPTS recipients: a big message a slice at a time, a notice per
+ *   slice, recipients warned marked QRCPT_WARNED), so the event loop is
+ *   never blocked long; expiry_next() is then already due.
+ * - expiry_after_rcpts() costs O(the recipients listed); the walks of
+ *   expiry_after_results() and of an event decode only the recipients
+ *   they act on (queue_txn_load_some()).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +35,10 @@
 #define SUBSYS "expiry"
 #define RUN_BATCH 128 /* events per write transaction */
 #define RUN_MAX 256 /* events per expiry_run() call */
+/* Recipients an event handles per transaction: a message with more is
+ * warned or returned a slice at a time, a notice per slice, over as
+ * many loop turns (its expiry entry stays due until the last). */
+#define RUN_RCPTS 2000
 #define BACKOFF 30 /* seconds to wait after a failed transaction */
 
 /* After a failed transaction, expiry_next() is not earlier than this: a
@@ -325,10 +334,16 @@ rcpt_mark_reported(struct queue_txn *txn, uint64_t id, uint32_t idx)
 	return queue_rcpt_set_flags(txn, id, idx, QRCPT_NOTIFIED, 0);
 }
 
-/* Handles a queuewarn event of message M inside TXN. */
+/*
+ * Handles a queuewarn event of message M (loaded with the recipients to
+ * warn about in this slice) inside TXN: a notice listing them, each
+ * marked QRCPT_WARNED.  LAST: no other recipient is left to warn about,
+ * the message is marked WARNED.  *DONE: the event is over (the last
+ * slice, or no warning at all).
+ */
 static enum queue_result
 warn_msg(struct queue_txn *txn, const struct cfg *cfg,
-    const struct queue_msg *m, int64_t now)
+    const struct queue_msg *m, bool last, int64_t now, bool *done)
 {
 	struct nrcpt *rc;
 	size_t nr = 0;
@@ -336,13 +351,14 @@ warn_msg(struct queue_txn *txn, const struct cfg *cfg,
 	char *body = NULL;
 	size_t bodylen = 0;
 
+	*done = true;
 	if (m->flags & (QMSG_HELD | QMSG_WARNED))
 		return QUEUE_OK;
 	/* No warning to the null sender, nor just before the return (a
 	 * message released from hold, or a daemon that was down). */
 	if (m->sender[0] == '\0' || (m->return_at != 0 && m->return_at <= now))
 		return queue_msg_set_flags(txn, m->id, QMSG_WARNED, 0);
-	rc = xcalloc(m->nrcpt, sizeof(*rc));
+	rc = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*rc));
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		const struct queue_rcpt *r = &m->rcpts[i];
 
@@ -361,31 +377,38 @@ warn_msg(struct queue_txn *txn, const struct cfg *cfg,
 			    "Precedence: bulk, junk or list",
 			    m->idstr);
 			nr = 0;
+			last = true;
 		}
 		free(body);
 	}
 	if (res == QUEUE_OK && nr > 0)
 		res = report(txn, cfg, m, EXPIRY_EV_DELAYED, rc, nr, now);
-	if (res == QUEUE_OK)
+	for (size_t i = 0; i < m->nrcpt && res == QUEUE_OK && !last; i++)
+		res = queue_rcpt_set_flags(
+		    txn, m->id, m->rcpts[i].idx, QRCPT_WARNED, 0);
+	if (res == QUEUE_OK && last)
 		res = queue_msg_set_flags(txn, m->id, QMSG_WARNED, 0);
+	*done = last;
 	free(rc);
 	return res;
 }
 
 /*
- * Returns every recipient of M not yet done with STATUS and REASON
- * (NULL: each one's last reply), reports them, and takes the message
- * out of the queue, inside TXN.
+ * Returns every recipient of M (as loaded: all, or a slice) not yet done
+ * with STATUS and REASON (NULL: each one's last reply) and reports
+ * them, inside TXN.  LAST: no other is left, the message is marked
+ * RETURNED and taken out of the queue.
  */
 static enum queue_result
 return_msg(struct queue_txn *txn, const struct cfg *cfg,
     const struct queue_msg *m, const char *status, const char *reason,
-    int64_t now)
+    bool last, int64_t now)
 {
 	struct nrcpt *rc = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*rc));
 	size_t nr = 0;
 	enum queue_result res = QUEUE_OK;
 
+	log_hold();
 	for (size_t i = 0; i < m->nrcpt && res == QUEUE_OK; i++) {
 		const struct queue_rcpt *r = &m->rcpts[i];
 		bool live = r->state == RCPT_PENDING ||
@@ -424,61 +447,95 @@ return_msg(struct queue_txn *txn, const struct cfg *cfg,
 			rc[nr].r.reason = "delivery time expired";
 		nr++;
 	}
+	log_release();
 	if (res == QUEUE_OK && nr > 0)
 		res = report(txn, cfg, m, EXPIRY_EV_FAILED, rc, nr, now);
-	if (res == QUEUE_OK)
+	if (res == QUEUE_OK && last)
 		res = queue_msg_set_flags(txn, m->id, QMSG_RETURNED, 0);
-	if (res == QUEUE_OK)
+	if (res == QUEUE_OK && last)
 		res = queue_msg_reschedule(txn, m->id);
 	free(rc);
 	return res;
 }
 
+/* What event_pick() saw of a message and took of it. */
+struct pick {
+	enum queue_expiry_kind kind;
+	size_t taken, max;
+	bool more; /* one to act on is left for the next slice */
+	bool fresh; /* one not done was never tried */
+};
+
 /*
- * True when M's return is left to expiry_after_results(): with
- * timeout.queuereturn = now (as sendmail's) a message is returned at its
- * first temporary failure, not before its first attempt.
+ * The recipients an expiry event acts on in this slice (a
+ * queue_rcpt_pick): for a warning, those not done, not warned about yet
+ * and asking for delay notices; for a return, those not done and not in
+ * flight, and bounces not reported yet.  At most max of them.
  */
 static bool
-return_waits(const struct cfg *cfg, const struct queue_msg *m)
+event_pick(const struct queue_msg *m, const struct queue_rcpt *r, void *arg)
 {
-	if (cfg_time(cfg_scope(cfg, NULL), CFG_T_QUEUERETURN, m->cls, false) !=
-	    0)
-		return false;
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		const struct queue_rcpt *r = &m->rcpts[i];
+	struct pick *pk = arg;
+	bool open = r->state == RCPT_PENDING || r->state == RCPT_DEFERRED;
+	bool want;
 
-		if ((r->state == RCPT_PENDING || r->state == RCPT_DEFERRED) &&
-		    r->attempts == 0)
-			return true;
+	if (open && r->attempts == 0)
+		pk->fresh = true;
+	if (pk->kind == QEXP_WARN)
+		want = open && !(r->flags & QRCPT_WARNED) &&
+		    !(notify_of(r) & QNOTIFY_NEVER) &&
+		    (notify_of(r) & QNOTIFY_DELAY);
+	else
+		want = (open && !(r->flags & QRCPT_LEASED)) ||
+		    (r->state == RCPT_BOUNCED && rcpt_unreported(r));
+	if (!want)
+		return false;
+	if (pk->taken == pk->max) {
+		pk->more = true;
+		return false;
 	}
-	return false;
+	pk->taken++;
+	return true;
 }
 
-/* Handles one due expiry event inside TXN. */
+/*
+ * Handles one due expiry event inside TXN, a slice of at most MAX
+ * recipients (*TAKEN gets how many); the event's entry stays (due) until
+ * its last slice.  With timeout.queuereturn = now (as sendmail's) a
+ * message is returned at its first temporary failure, not before its
+ * first attempt: the return is then left to expiry_after_results().
+ */
 static enum queue_result
 event_handle(struct queue_txn *txn, const struct cfg *cfg,
-    const struct queue_expiry_ev *ev, int64_t now)
+    const struct queue_expiry_ev *ev, int64_t now, size_t max, size_t *taken)
 {
 	struct queue_msg *m = NULL;
+	struct pick pk = { ev->kind, 0, max, false, false };
 	enum queue_result res;
+	bool done = true;
 
-	res = queue_txn_load(txn, ev->id, &m);
+	*taken = 0;
+	res = queue_txn_load_some(txn, ev->id, event_pick, &pk, &m);
 	if (res == QUEUE_NOTFOUND)
 		return QUEUE_OK; /* gone meanwhile */
 	if (res != QUEUE_OK)
 		return res;
-	res = queue_expiry_clear(txn, ev->id, (int)ev->kind);
-	if (res == QUEUE_NOTFOUND)
-		res = QUEUE_OK; /* handled by someone else meanwhile */
-	if (res != QUEUE_OK || (m->flags & QMSG_HELD)) {
-		queue_msg_free(m);
-		return res;
+	*taken = pk.taken;
+	if (m->flags & QMSG_HELD) {
+		/* held mail does not expire: release restores the entry */
+	} else if (ev->kind == QEXP_WARN) {
+		res = warn_msg(txn, cfg, m, !pk.more, now, &done);
+	} else if (!(pk.fresh &&
+		       cfg_time(cfg_scope(cfg, NULL), CFG_T_QUEUERETURN, m->cls,
+			   false) == 0)) {
+		res = return_msg(txn, cfg, m, "4.4.7", NULL, !pk.more, now);
+		done = !pk.more;
 	}
-	if (ev->kind == QEXP_WARN)
-		res = warn_msg(txn, cfg, m, now);
-	else if (!return_waits(cfg, m))
-		res = return_msg(txn, cfg, m, "4.4.7", NULL, now);
+	if (res == QUEUE_OK && done) {
+		res = queue_expiry_clear(txn, ev->id, (int)ev->kind);
+		if (res == QUEUE_NOTFOUND)
+			res = QUEUE_OK; /* handled by someone else meanwhile */
+	}
 	queue_msg_free(m);
 	return res;
 }
@@ -494,18 +551,30 @@ expiry_next(struct queue *q)
 	return t;
 }
 
-/* Runs EVS[0..N) in one transaction; returns the commit's result. */
+/*
+ * Runs EVS[0..N) in one transaction, as many as RUN_RCPTS recipients
+ * allow (at least one; *DONE gets how many, and is less than N or 0
+ * when the recipients ran out: the rest stays due for the next call);
+ * returns the commit's result.
+ */
 static enum queue_result
 run_batch(struct queue *q, const struct cfg *cfg,
-    const struct queue_expiry_ev *evs, size_t n, int64_t now)
+    const struct queue_expiry_ev *evs, size_t n, int64_t now, size_t *done)
 {
 	struct queue_txn *txn = queue_txn_begin(q);
 	enum queue_result res = QUEUE_OK;
+	size_t left = RUN_RCPTS, taken;
 
+	*done = 0;
 	if (txn == NULL)
 		return QUEUE_ERR;
-	for (size_t i = 0; i < n && res == QUEUE_OK; i++)
-		res = event_handle(txn, cfg, &evs[i], now);
+	for (size_t i = 0; i < n && res == QUEUE_OK && left > 0; i++) {
+		res = event_handle(txn, cfg, &evs[i], now, left, &taken);
+		left -= taken < left ? taken : left;
+		(*done)++;
+	}
+	if (left == 0 && *done == n)
+		*done = 0; /* maybe a slice of the last: not over */
 	if (res != QUEUE_OK) {
 		queue_txn_abort(txn);
 		return res;
@@ -525,14 +594,18 @@ expiry_run(struct queue *q, const struct cfg *cfg, int64_t now)
 	expiry_backoff_until = 0;
 	while (done < RUN_MAX &&
 	    (n = queue_expiry_due(q, now, evs, RUN_BATCH)) > 0) {
-		if (run_batch(q, cfg, evs, n, now) == QUEUE_OK) {
-			done += n;
+		size_t k;
+
+		if (run_batch(q, cfg, evs, n, now, &k) == QUEUE_OK) {
+			if (k < n)
+				break; /* a slice's worth: the rest next turn */
+			done += k;
 			continue;
 		}
 		/* Find the one that fails: each alone. */
 		for (size_t i = 0; i < n; i++) {
 			enum queue_result res = run_batch(
-			    q, cfg, &evs[i], 1, now);
+			    q, cfg, &evs[i], 1, now, &k);
 
 			if (res != QUEUE_OK) {
 				log_err(SUBSYS,
@@ -550,26 +623,87 @@ expiry_run(struct queue *q, const struct cfg *cfg, int64_t now)
 	}
 }
 
+/* Whether M's deferred recipients are returned at once (see
+ * expiry_after_results()). */
+static bool
+returns_now(const struct cfg *cfg, const struct queue_msg *m)
+{
+	return (m->flags & QMSG_RETURNED) ||
+	    (!(m->flags & QMSG_HELD) &&
+		cfg_time(cfg_scope(cfg, NULL), CFG_T_QUEUERETURN, m->cls,
+		    false) == 0);
+}
+
+/* The recipients expiry_after_results() may act on: returned now, or
+ * done and not reported yet (a queue_rcpt_pick; ARG is the cfg).  The
+ * others are not even decoded, so a message with many recipients costs
+ * a cursor step per recipient here. */
+static bool
+after_results_pick(
+    const struct queue_msg *m, const struct queue_rcpt *r, void *arg)
+{
+	if (r->state == RCPT_DEFERRED && r->attempts > 0 &&
+	    !(r->flags & QRCPT_LEASED) && returns_now(arg, m))
+		return true;
+	return rcpt_unreported(r) &&
+	    (r->state == RCPT_BOUNCED ||
+		(r->state == RCPT_DELIVERED && (r->notify & QNOTIFY_SUCCESS)));
+}
+
+static enum queue_result after_results(
+    struct queue_txn *, const struct cfg *, struct queue_msg *, int64_t now);
+
 /* Reports recipients that just failed or were delivered; see expiry.h. */
 enum queue_result
 expiry_after_results(
     struct queue_txn *txn, const struct cfg *cfg, uint64_t id, int64_t now)
 {
 	struct queue_msg *m = NULL;
-	struct nrcpt *fail, *ok;
-	size_t nf = 0, nok = 0, nrelayed = 0;
 	enum queue_result res;
-	bool ret_now;
 
-	res = queue_txn_load(txn, id, &m);
+	res = queue_txn_load_some(
+	    txn, id, after_results_pick, (void *)(uintptr_t)cfg, &m);
 	if (res == QUEUE_NOTFOUND)
 		return QUEUE_OK;
 	if (res != QUEUE_OK)
 		return res;
-	ret_now = (m->flags & QMSG_RETURNED) ||
-	    (!(m->flags & QMSG_HELD) &&
-		cfg_time(cfg_scope(cfg, NULL), CFG_T_QUEUERETURN, m->cls,
-		    false) == 0);
+	return after_results(txn, cfg, m, now);
+}
+
+/* The same for the recipients listed; see expiry.h. */
+enum queue_result
+expiry_after_rcpts(struct queue_txn *txn, const struct cfg *cfg, uint64_t id,
+    const uint32_t *idx, size_t n, int64_t now)
+{
+	struct queue_msg *m = NULL;
+	enum queue_result res;
+
+	res = queue_txn_load_rcpts(
+	    txn, id, idx, n, after_results_pick, (void *)(uintptr_t)cfg, &m);
+	if (res == QUEUE_NOTFOUND)
+		return QUEUE_OK;
+	if (res != QUEUE_OK)
+		return res;
+	return after_results(txn, cfg, m, now);
+}
+
+/* Reports the recipients of M (loaded with after_results_pick) and
+ * frees M. */
+static enum queue_result
+after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
+    int64_t now)
+{
+	struct nrcpt *fail, *ok;
+	size_t nf = 0, nok = 0, nrelayed = 0;
+	enum queue_result res = QUEUE_OK;
+	uint64_t id = m->id;
+	bool ret_now;
+
+	if (m->nrcpt == 0) {
+		queue_msg_free(m);
+		return QUEUE_OK;
+	}
+	ret_now = returns_now(cfg, m);
 	fail = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*fail));
 	ok = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*ok));
 	for (size_t i = 0; i < m->nrcpt && res == QUEUE_OK; i++) {
@@ -655,7 +789,7 @@ expiry_bounce_now(struct queue *q, const struct cfg *cfg, uint64_t id)
 		res = return_msg(txn, cfg, m, "5.0.0",
 		    "message returned to sender by the mail system "
 		    "administrator",
-		    now);
+		    true, now);
 		queue_msg_free(m);
 	}
 	if (res != QUEUE_OK) {

@@ -133,9 +133,11 @@ int64_t expiry_next(struct queue *);
  * per event, listing all its recipients concerned, inserted in the same
  * transaction that records the event.  A recipient in flight (leased) at
  * its message's return is left to its result: expiry_after_results()
- * returns it if that is a deferral.  Does at most a few hundred per
- * call (expiry_next() is then still due: the runner calls again on the
- * next loop turn).  After a queue error it logs and waits 30s (through
+ * returns it if that is a deferral.  Does at most a few hundred events
+ * and 2,000 recipients per call (expiry_next() is then still due: the
+ * runner calls again on the next loop turn): a message with more
+ * recipients to warn about or return is handled a slice at a time, a
+ * notice per slice, its event due until the last.  After a queue error it logs and waits 30s (through
  * expiry_next()).  Notices are scheduled now: check queue_next_due()
  * afterwards.
  */
@@ -158,6 +160,15 @@ void expiry_run(struct queue *, const struct cfg *, int64_t now);
  */
 enum queue_result expiry_after_results(
     struct queue_txn *, const struct cfg *, uint64_t id, int64_t now);
+/*
+ * The same, looking only at recipients IDX[0..N) of message ID (those
+ * whose results the transaction just recorded): O(N) however many
+ * recipients the message has, where expiry_after_results() walks them
+ * all (a cursor step each).  The runner calls this after each commit's
+ * results, and expiry_after_results() once a message is out of memory.
+ */
+enum queue_result expiry_after_rcpts(struct queue_txn *, const struct cfg *,
+    uint64_t id, const uint32_t *idx, size_t n, int64_t now);
 
 /*
  * `relayq bounce ID`: returns every recipient of message ID not yet

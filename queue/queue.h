@@ -73,6 +73,7 @@ enum queue_rcpt_state {
 #define QRCPT_NOTIFIED \
 	0x02u /* a DSN has reported this recipient's final state */
 #define QRCPT_RELAYED_DSN 0x04u /* the next hop took NOTIFY (DSN "relayed") */
+#define QRCPT_WARNED 0x08u /* a delay warning has listed this recipient */
 
 /* One recipient.  Strings are owned by the enclosing queue_msg. */
 struct queue_rcpt {
@@ -191,6 +192,24 @@ int64_t queue_next_due_class(struct queue *, enum cfg_class);
  */
 size_t queue_take_due(struct queue *, enum cfg_class, int64_t now,
     int64_t lease_until, uint64_t *ids, size_t max);
+
+/* A message queue_take_due_rcpts() leased recipients of: every one it
+ * leased has its index in [lo, hi). */
+struct queue_take {
+	uint64_t id;
+	uint32_t lo, hi;
+};
+/*
+ * As queue_take_due(), but leases at most *budget recipients in all
+ * (and takes *budget down by what it leased), so that the transaction
+ * stays short however many recipients a message has: a message whose
+ * due recipients did not all fit keeps the rest due now, and the next
+ * call (the next loop turn) leases more of them.  Its cost is a cursor
+ * step per recipient of each message looked at plus the work on the
+ * recipients leased.  Writes the messages to out[]; returns how many.
+ */
+size_t queue_take_due_rcpts(struct queue *, enum cfg_class, int64_t now,
+    int64_t lease_until, struct queue_take *out, size_t max, size_t *budget);
 /* At start-up: every leased recipient becomes due now. */
 void queue_recover_leases(struct queue *);
 
@@ -201,6 +220,15 @@ enum queue_result
 queue_msg_load(struct queue *, uint64_t id, struct queue_msg **out);
 /* Frees a message and its strings; NULL is fine. */
 void queue_msg_free(struct queue_msg *);
+/*
+ * Loads message ID's envelope and those of its recipients with an index
+ * in [lo, hi) that are leased (QRCPT_LEASED), in index order: (*out)->
+ * nrcpt is how many were loaded (rcpts[i].idx their indexes), *total
+ * the message's recipient count.  Costs O(hi - lo), not O(recipients).
+ * *out freed by the caller with queue_msg_free().
+ */
+enum queue_result queue_msg_load_leased(struct queue *, uint64_t id,
+    uint32_t lo, uint32_t hi, struct queue_msg **out, size_t *total);
 
 /* How many delivery attempts are kept per recipient (the newest). */
 #define QUEUE_HIST_MAX 20
@@ -290,6 +318,29 @@ enum queue_result queue_msg_remove(struct queue_txn *, uint64_t id);
 /* Reads a message inside the write txn; *out freed by the caller. */
 enum queue_result
 queue_txn_load(struct queue_txn *, uint64_t id, struct queue_msg **out);
+/*
+ * Decides from a recipient's scalar fields (state, notify, flags,
+ * attempts, next_attempt, last_attempt, idx; its strings are NULL) and
+ * the envelope ENV (without recipients) whether queue_txn_load_some()
+ * loads it.
+ */
+typedef bool (*queue_rcpt_pick)(
+    const struct queue_msg *env, const struct queue_rcpt *head, void *arg);
+/*
+ * As queue_txn_load(), but with only the recipients PICK picks:
+ * (*out)->nrcpt is how many (rcpts[i].idx their indexes).  The others
+ * cost a cursor step each, no decoding, no allocation.
+ */
+enum queue_result queue_txn_load_some(struct queue_txn *, uint64_t id,
+    queue_rcpt_pick pick, void *arg, struct queue_msg **out);
+/*
+ * The same for recipients IDX[0..N) of message ID only (those PICK picks;
+ * PICK may be NULL): O(N), whatever the message's size.  A listed
+ * recipient that does not exist is left out.
+ */
+enum queue_result
+queue_txn_load_rcpts(struct queue_txn *, uint64_t id, const uint32_t *idx,
+    size_t n, queue_rcpt_pick pick, void *arg, struct queue_msg **out);
 /* Reads the body inside the write txn; as queue_body_load(). */
 enum queue_result
 queue_txn_body_load(struct queue_txn *, uint64_t id, char **buf, size_t *len);

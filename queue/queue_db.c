@@ -4,10 +4,12 @@
  * lines, and loading, storing and removing whole messages.
  *
  * Public: queue_open(), queue_close(), queue_cfg_set(), queue_id_format(),
- * queue_id_parse(), queue_msg_load(), queue_msg_free(), queue_body_load(),
- * queue_txn_begin(), queue_txn_commit(), queue_txn_abort(),
- * queue_txn_load(), queue_txn_body_load(), queue_msg_insert(),
- * queue_msg_remove(), queue_state_name(); private helpers in queue_int.h.
+ * queue_id_parse(), queue_msg_load(), queue_msg_load_leased(),
+ * queue_msg_free(), queue_body_load(), queue_txn_begin(),
+ * queue_txn_commit(), queue_txn_abort(), queue_txn_load(),
+ * queue_txn_load_some(), queue_txn_load_rcpts(), queue_txn_body_load(),
+ * queue_msg_insert(), queue_msg_remove(), queue_state_name(); private
+ * helpers in queue_int.h (among them the recipient walk, qwalk_*).
  *
  * Invariants: a message's msg record, recipient records, attempt history,
  * body, schedule entry, expiry entries and counts change together in one
@@ -351,6 +353,95 @@ qrec_rcpt_decode(const void *p, size_t n, struct queue_rcpt *rc)
 	if ((unsigned)rc->state >= QUEUE_NSTATE || rc->addr[0] == '\0')
 		return false;
 	return true;
+}
+
+bool
+qrec_rcpt_peek(const void *p, size_t n, struct queue_rcpt *rc)
+{
+	const uint8_t *b = p;
+
+	memset(rc, 0, sizeof(*rc));
+	/* the head, the dsn status and three string lengths at least */
+	if (n < 24 + 16 + 3 * 4 || b[0] != QREC_VERSION || b[1] >= QUEUE_NSTATE)
+		return false;
+	rc->state = (enum queue_rcpt_state)b[1];
+	rc->notify = b[2];
+	rc->flags = b[QREC_RCPT_FLAGS];
+	rc->attempts = qbe32_get(b + 4);
+	rc->next_attempt = (int64_t)qbe64_get(b + QREC_RCPT_NEXT);
+	rc->last_attempt = (int64_t)qbe64_get(b + 16);
+	return true;
+}
+
+void
+qwalk_open(
+    struct qwalk *w, MDB_txn *txn, MDB_dbi dbi, uint64_t id, uint32_t from)
+{
+	memset(w, 0, sizeof(*w));
+	w->id = id;
+	w->idx = from;
+	w->first = true;
+	if (mdb_cursor_open(txn, dbi, &w->c) != 0) {
+		w->c = NULL;
+		w->bad = w->done = true;
+	}
+}
+
+bool
+qwalk_next(struct qwalk *w)
+{
+	int rc;
+
+	if (w->done)
+		return false;
+	if (w->first) {
+		qkey_rcpt(w->k, w->id, w->idx);
+		w->key.mv_size = 12;
+		w->key.mv_data = w->k;
+		rc = mdb_cursor_get(w->c, &w->key, &w->val, MDB_SET_RANGE);
+		w->first = false;
+	} else {
+		rc = mdb_cursor_get(w->c, &w->key, &w->val, MDB_NEXT);
+		w->idx++;
+	}
+	if (rc != 0 || w->key.mv_size != 12 ||
+	    qbe64_get(w->key.mv_data) != w->id) {
+		w->bad = rc != 0 && rc != MDB_NOTFOUND;
+		w->done = true;
+		return false;
+	}
+	if (qbe32_get((const uint8_t *)w->key.mv_data + 8) != w->idx) {
+		w->bad = w->done = true;
+		return false;
+	}
+	/* copied: a write through the cursor may move the page */
+	memcpy(w->k, w->key.mv_data, 12);
+	w->key.mv_data = w->k;
+	w->n++;
+	return true;
+}
+
+int
+qwalk_rewrite(struct qwalk *w, unsigned flags, int64_t next_attempt)
+{
+	static __thread struct qbuf b;
+	MDB_val v;
+
+	b.n = 0;
+	qbuf_put(&b, w->val.mv_data, w->val.mv_size);
+	b.p[QREC_RCPT_FLAGS] = (uint8_t)flags;
+	qbe64_put(b.p + QREC_RCPT_NEXT, (uint64_t)next_attempt);
+	v.mv_size = b.n;
+	v.mv_data = b.p;
+	return mdb_cursor_put(w->c, &w->key, &v, MDB_CURRENT);
+}
+
+void
+qwalk_close(struct qwalk *w)
+{
+	if (w->c != NULL)
+		mdb_cursor_close(w->c);
+	w->c = NULL;
 }
 
 void
@@ -717,6 +808,9 @@ queue_rss_trim(struct queue *q)
 
 /* ---- room left in the map ---- */
 
+/* cfg_parse.c (map_room_worst) mirrors this to refuse a queue_map_size
+ * too small for max_message_size: keep the two in step. */
+
 size_t
 queue_room(struct queue *q)
 {
@@ -877,7 +971,7 @@ queue_count_rcpt(struct queue_txn *t, const struct queue_msg *m,
 }
 
 void
-queue_count_msg(struct queue_txn *t, const struct queue_msg *m, int sign)
+queue_count_env(struct queue_txn *t, const struct queue_msg *m, int sign)
 {
 	uint8_t k[2];
 
@@ -888,6 +982,12 @@ queue_count_msg(struct queue_txn *t, const struct queue_msg *m, int sign)
 	queue_count_add(t, k, 2, sign * (int64_t)m->size);
 	if (m->flags & QMSG_HELD)
 		queue_count_add(t, "H", 1, sign);
+}
+
+void
+queue_count_msg(struct queue_txn *t, const struct queue_msg *m, int sign)
+{
+	queue_count_env(t, m, sign);
 	for (size_t i = 0; i < m->nrcpt; i++)
 		queue_count_rcpt(t, m, &m->rcpts[i], sign);
 }
@@ -1126,15 +1226,15 @@ queue_quarantine(struct queue_txn *t, uint64_t id, const char *why)
 
 enum queue_result
 queue_load_in(struct queue *q, MDB_txn *txn, struct queue_txn *t, uint64_t id,
-    struct queue_msg **out)
+    queue_rcpt_pick pick, void *arg, struct queue_msg **out)
 {
-	uint8_t k[12];
+	uint8_t k[8];
 	MDB_val key = { 8, k }, val;
 	struct queue_msg view;
-	struct queue_rcpt *rcpts = NULL;
-	MDB_cursor *c;
+	struct queue_rcpt *rcpts = NULL, head;
+	struct qwalk w;
 	const char *why = NULL;
-	size_t n = 0;
+	size_t n = 0, cap = 0;
 	int rc;
 
 	*out = NULL;
@@ -1151,32 +1251,47 @@ queue_load_in(struct queue *q, MDB_txn *txn, struct queue_txn *t, uint64_t id,
 		goto bad;
 	}
 	view.id = id;
-	rcpts = xcalloc(view.nrcpt, sizeof(*rcpts));
-	if (mdb_cursor_open(txn, q->dbi[QDB_RCPT], &c) != 0) {
-		free(rcpts);
-		return QUEUE_ERR;
+	queue_id_format(id, view.idstr);
+	if (pick == NULL) {
+		cap = view.nrcpt;
+		rcpts = xcalloc(cap, sizeof(*rcpts));
 	}
-	qkey_rcpt(k, id, 0);
-	key.mv_size = 12;
-	key.mv_data = k;
-	rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
-	while (rc == 0 && key.mv_size == 12 && qbe64_get(key.mv_data) == id) {
-		if (n >= view.nrcpt ||
-		    qbe32_get((uint8_t *)key.mv_data + 8) != n ||
-		    !qrec_rcpt_decode(val.mv_data, val.mv_size, &rcpts[n])) {
+	qwalk_open(&w, txn, q->dbi[QDB_RCPT], id, 0);
+	while (why == NULL && qwalk_next(&w)) {
+		if (w.n > view.nrcpt) {
+			why = "recipient count";
+			break;
+		}
+		if (pick != NULL) {
+			if (!qrec_rcpt_peek(
+				w.val.mv_data, w.val.mv_size, &head)) {
+				why = "recipient";
+				break;
+			}
+			head.idx = w.idx;
+			if (!pick(&view, &head, arg))
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				rcpts = xrealloc(rcpts, cap * sizeof(*rcpts));
+			}
+		}
+		if (!qrec_rcpt_decode(
+			w.val.mv_data, w.val.mv_size, &rcpts[n])) {
 			why = "recipient";
 			break;
 		}
-		rcpts[n].idx = (uint32_t)n;
-		n++;
-		rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+		rcpts[n++].idx = w.idx;
 	}
-	mdb_cursor_close(c);
-	if (why == NULL && n != view.nrcpt)
+	if (why == NULL && w.bad)
+		why = "recipient";
+	if (why == NULL && w.n != view.nrcpt)
 		why = "recipient count";
+	qwalk_close(&w);
 	if (why != NULL)
 		goto bad;
 	view.rcpts = rcpts;
+	view.nrcpt = n;
 	*out = queue_msg_dup(&view);
 	free(rcpts);
 	return QUEUE_OK;
@@ -1202,9 +1317,83 @@ queue_msg_load(struct queue *q, uint64_t id, struct queue_msg **out)
 	*out = NULL;
 	if (txn == NULL)
 		return QUEUE_ERR;
-	r = queue_load_in(q, txn, NULL, id, out);
+	r = queue_load_in(q, txn, NULL, id, NULL, NULL, out);
 	queue_rtxn_done(q);
 	return r;
+}
+
+enum queue_result
+queue_msg_load_leased(struct queue *q, uint64_t id, uint32_t lo, uint32_t hi,
+    struct queue_msg **out, size_t *total)
+{
+	MDB_txn *txn = queue_rtxn(q);
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val;
+	struct queue_msg view;
+	struct queue_rcpt *rcpts = NULL, head;
+	struct qwalk w;
+	size_t n = 0, cap = 0;
+	bool bad = false;
+	int rc;
+
+	*out = NULL;
+	*total = 0;
+	if (txn == NULL)
+		return QUEUE_ERR;
+	qkey_id(k, id);
+	rc = mdb_get(txn, q->dbi[QDB_MSG], &key, &val);
+	if (rc != 0) {
+		queue_rtxn_done(q);
+		if (rc == MDB_NOTFOUND)
+			return QUEUE_NOTFOUND;
+		log_err("queue", "load: %s", mdb_strerror(rc));
+		return QUEUE_ERR;
+	}
+	if (!qrec_msg_decode(val.mv_data, val.mv_size, &view))
+		bad = true;
+	view.id = id;
+	if (!bad && hi > view.nrcpt)
+		hi = (uint32_t)view.nrcpt;
+	qwalk_open(&w, txn, q->dbi[QDB_RCPT], id, lo);
+	while (!bad && lo < hi && qwalk_next(&w)) {
+		if (!qrec_rcpt_peek(w.val.mv_data, w.val.mv_size, &head)) {
+			bad = true;
+			break;
+		}
+		if (head.flags & QRCPT_LEASED) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				rcpts = xrealloc(rcpts, cap * sizeof(*rcpts));
+			}
+			if (!qrec_rcpt_decode(
+				w.val.mv_data, w.val.mv_size, &rcpts[n])) {
+				bad = true;
+				break;
+			}
+			rcpts[n++].idx = w.idx;
+		}
+		if (w.idx + 1 >= hi)
+			break;
+	}
+	if (!bad && lo < hi && (w.bad || w.n != hi - lo))
+		bad = true;
+	qwalk_close(&w);
+	if (bad) {
+		char idstr[17];
+
+		queue_rtxn_done(q);
+		free(rcpts);
+		queue_id_format(id, idstr);
+		log_warn("queue", "%s: invalid record: skipped", idstr);
+		return QUEUE_CORRUPT;
+	}
+	*total = view.nrcpt;
+	view.rcpts = rcpts;
+	view.nrcpt = n;
+	*out = queue_msg_dup(&view);
+	free(rcpts);
+	queue_rtxn_done(q);
+	return QUEUE_OK;
 }
 
 enum queue_result
@@ -1214,7 +1403,117 @@ queue_txn_load(struct queue_txn *t, uint64_t id, struct queue_msg **out)
 		*out = NULL;
 		return t->err;
 	}
-	return queue_load_in(t->q, t->txn, t, id, out);
+	return queue_load_in(t->q, t->txn, t, id, NULL, NULL, out);
+}
+
+enum queue_result
+queue_txn_load_some(struct queue_txn *t, uint64_t id, queue_rcpt_pick pick,
+    void *arg, struct queue_msg **out)
+{
+	if (t->err != QUEUE_OK) {
+		*out = NULL;
+		return t->err;
+	}
+	return queue_load_in(t->q, t->txn, t, id, pick, arg, out);
+}
+
+enum queue_result
+queue_txn_load_rcpts(struct queue_txn *t, uint64_t id, const uint32_t *idx,
+    size_t n, queue_rcpt_pick pick, void *arg, struct queue_msg **out)
+{
+	uint8_t k[12];
+	MDB_val key = { 8, k }, val;
+	struct queue_msg view;
+	struct queue_rcpt *rcpts, head;
+	size_t got = 0;
+	int rc;
+
+	*out = NULL;
+	if (t->err != QUEUE_OK)
+		return t->err;
+	qkey_id(k, id);
+	rc = mdb_get(t->txn, t->q->dbi[QDB_MSG], &key, &val);
+	if (rc != 0)
+		return rc == MDB_NOTFOUND ? QUEUE_NOTFOUND
+					  : queue_txn_fail(t, rc, "msg");
+	if (!qrec_msg_decode(val.mv_data, val.mv_size, &view)) {
+		queue_quarantine(t, id, "envelope");
+		return QUEUE_CORRUPT;
+	}
+	view.id = id;
+	queue_id_format(id, view.idstr);
+	rcpts = xcalloc(n ? n : 1, sizeof(*rcpts));
+	for (size_t i = 0; i < n; i++) {
+		MDB_val rk = { 12, k }, rv;
+
+		if (idx[i] >= view.nrcpt)
+			continue;
+		qkey_rcpt(k, id, idx[i]);
+		rc = mdb_get(t->txn, t->q->dbi[QDB_RCPT], &rk, &rv);
+		if (rc == MDB_NOTFOUND)
+			continue;
+		if (rc != 0) {
+			free(rcpts);
+			return queue_txn_fail(t, rc, "rcpt");
+		}
+		if (!qrec_rcpt_peek(rv.mv_data, rv.mv_size, &head) ||
+		    !qrec_rcpt_decode(rv.mv_data, rv.mv_size, &rcpts[got])) {
+			free(rcpts);
+			queue_quarantine(t, id, "recipient");
+			return QUEUE_CORRUPT;
+		}
+		head.idx = idx[i];
+		if (pick != NULL && !pick(&view, &head, arg))
+			continue;
+		rcpts[got++].idx = idx[i];
+	}
+	view.rcpts = rcpts;
+	view.nrcpt = got;
+	*out = queue_msg_dup(&view);
+	free(rcpts);
+	return QUEUE_OK;
+}
+
+enum queue_result
+queue_env_get(struct queue_txn *t, uint64_t id, struct queue_msg **out)
+{
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val;
+	struct queue_msg view, *m;
+	int rc;
+
+	*out = NULL;
+	if (t->err != QUEUE_OK)
+		return t->err;
+	qkey_id(k, id);
+	rc = mdb_get(t->txn, t->q->dbi[QDB_MSG], &key, &val);
+	if (rc != 0)
+		return rc == MDB_NOTFOUND ? QUEUE_NOTFOUND
+					  : queue_txn_fail(t, rc, "msg");
+	if (!qrec_msg_decode(val.mv_data, val.mv_size, &view)) {
+		queue_quarantine(t, id, "envelope");
+		return QUEUE_CORRUPT;
+	}
+	/* the envelope alone: no recipient array, whatever nrcpt says */
+	m = xmalloc(sizeof(*m));
+	*m = view;
+	m->id = id;
+	queue_id_format(id, m->idstr);
+	m->sender = xstrdup(view.sender ? view.sender : "");
+	m->envid = view.envid ? xstrdup(view.envid) : NULL;
+	m->rcpts = NULL;
+	*out = m;
+	return QUEUE_OK;
+}
+
+void
+queue_env_free(struct queue_msg *m)
+{
+	if (m == NULL)
+		return;
+	free(m->sender);
+	free(m->envid);
+	free(m);
 }
 
 /* Inflates a body record into a malloc'd buffer. */
@@ -1565,15 +1864,38 @@ enum queue_result
 queue_msg_remove(struct queue_txn *t, uint64_t id)
 {
 	struct queue_msg *m;
+	struct queue_rcpt rc;
 	enum queue_result r;
-	uint8_t k[12];
+	struct qwalk w;
+	bool bad = false;
+	uint8_t k[8];
 
-	r = queue_txn_load(t, id, &m);
+	r = queue_env_get(t, id, &m);
 	if (r != QUEUE_OK)
 		return r;
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		qkey_rcpt(k, id, (uint32_t)i);
-		del_key(t, QDB_RCPT, k, 12);
+	/* one walk takes each recipient's counts out and deletes it (only
+	 * one not done counts by domain: its address is decoded) */
+	qwalk_open(&w, t->txn, t->q->dbi[QDB_RCPT], id, 0);
+	while (t->err == QUEUE_OK && qwalk_next(&w)) {
+		if (!qrec_rcpt_peek(w.val.mv_data, w.val.mv_size, &rc) ||
+		    ((rc.state == RCPT_PENDING || rc.state == RCPT_DEFERRED) &&
+			!qrec_rcpt_decode(w.val.mv_data, w.val.mv_size, &rc))) {
+			bad = true;
+			break;
+		}
+		queue_count_rcpt(t, m, &rc, -1);
+		queue_txn_fail(t, mdb_cursor_del(w.c, 0), "delete rcpt");
+		/* the cursor is now on the next record: MDB_NEXT returns it
+		 * (LMDB's C_DEL) */
+	}
+	if (w.bad || (!bad && t->err == QUEUE_OK && w.n != m->nrcpt))
+		bad = true;
+	qwalk_close(&w);
+	if (bad && t->err == QUEUE_OK) {
+		/* what is left goes aside; the counts of it stay */
+		queue_quarantine(t, id, "recipient");
+		queue_env_free(m);
+		return QUEUE_CORRUPT;
 	}
 	hist_remove(t, id);
 	qkey_id(k, id);
@@ -1582,9 +1904,9 @@ queue_msg_remove(struct queue_txn *t, uint64_t id)
 	queue_sched_set(t, m, 0);
 	queue_expiry_index(t, m, false);
 	del_key(t, QDB_MSG, k, 8);
-	queue_count_msg(t, m, -1);
+	queue_count_env(t, m, -1);
 	if (t->err == QUEUE_OK)
 		queue_txn_log(t, "%s: removed", m->idstr);
-	queue_msg_free(m);
+	queue_env_free(m);
 	return t->err;
 }

@@ -40,6 +40,12 @@ struct queue {
 	MDB_txn *rtxn; /* the reusable read txn (reset when idle) */
 	struct queue_txn *wtxn; /* the open write txn, if any */
 	int64_t last_trim; /* rq_now_us() of the last queue_rss_trim() */
+	/* per class, where queue_take_due_rcpts() stopped for want of
+	 * budget in message id (0: nowhere): the next take starts there */
+	struct {
+		uint64_t id;
+		uint32_t idx;
+	} take_at[CFG_NCLASS];
 	void *map_base; /* where data.mdb is mapped (see queue_rss_trim) */
 	size_t map_len, map_size;
 };
@@ -120,6 +126,39 @@ bool qrec_rcpt_decode(const void *, size_t, struct queue_rcpt *view);
 void qrec_hist_encode(struct qbuf *, const struct queue_attempt *);
 bool qrec_hist_decode(const void *, size_t, struct queue_attempt *view);
 
+/*
+ * The fixed head of a recipient record (version, state, notify, flags,
+ * attempts, next_attempt, last_attempt), read without decoding the
+ * strings: the walks over every recipient of a message (take,
+ * reschedule, flush, remove) read only this, so they cost a cursor step
+ * per recipient and no allocation.  False when the head is invalid.
+ */
+bool qrec_rcpt_peek(const void *, size_t, struct queue_rcpt *head);
+/* Byte offsets of the fields a walk rewrites in place (same size). */
+#define QREC_RCPT_FLAGS 3
+#define QREC_RCPT_NEXT 8
+
+/*
+ * A cursor over the recipient records of one message in index order,
+ * starting at index FROM: qwalk_next() stops at the message's end, and
+ * sets bad (and stops) when the indexes do not run FROM, FROM+1, ... or
+ * the read fails.  n counts the records visited.
+ */
+struct qwalk {
+	MDB_cursor *c;
+	uint64_t id;
+	uint32_t idx; /* index of the current record */
+	size_t n;
+	uint8_t k[12]; /* the current key, copied */
+	MDB_val key, val;
+	bool first, done, bad;
+};
+void qwalk_open(struct qwalk *, MDB_txn *, MDB_dbi, uint64_t id, uint32_t from);
+bool qwalk_next(struct qwalk *);
+/* Replaces the flags and next_attempt of the current record in place. */
+int qwalk_rewrite(struct qwalk *, unsigned flags, int64_t next_attempt);
+void qwalk_close(struct qwalk *);
+
 /* Key builders. */
 void qkey_id(uint8_t k[8], uint64_t id);
 void qkey_rcpt(uint8_t k[12], uint64_t id, uint32_t idx);
@@ -139,9 +178,19 @@ void queue_rss_trim(struct queue *);
 /*
  * Loads message ID (envelope and recipients, owned) within TXN; sets
  * aside an invalid record when the txn is a write txn (T non-NULL).
+ * With PICK, only the recipients it picks are loaded (see
+ * queue_txn_load_some()).
  */
 enum queue_result queue_load_in(struct queue *, MDB_txn *, struct queue_txn *t,
-    uint64_t id, struct queue_msg **out);
+    uint64_t id, queue_rcpt_pick pick, void *arg, struct queue_msg **out);
+/*
+ * Loads only the envelope of ID within T into an owned *out whose
+ * rcpts is NULL (nrcpt is the message's count); freed by
+ * queue_env_free().  Sets aside an invalid envelope.
+ */
+enum queue_result
+queue_env_get(struct queue_txn *, uint64_t id, struct queue_msg **out);
+void queue_env_free(struct queue_msg *);
 
 /* Sets the sticky error of T from an LMDB return code; returns it. */
 enum queue_result queue_txn_fail(struct queue_txn *, int rc, const char *what);
@@ -153,6 +202,8 @@ void queue_count_rcpt(struct queue_txn *, const struct queue_msg *,
     const struct queue_rcpt *, int sign);
 /* Count updates for a message entering (+1) or leaving (-1). */
 void queue_count_msg(struct queue_txn *, const struct queue_msg *, int sign);
+/* The same for its envelope alone (messages, bytes, held). */
+void queue_count_env(struct queue_txn *, const struct queue_msg *, int sign);
 /* Queues a log line for after the commit (as relayq/qmgr, or as
  * relayq/SUBSYS), logged in the order queued. */
 void queue_txn_log(struct queue_txn *, const char *fmt, ...)

@@ -5,7 +5,8 @@
  * (scan, counts) and the wakeup notifications between processes.
  *
  * Public: queue_next_due(), queue_next_due_class(), queue_take_due(),
- * queue_recover_leases(), queue_rcpt_update(), queue_rcpt_set_flags(),
+ * queue_take_due_rcpts(), queue_recover_leases(), queue_rcpt_update(),
+ * queue_rcpt_set_flags(),
  * queue_msg_reschedule(),
  * queue_msg_set_flags(), queue_msg_hold(), queue_msg_release(),
  * queue_msg_flush(), queue_expiry_next(), queue_expiry_due(),
@@ -21,6 +22,12 @@
  * the lease db exactly when a recipient has QRCPT_LEASED.  Each
  * queue_rcpt_update() adds one hist record (attempt = the new attempts
  * count) and drops the one QUEUE_HIST_MAX older, in the same txn.
+ *
+ * Costs: a result reads the envelope and writes the one recipient (O(1)
+ * in the message's size); what needs every recipient (reschedule, take,
+ * flush, release, recover) walks their records reading the fixed head
+ * only (qwalk, qrec_rcpt_peek); a take under a budget stops where it
+ * runs out and the next starts there (take_at).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -93,35 +100,48 @@ queue_expiry_index(struct queue_txn *t, const struct queue_msg *m, bool add)
 	return t->err;
 }
 
-/* Recomputes M's schedule and lease entries from its recipients, writes
- * its record, or removes it when no recipient is left to deliver. */
-static enum queue_result
-resched(struct queue_txn *t, struct queue_msg *m)
+/* What a walk over a message's recipients found, for its schedule. */
+struct rsum {
+	bool open; /* a recipient is pending or deferred */
+	bool leased; /* ... and one of them is leased */
+	int64_t due; /* their earliest next_attempt */
+};
+
+/* Adds recipient RC (its head, as it is now) to S. */
+static void
+rsum_add(struct rsum *s, const struct queue_rcpt *rc)
 {
-	int64_t due = INT64_MAX;
-	bool open = false, leased = false;
+	if (rc->state != RCPT_PENDING && rc->state != RCPT_DEFERRED)
+		return;
+	if (!s->open || rc->next_attempt < s->due)
+		s->due = rc->next_attempt;
+	s->open = true;
+	if (rc->flags & QRCPT_LEASED)
+		s->leased = true;
+}
+
+/*
+ * Sets M's schedule and lease entries from S (what a walk over all its
+ * recipients found), writes its record, or removes it when no recipient
+ * is left to deliver.
+ */
+static enum queue_result
+resched_finish(struct queue_txn *t, struct queue_msg *m, const struct rsum *s)
+{
+	int64_t due = s->due;
 	uint8_t k[8];
 	MDB_val key = { 8, k }, val = { 0, (void *)"" };
 	int rc;
 
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		const struct queue_rcpt *rc2 = &m->rcpts[i];
-
-		if (rc2->state != RCPT_PENDING && rc2->state != RCPT_DEFERRED)
-			continue;
-		open = true;
-		if (rc2->next_attempt < due)
-			due = rc2->next_attempt;
-		if (rc2->flags & QRCPT_LEASED)
-			leased = true;
-	}
-	if (!open)
+	if (t->err != QUEUE_OK)
+		return t->err;
+	if (!s->open)
 		return queue_msg_remove(t, m->id);
 	if (due <= 0)
 		due = 1;
 	queue_sched_set(t, m, (m->flags & QMSG_HELD) ? 0 : due);
 	qkey_id(k, m->id);
-	if (leased) {
+	if (s->leased) {
 		rc = mdb_put(t->txn, t->q->dbi[QDB_LEASE], &key, &val, 0);
 	} else {
 		rc = mdb_del(t->txn, t->q->dbi[QDB_LEASE], &key, NULL);
@@ -132,16 +152,61 @@ resched(struct queue_txn *t, struct queue_msg *m)
 	return queue_put_msg(t, m);
 }
 
+/* Sets aside message M whose walk W found an invalid record. */
+static enum queue_result
+walk_bad(struct queue_txn *t, struct qwalk *w, const struct queue_msg *m)
+{
+	qwalk_close(w);
+	if (t->err != QUEUE_OK)
+		return t->err;
+	queue_quarantine(t, m->id, "recipient");
+	return QUEUE_CORRUPT;
+}
+
+/*
+ * Walks envelope M's recipients within T: FN (may be NULL) may change
+ * the current one through qwalk_rewrite() and returns its head as it
+ * is then; the sum of those decides M's schedule (resched_finish).
+ * One cursor step per recipient, no decoding of the strings.
+ */
+typedef enum queue_result (*walk_fn)(
+    struct queue_txn *, struct qwalk *, struct queue_rcpt *head, void *arg);
+
+static enum queue_result
+resched_walk(struct queue_txn *t, struct queue_msg *m, walk_fn fn, void *arg)
+{
+	struct rsum s = { false, false, 0 };
+	struct queue_rcpt head;
+	struct qwalk w;
+
+	if (t->err != QUEUE_OK)
+		return t->err;
+	qwalk_open(&w, t->txn, t->q->dbi[QDB_RCPT], m->id, 0);
+	while (qwalk_next(&w)) {
+		if (w.n > m->nrcpt ||
+		    !qrec_rcpt_peek(w.val.mv_data, w.val.mv_size, &head))
+			return walk_bad(t, &w, m);
+		head.idx = w.idx;
+		if (fn != NULL && fn(t, &w, &head, arg) != QUEUE_OK)
+			return walk_bad(t, &w, m);
+		rsum_add(&s, &head);
+	}
+	if (w.bad || w.n != m->nrcpt)
+		return walk_bad(t, &w, m);
+	qwalk_close(&w);
+	return resched_finish(t, m, &s);
+}
+
 enum queue_result
 queue_msg_reschedule(struct queue_txn *t, uint64_t id)
 {
 	struct queue_msg *m;
-	enum queue_result r = queue_txn_load(t, id, &m);
+	enum queue_result r = queue_env_get(t, id, &m);
 
 	if (r != QUEUE_OK)
 		return r;
-	r = resched(t, m);
-	queue_msg_free(m);
+	r = resched_walk(t, m, NULL, NULL);
+	queue_env_free(m);
 	return r;
 }
 
@@ -181,9 +246,138 @@ queue_next_due(struct queue *q)
 	return due;
 }
 
+/* Whether recipient HEAD is due at NOW. */
+static bool
+rcpt_due(const struct queue_rcpt *head, int64_t now)
+{
+	return (head->state == RCPT_PENDING || head->state == RCPT_DEFERRED) &&
+	    head->next_attempt <= now;
+}
+
+/* A take in progress over one message (see take_range()). */
+struct take {
+	int64_t now, lease_until;
+	size_t *budget;
+	size_t taken;
+	uint32_t lo, hi; /* the bounds of the indexes leased */
+	uint32_t stop; /* where the budget ran out */
+	struct rsum s;
+};
+
+enum take_result { TAKE_DONE, TAKE_STOPPED, TAKE_BAD };
+
+/*
+ * Leases the due recipients of M with an index in [FROM, TO) while the
+ * budget lasts, and adds each to the schedule sum; stops (TAKE_STOPPED,
+ * TK->stop) at the first due recipient the budget has no room for.
+ */
+static enum take_result
+take_range(struct queue_txn *t, const struct queue_msg *m, uint32_t from,
+    uint32_t to, struct take *tk)
+{
+	struct queue_rcpt head, full;
+	struct qwalk w;
+
+	if (from >= to)
+		return TAKE_DONE;
+	qwalk_open(&w, t->txn, t->q->dbi[QDB_RCPT], m->id, from);
+	while (qwalk_next(&w)) {
+		if (w.idx >= to ||
+		    !qrec_rcpt_peek(w.val.mv_data, w.val.mv_size, &head))
+			break;
+		head.idx = w.idx;
+		if (rcpt_due(&head, tk->now) && *tk->budget == 0) {
+			qwalk_close(&w);
+			tk->stop = head.idx;
+			return TAKE_STOPPED;
+		}
+		if (rcpt_due(&head, tk->now)) {
+			/* what the runner will load is checked first */
+			if (!qrec_rcpt_decode(
+				w.val.mv_data, w.val.mv_size, &full))
+				break;
+			head.flags |= QRCPT_LEASED;
+			head.next_attempt = tk->lease_until;
+			if (queue_txn_fail(t,
+				qwalk_rewrite(
+				    &w, head.flags, head.next_attempt),
+				"lease rcpt") != QUEUE_OK)
+				break;
+			if (tk->taken++ == 0 || head.idx < tk->lo)
+				tk->lo = head.idx;
+			if (head.idx + 1 > tk->hi)
+				tk->hi = head.idx + 1;
+			(*tk->budget)--;
+		}
+		rsum_add(&tk->s, &head);
+		if (w.idx + 1 == to)
+			break;
+	}
+	if (w.bad || w.n != to - from || t->err != QUEUE_OK) {
+		qwalk_close(&w);
+		return TAKE_BAD;
+	}
+	qwalk_close(&w);
+	return TAKE_DONE;
+}
+
+/*
+ * Leases the due recipients of message M (its schedule entry is due)
+ * within *BUDGET, walking them from where the last take of its class
+ * stopped to the end, then from the first.  When the budget runs out on
+ * a due recipient the walk stops there (the next take starts at it): the
+ * message keeps its entry, due now, and is in the lease db.  Otherwise
+ * the walk has seen every recipient and sets the schedule from them.  So
+ * a message with N recipients taken in slices costs O(N) steps in all,
+ * plus O(1) per recipient leased.  Sets *LO and *HI to the bounds of the
+ * indexes leased; returns how many.
+ */
+static size_t
+take_msg(struct queue_txn *t, struct queue_msg *m, int64_t now,
+    int64_t lease_until, size_t *budget, uint32_t *lo, uint32_t *hi)
+{
+	struct take tk;
+	struct qwalk w = { 0 };
+	uint32_t from = 0, n = (uint32_t)m->nrcpt;
+	enum take_result r;
+	uint8_t k[8];
+	MDB_val key = { 8, k }, val = { 0, (void *)"" };
+
+	memset(&tk, 0, sizeof(tk));
+	tk.now = now;
+	tk.lease_until = lease_until;
+	tk.budget = budget;
+	if (t->q->take_at[m->cls].id == m->id) {
+		if (t->q->take_at[m->cls].idx < n)
+			from = t->q->take_at[m->cls].idx;
+		t->q->take_at[m->cls].id = 0;
+	}
+	r = take_range(t, m, from, n, &tk);
+	if (r == TAKE_DONE)
+		r = take_range(t, m, 0, from, &tk);
+	if (r == TAKE_BAD) {
+		walk_bad(t, &w, m);
+		return 0;
+	}
+	*lo = tk.lo;
+	*hi = tk.hi;
+	if (r == TAKE_STOPPED) {
+		/* the rest on the next call, from there */
+		t->q->take_at[m->cls].id = m->id;
+		t->q->take_at[m->cls].idx = tk.stop;
+		qkey_id(k, m->id);
+		queue_txn_fail(t,
+		    mdb_put(t->txn, t->q->dbi[QDB_LEASE], &key, &val, 0),
+		    "lease");
+	} else {
+		resched_finish(t, m, &tk.s);
+	}
+	return t->err == QUEUE_OK ? tk.taken : 0;
+}
+
 size_t
-queue_take_due(struct queue *q, enum cfg_class cls, int64_t now,
-    int64_t lease_until, uint64_t *ids, size_t max)
+queue_take_due_rcpts(struct queue *q, enum cfg_class cls, int64_t now,
+    int64_t lease_until, struct queue_take *out, size_t max, size_t *budget)
 {
 	struct queue_txn *t;
 	MDB_cursor *c;
@@ -194,7 +388,7 @@ queue_take_due(struct queue *q, enum cfg_class cls, int64_t now,
 	size_t ncand = 0, n = 0;
 	int rc;
 
-	if (max == 0 || (t = queue_txn_begin(q)) == NULL)
+	if (max == 0 || *budget == 0 || (t = queue_txn_begin(q)) == NULL)
 		return 0;
 	cand = xcalloc(max, sizeof(*cand));
 	cdue = xcalloc(max, sizeof(*cdue));
@@ -214,10 +408,12 @@ queue_take_due(struct queue *q, enum cfg_class cls, int64_t now,
 		}
 		mdb_cursor_close(c);
 	}
-	for (size_t i = 0; i < ncand && t->err == QUEUE_OK; i++) {
+	for (size_t i = 0; i < ncand && t->err == QUEUE_OK && *budget > 0;
+	     i++) {
 		struct queue_msg *m;
-		enum queue_result r = queue_txn_load(t, cand[i], &m);
-		size_t taken = 0;
+		enum queue_result r = queue_env_get(t, cand[i], &m);
+		uint32_t lo = 0, hi = 0;
+		size_t taken;
 
 		if (r != QUEUE_OK || m->due != cdue[i] || m->cls != cls) {
 			/* an orphaned or stale entry: drop it */
@@ -227,33 +423,56 @@ queue_take_due(struct queue *q, enum cfg_class cls, int64_t now,
 			mdb_del(t->txn, q->dbi[QDB_SCHED], &key, NULL);
 			if (r == QUEUE_OK && !(m->flags & QMSG_HELD)) {
 				m->due = 0;
-				resched(t, m);
+				resched_walk(t, m, NULL, NULL);
 			}
-			queue_msg_free(m);
+			queue_env_free(m);
 			continue;
 		}
-		for (size_t j = 0; j < m->nrcpt; j++) {
-			struct queue_rcpt *rcp = &m->rcpts[j];
-
-			if ((rcp->state != RCPT_PENDING &&
-				rcp->state != RCPT_DEFERRED) ||
-			    rcp->next_attempt > now)
-				continue;
-			rcp->flags |= QRCPT_LEASED;
-			rcp->next_attempt = lease_until;
-			queue_put_rcpt(t, m->id, rcp);
-			taken++;
+		taken = take_msg(t, m, now, lease_until, budget, &lo, &hi);
+		if (taken > 0) {
+			out[n].id = m->id;
+			out[n].lo = lo;
+			out[n].hi = hi;
+			n++;
 		}
-		resched(t, m);
-		if (taken > 0)
-			ids[n++] = m->id;
-		queue_msg_free(m);
+		queue_env_free(m);
 	}
 	free(cand);
 	free(cdue);
 	if (queue_txn_commit(t) != QUEUE_OK)
 		return 0;
 	return n;
+}
+
+size_t
+queue_take_due(struct queue *q, enum cfg_class cls, int64_t now,
+    int64_t lease_until, uint64_t *ids, size_t max)
+{
+	struct queue_take *tk = xcalloc(max ? max : 1, sizeof(*tk));
+	size_t budget = SIZE_MAX;
+	size_t n = queue_take_due_rcpts(
+	    q, cls, now, lease_until, tk, max, &budget);
+
+	for (size_t i = 0; i < n; i++)
+		ids[i] = tk[i].id;
+	free(tk);
+	return n;
+}
+
+/* Makes the walk's current recipient due NOW when it is leased. */
+static enum queue_result
+recover_fn(
+    struct queue_txn *t, struct qwalk *w, struct queue_rcpt *head, void *arg)
+{
+	size_t *nr = arg;
+
+	if (!(head->flags & QRCPT_LEASED))
+		return QUEUE_OK;
+	head->flags &= ~QRCPT_LEASED;
+	head->next_attempt = t->now;
+	(*nr)++;
+	return queue_txn_fail(
+	    t, qwalk_rewrite(w, head->flags, head->next_attempt), "recover");
 }
 
 void
@@ -285,7 +504,7 @@ queue_recover_leases(struct queue *q)
 	for (size_t i = 0; i < n && t->err == QUEUE_OK; i++) {
 		struct queue_msg *m;
 
-		if (queue_txn_load(t, ids[i], &m) != QUEUE_OK) {
+		if (queue_env_get(t, ids[i], &m) != QUEUE_OK) {
 			uint8_t k[8];
 
 			qkey_id(k, ids[i]);
@@ -294,18 +513,8 @@ queue_recover_leases(struct queue *q)
 			mdb_del(t->txn, q->dbi[QDB_LEASE], &key, NULL);
 			continue;
 		}
-		for (size_t j = 0; j < m->nrcpt; j++) {
-			struct queue_rcpt *rcp = &m->rcpts[j];
-
-			if (!(rcp->flags & QRCPT_LEASED))
-				continue;
-			rcp->flags &= ~QRCPT_LEASED;
-			rcp->next_attempt = t->now;
-			queue_put_rcpt(t, m->id, rcp);
-			nr++;
-		}
-		resched(t, m);
-		queue_msg_free(m);
+		resched_walk(t, m, recover_fn, &nr);
+		queue_env_free(m);
 	}
 	free(ids);
 	if (queue_txn_commit(t) == QUEUE_OK && nr > 0)
@@ -342,16 +551,16 @@ rcpt_get(struct queue_txn *t, uint64_t id, uint32_t idx, struct queue_rcpt *rc,
 	return QUEUE_OK;
 }
 
-/* Loads only the envelope of ID within T (rcpts NULL); owned. */
+/* Reads the class and arrival of message ID (what the counts of a
+ * recipient need) within T, without copying anything. */
 static enum queue_result
-env_get(struct queue_txn *t, uint64_t id, struct queue_msg **out)
+env_peek(struct queue_txn *t, uint64_t id, struct queue_msg *out)
 {
 	uint8_t k[8];
 	MDB_val key = { 8, k }, val;
 	struct queue_msg view;
 	int rc;
 
-	*out = NULL;
 	if (t->err != QUEUE_OK)
 		return t->err;
 	qkey_id(k, id);
@@ -363,24 +572,11 @@ env_get(struct queue_txn *t, uint64_t id, struct queue_msg **out)
 		queue_quarantine(t, id, "envelope");
 		return QUEUE_CORRUPT;
 	}
-	view.id = id;
-	view.rcpts = NULL;
-	*out = queue_msg_dup(&view);
-	(*out)->nrcpt = view.nrcpt;
+	memset(out, 0, sizeof(*out));
+	out->id = id;
+	out->cls = view.cls;
+	out->arrival = view.arrival;
 	return QUEUE_OK;
-}
-
-/* Frees an envelope loaded by env_get (no recipients). */
-static void
-env_free(struct queue_msg *m)
-{
-	if (m == NULL)
-		return;
-	free(m->rcpts);
-	m->rcpts = NULL;
-	free(m->sender);
-	free(m->envid);
-	free(m);
 }
 
 enum queue_result
@@ -388,7 +584,7 @@ queue_rcpt_update(struct queue_txn *t, uint64_t id, uint32_t idx,
     enum queue_rcpt_state st, int64_t next_attempt, const char *reply,
     const char *dsn_status)
 {
-	struct queue_msg *m;
+	struct queue_msg m;
 	struct queue_rcpt rc;
 	struct queue_attempt a;
 	char *mem = NULL, buf[1001];
@@ -396,16 +592,17 @@ queue_rcpt_update(struct queue_txn *t, uint64_t id, uint32_t idx,
 
 	if ((unsigned)st >= QUEUE_NSTATE)
 		return QUEUE_ERR;
-	r = env_get(t, id, &m);
+	/* O(1) in the message's size: the envelope is only read (for the
+	 * counts), the one recipient record rewritten */
+	r = env_peek(t, id, &m);
 	if (r != QUEUE_OK)
 		return r;
 	r = rcpt_get(t, id, idx, &rc, &mem);
 	if (r != QUEUE_OK) {
-		env_free(m);
 		free(mem);
 		return r;
 	}
-	queue_count_rcpt(t, m, &rc, -1);
+	queue_count_rcpt(t, &m, &rc, -1);
 	rc.state = st;
 	rc.attempts++;
 	rc.last_attempt = t->now;
@@ -430,10 +627,9 @@ queue_rcpt_update(struct queue_txn *t, uint64_t id, uint32_t idx,
 		    strnlen(dsn_status, sizeof(rc.dsn_status) - 1));
 		memcpy(a.dsn_status, rc.dsn_status, sizeof(a.dsn_status));
 	}
-	queue_count_rcpt(t, m, &rc, 1);
+	queue_count_rcpt(t, &m, &rc, 1);
 	queue_put_rcpt(t, id, &rc);
 	queue_put_hist(t, id, idx, &a);
-	env_free(m);
 	free(mem);
 	return t->err;
 }
@@ -463,7 +659,7 @@ enum queue_result
 queue_msg_hold(struct queue_txn *t, uint64_t id)
 {
 	struct queue_msg *m;
-	enum queue_result r = env_get(t, id, &m);
+	enum queue_result r = queue_env_get(t, id, &m);
 
 	if (r != QUEUE_OK)
 		return r;
@@ -476,7 +672,7 @@ queue_msg_hold(struct queue_txn *t, uint64_t id)
 		if (t->err == QUEUE_OK)
 			queue_txn_log(t, "%s: hold", m->idstr);
 	}
-	env_free(m);
+	queue_env_free(m);
 	return t->err;
 }
 
@@ -484,7 +680,7 @@ enum queue_result
 queue_msg_release(struct queue_txn *t, uint64_t id)
 {
 	struct queue_msg *m;
-	enum queue_result r = queue_txn_load(t, id, &m);
+	enum queue_result r = queue_env_get(t, id, &m);
 
 	if (r != QUEUE_OK)
 		return r;
@@ -492,41 +688,61 @@ queue_msg_release(struct queue_txn *t, uint64_t id)
 		m->flags &= ~QMSG_HELD;
 		queue_count_add(t, "H", 1, -1);
 		queue_expiry_index(t, m, true);
-		resched(t, m);
+		resched_walk(t, m, NULL, NULL);
 		if (t->err == QUEUE_OK)
 			queue_txn_log(t, "%s: released", m->idstr);
 	}
-	queue_msg_free(m);
+	queue_env_free(m);
 	return t->err;
+}
+
+/* A flush in progress (see flush_fn). */
+struct flush {
+	int64_t now;
+	bool any;
+};
+
+/* Makes the walk's current recipient due now when it waits for a retry
+ * (a leased one is in flight: left alone). */
+static enum queue_result
+flush_fn(
+    struct queue_txn *t, struct qwalk *w, struct queue_rcpt *head, void *arg)
+{
+	struct flush *f = arg;
+
+	if ((head->state != RCPT_PENDING && head->state != RCPT_DEFERRED) ||
+	    head->next_attempt <= f->now || (head->flags & QRCPT_LEASED))
+		return QUEUE_OK;
+	head->next_attempt = f->now;
+	f->any = true;
+	return queue_txn_fail(
+	    t, qwalk_rewrite(w, head->flags, head->next_attempt), "flush");
 }
 
 enum queue_result
 queue_msg_flush(struct queue_txn *t, uint64_t id, int64_t now)
 {
 	struct queue_msg *m;
-	enum queue_result r = queue_txn_load(t, id, &m);
-	bool any = false;
+	enum queue_result r = queue_env_get(t, id, &m);
+	struct flush f = { now, false };
+	struct queue_rcpt head;
+	struct qwalk w;
 
 	if (r != QUEUE_OK)
 		return r;
-	for (size_t j = 0; j < m->nrcpt; j++) {
-		struct queue_rcpt *rcp = &m->rcpts[j];
-
-		if ((rcp->state != RCPT_PENDING &&
-			rcp->state != RCPT_DEFERRED) ||
-		    rcp->next_attempt <= now)
-			continue;
-		/* a leased recipient is in flight: leave it alone */
-		if (rcp->flags & QRCPT_LEASED)
-			continue;
-		rcp->next_attempt = now;
-		queue_put_rcpt(t, m->id, rcp);
-		any = true;
-	}
-	if (any)
-		resched(t, m);
-	queue_msg_free(m);
-	return t->err;
+	/* a look first: a message with nothing waiting is not touched */
+	qwalk_open(&w, t->txn, t->q->dbi[QDB_RCPT], id, 0);
+	while (!f.any && qwalk_next(&w))
+		if (qrec_rcpt_peek(w.val.mv_data, w.val.mv_size, &head) &&
+		    (head.state == RCPT_PENDING ||
+			head.state == RCPT_DEFERRED) &&
+		    head.next_attempt > now && !(head.flags & QRCPT_LEASED))
+			f.any = true;
+	qwalk_close(&w);
+	if (f.any)
+		r = resched_walk(t, m, flush_fn, &f);
+	queue_env_free(m);
+	return r;
 }
 
 enum queue_result
@@ -542,7 +758,7 @@ queue_msg_set_flags(
 		return t->err != QUEUE_OK ? t->err : QUEUE_NOTFOUND;
 	set &= ~QMSG_HELD;
 	clear &= ~QMSG_HELD;
-	r = env_get(t, id, &m);
+	r = queue_env_get(t, id, &m);
 	if (r != QUEUE_OK)
 		return r;
 	/* the expiry entries follow the WARNED/RETURNED flags */
@@ -550,7 +766,7 @@ queue_msg_set_flags(
 	m->flags = (m->flags | set) & ~clear;
 	queue_expiry_index(t, m, true);
 	queue_put_msg(t, m);
-	env_free(m);
+	queue_env_free(m);
 	return t->err;
 }
 
@@ -635,7 +851,7 @@ enum queue_result
 queue_expiry_clear(struct queue_txn *t, uint64_t id, int kind)
 {
 	struct queue_msg *m;
-	enum queue_result r = env_get(t, id, &m);
+	enum queue_result r = queue_env_get(t, id, &m);
 	uint8_t k[17];
 	MDB_val key = { 17, k };
 	int64_t *when;
@@ -645,7 +861,7 @@ queue_expiry_clear(struct queue_txn *t, uint64_t id, int kind)
 		return r;
 	when = kind == QEXP_WARN ? &m->warn_at : &m->return_at;
 	if (*when == 0) {
-		env_free(m);
+		queue_env_free(m);
 		return QUEUE_NOTFOUND;
 	}
 	qkey_expiry(k, *when, id, kind);
@@ -654,7 +870,7 @@ queue_expiry_clear(struct queue_txn *t, uint64_t id, int kind)
 		queue_txn_fail(t, rc, "expiry clear");
 	*when = 0;
 	queue_put_msg(t, m);
-	env_free(m);
+	queue_env_free(m);
 	return t->err;
 }
 

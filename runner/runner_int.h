@@ -31,15 +31,25 @@ struct rcfg {
 	unsigned refs;
 };
 
-/* A leased message in memory. */
+/*
+ * A leased message in memory: its envelope and the leased recipients
+ * taken so far (a message with many recipients is taken a slice at a
+ * time, each slice appended to msg->rcpts while earlier ones are still
+ * in flight).
+ */
 struct rmsg {
 	struct rmsg *hnext; /* in the runner's id hash */
-	struct queue_msg *msg;
+	struct queue_msg *msg; /* rcpts: the ones in memory, nrcpt of them */
+	size_t total; /* the message's recipient count */
+	uint8_t *inmem; /* bit per recipient index: in memory (total bits) */
 	char *body; /* loaded at the first submit */
 	size_t bodylen;
 	unsigned refs; /* jobs not yet done */
+	/* ends of it (refs fell to 0) waiting for their commit: it stays
+	 * in memory, so that its recipients are not taken again, until the
+	 * last is committed (rmsg_end) */
+	unsigned ends;
 	int64_t taken_us; /* when the runner took it (delays a/b) */
-	bool first; /* no leased recipient was tried before */
 };
 
 /* One message's recipients for one destination: one smtp_request_submit. */
@@ -48,7 +58,7 @@ struct job {
 	struct rmsg *m;
 	struct dest *dest;
 	uint32_t *idx; /* indexes into m->msg->rcpts */
-	size_t nidx;
+	size_t nidx, aidx;
 	int64_t submit_us;
 	enum cfg_class cls;
 };
@@ -84,6 +94,8 @@ struct dest {
 	struct event *timer; /* rate or hoststatus wake-up */
 	bool queued; /* on the runner's ready list */
 	struct dest *rnext;
+	struct job *build; /* the job being built by take number build_gen */
+	uint64_t build_gen;
 };
 
 /* One recipient's result waiting for the group commit. */
@@ -94,9 +106,10 @@ struct pres {
 	int64_t next_attempt;
 	char *reply; /* the reason as logged */
 	char dsn[16];
-	char *log; /* the delivery log line, written after the commit */
-	bool reschedule; /* last result of its job: reschedule after */
+	char *log; /* the delivery log line, written before the commit */
+	bool job_end; /* the last result of its job */
 	bool relayed_dsn; /* delivered to a DSN-capable hop: NOTIFY went on */
+	bool msg_end; /* idx NO_RCPT: the message left memory */
 };
 
 #define RUNNER_HASH 4096
@@ -121,13 +134,20 @@ struct runner {
 
 	struct rmsg *msgs[RUNNER_HASH]; /* leased messages by id */
 	size_t nmsgs, max_msgs;
+	uint64_t build_gen; /* sched_take_one() calls */
+	/* Out of file descriptors (a local failure came back): at most
+	 * fd_cap connections in all until fd_cap_until (us). */
+	unsigned fd_cap;
+	int64_t fd_cap_until;
+	int64_t fd_warned; /* when the shortage was last logged (us) */
 	struct dest *dests[RUNNER_HASH]; /* current destinations by key */
 	struct dest *all_dests;
 	struct dest *ready; /* destinations that may submit */
 	unsigned active; /* requests submitted, all destinations */
 
-	struct pres *pres; /* results waiting for the commit */
-	size_t npres, apres;
+	/* results waiting for the commit: pres[phead..npres) */
+	struct pres *pres;
+	size_t phead, npres, apres;
 	int64_t sched_at; /* when ev_sched fires (us), INT64_MAX: unarmed */
 };
 
@@ -142,6 +162,7 @@ void sched_reload(struct runner *);
 void sched_free_all(struct runner *);
 bool sched_busy(const struct runner *);
 void rmsg_release(struct runner *, struct rmsg *);
+void rmsg_end(struct runner *, uint64_t id);
 void job_free(struct runner *, struct job *);
 char *runner_xtext_decode(const char *);
 
@@ -149,7 +170,8 @@ char *runner_xtext_decode(const char *);
 void result_job_done(struct runner *, struct job *, const struct smtp_result *);
 void result_job_fail(
     struct runner *, struct job *, int cls, const char *dsn, const char *why);
-void result_commit(struct runner *);
+void result_commit(struct runner *, bool all);
+void result_msg_done(struct runner *, uint64_t id);
 int64_t result_backoff(const struct cfg_scope *, uint32_t attempts);
 void result_format_delay(char *buf, size_t len, double secs);
 

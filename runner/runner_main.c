@@ -75,7 +75,7 @@ expiry_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (r->stopping)
 		return;
-	result_commit(r);
+	result_commit(r, false);
 	expiry_run(r->q, r->rc->cfg, rq_now());
 	expiry_arm(r);
 	sched_kick(r); /* notices are new messages, due now */
@@ -152,7 +152,7 @@ stop_done(void *arg)
 {
 	struct runner *r = arg;
 
-	result_commit(r);
+	result_commit(r, true);
 	r->stopped = true;
 	event_base_loopbreak(r->base);
 }
@@ -468,7 +468,7 @@ runner_main(
 	sched_free_all(r);
 	dns_free(r->dns);
 	smtp_client_free(r->smtp); /* may still report results: commit */
-	result_commit(r);
+	result_commit(r, true);
 	sched_destroy(r);
 	queue_intake_close(r->qi);
 	queue_close(r->q);

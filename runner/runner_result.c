@@ -6,7 +6,7 @@
  * logged in Postfix's layout.
  *
  * Runner-private: result_job_done(), result_job_fail(), result_commit(),
- * result_backoff(), result_format_delay().
+ * result_msg_done(), result_backoff(), result_format_delay().
  *
  * Invariants: nothing is acted upon before its commit (the log lines
  * are written just before it, so that they precede the queue's `removed`
@@ -14,8 +14,11 @@
  * result for a message deleted meanwhile (QUEUE_NOTFOUND) is dropped;
  * during a stop, temporary results of aborted sessions are not recorded
  * (the recipients keep their leases and are retried at once on restart,
- * without an attempt counted); results wait at most COMMIT_DELAY_US or
- * COMMIT_MAX results before they are committed.
+ * without an attempt counted), nor are those the client did not try (put
+ * back by runner_sched.c); results wait at most COMMIT_DELAY_US, and a
+ * transaction takes about COMMIT_MAX of them (whole jobs), the rest on
+ * the next loop turns; a result costs O(1) in its message's size, and a
+ * message's recipients are walked once when it leaves memory.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -27,13 +30,13 @@
 #include "runner_int.h"
 
 #define COMMIT_DELAY_US 25000 /* results wait at most this long */
-#define COMMIT_MAX 5000 /* or this many */
+#define COMMIT_MAX 2000 /* or this many */
 #define NO_RCPT UINT32_MAX /* a pres that only reschedules */
 
 static void
 commit_cb(evutil_socket_t fd, short what, void *arg)
 {
-	result_commit(arg);
+	result_commit(arg, false);
 }
 
 /* The retry delay after ATTEMPTS tries: retry.min * 2^(n-1), capped at
@@ -90,6 +93,13 @@ pres_push(struct runner *r, uint64_t id, uint32_t idx, enum queue_rcpt_state st,
 {
 	struct pres *p;
 
+	if (r->npres == r->apres && r->phead > 0) {
+		/* what was committed makes room (amortised O(1)) */
+		memmove(r->pres, r->pres + r->phead,
+		    (r->npres - r->phead) * sizeof(*r->pres));
+		r->npres -= r->phead;
+		r->phead = 0;
+	}
 	if (r->npres == r->apres) {
 		r->apres = r->apres ? r->apres * 2 : 256;
 		r->pres = xrealloc(r->pres, r->apres * sizeof(*r->pres));
@@ -105,19 +115,19 @@ pres_push(struct runner *r, uint64_t id, uint32_t idx, enum queue_rcpt_state st,
 	p->log = log;
 }
 
-/* Commits now when many results wait, else within COMMIT_DELAY_US. */
+/* Commits on the next loop turn when many results wait, else within
+ * COMMIT_DELAY_US; never from here (a turn that gets many results does
+ * not commit them all at once). */
 static void
 result_schedule_commit(struct runner *r)
 {
-	struct timeval tv = { 0, COMMIT_DELAY_US };
+	struct timeval tv = { 0, COMMIT_DELAY_US }, zero = { 0, 0 };
 
 	if (r->ev_commit == NULL)
 		r->ev_commit = evtimer_new(r->base, commit_cb, r);
-	if (r->npres >= COMMIT_MAX) {
-		result_commit(r);
-		return;
-	}
-	if (!evtimer_pending(r->ev_commit, NULL))
+	if (r->npres - r->phead >= COMMIT_MAX)
+		evtimer_add(r->ev_commit, &zero);
+	else if (!evtimer_pending(r->ev_commit, NULL))
 		evtimer_add(r->ev_commit, &tv);
 }
 
@@ -176,6 +186,8 @@ result_record(struct runner *r, struct job *j, const struct smtp_result *res,
 		char *line;
 		size_t len;
 
+		if (res != NULL && res->rcpts[i].local)
+			continue; /* not tried: put back (job_done_cb) */
 		if (cls == 2) {
 			state = RCPT_DELIVERED;
 			status = "sent";
@@ -207,7 +219,7 @@ result_record(struct runner *r, struct job *j, const struct smtp_result *res,
 		any = true;
 	}
 	if (any)
-		r->pres[r->npres - 1].reschedule = true;
+		r->pres[r->npres - 1].job_end = true;
 	result_schedule_commit(r);
 }
 
@@ -241,34 +253,137 @@ result_job_fail(
 	result_record(r, j, NULL, cls, dsn, why);
 }
 
-/* Commits every waiting result in one transaction, then logs them. */
+/* Message ID left memory (its last job is done): its schedule is
+ * recomputed, after its results, in their transaction. */
 void
-result_commit(struct runner *r)
+result_msg_done(struct runner *r, uint64_t id)
+{
+	pres_push(r, id, NO_RCPT, RCPT_PENDING, 0, NULL, NULL, NULL);
+	r->pres[r->npres - 1].job_end = true;
+	r->pres[r->npres - 1].msg_end = true;
+	result_schedule_commit(r);
+}
+
+/* A recorded result (or a message's end) for the hooks of a commit. */
+struct hook {
+	uint64_t id;
+	uint32_t idx;
+	bool end;
+};
+
+static int
+hook_cmp(const void *a, const void *b)
+{
+	const struct hook *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/*
+ * Runs the hooks of the N entries in H, one message at a time, after all
+ * the results: the notices for the recipients just recorded
+ * (expiry_after_rcpts(), O(those), before the original may go); for a
+ * message that left memory a walk of all its recipients for any notice
+ * left and its new schedule, which removes it when nothing is left to
+ * deliver (O(its recipients), once per stay in memory, not per commit).
+ */
+static enum queue_result
+result_hooks(struct runner *r, struct queue_txn *txn, struct hook *h, size_t n,
+    int64_t now)
+{
+	uint32_t *idx = xcalloc(n ? n : 1, sizeof(*idx));
+	enum queue_result qr = QUEUE_OK;
+
+	qsort(h, n, sizeof(*h), hook_cmp);
+	for (size_t i = 0, j; i < n && qr == QUEUE_OK; i = j) {
+		enum queue_result x;
+		size_t ni = 0;
+		bool end = false;
+
+		for (j = i; j < n && h[j].id == h[i].id; j++) {
+			if (h[j].end)
+				end = true;
+			else
+				idx[ni++] = h[j].idx;
+		}
+		if (end) {
+			x = expiry_after_results(txn, r->rc->cfg, h[i].id, now);
+			if (x == QUEUE_OK)
+				x = queue_msg_reschedule(txn, h[i].id);
+		} else {
+			x = expiry_after_rcpts(
+			    txn, r->rc->cfg, h[i].id, idx, ni, now);
+		}
+		if (x != QUEUE_NOTFOUND && x != QUEUE_CORRUPT)
+			qr = x;
+	}
+	free(idx);
+	return qr;
+}
+
+/*
+ * How many waiting results the next transaction takes: all with ALL,
+ * else at least COMMIT_MAX (or what there is), ending with the last
+ * result of a job, so that a job's results (and its notice) go in one
+ * transaction.
+ */
+static size_t
+result_chunk(const struct runner *r, bool all)
+{
+	const struct pres *p = r->pres + r->phead;
+	size_t n, left = r->npres - r->phead;
+
+	if (all || left <= COMMIT_MAX)
+		return left;
+	for (n = COMMIT_MAX; n < left; n++)
+		if (p[n - 1].job_end)
+			break;
+	return n;
+}
+
+/*
+ * Commits waiting results in one transaction (all of them with ALL, else
+ * a chunk, the rest on the next loop turn): each recipient's result (one
+ * record each: O(1) in the message's size), then once per message in
+ * the chunk the expiry hook (notices) and its new schedule, which each
+ * walk the message's recipient records once.  The delivery lines are
+ * logged just before.
+ */
+void
+result_commit(struct runner *r, bool all)
 {
 	struct queue_txn *txn;
 	enum queue_result qr = QUEUE_OK;
 	uint64_t gone = 0; /* a message found deleted */
 	bool have_gone = false;
 	int64_t now = rq_now();
-	size_t i, n = r->npres;
+	size_t i, n, nh = 0;
+	struct hook *hooks = NULL;
+	struct pres *base;
+	struct timeval zero = { 0, 0 };
 
 	if (r->ev_commit)
 		evtimer_del(r->ev_commit);
-	if (n == 0)
+	if (r->npres == r->phead)
 		return;
+	base = r->pres + r->phead;
+	n = result_chunk(r, all);
 	/* The delivery lines go first, as Postfix logs them before the
 	 * queue manager's "removed" (which the queue logs at the commit):
 	 * every one of them did happen, committed or not. */
+	log_hold();
 	for (i = 0; i < n; i++)
-		if (r->pres[i].log != NULL)
-			log_info("smtp", "%s", r->pres[i].log);
+		if (base[i].log != NULL)
+			log_info("smtp", "%s", base[i].log);
+	log_release();
 	txn = queue_txn_begin(r->q);
 	if (txn == NULL) {
 		qr = QUEUE_ERR;
 		goto out;
 	}
+	hooks = xcalloc(n, sizeof(*hooks));
 	for (i = 0; i < n && qr == QUEUE_OK; i++) {
-		struct pres *p = &r->pres[i];
+		struct pres *p = &base[i];
 		enum queue_result x = QUEUE_OK;
 
 		if (have_gone && p->id == gone)
@@ -279,11 +394,6 @@ result_commit(struct runner *r)
 		if (x == QUEUE_OK && p->relayed_dsn)
 			x = queue_rcpt_set_flags(
 			    txn, p->id, p->idx, QRCPT_RELAYED_DSN, 0);
-		if (x == QUEUE_OK && p->reschedule) {
-			x = expiry_after_results(txn, r->rc->cfg, p->id, now);
-			if (x == QUEUE_OK)
-				x = queue_msg_reschedule(txn, p->id);
-		}
 		if (x == QUEUE_NOTFOUND || x == QUEUE_CORRUPT) {
 			/* Deleted meanwhile, or set aside: drop its results. */
 			gone = p->id;
@@ -291,7 +401,15 @@ result_commit(struct runner *r)
 			continue;
 		}
 		qr = x;
+		if (x == QUEUE_OK) {
+			hooks[nh].id = p->id;
+			hooks[nh].idx = p->idx;
+			hooks[nh++].end = p->msg_end;
+		}
 	}
+	if (qr == QUEUE_OK)
+		qr = result_hooks(r, txn, hooks, nh, now);
+	free(hooks);
 	if (qr == QUEUE_OK)
 		qr = queue_txn_commit(txn);
 	else
@@ -303,14 +421,26 @@ out:
 		    "they are retried when their lease ends",
 		    n, (int)qr);
 	for (i = 0; i < n; i++) {
-		free(r->pres[i].log);
-		free(r->pres[i].reply);
+		free(base[i].log);
+		free(base[i].reply);
+		if (base[i].msg_end)
+			rmsg_end(r, base[i].id);
 	}
-	r->npres = 0;
-	if (r->npres == 0 && r->apres > 65536) {
-		free(r->pres);
-		r->pres = NULL;
-		r->apres = 0;
+	r->phead += n;
+	if (r->phead == r->npres) {
+		r->phead = r->npres = 0;
+		if (r->apres > 65536) {
+			free(r->pres);
+			r->pres = NULL;
+			r->apres = 0;
+		}
+	}
+	if (r->npres > 0) {
+		/* the rest on the next turn: other events go in between */
+		if (r->ev_commit == NULL)
+			r->ev_commit = evtimer_new(r->base, commit_cb, r);
+		evtimer_add(r->ev_commit, &zero);
+		return;
 	}
 	sched_arm(r);
 	runner_idle_check(r);

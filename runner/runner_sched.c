@@ -7,7 +7,7 @@
  *
  * Runner-private: sched_init(), sched_destroy(), sched_run(),
  * sched_arm(), sched_kick(), dest_kick(), sched_reload(),
- * sched_free_all(), sched_busy(), rmsg_release().
+ * sched_free_all(), sched_busy(), rmsg_release(), rmsg_end().
  *
  * Priorities: the free part of the in-memory budget is shared among the
  * classes that have due work by priority_weights (dsn counts with the
@@ -17,21 +17,35 @@
  *
  * Invariants: the loop never polls: ev_sched is armed at the next due
  * time (or not at all while the budget is full: a finished job kicks it);
- * a message is in memory at most once (re-taken ids are skipped); a
- * destination is freed only when it has no job waiting or in flight and
- * no lookup pending.
+ * a message is in memory at most once, and a recipient in it at most once
+ * (a take of a message in memory adds only recipients not in it); a
+ * pass leases at most TAKE_RCPTS recipients and a job has at most that
+ * many, so a pass, a submit and a job's results cost O(TAKE_RCPTS)
+ * whatever a message's size; a message leaves memory only once its
+ * results are committed; recipients the client did not try for a local
+ * reason are put back, never charged; a destination is freed only when
+ * it has no job waiting or in flight and no lookup pending.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include <event2/event.h>
 
 #include "runner_int.h"
 
-#define TAKE_MAX 1024 /* ids per queue_take_due() call */
+#define TAKE_MAX 1024 /* ids per queue_take_due_rcpts() call */
+/* Recipients leased per scheduling pass: a pass (a loop turn) stays
+ * short however many recipients the due messages have; a pass that used
+ * it all runs again on the next turn. */
+#define TAKE_RCPTS 2000
 #define ROUTE_TTL 60 /* seconds a route is reused */
 #define DEST_KEEP 300 /* seconds an unused destination is kept */
+#define FD_CAP_US 10000000 /* connections capped after a local failure */
+#define FD_WAIT_US 1000000 /* ... or none at all, with none open */
 
 static unsigned
 hash_str(const char *s)
@@ -54,14 +68,74 @@ static void sched_janitor_cb(evutil_socket_t, short, void *);
 static void dest_free(struct runner *, struct dest *);
 static void sched_arm_int(struct runner *, bool after_run);
 
+/*
+ * RELAYQ_LOOP_PROBE=MS (a debugging aid, see relayq(8)): a timer every
+ * MS milliseconds measures how late the loop runs it; the largest
+ * lateness is logged at exit.  A turn that blocks the loop shows here.
+ */
+static struct {
+	struct event *ev;
+	struct timeval tv;
+	int64_t due_us, max_late_us;
+	uint64_t ticks, late100;
+} probe;
+
+static int64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void
+probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t now = mono_us(), late = now - probe.due_us;
+
+	if (late > probe.max_late_us)
+		probe.max_late_us = late;
+	if (late > 100000)
+		probe.late100++;
+	probe.ticks++;
+	probe.due_us = now + probe.tv.tv_sec * 1000000 + probe.tv.tv_usec;
+	evtimer_add(probe.ev, &probe.tv);
+}
+
+/* Raises the soft limit of open files to the hard one (as Postfix's
+ * master does): connections are what the daemon needs many fds for. */
+static void
+sched_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max ||
+	    rl.rlim_max == RLIM_INFINITY)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		log_warn(NULL, "cannot raise the open file limit to %llu: %s",
+		    (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 void
 sched_init(struct runner *r)
 {
 	struct timeval tv = { 60, 0 };
+	const char *pr = getenv("RELAYQ_LOOP_PROBE");
 
+	sched_fd_limit();
 	r->ev_sched = evtimer_new(r->base, sched_cb, r);
 	r->ev_janitor = event_new(r->base, -1, EV_PERSIST, sched_janitor_cb, r);
 	event_add(r->ev_janitor, &tv);
+	if (pr != NULL && atoi(pr) > 0) {
+		probe.tv.tv_sec = atoi(pr) / 1000;
+		probe.tv.tv_usec = (atoi(pr) % 1000) * 1000;
+		probe.ev = evtimer_new(r->base, probe_cb, NULL);
+		probe.due_us = mono_us() + atoi(pr) * 1000;
+		evtimer_add(probe.ev, &probe.tv);
+	}
 }
 
 /* Anything in flight or waiting (for --exit-when-idle)? */
@@ -111,19 +185,38 @@ rmsg_find(struct runner *r, uint64_t id)
 	return NULL;
 }
 
-/* Drops a job's reference to its message; frees it with the last. */
+/*
+ * Drops a job's reference to its message.  With the last, the message's
+ * end goes to the results (its schedule is recomputed after its
+ * results); it stays in memory until that commit (rmsg_end()), so that
+ * a take meanwhile does not hand out its recipients again.
+ */
 void
 rmsg_release(struct runner *r, struct rmsg *m)
 {
-	struct rmsg **pp;
-
 	if (--m->refs > 0)
 		return;
-	for (pp = &r->msgs[hash_id(m->msg->id)]; *pp != m; pp = &(*pp)->hnext)
+	m->ends++;
+	result_msg_done(r, m->msg->id);
+}
+
+/* An end of message ID is committed: frees it unless a take gave it
+ * new jobs meanwhile (their last one ends it again). */
+void
+rmsg_end(struct runner *r, uint64_t id)
+{
+	struct rmsg **pp, *m = rmsg_find(r, id);
+
+	if (m == NULL || m->ends == 0)
+		return;
+	if (--m->ends > 0 || m->refs > 0)
+		return;
+	for (pp = &r->msgs[hash_id(id)]; *pp != m; pp = &(*pp)->hnext)
 		;
 	*pp = m->hnext;
 	r->nmsgs--;
 	queue_msg_free(m->msg);
+	free(m->inmem);
 	free(m->body);
 	free(m);
 }
@@ -235,6 +328,20 @@ dest_enqueue(struct dest *d, struct job *j)
 	else
 		d->wait_head[c] = j;
 	d->wait_tail[c] = j;
+	d->nwait++;
+}
+
+/* Puts job J back at the head of its destination's list for its class
+ * (it goes next). */
+static void
+dest_putback(struct dest *d, struct job *j)
+{
+	int c = j->cls;
+
+	j->next = d->wait_head[c];
+	d->wait_head[c] = j;
+	if (d->wait_tail[c] == NULL)
+		d->wait_tail[c] = j;
 	d->nwait++;
 }
 
@@ -444,18 +551,67 @@ sched_ready_kick(struct runner *r)
 	}
 }
 
+/*
+ * The recipients of J that the client did not try for a local reason
+ * (no file descriptor left): a new job for them, which the caller puts
+ * back (no attempt is counted: it is the daemon's shortage, not the
+ * message's); NULL when there are none, or when stopping (they keep
+ * their leases and are retried at once on the next start).  Caps the
+ * connections in all at those open now for a while (none for
+ * FD_WAIT_US when none is open), so that the shortage is not hit again
+ * at once.
+ */
+static struct job *
+job_local_split(struct runner *r, struct job *j, const struct smtp_result *res)
+{
+	struct job *b;
+	int64_t now = rq_now_us();
+	size_t n = 0, first = 0;
+	unsigned open;
+
+	for (size_t i = 0; i < res->nrcpts && i < j->nidx; i++)
+		if (res->rcpts[i].local && n++ == 0)
+			first = i;
+	if (n == 0)
+		return NULL;
+	open = smtp_client_conn_total(r->smtp);
+	r->fd_cap = open;
+	r->fd_cap_until = now + (open > 0 ? FD_CAP_US : FD_WAIT_US);
+	log_warn(NULL,
+	    "%s: %zu recipient%s put back, no attempt counted: %.200s; "
+	    "at most %u connections for %d s",
+	    j->m->msg->idstr, n, n == 1 ? "" : "s", res->rcpts[first].text,
+	    open, (int)((r->fd_cap_until - now) / 1000000));
+	if (r->stopping)
+		return NULL;
+	b = xcalloc(1, sizeof(*b));
+	b->m = j->m;
+	b->m->refs++;
+	b->dest = j->dest;
+	b->cls = j->cls;
+	b->aidx = n;
+	b->idx = xcalloc(n, sizeof(*b->idx));
+	for (size_t i = 0; i < res->nrcpts && i < j->nidx; i++)
+		if (res->rcpts[i].local)
+			b->idx[b->nidx++] = j->idx[i];
+	return b;
+}
+
 /* A request finished: record its results and fill the freed slot. */
 static void
 job_done_cb(void *arg, const struct smtp_result *res)
 {
-	struct job *j = arg;
+	struct job *j = arg, *back;
 	struct dest *d = j->dest;
 	struct runner *r = d->runner;
 
 	d->active--;
 	r->active--;
-	result_job_done(r, j, res);
+	back = job_local_split(r, j, res);
+	result_job_done(r, j, res); /* all but those put back */
 	job_free(r, j);
+	if (back != NULL)
+		dest_putback(d, back);
 	dest_kick(r, d);
 	sched_ready_kick(r);
 	if (r->max_msgs - r->nmsgs >= r->max_msgs / 4)
@@ -494,6 +650,8 @@ dest_kick(struct runner *r, struct dest *d)
 
 	if (r->stopping)
 		return;
+	if (r->fd_cap_until > rq_now_us() && maxt > r->fd_cap)
+		maxt = r->fd_cap; /* short of file descriptors */
 	d->last_used = now;
 	if (d->nwait == 0) {
 		if (d->retired && dest_idle(d, now))
@@ -569,75 +727,144 @@ dest_kick(struct runner *r, struct dest *d)
 	}
 }
 
-/* Loads message ID and queues its leased recipients per destination. */
-static void
-sched_take_one(struct runner *r, uint64_t id, int64_t now_us)
+/*
+ * Adds to message M in memory the recipients of MSG (leased ones just
+ * loaded) that are not in memory yet (a lease that ran out while they
+ * are in flight leases them again: they are not delivered twice); frees
+ * MSG.  Returns the index in M->msg->rcpts of the first one added.
+ */
+static size_t
+rmsg_add(struct runner *r, struct rmsg *m, struct queue_msg *msg)
 {
-	struct queue_msg *msg;
-	struct rmsg *m;
-	struct job **jobs;
-	size_t njobs = 0;
+	struct queue_msg *mm = m->msg;
+	size_t first = mm->nrcpt, keep = 0;
 
-	if (rmsg_find(r, id) != NULL)
-		return; /* already in memory (a lease ran out meanwhile) */
-	if (queue_msg_load(r->q, id, &msg) != QUEUE_OK)
-		return;
-	m = xcalloc(1, sizeof(*m));
-	m->msg = msg;
-	m->taken_us = now_us;
-	m->refs = 1; /* ours, until every job is queued */
-	m->hnext = r->msgs[hash_id(id)];
-	r->msgs[hash_id(id)] = m;
-	r->nmsgs++;
-	jobs = xcalloc(msg->nrcpt ? msg->nrcpt : 1, sizeof(*jobs));
 	for (size_t i = 0; i < msg->nrcpt; i++) {
 		struct queue_rcpt *q = &msg->rcpts[i];
-		const char *at = strrchr(q->addr, '@');
-		char dom[256];
-		struct dest *d;
-		struct job *j = NULL;
-		size_t k, n;
 
-		if (!(q->flags & QRCPT_LEASED))
-			continue;
-		if (at == NULL || at[1] == '\0') {
-			/* No domain to route to: permanent. */
-			j = xcalloc(1, sizeof(*j));
-			j->m = m;
-			m->refs++;
-			j->cls = msg->cls;
-			j->idx = xmalloc(sizeof(*j->idx));
-			j->idx[0] = (uint32_t)i;
-			j->nidx = 1;
-			j->dest = NULL;
-			result_job_fail(
-			    r, j, 5, "5.1.3", "bad address syntax: no domain");
-			job_free(r, j);
+		if (q->idx >= m->total ||
+		    (m->inmem[q->idx / 8] & (1u << (q->idx % 8)))) {
+			free(q->addr);
+			free(q->orcpt);
+			free(q->reply);
 			continue;
 		}
-		n = strlen(at + 1);
-		if (n >= sizeof(dom))
-			n = sizeof(dom) - 1;
-		for (k = 0; k < n; k++)
-			dom[k] = (char)tolower((unsigned char)at[1 + k]);
-		dom[n] = '\0';
-		d = dest_get(r, dom);
-		for (k = 0; k < njobs; k++)
-			if (jobs[k]->dest == d) {
-				j = jobs[k];
-				break;
-			}
-		if (j == NULL) {
-			j = xcalloc(1, sizeof(*j));
-			j->m = m;
-			m->refs++;
-			j->dest = d;
-			j->cls = msg->cls;
-			j->idx = xcalloc(msg->nrcpt, sizeof(*j->idx));
-			jobs[njobs++] = j;
-		}
-		j->idx[j->nidx++] = (uint32_t)i;
+		m->inmem[q->idx / 8] |= (uint8_t)(1u << (q->idx % 8));
+		msg->rcpts[keep++] = *q;
 	}
+	if (mm != msg && keep > 0) {
+		mm->rcpts = xrealloc(
+		    mm->rcpts, (mm->nrcpt + keep) * sizeof(*mm->rcpts));
+		memcpy(mm->rcpts + mm->nrcpt, msg->rcpts,
+		    keep * sizeof(*msg->rcpts));
+	}
+	if (mm != msg) {
+		mm->nrcpt += keep;
+		msg->nrcpt = 0; /* the strings moved to mm */
+		queue_msg_free(msg);
+	} else {
+		mm->nrcpt = keep;
+	}
+	return mm == msg ? 0 : first;
+}
+
+/* Adds recipient I of M to this take's job for its destination. */
+static struct job *
+take_job(struct runner *r, struct rmsg *m, size_t i, struct job ***jobs,
+    size_t *njobs, size_t *ajobs)
+{
+	struct queue_rcpt *q = &m->msg->rcpts[i];
+	const char *at = strrchr(q->addr, '@');
+	char dom[256];
+	struct dest *d;
+	struct job *j;
+	size_t k, n;
+
+	if (at == NULL || at[1] == '\0') {
+		/* No domain to route to: permanent. */
+		j = xcalloc(1, sizeof(*j));
+		j->m = m;
+		m->refs++;
+		j->cls = m->msg->cls;
+		j->idx = xmalloc(sizeof(*j->idx));
+		j->idx[0] = (uint32_t)i;
+		j->nidx = j->aidx = 1;
+		j->dest = NULL;
+		result_job_fail(
+		    r, j, 5, "5.1.3", "bad address syntax: no domain");
+		job_free(r, j);
+		return NULL;
+	}
+	n = strlen(at + 1);
+	if (n >= sizeof(dom))
+		n = sizeof(dom) - 1;
+	for (k = 0; k < n; k++)
+		dom[k] = (char)tolower((unsigned char)at[1 + k]);
+	dom[n] = '\0';
+	d = dest_get(r, dom);
+	if (d->build_gen == r->build_gen) {
+		j = d->build; /* O(1): no search among this take's jobs */
+	} else if ((j = d->wait_tail[m->msg->cls]) != NULL && j->m == m &&
+	    j->nidx < TAKE_RCPTS) {
+		/* a job of this message (an earlier slice) still waits for
+		 * a connection: one job, not a small one per slice */
+		d->build = j;
+		d->build_gen = r->build_gen;
+	} else {
+		j = xcalloc(1, sizeof(*j));
+		j->m = m;
+		m->refs++;
+		j->dest = d;
+		j->cls = m->msg->cls;
+		d->build = j;
+		d->build_gen = r->build_gen;
+		if (*njobs == *ajobs) {
+			*ajobs = *ajobs ? *ajobs * 2 : 8;
+			*jobs = xrealloc(*jobs, *ajobs * sizeof(**jobs));
+		}
+		(*jobs)[(*njobs)++] = j;
+	}
+	if (j->nidx == j->aidx) {
+		j->aidx = j->aidx ? j->aidx * 2 : 8;
+		j->idx = xrealloc(j->idx, j->aidx * sizeof(*j->idx));
+	}
+	j->idx[j->nidx++] = (uint32_t)i;
+	if (j->nidx >= TAKE_RCPTS)
+		d->build_gen = 0; /* full: the next one starts a new job */
+	return j;
+}
+
+/*
+ * Loads the recipients take TK leased and queues them per destination:
+ * a new message in memory, or more of one already there (the next slice
+ * of a message with many recipients).  O(recipients taken).
+ */
+static void
+sched_take_one(struct runner *r, const struct queue_take *tk, int64_t now_us)
+{
+	struct queue_msg *msg;
+	struct rmsg *m = rmsg_find(r, tk->id);
+	struct job **jobs = NULL;
+	size_t njobs = 0, ajobs = 0, total, first;
+
+	if (queue_msg_load_leased(r->q, tk->id, tk->lo, tk->hi, &msg, &total) !=
+	    QUEUE_OK)
+		return;
+	if (m == NULL) {
+		m = xcalloc(1, sizeof(*m));
+		m->msg = msg;
+		m->total = total;
+		m->inmem = xcalloc((total + 7) / 8, 1);
+		m->taken_us = now_us;
+		m->hnext = r->msgs[hash_id(tk->id)];
+		r->msgs[hash_id(tk->id)] = m;
+		r->nmsgs++;
+	}
+	m->refs++; /* ours, until every job is queued */
+	first = rmsg_add(r, m, msg);
+	r->build_gen++;
+	for (size_t i = first; i < m->msg->nrcpt; i++)
+		take_job(r, m, i, &jobs, &njobs, &ajobs);
 	for (size_t k = 0; k < njobs; k++) {
 		dest_enqueue(jobs[k]->dest, jobs[k]);
 		dest_kick(r, jobs[k]->dest);
@@ -646,22 +873,25 @@ sched_take_one(struct runner *r, uint64_t id, int64_t now_us)
 	rmsg_release(r, m);
 }
 
-/* Takes up to N due messages of class C; returns how many it got. */
+/* Takes up to N due messages of class C, and at most *BUDGET
+ * recipients (taken down by those leased); returns how many messages. */
 static size_t
-sched_take(struct runner *r, enum cfg_class c, size_t n, int64_t now)
+sched_take(
+    struct runner *r, enum cfg_class c, size_t n, int64_t now, size_t *budget)
 {
-	uint64_t ids[TAKE_MAX];
+	struct queue_take tk[TAKE_MAX];
 	int64_t lease = cfg_time(
 	    cfg_scope(r->rc->cfg, NULL), CFG_DELIVERY_LEASE, CFG_NORMAL, false);
 	int64_t now_us = rq_now_us();
 	size_t got, total = 0;
 
-	while (n > 0) {
+	while (n > 0 && *budget > 0) {
 		size_t want = n < TAKE_MAX ? n : TAKE_MAX;
 
-		got = queue_take_due(r->q, c, now, now + lease, ids, want);
+		got = queue_take_due_rcpts(
+		    r->q, c, now, now + lease, tk, want, budget);
 		for (size_t i = 0; i < got; i++)
-			sched_take_one(r, ids[i], now_us);
+			sched_take_one(r, &tk[i], now_us);
 		total += got;
 		n -= got;
 		if (got < want)
@@ -679,6 +909,7 @@ sched_run(struct runner *r)
 	const struct cfg_scope *g = cfg_scope(r->rc->cfg, NULL);
 	int64_t now = rq_now();
 	size_t freeslots, chunk = r->max_msgs / 4, took = 0;
+	size_t budget = TAKE_RCPTS;
 	bool due[CFG_NCLASS], more[CFG_NCLASS];
 	unsigned w[CFG_NCLASS], sumw = 0;
 	int i;
@@ -686,7 +917,12 @@ sched_run(struct runner *r)
 	r->sched_at = INT64_MAX;
 	if (r->stopping)
 		return;
-	result_commit(r); /* takes see every result so far */
+	/* The results so far first (a chunk of them: a backlog goes on
+	 * over the next turns), so that they are seen soon.  Those still
+	 * waiting are no matter: a message stays in memory until its
+	 * results are committed, and a take hands out none of its
+	 * recipients in memory again (rmsg_add). */
+	result_commit(r, false);
 	freeslots = r->max_msgs > r->nmsgs ? r->max_msgs - r->nmsgs : 0;
 	if (freeslots > 0 && (freeslots >= chunk || r->nmsgs < chunk)) {
 		for (i = 0; i < CFG_NCLASS; i++) {
@@ -711,12 +947,24 @@ sched_run(struct runner *r)
 			share = freeslots * w[c] / sumw;
 			if (share == 0)
 				share = 1;
-			got = sched_take(r, c, share, now);
-			more[c] = got == share;
+			/* the recipients too: each class its weighted share
+			 * (a class's big message does not take all of them) */
+			{
+				size_t rb = TAKE_RCPTS * w[c] / sumw;
+
+				if (rb == 0)
+					rb = 1;
+				if (rb > budget)
+					rb = budget;
+				budget -= rb;
+				got = sched_take(r, c, share, now, &rb);
+				budget += rb;
+				more[c] = got == share || rb == 0;
+			}
 			took += got;
 		}
 		/* ...and what others left goes in priority order. */
-		for (i = 0; i < CFG_NCLASS; i++) {
+		for (i = 0; i < CFG_NCLASS && budget > 0; i++) {
 			enum cfg_class c = order[i];
 
 			freeslots = r->max_msgs > r->nmsgs
@@ -725,11 +973,13 @@ sched_run(struct runner *r)
 			if (freeslots == 0)
 				break;
 			if (more[c])
-				took += sched_take(r, c, freeslots, now);
+				took += sched_take(
+				    r, c, freeslots, now, &budget);
 		}
 	}
 	/* Work taken and room left (e.g. every job failed at once): look
-	 * again now; nothing taken though due: in a second. */
+	 * again now (the next turn); nothing taken though due: in a
+	 * second. */
 	sched_arm_int(r, took == 0);
 	runner_idle_check(r);
 }
@@ -840,6 +1090,17 @@ sched_free_all(struct runner *r)
 void
 sched_destroy(struct runner *r)
 {
+	if (probe.ev != NULL) {
+		log_info(NULL,
+		    "loop probe: %llu ticks of %ld ms, late by at most %lld "
+		    "ms, %llu late by over 100 ms",
+		    (unsigned long long)probe.ticks,
+		    (long)(probe.tv.tv_sec * 1000 + probe.tv.tv_usec / 1000),
+		    (long long)(probe.max_late_us / 1000),
+		    (unsigned long long)probe.late100);
+		event_free(probe.ev);
+		probe.ev = NULL;
+	}
 	sched_free_all(r);
 	while (r->all_dests != NULL) {
 		struct dest *d = r->all_dests;

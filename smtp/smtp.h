@@ -158,6 +158,10 @@ struct smtp_rcpt_result {
 	char reply[SMTP_REPLY_MAX];
 	enum smtp_phase phase; /* where it happened */
 	const char *phase_name; /* smtp_phase_name(phase) */
+	/* Class 4 for a shortage of this host (no file descriptor or local
+	 * port to spare, see smtp_submit()): nothing was tried, so it is no
+	 * delivery attempt; the caller submits the recipient again later. */
+	bool local;
 };
 
 /* The outcome of one request. */
@@ -222,7 +226,12 @@ smtp_client_new(struct event_base *base, const char *helo_name);
  * Starts delivering REQ (see struct smtp_request for what is copied).
  * On SMTP_SUBMIT_OK, REQ->done is called exactly once, later, from the
  * event loop (never from inside smtp_request_submit()); otherwise never.
+ * A new connection is not opened when fewer than SMTP_FD_RESERVE file
+ * descriptors (at most a quarter of RLIMIT_NOFILE) would be left, nor
+ * when the socket cannot be had: the recipients without a result then
+ * get class 4 with `local` set, and no other address is tried.
  */
+#define SMTP_FD_RESERVE 64
 enum smtp_submit_result
 smtp_request_submit(struct smtp_client *, const struct smtp_request *req);
 

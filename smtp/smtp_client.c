@@ -31,6 +31,8 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -210,6 +212,35 @@ smtp_conn_enter(struct smtp_conn *conn, enum smtp_phase phase)
 
 /* ---- opening and closing ---- */
 
+/*
+ * A socket for a new connection, keeping SMTP_FD_RESERVE descriptors
+ * free (socket() gives the lowest free number, so FD or more are in
+ * use); -1 with *ERR set when there is none to spare.
+ */
+static int
+conn_socket(int family, int *err)
+{
+	struct rlimit rl;
+	rlim_t reserve = SMTP_FD_RESERVE;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		*err = errno;
+		return -1;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY) {
+		if (rl.rlim_cur / 4 < reserve)
+			reserve = rl.rlim_cur / 4;
+		if ((rlim_t)fd + reserve >= rl.rlim_cur) {
+			close(fd);
+			*err = EMFILE;
+			return -1;
+		}
+	}
+	return fd;
+}
+
 /* Makes a connection for REQ to addrs[req->addr_idx]. */
 void
 smtp_conn_open(struct smtp_req *req)
@@ -217,6 +248,7 @@ smtp_conn_open(struct smtp_req *req)
 	struct smtp_client *client = req->client;
 	const struct smtp_addr *a = &req->addrs[req->addr_idx];
 	struct smtp_conn *conn;
+	int fd, err = 0;
 
 	conn = xcalloc(1, sizeof(*conn));
 	conn->client = client;
@@ -241,9 +273,15 @@ smtp_conn_open(struct smtp_req *req)
 	smtp_conn_settings(conn);
 	smtp_conn_result(conn);
 	conn->timer = evtimer_new(client->base, conn_timer_cb, conn);
+	if (conn->timer == NULL)
+		abort();
+	if ((fd = conn_socket(a->sa.ss_family, &err)) < 0) {
+		smtp_connect_failed(conn, err);
+		return;
+	}
 	conn->bev = bufferevent_socket_new(
-	    client->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (conn->bev == NULL || conn->timer == NULL)
+	    client->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (conn->bev == NULL)
 		abort();
 	bufferevent_setcb(
 	    conn->bev, conn_read_cb, conn_write_cb, conn_event_cb, conn);

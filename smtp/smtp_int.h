@@ -195,7 +195,7 @@ bool smtp_tls_unverified(struct smtp_conn *, X509 *cert, long vr);
 /* Rule 10f: TLS could not be set up here (ERR: why, or NULL). */
 void smtp_tls_setup_failed(struct smtp_conn *, const char *err);
 
-/* Rules 10d, 11: connect(2) failed at once with ERRNUM. */
+/* Rules 11, 15: connect(2) failed at once with ERRNUM. */
 void smtp_connect_failed(struct smtp_conn *, int errnum);
 
 /* Rules 10d, 11: the connection BEV closed or failed (socket error ERR). */

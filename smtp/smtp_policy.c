@@ -76,11 +76,18 @@
  *     gives whatever is not yet accepted 4.3.2 "delivery aborted"; no
  *     other address is tried and no host is marked down (smtp_conn_abort,
  *     rule 13).
+ * 15. A shortage of this host, not of the destination (no file
+ *     descriptor to spare beyond SMTP_FD_RESERVE, EMFILE, ENFILE,
+ *     ENOBUFS, ENOMEM, no local port) when opening a connection: every
+ *     recipient left gets class 4, 4.3.0 "local resource shortage", with
+ *     `local` set so that the caller charges no attempt; no other address
+ *     is tried and no host is marked down (smtp_connect_failed).
  *
  * Public (module) functions: those above, and smtp_why_set().
  * Invariant: a recipient's result is written once (smtp_rcpt_set); every
  * failure text has CR/LF and other controls stripped (smtp_why_set).
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -314,12 +321,33 @@ conn_tls_failed(struct smtp_conn *conn)
 	conn->policy_fail = true;
 }
 
+/* Rule 15: whether ERR is a shortage of this host's, not the peer's. */
+static bool
+errno_local(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS ||
+	    err == ENOMEM || err == EADDRNOTAVAIL || err == EAGAIN;
+}
+
 /* Rule 11: connect(2) refused at once. */
 void
 smtp_connect_failed(struct smtp_conn *conn, int errnum)
 {
 	struct smtp_rcpt_result why;
 
+	if (errno_local(errnum)) {
+		struct smtp_req *req = conn->req;
+
+		smtp_why_set(&why, 4, "4.3.0", SMTP_PH_CONNECT,
+		    "local resource shortage: cannot connect to %s[%s]:%u: %s",
+		    conn->host, conn->ip, conn->port, strerror(errnum));
+		why.local = true;
+		conn->req = NULL;
+		smtp_conn_close(conn);
+		smtp_rcpt_set_rest(req, &why);
+		smtp_req_complete(req);
+		return;
+	}
 	smtp_why_set(&why, 4, "4.4.1", SMTP_PH_CONNECT,
 	    "connect to %s[%s]:%u: %s", conn->host, conn->ip, conn->port,
 	    strerror(errnum));

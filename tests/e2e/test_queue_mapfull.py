@@ -17,8 +17,9 @@ N = 300
 
 
 def conf(mapsize):
+    # a 1m map takes messages of up to about 126k (relayq.conf(5))
     return ("relayhost = [127.0.0.1]:1\nretry.min = 2h\nretry.max = 4h\n"
-            "queue_map_size = %s\n" % mapsize)
+            "queue_map_size = %s\nmax_message_size = 64k\n" % mapsize)
 
 
 def test_map_full_pause_resume():

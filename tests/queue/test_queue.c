@@ -260,9 +260,10 @@ make_cfg(const char *extra)
 	char text[4096], err[512];
 	struct cfg *cfg = NULL;
 
+	/* a small map takes small messages only (see relayq.conf(5)) */
 	snprintf(text, sizeof(text),
 	    "spool_dir = %s/spool\nqueue_dir = %s/queue\nhostname = "
-	    "relayq.test\n%s%s",
+	    "relayq.test\nmax_message_size = 64k\n%s%s",
 	    tmpdir, tmpdir,
 	    strstr(extra, "queue_map_size") ? "" : "queue_map_size = 64m\n",
 	    extra);
