@@ -158,9 +158,10 @@ struct smtp_rcpt_result {
 	char reply[SMTP_REPLY_MAX];
 	enum smtp_phase phase; /* where it happened */
 	const char *phase_name; /* smtp_phase_name(phase) */
-	/* Class 4 for a shortage of this host (no file descriptor or local
-	 * port to spare, see smtp_submit()): nothing was tried, so it is no
-	 * delivery attempt; the caller submits the recipient again later. */
+	/* Class 4 for a shortage of this host (no file descriptor or
+	 * local port to spare, see smtp_request_submit()): nothing was
+	 * tried, so it is no delivery attempt; the caller submits the
+	 * recipient again later. */
 	bool local;
 };
 

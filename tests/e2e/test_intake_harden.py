@@ -382,7 +382,7 @@ def min_free_test(which, size, filler_mb, minfree):
             else:
                 env.queue = os.path.join(fs, "queue")
             env.write_conf(CONF + "min_free_space = %s\n"
-                           "queue_map_size = 16m\n" % minfree)
+                           "queue_map_size = 16m\nmax_message_size = 1m\n" % minfree)
             p = start(env)
             drop(env, "m1", "From: a@x.test\nTo: b@y.test\n\none\n")
             wait_for(lambda: len(mailq(env)) == 1, 10, what="first queued")

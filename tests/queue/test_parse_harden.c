@@ -516,8 +516,9 @@ make_cfg(const char *extra)
 	char *text, err[512];
 	struct cfg *cfg = NULL;
 
-	text = fmt("spool_dir = %s/spool\nqueue_dir = %s/queue\nhostname = "
-		   "relayq.test\nqueue_map_size = 64m\n%s",
+	text = fmt(
+	    "spool_dir = %s/spool\nqueue_dir = %s/queue\nhostname = "
+	    "relayq.test\nqueue_map_size = 64m\nmax_message_size = 1m\n%s",
 	    tmpdir, tmpdir, extra);
 	if (cfg_parse_buf("t.conf", text, strlen(text), &cfg, err,
 		sizeof(err)) != CFG_OK) {
