@@ -265,6 +265,9 @@ const struct cfg_auth *cfg_auth_entries(const struct cfg *, size_t *n);
 /* The client certificate of a scope, or NULL (none, or not loaded). */
 const struct cfg_pem *cfg_tls_client_cert(const struct cfg_scope *);
 
+/* Every distinct client certificate of the cfg (N into *N). */
+const struct cfg_pem *cfg_tls_client_certs(const struct cfg *, size_t *n);
+
 /* Where mail for one recipient domain from one sender goes. */
 struct cfg_route {
 	const struct cfg_scope *scope; /* the recipient domain's settings */

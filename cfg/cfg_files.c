@@ -5,7 +5,8 @@
  * cfg_route.c answers the questions about them (which credentials, which
  * route); this file reads, checks and parses them.
  *
- * Public: cfg_files_load(), cfg_auth_entries(), cfg_tls_client_cert().
+ * Public: cfg_files_load(), cfg_auth_entries(), cfg_tls_client_cert(),
+ * cfg_tls_client_certs().
  * cfg-private: cfg_files_free(), cfg_auth_parse(), cfg_auth_table_free(),
  * cfg_sender_map_parse(), cfg_files_sender_key(); the parsers are pure
  * functions over a buffer (unit-tested and fuzzed).
@@ -703,6 +704,7 @@ pem_load(struct cfg *cfg, struct cfg_files *f, struct cfg_scope *sc, char *err,
 	p->cert_file = cert;
 	p->key_file = key;
 	p->line = cline;
+	sc->pem = p;
 	return CFG_OK;
 }
 
@@ -737,4 +739,11 @@ const struct cfg_pem *
 cfg_tls_client_cert(const struct cfg_scope *sc)
 {
 	return sc->pem;
+}
+
+const struct cfg_pem *
+cfg_tls_client_certs(const struct cfg *cfg, size_t *n)
+{
+	*n = cfg->files ? cfg->files->npems : 0;
+	return cfg->files ? cfg->files->pems : NULL;
 }

@@ -35,8 +35,6 @@ struct cfg_def {
 	const char *cls_def[CFG_NCLASS]; /* per-class defaults or NULL */
 	const char *first_def; /* default of .first, or NULL: the plain */
 	const char *help;
-	/* For CT_STR: checks the value; 0, or -1 with *why (or NULL). */
-	int (*check)(const char *s, size_t len, const char **why);
 };
 
 extern const struct cfg_def cfg_defs[CFG_NKEYS];
@@ -131,9 +129,9 @@ int cfg_files_sender_key(const char *s, size_t len, char *out, size_t outlen);
 void cfg_route_dump(
     const struct cfg *, void (*add)(void *arg, const char *line), void *arg);
 
-/* Value checks for CT_STR keys (cfg_route.c). */
-int cfg_check_mechanisms(const char *s, size_t len, const char **why);
-int cfg_check_fingerprints(const char *s, size_t len, const char **why);
-int cfg_check_relays(const char *s, size_t len, const char **why);
+/* The value checks of CT_STR keys that are lists, by key (NULL: none):
+ * 0, or -1 with *why (cfg_route.c). */
+extern int (*const cfg_checks[CFG_NKEYS])(
+    const char *s, size_t len, const char **why);
 
 #endif

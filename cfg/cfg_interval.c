@@ -463,7 +463,8 @@ cfg_value_parse(struct cfg *cfg, const struct cfg_def *def, const char *text,
 			*why = "value too long";
 			return -1;
 		}
-		if (def->check != NULL && def->check(text, len, why) < 0)
+		if (cfg_checks[def - cfg_defs] != NULL &&
+		    cfg_checks[def - cfg_defs](text, len, why) < 0)
 			return -1;
 		v->s = cfg_keep(cfg, xstrndup(text, len));
 		return 0;

@@ -9,8 +9,8 @@
  * Public: cfg_route_get(), cfg_auth_lookup(), cfg_fallback_relays(),
  * cfg_auth_mechs(), cfg_sasl_name(), cfg_tls_level(), cfg_tls_name(),
  * cfg_tls_wrapper(), cfg_fingerprints().  cfg-private:
- * cfg_sender_route(), cfg_route_dump(), cfg_check_mechanisms(),
- * cfg_check_fingerprints(), cfg_check_relays().
+ * cfg_sender_route(), cfg_route_dump(), cfg_checks[] (the checks of
+ * auth_mechanisms, tls_fingerprint and fallback_relay).
  *
  * Precedence (relayq.conf(5)): the relayhost of the recipient domain's
  * [domain] section when the section sets one (empty: MX), then the
@@ -77,8 +77,8 @@ sasl_parse(const char *w, size_t n)
 	return 0;
 }
 
-int
-cfg_check_mechanisms(const char *s, size_t len, const char **why)
+static int
+check_mechanisms(const char *s, size_t len, const char **why)
 {
 	size_t pos = 0, n, count = 0;
 	const char *w;
@@ -130,8 +130,8 @@ fingerprint_parse(const char *w, size_t n, unsigned char out[32])
 	return nib == 64 ? 0 : -1;
 }
 
-int
-cfg_check_fingerprints(const char *s, size_t len, const char **why)
+static int
+check_fingerprints(const char *s, size_t len, const char **why)
 {
 	size_t pos = 0, n, count = 0;
 	const char *w;
@@ -150,8 +150,8 @@ cfg_check_fingerprints(const char *s, size_t len, const char **why)
 	return 0;
 }
 
-int
-cfg_check_relays(const char *s, size_t len, const char **why)
+static int
+check_relays(const char *s, size_t len, const char **why)
 {
 	size_t pos = 0, n, count = 0;
 	const char *w;
@@ -167,6 +167,12 @@ cfg_check_relays(const char *s, size_t len, const char **why)
 	}
 	return 0;
 }
+
+int (*const cfg_checks[CFG_NKEYS])(const char *, size_t, const char **) = {
+	[CFG_AUTH_MECHANISMS] = check_mechanisms,
+	[CFG_TLS_FINGERPRINT] = check_fingerprints,
+	[CFG_FALLBACK_RELAY] = check_relays,
+};
 
 size_t
 cfg_fingerprints(

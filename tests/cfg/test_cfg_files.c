@@ -408,14 +408,27 @@ test_refusals(void)
 			continue; /* only root can give files away */
 		snprintf(conf, sizeof(conf),
 		    "# x\nauth_file = %s\ntls_cert_file = %s\n"
-		    "tls_key_file = %s\n",
+		    "tls_key_file = %s\n[domain d.example]\ntls = may\n",
 		    af, kf, kf);
 		err[0] = '\0';
 		cfg = load(conf, err, sizeof(err));
 		if (cases[i].err == NULL) {
+			const struct cfg_pem *pem;
+
 			CHECK(cfg != NULL);
-			if (cfg == NULL)
+			if (cfg == NULL) {
 				fprintf(stderr, "refusal %zu: %s\n", i, err);
+				continue;
+			}
+			/* the pair is loaded, once, for every scope */
+			pem = cfg_tls_client_cert(cfg_scope(cfg, NULL));
+			CHECK(pem != NULL);
+			CHECK(pem && pem->keylen == 10 &&
+			    memcmp(pem->key, "not a key\n", 10) == 0);
+			CHECK(pem && strcmp(pem->key_file, kf) == 0);
+			CHECK_INT(pem ? pem->line : 0, 3);
+			CHECK(cfg_tls_client_cert(
+				  cfg_scope(cfg, "d.example")) == pem);
 		} else {
 			CHECK(cfg == NULL);
 			if (strstr(err, cases[i].err) == NULL)

@@ -6,10 +6,13 @@
  *   smtpc -c CONF [-d DOMAIN] [-C CLASS] [-1] -a [NAME@]IP:PORT ...
  *         -f SENDER -r RCPT ... [-N NOTIFY] [-O] [-V ENVID] [-R full|hdrs]
  *         [-m FILE | -z SIZE] [-n COUNT] [-p PARALLEL] [-i SECONDS] [-q]
- *         [-A SECONDS]
+ *         [-A SECONDS] [-H RELAY]
  *
  * The settings come from CONF's scope for DOMAIN (-d; the destination
- * key is DOMAIN too, or "default").  -n messages are sent, at most -p at
+ * key is DOMAIN too, or "default").  The files CONF names (auth_file,
+ * client certificates) are loaded as the daemon loads them; with -H the
+ * request carries the credentials of mail from SENDER through RELAY (as
+ * written in relayhost, e.g. "[127.0.0.1]:2525"), if any.  -n messages are sent, at most -p at
  * once; with -i each next message waits that long after the previous
  * one's result (to test the connection cache).  -q prints only the
  * summary line and the results of messages not delivered to everyone.
@@ -85,6 +88,8 @@ done_cb(void *arg, const struct smtp_result *res)
 		json_str(res->tls_proto);
 		printf(", \"cipher\": ");
 		json_str(res->tls_cipher);
+		printf(", \"auth\": ");
+		json_str(res->auth_mech);
 		printf(", \"verified\": %s, \"reused\": %s, \"host_down\": %s, "
 		       "\"transactions\": %u, \"setup\": %.6f, "
 		       "\"elapsed\": %.6f, \"rcpts\": [",
@@ -243,6 +248,7 @@ main(int argc, char **argv)
 	static struct smtp_addr addrs[MAX_ADDRS];
 	static struct smtp_rcpt rcpts[MAX_RCPTS];
 	const char *conf = NULL, *domain = NULL, *sender = "sender@example.org";
+	const char *relay = NULL;
 	unsigned notify = 0;
 	bool orcpt = false;
 	size_t naddrs = 0, nrcpts = 0, size = 0, i;
@@ -254,8 +260,8 @@ main(int argc, char **argv)
 
 	memset(&req, 0, sizeof(req));
 	req.cls = CFG_NORMAL;
-	while ((c = getopt(argc, argv, "1a:A:c:C:d:f:i:m:n:N:Op:qr:R:V:z:")) !=
-	    -1) {
+	while ((c = getopt(
+		    argc, argv, "1a:A:c:C:d:f:H:i:m:n:N:Op:qr:R:V:z:")) != -1) {
 		switch (c) {
 		case '1':
 			req.first_attempt = true;
@@ -285,6 +291,9 @@ main(int argc, char **argv)
 			break;
 		case 'f':
 			sender = optarg;
+			break;
+		case 'H':
+			relay = optarg;
 			break;
 		case 'i':
 			interval = atof(optarg);
@@ -339,8 +348,10 @@ main(int argc, char **argv)
 		fprintf(stderr, "smtpc: -c, -a and -r are required\n");
 		return 64;
 	}
-	if (cfg_load(conf, &cfg, err, sizeof(err)) != CFG_OK) {
+	if (cfg_load(conf, &cfg, err, sizeof(err)) != CFG_OK ||
+	    cfg_files_load(cfg, err, sizeof(err)) != CFG_OK) {
 		fprintf(stderr, "%s\n", err);
+		cfg_free(cfg);
 		return 78;
 	}
 	log_open(NULL, "smtpc");
@@ -393,6 +404,18 @@ main(int argc, char **argv)
 	req.addrs = addrs;
 	req.naddrs = naddrs;
 	req.scope = cfg_scope(cfg, domain);
+	if (relay != NULL) {
+		struct cfg_hostport hp;
+		const char *why;
+
+		if (cfg_hostport_parse(relay, strlen(relay), &hp, &why) < 0) {
+			fprintf(stderr, "smtpc: -H %s: %s\n", relay, why);
+			return 64;
+		}
+		req.auth = cfg_auth_lookup(cfg, sender, &hp,
+		    hp.port ? hp.port
+			    : (uint16_t)cfg_int(req.scope, CFG_SMTP_PORT));
+	}
 	req.sender = sender;
 	req.rcpts = rcpts;
 	req.nrcpts = nrcpts;
