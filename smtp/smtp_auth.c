@@ -206,8 +206,8 @@ line_cleanse(const void *data, size_t len, void *arg)
 /* Sends PREFIX, then base64 of DATA (LEN bytes) if PREFIX is NULL or
  * DATA is given, and CRLF, from a buffer that is zeroed once sent. */
 static void
-auth_send(struct smtp_conn *conn, const char *prefix, const void *data,
-    size_t len)
+auth_send(
+    struct smtp_conn *conn, const char *prefix, const void *data, size_t len)
 {
 	size_t plen = prefix ? strlen(prefix) : 0, n;
 	char *line = xmalloc(plen + 1 + SMTP_B64_LEN(len) + 3);
@@ -241,8 +241,9 @@ auth_send_initial(struct smtp_conn *conn, enum cfg_sasl mech)
 {
 	const struct cfg_auth *a = conn->req->req.auth;
 	const char *secret = auth_secret(conn);
-	size_t cap = strlen(a->user) * 3 + strlen(secret) +
-	    strlen(conn->host) + 64, n;
+	size_t cap = strlen(a->user) * 3 + strlen(secret) + strlen(conn->host) +
+	    64,
+	       n;
 	unsigned char *resp;
 	char cmd[32];
 
@@ -290,8 +291,8 @@ auth_oauth_error(struct smtp_conn *conn, const struct smtp_reply *reply)
 	unsigned char buf[SMTP_REPLY_MAX];
 	size_t n;
 
-	if (smtp_base64_decode(reply->text, strlen(reply->text), buf,
-		sizeof(buf), &n))
+	if (smtp_base64_decode(
+		reply->text, strlen(reply->text), buf, sizeof(buf), &n))
 		rq_sanitize(conn->auth_err, sizeof(conn->auth_err),
 		    (const char *)buf, n);
 	/* RFC 7628 3.2.3: a dummy "\1"; XOAUTH2: an empty line. */
@@ -318,8 +319,7 @@ smtp_auth_reply(struct smtp_conn *conn, const struct smtp_reply *reply,
 		smtp_auth_refused(conn, why);
 		return;
 	}
-	if (conn->auth_mech == CFG_SASL_LOGIN &&
-	    conn->auth_step == AUTH_SENT) {
+	if (conn->auth_mech == CFG_SASL_LOGIN && conn->auth_step == AUTH_SENT) {
 		auth_send(conn, NULL, a->user, strlen(a->user));
 		conn->auth_step = AUTH_LOGIN_USER;
 	} else if (conn->auth_mech == CFG_SASL_LOGIN &&

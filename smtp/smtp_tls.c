@@ -115,19 +115,21 @@ tls_ctx_use_cert(
 	if (bio != NULL)
 		key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
 	BIO_free(bio);
-	if (key == NULL || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
-		snprintf(err, errlen, "no usable private key in %s%s",
-		    pem->key_file, key ? "" : " (or it is encrypted)");
-		EVP_PKEY_free(key);
+	if (key == NULL) {
+		snprintf(err, errlen,
+		    "no private key in %s (or it is encrypted)", pem->key_file);
 		ERR_clear_error();
 		return -1;
 	}
+	/* OpenSSL checks the pair here already, and again below. */
+	ok = SSL_CTX_use_PrivateKey(ctx, key) == 1 &&
+	    SSL_CTX_check_private_key(ctx) == 1;
 	EVP_PKEY_free(key);
-	if (SSL_CTX_check_private_key(ctx) != 1) {
+	ERR_clear_error();
+	if (!ok) {
 		snprintf(err, errlen,
 		    "the key in %s does not match the certificate in %s",
 		    pem->key_file, pem->cert_file);
-		ERR_clear_error();
 		return -1;
 	}
 	return 0;

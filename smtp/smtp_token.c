@@ -155,8 +155,8 @@ token_stderr(struct smtp_token *t, char *buf, size_t len)
 
 	t->errbuf[t->errlen] = '\0';
 	nl = strchr(t->errbuf, '\n');
-	rq_sanitize(buf, len, t->errbuf,
-	    nl ? (size_t)(nl - t->errbuf) : t->errlen);
+	rq_sanitize(
+	    buf, len, t->errbuf, nl ? (size_t)(nl - t->errbuf) : t->errlen);
 	return buf;
 }
 
@@ -183,12 +183,13 @@ token_done(struct smtp_token *t, int status)
 	t->buf[t->len] = '\0';
 	nl = memchr(t->buf, '\n', t->len);
 	n = nl ? (size_t)(nl - t->buf) : t->len;
-	while (n > 0 && (t->buf[n - 1] == '\r' || t->buf[n - 1] == ' ' ||
-			    t->buf[n - 1] == '\t'))
+	while (n > 0 &&
+	    (t->buf[n - 1] == '\r' || t->buf[n - 1] == ' ' ||
+		t->buf[n - 1] == '\t'))
 		n--;
 	if (n == 0 || memchr(t->buf, '\0', n) != NULL) {
-		token_fail(conn, "printed no token%s%s", err[0] ? ": " : "",
-		    err);
+		token_fail(
+		    conn, "printed no token%s%s", err[0] ? ": " : "", err);
 		return;
 	}
 	conn->token = xmalloc(n + 1);
@@ -214,7 +215,8 @@ token_wait_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (r < 0 && errno != EINTR) {
 		t->pid = 0;
-		token_fail(t->conn, "cannot be waited for: %s", strerror(errno));
+		token_fail(
+		    t->conn, "cannot be waited for: %s", strerror(errno));
 		return;
 	}
 	evtimer_add(t->ev_wait, &tv);

@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 
+#include "runner.h"
 #include "tools.h"
 
 static void
@@ -59,7 +60,7 @@ cmd_check_config(int argc, char **argv)
 		return RQ_EX_USAGE;
 	}
 	cfg = tools_cfg_load(tools_cfg_path(path));
-	if (cfg_files_load(cfg, err, sizeof(err)) != CFG_OK) {
+	if (runner_cfg_prepare(cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
 		cfg_free(cfg);
 		return RQ_EX_CONFIG;

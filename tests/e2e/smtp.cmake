@@ -3,5 +3,3 @@
 add_e2e(e2e_smtp_fault ${CMAKE_CURRENT_SOURCE_DIR}/test_smtp_fault.py 300)
 add_e2e(e2e_smtp_sink ${CMAKE_CURRENT_SOURCE_DIR}/test_smtp_sink.py 120)
 add_e2e(e2e_smtp_tls ${CMAKE_CURRENT_SOURCE_DIR}/test_smtp_tls.py 120)
-# SMTP AUTH, implicit TLS, client certificates, fingerprints (issue 12).
-add_e2e(e2e_smtp_auth ${CMAKE_CURRENT_SOURCE_DIR}/test_smtp_auth.py 240)

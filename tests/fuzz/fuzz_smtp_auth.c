@@ -26,12 +26,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (smtp_reply_parse((const char *)data, size, &reply, &used) ==
 		SMTP_PARSE_OK &&
 	    reply.code == 334 &&
-	    smtp_base64_decode(reply.text, strlen(reply.text), dec,
-		sizeof(dec), &n) &&
+	    smtp_base64_decode(
+		reply.text, strlen(reply.text), dec, sizeof(dec), &n) &&
 	    n > sizeof(dec))
 		abort();
 	/* the decoder on raw bytes, bounded output */
-	if (smtp_base64_decode((const char *)data, size, dec, sizeof(dec), &n) &&
+	if (smtp_base64_decode(
+		(const char *)data, size, dec, sizeof(dec), &n) &&
 	    (n > sizeof(dec) || n > size))
 		abort();
 	/* round trip */
@@ -53,8 +54,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	secret[n] = '\0';
 	for (int m = CFG_SASL_PLAIN; m <= CFG_SASL_OAUTHBEARER; m++) {
 		unsigned char out[512];
-		size_t k = smtp_sasl_response((enum cfg_sasl)m, user, secret,
-		    "h", 25, out, sizeof(out));
+		size_t k = smtp_sasl_response(
+		    (enum cfg_sasl)m, user, secret, "h", 25, out, sizeof(out));
 
 		if (k > sizeof(out) || (m == CFG_SASL_LOGIN && k != 0) ||
 		    (m == CFG_SASL_PLAIN &&

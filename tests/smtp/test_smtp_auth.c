@@ -36,10 +36,11 @@ test_base64(void)
 		unsigned char dec[64];
 		size_t n;
 
-		CHECK_INT(smtp_base64_encode(raw, strlen(raw), out),
-		    strlen(enc));
+		CHECK_INT(
+		    smtp_base64_encode(raw, strlen(raw), out), strlen(enc));
 		CHECK_STR(out, enc);
-		CHECK(smtp_base64_decode(enc, strlen(enc), dec, sizeof(dec), &n));
+		CHECK(
+		    smtp_base64_decode(enc, strlen(enc), dec, sizeof(dec), &n));
 		CHECK_INT(n, strlen(raw));
 		CHECK(memcmp(dec, raw, n) == 0);
 	}
@@ -49,9 +50,9 @@ test_base64(void)
 static void
 test_base64_bad(void)
 {
-	static const char *const bad[] = { "Zg=", "Zg", "Z===", "Zm9v=", "Z=g=",
-		"Zm9v Zg==", "Zm9v\r\n", "Zm-v", "=Zm9", "Zg==Zg==", "Zm8=Zg==",
-		"*" };
+	static const char *const bad[] = { "Zg=", "Zg",
+		"Z===", "Zm9v=", "Z=g=", "Zm9v Zg==", "Zm9v\r\n", "Zm-v",
+		"=Zm9", "Zg==Zg==", "Zm8=Zg==", "*" };
 	unsigned char dec[64];
 	size_t n = 99;
 
@@ -79,13 +80,17 @@ static const struct {
 	{ CFG_SASL_PLAIN, "tim", "tanstaaftanstaaf", "h", 25,
 	    "AHRpbQB0YW5zdGFhZnRhbnN0YWFm" },
 	/* Google's documented XOAUTH2 example */
-	{ CFG_SASL_XOAUTH2, "someuser@example.com", "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg",
-	    "h", 25,
-	    "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ==" },
+	{ CFG_SASL_XOAUTH2, "someuser@example.com",
+	    "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg", "h", 25,
+	    "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdD"
+	    "RxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ==" },
 	/* RFC 7628 3.2.1 (host and port as sent) */
-	{ CFG_SASL_OAUTHBEARER, "user@example.com", "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
-	    "server.example.com", 143,
-	    "bixhPXVzZXJAZXhhbXBsZS5jb20sAWhvc3Q9c2VydmVyLmV4YW1wbGUuY29tAXBvcnQ9MTQzAWF1dGg9QmVhcmVyIHZGOWRmdDRxbVRjMk52YjNSbGNrQmhiSFJoZG1semRHRXVZMjl0Q2c9PQEB" },
+	{ CFG_SASL_OAUTHBEARER, "user@example.com",
+	    "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==", "server.example.com",
+	    143,
+	    "bixhPXVzZXJAZXhhbXBsZS5jb20sAWhvc3Q9c2VydmVyLmV4YW1wbGUuY29tAXBvcn"
+	    "Q9MTQzAWF1dGg9QmVhcmVyIHZGOWRmdDRxbVRjMk52YjNSbGNrQmhiSFJoZG1semRH"
+	    "RXVZMjl0Q2c9PQEB" },
 	{ CFG_SASL_LOGIN, "u", "p", "h", 25, "" },
 };
 
@@ -115,16 +120,16 @@ test_response_edges(void)
 	unsigned char raw[256];
 	size_t n;
 
-	n = smtp_sasl_response(CFG_SASL_OAUTHBEARER, "a,b=c", "T", "h", 587,
-	    raw, sizeof(raw));
-	CHECK_INT(n, strlen("n,a=a=2Cb=3Dc,\1host=h\1port=587\1auth=Bearer "
-			    "T\1\1"));
-	CHECK(memcmp(raw,
-		  "n,a=a=2Cb=3Dc,\1host=h\1port=587\1auth=Bearer T\1\1",
+	n = smtp_sasl_response(
+	    CFG_SASL_OAUTHBEARER, "a,b=c", "T", "h", 587, raw, sizeof(raw));
+	CHECK_INT(n,
+	    strlen("n,a=a=2Cb=3Dc,\1host=h\1port=587\1auth=Bearer "
+		   "T\1\1"));
+	CHECK(memcmp(raw, "n,a=a=2Cb=3Dc,\1host=h\1port=587\1auth=Bearer T\1\1",
 		  n) == 0);
 	memset(raw, 'x', sizeof(raw));
-	CHECK_INT(smtp_sasl_response(CFG_SASL_PLAIN, "user", "secret-pw", "h",
-		      25, raw, 10),
+	CHECK_INT(smtp_sasl_response(
+		      CFG_SASL_PLAIN, "user", "secret-pw", "h", 25, raw, 10),
 	    0);
 	for (size_t i = 0; i < 10; i++)
 		CHECK_INT(raw[i], 0);
