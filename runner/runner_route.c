@@ -42,8 +42,7 @@ relay_dest(struct runner *r, const struct cfg_scope *sc,
 	snprintf(key, sizeof(key), "%s/%s%s%s%s:%u%s%s", sn ? sn : "", pos,
 	    relay->no_mx ? "[" : "", relay->host, relay->no_mx ? "]" : "",
 	    (unsigned)port, auth ? " auth=" : "", auth ? auth->id : "");
-	return dest_get(
-	    r, key, sc, relay->host, port, !relay->no_mx, auth, fb);
+	return dest_get(r, key, sc, relay->host, port, !relay->no_mx, auth, fb);
 }
 
 /* The destination of mail from SENDER to DOMAIN under the current
@@ -55,8 +54,8 @@ route_dest(struct runner *r, const char *domain, const char *sender)
 
 	cfg_route_get(r->rc->cfg, domain, sender, &rt);
 	if (rt.relay == NULL)
-		return dest_get(r, domain, rt.scope, domain, rt.port, true,
-		    NULL, 0);
+		return dest_get(
+		    r, domain, rt.scope, domain, rt.port, true, NULL, 0);
 	return relay_dest(r, rt.scope, rt.relay, rt.port, rt.auth, 0);
 }
 

@@ -257,10 +257,14 @@ dest_pop(struct runner *r, struct dest *d)
 	return j;
 }
 
-/* Moves job J to destination FD (a fallback relay) and kicks it. */
+/* Moves job J to destination FD (a fallback relay) and kicks it; WHY:
+ * what became of it where it was. */
 static void
-job_move(struct runner *r, struct job *j, struct dest *fd)
+job_move(struct runner *r, struct job *j, struct dest *fd, const char *why)
 {
+	log_info("smtp", "%s: %.300s; trying fallback relay %s%s%s:%u",
+	    j->m->msg->idstr, why, fd->mx ? "" : "[", fd->lookup,
+	    fd->mx ? "" : "]", (unsigned)fd->port);
 	j->dest = fd;
 	dest_enqueue(fd, j);
 	dest_kick(r, fd);
@@ -278,7 +282,7 @@ dest_fail_all(
 	while ((j = dest_pop(r, d)) != NULL) {
 		if (cls == 4 &&
 		    (fd = route_fallback(r, d, j->m->msg->sender)) != NULL) {
-			job_move(r, j, fd);
+			job_move(r, j, fd, why);
 			continue;
 		}
 		result_job_fail(r, j, cls, dsn, why);
@@ -462,7 +466,7 @@ job_done_cb(void *arg, const struct smtp_result *res)
 	    (fd = route_fallback(r, d, j->m->msg->sender)) != NULL) {
 		/* Unreachable: the next fallback relay takes the job. */
 		route_mark_down(r, d, res);
-		job_move(r, j, fd);
+		job_move(r, j, fd, res->nrcpts ? res->rcpts[0].text : "");
 		dest_kick(r, d);
 		sched_ready_kick(r);
 		return;

@@ -280,6 +280,7 @@ smtp_auth_start(struct smtp_conn *conn)
 	conn->auth_step = AUTH_SENT;
 	conn->auth_err[0] = '\0';
 	auth_send_initial(conn, m[i]);
+	smtp_token_forget(conn); /* sent: it is of no further use */
 	smtp_conn_enter(conn, SMTP_PH_AUTH);
 }
 
@@ -311,7 +312,6 @@ smtp_auth_reply(struct smtp_conn *conn, const struct smtp_reply *reply,
 
 	if (reply->code / 100 == 2) {
 		conn->authed = true;
-		smtp_token_forget(conn); /* used once, per connection */
 		smtp_conn_ready(conn);
 		return;
 	}

@@ -22,8 +22,9 @@
  * never waits for a child.
  *
  * Invariants: the token is only in conn->token (zeroed and freed once
- * AUTH is over or the connection goes) and in the read buffer (zeroed
- * before it is freed); it is never logged; a child is always reaped.
+ * the AUTH command carrying it is written, or when the connection goes)
+ * and in the read buffer (zeroed before it is freed); it is never
+ * logged; a child is always reaped.
  */
 #include <errno.h>
 #include <fcntl.h>

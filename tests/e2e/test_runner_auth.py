@@ -285,10 +285,17 @@ def test_fallback_relays():
                                                   "failed"), ds["i@i.test"])
         check_eq(len(bad.attempts()), 1)
         # one log line per recipient: the intermediate failures are not
-        # results
+        # results, but each move is logged
         for r in ds:
             check_eq(len([d for d in deliveries(env) if d["to"] == r]), 1,
                      r)
+        moves = [l for l in env.log_text().splitlines()
+                 if "trying fallback relay" in l]
+        check(any("connect to 127.0.0.1[127.0.0.1]:%d: Connection refused;"
+                  " trying fallback relay [127.0.0.1]:%d" % (dead1, dead2)
+                  in l for l in moves), moves)
+        check(any("said: 421 4.3.2 busy" in l and "trying fallback relay "
+                  "[127.0.0.1]:%d" % fauth.port in l for l in moves), moves)
         assert_no_secret(env, SECRETS, [p.stdout.read(), p.stderr.read()],
                          users=("fb", "x"))
 

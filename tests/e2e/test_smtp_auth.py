@@ -68,6 +68,34 @@ def test_plain_and_login_over_starttls():
         assert_no_secret(env, [PASSWORD], outputs(runs))
 
 
+def test_connections_never_shared_between_credentials():
+    """Messages of one destination alternating between two credentials
+    over cached connections: each reuses only the connection that logged
+    in with its own credentials (two logins, no more), and a request
+    without credentials reuses neither."""
+    with rqlib.Env() as env:
+        _, cert, _, _ = authlib.certs(env)
+        srv = AuthServer(env, users={"one": PASSWORD, "two": "pw-" +
+                                     PASSWORD[::-1]}, cert=cert)
+        af = authlib.auth_file(env, [
+            "[127.0.0.1]:%d one:%s" % (srv.port, PASSWORD),
+            "[127.0.0.2]:%d two:pw-%s" % (srv.port, PASSWORD[::-1])])
+        r = run(env, srv, "auth_file = %s\nconnection_cache_time = 30s\n"
+                % af, args=["-H", "[127.0.0.2]:%d" % srv.port,
+                            "-H", "[127.0.0.3]:%d" % srv.port,
+                            "-n", "6", "-i", "0.2"])
+        check_eq(r.summary["sent"], 6)
+        check_eq([x["reused"] for x in r.results],
+                 [False, False, False, True, True, True])
+        check_eq([x["auth"] for x in r.results],
+                 ["PLAIN", "PLAIN", "", "PLAIN", "PLAIN", ""])
+        check_eq([a["login"] for a in srv.attempts()], ["one", "two"])
+        check_eq([m["login"] for m in srv.messages()],
+                 ["one", "two", None, "one", "two", None])
+        assert_no_secret(env, [PASSWORD, "pw-" + PASSWORD[::-1]],
+                         outputs([r]), users=("one", "two"))
+
+
 def test_login_only_and_plain_only_servers():
     """A server offering only LOGIN gets LOGIN, one offering only PLAIN
     gets PLAIN; auth_mechanisms = plain against the LOGIN-only server

@@ -12,7 +12,9 @@
  * key is DOMAIN too, or "default").  The files CONF names (auth_file,
  * client certificates) are loaded as the daemon loads them; with -H the
  * request carries the credentials of mail from SENDER through RELAY (as
- * written in relayhost, e.g. "[127.0.0.1]:2525"), if any.  -n messages are sent, at most -p at
+ * written in relayhost, e.g. "[127.0.0.1]:2525"), if any; -H given more
+ * than once: message i uses the credentials of the (i mod N)th (to test
+ * that connections are never shared between credentials).  -n messages are sent, at most -p at
  * once; with -i each next message waits that long after the previous
  * one's result (to test the connection cache).  -q prints only the
  * summary line and the results of messages not delivered to everyone.
@@ -46,6 +48,8 @@ static double interval;
 static bool quiet;
 static int64_t t_start;
 static struct event *next_ev, *abort_ev;
+static const struct cfg_auth *auths[4];
+static size_t nauths;
 
 /* Prints S as a JSON string. */
 static void
@@ -142,6 +146,8 @@ submit_more(void)
 {
 	while (submitted < total && submitted - finished < parallel) {
 		req.arg = (void *)(uintptr_t)submitted;
+		if (nauths > 0)
+			req.auth = auths[submitted % nauths];
 		if (smtp_request_submit(client, &req) != SMTP_SUBMIT_OK) {
 			fprintf(stderr, "smtpc: submit refused\n");
 			exit(1);
@@ -248,7 +254,8 @@ main(int argc, char **argv)
 	static struct smtp_addr addrs[MAX_ADDRS];
 	static struct smtp_rcpt rcpts[MAX_RCPTS];
 	const char *conf = NULL, *domain = NULL, *sender = "sender@example.org";
-	const char *relay = NULL;
+	const char *relays[4];
+	size_t nrelays = 0;
 	unsigned notify = 0;
 	bool orcpt = false;
 	size_t naddrs = 0, nrcpts = 0, size = 0, i;
@@ -293,7 +300,9 @@ main(int argc, char **argv)
 			sender = optarg;
 			break;
 		case 'H':
-			relay = optarg;
+			if (nrelays == 4)
+				return 64;
+			relays[nrelays++] = optarg;
 			break;
 		case 'i':
 			interval = atof(optarg);
@@ -404,15 +413,16 @@ main(int argc, char **argv)
 	req.addrs = addrs;
 	req.naddrs = naddrs;
 	req.scope = cfg_scope(cfg, domain);
-	if (relay != NULL) {
+	for (i = 0; i < nrelays; i++) {
 		struct cfg_hostport hp;
 		const char *why;
 
-		if (cfg_hostport_parse(relay, strlen(relay), &hp, &why) < 0) {
-			fprintf(stderr, "smtpc: -H %s: %s\n", relay, why);
+		if (cfg_hostport_parse(
+			relays[i], strlen(relays[i]), &hp, &why) < 0) {
+			fprintf(stderr, "smtpc: -H %s: %s\n", relays[i], why);
 			return 64;
 		}
-		req.auth = cfg_auth_lookup(cfg, sender, &hp,
+		auths[nauths++] = cfg_auth_lookup(cfg, sender, &hp,
 		    hp.port ? hp.port
 			    : (uint16_t)cfg_int(req.scope, CFG_SMTP_PORT));
 	}
