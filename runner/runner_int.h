@@ -1,8 +1,9 @@
 /*
  * runner_int.h - private to runner/: the daemon's state shared by
  * runner_main.c (loop, signals, intake, reload), runner_sched.c (taking
- * due work, destinations, limits, submitting) and runner_result.c
- * (backoff, group commit, delivery log).
+ * due work, destinations, limits, submitting), runner_result.c
+ * (backoff, group commit, delivery log) and runner_route.c (routes,
+ * credentials, fallback relays).
  *
  * Ownership: a struct rmsg (a leased message in memory) is shared by its
  * jobs (one per destination) and freed when the last one is done; a job
@@ -96,6 +97,11 @@ struct dest {
 	struct dest *rnext;
 	struct job *build; /* the job being built by take number build_gen */
 	uint64_t build_gen;
+	/* smarthost (runner_route.c): the credentials its requests log in
+	 * with (in rc's cfg; NULL: none) and its place in the fallback_relay
+	 * chain (0: a route, k: the k-th fallback relay) */
+	const struct cfg_auth *auth;
+	int fb;
 };
 
 /* One recipient's result waiting for the group commit. */
@@ -165,6 +171,16 @@ void rmsg_release(struct runner *, struct rmsg *);
 void rmsg_end(struct runner *, uint64_t id);
 void job_free(struct runner *, struct job *);
 char *runner_xtext_decode(const char *);
+struct dest *dest_get(struct runner *, const char *key,
+    const struct cfg_scope *sc, const char *lookup, uint16_t port, bool mx,
+    const struct cfg_auth *auth, int fb);
+
+/* runner_route.c */
+struct dest *
+route_dest(struct runner *, const char *domain, const char *sender);
+struct dest *route_fallback(struct runner *, struct dest *, const char *sender);
+void
+route_mark_down(struct runner *, struct dest *, const struct smtp_result *);
 
 /* runner_result.c */
 void result_job_done(struct runner *, struct job *, const struct smtp_result *);

@@ -2,8 +2,8 @@
  * runner_main.c - the daemon's shell: the one event_base, spool intake
  * (inotify fd, "more" re-activation, map-full pause, rescan timer),
  * control wake-ups from other processes, the expiry timer, signals
- * (SIGTERM/SIGINT stop, SIGHUP reload), privileges and
- * --exit-when-idle.
+ * (SIGTERM/SIGINT stop, SIGHUP reload, which rereads the files the
+ * config names too), privileges and --exit-when-idle.
  *
  * Privileges: started as root, the daemon creates and checks queue_dir,
  * spool_dir and the log's directory, then becomes `user` before it opens
@@ -222,6 +222,13 @@ runner_reload(struct runner *r)
 		    err);
 		return;
 	}
+	/* auth_file, sender_relayhost and client certificates too */
+	if (runner_cfg_prepare(n, err, sizeof(err)) < 0) {
+		log_err(NULL, "reload refused, keeping the running config: %s",
+		    err);
+		cfg_free(n);
+		return;
+	}
 	g = cfg_scope(n, NULL);
 	if (log_open(cfg_str(g, CFG_LOG_FILE), cfg_str(g, CFG_HOSTNAME)) < 0)
 		log_warn(NULL, "cannot open log_file %.200s: %s",
@@ -367,6 +374,14 @@ runner_main(
 	int fd, code;
 	struct rcfg *first;
 
+	/* The files the config names (credentials: before privileges are
+	 * dropped) are refused here like the config itself. */
+	if (runner_cfg_prepare(cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		cfg_free(cfg);
+		free(r);
+		return RQ_EX_CONFIG;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	srandom((unsigned)(rq_now_us() ^ getpid()));
 	srand48((long)(rq_now_us() ^ getpid()));

@@ -1,13 +1,15 @@
 /*
  * runner_sched.c - what to deliver next: takes due messages from the
- * queue by class, groups each message's leased recipients by destination,
- * keeps per-destination wait lists, routes destinations, and hands jobs
- * to the SMTP client under max_connections, max_connections_total,
- * max_message_rate and timeout.hoststatus.
+ * queue by class, groups each message's leased recipients by destination
+ * (runner_route.c chooses it), keeps per-destination wait lists, routes
+ * destinations, and hands jobs to the SMTP client under max_connections,
+ * max_connections_total, max_message_rate and timeout.hoststatus; a job
+ * whose destination cannot be reached moves to its fallback relay.
  *
  * Runner-private: sched_init(), sched_destroy(), sched_run(),
  * sched_arm(), sched_kick(), dest_kick(), sched_reload(),
- * sched_free_all(), sched_busy(), rmsg_release(), rmsg_end().
+ * sched_free_all(), sched_busy(), rmsg_release(), rmsg_end(),
+ * dest_get().
  *
  * Priorities: the free part of the in-memory budget is shared among the
  * classes that have due work by priority_weights (dsn counts with the
@@ -266,27 +268,17 @@ dest_free(struct runner *r, struct dest *d)
 
 static void dest_timer_cb(evutil_socket_t, short, void *);
 
-/* The destination for DOMAIN under the current config, made if new. */
-static struct dest *
-dest_get(struct runner *r, const char *domain)
+/* The destination KEY under the current config, made if new: LOOKUP
+ * routed on PORT (MX lookup when MX), scope SC, credentials AUTH,
+ * fallback position FB (see runner_route.c, which makes the keys). */
+struct dest *
+dest_get(struct runner *r, const char *key, const struct cfg_scope *sc,
+    const char *lookup, uint16_t port, bool mx, const struct cfg_auth *auth,
+    int fb)
 {
-	const struct cfg_scope *sc = cfg_scope(r->rc->cfg, domain);
-	const struct cfg_hostport *hp = cfg_hostport(sc, CFG_RELAYHOST);
-	char key[600];
 	struct dest *d;
-	unsigned h;
+	unsigned h = hash_str(key);
 
-	if (hp->host[0] != '\0') {
-		const char *sn = cfg_scope_name(sc);
-
-		snprintf(key, sizeof(key), "%s%s%s%s:%u", sn ? sn : "",
-		    hp->no_mx ? "/[" : "/", hp->host, hp->no_mx ? "]" : "",
-		    (unsigned)(hp->port ? hp->port
-					: cfg_int(sc, CFG_SMTP_PORT)));
-	} else {
-		snprintf(key, sizeof(key), "%s", domain);
-	}
-	h = hash_str(key);
 	for (d = r->dests[h]; d != NULL; d = d->hnext)
 		if (strcmp(d->key, key) == 0)
 			return d;
@@ -296,16 +288,11 @@ dest_get(struct runner *r, const char *domain)
 	d->rc = r->rc;
 	d->rc->refs++;
 	d->scope = sc;
-	if (hp->host[0] != '\0') {
-		d->lookup = xstrdup(hp->host);
-		d->port = hp->port ? hp->port
-				   : (uint16_t)cfg_int(sc, CFG_SMTP_PORT);
-		d->mx = !hp->no_mx;
-	} else {
-		d->lookup = xstrdup(domain);
-		d->port = (uint16_t)cfg_int(sc, CFG_SMTP_PORT);
-		d->mx = true;
-	}
+	d->lookup = xstrdup(lookup);
+	d->port = port;
+	d->mx = mx;
+	d->auth = auth;
+	d->fb = fb;
 	d->tokens = cfg_rate(sc, CFG_MAX_MESSAGE_RATE).count;
 	d->tokens_us = rq_now_us();
 	d->timer = evtimer_new(r->base, dest_timer_cb, d);
@@ -378,14 +365,34 @@ dest_pop(struct runner *r, struct dest *d)
 	return j;
 }
 
-/* Fails every waiting job of D (route failure, host down). */
+/* Moves job J to destination FD (a fallback relay) and kicks it; WHY:
+ * what became of it where it was. */
+static void
+job_move(struct runner *r, struct job *j, struct dest *fd, const char *why)
+{
+	log_info("smtp", "%s: %.300s; trying fallback relay %s%s%s:%u",
+	    j->m->msg->idstr, why, fd->mx ? "" : "[", fd->lookup,
+	    fd->mx ? "" : "]", (unsigned)fd->port);
+	j->dest = fd;
+	dest_enqueue(fd, j);
+	dest_kick(r, fd);
+}
+
+/* Fails every waiting job of D (route failure, host down); a temporary
+ * failure sends a job to its next fallback relay instead, if any. */
 static void
 dest_fail_all(
     struct runner *r, struct dest *d, int cls, const char *dsn, const char *why)
 {
 	struct job *j;
+	struct dest *fd;
 
 	while ((j = dest_pop(r, d)) != NULL) {
+		if (cls == 4 &&
+		    (fd = route_fallback(r, d, j->m->msg->sender)) != NULL) {
+			job_move(r, j, fd, why);
+			continue;
+		}
 		result_job_fail(r, j, cls, dsn, why);
 		job_free(r, j);
 	}
@@ -497,6 +504,7 @@ job_submit(struct runner *r, struct job *j)
 	}
 	memset(&req, 0, sizeof(req));
 	req.dest_key = d->key;
+	req.auth = d->auth;
 	req.addrs = d->addrs;
 	req.naddrs = d->route->naddr;
 	req.scope = d->scope;
@@ -604,9 +612,19 @@ job_done_cb(void *arg, const struct smtp_result *res)
 	struct job *j = arg, *back;
 	struct dest *d = j->dest;
 	struct runner *r = d->runner;
+	struct dest *fd;
 
 	d->active--;
 	r->active--;
+	if (res->host_down &&
+	    (fd = route_fallback(r, d, j->m->msg->sender)) != NULL) {
+		/* Unreachable: the next fallback relay takes the job. */
+		route_mark_down(r, d, res);
+		job_move(r, j, fd, res->nrcpts ? res->rcpts[0].text : "");
+		dest_kick(r, d);
+		sched_ready_kick(r);
+		return;
+	}
 	back = job_local_split(r, j, res);
 	result_job_done(r, j, res); /* all but those put back */
 	job_free(r, j);
@@ -801,7 +819,7 @@ take_job(struct runner *r, struct rmsg *m, size_t i, struct job ***jobs,
 	for (k = 0; k < n; k++)
 		dom[k] = (char)tolower((unsigned char)at[1 + k]);
 	dom[n] = '\0';
-	d = dest_get(r, dom);
+	d = route_dest(r, dom, m->msg->sender);
 	if (d->build_gen == r->build_gen) {
 		j = d->build; /* O(1): no search among this take's jobs */
 	} else if ((j = d->wait_tail[m->msg->cls]) != NULL && j->m == m &&
