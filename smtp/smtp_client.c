@@ -270,7 +270,6 @@ smtp_conn_open(struct smtp_req *req)
 	struct smtp_client *client = req->client;
 	const struct smtp_addr *a = &req->addrs[req->addr_idx];
 	struct smtp_conn *conn;
-	int fd, err = 0;
 
 	conn = xcalloc(1, sizeof(*conn));
 	conn->client = client;
@@ -294,15 +293,9 @@ smtp_conn_open(struct smtp_req *req)
 	smtp_conn_settings(conn);
 	smtp_conn_result(conn);
 	conn->timer = evtimer_new(client->base, conn_timer_cb, conn);
-	if (conn->timer == NULL)
-		abort();
-	if ((fd = conn_socket(a->sa.ss_family, &err)) < 0) {
-		smtp_connect_failed(conn, err);
-		return;
-	}
 	conn->bev = bufferevent_socket_new(
-	    client->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (conn->bev == NULL)
+	    client->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (conn->bev == NULL || conn->timer == NULL)
 		abort();
 	bufferevent_setcb(
 	    conn->bev, conn_read_cb, conn_write_cb, conn_event_cb, conn);
@@ -321,7 +314,14 @@ void
 smtp_conn_connect(struct smtp_conn *conn)
 {
 	const struct smtp_addr *a = &conn->req->addrs[conn->req->addr_idx];
+	int fd, err = 0;
 
+	/* the socket only now: no events on it while a token is fetched */
+	if ((fd = conn_socket(a->sa.ss_family, &err)) < 0) {
+		smtp_connect_failed(conn, err);
+		return;
+	}
+	bufferevent_setfd(conn->bev, fd);
 	smtp_conn_enter(conn, SMTP_PH_CONNECT);
 	if (bufferevent_socket_connect(
 		conn->bev, (const struct sockaddr *)&a->sa, (int)a->salen) < 0)
