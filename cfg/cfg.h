@@ -97,6 +97,17 @@ enum cfg_key {
 	CFG_T_RSET,
 	CFG_T_QUIT,
 	CFG_T_MISC,
+	/* smarthost: SMTP AUTH, implicit TLS, client certificates, routes
+	 * (cfg_files.c, cfg_route.c) */
+	CFG_AUTH_FILE,
+	CFG_AUTH_MECHANISMS,
+	CFG_AUTH_PLAINTEXT,
+	CFG_TLS_WRAPPER,
+	CFG_TLS_CERT_FILE,
+	CFG_TLS_KEY_FILE,
+	CFG_TLS_FINGERPRINT,
+	CFG_SENDER_RELAYHOST,
+	CFG_FALLBACK_RELAY,
 	CFG_NKEYS
 };
 
@@ -106,6 +117,10 @@ enum cfg_tls {
 	CFG_TLS_MAY,
 	CFG_TLS_ENCRYPT,
 	CFG_TLS_VERIFY,
+	/* not a value of `tls`: the effective level where tls_fingerprint
+	 * is set (the certificate must match; no CA or name check), shown
+	 * as "fingerprint" */
+	CFG_TLS_PINNED,
 };
 
 /* A parsed `host:port` / `[host]:port`; host is empty when unset. */
@@ -177,8 +192,149 @@ struct cfg_rate cfg_rate(const struct cfg_scope *, enum cfg_key);
 /* priority_weights: the weight of each of urgent, normal, non-urgent. */
 unsigned cfg_weight(const struct cfg_scope *, enum cfg_class);
 
-/* Writes every effective setting, sorted, one `key = value` per line. */
+/* Writes every effective setting, sorted, one `key = value` per line;
+ * after cfg_files_load() also the credentials (secrets as ********) and
+ * the effective route of each destination (cfg_route.c). */
 void cfg_dump(const struct cfg *, FILE *);
+
+/* Whether KEY was written in this scope itself (not inherited). */
+bool cfg_is_set(const struct cfg_scope *, enum cfg_key);
+
+/* The config file line where KEY's value for this scope was written
+ * (in the scope, else globally); 0 for a default. */
+int cfg_line(const struct cfg *, const struct cfg_scope *, enum cfg_key);
+
+/* ---- smarthost: credentials, routes, client certificates ----
+ * (cfg_files.c loads the files, cfg_route.c answers the questions) */
+
+/* SASL mechanisms of `auth_mechanisms`. */
+enum cfg_sasl {
+	CFG_SASL_PLAIN = 1,
+	CFG_SASL_LOGIN,
+	CFG_SASL_XOAUTH2,
+	CFG_SASL_OAUTHBEARER,
+};
+#define CFG_SASL_MAX 4
+
+/*
+ * One auth_file entry.  The password and the token command live in
+ * memory kept out of core dumps and cleansed when the cfg is freed;
+ * nothing here is ever logged but user and id.
+ */
+struct cfg_auth {
+	const char *key; /* DESTINATION, normalized: "[host]:port", "@dom" */
+	const char *user;
+	const char *password; /* NULL for a token command */
+	/* The token command (`user:|/path args`), NULL-terminated; argv[0]
+	 * is an absolute path; NULL for a password. */
+	const char *const *argv;
+	/* "user (FILE:LINE)": names the credential in connection cache
+	 * keys and check-config; holds no secret. */
+	const char *id;
+	const char *file;
+	int line;
+};
+
+/* A client certificate and its key as read from tls_cert_file and
+ * tls_key_file (PEM text; the key in memory kept out of core dumps). */
+struct cfg_pem {
+	const char *cert, *key;
+	size_t certlen, keylen;
+	const char *cert_file, *key_file;
+	int line; /* config line of tls_cert_file (or tls_key_file) */
+};
+
+/*
+ * Reads the files a config names, for the daemon and check-config (not
+ * for commands any user may run): auth_file, refused unless it is a
+ * regular file owned by root or the daemon's user and neither readable
+ * nor writable by group or others; sender_relayhost; and each scope's
+ * tls_cert_file and tls_key_file (the key not world-readable).  Call it
+ * once, before the cfg is shared.  On error ERR holds "FILE:LINE:
+ * message" (the config file's line for a file that cannot be used, the
+ * file's own line for its syntax; never a secret).
+ */
+enum cfg_result cfg_files_load(struct cfg *, char *err, size_t errlen);
+
+/* The credentials of mail from SENDER ("" for <>) through RELAY on
+ * PORT: by sender first (user@domain, @domain, <>), then by the relay
+ * as written ([host]:port, [host], host:port, host); NULL: none. */
+const struct cfg_auth *cfg_auth_lookup(const struct cfg *, const char *sender,
+    const struct cfg_hostport *relay, uint16_t port);
+
+/* Every auth_file entry, in file order (N into *N); NULL when none. */
+const struct cfg_auth *cfg_auth_entries(const struct cfg *, size_t *n);
+
+/* The client certificate of a scope, or NULL (none, or not loaded). */
+const struct cfg_pem *cfg_tls_client_cert(const struct cfg_scope *);
+
+/* Every distinct client certificate of the cfg (N into *N). */
+const struct cfg_pem *cfg_tls_client_certs(const struct cfg *, size_t *n);
+
+/* Where mail for one recipient domain from one sender goes. */
+struct cfg_route {
+	const struct cfg_scope *scope; /* the recipient domain's settings */
+	const struct cfg_hostport *relay; /* NULL: MX of the domain */
+	uint16_t port; /* the relay's port, or smtp_port for MX */
+	const struct cfg_auth *auth; /* NULL: none (always for MX) */
+	/* "domain" ([domain] relayhost), "sender" (sender_relayhost),
+	 * "relayhost" (the global one) or "mx" */
+	const char *via;
+};
+
+/*
+ * The route of mail from SENDER ("" for <>) to DOMAIN, by precedence:
+ * the relayhost of DOMAIN's [domain] section (when the section sets
+ * one; empty means MX), the sender's sender_relayhost entry, the global
+ * relayhost, MX.
+ */
+void cfg_route_get(const struct cfg *, const char *domain, const char *sender,
+    struct cfg_route *out);
+
+/* The fallback_relay list of a scope, at most MAX into OUT; returns
+ * how many.  A relay without a port gets smtp_port. */
+#define CFG_FALLBACK_MAX 16
+size_t cfg_fallback_relays(
+    const struct cfg_scope *, struct cfg_hostport *out, size_t max);
+
+/*
+ * The SASL mechanisms to try with credentials AUTH, best first: those
+ * of auth_mechanisms that fit the credential (PLAIN and LOGIN for a
+ * password, XOAUTH2 and OAUTHBEARER for a token), or, when it names
+ * none that fits, that kind's default order.  Returns how many.
+ */
+size_t cfg_auth_mechs(const struct cfg_scope *, const struct cfg_auth *auth,
+    enum cfg_sasl out[CFG_SASL_MAX]);
+
+/* The name of a mechanism ("PLAIN", ...). */
+const char *cfg_sasl_name(enum cfg_sasl);
+
+/* The effective TLS level of a connection to PORT with credentials AUTH
+ * (or NULL): fingerprint when tls_fingerprint is set; else `tls`, raised
+ * to encrypt with credentials (unless auth_plaintext) and with implicit
+ * TLS (cfg_tls_wrapper). */
+enum cfg_tls cfg_tls_level(
+    const struct cfg_scope *, const struct cfg_auth *auth, uint16_t port);
+
+/* The name of a level ("may", ..., "fingerprint"). */
+const char *cfg_tls_name(enum cfg_tls);
+
+/* Whether a connection to PORT starts with TLS: tls_wrapper, or port
+ * 465 (RFC 8314's submissions port). */
+bool cfg_tls_wrapper(const struct cfg_scope *, uint16_t port);
+
+/* The tls_fingerprint digests (SHA-256, 32 bytes each), at most MAX;
+ * returns how many. */
+#define CFG_FINGERPRINT_MAX 16
+size_t cfg_fingerprints(
+    const struct cfg_scope *, unsigned char (*out)[32], size_t max);
+
+/* Parses `host:port` / `[host]:port` into HP; 0, or -1 with *why. */
+int cfg_hostport_parse(
+    const char *s, size_t len, struct cfg_hostport *hp, const char **why);
+
+/* Formats HP as written ("[host]:port", "host"), into BUF. */
+void cfg_hostport_format(const struct cfg_hostport *hp, char *buf, size_t len);
 
 /* The name of a class ("urgent", "normal", "non-urgent", "dsn"). */
 const char *cfg_class_name(enum cfg_class);
@@ -255,6 +411,10 @@ char *xstrndup(const char *, size_t);
 /* Copies remote text into BUF: at most LEN-1 bytes, CR/LF/NUL/controls
  * turned into spaces, so it is safe for a log line or a DSN. */
 void rq_sanitize(char *buf, size_t len, const char *s, size_t slen);
+
+/* Overwrites N bytes at P with zeros the compiler cannot drop (secrets
+ * after use). */
+void rq_cleanse(void *p, size_t n);
 
 /* The current time in seconds / microseconds (CLOCK_REALTIME). */
 int64_t rq_now(void);

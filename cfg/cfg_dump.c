@@ -1,7 +1,9 @@
 /*
  * cfg_dump.c - check-config's output: every effective setting, globally,
  * per priority class and per [domain] section, one `key = value` line each,
- * intervals in seconds, byte-sorted so that scripts can diff it.
+ * intervals in seconds, byte-sorted so that scripts can diff it; with
+ * them the credentials (no secret) and the effective route of each
+ * destination (cfg_route.c).
  *
  * Public: cfg_dump().
  */
@@ -100,6 +102,13 @@ dump_scope(struct lines *l, const struct cfg_scope *sc, const char *pfx)
 	}
 }
 
+/* Adds one finished LINE (cfg_route_dump's callback). */
+static void
+add_line(void *arg, const char *line)
+{
+	add(arg, "%s", line);
+}
+
 static int
 line_cmp(const void *a, const void *b)
 {
@@ -119,6 +128,7 @@ cfg_dump(const struct cfg *cfg, FILE *fp)
 		    pfx, sizeof(pfx), "domain[%s].", cfg->domains[i]->name);
 		dump_scope(&l, cfg->domains[i], pfx);
 	}
+	cfg_route_dump(cfg, add_line, &l);
 	qsort(l.v, l.n, sizeof(*l.v), line_cmp);
 	for (size_t i = 0; i < l.n; i++) {
 		fprintf(fp, "%s\n", l.v[i]);

@@ -52,6 +52,7 @@ struct cfg_val {
 
 struct cfg_raw {
 	bool set;
+	int line; /* where it was set */
 	struct cfg_val v;
 };
 
@@ -59,6 +60,7 @@ struct cfg_scope {
 	char *name; /* NULL for the global scope */
 	struct cfg_raw raw[CFG_NKEYS][CFG_NVAR];
 	struct cfg_val eff[CFG_NKEYS][CFG_NCLASS][2];
+	const struct cfg_pem *pem; /* tls_cert_file, by cfg_files_load() */
 };
 
 struct cfg {
@@ -68,6 +70,7 @@ struct cfg {
 	size_t ndomains;
 	void **allocs; /* everything to free with the cfg */
 	size_t nallocs, aallocs;
+	struct cfg_files *files; /* cfg_files_load(): tables and secrets */
 };
 
 /* Parses TEXT as a value of DEF; 0 or -1 with *why a static message. */
@@ -76,5 +79,59 @@ int cfg_value_parse(struct cfg *, const struct cfg_def *, const char *text,
 
 /* Takes ownership of P: freed with the cfg. */
 void *cfg_keep(struct cfg *, void *p);
+
+/* ---- smarthost (cfg_files.c, cfg_route.c) ---- */
+
+/* The tables cfg_files_load() read (cfg_files.c). */
+struct cfg_sender_route {
+	const char *key; /* "user@domain", "@domain" or "<>", lowercase */
+	struct cfg_hostport relay;
+	const char *text; /* the relay as written */
+};
+struct cfg_files {
+	struct cfg_auth *auth; /* file order */
+	const struct cfg_auth **auth_sorted; /* by key, for lookups */
+	size_t nauth;
+	struct cfg_sender_route *senders; /* by key */
+	size_t nsenders;
+	struct cfg_pem *pems; /* one per distinct cert/key pair */
+	size_t npems;
+	/* memory holding secrets: out of core dumps, cleansed on free */
+	void **secret;
+	size_t *secretlen;
+	size_t nsecret;
+};
+
+/* Frees what cfg_files_load() made, cleansing the secrets. */
+void cfg_files_free(struct cfg_files *);
+
+/*
+ * The pure parsers of cfg_files.c (unit tests, fuzzers).  auth_file text
+ * BUF (LEN bytes, BUF[LEN] writable) is parsed in place: entries point
+ * into it; free the table with cfg_auth_table_free().  The sender map's
+ * entries (sorted by key) own their strings.  Errors: "NAME:LINE: ...".
+ */
+enum cfg_result cfg_auth_parse(const char *name, char *buf, size_t len,
+    struct cfg_auth **out, size_t *n, char *err, size_t errlen);
+void cfg_auth_table_free(struct cfg_auth *, size_t n);
+enum cfg_result
+cfg_sender_map_parse(const char *name, const char *buf, size_t len,
+    struct cfg_sender_route **out, size_t *n, char *err, size_t errlen);
+
+/* The sender_relayhost entry for SENDER ("" for <>), or NULL. */
+const struct cfg_sender_route *
+cfg_sender_route(const struct cfg *, const char *sender);
+
+/* Normalizes a lookup key: lowercase, "[host]:port" form; 0 or -1. */
+int cfg_files_sender_key(const char *s, size_t len, char *out, size_t outlen);
+
+/* Adds check-config's credential and route lines (cfg_route.c). */
+void cfg_route_dump(
+    const struct cfg *, void (*add)(void *arg, const char *line), void *arg);
+
+/* The value checks of CT_STR keys that are lists, by key (NULL: none):
+ * 0, or -1 with *why (cfg_route.c). */
+extern int (*const cfg_checks[CFG_NKEYS])(
+    const char *s, size_t len, const char **why);
 
 #endif

@@ -4,7 +4,8 @@
  * levels, host:port, rates ("100/s") and priority weights.
  *
  * Public: cfg_interval_parse(), cfg_interval_format(), cfg_class_parse(),
- * cfg_class_name(); private: cfg_value_parse().
+ * cfg_class_name(), cfg_hostport_parse(), cfg_hostport_format();
+ * private: cfg_value_parse().
  * Every parser takes a buffer and a length, never reads past it, and
  * rejects overflow, negative numbers, unknown units and trailing garbage.
  */
@@ -331,6 +332,26 @@ parse_hostport(
 	return 0;
 }
 
+/* Parses host:port or [host]:port; see cfg.h. */
+int
+cfg_hostport_parse(
+    const char *s, size_t len, struct cfg_hostport *hp, const char **why)
+{
+	return parse_hostport(s, len, hp, why);
+}
+
+/* Formats HP as written: "[host]:port", "host:port", "host". */
+void
+cfg_hostport_format(const struct cfg_hostport *hp, char *buf, size_t len)
+{
+	char port[8] = "";
+
+	if (hp->port != 0)
+		snprintf(port, sizeof(port), ":%u", (unsigned)hp->port);
+	snprintf(buf, len, "%s%s%s%s", hp->no_mx ? "[" : "", hp->host,
+	    hp->no_mx ? "]" : "", port);
+}
+
 /* Parses a rate "N/unit" or "N/interval"; "" and "0" are unlimited. */
 static int
 parse_rate(const char *s, size_t len, int64_t *packed, const char **why)
@@ -442,6 +463,9 @@ cfg_value_parse(struct cfg *cfg, const struct cfg_def *def, const char *text,
 			*why = "value too long";
 			return -1;
 		}
+		if (cfg_checks[def - cfg_defs] != NULL &&
+		    cfg_checks[def - cfg_defs](text, len, why) < 0)
+			return -1;
 		v->s = cfg_keep(cfg, xstrndup(text, len));
 		return 0;
 	case CT_INT:

@@ -4,7 +4,7 @@
  *
  * Public: cfg_load(), cfg_parse_buf(), cfg_free(), cfg_path(), cfg_scope(),
  * cfg_scope_name(), cfg_int(), cfg_str(), cfg_time(), cfg_hostport(),
- * cfg_rate(), cfg_weight().
+ * cfg_rate(), cfg_weight(), cfg_is_set(), cfg_line().
  * Invariants: a cfg is never modified after cfg_parse_buf() returns; any
  * byte sequence gives either a cfg or a "FILE:LINE: message" error.
  */
@@ -243,6 +243,7 @@ parse_line(struct parse *p, const char *s, size_t len, struct cfg_scope **sc)
 		    quote(val, vlen, q, sizeof(q)), why);
 	}
 	(*sc)->raw[k][var].set = true;
+	(*sc)->raw[k][var].line = p->line;
 	(*sc)->raw[k][var].v = v;
 	p->rawline[k][var] = p->line;
 	if ((*sc)->name == NULL)
@@ -544,6 +545,7 @@ cfg_free(struct cfg *cfg)
 {
 	if (cfg == NULL)
 		return;
+	cfg_files_free(cfg->files);
 	for (size_t i = 0; i < cfg->nallocs; i++)
 		free(cfg->allocs[i]);
 	for (size_t i = 0; i < cfg->ndomains; i++) {
@@ -662,4 +664,20 @@ cfg_weight(const struct cfg_scope *sc, enum cfg_class c)
 	if (c > CFG_NONURGENT)
 		c = CFG_URGENT;
 	return (unsigned)((v >> (16 * c)) & 0xffff);
+}
+
+bool
+cfg_is_set(const struct cfg_scope *sc, enum cfg_key k)
+{
+	return sc->raw[k][CFG_VAR(0, 0)].set;
+}
+
+int
+cfg_line(const struct cfg *cfg, const struct cfg_scope *sc, enum cfg_key k)
+{
+	if (sc->raw[k][CFG_VAR(0, 0)].set)
+		return sc->raw[k][CFG_VAR(0, 0)].line;
+	if (cfg->global.raw[k][CFG_VAR(0, 0)].set)
+		return cfg->global.raw[k][CFG_VAR(0, 0)].line;
+	return 0;
 }

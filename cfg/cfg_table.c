@@ -128,4 +128,27 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    PHASE, NOCLS, NULL, "wait for the QUIT reply" },
 	[CFG_T_MISC] = { "timeout.misc", CT_TIME, "2m", 1 * S, 1 * DAY, MIN,
 	    PHASE, NOCLS, NULL, "other commands (NOOP)" },
+
+	/* smarthost (issue 12): cfg_files.c reads the files, cfg_route.c
+	 * checks the lists (cfg_checks) and answers route questions */
+	[CFG_AUTH_FILE] = { "auth_file", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "credentials: DESTINATION user:password (or user:|command)" },
+	[CFG_AUTH_MECHANISMS] = { "auth_mechanisms", CT_STR, "plain login", 0,
+	    0, 0, DOM, NOCLS, NULL,
+	    "SASL mechanisms by preference: plain login xoauth2 oauthbearer" },
+	[CFG_AUTH_PLAINTEXT] = { "auth_plaintext", CT_BOOL, "no", 0, 1, 0, DOM,
+	    NOCLS, NULL, "allow AUTH without TLS" },
+	[CFG_TLS_WRAPPER] = { "tls_wrapper", CT_BOOL, "no", 0, 1, 0, DOM, NOCLS,
+	    NULL, "TLS from the first byte (port 465 always)" },
+	[CFG_TLS_CERT_FILE] = { "tls_cert_file", CT_PATH, "", 0, 0, 0, DOM,
+	    NOCLS, NULL, "client certificate (PEM, chain after it)" },
+	[CFG_TLS_KEY_FILE] = { "tls_key_file", CT_PATH, "", 0, 0, 0, DOM, NOCLS,
+	    NULL, "the client certificate's key; empty: tls_cert_file" },
+	[CFG_TLS_FINGERPRINT] = { "tls_fingerprint", CT_STR, "", 0, 0, 0, DOM,
+	    NOCLS, NULL,
+	    "SHA256:... of the server's certificate or public key" },
+	[CFG_SENDER_RELAYHOST] = { "sender_relayhost", CT_PATH, "", 0, 0, 0, 0,
+	    NOCLS, NULL, "routes by sender: SENDER [host]:port" },
+	[CFG_FALLBACK_RELAY] = { "fallback_relay", CT_STR, "", 0, 0, 0, DOM,
+	    NOCLS, NULL, "relays tried when the destination is unreachable" },
 };

@@ -3,7 +3,7 @@
  * remote text, and the clock.
  *
  * Public: xmalloc(), xcalloc(), xrealloc(), xstrdup(), xstrndup(),
- * rq_sanitize(), rq_now(), rq_now_us().
+ * rq_sanitize(), rq_cleanse(), rq_now(), rq_now_us().
  */
 #include <stdlib.h>
 #include <string.h>
@@ -97,4 +97,12 @@ rq_now_us(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Zeroes a secret; explicit_bzero is never optimized away. */
+void
+rq_cleanse(void *p, size_t n)
+{
+	if (p != NULL && n > 0)
+		explicit_bzero(p, n);
 }

@@ -27,4 +27,13 @@ struct runner_opts {
 int runner_main(
     struct cfg *cfg, const char *cfg_path, const struct runner_opts *opts);
 
+/*
+ * Loads the files CFG names (auth_file, sender_relayhost, client
+ * certificates: cfg_files_load) and checks that each client certificate
+ * matches its key, as `relayq run` does at start-up and on SIGHUP and
+ * check-config does.  0, or -1 with ERR "FILE:LINE: message" (no
+ * secret in it).
+ */
+int runner_cfg_prepare(struct cfg *cfg, char *err, size_t errlen);
+
 #endif

@@ -4,23 +4,29 @@
  *
  * Runner-private: runner_dest_init(), runner_dest_destroy(),
  * runner_dest_get(), runner_dest_enqueue(), runner_dest_putback(),
- * runner_dest_kick(), runner_dest_ready_kick(), runner_dest_host_down(),
- * runner_dest_reload(), runner_dest_jobs_drop().
+ * runner_dest_job_move(), runner_dest_kick(), runner_dest_ready_kick(),
+ * runner_dest_host_down(), runner_dest_reload(), runner_dest_jobs_drop().
  *
- * The rules.  A destination is a recipient's lowercased domain (routed
- * by MX), or, when the domain's scope has a relayhost, that relayhost:
- * one per scope and relayhost, so domains behind one smarthost share its
- * connections.  It keeps a wait list per class and picks its next job by
+ * The rules.  Which destination a recipient's job goes to is
+ * runner_route.c's choice: its lowercased domain (routed by MX), or a
+ * relay (the [domain] relayhost, the sender's route, the relayhost) with
+ * the credentials it logs in with, one per scope, relay and credentials,
+ * so domains behind one smarthost share its connections but different
+ * credentials never do; a fallback relay is a destination of its own.  A
+ * destination keeps a wait list per class and picks its next job by
  * smooth weighted round robin (runner_share.c).  A job goes to the SMTP
  * client when all of these hold, checked in this order each time the
  * destination is kicked:
  *
  * - it is not down: a result with host_down marks it down for
- *   timeout.hoststatus, and meanwhile its jobs are deferred at once,
- *   without a connection ("delivery temporarily suspended: REASON");
+ *   timeout.hoststatus, and meanwhile its jobs go at once, without a
+ *   connection, to the next fallback_relay of the destination's scope
+ *   (runner_route_fallback), or are deferred when there is none
+ *   ("delivery temporarily suspended: REASON");
  * - it has a route: resolved on first use and again once ROUTE_TTL
  *   seconds old (while nothing is in flight); a lookup that fails
- *   bounces (5) or defers (4) every job waiting;
+ *   bounces (5) every job waiting, or, when it fails for now (4), sends
+ *   each to the next fallback relay or defers it;
  * - fewer than max_connections of its requests are in flight, and it
  *   has an idle cached connection or room for a new one under
  *   max_connections and max_connections_total (capped at the
@@ -148,27 +154,17 @@ dest_timer_cb(evutil_socket_t fd, short what, void *arg)
 	runner_dest_kick(d->runner, d);
 }
 
-/* The destination for DOMAIN under the current config, made if new. */
+/* The destination KEY under the current config, made if new: LOOKUP
+ * routed on PORT (MX lookup when MX), scope SC, credentials AUTH,
+ * fallback position FB (see runner_route.c, which makes the keys). */
 struct dest *
-runner_dest_get(struct runner *r, const char *domain)
+runner_dest_get(struct runner *r, const char *key, const struct cfg_scope *sc,
+    const char *lookup, uint16_t port, bool mx, const struct cfg_auth *auth,
+    int fb)
 {
-	const struct cfg_scope *sc = cfg_scope(r->rc->cfg, domain);
-	const struct cfg_hostport *hp = cfg_hostport(sc, CFG_RELAYHOST);
-	char key[600];
 	struct dest *d;
-	unsigned h;
+	unsigned h = hash_str(key);
 
-	if (hp->host[0] != '\0') {
-		const char *sn = cfg_scope_name(sc);
-
-		snprintf(key, sizeof(key), "%s%s%s%s:%u", sn ? sn : "",
-		    hp->no_mx ? "/[" : "/", hp->host, hp->no_mx ? "]" : "",
-		    (unsigned)(hp->port ? hp->port
-					: cfg_int(sc, CFG_SMTP_PORT)));
-	} else {
-		snprintf(key, sizeof(key), "%s", domain);
-	}
-	h = hash_str(key);
 	for (d = r->dests[h]; d != NULL; d = d->hnext)
 		if (strcmp(d->key, key) == 0)
 			return d;
@@ -178,16 +174,11 @@ runner_dest_get(struct runner *r, const char *domain)
 	d->rc = r->rc;
 	d->rc->refs++;
 	d->scope = sc;
-	if (hp->host[0] != '\0') {
-		d->lookup = xstrdup(hp->host);
-		d->port = hp->port ? hp->port
-				   : (uint16_t)cfg_int(sc, CFG_SMTP_PORT);
-		d->mx = !hp->no_mx;
-	} else {
-		d->lookup = xstrdup(domain);
-		d->port = (uint16_t)cfg_int(sc, CFG_SMTP_PORT);
-		d->mx = true;
-	}
+	d->lookup = xstrdup(lookup);
+	d->port = port;
+	d->mx = mx;
+	d->auth = auth;
+	d->fb = fb;
 	d->tokens = cfg_rate(sc, CFG_MAX_MESSAGE_RATE).count;
 	d->tokens_us = rq_now_us();
 	d->timer = evtimer_new(r->base, dest_timer_cb, d);
@@ -251,14 +242,36 @@ dest_pop(struct runner *r, struct dest *d)
 	return j;
 }
 
-/* Fails every waiting job of D (route failure, host down). */
+/* Moves job J to destination FD (a fallback relay) and kicks it; WHY:
+ * what became of it where it was. */
+void
+runner_dest_job_move(
+    struct runner *r, struct job *j, struct dest *fd, const char *why)
+{
+	log_info("smtp", "%s: %.300s; trying fallback relay %s%s%s:%u",
+	    j->m->msg->idstr, why, fd->mx ? "" : "[", fd->lookup,
+	    fd->mx ? "" : "]", (unsigned)fd->port);
+	j->dest = fd;
+	runner_dest_enqueue(fd, j);
+	runner_dest_kick(r, fd);
+}
+
+/* Fails every waiting job of D (route failure, host down); a temporary
+ * failure sends a job to its next fallback relay instead, if any. */
 static void
 dest_fail_all(
     struct runner *r, struct dest *d, int cls, const char *dsn, const char *why)
 {
 	struct job *j;
+	struct dest *fd;
 
 	while ((j = dest_pop(r, d)) != NULL) {
+		if (cls == 4 &&
+		    (fd = runner_route_fallback(r, d, j->m->msg->sender)) !=
+			NULL) {
+			runner_dest_job_move(r, j, fd, why);
+			continue;
+		}
 		runner_result_job_fail(r, j, cls, dsn, why);
 		runner_job_free(r, j);
 	}

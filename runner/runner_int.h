@@ -4,9 +4,10 @@
  * runner_sched.c (scheduling passes: taking due work, messages in
  * memory), runner_share.c (how the priority classes share: pure
  * decisions), runner_dest.c (destinations: wait lists, routes, limits,
- * host status), runner_job.c (building jobs, submitting them to the SMTP
- * client, their end) and runner_result.c (backoff, group commit,
- * delivery log).
+ * host status), runner_route.c (which destination a job goes to:
+ * routes, credentials, fallback relays), runner_job.c (building jobs,
+ * submitting them to the SMTP client, their end) and runner_result.c
+ * (backoff, group commit, delivery log).
  *
  * Ownership: a struct rmsg (a leased message in memory) is shared by its
  * jobs (one per destination) and freed when the last one is done; a job
@@ -69,7 +70,8 @@ struct job {
 
 enum dest_route_state { DR_NONE, DR_RESOLVING, DR_OK };
 
-/* A destination: a domain, or the relayhost of a scope. */
+/* A destination: a domain (by MX), or a relay with its credentials
+ * (runner_route.c). */
 struct dest {
 	struct runner *runner;
 	struct dest *hnext; /* in the runner's destination hash */
@@ -100,6 +102,11 @@ struct dest {
 	struct dest *rnext;
 	struct job *build; /* the job being built by take number build_gen */
 	uint64_t build_gen;
+	/* smarthost (runner_route.c): the credentials its requests log in
+	 * with (in rc's cfg; NULL: none) and its place in the fallback_relay
+	 * chain (0: a route, k: the k-th fallback relay) */
+	const struct cfg_auth *auth;
+	int fb;
 };
 
 /* One recipient's result waiting for the group commit. */
@@ -200,15 +207,25 @@ int runner_share_wrr_pick(int credit[CFG_NCLASS], const unsigned w[CFG_NCLASS],
 /* runner_dest.c */
 void runner_dest_init(struct runner *);
 void runner_dest_destroy(struct runner *);
-struct dest *runner_dest_get(struct runner *, const char *domain);
+struct dest *runner_dest_get(struct runner *, const char *key,
+    const struct cfg_scope *sc, const char *lookup, uint16_t port, bool mx,
+    const struct cfg_auth *auth, int fb);
 void runner_dest_enqueue(struct dest *, struct job *);
 void runner_dest_putback(struct dest *, struct job *);
+void runner_dest_job_move(
+    struct runner *, struct job *, struct dest *, const char *why);
 void runner_dest_kick(struct runner *, struct dest *);
 void runner_dest_ready_kick(struct runner *);
 void runner_dest_host_down(
     struct runner *, struct dest *, const struct smtp_result *);
 void runner_dest_reload(struct runner *);
 void runner_dest_jobs_drop(struct runner *);
+
+/* runner_route.c */
+struct dest *
+runner_route_dest(struct runner *, const char *domain, const char *sender);
+struct dest *
+runner_route_fallback(struct runner *, struct dest *, const char *sender);
 
 /* runner_job.c */
 struct job *runner_job_add(struct runner *, struct rmsg *, size_t i,

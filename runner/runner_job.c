@@ -12,13 +12,19 @@
  * max_recipients_per_transaction), and a slice's recipients join the
  * job of the same message still waiting at their destination, up to
  * RUNNER_TAKE_RCPTS recipients a job; a recipient without a domain is
- * bounced at once (5.1.3).  The body is loaded, and so a deletion
- * noticed, at a message's first submit.  Recipients the client did not
- * try for a local reason (no file descriptor left) are put back at the
- * head of their destination's list without a result (no attempt is
- * counted: the shortage is the daemon's, not the message's), and the
- * connections in all are then capped at those open for FD_CAP_US (none
- * at all for FD_WAIT_US when none is open).
+ * bounced at once (5.1.3).  The destination is runner_route.c's choice
+ * for the recipient's domain and the message's sender.  The body is
+ * loaded, and so a deletion noticed, at a message's first submit.  A
+ * job whose result says the host is down (host_down) goes, whole and
+ * without a result, to the next fallback relay of its destination when
+ * there is one (runner_route_fallback), and the destination is marked
+ * down as such a result marks it; otherwise its results are recorded.
+ * Recipients the client did not try for a local reason (no file
+ * descriptor left) are put back at the head of their destination's list
+ * without a result (no attempt is counted: the shortage is the
+ * daemon's, not the message's), and the connections in all are then
+ * capped at those open for FD_CAP_US (none at all for FD_WAIT_US when
+ * none is open).
  *
  * Invariants: a job holds a reference to its message (runner_sched.c)
  * until runner_job_free(); a job's results are recorded before the job
@@ -120,7 +126,7 @@ runner_job_add(struct runner *r, struct rmsg *m, size_t i, struct job ***jobs,
 	for (k = 0; k < n; k++)
 		dom[k] = (char)tolower((unsigned char)at[1 + k]);
 	dom[n] = '\0';
-	d = runner_dest_get(r, dom);
+	d = runner_route_dest(r, dom, m->msg->sender);
 	j = job_of_take(r, m, d, jobs, njobs, ajobs);
 	if (j->nidx == j->aidx) {
 		j->aidx = j->aidx ? j->aidx * 2 : 8;
@@ -185,9 +191,20 @@ job_done_cb(void *arg, const struct smtp_result *res)
 	struct job *j = arg, *back;
 	struct dest *d = j->dest;
 	struct runner *r = d->runner;
+	struct dest *fd;
 
 	d->active--;
 	r->active--;
+	if (res->host_down &&
+	    (fd = runner_route_fallback(r, d, j->m->msg->sender)) != NULL) {
+		/* Unreachable: the next fallback relay takes the job. */
+		runner_dest_host_down(r, d, res);
+		runner_dest_job_move(
+		    r, j, fd, res->nrcpts ? res->rcpts[0].text : "");
+		runner_dest_kick(r, d);
+		runner_dest_ready_kick(r);
+		return;
+	}
 	back = job_local_split(r, j, res);
 	runner_result_job_done(r, j, res); /* all but those put back */
 	runner_job_free(r, j);
@@ -270,6 +287,7 @@ runner_job_submit(struct runner *r, struct job *j)
 	rc = job_rcpts_make(j, &first);
 	memset(&req, 0, sizeof(req));
 	req.dest_key = d->key;
+	req.auth = d->auth;
 	req.addrs = d->addrs;
 	req.naddrs = d->route->naddr;
 	req.scope = d->scope;

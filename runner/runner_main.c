@@ -1,10 +1,11 @@
 /*
- * runner_main.c - the daemon's shell: start-up (process set-up, config,
- * privileges, queue and intake, resolver and client, events), the one
- * event_base and its loop, spool intake (inotify fd, "more"
- * re-activation, map-full pause, rescan timer), control wake-ups from
- * other processes, the expiry timer, signals (SIGTERM/SIGINT stop,
- * SIGHUP reload), --exit-when-idle, the loop probe, and shutdown.
+ * runner_main.c - the daemon's shell: start-up (the files the config
+ * names, process set-up, privileges, queue and intake, resolver and
+ * client, events), the one event_base and its loop, spool intake
+ * (inotify fd, "more" re-activation, map-full pause, rescan timer),
+ * control wake-ups from other processes, the expiry timer, signals
+ * (SIGTERM/SIGINT stop, SIGHUP reload, which rereads the files the
+ * config names too), --exit-when-idle, the loop probe, and shutdown.
  *
  * Privileges: started as root, the daemon creates and checks queue_dir,
  * spool_dir and the log's directory, then becomes `user` before it opens
@@ -309,6 +310,13 @@ runner_reload(struct runner *r)
 	if (cfg_load(r->cfg_path, &n, err, sizeof(err)) != CFG_OK) {
 		log_err(NULL, "reload refused, keeping the running config: %s",
 		    err);
+		return;
+	}
+	/* auth_file, sender_relayhost and client certificates too */
+	if (runner_cfg_prepare(n, err, sizeof(err)) < 0) {
+		log_err(NULL, "reload refused, keeping the running config: %s",
+		    err);
+		cfg_free(n);
 		return;
 	}
 	g = cfg_scope(n, NULL);
@@ -644,10 +652,21 @@ int
 runner_main(
     struct cfg *cfg, const char *cfg_path, const struct runner_opts *opts)
 {
-	char host[256];
-	const char *hostname = runner_process_init(cfg, host, sizeof(host));
-	struct runner *r = runner_new(cfg, cfg_path, opts);
-	struct rcfg *first = r->rc;
+	char host[256], err[1024];
+	const char *hostname;
+	struct runner *r;
+	struct rcfg *first;
+
+	/* The files the config names (credentials: before privileges are
+	 * dropped) are refused here like the config itself. */
+	if (runner_cfg_prepare(cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		cfg_free(cfg);
+		return RQ_EX_CONFIG;
+	}
+	hostname = runner_process_init(cfg, host, sizeof(host));
+	r = runner_new(cfg, cfg_path, opts);
+	first = r->rc;
 
 	/* Nothing in queue_dir, spool_dir or the log is opened before this
 	 * (the user could have planted links there); nothing else needs

@@ -49,12 +49,14 @@ struct smtp_result;
  */
 enum smtp_phase {
 	SMTP_PH_NONE = 0, /* not started / nothing happened yet */
+	SMTP_PH_TOKEN, /* running the token command, before connect */
 	SMTP_PH_CONNECT, /* connect(2) */
 	SMTP_PH_GREETING, /* waiting for the 220 greeting */
 	SMTP_PH_EHLO,
 	SMTP_PH_HELO,
 	SMTP_PH_STARTTLS, /* the STARTTLS command's reply */
 	SMTP_PH_TLS, /* the TLS handshake */
+	SMTP_PH_AUTH, /* a reply to AUTH or to a SASL response */
 	SMTP_PH_MAIL,
 	SMTP_PH_RCPT,
 	SMTP_PH_DATA, /* the DATA command's 354 */
@@ -121,8 +123,15 @@ struct smtp_request {
 	/* Effective settings: every timeout is cfg_time(scope, CFG_T_x,
 	 * cls, first_attempt); tls, tls_ca_file, max_recipients_per_
 	 * transaction, max_deliveries_per_connection and
-	 * connection_cache_time come from scope too. */
+	 * connection_cache_time come from scope too, and so do
+	 * auth_mechanisms, auth_plaintext, tls_wrapper, tls_fingerprint and
+	 * the client certificate (cfg_tls_client_cert: load the cfg's files
+	 * with cfg_files_load() first). */
 	const struct cfg_scope *scope;
+	/* SMTP AUTH (RFC 4954) with these credentials after TLS, or NULL.
+	 * Not copied, like scope: valid until done().  A connection is only
+	 * ever reused by a request with the same credentials (auth->id). */
+	const struct cfg_auth *auth;
 	enum cfg_class cls;
 	bool first_attempt;
 
@@ -180,7 +189,9 @@ struct smtp_result {
 	char tls_proto[32];
 	char tls_cipher[96];
 	int tls_bits;
-	bool tls_verified; /* chain and name were checked and good */
+	bool tls_verified; /* chain and name (or tls_fingerprint) good */
+	/* The SASL mechanism the session logged in with ("PLAIN"), "". */
+	char auth_mech[16];
 
 	bool reused; /* the message went over a cached connection */
 	/* The server that took the message offered DSN, so NOTIFY and
@@ -268,6 +279,13 @@ void smtp_client_shutdown(struct smtp_client *, bool abort_active,
  */
 void smtp_client_free(struct smtp_client *);
 
+/*
+ * Checks that a client certificate and its key (tls_cert_file,
+ * tls_key_file as loaded by cfg_files_load) parse and match, as the
+ * client will use them; 0, or -1 with ERR set (no key material in it).
+ */
+int smtp_tls_cert_check(const struct cfg_pem *pem, char *err, size_t errlen);
+
 /* ---- the pure parsers (smtp_parse.c), for tests and fuzzers ---- */
 
 /* Bounds on what a server may send: longer replies are an error. */
@@ -315,7 +333,11 @@ struct smtp_ehlo {
 	bool enhancedstatuscodes;
 	bool smtputf8;
 	bool chunking;
+	bool auth_offered; /* an AUTH keyword (RFC 4954) */
+	unsigned auth; /* SMTP_AUTH_BIT(enum cfg_sasl) of those offered */
+	char auth_list[96]; /* its mechanisms as offered, sanitized */
 };
+#define SMTP_AUTH_BIT(m) (1u << (m))
 
 /*
  * Parses the EHLO reply's text lines: TEXT is the raw reply (every line
@@ -325,5 +347,34 @@ struct smtp_ehlo {
  * ignored.  Always succeeds; *EHLO is zeroed first.
  */
 void smtp_ehlo_parse(const char *text, size_t len, struct smtp_ehlo *ehlo);
+
+/* ---- SASL (smtp_auth.c), pure, for tests and fuzzers ---- */
+
+/* The base64 length of N bytes (without the NUL). */
+#define SMTP_B64_LEN(n) (((n) + 2) / 3 * 4)
+
+/* Writes base64 (RFC 4648, padded) of IN (LEN bytes) and a NUL to OUT,
+ * which holds SMTP_B64_LEN(LEN) + 1 bytes; returns the length. */
+size_t smtp_base64_encode(const void *in, size_t len, char *out);
+
+/*
+ * Decodes base64 IN (LEN bytes, padded, no blanks) into OUT (OUTLEN
+ * bytes); *N gets the length.  False when IN is not base64 or does not
+ * fit.  A 334 challenge's text goes through this.
+ */
+bool smtp_base64_decode(
+    const char *in, size_t len, unsigned char *out, size_t outlen, size_t *n);
+
+/*
+ * The client's first SASL response for MECH (not base64): PLAIN
+ * "\0user\0password" (RFC 4616), XOAUTH2 "user=U\1auth=Bearer T\1\1",
+ * OAUTHBEARER "n,a=U,\1host=H\1port=P\1auth=Bearer T\1\1" (RFC 7628,
+ * U with "," and "=" escaped); LOGIN has none (returns 0).  SECRET is
+ * the password or the token.  Writes at most OUTLEN bytes into OUT;
+ * returns the length, or 0 when it does not fit.
+ */
+size_t
+smtp_sasl_response(enum cfg_sasl mech, const char *user, const char *secret,
+    const char *host, uint16_t port, unsigned char *out, size_t outlen);
 
 #endif

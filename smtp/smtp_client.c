@@ -49,12 +49,14 @@
 
 /* The timeout key of each phase. */
 static const enum cfg_key phase_key[SMTP_NPHASE] = {
+	[SMTP_PH_TOKEN] = CFG_T_MISC,
 	[SMTP_PH_CONNECT] = CFG_T_CONNECT,
 	[SMTP_PH_GREETING] = CFG_T_INITIAL,
 	[SMTP_PH_EHLO] = CFG_T_HELO,
 	[SMTP_PH_HELO] = CFG_T_HELO,
 	[SMTP_PH_STARTTLS] = CFG_T_STARTTLS,
 	[SMTP_PH_TLS] = CFG_T_STARTTLS,
+	[SMTP_PH_AUTH] = CFG_T_HELO,
 	[SMTP_PH_MAIL] = CFG_T_MAIL,
 	[SMTP_PH_RCPT] = CFG_T_RCPT,
 	[SMTP_PH_DATA] = CFG_T_DATAINIT,
@@ -67,12 +69,14 @@ static const enum cfg_key phase_key[SMTP_NPHASE] = {
 
 /* What a phase was doing, for "timeout after ..." and "lost ... while". */
 static const char *const phase_timeout[SMTP_NPHASE] = {
+	[SMTP_PH_TOKEN] = "timeout while running the token command",
 	[SMTP_PH_CONNECT] = "timeout while connecting",
 	[SMTP_PH_GREETING] = "timeout while receiving the initial greeting",
 	[SMTP_PH_EHLO] = "timeout after EHLO",
 	[SMTP_PH_HELO] = "timeout after HELO",
 	[SMTP_PH_STARTTLS] = "timeout after STARTTLS",
 	[SMTP_PH_TLS] = "timeout during the TLS handshake",
+	[SMTP_PH_AUTH] = "timeout after AUTH",
 	[SMTP_PH_MAIL] = "timeout after MAIL FROM",
 	[SMTP_PH_RCPT] = "timeout after RCPT TO",
 	[SMTP_PH_DATA] = "timeout after DATA",
@@ -83,12 +87,14 @@ static const char *const phase_timeout[SMTP_NPHASE] = {
 	[SMTP_PH_NOOP] = "timeout after NOOP",
 };
 static const char *const phase_while[SMTP_NPHASE] = {
+	[SMTP_PH_TOKEN] = "running the token command",
 	[SMTP_PH_CONNECT] = "connecting",
 	[SMTP_PH_GREETING] = "receiving the initial server greeting",
 	[SMTP_PH_EHLO] = "performing the EHLO handshake",
 	[SMTP_PH_HELO] = "performing the HELO handshake",
 	[SMTP_PH_STARTTLS] = "sending STARTTLS",
 	[SMTP_PH_TLS] = "performing the TLS handshake",
+	[SMTP_PH_AUTH] = "performing the AUTH exchange",
 	[SMTP_PH_MAIL] = "sending MAIL FROM",
 	[SMTP_PH_RCPT] = "sending RCPT TO",
 	[SMTP_PH_DATA] = "sending DATA command",
@@ -241,6 +247,22 @@ conn_socket(int family, int *err)
 	return fd;
 }
 
+/* Sets CONN's TLS level, implicit TLS and credentials identity from
+ * its request: credentials require TLS unless auth_plaintext. */
+static void
+conn_tls_settings(struct smtp_conn *conn)
+{
+	const struct smtp_request *r = &conn->req->req;
+
+	conn->wrapper = cfg_tls_wrapper(r->scope, conn->port);
+	conn->tls_level = (int)cfg_tls_level(r->scope, r->auth, conn->port);
+	conn->auth_tls = r->auth != NULL &&
+	    cfg_int(r->scope, CFG_TLS) < CFG_TLS_ENCRYPT &&
+	    conn->tls_level == CFG_TLS_ENCRYPT && !conn->wrapper;
+	conn->cafile = xstrdup(cfg_str(r->scope, CFG_TLS_CA_FILE));
+	conn->auth_id = xstrdup(r->auth ? r->auth->id : "");
+}
+
 /* Makes a connection for REQ to addrs[req->addr_idx]. */
 void
 smtp_conn_open(struct smtp_req *req)
@@ -266,8 +288,7 @@ smtp_conn_open(struct smtp_req *req)
 		inet_ntop(AF_INET, &s4->sin_addr, conn->ip, sizeof(conn->ip));
 		conn->port = ntohs(s4->sin_port);
 	}
-	conn->tls_level = (int)cfg_int(req->req.scope, CFG_TLS);
-	conn->cafile = xstrdup(cfg_str(req->req.scope, CFG_TLS_CA_FILE));
+	conn_tls_settings(conn);
 	conn->plain_only = req->plain_retry;
 	req->plain_retry = false;
 	smtp_conn_settings(conn);
@@ -286,6 +307,21 @@ smtp_conn_open(struct smtp_req *req)
 	bufferevent_setcb(
 	    conn->bev, conn_read_cb, conn_write_cb, conn_event_cb, conn);
 	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+	if (req->req.auth != NULL && req->req.auth->argv != NULL) {
+		/* The token first: a failure costs no connection. */
+		smtp_conn_enter(conn, SMTP_PH_TOKEN);
+		smtp_token_start(conn);
+		return;
+	}
+	smtp_conn_connect(conn);
+}
+
+/* Connects CONN (after its token command, if any). */
+void
+smtp_conn_connect(struct smtp_conn *conn)
+{
+	const struct smtp_addr *a = &conn->req->addrs[conn->req->addr_idx];
+
 	smtp_conn_enter(conn, SMTP_PH_CONNECT);
 	if (bufferevent_socket_connect(
 		conn->bev, (const struct sockaddr *)&a->sa, (int)a->salen) < 0)
@@ -301,6 +337,8 @@ smtp_conn_close(struct smtp_conn *conn)
 	conn->dead = true;
 	if (conn->phase == SMTP_PH_IDLE)
 		smtp_cache_remove(conn);
+	smtp_token_cancel(conn);
+	smtp_token_forget(conn);
 	conn->phase = SMTP_PH_CLOSED;
 	evtimer_del(conn->timer);
 	if (conn->bev != NULL) {
@@ -338,7 +376,8 @@ conn_idle_quit(struct smtp_conn *conn)
 
 /* ---- the handshake ---- */
 
-/* Starts the TLS handshake after "220" to STARTTLS. */
+/* Starts the TLS handshake: after "220" to STARTTLS, or at once after
+ * connect(2) with implicit TLS. */
 static void
 conn_tls_start(struct smtp_conn *conn)
 {
@@ -346,8 +385,9 @@ conn_tls_start(struct smtp_conn *conn)
 	char err[256];
 	SSL *ssl;
 
-	ssl = smtp_tls_ssl_new(
-	    conn->client->tls, conn->cafile, conn->host, err, sizeof(err));
+	ssl = smtp_tls_ssl_new(conn->client->tls, conn->cafile,
+	    cfg_tls_client_cert(conn->req->req.scope), conn->host, err,
+	    sizeof(err));
 	if (ssl == NULL) {
 		smtp_tls_setup_failed(conn, err);
 		return;
@@ -381,10 +421,12 @@ conn_tls_done(struct smtp_conn *conn)
 	snprintf(conn->tls_cipher, sizeof(conn->tls_cipher), "%s",
 	    SSL_get_cipher_name(conn->ssl));
 	conn->tls_bits = SSL_get_cipher_bits(conn->ssl, NULL);
-	if (smtp_tls_unverified(conn, cert, vr))
+	if (smtp_tls_unpinned(conn, cert) ||
+	    smtp_tls_unverified(conn, cert, vr))
 		return;
 	memset(&conn->ehlo, 0, sizeof(conn->ehlo));
-	smtp_conn_enter(conn, SMTP_PH_EHLO);
+	/* Implicit TLS comes before the greeting; STARTTLS after EHLO. */
+	smtp_conn_enter(conn, conn->wrapper ? SMTP_PH_GREETING : SMTP_PH_EHLO);
 }
 
 /* The session is ready for mail: start the request's first transaction. */
@@ -397,7 +439,8 @@ smtp_conn_ready(struct smtp_conn *conn)
 	txn_begin(conn);
 }
 
-/* EHLO/HELO was accepted: STARTTLS, or refuse by policy, or go on. */
+/* EHLO/HELO was accepted: STARTTLS, or refuse by policy, or AUTH, or
+ * go on. */
 static void
 conn_after_ehlo(struct smtp_conn *conn)
 {
@@ -409,6 +452,10 @@ conn_after_ehlo(struct smtp_conn *conn)
 	}
 	if (smtp_tls_missing(conn))
 		return;
+	if (conn->req->req.auth != NULL && !conn->authed) {
+		smtp_auth_start(conn);
+		return;
+	}
 	smtp_conn_ready(conn);
 }
 
@@ -607,6 +654,9 @@ conn_reply(struct smtp_conn *conn, const struct smtp_reply *reply)
 	case SMTP_PH_STARTTLS:
 		reply_starttls(conn, cls, &why);
 		break;
+	case SMTP_PH_AUTH:
+		smtp_auth_reply(conn, reply, &why);
+		break;
 	case SMTP_PH_MAIL:
 		reply_mail(conn, cls, &why);
 		break;
@@ -712,7 +762,10 @@ conn_connected(struct smtp_conn *conn, struct bufferevent *bev)
 
 		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY,
 		    &one, sizeof(one));
-		smtp_conn_enter(conn, SMTP_PH_GREETING);
+		if (conn->wrapper)
+			conn_tls_start(conn); /* RFC 8314 implicit TLS */
+		else
+			smtp_conn_enter(conn, SMTP_PH_GREETING);
 	} else if (conn->phase == SMTP_PH_TLS) {
 		conn_tls_done(conn);
 	}
@@ -769,6 +822,7 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 		TAILQ_REMOVE(&client->dead, conn, entry);
 		event_free(conn->timer);
 		free(conn->cafile);
+		free(conn->auth_id);
 		free(conn);
 	}
 	while ((req = TAILQ_FIRST(&client->finished)) != NULL) {
@@ -854,6 +908,7 @@ smtp_client_free(struct smtp_client *client)
 			smtp_conn_close(conn);
 	}
 	reap_cb(-1, 0, client);
+	smtp_kids_reap_all(client);
 	smtp_dest_free_all(client);
 	event_free(client->reap);
 	smtp_tls_free(client->tls);

@@ -15,7 +15,10 @@
  * (connecting, busy, idle) and a destination is freed with its last one;
  * a connection is on its destination's idle list exactly when its phase
  * is SMTP_PH_IDLE, newest first; a request takes a cached connection
- * before it opens a new one, unless rule 12a of smtp_policy.c said not.
+ * before it opens a new one, unless rule 12a of smtp_policy.c said not,
+ * and only one that logged in with the request's credentials (or, like
+ * the request, with none): connections are never shared between
+ * different credentials.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +168,8 @@ smtp_conn_result(struct smtp_conn *conn)
 	    conn->tls_active ? conn->tls_cipher : "");
 	res->tls_bits = conn->tls_active ? conn->tls_bits : 0;
 	res->tls_verified = conn->tls_active && conn->tls_verified;
+	snprintf(res->auth_mech, sizeof(res->auth_mech), "%s",
+	    conn->authed ? cfg_sasl_name(conn->auth_mech) : "");
 }
 
 /* Whether CONN may wait in the cache for another request. */
@@ -196,17 +201,22 @@ smtp_conn_req_done(struct smtp_conn *conn)
 	smtp_conn_enter(conn, SMTP_PH_IDLE);
 }
 
-/* Takes the newest idle connection of REQ's destination for REQ, or
- * NULL. */
+/* Takes the newest idle connection of REQ's destination that logged in
+ * with REQ's credentials (or none, as REQ) for REQ, or NULL. */
 static struct smtp_conn *
 cache_take(struct smtp_req *req)
 {
 	struct smtp_dest *d = smtp_dest_get(
 	    req->client, req->req.dest_key, false);
+	const char *id = req->req.auth ? req->req.auth->id : "";
 	struct smtp_conn *conn;
 
-	if (d == NULL || req->no_reuse ||
-	    (conn = TAILQ_FIRST(&d->idle)) == NULL)
+	if (d == NULL || req->no_reuse)
+		return NULL;
+	TAILQ_FOREACH(conn, &d->idle, idle_entry)
+	if (strcmp(conn->auth_id, id) == 0)
+		break;
+	if (conn == NULL)
 		return NULL;
 	smtp_cache_remove(conn);
 	conn->phase = SMTP_PH_NONE; /* off the idle list */
@@ -236,11 +246,12 @@ smtp_req_run(struct smtp_req *req)
 }
 
 /* Moves REQ to its next address after a pre-session failure (the same
- * one again for the tls=may plaintext retry), or gives up (rule 13). */
+ * one again for the tls=may plaintext retry), or gives up (rule 13; at
+ * once after an AUTH or token failure, rule 15). */
 void
 smtp_addr_next(struct smtp_req *req)
 {
-	if (!req->client->aborting &&
+	if (!req->client->aborting && !req->stop_walk &&
 	    (req->plain_retry || ++req->addr_idx < req->req.naddrs)) {
 		smtp_conn_open(req);
 		return;

@@ -8,7 +8,9 @@
  *                  a request's addresses
  *   smtp_req.c     a request: checks, copies, results, completion
  *   smtp_cmd.c     the text of MAIL FROM, RCPT TO and a pipelined batch
- *   smtp_tls.c     the SSL_CTX cache
+ *   smtp_auth.c    SMTP AUTH in the session; base64 and SASL responses
+ *   smtp_token.c   the token command (XOAUTH2, OAUTHBEARER)
+ *   smtp_tls.c     the SSL_CTX cache, client certificates, fingerprints
  *   smtp_body.c    the message as it goes out after DATA
  *   smtp_parse.c   the pure parsers (public: smtp.h)
  *
@@ -65,6 +67,7 @@ struct smtp_req {
 	struct smtp_rcpt_result last; /* the latest pre-session failure */
 	bool last_policy; /* ... was a TLS policy failure */
 	bool session_seen; /* some address got as far as MAIL FROM */
+	bool stop_walk; /* rule 15: no other address is tried */
 	struct smtp_result result;
 	TAILQ_ENTRY(smtp_req) entry; /* client->finished */
 };
@@ -98,6 +101,16 @@ struct smtp_conn {
 	bool body_done;
 	bool policy_fail; /* a TLS requirement failed, not the host */
 	bool dead;
+	/* implicit TLS, SMTP AUTH */
+	bool wrapper; /* TLS from the first byte (tls_wrapper, port 465) */
+	bool auth_tls; /* TLS is required because of the credentials */
+	bool authed; /* AUTH succeeded */
+	char *auth_id; /* the credentials it is for ("" none): cache key */
+	enum cfg_sasl auth_mech;
+	int auth_step; /* smtp_auth.c's enum auth_step */
+	char auth_err[160]; /* the server's decoded OAuth error, or "" */
+	char *token; /* the token command's token (secret), until used */
+	struct smtp_token *tok; /* the token command, while it runs */
 	size_t body_off;
 	bool body_bol;
 	/* copies of the settings an idle connection still needs */
@@ -117,6 +130,9 @@ struct smtp_client {
 	TAILQ_HEAD(, smtp_req) finished;
 	struct event *reap;
 	bool shutting_down, aborting, sd_called;
+	pid_t *kids; /* token commands of closed sessions, to reap */
+	size_t nkids;
+	struct event *kids_ev;
 	void (*sd_cb)(void *);
 	void *sd_arg;
 };
@@ -143,6 +159,9 @@ void smtp_conn_leave(struct smtp_conn *, bool polite);
 
 /* The session is ready for mail: start the request's first transaction. */
 void smtp_conn_ready(struct smtp_conn *);
+
+/* Connects CONN (after its token command, if any). */
+void smtp_conn_connect(struct smtp_conn *);
 
 /* ---- what failures mean (smtp_policy.c) ---- */
 
@@ -195,7 +214,7 @@ bool smtp_tls_unverified(struct smtp_conn *, X509 *cert, long vr);
 /* Rule 10f: TLS could not be set up here (ERR: why, or NULL). */
 void smtp_tls_setup_failed(struct smtp_conn *, const char *err);
 
-/* Rules 11, 15: connect(2) failed at once with ERRNUM. */
+/* Rules 11, 16: connect(2) failed at once with ERRNUM. */
 void smtp_connect_failed(struct smtp_conn *, int errnum);
 
 /* Rules 10d, 11: the connection BEV closed or failed (socket error ERR). */
@@ -209,6 +228,20 @@ void smtp_reply_malformed(struct smtp_conn *, bool bad);
 
 /* Rule 11: a reply REPLY came where none is due. */
 void smtp_reply_unexpected(struct smtp_conn *, const struct smtp_reply *reply);
+
+/* Rule 10g: fails CONN and returns true if its certificate does not
+ * match tls_fingerprint. */
+bool smtp_tls_unpinned(struct smtp_conn *, X509 *cert);
+
+/* Rule 15a: credentials, but no AUTH we may use (M: our N choices). */
+void
+smtp_auth_unavailable(struct smtp_conn *, const enum cfg_sasl *m, size_t n);
+
+/* Rule 15b: the server refused AUTH with WHY. */
+void smtp_auth_refused(struct smtp_conn *, struct smtp_rcpt_result *why);
+
+/* Rule 15c: the token command failed (WHY: how). */
+void smtp_token_failed(struct smtp_conn *, const char *why);
 
 /* Rule 14: ends CONN's request with "delivery aborted". */
 void smtp_conn_abort(struct smtp_conn *);
@@ -281,6 +314,28 @@ void smtp_cmd_rcpt(struct smtp_conn *, struct evbuffer *out, size_t i);
 /* Appends the whole transaction (RSET if due, MAIL, RCPTs, DATA). */
 void smtp_cmd_pipeline(struct smtp_conn *, struct evbuffer *out);
 
+/* ---- SMTP AUTH (smtp_auth.c) and the token command (smtp_token.c) */
+
+/* Starts AUTH on CONN: EHLO is done and TLS up where required. */
+void smtp_auth_start(struct smtp_conn *);
+
+/* Handles REPLY (WHY as a failure) to AUTH or a SASL response. */
+void smtp_auth_reply(struct smtp_conn *, const struct smtp_reply *reply,
+    struct smtp_rcpt_result *why);
+
+/* Runs CONN's token command (SMTP_PH_TOKEN); then smtp_conn_connect()
+ * or rule 15c. */
+void smtp_token_start(struct smtp_conn *);
+
+/* Stops CONN's token command if it runs (its child is reaped later). */
+void smtp_token_cancel(struct smtp_conn *);
+
+/* Zeroes and frees CONN's token. */
+void smtp_token_forget(struct smtp_conn *);
+
+/* Reaps the token commands of closed sessions (the client goes). */
+void smtp_kids_reap_all(struct smtp_client *);
+
 /* ---- TLS contexts (smtp_tls.c) ---- */
 
 struct smtp_tls; /* a cache of SSL_CTXs, one per CA file */
@@ -294,10 +349,19 @@ void smtp_tls_free(struct smtp_tls *);
  * an IP literal; the name, or the IP, is what verification checks), with
  * the chain checked against CAFILE ("" = the system's CAs) but the
  * handshake never failing on it: the caller looks at
- * SSL_get_verify_result() afterwards.  NULL with ERR set on failure.
+ * SSL_get_verify_result() afterwards; presenting the client certificate
+ * PEM (NULL: none).  NULL with ERR set on failure.
  */
-SSL *smtp_tls_ssl_new(struct smtp_tls *, const char *cafile, const char *host,
-    char *err, size_t errlen);
+SSL *smtp_tls_ssl_new(struct smtp_tls *, const char *cafile,
+    const struct cfg_pem *pem, const char *host, char *err, size_t errlen);
+
+/*
+ * Whether CERT's SHA-256 digest, or that of its public key (the DER
+ * SubjectPublicKeyInfo), is one of the N digests FP.  DESC (may be
+ * NULL) gets "SHA256:xx:..." of the certificate and of the key.
+ */
+bool smtp_tls_fingerprint_match(X509 *cert, const unsigned char (*fp)[32],
+    size_t n, char *desc, size_t desclen);
 
 /* Formats the last OpenSSL error (or "handshake failed") into ERR. */
 void smtp_tls_error(char *err, size_t errlen, unsigned long code);

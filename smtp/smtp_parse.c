@@ -1,7 +1,7 @@
 /*
  * smtp_parse.c - pure parsers for what an SMTP server sends: replies
- * (smtp_reply_parse) and EHLO capabilities (smtp_ehlo_parse), plus the
- * phase names (smtp_phase_name).
+ * (smtp_reply_parse) and EHLO capabilities (smtp_ehlo_parse, with the
+ * AUTH mechanisms of RFC 4954), plus the phase names (smtp_phase_name).
  *
  * Invariants: no allocation, no global state; input is untrusted and
  * never read past LEN; a reply is bounded by SMTP_LINE_MAX bytes per line
@@ -15,12 +15,14 @@
 
 static const char *const phase_names[SMTP_NPHASE] = {
 	[SMTP_PH_NONE] = "none",
+	[SMTP_PH_TOKEN] = "token command",
 	[SMTP_PH_CONNECT] = "connect",
 	[SMTP_PH_GREETING] = "greeting",
 	[SMTP_PH_EHLO] = "EHLO",
 	[SMTP_PH_HELO] = "HELO",
 	[SMTP_PH_STARTTLS] = "STARTTLS",
 	[SMTP_PH_TLS] = "TLS handshake",
+	[SMTP_PH_AUTH] = "AUTH",
 	[SMTP_PH_MAIL] = "MAIL FROM",
 	[SMTP_PH_RCPT] = "RCPT TO",
 	[SMTP_PH_DATA] = "DATA",
@@ -185,6 +187,43 @@ kw_is(const char *s, size_t n, const char *kw)
 	return strlen(kw) == n && strncasecmp(s, kw, n) == 0;
 }
 
+/* Notes the mechanisms of an AUTH line (P..END, after the keyword):
+ * "AUTH PLAIN LOGIN" or the old "AUTH=PLAIN LOGIN"; the first line
+ * offering AUTH gives auth_list. */
+static void
+ehlo_auth_parse(const char *p, const char *end, struct smtp_ehlo *ehlo)
+{
+	bool first = !ehlo->auth_offered;
+
+	ehlo->auth_offered = true;
+	if (p < end && *p == '=')
+		p++;
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	if (first) {
+		size_t n = (size_t)(end - p);
+
+		rq_sanitize(ehlo->auth_list, sizeof(ehlo->auth_list), p,
+		    n < sizeof(ehlo->auth_list) ? n : sizeof(ehlo->auth_list));
+	}
+	while (p < end) {
+		const char *w = p;
+
+		while (p < end && *p != ' ' && *p != '\t')
+			p++;
+		if (kw_is(w, (size_t)(p - w), "PLAIN"))
+			ehlo->auth |= SMTP_AUTH_BIT(CFG_SASL_PLAIN);
+		else if (kw_is(w, (size_t)(p - w), "LOGIN"))
+			ehlo->auth |= SMTP_AUTH_BIT(CFG_SASL_LOGIN);
+		else if (kw_is(w, (size_t)(p - w), "XOAUTH2"))
+			ehlo->auth |= SMTP_AUTH_BIT(CFG_SASL_XOAUTH2);
+		else if (kw_is(w, (size_t)(p - w), "OAUTHBEARER"))
+			ehlo->auth |= SMTP_AUTH_BIT(CFG_SASL_OAUTHBEARER);
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+	}
+}
+
 void
 smtp_ehlo_parse(const char *text, size_t len, struct smtp_ehlo *ehlo)
 {
@@ -223,6 +262,8 @@ smtp_ehlo_parse(const char *text, size_t len, struct smtp_ehlo *ehlo)
 			ehlo->smtputf8 = true;
 		else if (kw_is(p, klen, "CHUNKING"))
 			ehlo->chunking = true;
+		else if (kw_is(p, klen, "AUTH"))
+			ehlo_auth_parse(p + klen, end, ehlo);
 		else if (kw_is(p, klen, "SIZE")) {
 			uint64_t v = 0;
 			const char *q = p + klen;

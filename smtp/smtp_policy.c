@@ -9,9 +9,9 @@
  *     otherwise; its status is the enhanced status code the server gave,
  *     else "C.0.0".  A failure's text is "host H[IP] said: REPLY (in
  *     reply to CMD command)" (smtp_why_reply).
- *  2. A 421, or a 3xx to anything but DATA, ends the session at once,
- *     without QUIT (the server is going away or out of step), class 4;
- *     rule 12 says where the recipients go (smtp_reply_ends_session).
+ *  2. A 421, or a 3xx to anything but DATA and AUTH, ends the session at
+ *     once, without QUIT (the server is going away or out of step), class
+ *     4; rule 12 says where the recipients go (smtp_reply_ends_session).
  *  3. A refused greeting, EHLO (once TLS is on, or 4xx; a 5xx before
  *     TLS falls back to HELO), HELO or RSET is class 4 even when it is a
  *     5xx: it speaks of the session, not of the mail.  The client QUITs;
@@ -34,19 +34,25 @@
  * 10. TLS.  A failure of a TLS requirement is a "policy failure": class
  *     4, it goes on to the next address (rule 12) but never marks the
  *     host down (rule 13), since it says nothing of the host's health.
- *     a. tls=encrypt or verify and no STARTTLS offered: 4.7.4, QUIT
- *        (smtp_tls_missing).
+ *     a. tls=encrypt or verify (or credentials, rule 15) and no STARTTLS
+ *        offered: 4.7.4, QUIT (smtp_tls_missing).
  *     b. STARTTLS refused: tls=may goes on in plaintext; encrypt and
  *        verify fail with the reply, QUIT (smtp_starttls_refused).
  *     c. Bytes after the reply to STARTTLS (possible command injection):
  *        4.7.0, closed (smtp_starttls_injected).
  *     d. The handshake fails (4.7.5) or times out (rule 11's text),
  *        closed; with tls=may the same address is tried again at once
- *        in plaintext (smtp_conn_lost, smtp_conn_timed_out).
+ *        in plaintext, except with implicit TLS (tls_wrapper, port 465),
+ *        where there is no plaintext (smtp_conn_lost,
+ *        smtp_conn_timed_out).
  *     e. tls=verify and the chain or the name does not check out: 4.7.5,
  *        QUIT (smtp_tls_unverified).  may and encrypt do not check.
  *     f. TLS cannot be set up on our side: 4.7.5, closed; counted as a
  *        host failure, not a policy one (smtp_tls_setup_failed).
+ *     g. tls_fingerprint is set and neither the certificate's SHA-256
+ *        nor its public key's is one of them: 4.7.5, QUIT; the reason
+ *        gives both digests (smtp_tls_unpinned).  A match counts as
+ *        verified; no CA or name is checked.
  * 11. Connection trouble is class 4 and closes without QUIT: connect
  *     failed or timed out, 4.4.1 ("connect to H[IP]:PORT: ..."); any
  *     other timeout, 4.4.2 ("conversation with H[IP] timed out: timeout
@@ -76,7 +82,24 @@
  *     gives whatever is not yet accepted 4.3.2 "delivery aborted"; no
  *     other address is tried and no host is marked down (smtp_conn_abort,
  *     rule 13).
- * 15. A shortage of this host, not of the destination (no file
+ * 15. SMTP AUTH (RFC 4954), with credentials: TLS is required first
+ *     (rule 10a) unless auth_plaintext.  Every AUTH failure is a policy
+ *     failure (rule 10: class 4, never a bounce, the host is not marked
+ *     down: other senders' credentials may be good):
+ *     a. The server offers no AUTH, or none of the mechanisms
+ *        auth_mechanisms allows for the credentials: 4.7.0 naming what
+ *        it offers, QUIT, the next address (smtp_auth_unavailable).
+ *     b. AUTH (or a SASL response) answered with anything but 235 or
+ *        334 (535, 534, 454...): the reply's class made 4 ("5.7.8" ->
+ *        "4.7.8", else 4.7.0), "SASL authentication failed; host H[IP]
+ *        said: ...", one warning logged for the connection, QUIT, and
+ *        no other address is tried: the same credentials would fail
+ *        again and could lock the account (smtp_auth_refused).
+ *     c. The token command fails, prints no token or times out
+ *        (timeout.misc): 4.7.0 "cannot get a token for USER: the token
+ *        command P ...", no connection made, no other address tried
+ *        (smtp_token_failed).
+ * 16. A shortage of this host, not of the destination (no file
  *     descriptor to spare beyond SMTP_FD_RESERVE, EMFILE, ENFILE,
  *     ENOBUFS, ENOMEM, no local port) when opening a connection: every
  *     recipient left gets class 4, 4.3.0 "local resource shortage", with
@@ -162,13 +185,14 @@ conn_fail_text(struct smtp_conn *conn, bool polite, const char *status,
 	smtp_conn_fail(conn, polite, &why);
 }
 
-/* Rule 2: a 421 anywhere, or a 3xx to anything but DATA. */
+/* Rule 2: a 421 anywhere, or a 3xx to anything but DATA and AUTH. */
 bool
 smtp_reply_ends_session(struct smtp_conn *conn, const struct smtp_reply *reply,
     struct smtp_rcpt_result *why)
 {
 	if (reply->code != 421 &&
-	    (reply->code / 100 != 3 || conn->phase == SMTP_PH_DATA))
+	    (reply->code / 100 != 3 || conn->phase == SMTP_PH_DATA ||
+		conn->phase == SMTP_PH_AUTH))
 		return false;
 	why->cls = 4;
 	smtp_conn_fail(conn, false, why);
@@ -254,8 +278,9 @@ smtp_tls_missing(struct smtp_conn *conn)
 		return false;
 	conn->policy_fail = true;
 	conn_fail_text(conn, true, "4.7.4",
-	    "TLS is required, but was not offered by host %s[%s]", conn->host,
-	    conn->ip);
+	    "TLS is required%s, but was not offered by host %s[%s]",
+	    conn->auth_tls ? " to authenticate (auth_plaintext = no)" : "",
+	    conn->host, conn->ip);
 	return true;
 }
 
@@ -300,6 +325,29 @@ smtp_tls_unverified(struct smtp_conn *conn, X509 *cert, long vr)
 	return true;
 }
 
+/* Rule 10g: tls_fingerprint set, and CERT matches none of them. */
+bool
+smtp_tls_unpinned(struct smtp_conn *conn, X509 *cert)
+{
+	unsigned char fp[CFG_FINGERPRINT_MAX][32];
+	char desc[300];
+	size_t n;
+
+	if (conn->tls_level != CFG_TLS_PINNED)
+		return false;
+	n = cfg_fingerprints(conn->req->req.scope, fp, CFG_FINGERPRINT_MAX);
+	conn->tls_verified = smtp_tls_fingerprint_match(
+	    cert, (const unsigned char(*)[32])fp, n, desc, sizeof(desc));
+	if (conn->tls_verified)
+		return false;
+	conn->policy_fail = true;
+	conn_fail_text(conn, true, "4.7.5",
+	    "Server certificate not verified: %s[%s]: fingerprint mismatch: "
+	    "%s",
+	    conn->host, conn->ip, cert == NULL ? "no certificate" : desc);
+	return true;
+}
+
 /* Rule 10f: our side could not make the SSL or its bufferevent. */
 void
 smtp_tls_setup_failed(struct smtp_conn *conn, const char *err)
@@ -316,12 +364,13 @@ smtp_tls_setup_failed(struct smtp_conn *conn, const char *err)
 static void
 conn_tls_failed(struct smtp_conn *conn)
 {
-	if (conn->tls_level == CFG_TLS_MAY && conn->req != NULL)
+	if (conn->tls_level == CFG_TLS_MAY && conn->req != NULL &&
+	    !conn->wrapper)
 		conn->req->plain_retry = true;
 	conn->policy_fail = true;
 }
 
-/* Rule 15: whether ERR is a shortage of this host's, not the peer's. */
+/* Rule 16: whether ERR is a shortage of this host's, not the peer's. */
 static bool
 errno_local(int err)
 {
@@ -393,6 +442,10 @@ smtp_conn_timed_out(struct smtp_conn *conn)
 		    smtp_phase_timeout(conn->phase));
 		return;
 	}
+	if (conn->phase == SMTP_PH_TOKEN) {
+		smtp_token_failed(conn, "timed out");
+		return;
+	}
 	if (conn->phase == SMTP_PH_TLS)
 		conn_tls_failed(conn);
 	conn_fail_text(conn, false, "4.4.2",
@@ -421,6 +474,72 @@ smtp_reply_unexpected(struct smtp_conn *conn, const struct smtp_reply *reply)
 	conn_fail_text(conn, false, "4.5.0",
 	    "host %s[%s] sent an unexpected reply while %s: %d %s", conn->host,
 	    conn->ip, smtp_phase_while(conn->phase), reply->code, reply->text);
+}
+
+/* Rule 15a: credentials, but no AUTH, or none of M[0..N) offered. */
+void
+smtp_auth_unavailable(struct smtp_conn *conn, const enum cfg_sasl *m, size_t n)
+{
+	char want[64] = "";
+
+	for (size_t i = 0; i < n; i++)
+		snprintf(want + strlen(want), sizeof(want) - strlen(want),
+		    "%s%s", i ? " " : "", cfg_sasl_name(m[i]));
+	conn->policy_fail = true;
+	if (!conn->ehlo.auth_offered || conn->ehlo.auth_list[0] == '\0')
+		conn_fail_text(conn, true, "4.7.0",
+		    "host %s[%s] offers no AUTH, but credentials are "
+		    "configured for it (%s)",
+		    conn->host, conn->ip, conn->req->req.auth->id);
+	else
+		conn_fail_text(conn, true, "4.7.0",
+		    "host %s[%s] offers AUTH %s, none of %s that "
+		    "auth_mechanisms allows for %s",
+		    conn->host, conn->ip, conn->ehlo.auth_list, want,
+		    conn->req->req.auth->id);
+}
+
+/* Rule 15b: AUTH refused: class 4, logged once, no other address. */
+void
+smtp_auth_refused(struct smtp_conn *conn, struct smtp_rcpt_result *why)
+{
+	const struct cfg_auth *a = conn->req->req.auth;
+	char st[16], text[SMTP_TEXT_MAX + SMTP_REPLY_MAX + 600];
+
+	if (why->status[0] != '\0' && why->status[1] == '.')
+		snprintf(st, sizeof(st), "4%s", why->status + 1);
+	else
+		snprintf(st, sizeof(st), "4.7.0");
+	if (strcmp(st, "4.0.0") == 0)
+		snprintf(st, sizeof(st), "4.7.0");
+	log_warn("smtp",
+	    "%s[%s]:%u: SASL %s authentication failed for %.200s: %.300s%s%s",
+	    conn->host, conn->ip, conn->port, cfg_sasl_name(conn->auth_mech),
+	    a->id, why->reply, conn->auth_err[0] ? "; " : "", conn->auth_err);
+	snprintf(text, sizeof(text),
+	    "SASL authentication failed; host %s[%s] said: %s (in reply to "
+	    "AUTH command)%s%s",
+	    conn->host, conn->ip, why->reply, conn->auth_err[0] ? "; " : "",
+	    conn->auth_err);
+	rq_sanitize(why->text, sizeof(why->text), text, strlen(text));
+	snprintf(why->status, sizeof(why->status), "%s", st);
+	why->cls = 4;
+	conn->policy_fail = true;
+	conn->req->stop_walk = true;
+	smtp_conn_fail(conn, true, why);
+}
+
+/* Rule 15c: the token command failed: no connection, no next address. */
+void
+smtp_token_failed(struct smtp_conn *conn, const char *why)
+{
+	const struct cfg_auth *a = conn->req->req.auth;
+
+	conn->policy_fail = true;
+	conn->req->stop_walk = true;
+	conn_fail_text(conn, false, "4.7.0",
+	    "cannot get a token for %s: the token command %.200s %s", a->id,
+	    a->argv[0], why);
 }
 
 /* Rule 14: the client is shutting down and aborts CONN's request. */

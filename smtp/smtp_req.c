@@ -123,6 +123,10 @@ request_ok(const struct smtp_request *r)
 	    r->done == NULL || (r->msg == NULL && r->msglen > 0) ||
 	    !addr_ok(r->sender) || (r->envid != NULL && !addr_ok(r->envid)))
 		return false;
+	if (r->auth != NULL &&
+	    (r->auth->user == NULL || r->auth->id == NULL ||
+		(r->auth->password == NULL) == (r->auth->argv == NULL)))
+		return false;
 	for (i = 0; i < r->naddrs; i++) {
 		const struct smtp_addr *a = &r->addrs[i];
 

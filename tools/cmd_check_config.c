@@ -1,10 +1,14 @@
 /*
  * cmd_check_config.c - `relayq check-config`: validates the config and
- * prints every effective setting, sorted, for scripts to diff.
+ * the files it names (auth_file, sender_relayhost, client certificates:
+ * what `relayq run` refuses to start with) and prints every effective
+ * setting, the credentials without secrets and the route of each
+ * destination, sorted, for scripts to diff.
  */
 #include <getopt.h>
 #include <stdlib.h>
 
+#include "runner.h"
 #include "tools.h"
 
 static void
@@ -32,6 +36,7 @@ cmd_check_config(int argc, char **argv)
 	const char *path = NULL;
 	bool quiet = false;
 	struct cfg *cfg;
+	char err[1024];
 	int ch;
 
 	while ((ch = getopt_long(argc, argv, "c:qh", longopts, NULL)) != -1) {
@@ -55,6 +60,11 @@ cmd_check_config(int argc, char **argv)
 		return RQ_EX_USAGE;
 	}
 	cfg = tools_cfg_load(tools_cfg_path(path));
+	if (runner_cfg_prepare(cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		cfg_free(cfg);
+		return RQ_EX_CONFIG;
+	}
 	if (!quiet)
 		cfg_dump(cfg, stdout);
 	cfg_free(cfg);

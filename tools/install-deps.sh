@@ -2,13 +2,18 @@
 # install-deps.sh - installs, from Debian 12's packages, what relayq needs to
 # build (--build) or to build and run its tests and benchmarks (--test).
 # Needs root (apt-get); does nothing for packages already installed.
+# exim4, the real MTA of the smarthost tests, is not installed (it
+# conflicts with postfix): tests/e2e/eximlib.py unpacks it under the build
+# directory; libidn12 is the one library of its own it needs, and
+# libnss-wrapper gives it its Debian-exim user.
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
  libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev"
 test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  git git-email libmailtools-perl
- procps"
+ procps
+ libidn12 libnss-wrapper"
 case "${1:---test}" in
 --build) pkgs=$build_pkgs ;;
 --test) pkgs=$test_pkgs ;;

@@ -6,10 +6,15 @@
  *   smtpc -c CONF [-d DOMAIN] [-C CLASS] [-1] -a [NAME@]IP:PORT ...
  *         -f SENDER -r RCPT ... [-N NOTIFY] [-O] [-V ENVID] [-R full|hdrs]
  *         [-m FILE | -z SIZE] [-n COUNT] [-p PARALLEL] [-i SECONDS] [-q]
- *         [-A SECONDS]
+ *         [-A SECONDS] [-H RELAY]
  *
  * The settings come from CONF's scope for DOMAIN (-d; the destination
- * key is DOMAIN too, or "default").  -n messages are sent, at most -p at
+ * key is DOMAIN too, or "default").  The files CONF names (auth_file,
+ * client certificates) are loaded as the daemon loads them; with -H the
+ * request carries the credentials of mail from SENDER through RELAY (as
+ * written in relayhost, e.g. "[127.0.0.1]:2525"), if any; -H given more
+ * than once: message i uses the credentials of the (i mod N)th (to test
+ * that connections are never shared between credentials).  -n messages are sent, at most -p at
  * once; with -i each next message waits that long after the previous
  * one's result (to test the connection cache).  -q prints only the
  * summary line and the results of messages not delivered to everyone.
@@ -43,6 +48,8 @@ static double interval;
 static bool quiet;
 static int64_t t_start;
 static struct event *next_ev, *abort_ev;
+static const struct cfg_auth *auths[4];
+static size_t nauths;
 
 /* Prints S as a JSON string. */
 static void
@@ -85,6 +92,8 @@ done_cb(void *arg, const struct smtp_result *res)
 		json_str(res->tls_proto);
 		printf(", \"cipher\": ");
 		json_str(res->tls_cipher);
+		printf(", \"auth\": ");
+		json_str(res->auth_mech);
 		printf(", \"verified\": %s, \"reused\": %s, \"host_down\": %s, "
 		       "\"transactions\": %u, \"setup\": %.6f, "
 		       "\"elapsed\": %.6f, \"rcpts\": [",
@@ -137,6 +146,8 @@ submit_more(void)
 {
 	while (submitted < total && submitted - finished < parallel) {
 		req.arg = (void *)(uintptr_t)submitted;
+		if (nauths > 0)
+			req.auth = auths[submitted % nauths];
 		if (smtp_request_submit(client, &req) != SMTP_SUBMIT_OK) {
 			fprintf(stderr, "smtpc: submit refused\n");
 			exit(1);
@@ -243,6 +254,8 @@ main(int argc, char **argv)
 	static struct smtp_addr addrs[MAX_ADDRS];
 	static struct smtp_rcpt rcpts[MAX_RCPTS];
 	const char *conf = NULL, *domain = NULL, *sender = "sender@example.org";
+	const char *relays[4];
+	size_t nrelays = 0;
 	unsigned notify = 0;
 	bool orcpt = false;
 	size_t naddrs = 0, nrcpts = 0, size = 0, i;
@@ -254,8 +267,8 @@ main(int argc, char **argv)
 
 	memset(&req, 0, sizeof(req));
 	req.cls = CFG_NORMAL;
-	while ((c = getopt(argc, argv, "1a:A:c:C:d:f:i:m:n:N:Op:qr:R:V:z:")) !=
-	    -1) {
+	while ((c = getopt(
+		    argc, argv, "1a:A:c:C:d:f:H:i:m:n:N:Op:qr:R:V:z:")) != -1) {
 		switch (c) {
 		case '1':
 			req.first_attempt = true;
@@ -285,6 +298,11 @@ main(int argc, char **argv)
 			break;
 		case 'f':
 			sender = optarg;
+			break;
+		case 'H':
+			if (nrelays == 4)
+				return 64;
+			relays[nrelays++] = optarg;
 			break;
 		case 'i':
 			interval = atof(optarg);
@@ -339,8 +357,10 @@ main(int argc, char **argv)
 		fprintf(stderr, "smtpc: -c, -a and -r are required\n");
 		return 64;
 	}
-	if (cfg_load(conf, &cfg, err, sizeof(err)) != CFG_OK) {
+	if (cfg_load(conf, &cfg, err, sizeof(err)) != CFG_OK ||
+	    cfg_files_load(cfg, err, sizeof(err)) != CFG_OK) {
 		fprintf(stderr, "%s\n", err);
+		cfg_free(cfg);
 		return 78;
 	}
 	log_open(NULL, "smtpc");
@@ -393,6 +413,19 @@ main(int argc, char **argv)
 	req.addrs = addrs;
 	req.naddrs = naddrs;
 	req.scope = cfg_scope(cfg, domain);
+	for (i = 0; i < nrelays; i++) {
+		struct cfg_hostport hp;
+		const char *why;
+
+		if (cfg_hostport_parse(
+			relays[i], strlen(relays[i]), &hp, &why) < 0) {
+			fprintf(stderr, "smtpc: -H %s: %s\n", relays[i], why);
+			return 64;
+		}
+		auths[nauths++] = cfg_auth_lookup(cfg, sender, &hp,
+		    hp.port ? hp.port
+			    : (uint16_t)cfg_int(req.scope, CFG_SMTP_PORT));
+	}
 	req.sender = sender;
 	req.rcpts = rcpts;
 	req.nrcpts = nrcpts;
