@@ -19,10 +19,11 @@
  * destination is kicked:
  *
  * - it is not down: a result with host_down marks it down for
- *   timeout.hoststatus, and meanwhile its jobs go at once, without a
- *   connection, to the next fallback_relay of the destination's scope
- *   (runner_route_fallback), or are deferred when there is none
- *   ("delivery temporarily suspended: REASON");
+ *   timeout.hoststatus (the job that got it goes on to the next
+ *   fallback relay, runner_job.c), and meanwhile its jobs go at once,
+ *   without a connection, to the next fallback_relay of the
+ *   destination's scope (runner_route_fallback), or are deferred when
+ *   there is none ("delivery temporarily suspended: REASON");
  * - it has a route: resolved on first use and again once ROUTE_TTL
  *   seconds old (while nothing is in flight); a lookup that fails
  *   bounces (5) every job waiting, or, when it fails for now (4), sends
@@ -41,7 +42,8 @@
  * those unused for DEST_KEEP seconds (bucket full again, not down);
  * after a reload the existing ones are retired: they keep their old
  * (refcounted) settings until their last job is done, new jobs go to
- * new ones.  Nothing here polls but a destination waiting for
+ * new ones, and they send no job to a fallback relay (a deferred job is
+ * routed afresh on its retry).  Nothing here polls but a destination waiting for
  * connections that are closing (the client does not report their end),
  * which looks again every 200 ms while jobs wait.
  */
