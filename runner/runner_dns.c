@@ -3,8 +3,8 @@
  * daemon's libevent loop (the c-ares sockets get events, a timer follows
  * ares_timeout()), turned into the ordered route of a destination.
  *
- * Public (runner-private): dns_new(), dns_free(), dns_route(),
- * route_free(), dns_mx_order().
+ * Public (runner-private): runner_dns_new(), runner_dns_free(),
+ * runner_dns_route(), runner_dns_route_free(), runner_dns_mx_order().
  *
  * Policy, as Postfix's smtp(8): MX hosts by preference, equal preferences
  * in random order; a domain with no MX (NODATA) is its own host; a null MX
@@ -13,7 +13,7 @@
  * `[host]` is not MX-looked-up, and its lookup failures always defer: a
  * typo in the config must not bounce mail.
  *
- * Invariant: a callback never runs from inside dns_route(); a finished
+ * Invariant: a callback never runs from inside runner_dns_route(); a finished
  * lookup is handed back from its own zero-timeout event, so the caller's
  * state is never re-entered.
  */
@@ -77,7 +77,7 @@ static void dns_timer_arm(struct dns *);
 
 /* Frees a route and its address list. */
 void
-route_free(struct route *r)
+runner_dns_route_free(struct route *r)
 {
 	if (r == NULL)
 		return;
@@ -87,7 +87,7 @@ route_free(struct route *r)
 
 /* Sorts by preference (insertion sort: n is small), then shuffles runs. */
 void
-dns_mx_order(struct dns_mx *mx, size_t n)
+runner_dns_mx_order(struct dns_mx *mx, size_t n)
 {
 	size_t i, j, k;
 
@@ -183,8 +183,8 @@ dns_sock_state(void *data, ares_socket_t fd, int readable, int writable)
 
 /* Creates the resolver; see runner_dns.h. */
 struct dns *
-dns_new(struct event_base *base, const struct cfg_hostport *server, char *err,
-    size_t errlen)
+runner_dns_new(struct event_base *base, const struct cfg_hostport *server,
+    char *err, size_t errlen)
 {
 	static bool inited;
 	struct ares_options o;
@@ -309,50 +309,44 @@ dns_temporary(int status)
 	    status != ARES_ENONAME && status != ARES_EBADNAME;
 }
 
-/* All address lookups answered: build the route in MX order. */
+/* Appends H's IPv4 and IPv6 addresses (with PORT set) to route R, up
+ * to DNS_MAX_ADDR in all. */
 static void
-dns_job_build(struct dns_job *j)
+route_addrs_add(struct route *r, const struct dns_host *h, uint16_t port)
 {
-	struct route *r;
-	size_t i;
-	bool temp = false;
-	int last = ARES_SUCCESS;
+	struct ares_addrinfo_node *n;
 
-	r = xcalloc(1, sizeof(*r));
-	r->addr = xcalloc(DNS_MAX_ADDR, sizeof(*r->addr));
-	for (i = 0; i < j->nhost; i++) {
-		struct dns_host *h = &j->hosts[i];
-		struct ares_addrinfo_node *n;
+	for (n = h->ai ? h->ai->nodes : NULL;
+	     n != NULL && r->naddr < DNS_MAX_ADDR; n = n->ai_next) {
+		struct route_addr *a = &r->addr[r->naddr];
 
-		if (h->status != ARES_SUCCESS) {
-			temp |= dns_temporary(h->status);
-			last = h->status;
+		if (n->ai_family != AF_INET && n->ai_family != AF_INET6)
 			continue;
-		}
-		for (n = h->ai ? h->ai->nodes : NULL;
-		     n != NULL && r->naddr < DNS_MAX_ADDR; n = n->ai_next) {
-			struct route_addr *a = &r->addr[r->naddr];
-
-			if (n->ai_family != AF_INET && n->ai_family != AF_INET6)
-				continue;
-			if (n->ai_addrlen > sizeof(a->sa))
-				continue;
-			memcpy(&a->sa, n->ai_addr, n->ai_addrlen);
-			a->salen = n->ai_addrlen;
-			if (n->ai_family == AF_INET)
-				((struct sockaddr_in *)&a->sa)->sin_port =
-				    htons(j->port);
-			else
-				((struct sockaddr_in6 *)&a->sa)->sin6_port =
-				    htons(j->port);
-			snprintf(a->host, sizeof(a->host), "%s", h->name);
-			a->pref = h->pref;
-			r->naddr++;
-		}
+		if (n->ai_addrlen > sizeof(a->sa))
+			continue;
+		memcpy(&a->sa, n->ai_addr, n->ai_addrlen);
+		a->salen = n->ai_addrlen;
+		if (n->ai_family == AF_INET)
+			((struct sockaddr_in *)&a->sa)->sin_port = htons(port);
+		else
+			((struct sockaddr_in6 *)&a->sa)->sin6_port = htons(
+			    port);
+		snprintf(a->host, sizeof(a->host), "%s", h->name);
+		a->pref = h->pref;
+		r->naddr++;
 	}
-	if (r->naddr > 0) {
-		r->status = ROUTE_OK;
-	} else if (temp || !j->mx) {
+}
+
+/*
+ * Why route R of J has no address: a temporary failure (TEMP) or a
+ * `[host]` defers; a domain without MX that does not exist or has no
+ * address bounces; MX hosts that all do not exist defer.  LAST is the
+ * last lookup's ares status.
+ */
+static void
+route_no_addr(struct route *r, const struct dns_job *j, bool temp, int last)
+{
+	if (temp || !j->mx) {
 		r->status = ROUTE_DEFER;
 		snprintf(r->dsn, sizeof(r->dsn), "4.4.3");
 		snprintf(r->why, sizeof(r->why),
@@ -381,6 +375,33 @@ dns_job_build(struct dns_job *j)
 		snprintf(r->why, sizeof(r->why),
 		    "no address for any MX host of %.200s", j->name);
 	}
+}
+
+/* All address lookups answered: build the route in MX order. */
+static void
+dns_job_build(struct dns_job *j)
+{
+	struct route *r;
+	size_t i;
+	bool temp = false;
+	int last = ARES_SUCCESS;
+
+	r = xcalloc(1, sizeof(*r));
+	r->addr = xcalloc(DNS_MAX_ADDR, sizeof(*r->addr));
+	for (i = 0; i < j->nhost; i++) {
+		struct dns_host *h = &j->hosts[i];
+
+		if (h->status != ARES_SUCCESS) {
+			temp |= dns_temporary(h->status);
+			last = h->status;
+			continue;
+		}
+		route_addrs_add(r, h, j->port);
+	}
+	if (r->naddr > 0)
+		r->status = ROUTE_OK;
+	else
+		route_no_addr(r, j, temp, last);
 	j->route = r;
 	dns_job_done(j);
 }
@@ -426,14 +447,52 @@ dns_job_addrs(struct dns_job *j)
 		    dns_ai_cb, &j->hosts[i]);
 }
 
+/*
+ * Makes J's hosts of the MX records MX (freed here): the first
+ * DNS_MAX_MX, by preference (equal ones shuffled).  A null MX (RFC 7505)
+ * fails J instead: returns false then.
+ */
+static bool
+dns_mx_hosts(struct dns_job *j, struct ares_mx_reply *mx)
+{
+	struct ares_mx_reply *m;
+	struct dns_mx list[DNS_MAX_MX];
+	size_t n = 0;
+
+	for (m = mx; m != NULL; m = m->next) {
+		const char *h = m->host ? m->host : "";
+
+		if (h[0] == '\0' || strcmp(h, ".") == 0) {
+			/* RFC 7505: a null MX means no mail at all. */
+			ares_free_data(mx);
+			dns_job_fail(j, ROUTE_FAIL, "5.1.10",
+			    "Domain %.200s does not accept mail (nullMX)",
+			    j->name);
+			return false;
+		}
+		if (n < DNS_MAX_MX) {
+			list[n].host = xstrdup(h);
+			list[n].pref = m->priority;
+			n++;
+		}
+	}
+	ares_free_data(mx);
+	runner_dns_mx_order(list, n);
+	j->hosts = xcalloc(n, sizeof(*j->hosts));
+	for (size_t i = 0; i < n; i++) {
+		j->hosts[i].name = list[i].host;
+		j->hosts[i].pref = list[i].pref;
+	}
+	j->nhost = n;
+	return true;
+}
+
 /* The MX answer arrived. */
 static void
 dns_mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct dns_job *j = arg;
-	struct ares_mx_reply *mx = NULL, *m;
-	struct dns_mx list[DNS_MAX_MX];
-	size_t n = 0;
+	struct ares_mx_reply *mx = NULL;
 
 	(void)timeouts;
 	if (status == ARES_EDESTRUCTION || j->dns->dying)
@@ -466,37 +525,13 @@ dns_mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 		    j->name, ares_strerror(status));
 		return;
 	}
-	for (m = mx; m != NULL; m = m->next) {
-		const char *h = m->host ? m->host : "";
-
-		if (h[0] == '\0' || strcmp(h, ".") == 0) {
-			/* RFC 7505: a null MX means no mail at all. */
-			ares_free_data(mx);
-			dns_job_fail(j, ROUTE_FAIL, "5.1.10",
-			    "Domain %.200s does not accept mail (nullMX)",
-			    j->name);
-			return;
-		}
-		if (n < DNS_MAX_MX) {
-			list[n].host = xstrdup(h);
-			list[n].pref = m->priority;
-			n++;
-		}
-	}
-	ares_free_data(mx);
-	dns_mx_order(list, n);
-	j->hosts = xcalloc(n, sizeof(*j->hosts));
-	for (size_t i = 0; i < n; i++) {
-		j->hosts[i].name = list[i].host;
-		j->hosts[i].pref = list[i].pref;
-	}
-	j->nhost = n;
-	dns_job_addrs(j);
+	if (dns_mx_hosts(j, mx))
+		dns_job_addrs(j);
 }
 
 /* Routes HOST; see runner_dns.h. */
 void
-dns_route(struct dns *dns, const char *host, uint16_t port, bool mx,
+runner_dns_route(struct dns *dns, const char *host, uint16_t port, bool mx,
     dns_route_cb *cb, void *arg)
 {
 	struct dns_job *j = xcalloc(1, sizeof(*j));
@@ -524,7 +559,7 @@ dns_route(struct dns *dns, const char *host, uint16_t port, bool mx,
 
 /* Frees the resolver; pending lookups are answered with ROUTE_DEFER. */
 void
-dns_free(struct dns *dns)
+runner_dns_free(struct dns *dns)
 {
 	struct dns_sock *s;
 
@@ -535,7 +570,7 @@ dns_free(struct dns *dns)
 	while (dns->jobs != NULL) {
 		struct dns_job *j = dns->jobs;
 
-		route_free(j->route);
+		runner_dns_route_free(j->route);
 		dns_job_free(j);
 	}
 	while ((s = dns->socks) != NULL) {

@@ -6,7 +6,7 @@
  * MX hosts by preference (equal preferences shuffled), each host's
  * addresses in the resolver's order; or the A/AAAA of the domain when it
  * has no MX; or the relayhost.  Ownership: a route passed to a
- * dns_route_cb belongs to the callee, who frees it with route_free().
+ * dns_route_cb belongs to the callee, who frees it with runner_dns_route_free().
  */
 #ifndef RELAYQ_RUNNER_DNS_H
 #define RELAYQ_RUNNER_DNS_H
@@ -47,11 +47,11 @@ typedef void dns_route_cb(void *arg, struct route *);
  * at one name server instead of /etc/resolv.conf.  Returns NULL with ERR
  * filled in on failure.
  */
-struct dns *dns_new(struct event_base *base, const struct cfg_hostport *server,
-    char *err, size_t errlen);
+struct dns *runner_dns_new(struct event_base *base,
+    const struct cfg_hostport *server, char *err, size_t errlen);
 
 /* Cancels every pending lookup (their callbacks run with ROUTE_DEFER). */
-void dns_free(struct dns *);
+void runner_dns_free(struct dns *);
 
 /*
  * Routes to HOST on PORT: with MX true, MX lookup with A/AAAA fallback
@@ -59,17 +59,17 @@ void dns_free(struct dns *);
  * the A/AAAA of HOST only (`[host]:port`, an IP literal works too).
  * CB runs later, never from inside this call.
  */
-void dns_route(struct dns *, const char *host, uint16_t port, bool mx,
+void runner_dns_route(struct dns *, const char *host, uint16_t port, bool mx,
     dns_route_cb *cb, void *arg);
 
 /* Frees a route. */
-void route_free(struct route *);
+void runner_dns_route_free(struct route *);
 
 /* Sorts MX records by preference and shuffles equal preferences. */
 struct dns_mx {
 	char *host;
 	unsigned pref;
 };
-void dns_mx_order(struct dns_mx *mx, size_t n);
+void runner_dns_mx_order(struct dns_mx *mx, size_t n);
 
 #endif

@@ -1,9 +1,13 @@
 /*
  * runner_int.h - private to runner/: the daemon's state shared by
- * runner_main.c (loop, signals, intake, reload), runner_sched.c (taking
- * due work, destinations, limits, submitting), runner_result.c
- * (backoff, group commit, delivery log) and runner_route.c (routes,
- * credentials, fallback relays).
+ * runner_main.c (start-up, loop, signals, intake, reload, shutdown),
+ * runner_sched.c (scheduling passes: taking due work, messages in
+ * memory), runner_share.c (how the priority classes share: pure
+ * decisions), runner_dest.c (destinations: wait lists, routes, limits,
+ * host status), runner_route.c (which destination a job goes to:
+ * routes, credentials, fallback relays), runner_job.c (building jobs,
+ * submitting them to the SMTP client, their end) and runner_result.c
+ * (backoff, group commit, delivery log).
  *
  * Ownership: a struct rmsg (a leased message in memory) is shared by its
  * jobs (one per destination) and freed when the last one is done; a job
@@ -66,7 +70,8 @@ struct job {
 
 enum dest_route_state { DR_NONE, DR_RESOLVING, DR_OK };
 
-/* A destination: a domain, or the relayhost of a scope. */
+/* A destination: a domain (by MX), or a relay with its credentials
+ * (runner_route.c). */
 struct dest {
 	struct runner *runner;
 	struct dest *hnext; /* in the runner's destination hash */
@@ -119,6 +124,10 @@ struct pres {
 };
 
 #define RUNNER_HASH 4096
+/* Recipients leased per scheduling pass, and the most a job carries: a
+ * pass (a loop turn), a submit and a job's results stay short however
+ * many recipients the due messages have. */
+#define RUNNER_TAKE_RCPTS 2000
 
 struct runner {
 	struct event_base *base;
@@ -157,42 +166,81 @@ struct runner {
 	int64_t sched_at; /* when ev_sched fires (us), INT64_MAX: unarmed */
 };
 
+/* runner_main.c */
+void runner_idle_check(struct runner *);
+void runner_rcfg_unref(struct rcfg *);
+
 /* runner_sched.c */
-void sched_init(struct runner *);
-void sched_destroy(struct runner *);
-void sched_run(struct runner *);
-void sched_arm(struct runner *);
-void sched_kick(struct runner *);
-void dest_kick(struct runner *, struct dest *);
-void sched_reload(struct runner *);
-void sched_free_all(struct runner *);
-bool sched_busy(const struct runner *);
-void rmsg_release(struct runner *, struct rmsg *);
-void rmsg_end(struct runner *, uint64_t id);
-void job_free(struct runner *, struct job *);
+void runner_sched_init(struct runner *);
+void runner_sched_destroy(struct runner *);
+void runner_sched_arm(struct runner *);
+void runner_sched_kick(struct runner *);
+bool runner_sched_busy(const struct runner *);
+void runner_rmsg_release(struct runner *, struct rmsg *);
+void runner_rmsg_end(struct runner *, uint64_t id);
 char *runner_xtext_decode(const char *);
-struct dest *dest_get(struct runner *, const char *key,
+
+/* runner_share.c */
+extern const enum cfg_class runner_class_order[CFG_NCLASS];
+void runner_share_weights(const struct cfg_scope *, unsigned w[CFG_NCLASS]);
+/* What a scheduling pass may take: free message slots, recipients, and
+ * per class whether work is due and its weight (runner_share_weights). */
+struct runner_share_in {
+	size_t room;
+	size_t rcpts;
+	bool due[CFG_NCLASS];
+	unsigned weight[CFG_NCLASS];
+};
+/* How a pass takes: take() takes up to N messages of class C and at
+ * most *RCPTS recipients (taking *RCPTS down by those it leased) and
+ * returns how many messages; room() returns the free slots now. */
+struct runner_share_ops {
+	size_t (*take)(void *arg, enum cfg_class c, size_t n, size_t *rcpts);
+	size_t (*room)(void *arg);
+	void *arg;
+};
+size_t runner_share_pass(
+    const struct runner_share_in *, const struct runner_share_ops *);
+int runner_share_wrr_pick(int credit[CFG_NCLASS], const unsigned w[CFG_NCLASS],
+    const bool waiting[CFG_NCLASS]);
+
+/* runner_dest.c */
+void runner_dest_init(struct runner *);
+void runner_dest_destroy(struct runner *);
+struct dest *runner_dest_get(struct runner *, const char *key,
     const struct cfg_scope *sc, const char *lookup, uint16_t port, bool mx,
     const struct cfg_auth *auth, int fb);
+void runner_dest_enqueue(struct dest *, struct job *);
+void runner_dest_putback(struct dest *, struct job *);
+void runner_dest_job_move(
+    struct runner *, struct job *, struct dest *, const char *why);
+void runner_dest_kick(struct runner *, struct dest *);
+void runner_dest_ready_kick(struct runner *);
+void runner_dest_host_down(
+    struct runner *, struct dest *, const struct smtp_result *);
+void runner_dest_reload(struct runner *);
+void runner_dest_jobs_drop(struct runner *);
 
 /* runner_route.c */
 struct dest *
-route_dest(struct runner *, const char *domain, const char *sender);
-struct dest *route_fallback(struct runner *, struct dest *, const char *sender);
-void
-route_mark_down(struct runner *, struct dest *, const struct smtp_result *);
+runner_route_dest(struct runner *, const char *domain, const char *sender);
+struct dest *
+runner_route_fallback(struct runner *, struct dest *, const char *sender);
+
+/* runner_job.c */
+struct job *runner_job_add(struct runner *, struct rmsg *, size_t i,
+    struct job ***jobs, size_t *njobs, size_t *ajobs);
+void runner_job_submit(struct runner *, struct job *);
+void runner_job_free(struct runner *, struct job *);
 
 /* runner_result.c */
-void result_job_done(struct runner *, struct job *, const struct smtp_result *);
-void result_job_fail(
+void runner_result_job_done(
+    struct runner *, struct job *, const struct smtp_result *);
+void runner_result_job_fail(
     struct runner *, struct job *, int cls, const char *dsn, const char *why);
-void result_commit(struct runner *, bool all);
-void result_msg_done(struct runner *, uint64_t id);
-int64_t result_backoff(const struct cfg_scope *, uint32_t attempts);
-void result_format_delay(char *buf, size_t len, double secs);
-
-/* runner_main.c */
-void runner_idle_check(struct runner *);
-void rcfg_unref(struct rcfg *);
+void runner_result_commit(struct runner *, bool all);
+void runner_result_msg_done(struct runner *, uint64_t id);
+int64_t runner_result_backoff(const struct cfg_scope *, uint32_t attempts);
+void runner_result_format_delay(char *buf, size_t len, double secs);
 
 #endif

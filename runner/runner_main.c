@@ -1,9 +1,11 @@
 /*
- * runner_main.c - the daemon's shell: the one event_base, spool intake
+ * runner_main.c - the daemon's shell: start-up (the files the config
+ * names, process set-up, privileges, queue and intake, resolver and
+ * client, events), the one event_base and its loop, spool intake
  * (inotify fd, "more" re-activation, map-full pause, rescan timer),
  * control wake-ups from other processes, the expiry timer, signals
  * (SIGTERM/SIGINT stop, SIGHUP reload, which rereads the files the
- * config names too), privileges and --exit-when-idle.
+ * config names too), --exit-when-idle, the loop probe, and shutdown.
  *
  * Privileges: started as root, the daemon creates and checks queue_dir,
  * spool_dir and the log's directory, then becomes `user` before it opens
@@ -11,20 +13,22 @@
  * modes.  See cfg/priv.c and the SECURITY section of relayq(8).
  *
  * Public: runner_main(); runner-private: runner_idle_check(),
- * rcfg_unref().
+ * runner_rcfg_unref().
  *
  * Invariants: no write transaction spans a loop turn (intake, takes and
  * result commits each open and commit their own); a stop finishes the
- * commit in progress, lets sessions end politely and commits every
- * result before exiting 0; a bad config on SIGHUP is refused and the
- * old one kept.
+ * commit in progress, lets sessions end politely (STOP_GRACE_SECS) and
+ * commits every result before exiting 0; a bad config on SIGHUP is
+ * refused and the old one kept.
  */
 #include <errno.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -39,12 +43,97 @@ static const struct timeval zero_tv;
 
 /* Drops a reference to a config; frees it with the last. */
 void
-rcfg_unref(struct rcfg *rc)
+runner_rcfg_unref(struct rcfg *rc)
 {
 	if (rc != NULL && --rc->refs == 0) {
 		cfg_free(rc->cfg);
 		free(rc);
 	}
+}
+
+/*
+ * RELAYQ_LOOP_PROBE=MS (a debugging aid, see relayq(8)): a timer every
+ * MS milliseconds measures how late the loop runs it; the largest
+ * lateness is logged at exit.  A turn that blocks the loop shows here.
+ */
+static struct {
+	struct event *ev;
+	struct timeval tv;
+	int64_t due_us, max_late_us;
+	uint64_t ticks, late100;
+} probe;
+
+/* The monotonic clock in microseconds. */
+static int64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The probe's timer: records how late it runs, and re-arms. */
+static void
+probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t now = mono_us(), late = now - probe.due_us;
+
+	if (late > probe.max_late_us)
+		probe.max_late_us = late;
+	if (late > 100000)
+		probe.late100++;
+	probe.ticks++;
+	probe.due_us = now + probe.tv.tv_sec * 1000000 + probe.tv.tv_usec;
+	evtimer_add(probe.ev, &probe.tv);
+}
+
+/* Starts the loop probe when RELAYQ_LOOP_PROBE asks for it. */
+static void
+probe_start(struct runner *r)
+{
+	const char *pr = getenv("RELAYQ_LOOP_PROBE");
+
+	if (pr != NULL && atoi(pr) > 0) {
+		probe.tv.tv_sec = atoi(pr) / 1000;
+		probe.tv.tv_usec = (atoi(pr) % 1000) * 1000;
+		probe.ev = evtimer_new(r->base, probe_cb, NULL);
+		probe.due_us = mono_us() + atoi(pr) * 1000;
+		evtimer_add(probe.ev, &probe.tv);
+	}
+}
+
+/* Logs what the loop probe measured and stops it. */
+static void
+probe_stop(void)
+{
+	if (probe.ev == NULL)
+		return;
+	log_info(NULL,
+	    "loop probe: %llu ticks of %ld ms, late by at most %lld "
+	    "ms, %llu late by over 100 ms",
+	    (unsigned long long)probe.ticks,
+	    (long)(probe.tv.tv_sec * 1000 + probe.tv.tv_usec / 1000),
+	    (long long)(probe.max_late_us / 1000),
+	    (unsigned long long)probe.late100);
+	event_free(probe.ev);
+	probe.ev = NULL;
+}
+
+/* Raises the soft limit of open files to the hard one (as Postfix's
+ * master does): connections are what the daemon needs many fds for. */
+static void
+runner_fd_limit_raise(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max ||
+	    rl.rlim_max == RLIM_INFINITY)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		log_warn(NULL, "cannot raise the open file limit to %llu: %s",
+		    (unsigned long long)rl.rlim_max, strerror(errno));
 }
 
 /* Re-arms the expiry timer at the next warning or return. */
@@ -75,10 +164,10 @@ expiry_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (r->stopping)
 		return;
-	result_commit(r, false);
+	runner_result_commit(r, false);
 	expiry_run(r->q, r->rc->cfg, rq_now());
 	expiry_arm(r);
-	sched_kick(r); /* notices are new messages, due now */
+	runner_sched_kick(r); /* notices are new messages, due now */
 	runner_idle_check(r);
 }
 
@@ -108,7 +197,7 @@ intake_step(struct runner *r)
 		r->intake_idle = true;
 		break;
 	}
-	sched_kick(r);
+	runner_sched_kick(r);
 	expiry_arm(r);
 	if (x == QI_IDLE)
 		runner_idle_check(r);
@@ -142,7 +231,7 @@ wakeup_cb(evutil_socket_t fd, short what, void *arg)
 	queue_wakeup_drain(r->q);
 	if (r->stopping)
 		return;
-	sched_kick(r);
+	runner_sched_kick(r);
 	expiry_arm(r);
 }
 
@@ -152,7 +241,7 @@ stop_done(void *arg)
 {
 	struct runner *r = arg;
 
-	result_commit(r, true);
+	runner_result_commit(r, true);
 	r->stopped = true;
 	event_base_loopbreak(r->base);
 }
@@ -186,7 +275,7 @@ runner_stop(struct runner *r, const char *why)
 	event_del(r->ev_expiry);
 	/* Jobs not yet handed to the client keep their leases and are
 	 * retried at once on the next start (queue_recover_leases). */
-	sched_free_all(r);
+	runner_dest_jobs_drop(r);
 	evtimer_add(r->ev_stop_grace, &grace);
 	smtp_client_shutdown(r->smtp, false, stop_done, r);
 }
@@ -200,7 +289,8 @@ runner_idle_check(struct runner *r)
 	if (!r->opts.exit_when_idle || r->stopping || !r->intake_idle ||
 	    r->intake_paused)
 		return;
-	if (r->nmsgs > 0 || r->npres > 0 || r->active > 0 || sched_busy(r))
+	if (r->nmsgs > 0 || r->npres > 0 || r->active > 0 ||
+	    runner_sched_busy(r))
 		return;
 	now = rq_now();
 	if (queue_next_due(r->q) <= now || expiry_next(r->q) <= now)
@@ -238,10 +328,10 @@ runner_reload(struct runner *r)
 	rc->refs = 1;
 	queue_cfg_set(r->q, n);
 	/* The old config stays alive as long as a destination (and so a
-	 * request in flight) uses it; see sched_reload(). */
-	rcfg_unref(r->rc);
+	 * request in flight) uses it; see runner_dest_reload(). */
+	runner_rcfg_unref(r->rc);
 	r->rc = rc;
-	sched_reload(r);
+	runner_dest_reload(r);
 	evtimer_del(r->ev_rescan);
 	{
 		struct timeval tv = { (time_t)cfg_time(g, CFG_RESCAN_INTERVAL,
@@ -251,10 +341,12 @@ runner_reload(struct runner *r)
 		event_add(r->ev_rescan, &tv);
 	}
 	log_info(NULL, "reloaded configuration %.200s", r->cfg_path);
-	sched_kick(r);
+	runner_sched_kick(r);
 	expiry_arm(r);
 }
 
+/* SIGHUP reloads; SIGTERM/SIGINT stop politely, a second one without
+ * waiting for busy sessions. */
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -360,64 +452,76 @@ runner_dirs_enforce(const struct cfg *cfg)
 	}
 }
 
-/* Runs the daemon; see runner.h. */
-int
-runner_main(
-    struct cfg *cfg, const char *cfg_path, const struct runner_opts *opts)
+/*
+ * The process's set-up before the config is used: SIGPIPE ignored, the
+ * random generators seeded, the host name (HOST when hostname is unset)
+ * for the log lines.  Returns the host name.
+ */
+static const char *
+runner_process_init(const struct cfg *cfg, char *host, size_t hostlen)
 {
-	struct runner *r = xcalloc(1, sizeof(*r));
-	const struct cfg_scope *g = cfg_scope(cfg, NULL);
-	char err[1024], host[256];
-	const char *hostname = cfg_str(g, CFG_HOSTNAME);
-	struct timeval tv;
-	static const int sigs[3] = { SIGTERM, SIGINT, SIGHUP };
-	int fd, code;
-	struct rcfg *first;
+	const char *hostname = cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME);
 
-	/* The files the config names (credentials: before privileges are
-	 * dropped) are refused here like the config itself. */
-	if (runner_cfg_prepare(cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
-		cfg_free(cfg);
-		free(r);
-		return RQ_EX_CONFIG;
-	}
 	signal(SIGPIPE, SIG_IGN);
 	srandom((unsigned)(rq_now_us() ^ getpid()));
 	srand48((long)(rq_now_us() ^ getpid()));
 	if (hostname[0] == '\0') {
-		if (gethostname(host, sizeof(host)) != 0)
-			snprintf(host, sizeof(host), "localhost");
-		host[sizeof(host) - 1] = '\0';
+		if (gethostname(host, hostlen) != 0)
+			snprintf(host, hostlen, "localhost");
+		host[hostlen - 1] = '\0';
 		hostname = host;
 	}
 	(void)log_open(NULL, hostname); /* the host name only, for now */
+	return hostname;
+}
+
+/* A runner holding CFG (two references: the runner's and the intake's,
+ * kept until exit) and its event_base. */
+static struct runner *
+runner_new(
+    struct cfg *cfg, const char *cfg_path, const struct runner_opts *opts)
+{
+	struct runner *r = xcalloc(1, sizeof(*r));
+
 	r->rc = xcalloc(1, sizeof(*r->rc));
 	r->rc->cfg = cfg;
 	r->rc->refs = 2; /* the runner's, and the intake's (kept to exit) */
-	first = r->rc;
 	r->cfg_path = cfg_path;
 	r->opts = *opts;
 	r->base = smtp_event_base_new();
 	if (r->base == NULL)
 		fatal(RQ_EX_OSERR, "event_base_new failed");
-	/* Nothing in queue_dir, spool_dir or the log is opened before this
-	 * (the user could have planted links there); nothing else needs
-	 * root either (CA files are read per connection). */
-	runner_privs_drop(cfg, hostname);
-	runner_dirs_enforce(cfg);
+	return r;
+}
+
+/* Opens the queue and the spool intake (as the daemon's user). */
+static void
+runner_queue_open(struct runner *r, const struct cfg *cfg)
+{
+	char err[1024];
+
 	r->q = queue_open(cfg, false, err, sizeof(err));
 	if (r->q == NULL)
 		fatal(RQ_EX_CANTCREAT, "cannot open the queue: %s", err);
 	r->qi = queue_intake_open(r->q, cfg);
 	if (r->qi == NULL)
 		fatal(RQ_EX_CANTCREAT, "cannot open the spool %.200s",
-		    cfg_str(g, CFG_SPOOL_DIR));
-	r->dns = dns_new(
+		    cfg_str(cfg_scope(cfg, NULL), CFG_SPOOL_DIR));
+}
+
+/* Makes the resolver and the SMTP client, and sets the in-memory budget
+ * (4 x max_connections_total messages, within [2,000, 20,000]). */
+static void
+runner_client_open(struct runner *r, const struct cfg *cfg, const char *host)
+{
+	const struct cfg_scope *g = cfg_scope(cfg, NULL);
+	char err[1024];
+
+	r->dns = runner_dns_new(
 	    r->base, cfg_hostport(g, CFG_DNS_SERVER), err, sizeof(err));
 	if (r->dns == NULL)
 		fatal(RQ_EX_CONFIG, "resolver: %s", err);
-	r->smtp = smtp_client_new(r->base, hostname);
+	r->smtp = smtp_client_new(r->base, host);
 
 	r->max_msgs = (size_t)cfg_int(g, CFG_MAX_CONNECTIONS_TOTAL) * 4;
 	if (r->max_msgs < 2000)
@@ -425,6 +529,18 @@ runner_main(
 	if (r->max_msgs > 20000)
 		r->max_msgs = 20000;
 	r->sched_at = INT64_MAX;
+}
+
+/* Adds the loop's events: intake (inotify fd, "more" timer, rescan),
+ * the control wake-up fd, expiry, the stop grace timer, signals, then
+ * the scheduler's, the destinations' and the loop probe's. */
+static void
+runner_events_add(struct runner *r, const struct cfg *cfg)
+{
+	static const int sigs[3] = { SIGTERM, SIGINT, SIGHUP };
+	const struct cfg_scope *g = cfg_scope(cfg, NULL);
+	struct timeval tv;
+	int fd;
 
 	fd = queue_intake_fd(r->qi);
 	if (fd >= 0) {
@@ -453,10 +569,16 @@ runner_main(
 		r->ev_sig[i] = evsignal_new(r->base, sigs[i], signal_cb, r);
 		event_add(r->ev_sig[i], NULL);
 	}
-	sched_init(r);
+	runner_fd_limit_raise();
+	runner_sched_init(r);
+	runner_dest_init(r);
+	probe_start(r);
+}
 
-	/* In-flight work of a previous run is due again now. */
-	queue_recover_leases(r->q);
+/* Logs the start-up line: version, config, and who the daemon runs as. */
+static void
+runner_started_log(const char *cfg_path)
+{
 	if (geteuid() == 0) {
 		log_info(NULL,
 		    "daemon started -- version %s, configuration %.200s, "
@@ -471,20 +593,38 @@ runner_main(
 		    RELAYQ_VERSION, cfg_path, pw ? pw->pw_name : "?",
 		    (long)geteuid());
 	}
+}
 
+/* Runs the loop: intake, a scheduling pass and the expiry timer first,
+ * until a stop (or an error) leaves it. */
+static void
+runner_loop(struct runner *r)
+{
 	evtimer_add(r->ev_intake_more, &zero_tv);
-	sched_kick(r);
+	runner_sched_kick(r);
 	expiry_arm(r);
 	event_base_dispatch(r->base);
 	r->stopping = true; /* from here on nothing is scheduled */
+}
 
-	code = r->stopped ? RQ_EX_OK : RQ_EX_SOFTWARE;
+/*
+ * After the loop: drops waiting jobs, frees the resolver and the client
+ * (whose last results are committed), then everything else, FIRST (the
+ * intake's config) last.  Returns the exit code: 0 after a clean stop.
+ */
+static int
+runner_shutdown(struct runner *r, struct rcfg *first)
+{
+	int code = r->stopped ? RQ_EX_OK : RQ_EX_SOFTWARE;
+
 	log_info(NULL, "daemon stopped");
-	sched_free_all(r);
-	dns_free(r->dns);
+	runner_dest_jobs_drop(r);
+	runner_dns_free(r->dns);
 	smtp_client_free(r->smtp); /* may still report results: commit */
-	result_commit(r, true);
-	sched_destroy(r);
+	runner_result_commit(r, true);
+	probe_stop();
+	runner_dest_destroy(r);
+	runner_sched_destroy(r);
 	queue_intake_close(r->qi);
 	queue_close(r->q);
 	for (int i = 0; i < 3; i++)
@@ -501,8 +641,44 @@ runner_main(
 		event_free(r->ev_commit);
 	event_base_free(r->base);
 	free(r->pres);
-	rcfg_unref(r->rc);
-	rcfg_unref(first); /* the intake's reference, see above */
+	runner_rcfg_unref(r->rc);
+	runner_rcfg_unref(first); /* the intake's reference, see runner_new */
 	free(r);
 	return code;
+}
+
+/* Runs the daemon; see runner.h. */
+int
+runner_main(
+    struct cfg *cfg, const char *cfg_path, const struct runner_opts *opts)
+{
+	char host[256], err[1024];
+	const char *hostname;
+	struct runner *r;
+	struct rcfg *first;
+
+	/* The files the config names (credentials: before privileges are
+	 * dropped) are refused here like the config itself. */
+	if (runner_cfg_prepare(cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		cfg_free(cfg);
+		return RQ_EX_CONFIG;
+	}
+	hostname = runner_process_init(cfg, host, sizeof(host));
+	r = runner_new(cfg, cfg_path, opts);
+	first = r->rc;
+
+	/* Nothing in queue_dir, spool_dir or the log is opened before this
+	 * (the user could have planted links there); nothing else needs
+	 * root either (CA files are read per connection). */
+	runner_privs_drop(cfg, hostname);
+	runner_dirs_enforce(cfg);
+	runner_queue_open(r, cfg);
+	runner_client_open(r, cfg, hostname);
+	runner_events_add(r, cfg);
+	/* In-flight work of a previous run is due again now. */
+	queue_recover_leases(r->q);
+	runner_started_log(cfg_path);
+	runner_loop(r);
+	return runner_shutdown(r, first);
 }

@@ -5,8 +5,9 @@
  * for many sessions' results) together with the expiry hook, and only
  * logged in Postfix's layout.
  *
- * Runner-private: result_job_done(), result_job_fail(), result_commit(),
- * result_msg_done(), result_backoff(), result_format_delay().
+ * Runner-private: runner_result_job_done(), runner_result_job_fail(),
+ * runner_result_commit(), runner_result_msg_done(),
+ * runner_result_backoff(), runner_result_format_delay().
  *
  * Invariants: nothing is acted upon before its commit (the log lines
  * are written just before it, so that they precede the queue's `removed`
@@ -15,7 +16,7 @@
  * during a stop, temporary results of aborted sessions are not recorded
  * (the recipients keep their leases and are retried at once on restart,
  * without an attempt counted), nor are those the client did not try (put
- * back by runner_sched.c); results wait at most COMMIT_DELAY_US, and a
+ * back by runner_job.c); results wait at most COMMIT_DELAY_US, and a
  * transaction takes about COMMIT_MAX of them (whole jobs), the rest on
  * the next loop turns; a result costs O(1) in its message's size, and a
  * message's recipients are walked once when it leaves memory.
@@ -33,16 +34,17 @@
 #define COMMIT_MAX 2000 /* or this many */
 #define NO_RCPT UINT32_MAX /* a pres that only reschedules */
 
+/* The commit timer: a chunk of the waiting results. */
 static void
 commit_cb(evutil_socket_t fd, short what, void *arg)
 {
-	result_commit(arg, false);
+	runner_result_commit(arg, false);
 }
 
 /* The retry delay after ATTEMPTS tries: retry.min * 2^(n-1), capped at
  * retry.max, +-10% jitter, never outside [retry.min, retry.max]. */
 int64_t
-result_backoff(const struct cfg_scope *sc, uint32_t attempts)
+runner_result_backoff(const struct cfg_scope *sc, uint32_t attempts)
 {
 	int64_t lo = cfg_time(sc, CFG_RETRY_MIN, CFG_NORMAL, false);
 	int64_t hi = cfg_time(sc, CFG_RETRY_MAX, CFG_NORMAL, false);
@@ -65,7 +67,7 @@ result_backoff(const struct cfg_scope *sc, uint32_t attempts)
 
 /* Formats seconds as Postfix does in delay= ("0.12", "3.4", "1234"). */
 void
-result_format_delay(char *buf, size_t len, double secs)
+runner_result_format_delay(char *buf, size_t len, double secs)
 {
 	char *p;
 
@@ -131,123 +133,150 @@ result_schedule_commit(struct runner *r)
 		evtimer_add(r->ev_commit, &tv);
 }
 
+/* What the log lines of one job's results share. */
+struct result_ctx {
+	const struct smtp_result *res; /* NULL: failed without a session */
+	int fcls; /* without a session: class, status and reason */
+	const char *fdsn, *fwhy;
+	const struct cfg_scope *sc; /* for the backoff */
+	int64_t now_us;
+	char relay[400];
+	char a[32], b[32], c[32], d[32], total[32]; /* delay=, delays= */
+};
+
+/* Fills CTX's relay and Postfix's delays (doc/design.md, "Delivery
+ * log") for job J. */
+static void
+result_ctx_delays(struct result_ctx *ctx, const struct job *j)
+{
+	const struct smtp_result *res = ctx->res;
+	const struct rmsg *m = j->m;
+	const struct queue_msg *msg = m->msg;
+	int64_t t_done = res ? res->t_done : ctx->now_us;
+	double a, b, c, dd, total;
+
+	if (res != NULL && res->ip[0] != '\0')
+		snprintf(ctx->relay, sizeof(ctx->relay), "%s[%s]:%u", res->host,
+		    res->ip, (unsigned)res->port);
+	else
+		snprintf(ctx->relay, sizeof(ctx->relay), "none");
+	a = (double)(m->taken_us - msg->arrival * 1000000) / 1e6;
+	b = (double)((j->submit_us ? j->submit_us : ctx->now_us) -
+		m->taken_us) /
+	    1e6;
+	c = res ? (double)(res->t_ready - res->t_submit) / 1e6 : 0;
+	dd = res ? (double)(res->t_done - res->t_ready) / 1e6 : 0;
+	total = (double)(t_done - msg->arrival * 1000000) / 1e6;
+	runner_result_format_delay(ctx->a, sizeof(ctx->a), a);
+	runner_result_format_delay(ctx->b, sizeof(ctx->b), b);
+	runner_result_format_delay(ctx->c, sizeof(ctx->c), c);
+	runner_result_format_delay(ctx->d, sizeof(ctx->d), dd);
+	runner_result_format_delay(ctx->total, sizeof(ctx->total), total);
+}
+
+/*
+ * Queues the result of J's recipient I (its log line made now) for the
+ * commit; false when nothing is recorded: not tried (put back by
+ * runner_job.c), or temporary during a stop (it keeps its lease).
+ */
+static bool
+result_rcpt_push(struct runner *r, const struct job *j, size_t i,
+    const struct result_ctx *ctx)
+{
+	const struct smtp_result *res = ctx->res;
+	const struct queue_msg *msg = j->m->msg;
+	const struct queue_rcpt *q = &msg->rcpts[j->idx[i]];
+	int cls = res ? res->rcpts[i].cls : ctx->fcls;
+	const char *dsn = res ? res->rcpts[i].status : ctx->fdsn;
+	const char *why = res ? res->rcpts[i].text : ctx->fwhy;
+	/* The reason as Postfix states it ("host H[IP] said: ... (in
+	 * reply to RCPT TO command)"): what mailq shows, and what expiry/
+	 * splits into Remote-MTA and Diagnostic-Code. */
+	const char *reply = why;
+	enum queue_rcpt_state state;
+	int64_t next = 0;
+	const char *status;
+	char *line;
+	size_t len;
+
+	if (res != NULL && res->rcpts[i].local)
+		return false; /* not tried: put back (runner_job.c) */
+	if (cls == 2) {
+		state = RCPT_DELIVERED;
+		status = "sent";
+	} else if (cls == 5) {
+		state = RCPT_BOUNCED;
+		status = "bounced";
+	} else {
+		if (r->stopping)
+			return false; /* keeps its lease; see above */
+		state = RCPT_DEFERRED;
+		status = "deferred";
+		/* Rounded up: never earlier than the backoff. */
+		next = (ctx->now_us +
+			   runner_result_backoff(ctx->sc, q->attempts + 1) *
+			       1000000 +
+			   999999) /
+		    1000000;
+	}
+	len = strlen(q->addr) + strlen(why) + 512;
+	line = xmalloc(len);
+	snprintf(line, len,
+	    "%s: to=<%.400s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, "
+	    "dsn=%s, status=%s (%s), tries=%u",
+	    msg->idstr, q->addr, ctx->relay, ctx->total, ctx->a, ctx->b, ctx->c,
+	    ctx->d, dsn, status, why, q->attempts + 1);
+	pres_push(r, msg->id, q->idx, state, next, reply, dsn, line);
+	r->pres[r->npres - 1].relayed_dsn = res != NULL && cls == 2 &&
+	    res->dsn_offered && (q->notify & QNOTIFY_SUCCESS);
+	return true;
+}
+
 /* Records the results of one job (from SMTP or without a session). */
 static void
 result_record(struct runner *r, struct job *j, const struct smtp_result *res,
     int fcls, const char *fdsn, const char *fwhy)
 {
-	struct rmsg *m = j->m;
-	const struct queue_msg *msg = m->msg;
-	const struct cfg_scope *sc = j->dest ? j->dest->scope
-					     : cfg_scope(r->rc->cfg, NULL);
-	int64_t now_us = rq_now_us();
-	int64_t t_done = res ? res->t_done : now_us;
-	double a, b, c, dd, total;
-	char relay[400], sa[32], sb[32], sc_[32], sd[32], st[32];
+	struct result_ctx ctx;
 	bool any = false;
 
-	if (res != NULL && res->ip[0] != '\0')
-		snprintf(relay, sizeof(relay), "%s[%s]:%u", res->host, res->ip,
-		    (unsigned)res->port);
-	else
-		snprintf(relay, sizeof(relay), "none");
-	a = (double)(m->taken_us - msg->arrival * 1000000) / 1e6;
-	b = (double)((j->submit_us ? j->submit_us : now_us) - m->taken_us) /
-	    1e6;
-	c = res ? (double)(res->t_ready - res->t_submit) / 1e6 : 0;
-	dd = res ? (double)(res->t_done - res->t_ready) / 1e6 : 0;
-	total = (double)(t_done - msg->arrival * 1000000) / 1e6;
-	result_format_delay(sa, sizeof(sa), a);
-	result_format_delay(sb, sizeof(sb), b);
-	result_format_delay(sc_, sizeof(sc_), c);
-	result_format_delay(sd, sizeof(sd), dd);
-	result_format_delay(st, sizeof(st), total);
-
+	ctx.res = res;
+	ctx.fcls = fcls;
+	ctx.fdsn = fdsn;
+	ctx.fwhy = fwhy;
+	ctx.sc = j->dest ? j->dest->scope : cfg_scope(r->rc->cfg, NULL);
+	ctx.now_us = rq_now_us();
+	result_ctx_delays(&ctx, j);
 	if (res != NULL && !res->reused && res->tls_proto[0] != '\0')
 		log_info("smtp",
 		    "%s TLS connection established to %s: %s with cipher "
 		    "%.96s (%d/%d bits)",
-		    res->tls_verified ? "Verified" : "Untrusted", relay,
+		    res->tls_verified ? "Verified" : "Untrusted", ctx.relay,
 		    res->tls_proto, res->tls_cipher, res->tls_bits,
 		    res->tls_bits);
-
-	for (size_t i = 0; i < j->nidx; i++) {
-		const struct queue_rcpt *q = &msg->rcpts[j->idx[i]];
-		int cls = res ? res->rcpts[i].cls : fcls;
-		const char *dsn = res ? res->rcpts[i].status : fdsn;
-		const char *why = res ? res->rcpts[i].text : fwhy;
-		/* The reason as Postfix states it ("host H[IP] said: ...
-		 * (in reply to RCPT TO command)"): what mailq shows, and
-		 * what expiry/ splits into Remote-MTA and Diagnostic-Code. */
-		const char *reply = why;
-		enum queue_rcpt_state state;
-		int64_t next = 0;
-		const char *status;
-		char *line;
-		size_t len;
-
-		if (res != NULL && res->rcpts[i].local)
-			continue; /* not tried: put back (job_done_cb) */
-		if (cls == 2) {
-			state = RCPT_DELIVERED;
-			status = "sent";
-		} else if (cls == 5) {
-			state = RCPT_BOUNCED;
-			status = "bounced";
-		} else {
-			if (r->stopping)
-				continue; /* keeps its lease; see above */
-			state = RCPT_DEFERRED;
-			status = "deferred";
-			/* Rounded up: never earlier than the backoff. */
-			next = (now_us +
-				   result_backoff(sc, q->attempts + 1) *
-				       1000000 +
-				   999999) /
-			    1000000;
-		}
-		len = strlen(q->addr) + strlen(why) + 512;
-		line = xmalloc(len);
-		snprintf(line, len,
-		    "%s: to=<%.400s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, "
-		    "dsn=%s, status=%s (%s), tries=%u",
-		    msg->idstr, q->addr, relay, st, sa, sb, sc_, sd, dsn,
-		    status, why, q->attempts + 1);
-		pres_push(r, msg->id, q->idx, state, next, reply, dsn, line);
-		r->pres[r->npres - 1].relayed_dsn = res != NULL && cls == 2 &&
-		    res->dsn_offered && (q->notify & QNOTIFY_SUCCESS);
-		any = true;
-	}
+	for (size_t i = 0; i < j->nidx; i++)
+		if (result_rcpt_push(r, j, i, &ctx))
+			any = true;
 	if (any)
 		r->pres[r->npres - 1].job_end = true;
 	result_schedule_commit(r);
 }
 
-/* Records the results the SMTP client gave for job J. */
+/* Records the results the SMTP client gave for job J (a host found
+ * down marks its destination first). */
 void
-result_job_done(struct runner *r, struct job *j, const struct smtp_result *res)
+runner_result_job_done(
+    struct runner *r, struct job *j, const struct smtp_result *res)
 {
-	struct dest *d = j->dest;
-
-	if (res->host_down && d != NULL) {
-		int64_t hs = cfg_time(
-		    d->scope, CFG_T_HOSTSTATUS, CFG_NORMAL, false);
-
-		if (hs > 0 && !r->stopping) {
-			d->down_until = rq_now() + hs;
-			snprintf(d->down_why, sizeof(d->down_why), "%s",
-			    res->nrcpts ? res->rcpts[0].text : "host down");
-			snprintf(d->down_dsn, sizeof(d->down_dsn), "%s",
-			    res->nrcpts ? res->rcpts[0].status : "4.4.1");
-		}
-	}
+	if (res->host_down && j->dest != NULL)
+		runner_dest_host_down(r, j->dest, res);
 	result_record(r, j, res, 0, NULL, NULL);
 }
 
 /* Records a result for every recipient of J without a session: CLS 4 or
  * 5, enhanced status DSN, reason WHY. */
 void
-result_job_fail(
+runner_result_job_fail(
     struct runner *r, struct job *j, int cls, const char *dsn, const char *why)
 {
 	result_record(r, j, NULL, cls, dsn, why);
@@ -256,7 +285,7 @@ result_job_fail(
 /* Message ID left memory (its last job is done): its schedule is
  * recomputed, after its results, in their transaction. */
 void
-result_msg_done(struct runner *r, uint64_t id)
+runner_result_msg_done(struct runner *r, uint64_t id)
 {
 	pres_push(r, id, NO_RCPT, RCPT_PENDING, 0, NULL, NULL, NULL);
 	r->pres[r->npres - 1].job_end = true;
@@ -271,6 +300,7 @@ struct hook {
 	bool end;
 };
 
+/* Orders hooks by message id (qsort). */
 static int
 hook_cmp(const void *a, const void *b)
 {
@@ -341,49 +371,43 @@ result_chunk(const struct runner *r, bool all)
 	return n;
 }
 
+/* Logs the delivery lines of the N results at BASE: they go first, as
+ * Postfix logs them before the queue manager's "removed" (which the
+ * queue logs at the commit): every one of them did happen, committed or
+ * not. */
+static void
+result_log_lines(const struct pres *base, size_t n)
+{
+	log_hold();
+	for (size_t i = 0; i < n; i++)
+		if (base[i].log != NULL)
+			log_info("smtp", "%s", base[i].log);
+	log_release();
+}
+
 /*
- * Commits waiting results in one transaction (all of them with ALL, else
- * a chunk, the rest on the next loop turn): each recipient's result (one
- * record each: O(1) in the message's size), then once per message in
- * the chunk the expiry hook (notices) and its new schedule, which each
- * walk the message's recipient records once.  The delivery lines are
- * logged just before.
+ * Writes the N results at BASE in one transaction: each recipient's
+ * record, then the hooks (notices, new schedules) of their messages;
+ * the results of a message deleted meanwhile or set aside are dropped.
+ * NOW: the time of the commit (seconds).
  */
-void
-result_commit(struct runner *r, bool all)
+static enum queue_result
+result_txn_write(
+    struct runner *r, const struct pres *base, size_t n, int64_t now)
 {
 	struct queue_txn *txn;
 	enum queue_result qr = QUEUE_OK;
 	uint64_t gone = 0; /* a message found deleted */
 	bool have_gone = false;
-	int64_t now = rq_now();
-	size_t i, n, nh = 0;
-	struct hook *hooks = NULL;
-	struct pres *base;
-	struct timeval zero = { 0, 0 };
+	size_t i, nh = 0;
+	struct hook *hooks;
 
-	if (r->ev_commit)
-		evtimer_del(r->ev_commit);
-	if (r->npres == r->phead)
-		return;
-	base = r->pres + r->phead;
-	n = result_chunk(r, all);
-	/* The delivery lines go first, as Postfix logs them before the
-	 * queue manager's "removed" (which the queue logs at the commit):
-	 * every one of them did happen, committed or not. */
-	log_hold();
-	for (i = 0; i < n; i++)
-		if (base[i].log != NULL)
-			log_info("smtp", "%s", base[i].log);
-	log_release();
 	txn = queue_txn_begin(r->q);
-	if (txn == NULL) {
-		qr = QUEUE_ERR;
-		goto out;
-	}
+	if (txn == NULL)
+		return QUEUE_ERR;
 	hooks = xcalloc(n, sizeof(*hooks));
 	for (i = 0; i < n && qr == QUEUE_OK; i++) {
-		struct pres *p = &base[i];
+		const struct pres *p = &base[i];
 		enum queue_result x = QUEUE_OK;
 
 		if (have_gone && p->id == gone)
@@ -414,17 +438,22 @@ result_commit(struct runner *r, bool all)
 		qr = queue_txn_commit(txn);
 	else
 		queue_txn_abort(txn);
-out:
-	if (qr != QUEUE_OK)
-		log_err(NULL,
-		    "cannot commit %zu delivery results (queue error %d): "
-		    "they are retried when their lease ends",
-		    n, (int)qr);
-	for (i = 0; i < n; i++) {
+	return qr;
+}
+
+/* The N results at the head of the list are done with (committed or
+ * not): frees them, ends the messages that left memory, and reclaims
+ * the list when it is empty. */
+static void
+result_chunk_drop(struct runner *r, size_t n)
+{
+	struct pres *base = r->pres + r->phead;
+
+	for (size_t i = 0; i < n; i++) {
 		free(base[i].log);
 		free(base[i].reply);
 		if (base[i].msg_end)
-			rmsg_end(r, base[i].id);
+			runner_rmsg_end(r, base[i].id);
 	}
 	r->phead += n;
 	if (r->phead == r->npres) {
@@ -435,6 +464,37 @@ out:
 			r->apres = 0;
 		}
 	}
+}
+
+/*
+ * Commits waiting results in one transaction (all of them with ALL, else
+ * a chunk, the rest on the next loop turn): each recipient's result (one
+ * record each: O(1) in the message's size), then once per message in
+ * the chunk the expiry hook (notices) and its new schedule, which each
+ * walk the message's recipient records once.  The delivery lines are
+ * logged just before.
+ */
+void
+runner_result_commit(struct runner *r, bool all)
+{
+	enum queue_result qr;
+	int64_t now = rq_now();
+	size_t n;
+	struct timeval zero = { 0, 0 };
+
+	if (r->ev_commit)
+		evtimer_del(r->ev_commit);
+	if (r->npres == r->phead)
+		return;
+	n = result_chunk(r, all);
+	result_log_lines(r->pres + r->phead, n);
+	qr = result_txn_write(r, r->pres + r->phead, n, now);
+	if (qr != QUEUE_OK)
+		log_err(NULL,
+		    "cannot commit %zu delivery results (queue error %d): "
+		    "they are retried when their lease ends",
+		    n, (int)qr);
+	result_chunk_drop(r, n);
 	if (r->npres > 0) {
 		/* the rest on the next turn: other events go in between */
 		if (r->ev_commit == NULL)
@@ -442,6 +502,6 @@ out:
 		evtimer_add(r->ev_commit, &zero);
 		return;
 	}
-	sched_arm(r);
+	runner_sched_arm(r);
 	runner_idle_check(r);
 }

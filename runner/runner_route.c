@@ -9,8 +9,8 @@
  * of the files a config names, at start-up, on SIGHUP and for
  * check-config.
  *
- * Public: runner_cfg_prepare().  Runner-private: route_dest(),
- * route_fallback(), route_mark_down().
+ * Public: runner_cfg_prepare().  Runner-private: runner_route_dest(),
+ * runner_route_fallback().
  *
  * Invariants: a destination's key names its credentials (auth->id), so
  * the SMTP client's connection cache, keyed by it, never shares a
@@ -21,6 +21,8 @@
  * routing failure, never after a refusal of the mail itself or a TLS or
  * AUTH policy failure; a destination made with an older config has no
  * fallback (its jobs are deferred and routed afresh on their retry).
+ * Moving a job and marking the destination it left down
+ * (runner_dest_host_down) are runner_dest.c's.
  */
 #include <stdio.h>
 #include <string.h>
@@ -42,19 +44,20 @@ relay_dest(struct runner *r, const struct cfg_scope *sc,
 	snprintf(key, sizeof(key), "%s/%s%s%s%s:%u%s%s", sn ? sn : "", pos,
 	    relay->no_mx ? "[" : "", relay->host, relay->no_mx ? "]" : "",
 	    (unsigned)port, auth ? " auth=" : "", auth ? auth->id : "");
-	return dest_get(r, key, sc, relay->host, port, !relay->no_mx, auth, fb);
+	return runner_dest_get(
+	    r, key, sc, relay->host, port, !relay->no_mx, auth, fb);
 }
 
 /* The destination of mail from SENDER to DOMAIN under the current
  * config, made if new. */
 struct dest *
-route_dest(struct runner *r, const char *domain, const char *sender)
+runner_route_dest(struct runner *r, const char *domain, const char *sender)
 {
 	struct cfg_route rt;
 
 	cfg_route_get(r->rc->cfg, domain, sender, &rt);
 	if (rt.relay == NULL)
-		return dest_get(
+		return runner_dest_get(
 		    r, domain, rt.scope, domain, rt.port, true, NULL, 0);
 	return relay_dest(r, rt.scope, rt.relay, rt.port, rt.auth, 0);
 }
@@ -62,7 +65,7 @@ route_dest(struct runner *r, const char *domain, const char *sender)
 /* The next destination of D's fallback_relay chain for mail from
  * SENDER, or NULL when there is none (or D is of an older config). */
 struct dest *
-route_fallback(struct runner *r, struct dest *d, const char *sender)
+runner_route_fallback(struct runner *r, struct dest *d, const char *sender)
 {
 	struct cfg_hostport fb[CFG_FALLBACK_MAX];
 	const struct cfg_auth *auth;
@@ -76,22 +79,6 @@ route_fallback(struct runner *r, struct dest *d, const char *sender)
 	auth = cfg_auth_lookup(r->rc->cfg, sender, &fb[d->fb], fb[d->fb].port);
 	return relay_dest(
 	    r, d->scope, &fb[d->fb], fb[d->fb].port, auth, d->fb + 1);
-}
-
-/* Marks D down for timeout.hoststatus after RES (host_down), as a
- * result does when there is no fallback to go to. */
-void
-route_mark_down(struct runner *r, struct dest *d, const struct smtp_result *res)
-{
-	int64_t hs = cfg_time(d->scope, CFG_T_HOSTSTATUS, CFG_NORMAL, false);
-
-	if (hs <= 0 || r->stopping)
-		return;
-	d->down_until = rq_now() + hs;
-	snprintf(d->down_why, sizeof(d->down_why), "%s",
-	    res->nrcpts ? res->rcpts[0].text : "host down");
-	snprintf(d->down_dsn, sizeof(d->down_dsn), "%s",
-	    res->nrcpts ? res->rcpts[0].status : "4.4.1");
 }
 
 /* Loads the files CFG names and checks its client certificates; see

@@ -299,7 +299,6 @@ smtp_conn_open(struct smtp_req *req)
 		abort();
 	bufferevent_setcb(
 	    conn->bev, conn_read_cb, conn_write_cb, conn_event_cb, conn);
-	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 	if (req->req.auth != NULL && req->req.auth->argv != NULL) {
 		/* The token first: a failure costs no connection. */
 		smtp_conn_enter(conn, SMTP_PH_TOKEN);
@@ -309,7 +308,8 @@ smtp_conn_open(struct smtp_req *req)
 	smtp_conn_connect(conn);
 }
 
-/* Connects CONN (after its token command, if any). */
+/* Connects CONN (after its token command, if any); its socket is
+ * polled only from here on (an unconnected socket polls as hung up). */
 void
 smtp_conn_connect(struct smtp_conn *conn)
 {
@@ -323,6 +323,7 @@ smtp_conn_connect(struct smtp_conn *conn)
 	}
 	bufferevent_setfd(conn->bev, fd);
 	smtp_conn_enter(conn, SMTP_PH_CONNECT);
+	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 	if (bufferevent_socket_connect(
 		conn->bev, (const struct sockaddr *)&a->sa, (int)a->salen) < 0)
 		smtp_connect_failed(conn, errno);

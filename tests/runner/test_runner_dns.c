@@ -33,7 +33,7 @@ static struct route *
 lookup(struct dns *dns, const char *host, bool mx)
 {
 	got = NULL;
-	dns_route(dns, host, 2525, mx, route_cb, NULL);
+	runner_dns_route(dns, host, 2525, mx, route_cb, NULL);
 	event_base_dispatch(base);
 	return got;
 }
@@ -118,12 +118,12 @@ main(void)
 	srv.port = (uint16_t)port;
 
 	/* A dead server: refused or timed out, so defer. */
-	dns = dns_new(base, &srv, err, sizeof(err));
+	dns = runner_dns_new(base, &srv, err, sizeof(err));
 	CHECK(dns != NULL);
 	r = lookup(dns, "multi.test", true);
 	CHECK(r != NULL && r->status == ROUTE_DEFER);
 	CHECK(r != NULL && strcmp(r->dsn, "4.4.3") == 0);
-	route_free(r);
+	runner_dns_route_free(r);
 
 	pid = dnsmasq_start(port);
 	/* Wait until it answers. */
@@ -131,7 +131,7 @@ main(void)
 		r = lookup(dns, "nomx.test", true);
 		if (r->status == ROUTE_OK)
 			break;
-		route_free(r);
+		runner_dns_route_free(r);
 		usleep(50000);
 	}
 	CHECK(r->status == ROUTE_OK);
@@ -139,7 +139,7 @@ main(void)
 	CHECK_STR(ip(r, 0), "127.0.0.5");
 	CHECK_INT(
 	    ntohs(((struct sockaddr_in *)&r->addr[0].sa)->sin_port), 2525);
-	route_free(r);
+	runner_dns_route_free(r);
 
 	for (i = 0; i < 40; i++) {
 		r = lookup(dns, "multi.test", true);
@@ -153,41 +153,41 @@ main(void)
 			first2++;
 		else if (strcmp(ip(r, 1), "127.0.0.4") == 0)
 			first3++;
-		route_free(r);
+		runner_dns_route_free(r);
 	}
 	CHECK(first2 > 0 && first3 > 0 && first2 + first3 == 40);
 
 	r = lookup(dns, "nullmx.test", true);
 	CHECK(r->status == ROUTE_FAIL);
 	CHECK_STR(r->dsn, "5.1.10");
-	route_free(r);
+	runner_dns_route_free(r);
 
 	r = lookup(dns, "nx.test", true);
 	CHECK(r->status == ROUTE_FAIL);
 	CHECK_STR(r->dsn, "5.1.2");
-	route_free(r);
+	runner_dns_route_free(r);
 
 	r = lookup(dns, "ghost.test", true);
 	CHECK(r->status == ROUTE_DEFER);
-	route_free(r);
+	runner_dns_route_free(r);
 
 	r = lookup(dns, "mx3.test", false);
 	CHECK(r->status == ROUTE_OK);
 	CHECK_STR(ip(r, 0), "127.0.0.4");
-	route_free(r);
+	runner_dns_route_free(r);
 
 	r = lookup(dns, "127.0.0.9", false);
 	CHECK(r->status == ROUTE_OK);
 	CHECK_STR(ip(r, 0), "127.0.0.9");
-	route_free(r);
+	runner_dns_route_free(r);
 
 	r = lookup(dns, "nx.test", false);
 	CHECK(r->status == ROUTE_DEFER);
-	route_free(r);
+	runner_dns_route_free(r);
 
 	/* A lookup still pending when the resolver goes away. */
-	dns_route(dns, "multi.test", 25, true, route_cb, NULL);
-	dns_free(dns);
+	runner_dns_route(dns, "multi.test", 25, true, route_cb, NULL);
+	runner_dns_free(dns);
 
 	kill(pid, SIGTERM);
 	waitpid(pid, NULL, 0);

@@ -47,7 +47,7 @@ main(void)
 		if (base > hi)
 			base = hi;
 		for (int k = 0; k < 2000; k++) {
-			int64_t d = result_backoff(sc, n);
+			int64_t d = runner_result_backoff(sc, n);
 
 			if (d < mn)
 				mn = d;
@@ -64,7 +64,7 @@ main(void)
 			CHECK(mx > mn);
 	}
 	for (size_t i = 0; i < sizeof(fmt) / sizeof(fmt[0]); i++) {
-		result_format_delay(buf, sizeof(buf), fmt[i].secs);
+		runner_result_format_delay(buf, sizeof(buf), fmt[i].secs);
 		CHECK_STR(buf, fmt[i].want);
 	}
 	{
