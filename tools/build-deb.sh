@@ -22,7 +22,10 @@ step() { printf '\n=== build-deb: %s (%ds)\n' "$*" $(($(date +%s) - t0)); }
 
 version=$(sed -n 's/^project(relayq VERSION \([^ )]*\).*/\1/p' \
     "$top/CMakeLists.txt")
-[ -n "$version" ] || { echo "build-deb: no version in CMakeLists.txt" >&2; exit 1; }
+if [ -z "$version" ]; then
+	echo "build-deb: no version in CMakeLists.txt" >&2
+	exit 1
+fi
 
 step "copying the tree to $out/relayq-$version"
 rm -rf "$out"

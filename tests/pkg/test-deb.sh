@@ -184,9 +184,10 @@ for l in /usr/sbin/sendmail /usr/lib/sendmail /usr/bin/mailq; do
 	[ "$(readlink -f "$root$l")" = "$root/usr/sbin/relayq" ] ||
 	    fail "$l is not relayq"
 done
-[ -f "$root/usr/share/man/man8/relayq.8.gz" ] &&
-    [ -f "$root/usr/share/man/man5/relayq.conf.5.gz" ] ||
-    fail "man pages missing"
+for f in man/man8/relayq.8.gz man/man5/relayq.conf.5.gz \
+    doc/relayq/relayq.conf.example; do
+	[ -f "$root/usr/share/$f" ] || fail "/usr/share/$f missing"
+done
 in_root dpkg-query -W -f='${Conffiles}\n' relayq |
     grep -q '^ /etc/relayq/relayq.conf ' ||
     fail "/etc/relayq/relayq.conf is not a conffile"
@@ -279,12 +280,12 @@ echo hi | chroot "$root" setpriv --reuid=alice --regid=alice --init-groups \
     -- /usr/bin/env -i PATH=/usr/bin:/bin HOME=/home/alice \
     mail -s "pkgtest alice mailx" root || fail "mail as alice"
 # Vixie cron's MAILCMD and MAILARGS
-printf 'From: root (Cron Daemon)\nTo: root\nSubject: pkgtest cron\n\nhello from cron\n' |
-    in_root /usr/sbin/sendmail -FCronDaemon -odi -oem -oi -t ||
+printf 'From: root (Cron Daemon)\nTo: root\nSubject: %s\n\nhi\n' \
+    "pkgtest cron" | in_root /usr/sbin/sendmail -FCronDaemon -odi -oem -oi -t ||
     fail "sendmail -t"
 # the sink is not up yet: they wait in the queue
-wait_for 60 "mailq as root shows 3 requests" \
-    bash -c "chroot '$root' mailq | grep -q 'in 3 Requests'"
+mailq_says() { in_root mailq | grep -q "$1"; }
+wait_for 60 "mailq as root shows 3 requests" mailq_says "in 3 Requests"
 in_root mailq | tee "$work/mailq1.txt"
 grep -q "root@" "$work/mailq1.txt" || fail "mailq shows no recipient"
 rc=0
@@ -334,8 +335,7 @@ printf 'To: root\nSubject: pkgtest cron live\n\nagain\n' |
     in_root /usr/sbin/sendmail -FCronDaemon -odi -oem -oi -t
 wait_for 60 "the live cron mail reached the sink" \
     sink_has "$dump" "pkgtest cron live"
-wait_for 30 "mailq: queue empty" \
-    bash -c "chroot '$root' mailq | grep -q 'Mail queue is empty'"
+wait_for 30 "mailq: queue empty" mailq_says "Mail queue is empty"
 echo "4 messages in the sink: $(ls "$dump" | wc -l) files"
 
 step "upgrade to $version+pkgtest: the edited conffile stays"
@@ -418,6 +418,14 @@ p1=$(main_pid)
 [ "$(in_box stat -c %U "/proc/$p1")" = relayq ] ||
     fail "the unit's daemon does not run as relayq"
 in_box systemctl is-enabled -q relayq || fail "relayq.service not enabled"
+# the sandbox lets it raise its soft open-file limit (setrlimit), and the
+# directories postinst made need no repair
+read -r soft hard _ < <(in_box sh -c "sed -n 's/^Max open files *//p' \
+    /proc/$p1/limits")
+[ "$soft" = "$hard" ] || fail "open-file limit not raised: $soft < $hard"
+echo "open files: soft $soft = hard $hard"
+journal() { in_box journalctl -u relayq --no-pager -o cat; }
+journal | grep -E "cannot raise|repaired|warning" && fail "warnings at start"
 
 step "through the hardened unit: reload, mail to the sink"
 port=$(free_port)
@@ -426,8 +434,8 @@ rm -rf "$dump"
 sink_start "$port" "$dump"
 sed -i "s|^#relayhost = .*|relayhost = [127.0.0.1]:$port|" "$conf"
 in_box systemctl reload relayq || fail "systemctl reload"
-wait_for 10 "reload in the journal" bash -c "nsenter -t $leader -a \
-    journalctl -u relayq --no-pager | grep -q 'reloaded configuration'"
+reloaded() { journal | grep -q "reloaded configuration"; }
+wait_for 10 "reload in the journal" reloaded
 echo hi | in_box mail -s "pkgtest systemd mailx" root
 printf 'To: root\nSubject: pkgtest systemd cron\n\nhi\n' |
     in_box /usr/sbin/sendmail -FCronDaemon -odi -oem -oi -t
@@ -454,8 +462,8 @@ step "systemctl stop is graceful; nothing is lost"
 kill "$sink_pid"
 wait "$sink_pid" 2>/dev/null || true
 printf 'To: root\nSubject: pkgtest waits\n\nwaits\n' | in_box sendmail -t
-wait_for 60 "the message waits in the queue" \
-    bash -c "nsenter -t $leader -a mailq | grep -q 'in 1 Request'"
+box_mailq_says() { in_box mailq | grep -q "$1"; }
+wait_for 60 "the message waits in the queue" box_mailq_says "in 1 Request"
 s0=$(date +%s)
 in_box systemctl stop relayq || fail "systemctl stop"
 echo "stopped in $(($(date +%s) - s0))s (TimeoutStopSec=$u_stop)"
