@@ -28,9 +28,11 @@ if [ -z "$version" ]; then
 fi
 
 step "copying the tree to $out/relayq-$version"
-rm -rf "$out"
-mkdir -p "$out/relayq-$version"
 src=$out/relayq-$version
+# what an earlier run left there, and nothing else
+rm -rf "$src" "$out/root" "$out"/relayq_* "$out"/relayq-dbgsym_* \
+    "$out/build.log" "$out/lintian.log"
+mkdir -p "$src"
 if git -C "$top" rev-parse --git-dir >/dev/null 2>&1; then
 	# tracked and untracked files, without what .gitignore keeps out
 	# (build trees); symlinks (debian/relayq.service) stay symlinks

@@ -34,7 +34,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 top=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(realpath -m "${1:-$top/build-ci-deb}")
-root=$work/root
+root=$work/chroot
 t0=$(date +%s)
 step() { printf '\n=== test-deb: %s (%ds)\n' "$*" $(($(date +%s) - t0)); }
 fail() {
@@ -172,7 +172,7 @@ in_root apt-get install -y -q bsd-mailx >"$work/mailx.log" 2>&1 || {
 }
 for other in exim4-base exim4-daemon-light postfix nullmailer dma; do
 	if in_root dpkg-query -W -f='${Status}' "$other" 2>/dev/null |
-	    grep -q installed; then
+	    grep -q "ok installed"; then
 		fail "bsd-mailx pulled in $other: relayq is not its MTA"
 	fi
 done
@@ -367,8 +367,8 @@ for d in /etc/relayq /var/lib/relayq /var/spool/relayq; do
 done
 in_root getent passwd relayq >/dev/null ||
     fail "purge removed the user (Debian MTAs keep theirs)"
-in_root dpkg-query -W -f='${db:Status-Status}' relayq 2>/dev/null |
-    grep -q installed && fail "relayq still known to dpkg"
+st=$(in_root dpkg-query -W -f='${db:Status-Status}' relayq 2>/dev/null || true)
+[ -z "$st" ] || [ "$st" = not-installed ] || fail "relayq is $st after purge"
 kill "$sink_pid"
 
 # ===================== part 2: systemd in the root =======================
