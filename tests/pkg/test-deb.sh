@@ -269,6 +269,15 @@ daemon_stop() { # LOG: SIGTERM; must exit 0 within TimeoutStopSec
 	grep -q "daemon stopped" "$1" || fail "no 'daemon stopped' in $1"
 }
 
+step "auth_file as README.md says: relayq's, 0600; ExecStartPre= takes it"
+in_root install -m 0600 -o relayq -g relayq /dev/null /etc/relayq/auth
+echo "[127.0.0.1]:$port me@example.org:secret" >"$root/etc/relayq/auth"
+echo "auth_file = /etc/relayq/auth" >>"$conf"
+as_unit "$u_pre"
+"${cmd[@]}" || fail "ExecStartPre=$u_pre with auth_file"
+sed -i '/^auth_file = /d' "$conf"
+rm "$root/etc/relayq/auth"
+
 step "daemon as the unit starts it: $u_user, '$u_start'"
 daemon_start "$work/daemon1.log"
 
