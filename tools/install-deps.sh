@@ -13,7 +13,8 @@ test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  git git-email libmailtools-perl
  procps
- libidn12 libnss-wrapper"
+ libidn12 libnss-wrapper
+ build-essential debhelper lintian debootstrap systemd systemd-container"
 case "${1:---test}" in
 --build) pkgs=$build_pkgs ;;
 --test) pkgs=$test_pkgs ;;
