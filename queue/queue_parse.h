@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mail.h"
+
 /* The most recipients a message may have: what the queue's envelope
  * record holds (queue_db.c, qrec_msg_decode()); max_recipients is at
  * most this. */
@@ -27,7 +29,7 @@
 
 /* An envelope recipient found by the parser. */
 struct qp_rcpt {
-	char *addr;
+	char *addr; /* owned by qp_result.addrs */
 	char *orcpt; /* NULL when not given */
 	unsigned notify; /* QNOTIFY_* bits, 0 when not given */
 };
@@ -52,8 +54,7 @@ struct qp_result {
 	int cls; /* enum cfg_class */
 	struct qp_rcpt *rcpts; /* distinct (see qp_message_parse()) */
 	size_t nrcpt, rcap;
-	uint32_t *hset; /* index of rcpts by address: i+1, 0 = free */
-	size_t hcap;
+	struct mail_addr_set addrs; /* rcpts[i].addr is addrs.v[i] */
 	size_t hdr_end; /* offset where the header section ends (at its
 			   empty line, or the first non-header line) */
 	bool have_blank; /* an empty line separates header and body */

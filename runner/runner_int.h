@@ -164,7 +164,6 @@ bool sched_busy(const struct runner *);
 void rmsg_release(struct runner *, struct rmsg *);
 void rmsg_end(struct runner *, uint64_t id);
 void job_free(struct runner *, struct job *);
-char *runner_xtext_decode(const char *);
 
 /* runner_result.c */
 void result_job_done(struct runner *, struct job *, const struct smtp_result *);

@@ -35,6 +35,7 @@
 
 #include <event2/event.h>
 
+#include "mail.h"
 #include "runner_int.h"
 
 #define TAKE_MAX 1024 /* ids per queue_take_due_rcpts() call */
@@ -430,32 +431,6 @@ dest_timer_cb(evutil_socket_t fd, short what, void *arg)
 	dest_kick(d->runner, d);
 }
 
-/* Decodes RFC 3461 xtext ("+2B" -> "+"); a malformed "+" stays as is.
- * The queue keeps ENVID and ORCPT as received (xtext); the SMTP client
- * wants them plain and encodes them itself.  Returns a new string. */
-char *
-runner_xtext_decode(const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t n = strlen(s), o = 0;
-	char *out = xmalloc(n + 1);
-
-	for (size_t i = 0; i < n; i++) {
-		const char *h1, *h2;
-
-		if (s[i] == '+' && i + 2 < n &&
-		    (h1 = strchr(hex, s[i + 1])) != NULL &&
-		    (h2 = strchr(hex, s[i + 2])) != NULL) {
-			out[o++] = (char)((h1 - hex) * 16 + (h2 - hex));
-			i += 2;
-		} else {
-			out[o++] = s[i];
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
 /* Submits job J to the SMTP client. */
 static void job_done_cb(void *arg, const struct smtp_result *res);
 
@@ -491,7 +466,11 @@ job_submit(struct runner *r, struct job *j)
 
 		rc[i].addr = q->addr;
 		rc[i].notify = q->notify;
-		rc[i].orcpt = q->orcpt ? runner_xtext_decode(q->orcpt) : NULL;
+		/* the queue keeps ORCPT as received (xtext); the client
+		 * wants it plain and encodes it itself */
+		rc[i].orcpt = q->orcpt
+		    ? mail_xtext_decode(q->orcpt, strlen(q->orcpt), 0, NULL)
+		    : NULL;
 		if (q->attempts > 0)
 			first = false;
 	}
@@ -505,7 +484,9 @@ job_submit(struct runner *r, struct job *j)
 	req.sender = m->msg->sender;
 	req.rcpts = rc;
 	req.nrcpts = j->nidx;
-	envid = m->msg->envid ? runner_xtext_decode(m->msg->envid) : NULL;
+	envid = m->msg->envid
+	    ? mail_xtext_decode(m->msg->envid, strlen(m->msg->envid), 0, NULL)
+	    : NULL;
 	req.envid = envid;
 	req.ret = m->msg->ret == QRET_FULL ? SMTP_RET_FULL
 	    : m->msg->ret == QRET_HDRS	   ? SMTP_RET_HDRS
