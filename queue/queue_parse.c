@@ -9,6 +9,13 @@
  * xtext, NOTIFY, field names) is cfg/mail_*.c's, read with intake's
  * flags.
  *
+ * qp_message_parse() in steps: hdr_field_next() reads a header field
+ * (leaving out an mbox From line, ending the section), hdr_field_take()
+ * takes it: the pickup envelope (env_header()), or the message's own
+ * fields (hdr_content_take(): recipients, sender, hop count; the
+ * priority class in priority_header_read(), from the Priority: header),
+ * then sender_from_fields().
+ *
  * Public (to queue/, its tests and fuzzers, and `relayq send`):
  * qp_bare_cr_fix(), qp_message_parse(), qp_result_free(),
  * qp_addrlist_parse(), qp_message_build().
@@ -446,16 +453,249 @@ qp_bare_cr_fix(char *buf, size_t len)
 	return n;
 }
 
-/* Parses a message; see queue_parse.h. */
+/* A header section being parsed: the input, the cursor, and what the
+ * steps of qp_message_parse() tell each other. */
+struct hdr_parse {
+	const char *buf;
+	size_t len, pos;
+	const char *qualify;
+	struct qp_result *r;
+	size_t nfields;
+	bool leading; /* only envelope fields (and an mbox line) so far */
+	bool mbox_seen;
+	bool xrcpt; /* X-Receiver given: To/Cc/Bcc name no recipient */
+	bool have_from, have_sender;
+	struct qp_span from, sender; /* the first From: and Sender: values */
+};
+
+/* One header field with its continuation lines, at [off, end) of the
+ * input. */
+struct hdr_field {
+	size_t off, end;
+	size_t namelen; /* its name is at off */
+	size_t colon; /* its ':' is at off + colon */
+	const char *v; /* its value: after the ':', up to end */
+	size_t vn;
+};
+
+enum hdr_next {
+	HDR_FIELD, /* a field was read */
+	HDR_END, /* the header section ended (r->hdr_end set) */
+	HDR_BAD, /* r->why says why the file cannot be queued */
+};
+
+/* Ends the header section at LINE (N bytes), which is not a field: the
+ * body starts there, unless the line holds a NUL or no field came
+ * before it. */
+static enum hdr_next
+hdr_end_at_line(struct hdr_parse *h, const char *line, size_t n)
+{
+	if (memchr(line, '\0', n) != NULL) {
+		h->r->why = "binary data (NUL) in the header section";
+		return HDR_BAD;
+	}
+	if (h->nfields == 0) {
+		h->r->why = "not a message: no header field at the start";
+		return HDR_BAD;
+	}
+	h->r->hdr_end = h->pos; /* a non-header line starts the body */
+	return HDR_END;
+}
+
+/*
+ * Reads the next header field into F, leaving out a leading mbox "From "
+ * line (not "From :", a field; as `relayq send` and Postfix's sendmail
+ * do).  The section ends at the end of the input (a message all the
+ * same: RFC 5322 3.5 makes the body optional), at an empty line, or at a
+ * line that is not a field.
+ */
+static enum hdr_next
+hdr_field_next(struct hdr_parse *h, struct hdr_field *f)
+{
+	for (;;) {
+		const char *line = h->buf + h->pos, *lf, *colon;
+		size_t nl, ni, fend;
+
+		if (h->pos >= h->len) {
+			h->r->hdr_end = h->len;
+			return HDR_END;
+		}
+		lf = memchr(line, '\n', h->len - h->pos);
+		nl = lf ? (size_t)(lf - line) : h->len - h->pos;
+		if (nl == 0 || (nl == 1 && line[0] == '\r')) {
+			h->r->hdr_end = h->pos;
+			h->r->have_blank = true;
+			return HDR_END;
+		}
+		ni = mail_field_name_len(line, nl);
+		colon = line + ni;
+		while (colon < line + nl && (*colon == ' ' || *colon == '\t'))
+			colon++;
+		if (ni == 0 || colon >= line + nl || *colon != ':') {
+			if (!h->leading || h->mbox_seen ||
+			    !mail_mbox_from_is(line, nl))
+				return hdr_end_at_line(h, line, nl);
+			h->mbox_seen = true;
+			fend = lf ? h->pos + nl + 1 : h->len;
+			drop_add(h->r, h->pos, fend - h->pos);
+			h->pos = fend;
+			continue;
+		}
+		/* the field runs on over continuation lines */
+		fend = lf ? (size_t)(lf - h->buf) + 1 : h->len;
+		while (fend < h->len &&
+		    (h->buf[fend] == ' ' || h->buf[fend] == '\t')) {
+			lf = memchr(h->buf + fend, '\n', h->len - fend);
+			fend = lf ? (size_t)(lf - h->buf) + 1 : h->len;
+		}
+		if (memchr(line, '\0', fend - h->pos) != NULL) {
+			h->r->why = "binary data (NUL) in the header section";
+			return HDR_BAD;
+		}
+		h->nfields++;
+		f->off = h->pos;
+		f->end = fend;
+		f->namelen = ni;
+		f->colon = (size_t)(colon - line);
+		f->v = colon + 1;
+		f->vn = (size_t)(h->buf + fend - f->v);
+		h->pos = fend;
+		return HDR_FIELD;
+	}
+}
+
+/* True if field F is named NAME (any case). */
+static bool
+hdr_field_is(
+    const struct hdr_parse *h, const struct hdr_field *f, const char *name)
+{
+	return mail_field_is(h->buf + f->off, f->namelen, name);
+}
+
+/*
+ * Where the priority class is decided: the Priority: header (RFC 2156
+ * "urgent", "normal", "non-urgent", any case, or a class name).  dsn is
+ * relayq's own class for its notices and is not taken; an unknown value
+ * leaves the class normal; the last Priority: field wins.
+ */
+static void
+priority_header_read(struct qp_result *r, const char *v, size_t vn)
+{
+	int c = cfg_class_parse(v, vn);
+
+	if (c >= 0 && c != CFG_DSN)
+		r->cls = c;
+}
+
+/*
+ * Takes what a field of the message says: the recipients of every To:,
+ * Cc: and Bcc: (unless X-Receiver named them), the first From: and
+ * Sender:, the priority class, whether Date: and Message-ID: are there,
+ * and the hop count (Received:).  *KEEP is cleared for Bcc:, which is
+ * left out.  False (r->why set) on a bad recipient list.
+ */
+static bool
+hdr_content_take(struct hdr_parse *h, const struct hdr_field *f, bool *keep)
+{
+	struct qp_result *r = h->r;
+	const char *why = NULL;
+
+	if (hdr_field_is(h, f, "Received"))
+		r->nreceived++;
+	if (hdr_field_is(h, f, "Bcc")) {
+		drop_add(r, f->off, f->end - f->off);
+		*keep = false;
+	}
+	if (hdr_field_is(h, f, "To") || hdr_field_is(h, f, "Cc") ||
+	    hdr_field_is(h, f, "Bcc")) {
+		/* every one of them, as many as there are (up to max_rcpt) */
+		if (!h->xrcpt &&
+		    !qp_addrlist_parse(f->v, f->vn, h->qualify, r, &why)) {
+			r->why = why;
+			return false;
+		}
+	} else if (hdr_field_is(h, f, "From") && !h->have_from) {
+		h->have_from = true;
+		h->from.off = (size_t)(f->v - h->buf);
+		h->from.len = f->vn;
+	} else if (hdr_field_is(h, f, "Sender") && !h->have_sender) {
+		h->have_sender = true;
+		h->sender.off = (size_t)(f->v - h->buf);
+		h->sender.len = f->vn;
+	} else if (hdr_field_is(h, f, "Priority")) {
+		priority_header_read(r, f->v, f->vn);
+	} else if (hdr_field_is(h, f, "Date")) {
+		r->have_date = true;
+	} else if (hdr_field_is(h, f, "Message-ID")) {
+		r->have_msgid = true;
+	}
+	return true;
+}
+
+/*
+ * Takes field F: X-Sender and X-Receiver at the top of the file are the
+ * pickup envelope and are left out; any other field ends the envelope
+ * and is the message's own.  A field kept must fit in lines the builder
+ * can write.  False (r->why set) when the file cannot be queued.
+ */
+static bool
+hdr_field_take(struct hdr_parse *h, const struct hdr_field *f)
+{
+	bool keep = true;
+
+	if (h->leading &&
+	    (hdr_field_is(h, f, "X-Sender") ||
+		hdr_field_is(h, f, "X-Receiver"))) {
+		bool is_rcpt = hdr_field_is(h, f, "X-Receiver");
+
+		if (!env_header(f->v, f->vn, is_rcpt, h->qualify, h->r))
+			return false;
+		h->xrcpt = h->xrcpt || is_rcpt;
+		drop_add(h->r, f->off, f->end - f->off);
+		return true;
+	}
+	h->leading = false;
+	if (!hdr_content_take(h, f, &keep))
+		return false;
+	return !keep ||
+	    field_lines_ok(
+		h->buf + f->off, f->end - f->off, f->colon, f->namelen, h->r);
+}
+
+/* Without X-Sender, takes the sender from Sender: (else From:): its
+ * first address.  False (r->why set) when that is unparseable. */
+static bool
+sender_from_fields(struct hdr_parse *h)
+{
+	struct qp_result *r = h->r, tmp;
+	struct qp_span sp = h->have_sender ? h->sender : h->from;
+	const char *why = NULL;
+
+	if (r->sender != NULL || (!h->have_sender && !h->have_from))
+		return true;
+	memset(&tmp, 0, sizeof(tmp));
+	if (!qp_addrlist_parse(
+		h->buf + sp.off, sp.len, h->qualify, &tmp, &why) ||
+	    tmp.nrcpt == 0) {
+		qp_result_free(&tmp);
+		r->why = "unparseable sender address";
+		return false;
+	}
+	r->sender = xstrdup(tmp.rcpts[0].addr);
+	qp_result_free(&tmp);
+	return true;
+}
+
+/* Parses a message; see queue_parse.h.  The steps: read each header
+ * field (hdr_field_next), take it (hdr_field_take: the envelope, the
+ * recipients, the priority class...), then the sender. */
 enum qp_status
 qp_message_parse(const char *buf, size_t len, const char *qualify,
     size_t max_rcpt, struct qp_result *r)
 {
-	size_t pos = 0, nfields = 0;
-	struct qp_span from = { 0, 0 }, sender = { 0, 0 };
-	bool leading = true, xrcpt = false, have_from = false,
-	     have_sender_hdr = false, mbox_seen = false;
-	const char *why = NULL;
+	struct hdr_parse h;
+	struct hdr_field f;
+	enum hdr_next next;
 
 	memset(r, 0, sizeof(*r));
 	r->max_rcpt = max_rcpt;
@@ -464,144 +704,17 @@ qp_message_parse(const char *buf, size_t len, const char *qualify,
 		r->why = "empty file";
 		return QP_BAD;
 	}
-	for (;;) {
-		const char *lf, *line = buf + pos, *colon;
-		size_t nl, fend, ni;
-
-		if (pos >= len) {
-			/* header fields only, no empty line: a message all
-			 * the same (RFC 5322 3.5: the body is optional) */
-			r->hdr_end = len;
-			break;
-		}
-		lf = memchr(line, '\n', len - pos);
-		nl = lf ? (size_t)(lf - line) : len - pos;
-		if (nl == 0 || (nl == 1 && line[0] == '\r')) {
-			r->hdr_end = pos;
-			r->have_blank = true;
-			break;
-		}
-		ni = mail_field_name_len(line, nl);
-		colon = line + ni;
-		while (colon < line + nl && (*colon == ' ' || *colon == '\t'))
-			colon++;
-		if (ni == 0 || colon >= line + nl || *colon != ':') {
-			if (leading && !mbox_seen &&
-			    mail_mbox_from_is(line, nl)) {
-				/* an mbox separator (not "From :", a field):
-				 * left out, as `relayq send` and Postfix's
-				 * sendmail do */
-				mbox_seen = true;
-				fend = lf ? pos + nl + 1 : len;
-				drop_add(r, pos, fend - pos);
-				pos = fend;
-				continue;
-			}
-			if (memchr(line, '\0', nl) != NULL) {
-				r->why = "binary data (NUL) in the header "
-					 "section";
-				return QP_BAD;
-			}
-			if (nfields == 0) {
-				r->why = "not a message: no header field at "
-					 "the start";
-				return QP_BAD;
-			}
-			r->hdr_end = pos; /* a non-header line starts body */
-			break;
-		}
-		/* the field runs on over continuation lines */
-		fend = lf ? (size_t)(lf - buf) + 1 : len;
-		while (fend < len && (buf[fend] == ' ' || buf[fend] == '\t')) {
-			lf = memchr(buf + fend, '\n', len - fend);
-			fend = lf ? (size_t)(lf - buf) + 1 : len;
-		}
-		if (memchr(line, '\0', fend - pos) != NULL) {
-			r->why = "binary data (NUL) in the header section";
+	memset(&h, 0, sizeof(h));
+	h.buf = buf;
+	h.len = len;
+	h.qualify = qualify;
+	h.r = r;
+	h.leading = true;
+	while ((next = hdr_field_next(&h, &f)) == HDR_FIELD)
+		if (!hdr_field_take(&h, &f))
 			return QP_BAD;
-		}
-		nfields++;
-		{
-			const char *v = colon + 1;
-			size_t vn = (size_t)(buf + fend - v);
-			bool keep = true;
-
-			if (leading && mail_field_is(line, ni, "X-Sender")) {
-				if (!env_header(v, vn, false, qualify, r))
-					return QP_BAD;
-				drop_add(r, pos, fend - pos);
-				keep = false;
-			} else if (leading &&
-			    mail_field_is(line, ni, "X-Receiver")) {
-				if (!env_header(v, vn, true, qualify, r))
-					return QP_BAD;
-				xrcpt = true;
-				drop_add(r, pos, fend - pos);
-				keep = false;
-			} else {
-				leading = false;
-				if (mail_field_is(line, ni, "Received"))
-					r->nreceived++;
-				if (mail_field_is(line, ni, "Bcc")) {
-					drop_add(r, pos, fend - pos);
-					keep = false;
-				}
-				if (mail_field_is(line, ni, "To") ||
-				    mail_field_is(line, ni, "Cc") ||
-				    mail_field_is(line, ni, "Bcc")) {
-					/* every one of them, as many as
-					 * there are (up to max_rcpt) */
-					if (!xrcpt &&
-					    !qp_addrlist_parse(
-						v, vn, qualify, r, &why)) {
-						r->why = why;
-						return QP_BAD;
-					}
-				} else if (mail_field_is(line, ni, "From") &&
-				    !have_from) {
-					have_from = true;
-					from.off = (size_t)(v - buf);
-					from.len = vn;
-				} else if (mail_field_is(line, ni, "Sender") &&
-				    !have_sender_hdr) {
-					have_sender_hdr = true;
-					sender.off = (size_t)(v - buf);
-					sender.len = vn;
-				} else if (mail_field_is(
-					       line, ni, "Priority")) {
-					int c = cfg_class_parse(v, vn);
-
-					if (c >= 0 && c != CFG_DSN)
-						r->cls = c;
-				} else if (mail_field_is(line, ni, "Date")) {
-					r->have_date = true;
-				} else if (mail_field_is(
-					       line, ni, "Message-ID")) {
-					r->have_msgid = true;
-				}
-			}
-			if (keep &&
-			    !field_lines_ok(line, fend - pos,
-				(size_t)(colon - line), ni, r))
-				return QP_BAD;
-		}
-		pos = fend;
-	}
-	if (r->sender == NULL && (have_sender_hdr || have_from)) {
-		struct qp_result tmp;
-		struct qp_span sp = have_sender_hdr ? sender : from;
-
-		memset(&tmp, 0, sizeof(tmp));
-		if (!qp_addrlist_parse(
-			buf + sp.off, sp.len, qualify, &tmp, &why) ||
-		    tmp.nrcpt == 0) {
-			qp_result_free(&tmp);
-			r->why = "unparseable sender address";
-			return QP_BAD;
-		}
-		r->sender = xstrdup(tmp.rcpts[0].addr);
-		qp_result_free(&tmp);
-	}
+	if (next == HDR_BAD || !sender_from_fields(&h))
+		return QP_BAD;
 	if (r->nrcpt == 0) {
 		r->why = "no recipients";
 		return QP_BAD;

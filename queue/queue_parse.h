@@ -81,7 +81,8 @@ size_t qp_bare_cr_fix(char *buf, size_t len);
  * "From " line (first, or after the envelope headers) is left out; a
  * header section without an empty line after it is fine; a header line
  * over QP_LINE_MAX bytes that cannot be folded at white space is an
- * error.  Returns QP_OK and fills R, or QP_BAD with R->why set; in both
+ * error.  R->cls is the priority class the Priority: header names
+ * (urgent, normal, non-urgent; else normal).  Returns QP_OK and fills R, or QP_BAD with R->why set; in both
  * cases the caller calls qp_result_free(R).
  */
 enum qp_status qp_message_parse(const char *buf, size_t len,
