@@ -41,6 +41,7 @@
 #include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -236,9 +237,66 @@ is_printable(const char *s)
 
 /* ---- the command line ---- */
 
+/* What a letter of sendmail's command line does. */
+enum letter_kind {
+	LETTER_IGNORED, /* accepted and ignored */
+	LETTER_IGNORED_ARG, /* takes an argument, ignored */
+	LETTER_ARG, /* takes an argument, kept in struct send_opts at off */
+	LETTER_OWN, /* -t, -i, -o, -b, -I, -q: opt_letter_own() */
+};
+
+/* sendmail's option letters, as relayq send takes them. */
+static const struct send_letter {
+	char letter;
+	enum letter_kind kind;
+	size_t off;
+} send_letters[] = {
+	{ 'm', LETTER_IGNORED, 0 }, /* metoo */
+	{ 'n', LETTER_IGNORED, 0 }, /* no aliasing */
+	{ 'v', LETTER_IGNORED, 0 }, /* verbose */
+	{ 'U', LETTER_IGNORED, 0 }, /* initial submission */
+	{ 'G', LETTER_IGNORED, 0 }, /* gateway submission */
+	{ 's', LETTER_IGNORED, 0 }, /* save From lines */
+	{ 'A', LETTER_IGNORED_ARG, 0 }, /* -Am / -Ac */
+	{ 'B', LETTER_IGNORED_ARG, 0 }, /* body type */
+	{ 'd', LETTER_IGNORED_ARG, 0 }, /* debug flags */
+	{ 'e', LETTER_IGNORED_ARG, 0 }, /* error mode */
+	{ 'h', LETTER_IGNORED_ARG, 0 }, /* hop count */
+	{ 'L', LETTER_IGNORED_ARG, 0 }, /* syslog tag */
+	{ 'O', LETTER_IGNORED_ARG, 0 }, /* long option */
+	{ 'p', LETTER_IGNORED_ARG, 0 }, /* protocol */
+	{ 'X', LETTER_IGNORED_ARG, 0 }, /* traffic log */
+	{ 'c', LETTER_ARG, offsetof(struct send_opts, cfg_path) },
+	{ 'C', LETTER_ARG, offsetof(struct send_opts, cfg_path) },
+	{ 'f', LETTER_ARG, offsetof(struct send_opts, sender) },
+	{ 'r', LETTER_ARG, offsetof(struct send_opts, sender) },
+	{ 'F', LETTER_ARG, offsetof(struct send_opts, fullname) },
+	{ 'N', LETTER_ARG, offsetof(struct send_opts, notify) },
+	{ 'R', LETTER_ARG, offsetof(struct send_opts, ret) },
+	{ 'V', LETTER_ARG, offsetof(struct send_opts, envid) },
+	{ 't', LETTER_OWN, 0 }, /* take recipients from the header */
+	{ 'i', LETTER_OWN, 0 }, /* a "." line does not end the message */
+	{ 'o', LETTER_OWN, 0 }, /* -oX: sendmail option letter X */
+	{ 'b', LETTER_OWN, 0 }, /* -bX: mode */
+	{ 'I', LETTER_OWN, 0 }, /* initialize aliases (newaliases) */
+	{ 'q', LETTER_OWN, 0 }, /* -q: run the queue; -q1h: interval */
+};
+
+/* The entry of option letter CH, or NULL. */
+static const struct send_letter *
+letter_find(char ch)
+{
+	for (size_t k = 0; k < sizeof(send_letters) / sizeof(send_letters[0]);
+	     k++)
+		if (send_letters[k].letter == ch)
+			return &send_letters[k];
+	return NULL;
+}
+
 /*
- * Returns the argument of option letter OPT found at argv[*i][*j]: the
- * rest of the word, else the next word (advancing *i); NULL if none.
+ * Returns the argument of the option letter at argv[*i][*j]: the rest of
+ * the word, else the next word (advancing *i); NULL if none.  The word's
+ * letters end there (*j is set to its last).
  */
 static const char *
 opt_arg(int argc, char **argv, int *i, size_t *j)
@@ -253,15 +311,107 @@ opt_arg(int argc, char **argv, int *i, size_t *j)
 	return argv[++*i];
 }
 
+/* Says that option CH lacks its argument; returns 64. */
+static int
+opt_missing(char ch)
+{
+	return tools_fail(RQ_EX_USAGE, CMD, "option -%c needs an argument", ch);
+}
+
+/*
+ * Applies one of the letters that set something particular: -t, -i,
+ * -oi (other -oX are ignored), -b (mode: m sends, i does nothing, p
+ * lists the queue), -I (nothing: no aliases), -q (flush; with an
+ * interval, nothing).
+ */
+static int
+opt_letter_own(int argc, char **argv, int *i, size_t *j, struct send_opts *o)
+{
+	char ch = argv[*i][*j];
+	const char *v;
+
+	switch (ch) {
+	case 't':
+		o->extract = true;
+		break;
+	case 'i':
+		o->ignore_dots = true;
+		break;
+	case 'o':
+		if ((v = opt_arg(argc, argv, i, j)) == NULL)
+			return opt_missing(ch);
+		if (strcmp(v, "i") == 0)
+			o->ignore_dots = true;
+		break;
+	case 'b':
+		if ((v = opt_arg(argc, argv, i, j)) == NULL)
+			return opt_missing(ch);
+		if (strcmp(v, "i") == 0)
+			o->mode = MODE_NOOP;
+		else if (strcmp(v, "p") == 0)
+			o->mode = MODE_MAILQ;
+		else if (strcmp(v, "m") != 0)
+			return tools_fail(RQ_EX_USAGE, CMD,
+			    "mode -b%.16s is not supported", v);
+		break;
+	case 'I':
+		o->mode = MODE_NOOP;
+		break;
+	case 'q':
+		v = argv[*i] + *j + 1;
+		*j = strlen(argv[*i]) - 1;
+		o->mode = (*v >= '0' && *v <= '9') ? MODE_NOOP : MODE_FLUSH;
+		break;
+	}
+	return RQ_EX_OK;
+}
+
+/* Parses the word argv[*i] of option letters ("-ti", "-fSENDER", "-f"
+ * then SENDER as the next word: *i advances). */
+static int
+opt_word_parse(int argc, char **argv, int *i, struct send_opts *o)
+{
+	const char *word = argv[*i]; /* *i moves on when an argument follows */
+
+	for (size_t j = 1; word[j] != '\0'; j++) {
+		char ch = word[j];
+		const struct send_letter *l = letter_find(ch);
+		const char *v;
+		int rc;
+
+		if (l == NULL)
+			return tools_fail(RQ_EX_USAGE, CMD,
+			    "unknown option -%c (see --help)", ch);
+		switch (l->kind) {
+		case LETTER_IGNORED:
+			break;
+		case LETTER_IGNORED_ARG:
+		case LETTER_ARG:
+			if ((v = opt_arg(argc, argv, i, &j)) == NULL)
+				return opt_missing(ch);
+			if (l->kind == LETTER_ARG)
+				*(const char **)((char *)o + l->off) = v;
+			break;
+		case LETTER_OWN:
+			if ((rc = opt_letter_own(argc, argv, i, &j, o)) !=
+			    RQ_EX_OK)
+				return rc;
+			break;
+		}
+	}
+	return RQ_EX_OK;
+}
+
 /*
  * Parses sendmail's command line by hand (getopt cannot take -oi, -odb,
- * -B8BITMIME or -FName all at once).  Returns RQ_EX_OK, or an exit code
- * after printing why; *help is set for --help.
+ * -B8BITMIME or -FName all at once): words of option letters up to "--"
+ * or the first operand (the recipients).  Returns RQ_EX_OK, or an exit
+ * code after printing why; *help is set for --help.
  */
 static int
 opts_parse(int argc, char **argv, struct send_opts *o, bool *help)
 {
-	int i;
+	int i, rc;
 
 	memset(o, 0, sizeof(*o));
 	*help = false;
@@ -281,108 +431,8 @@ opts_parse(int argc, char **argv, struct send_opts *o, bool *help)
 		if (a[1] == '-')
 			return tools_fail(RQ_EX_USAGE, CMD,
 			    "unknown option \"%.64s\" (see --help)", a);
-		for (size_t j = 1; a[j] != '\0'; j++) {
-			const char *v;
-			char ch = a[j];
-
-			switch (ch) {
-			case 't':
-				o->extract = true;
-				continue;
-			case 'i':
-				o->ignore_dots = true;
-				continue;
-			case 'm': /* metoo */
-			case 'n': /* no aliasing */
-			case 'v': /* verbose */
-			case 'U': /* initial submission */
-			case 'G': /* gateway submission */
-			case 's': /* save From lines */
-				continue;
-			case 'o': /* -oX: sendmail option letter X */
-				v = opt_arg(argc, argv, &i, &j);
-				if (v == NULL)
-					goto missing;
-				if (strcmp(v, "i") == 0)
-					o->ignore_dots = true;
-				continue;
-			case 'b': /* -bX: mode */
-				v = opt_arg(argc, argv, &i, &j);
-				if (v == NULL)
-					goto missing;
-				if (strcmp(v, "m") == 0)
-					continue;
-				if (strcmp(v, "i") == 0) {
-					o->mode = MODE_NOOP;
-					continue;
-				}
-				if (strcmp(v, "p") == 0) {
-					o->mode = MODE_MAILQ;
-					continue;
-				}
-				return tools_fail(RQ_EX_USAGE, CMD,
-				    "mode -b%.16s is not supported", v);
-			case 'I': /* initialize aliases (newaliases) */
-				o->mode = MODE_NOOP;
-				continue;
-			case 'q': /* -q: run the queue; -q1h: interval */
-				v = a + j + 1;
-				j = strlen(a) - 1;
-				o->mode = (*v >= '0' && *v <= '9') ? MODE_NOOP
-								   : MODE_FLUSH;
-				continue;
-			case 'A': /* -Am / -Ac */
-			case 'B': /* body type */
-			case 'd': /* debug flags */
-			case 'e': /* error mode */
-			case 'h': /* hop count */
-			case 'L': /* syslog tag */
-			case 'O': /* long option */
-			case 'p': /* protocol */
-			case 'X': /* traffic log */
-				if (opt_arg(argc, argv, &i, &j) == NULL)
-					goto missing;
-				continue;
-			case 'c':
-			case 'C':
-				if ((o->cfg_path = opt_arg(
-					 argc, argv, &i, &j)) == NULL)
-					goto missing;
-				continue;
-			case 'f':
-			case 'r':
-				if ((o->sender = opt_arg(argc, argv, &i, &j)) ==
-				    NULL)
-					goto missing;
-				continue;
-			case 'F':
-				if ((o->fullname = opt_arg(
-					 argc, argv, &i, &j)) == NULL)
-					goto missing;
-				continue;
-			case 'N':
-				if ((o->notify = opt_arg(argc, argv, &i, &j)) ==
-				    NULL)
-					goto missing;
-				continue;
-			case 'R':
-				if ((o->ret = opt_arg(argc, argv, &i, &j)) ==
-				    NULL)
-					goto missing;
-				continue;
-			case 'V':
-				if ((o->envid = opt_arg(argc, argv, &i, &j)) ==
-				    NULL)
-					goto missing;
-				continue;
-			default:
-				return tools_fail(RQ_EX_USAGE, CMD,
-				    "unknown option -%c (see --help)", ch);
-			}
-		missing:
-			return tools_fail(RQ_EX_USAGE, CMD,
-			    "option -%c needs an argument", ch);
-		}
+		if ((rc = opt_word_parse(argc, argv, &i, o)) != RQ_EX_OK)
+			return rc;
 	}
 	o->rcpts = argv + i;
 	o->nrcpt = argc - i;
