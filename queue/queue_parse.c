@@ -575,8 +575,8 @@ hdr_field_is(
 /*
  * Where the priority class is decided: the Priority: header (RFC 2156
  * "urgent", "normal", "non-urgent", any case, or a class name).  dsn is
- * relayq's own class for its notices and is not taken; an unknown value
- * leaves the class normal; the last Priority: field wins.
+ * relayq's own class for its notices and is not taken, nor is an unknown
+ * value: the last field that names a class wins, else normal.
  */
 static void
 priority_header_read(struct qp_result *r, const char *v, size_t vn)
