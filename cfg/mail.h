@@ -2,7 +2,7 @@
  * mail.h - mail syntax, written once for every module: RFC 5322 address
  * lists and the set of addresses as SMTP compares them (mail_addr.c),
  * the RFC 3461 parameters xtext and NOTIFY (mail_param.c), and header
- * field names (mail_field.c).
+ * field names (mail_field.c, and mail_field_is() here).
  *
  * Every function is pure: it works on a buffer and a length (or a C
  * string), never reads past it, and has no side effects besides its
@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <strings.h>
 
 /* ---- RFC 5322 address lists (mail_addr.c) ---- */
 
@@ -167,8 +169,13 @@ void mail_notify_format(unsigned bits, char *buf, size_t len);
  * ASCII bytes other than ':' (the caller checks what follows). */
 size_t mail_field_name_len(const char *line, size_t len);
 
-/* True if field name NAME (N bytes) is WANT, in any case. */
-bool mail_field_is(const char *name, size_t n, const char *want);
+/* True if field name NAME (N bytes) is WANT, in any case (inline: it
+ * is called for every field with a constant WANT). */
+static inline bool
+mail_field_is(const char *name, size_t n, const char *want)
+{
+	return strlen(want) == n && strncasecmp(name, want, n) == 0;
+}
 
 /* True if LINE (LEN bytes, its line end included or not) is an mbox
  * "From " separator: "From " not followed by blanks and a ':' (that is

@@ -217,17 +217,6 @@ lex_peek(struct lex *lx)
 	return lx->pk;
 }
 
-/* Goes back to position SAVED; a lexical error met after it stays (it
- * is the reason given if the parse fails). */
-static void
-lex_rewind(struct lex *lx, const struct lex *saved)
-{
-	const char *why = lx->why;
-
-	*lx = *saved;
-	lx->why = why;
-}
-
 /* True if T is the special character C. */
 static bool
 tok_is(struct tok t, char c)
@@ -272,11 +261,31 @@ struct abuf {
 	bool qualified; /* "@" qualify was added */
 	bool at_seen; /* an '@' anywhere (in a quoted local part) */
 	bool ctl; /* a control byte kept (LAX_QUOTES) */
-	/* where the text as written puts the first '@' outside quotes (as
-	 * mail_addr_set reads it), for the length of a local part: */
-	bool in_quote, escaped, at_found;
+	/* the first '@' outside quotes, for the length of a local part: the
+	 * one before the domain, or with LAX_QUOTES where the unfolded text
+	 * puts it (a backslash before a dropped line break escapes what
+	 * follows; mail_addr_set reads the text so) */
+	bool at_found;
 	size_t at_off;
+	bool in_quote, escaped; /* LAX_QUOTES: the scan so far */
 };
+
+/* With LAX_QUOTES: follows quotes and escapes in the text as it is
+ * built, to find its first '@' outside quotes. */
+static void
+abuf_scan(struct abuf *b, unsigned char c)
+{
+	if (b->escaped)
+		b->escaped = false;
+	else if (c == '\\' && b->in_quote)
+		b->escaped = true;
+	else if (c == '"')
+		b->in_quote = !b->in_quote;
+	else if (c == '@' && !b->in_quote && !b->at_found) {
+		b->at_found = true;
+		b->at_off = b->want;
+	}
+}
 
 /* Appends token text to B, dropping CR and LF (unfolding); false on
  * another control byte, which LAX only notes. */
@@ -286,25 +295,20 @@ abuf_cat(struct abuf *b, const char *p, size_t n, bool lax)
 	for (size_t k = 0; k < n; k++) {
 		unsigned char c = (unsigned char)p[k];
 
-		if (c == '\r' || c == '\n')
-			continue;
-		/* no controls, TAB included (RFC 5321 qtextSMTP has none) */
-		if (c < 0x20 || c == 0x7f) {
-			if (!lax)
-				return false;
-			b->ctl = true;
-		}
-		if (c == '@')
-			b->at_seen = true;
-		if (b->escaped)
-			b->escaped = false;
-		else if (c == '\\' && b->in_quote)
-			b->escaped = true;
-		else if (c == '"')
-			b->in_quote = !b->in_quote;
-		else if (c == '@' && !b->in_quote && !b->at_found) {
-			b->at_found = true;
-			b->at_off = b->want;
+		if (c < 0x20 || c == 0x7f || c == '@' || lax) {
+			if (c == '\r' || c == '\n')
+				continue;
+			/* no controls, TAB included (RFC 5321 qtextSMTP has
+			 * none) */
+			if (c < 0x20 || c == 0x7f) {
+				if (!lax)
+					return false;
+				b->ctl = true;
+			}
+			if (c == '@')
+				b->at_seen = true;
+			if (lax)
+				abuf_scan(b, c);
 		}
 		b->want++;
 		if (b->n < MAIL_ADDR_LEN_MAX)
@@ -324,54 +328,61 @@ abuf_local_len(const struct abuf *b)
 	return b->at_found ? b->at_off : b->want;
 }
 
-/* Skips the words and dots of a display name or local part, counting
- * them in *n; false past MAIL_ADDR_WORDS_MAX with WORD_LIMIT. */
+/* The words and dots read by local_scan(), and what they make. */
+struct local_scan {
+	size_t words; /* words and dots */
+	bool any; /* a word among them */
+	bool dot_last; /* the last one is a dot */
+	bool bad; /* not a local part: see local_scan() */
+};
+
+/*
+ * Reads the words and dots at the cursor, which are a display name or a
+ * local part (what follows tells), into B as a local part.  Dots may
+ * repeat, as real mail has "a..b"; two words in a row may not; with
+ * STRICT_DOTS it does not start with a dot; no control byte but with
+ * LAX_QUOTES.  What breaks these is noted in LS->bad, read by
+ * local_ok(); false only past MAIL_ADDR_WORDS_MAX with WORD_LIMIT.
+ */
 static bool
-words_skip(struct lex *lx, size_t *n)
+local_scan(struct lex *lx, struct abuf *b, struct local_scan *ls)
 {
-	*n = 0;
+	bool strict = (lx->flags & MAIL_ADDR_STRICT_DOTS) != 0;
+	bool lax = (lx->flags & MAIL_ADDR_LAX_QUOTES) != 0;
+
+	memset(ls, 0, sizeof(*ls));
 	while (tok_is_word_or_dot(lex_peek(lx))) {
+		struct tok t;
+		bool dot;
+
 		if ((lx->flags & MAIL_ADDR_WORD_LIMIT) &&
-		    *n == MAIL_ADDR_WORDS_MAX) {
+		    ls->words == MAIL_ADDR_WORDS_MAX) {
 			lx->why = "address too long: too many words in its "
 				  "local part";
 			return false;
 		}
-		lex_next(lx);
-		(*n)++;
+		t = lex_next(lx);
+		dot = tok_is(t, '.');
+		if ((!dot && ls->words > 0 && !ls->dot_last) ||
+		    (dot && strict && ls->words == 0) ||
+		    (!ls->bad && !abuf_cat(b, t.p, t.n, lax)))
+			ls->bad = true;
+		ls->words++;
+		ls->any = ls->any || !dot;
+		ls->dot_last = dot;
 	}
 	return true;
 }
 
-/*
- * Builds a local part from the words and dots at the cursor into B.
- * Dots may repeat, as real mail has "a..b"; two words in a row may not;
- * with STRICT_DOTS it neither starts with a dot nor ends with one before
- * its '@'.
- */
+/* True if the words LS read are a local part; with STRICT_DOTS it does
+ * not end with a dot before its '@'. */
 static bool
-local_parse(struct lex *lx, struct abuf *b)
+local_ok(struct lex *lx, const struct local_scan *ls)
 {
-	bool strict = (lx->flags & MAIL_ADDR_STRICT_DOTS) != 0;
-	bool lax = (lx->flags & MAIL_ADDR_LAX_QUOTES) != 0;
-	bool prev_word = false, any = false;
-
-	while (tok_is_word_or_dot(lex_peek(lx))) {
-		struct tok t = lex_next(lx);
-		bool dot = tok_is(t, '.');
-
-		if (!dot && prev_word)
-			return false;
-		if (dot && strict && b->want == 0)
-			return false;
-		if (!abuf_cat(b, t.p, t.n, lax))
-			return false;
-		prev_word = !dot;
-		any = any || !dot;
-	}
-	if (strict && any && !prev_word && tok_is(lex_peek(lx), '@'))
+	if (ls->bad || !ls->any)
 		return false;
-	return any;
+	return !((lx->flags & MAIL_ADDR_STRICT_DOTS) && ls->dot_last &&
+	    tok_is(lex_peek(lx), '@'));
 }
 
 /* Parses the domain after '@' (dot-atom or literal) into B; with
@@ -410,7 +421,11 @@ addr_domain(struct lex *lx, const struct mail_addr_syntax *syn, struct abuf *b)
 {
 	if (tok_is(lex_peek(lx), '@')) {
 		lex_next(lx);
-		abuf_cat(b, "@", 1, false);
+		if (!(syn->flags & MAIL_ADDR_LAX_QUOTES)) {
+			b->at_found = true;
+			b->at_off = b->want;
+		}
+		abuf_cat(b, "@", 1, (syn->flags & MAIL_ADDR_LAX_QUOTES) != 0);
 		return domain_parse(lx, b);
 	}
 	if (syn->qualify == NULL)
@@ -429,8 +444,7 @@ addr_domain(struct lex *lx, const struct mail_addr_syntax *syn, struct abuf *b)
 static bool
 angle_parse(struct lex *lx, const struct mail_addr_syntax *syn, struct abuf *b)
 {
-	struct lex start;
-	size_t n;
+	struct local_scan ls;
 
 	if (tok_is(lex_peek(lx), '@')) {
 		/* obs-route: @a,@b: */
@@ -449,11 +463,8 @@ angle_parse(struct lex *lx, const struct mail_addr_syntax *syn, struct abuf *b)
 		lex_next(lx);
 		return true;
 	}
-	start = *lx;
-	if (!words_skip(lx, &n))
-		return false;
-	lex_rewind(lx, &start); /* read them again, as a local part */
-	if (!local_parse(lx, b) || !addr_domain(lx, syn, b))
+	if (!local_scan(lx, b, &ls) || !local_ok(lx, &ls) ||
+	    !addr_domain(lx, syn, b))
 		return false;
 	return tok_is(lex_next(lx), '>');
 }
@@ -467,28 +478,28 @@ static bool
 mailbox_parse(struct lex *lx, const struct mail_addr_syntax *syn,
     struct abuf *b, bool group_ok, bool *group)
 {
-	struct lex start = *lx;
+	struct local_scan ls;
 	struct tok t;
-	size_t n;
 
 	memset(b, 0, sizeof(*b));
 	*group = false;
-	if (!words_skip(lx, &n))
+	if (!local_scan(lx, b, &ls))
 		return false;
 	t = lex_peek(lx);
 	if (t.type == T_ERR)
 		return false;
 	if (tok_is(t, '<')) {
+		/* what was read is a display name */
 		lex_next(lx);
+		memset(b, 0, sizeof(*b));
 		return angle_parse(lx, syn, b);
 	}
-	if (group_ok && tok_is(t, ':') && n > 0) {
+	if (group_ok && tok_is(t, ':') && ls.words > 0) {
 		lex_next(lx);
 		*group = true;
 		return true;
 	}
-	lex_rewind(lx, &start); /* read them again, as a local part */
-	return local_parse(lx, b) && addr_domain(lx, syn, b);
+	return local_ok(lx, &ls) && addr_domain(lx, syn, b);
 }
 
 /* With FLAT_GROUPS: true if the item at the cursor is a group, that is
@@ -558,9 +569,9 @@ list_parse(struct lex *lx, const struct mail_addr_syntax *syn, mail_addr_fn *fn,
 	for (;;) {
 		struct tok t = lex_peek(lx);
 		enum mail_addr_result r;
+		struct local_scan ls;
 		struct abuf b;
 		bool group;
-		size_t n;
 
 		if (t.type == T_END)
 			return MAIL_ADDR_OK;
@@ -578,7 +589,10 @@ list_parse(struct lex *lx, const struct mail_addr_syntax *syn, mail_addr_fn *fn,
 			goto separator;
 		}
 		if (flat && !in_group && item_is_group(lx)) {
-			if (!words_skip(lx, &n) || !tok_is(lex_next(lx), ':'))
+			/* its display name, then ':' */
+			memset(&b, 0, sizeof(b));
+			if (!local_scan(lx, &b, &ls) ||
+			    !tok_is(lex_next(lx), ':'))
 				return MAIL_ADDR_BAD;
 			in_group = true;
 			continue;

@@ -3,10 +3,10 @@
  * where a field name ends, matching names, and the mbox "From " line
  * that both leave out of a message.
  *
- * Public: mail_field_name_len(), mail_field_is(), mail_mbox_from_is().
+ * Public: mail_field_name_len(), mail_mbox_from_is() (and the inline
+ * mail_field_is() of mail.h).
  */
 #include <string.h>
-#include <strings.h>
 
 #include "mail.h"
 
@@ -20,13 +20,6 @@ mail_field_name_len(const char *line, size_t len)
 	    (unsigned char)line[i] < 0x7f && line[i] != ':')
 		i++;
 	return i;
-}
-
-/* Compares a field name with WANT in any case; see mail.h. */
-bool
-mail_field_is(const char *name, size_t n, const char *want)
-{
-	return strlen(want) == n && strncasecmp(name, want, n) == 0;
 }
 
 /* Tells an mbox separator from a "From :" field; see mail.h. */

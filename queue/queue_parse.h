@@ -91,8 +91,9 @@ void qp_result_free(struct qp_result *r);
 
 /*
  * Parses an RFC 5322 address list (display names, groups, comments,
- * quoted local parts, obsolete routes; folding already allowed) and
- * adds each addr-spec to R's recipients (duplicates collapsed, at most
+ * quoted local parts, obsolete routes; folding already allowed: the
+ * shared parser of cfg/mail_addr.c in intake's syntax) and adds each
+ * addr-spec to R's recipients (duplicates collapsed, at most
  * R->max_rcpt).  Returns false with *why set (static text or R->whybuf)
  * on a syntax error, an address with a control character, one too long
  * or too many recipients.

@@ -27,7 +27,11 @@
  * bad/ (too many recipients, a header line too long to fold, ...) is
  * refused here with 65 and the same reason.  Recipients are collapsed as
  * SMTP compares them (local part exactly, domain in any case); more than
- * max_recipients distinct ones is 65.
+ * max_recipients distinct ones is 65.  Addresses (RCPT arguments, -f,
+ * the fields of -t) are read by the shared parser (cfg/mail_addr.c) in
+ * the syntax send has always taken (SEND_ADDR_SYNTAX).  The command
+ * line is sendmail's (send_letters[]), parsed by hand: getopt cannot
+ * take it; -c FILE falls back as every command's (tools_cfg_path()).
  *
  * Public: cmd_send().
  * Invariant: a file appears in incoming/ only complete and fsync'd, and

@@ -8,7 +8,7 @@
  *
  * Public: tools_opts_parse(), tools_usage_fail().
  * `relayq send` parses sendmail's options by hand (getopt cannot take
- * them) and uses tools_cfg_path() and tools_usage_fail() directly.
+ * them) and only shares tools_cfg_path().
  */
 #include <getopt.h>
 #include <stdlib.h>
