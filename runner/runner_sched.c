@@ -155,32 +155,6 @@ rmsg_add(struct runner *r, struct rmsg *m, struct queue_msg *msg)
 	return mm == msg ? 0 : first;
 }
 
-/* Decodes RFC 3461 xtext ("+2B" -> "+"); a malformed "+" stays as is.
- * The queue keeps ENVID and ORCPT as received (xtext); the SMTP client
- * wants them plain and encodes them itself.  Returns a new string. */
-char *
-runner_xtext_decode(const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t n = strlen(s), o = 0;
-	char *out = xmalloc(n + 1);
-
-	for (size_t i = 0; i < n; i++) {
-		const char *h1, *h2;
-
-		if (s[i] == '+' && i + 2 < n &&
-		    (h1 = strchr(hex, s[i + 1])) != NULL &&
-		    (h2 = strchr(hex, s[i + 2])) != NULL) {
-			out[o++] = (char)((h1 - hex) * 16 + (h2 - hex));
-			i += 2;
-		} else {
-			out[o++] = s[i];
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
 /*
  * Loads the recipients take TK leased and queues them per destination:
  * a new message in memory, or more of one already there (the next slice
