@@ -21,7 +21,12 @@
  * writing (IN_CLOSE_WRITE); one only a listing found is taken once it
  * looks complete (see file_settled()), and one that changes while it is
  * read is looked at again later: nothing is queued half-written or
- * twice.  A file that cannot be queued is renamed into bad/ untouched
+ * twice.  A name is in flight from when it is found until its file is
+ * unlinked (or moved to bad/, or left to settle): no listing takes it
+ * again meanwhile, since its identity, deleted once the file is
+ * unlinked, cannot stop a second copy read before the unlink; a file
+ * renamed over a name in flight is taken after the flight (inotify) or
+ * by the next listing.  A file that cannot be queued is renamed into bad/ untouched
  * under a name the daemon chooses (never the submitter's), with
  * NAME.reason beside it naming the original; both are created without
  * replacing anything (O_EXCL, RENAME_NOREPLACE), and no open in bad/ can
@@ -55,7 +60,8 @@
 
 #define TOMB ((char *)1)
 
-/* Committed files to unlink: names and their identity keys. */
+/* Committed files to unlink: names (flying, owned by the name set) and
+ * their identity keys. */
 struct unlink_job {
 	struct unlink_job *next;
 	char **names;
@@ -138,11 +144,14 @@ struct queue_intake {
 	int64_t watch_since; /* when inotify began (coarse clock, ns) */
 	bool paused;
 	size_t batch_limit; /* shrinks on map full, grows back */
-	/* pending names: a FIFO plus a hash set for de-duplication */
+	/* names in flight: pending in a FIFO, then in the ring, in a txn
+	 * or waiting for their unlink; a hash set of all of them keeps a
+	 * name from being taken twice (it owns the names) */
 	char **fifo;
 	size_t head, tail, fcap;
 	char **set;
 	size_t scap, sused; /* sused counts tombstones too */
+	size_t slive; /* names in the set */
 	/* identities whose files are unlinked: deleted in the next txn */
 	struct qbuf idents; /* u16 len | key, repeated */
 	/* the unlinker thread: unlinks committed files and fsyncs incoming/
@@ -154,6 +163,7 @@ struct queue_intake {
 	pthread_cond_t cv;
 	struct unlink_job *jobs, **jobs_tail;
 	size_t njobs;
+	struct unlink_job *finished; /* done: their flights end (under mu) */
 	struct qbuf done; /* identities unlinked and synced (under mu) */
 	/* the readers: a ring of files, [rhead, rnext) handed out or done,
 	 * [rnext, rtail) waiting for a reader; the main thread files them
@@ -186,7 +196,7 @@ struct queue_intake {
 	char hostname[256];
 };
 
-/* ---- the pending set ---- */
+/* ---- names in flight ---- */
 
 static uint64_t
 name_hash(const char *s)
@@ -229,13 +239,15 @@ set_rehash(struct queue_intake *qi, size_t cap)
 
 	qi->set = xcalloc(cap, sizeof(*qi->set));
 	qi->scap = cap;
-	qi->sused = 0;
+	qi->sused = qi->slive = 0;
 	for (size_t i = 0; i < ocap; i++)
 		if (old[i] != NULL && old[i] != TOMB)
 			set_insert(qi, old[i]);
 	free(old);
 }
 
+/* Adds NAME (not in the set) to the set; grows it, or clears it of
+ * tombstones, when half full. */
 static void
 set_insert(struct queue_intake *qi, char *name)
 {
@@ -243,21 +255,28 @@ set_insert(struct queue_intake *qi, char *name)
 	size_t i;
 
 	if ((qi->sused + 1) * 2 > qi->scap)
-		set_rehash(qi, qi->scap * 2);
+		set_rehash(qi,
+		    (qi->slive + 1) * 4 > qi->scap ? qi->scap * 2 : qi->scap);
 	i = set_slot(qi, name, &found);
 	if (qi->set[i] == NULL)
 		qi->sused++;
+	qi->slive++;
 	qi->set[i] = name;
 }
 
+/* Drops NAME from the set (not freed); shrinks a set mostly empty. */
 static void
 set_remove(struct queue_intake *qi, const char *name)
 {
 	bool found;
 	size_t i = set_slot(qi, name, &found);
 
-	if (found)
-		qi->set[i] = TOMB;
+	if (!found)
+		return;
+	qi->set[i] = TOMB;
+	qi->slive--;
+	if (qi->scap > 4096 && qi->slive * 8 < qi->scap)
+		set_rehash(qi, qi->scap / 4);
 }
 
 /*
@@ -279,15 +298,54 @@ static void settle_del(struct queue_intake *, const char *);
  */
 enum pn_how { PN_LISTED = 0, PN_READY = 1, PN_FIRST = 2 };
 
+/*
+ * Where a name in the set is, in the byte after its how: pending (in
+ * the FIFO), or flying: handed to a reader, then filed, then waiting for
+ * its unlink, until its file is gone from incoming/ or was left there
+ * for good (bad/, settle list, already queued).  A flying name is not
+ * taken again: a listing still finds its file until the unlink, and the
+ * identity that would tell it was queued is deleted once it is unlinked,
+ * maybe before a second copy read meanwhile would be filed.  NS_AGAIN:
+ * flying, and inotify said a file under that name is complete (another
+ * file renamed over it): pending again once the flight ends.
+ */
+enum name_state { NS_PENDING, NS_FLYING, NS_AGAIN };
+
 static uint8_t *
 pname_flag(char *s)
 {
 	return (uint8_t *)s + strlen(s) + 1;
 }
 
-/* Adds NAME to the pending names (HOW it was found) unless it is there
- * already; returns false when the pending list is full (a rescan will
- * find NAME). */
+static uint8_t *
+pname_state(char *s)
+{
+	return pname_flag(s) + 1;
+}
+
+/* Appends name S to the FIFO. */
+static void
+fifo_push(struct queue_intake *qi, char *s)
+{
+	if (qi->tail == qi->fcap) {
+		if (qi->head > 0) {
+			memmove(qi->fifo, qi->fifo + qi->head,
+			    (qi->tail - qi->head) * sizeof(*qi->fifo));
+			qi->tail -= qi->head;
+			qi->head = 0;
+		}
+		if (qi->tail == qi->fcap) {
+			qi->fcap = qi->fcap ? qi->fcap * 2 : 1024;
+			qi->fifo = xrealloc(
+			    qi->fifo, qi->fcap * sizeof(*qi->fifo));
+		}
+	}
+	qi->fifo[qi->tail++] = s;
+}
+
+/* Adds NAME to the pending names (HOW it was found) unless it is in
+ * flight already; returns false when the pending list is full (a rescan
+ * will find NAME). */
 static bool
 pending_add(struct queue_intake *qi, const char *name, enum pn_how how)
 {
@@ -310,34 +368,26 @@ pending_add(struct queue_intake *qi, const char *name, enum pn_how how)
 	}
 	i = set_slot(qi, name, &found);
 	if (found) {
-		if (how == PN_READY)
-			*pname_flag(qi->set[i]) = PN_READY;
+		s = qi->set[i];
+		if (how == PN_READY) {
+			*pname_flag(s) = PN_READY;
+			if (*pname_state(s) == NS_FLYING)
+				*pname_state(s) = NS_AGAIN;
+		}
 		return true;
 	}
-	if (qi->tail == qi->fcap) {
-		if (qi->head > 0) {
-			memmove(qi->fifo, qi->fifo + qi->head,
-			    (qi->tail - qi->head) * sizeof(*qi->fifo));
-			qi->tail -= qi->head;
-			qi->head = 0;
-		}
-		if (qi->tail == qi->fcap) {
-			qi->fcap = qi->fcap ? qi->fcap * 2 : 1024;
-			qi->fifo = xrealloc(
-			    qi->fifo, qi->fcap * sizeof(*qi->fifo));
-		}
-	}
 	n = strlen(name);
-	s = xmalloc(n + 2);
+	s = xmalloc(n + 3);
 	memcpy(s, name, n + 1);
 	s[n + 1] = (char)how;
-	qi->fifo[qi->tail++] = s;
+	s[n + 2] = NS_PENDING;
+	fifo_push(qi, s);
 	set_insert(qi, s);
 	return true;
 }
 
-/* Takes the oldest pending name (the caller frees it), or NULL; *HOW
- * says how it was found. */
+/* Takes the oldest pending name, now flying, or NULL; the set keeps
+ * owning it until flight_end().  *HOW says how it was found. */
 static char *
 pending_pop(struct queue_intake *qi, enum pn_how *how)
 {
@@ -346,14 +396,31 @@ pending_pop(struct queue_intake *qi, enum pn_how *how)
 	if (qi->head == qi->tail)
 		return NULL;
 	s = qi->fifo[qi->head++];
-	set_remove(qi, s);
-	if (qi->head == qi->tail) {
+	*pname_state(s) = NS_FLYING;
+	if (qi->head == qi->tail)
 		qi->head = qi->tail = 0;
-		if (qi->scap > 4096)
-			set_rehash(qi, 1024);
-	}
 	*how = (enum pn_how)pname_flag(s)[0];
 	return s;
+}
+
+/*
+ * Ends the flight of name S (from pending_pop()): it is freed, or, when
+ * AGAIN or an event came for it meanwhile, pending again (as complete).
+ * Main thread only.
+ */
+static void
+flight_end(struct queue_intake *qi, char *s, bool again)
+{
+	if (again || *pname_state(s) == NS_AGAIN) {
+		if (qi->nsettle > 0)
+			settle_del(qi, s);
+		*pname_flag(s) = PN_READY;
+		*pname_state(s) = NS_PENDING;
+		fifo_push(qi, s);
+		return;
+	}
+	set_remove(qi, s);
+	free(s);
 }
 
 /* ---- files looked at again later ---- */
@@ -595,7 +662,7 @@ queue_name_escape(char out[QUEUE_ESC_MAX], const char *s)
 static size_t ident_key(uint8_t *k, const struct stat *st, const char *name);
 static void idents_delete(struct queue_intake *qi, struct queue_txn *t);
 static void *reader(void *);
-static void prep_clear(struct prep *, bool free_name);
+static void prep_clear(struct prep *);
 enum bad_result { BAD_MOVED, BAD_GONE, BAD_STUCK };
 static enum bad_result move_bad(struct queue_intake *, const char *name,
     uint64_t id, const struct stat *, const char *why);
@@ -671,12 +738,10 @@ sync_done(struct queue_intake *qi, int rc, int err, const struct qbuf *ids,
 	qi->sync_failing = true;
 }
 
-/* Frees a job. */
+/* Frees a job (not its names). */
 static void
 job_free(struct unlink_job *j)
 {
-	for (size_t i = 0; i < j->n; i++)
-		free(j->names[i]);
 	free(j->names);
 	free(j->ids);
 	free(j->keys.p);
@@ -687,7 +752,8 @@ job_free(struct unlink_job *j)
 
 /* An unlinker thread: takes chunks of the oldest job with names left;
  * whoever finishes a job fsyncs incoming/ (the identities may go only
- * once the unlinks are durable) and hands its identities back. */
+ * once the unlinks are durable) and hands its identities and the job
+ * back (its names' flights end in the main thread). */
 static void *
 unlinker(void *arg)
 {
@@ -736,7 +802,8 @@ unlinker(void *arg)
 			sync_done(qi, rc, err, &j->done, &qi->done);
 		}
 		qi->njobs--;
-		job_free(j);
+		j->next = qi->finished;
+		qi->finished = j;
 		pthread_cond_broadcast(&qi->cv);
 	}
 	pthread_mutex_unlock(&qi->mu);
@@ -765,6 +832,8 @@ job_push(struct queue_intake *qi, struct unlink_job *j)
 		rc = fsync(qi->din);
 		err = errno;
 		sync_done(qi, rc, err, &j->done, &qi->idents);
+		for (size_t i = 0; i < j->n; i++)
+			flight_end(qi, j->names[i], false);
 		job_free(j);
 		return;
 	}
@@ -779,10 +848,13 @@ job_push(struct queue_intake *qi, struct unlink_job *j)
 	pthread_mutex_unlock(&qi->mu);
 }
 
-/* Takes over the identities the unlinker finished. */
+/* Takes over the identities the unlinkers finished, and ends the
+ * flights of the names of the jobs done. */
 static void
 jobs_collect(struct queue_intake *qi, bool wait)
 {
+	struct unlink_job *fin;
+
 	if (!qi->th_on)
 		return;
 	pthread_mutex_lock(&qi->mu);
@@ -790,7 +862,17 @@ jobs_collect(struct queue_intake *qi, bool wait)
 		pthread_cond_wait(&qi->cv, &qi->mu);
 	qbuf_put(&qi->idents, qi->done.p, qi->done.n);
 	qi->done.n = 0;
+	fin = qi->finished;
+	qi->finished = NULL;
 	pthread_mutex_unlock(&qi->mu);
+	while (fin != NULL) {
+		struct unlink_job *j = fin;
+
+		fin = j->next;
+		for (size_t i = 0; i < j->n; i++)
+			flight_end(qi, j->names[i], false);
+		job_free(j);
+	}
 }
 
 /* ---- opening ---- */
@@ -1015,9 +1097,6 @@ queue_intake_rescan(struct queue_intake *qi)
 void
 queue_intake_close(struct queue_intake *qi)
 {
-	char *s;
-	enum pn_how how;
-
 	if (qi == NULL)
 		return;
 	pthread_mutex_lock(&qi->rmu);
@@ -1028,7 +1107,7 @@ queue_intake_close(struct queue_intake *qi)
 		pthread_join(qi->rth[i], NULL);
 	/* files prepared but not filed stay in incoming/ for next time */
 	for (; qi->rhead != qi->rtail; qi->rhead++)
-		prep_clear(&qi->ring[qi->rhead % RING], true);
+		prep_clear(&qi->ring[qi->rhead % RING]);
 	pthread_mutex_destroy(&qi->rmu);
 	pthread_cond_destroy(&qi->rwork);
 	pthread_cond_destroy(&qi->rdone);
@@ -1055,8 +1134,9 @@ queue_intake_close(struct queue_intake *qi)
 		}
 	}
 	free(qi->done.p);
-	while ((s = pending_pop(qi, &how)) != NULL)
-		free(s);
+	for (size_t i = 0; i < qi->scap; i++)
+		if (qi->set[i] != NULL && qi->set[i] != TOMB)
+			free(qi->set[i]);
 	for (size_t i = 0; i < qi->nsettle; i++)
 		free(qi->settle[i].name);
 	free(qi->settle);
@@ -1532,12 +1612,10 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	}
 }
 
-/* Frees what P holds (its name too when FREE_NAME) and empties it. */
+/* Frees what P holds (not its name) and empties it. */
 static void
-prep_clear(struct prep *p, bool free_name)
+prep_clear(struct prep *p)
 {
-	if (free_name)
-		free(p->name);
 	qp_result_free(&p->pr);
 	free(p->owner);
 	free(p->rec.p);
@@ -1968,16 +2046,18 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 			break;
 		}
 		if (ir == IMP_QUEUED || t->err != QUEUE_OK) {
-			/* queued, or to put back when the txn fails */
+			/* queued, or to put back when the txn fails: flying
+			 * until unlinked */
 			ids[nnames] = p->id;
 			names[nnames++] = p->name;
-			prep_clear(p, false);
 		} else if (ir == IMP_WAIT || ir == IMP_RETRY) {
-			settle_add(qi, p->name, p->due); /* looked at later */
-			prep_clear(p, false);
+			/* looked at later */
+			settle_add(qi, xstrdup(p->name), p->due);
+			flight_end(qi, p->name, false);
 		} else {
-			prep_clear(p, true);
+			flight_end(qi, p->name, false);
 		}
+		prep_clear(p);
 		ring_pop(qi);
 	}
 	if (nnames == 0 && t->err == QUEUE_OK && qi->idents.n == 0 &&
@@ -1998,10 +2078,8 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		/* nothing was written: every file stays and is tried again
 		 * (with new ids: the reservation went with the txn) */
 		qi->id_res = qi->id_res_end = 0;
-		for (size_t i = 0; i < nnames; i++) {
-			pending_add(qi, names[i], PN_READY);
-			free(names[i]);
-		}
+		for (size_t i = 0; i < nnames; i++)
+			flight_end(qi, names[i], true);
 		free(names);
 		free(ids);
 		free(keys.p);
@@ -2047,5 +2125,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		if (queue_txn_commit(t) == QUEUE_OK)
 			qi->idents.n = 0;
 	}
+	if (qi->head != qi->tail)
+		return QI_MORE; /* a file came under a name unlinked */
 	return intake_idle(qi);
 }
