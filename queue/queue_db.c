@@ -527,9 +527,10 @@ queue_msg_free(struct queue_msg *m)
 
 /* ---- the environment ---- */
 
-/* Creates DIR and its parents with MODE. */
-static int
-mkdir_p(const char *dir, mode_t mode)
+/* Creates DIR's missing parents (0755) and DIR with MODE exactly (the
+ * umask does not interfere): mkdir -p, for the queue and the spool. */
+int
+queue_dir_create(const char *dir, mode_t mode)
 {
 	char *p = xstrdup(dir);
 
@@ -537,16 +538,13 @@ mkdir_p(const char *dir, mode_t mode)
 		if (*s != '/')
 			continue;
 		*s = '\0';
-		if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-			free(p);
-			return -1;
-		}
+		(void)mkdir(p, 0755); /* a failure shows in the last mkdir */
 		*s = '/';
 	}
 	free(p);
-	if (mkdir(dir, mode) < 0 && errno != EEXIST)
-		return -1;
-	return 0;
+	if (mkdir(dir, mode) == 0)
+		return chmod(dir, mode);
+	return errno == EEXIST ? 0 : -1;
 }
 
 /*
@@ -600,7 +598,7 @@ queue_open(const struct cfg *cfg, bool readonly, char *err, size_t errlen)
 	MDB_txn *txn;
 	int rc, dead;
 
-	if (!readonly && mkdir_p(dir, 0700) < 0) {
+	if (!readonly && queue_dir_create(dir, 0700) < 0) {
 		snprintf(err, errlen, "queue_dir %s: %s", dir, strerror(errno));
 		return NULL;
 	}

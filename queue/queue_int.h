@@ -7,6 +7,7 @@
 #define RELAYQ_QUEUE_INT_H
 
 #include <lmdb.h>
+#include <sys/types.h>
 
 #include "queue.h"
 
@@ -266,6 +267,10 @@ void queue_expiry_times(const struct queue *, struct queue_msg *);
  * delivery results and DSNs (so the queue never locks up full).
  */
 size_t queue_room(struct queue *);
+
+/* Creates DIR's missing parents (0755) and DIR with MODE exactly;
+ * 0 when DIR exists already, else -1 with errno set (mkdir -p). */
+int queue_dir_create(const char *dir, mode_t mode);
 
 /* The lower-cased domain of ADDR into buf. */
 void queue_addr_domain(const char *addr, char *buf, size_t len);
