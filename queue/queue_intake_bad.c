@@ -29,7 +29,6 @@
 
 #include "queue_intake_int.h"
 
-
 /* ---- names from outside in log lines and reasons ---- */
 
 /* A name or text from a local user can neither break a log line nor
@@ -147,8 +146,9 @@ intake_bad_move(struct queue_intake *qi, const char *name, uint64_t id,
 	if (!renamed) {
 		if (fd >= 0)
 			close(fd);
-		intake_stuck_report(qi, name, st, "%s: cannot move to bad/: %s (%s)",
-		    ename, strerror(err), ewhy);
+		intake_stuck_report(qi, name, st,
+		    "%s: cannot move to bad/: %s (%s)", ename, strerror(err),
+		    ewhy);
 		return BAD_STUCK;
 	}
 	n = snprintf(text, sizeof(text), "%s\nname: %s\nuid: %u\n", ewhy, ename,
@@ -223,8 +223,8 @@ intake_stuck_rotate(struct queue_intake *qi)
 /* Logs a warning about entry NAME (lstat ST, or NULL) unless it was
  * logged while the entry was there before (any thread). */
 void
-intake_stuck_report(struct queue_intake *qi, const char *name, const struct stat *st,
-    const char *fmt, ...)
+intake_stuck_report(struct queue_intake *qi, const char *name,
+    const struct stat *st, const char *fmt, ...)
 {
 	uint64_t k = intake_name_hash(name);
 	bool seen, full = false;

@@ -354,8 +354,8 @@ intake_idents_prune(struct queue_intake *qi)
 		log_err("queue", "fsync %s: %s: identities kept", qi->incoming,
 		    strerror(errno));
 	else if (fstatvfs(qi->din, &v) == 0 && (v.f_flag & ST_RDONLY))
-		log_err("queue", "%s is read-only: identities kept",
-		    qi->incoming);
+		log_err(
+		    "queue", "%s is read-only: identities kept", qi->incoming);
 	else
 		idents_prune_gone(qi);
 }
