@@ -132,8 +132,8 @@ queue_open(const struct cfg *cfg, bool readonly, char *err, size_t errlen)
 		goto fail;
 	}
 	for (int i = 0; i < QDB_N; i++) {
-		rc = mdb_dbi_open(
-		    txn, queue_dbnames[i], readonly ? 0 : MDB_CREATE, &q->dbi[i]);
+		rc = mdb_dbi_open(txn, queue_dbnames[i],
+		    readonly ? 0 : MDB_CREATE, &q->dbi[i]);
 		if (rc == MDB_NOTFOUND && readonly && i == QDB_HIST) {
 			/* a queue made before `hist`: the daemon creates it
 			 * when it next opens the queue; no history till then */

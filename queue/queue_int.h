@@ -195,6 +195,10 @@ void queue_rss_trim(struct queue *);
 /* Begins/ends the shared read txn. */
 MDB_txn *queue_rtxn(struct queue *);
 void queue_rtxn_done(struct queue *);
+/* Looks up the record of message ID in db DB within TXN into *VAL
+ * (valid until the txn writes); returns LMDB's code. */
+int queue_rec_get(
+    struct queue *, MDB_txn *txn, enum qdbi db, uint64_t id, MDB_val *val);
 /* Sets the sticky error of T from an LMDB return code; returns it. */
 enum queue_result queue_txn_fail(struct queue_txn *, int rc, const char *what);
 /* Adds DELTA to count KEY (applied at commit). */
@@ -234,6 +238,12 @@ struct queue_msg *queue_msg_dup(const struct queue_msg *);
  */
 enum queue_result queue_load_in(struct queue *, MDB_txn *, struct queue_txn *t,
     uint64_t id, queue_rcpt_pick pick, void *arg, struct queue_msg **out);
+/*
+ * Reads the envelope of ID within T as a view (its strings point into
+ * the map: valid until the txn writes); sets aside an invalid one.
+ */
+enum queue_result
+queue_env_view(struct queue_txn *, uint64_t id, struct queue_msg *view);
 /*
  * Loads only the envelope of ID within T into an owned *out whose
  * rcpts is NULL (nrcpt is the message's count); freed by

@@ -7,9 +7,9 @@
  * queue_body_load(), queue_txn_load(), queue_txn_load_some(),
  * queue_txn_load_rcpts(), queue_txn_body_load(), queue_msg_insert(),
  * queue_msg_set_flags(), queue_msg_remove(); (to queue/, queue_int.h)
- * queue_msg_dup(), queue_load_in(), queue_env_get(), queue_env_free(),
- * queue_put_msg(), queue_put_body_rec(), queue_msg_store(),
- * queue_msg_store_rec().
+ * queue_msg_dup(), queue_load_in(), queue_env_view(), queue_env_get(),
+ * queue_env_free(), queue_put_msg(), queue_put_body_rec(),
+ * queue_msg_store(), queue_msg_store_rec().
  *
  * Invariants: a message's msg record, recipient records, attempt
  * history, body, schedule entry, expiry entries and counts are written
@@ -71,8 +71,7 @@ enum queue_result
 queue_load_in(struct queue *q, MDB_txn *txn, struct queue_txn *t, uint64_t id,
     queue_rcpt_pick pick, void *arg, struct queue_msg **out)
 {
-	uint8_t k[8];
-	MDB_val key = { 8, k }, val;
+	MDB_val val;
 	struct queue_msg view;
 	struct queue_rcpt *rcpts = NULL, head;
 	struct qwalk w;
@@ -81,8 +80,7 @@ queue_load_in(struct queue *q, MDB_txn *txn, struct queue_txn *t, uint64_t id,
 	int rc;
 
 	*out = NULL;
-	qkey_id(k, id);
-	rc = mdb_get(txn, q->dbi[QDB_MSG], &key, &val);
+	rc = queue_rec_get(q, txn, QDB_MSG, id, &val);
 	if (rc == MDB_NOTFOUND)
 		return QUEUE_NOTFOUND;
 	if (rc != 0) {
@@ -170,8 +168,7 @@ queue_msg_load_leased(struct queue *q, uint64_t id, uint32_t lo, uint32_t hi,
     struct queue_msg **out, size_t *total)
 {
 	MDB_txn *txn = queue_rtxn(q);
-	uint8_t k[8];
-	MDB_val key = { 8, k }, val;
+	MDB_val val;
 	struct queue_msg view;
 	struct queue_rcpt *rcpts = NULL, head;
 	struct qwalk w;
@@ -183,8 +180,7 @@ queue_msg_load_leased(struct queue *q, uint64_t id, uint32_t lo, uint32_t hi,
 	*total = 0;
 	if (txn == NULL)
 		return QUEUE_ERR;
-	qkey_id(k, id);
-	rc = mdb_get(txn, q->dbi[QDB_MSG], &key, &val);
+	rc = queue_rec_get(q, txn, QDB_MSG, id, &val);
 	if (rc != 0) {
 		queue_rtxn_done(q);
 		if (rc == MDB_NOTFOUND)
@@ -265,26 +261,15 @@ queue_txn_load_rcpts(struct queue_txn *t, uint64_t id, const uint32_t *idx,
     size_t n, queue_rcpt_pick pick, void *arg, struct queue_msg **out)
 {
 	uint8_t k[12];
-	MDB_val key = { 8, k }, val;
 	struct queue_msg view;
 	struct queue_rcpt *rcpts, head;
 	size_t got = 0;
+	enum queue_result r;
 	int rc;
 
 	*out = NULL;
-	if (t->err != QUEUE_OK)
-		return t->err;
-	qkey_id(k, id);
-	rc = mdb_get(t->txn, t->q->dbi[QDB_MSG], &key, &val);
-	if (rc != 0)
-		return rc == MDB_NOTFOUND ? QUEUE_NOTFOUND
-					  : queue_txn_fail(t, rc, "msg");
-	if (!qrec_msg_decode(val.mv_data, val.mv_size, &view)) {
-		queue_quarantine(t, id, "envelope");
-		return QUEUE_CORRUPT;
-	}
-	view.id = id;
-	queue_id_format(id, view.idstr);
+	if ((r = queue_env_view(t, id, &view)) != QUEUE_OK)
+		return r;
 	rcpts = xcalloc(n ? n : 1, sizeof(*rcpts));
 	for (size_t i = 0; i < n; i++) {
 		MDB_val rk = { 12, k }, rv;
@@ -318,30 +303,38 @@ queue_txn_load_rcpts(struct queue_txn *t, uint64_t id, const uint32_t *idx,
 }
 
 enum queue_result
-queue_env_get(struct queue_txn *t, uint64_t id, struct queue_msg **out)
+queue_env_view(struct queue_txn *t, uint64_t id, struct queue_msg *view)
 {
-	uint8_t k[8];
-	MDB_val key = { 8, k }, val;
-	struct queue_msg view, *m;
+	MDB_val val;
 	int rc;
 
-	*out = NULL;
 	if (t->err != QUEUE_OK)
 		return t->err;
-	qkey_id(k, id);
-	rc = mdb_get(t->txn, t->q->dbi[QDB_MSG], &key, &val);
+	rc = queue_rec_get(t->q, t->txn, QDB_MSG, id, &val);
 	if (rc != 0)
 		return rc == MDB_NOTFOUND ? QUEUE_NOTFOUND
 					  : queue_txn_fail(t, rc, "msg");
-	if (!qrec_msg_decode(val.mv_data, val.mv_size, &view)) {
+	if (!qrec_msg_decode(val.mv_data, val.mv_size, view)) {
 		queue_quarantine(t, id, "envelope");
 		return QUEUE_CORRUPT;
 	}
+	view->id = id;
+	queue_id_format(id, view->idstr);
+	return QUEUE_OK;
+}
+
+enum queue_result
+queue_env_get(struct queue_txn *t, uint64_t id, struct queue_msg **out)
+{
+	struct queue_msg view, *m;
+	enum queue_result r;
+
+	*out = NULL;
+	if ((r = queue_env_view(t, id, &view)) != QUEUE_OK)
+		return r;
 	/* the envelope alone: no recipient array, whatever nrcpt says */
 	m = xmalloc(sizeof(*m));
 	*m = view;
-	m->id = id;
-	queue_id_format(id, m->idstr);
 	m->sender = xstrdup(view.sender ? view.sender : "");
 	m->envid = view.envid ? xstrdup(view.envid) : NULL;
 	m->rcpts = NULL;
@@ -363,8 +356,7 @@ enum queue_result
 queue_body_load(struct queue *q, uint64_t id, char **buf, size_t *len)
 {
 	MDB_txn *txn = queue_rtxn(q);
-	uint8_t k[8];
-	MDB_val key = { 8, k }, val;
+	MDB_val val;
 	enum queue_result r;
 	int rc;
 
@@ -372,8 +364,7 @@ queue_body_load(struct queue *q, uint64_t id, char **buf, size_t *len)
 	*len = 0;
 	if (txn == NULL)
 		return QUEUE_ERR;
-	qkey_id(k, id);
-	rc = mdb_get(txn, q->dbi[QDB_BODY], &key, &val);
+	rc = queue_rec_get(q, txn, QDB_BODY, id, &val);
 	if (rc != 0)
 		r = rc == MDB_NOTFOUND ? QUEUE_NOTFOUND : QUEUE_ERR;
 	else
@@ -385,16 +376,14 @@ queue_body_load(struct queue *q, uint64_t id, char **buf, size_t *len)
 enum queue_result
 queue_txn_body_load(struct queue_txn *t, uint64_t id, char **buf, size_t *len)
 {
-	uint8_t k[8];
-	MDB_val key = { 8, k }, val;
+	MDB_val val;
 	int rc;
 
 	*buf = NULL;
 	*len = 0;
 	if (t->err != QUEUE_OK)
 		return t->err;
-	qkey_id(k, id);
-	rc = mdb_get(t->txn, t->q->dbi[QDB_BODY], &key, &val);
+	rc = queue_rec_get(t->q, t->txn, QDB_BODY, id, &val);
 	if (rc != 0)
 		return rc == MDB_NOTFOUND ? QUEUE_NOTFOUND : QUEUE_ERR;
 	return qrec_body_decode(id, val.mv_data, val.mv_size, buf, len);

@@ -137,34 +137,6 @@ rcpt_get(struct queue_txn *t, uint64_t id, uint32_t idx, struct queue_rcpt *rc,
 	return QUEUE_OK;
 }
 
-/* Reads the class and arrival of message ID (what the counts of a
- * recipient need) within T, without copying anything. */
-static enum queue_result
-env_peek(struct queue_txn *t, uint64_t id, struct queue_msg *out)
-{
-	uint8_t k[8];
-	MDB_val key = { 8, k }, val;
-	struct queue_msg view;
-	int rc;
-
-	if (t->err != QUEUE_OK)
-		return t->err;
-	qkey_id(k, id);
-	rc = mdb_get(t->txn, t->q->dbi[QDB_MSG], &key, &val);
-	if (rc != 0)
-		return rc == MDB_NOTFOUND ? QUEUE_NOTFOUND
-					  : queue_txn_fail(t, rc, "msg");
-	if (!qrec_msg_decode(val.mv_data, val.mv_size, &view)) {
-		queue_quarantine(t, id, "envelope");
-		return QUEUE_CORRUPT;
-	}
-	memset(out, 0, sizeof(*out));
-	out->id = id;
-	out->cls = view.cls;
-	out->arrival = view.arrival;
-	return QUEUE_OK;
-}
-
 enum queue_result
 queue_rcpt_update(struct queue_txn *t, uint64_t id, uint32_t idx,
     enum queue_rcpt_state st, int64_t next_attempt, const char *reply,
@@ -180,7 +152,7 @@ queue_rcpt_update(struct queue_txn *t, uint64_t id, uint32_t idx,
 		return QUEUE_ERR;
 	/* O(1) in the message's size: the envelope is only read (for the
 	 * counts), the one recipient record rewritten */
-	r = env_peek(t, id, &m);
+	r = queue_env_view(t, id, &m);
 	if (r != QUEUE_OK)
 		return r;
 	r = rcpt_get(t, id, idx, &rc, &mem);

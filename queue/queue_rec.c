@@ -167,6 +167,17 @@ qbuf_str(struct qbuf *b, const char *s)
 	qbuf_put(b, s, strlen(s) + 1);
 }
 
+/* A dsn status ("4.4.1"): 16 bytes, NUL-padded. */
+static void
+qbuf_status(struct qbuf *b, const char *s)
+{
+	char ds[16];
+
+	memset(ds, 0, sizeof(ds));
+	memcpy(ds, s, strnlen(s, sizeof(ds) - 1));
+	qbuf_put(b, ds, sizeof(ds));
+}
+
 /* ---- reading records ---- */
 
 /* A bounds-checked reader over a record. */
@@ -236,6 +247,19 @@ rd_str(struct qrd *r, bool nullable)
 	return (char *)p;
 }
 
+/* Reads a dsn status written by qbuf_status() into OUT (NUL-ended). */
+static void
+rd_status(struct qrd *r, char out[16])
+{
+	const uint8_t *p = rd_take(r, 16);
+
+	if (p == NULL || p[15] != '\0') {
+		r->bad = true;
+		return;
+	}
+	memcpy(out, p, 16);
+}
+
 /* ---- msg ---- */
 
 void
@@ -293,8 +317,6 @@ qrec_msg_decode(const void *p, size_t n, struct queue_msg *m)
 void
 qrec_rcpt_encode(struct qbuf *b, const struct queue_rcpt *rc)
 {
-	char ds[16];
-
 	b->n = 0;
 	qbuf_u8(b, QREC_VERSION);
 	qbuf_u8(b, (uint8_t)rc->state);
@@ -303,9 +325,7 @@ qrec_rcpt_encode(struct qbuf *b, const struct queue_rcpt *rc)
 	qbuf_u32(b, rc->attempts);
 	qbuf_u64(b, (uint64_t)rc->next_attempt);
 	qbuf_u64(b, (uint64_t)rc->last_attempt);
-	memset(ds, 0, sizeof(ds));
-	memcpy(ds, rc->dsn_status, strnlen(rc->dsn_status, sizeof(ds) - 1));
-	qbuf_put(b, ds, sizeof(ds));
+	qbuf_status(b, rc->dsn_status);
 	qbuf_str(b, rc->addr);
 	qbuf_str(b, rc->orcpt);
 	qbuf_str(b, rc->reply);
@@ -315,7 +335,6 @@ bool
 qrec_rcpt_decode(const void *p, size_t n, struct queue_rcpt *rc)
 {
 	struct qrd r = { p, n, 0, false };
-	const uint8_t *ds;
 
 	memset(rc, 0, sizeof(*rc));
 	if (rd_u8(&r) != QREC_VERSION)
@@ -326,13 +345,12 @@ qrec_rcpt_decode(const void *p, size_t n, struct queue_rcpt *rc)
 	rc->attempts = rd_u32(&r);
 	rc->next_attempt = (int64_t)rd_u64(&r);
 	rc->last_attempt = (int64_t)rd_u64(&r);
-	ds = rd_take(&r, 16);
+	rd_status(&r, rc->dsn_status);
 	rc->addr = rd_str(&r, false);
 	rc->orcpt = rd_str(&r, true);
 	rc->reply = rd_str(&r, true);
-	if (r.bad || r.off != n || ds == NULL || ds[15] != '\0')
+	if (r.bad || r.off != n)
 		return false;
-	memcpy(rc->dsn_status, ds, 16);
 	if ((unsigned)rc->state >= QUEUE_NSTATE || rc->addr[0] == '\0')
 		return false;
 	return true;
@@ -361,17 +379,13 @@ qrec_rcpt_peek(const void *p, size_t n, struct queue_rcpt *rc)
 void
 qrec_hist_encode(struct qbuf *b, const struct queue_attempt *a)
 {
-	char ds[16];
-
 	b->n = 0;
 	qbuf_u8(b, QREC_VERSION);
 	qbuf_u8(b, (uint8_t)a->state);
 	qbuf_u8(b, 0);
 	qbuf_u8(b, 0);
 	qbuf_u64(b, (uint64_t)a->time);
-	memset(ds, 0, sizeof(ds));
-	memcpy(ds, a->dsn_status, strnlen(a->dsn_status, sizeof(ds) - 1));
-	qbuf_put(b, ds, sizeof(ds));
+	qbuf_status(b, a->dsn_status);
 	qbuf_str(b, a->reply);
 }
 
@@ -379,7 +393,6 @@ bool
 qrec_hist_decode(const void *p, size_t n, struct queue_attempt *a)
 {
 	struct qrd r = { p, n, 0, false };
-	const uint8_t *ds;
 	uint8_t pad1, pad2;
 
 	memset(a, 0, sizeof(*a));
@@ -389,11 +402,10 @@ qrec_hist_decode(const void *p, size_t n, struct queue_attempt *a)
 	pad1 = rd_u8(&r);
 	pad2 = rd_u8(&r);
 	a->time = (int64_t)rd_u64(&r);
-	ds = rd_take(&r, 16);
+	rd_status(&r, a->dsn_status);
 	a->reply = rd_str(&r, true);
-	if (r.bad || r.off != n || ds == NULL || ds[15] != '\0')
+	if (r.bad || r.off != n)
 		return false;
-	memcpy(a->dsn_status, ds, 16);
 	if ((unsigned)a->state >= QUEUE_NSTATE || pad1 != 0 || pad2 != 0 ||
 	    a->time < 0)
 		return false;
@@ -448,7 +460,8 @@ qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level)
 /* Inflates and checks body record REC of N bytes of message ID into a
  * malloc'd buffer; QUEUE_CORRUPT (logged) when it is invalid. */
 enum queue_result
-qrec_body_decode(uint64_t id, const void *rec, size_t n, char **buf, size_t *len)
+qrec_body_decode(
+    uint64_t id, const void *rec, size_t n, char **buf, size_t *len)
 {
 	const uint8_t *p = rec;
 	uint64_t raw;
@@ -472,8 +485,8 @@ qrec_body_decode(uint64_t id, const void *rec, size_t n, char **buf, size_t *len
 			goto bad;
 		}
 		memcpy(out, p + 14, (size_t)raw);
-	} else if (uncompress((Bytef *)out, &outlen, p + 14,
-		       (uLong)(n - 14)) != Z_OK ||
+	} else if (uncompress((Bytef *)out, &outlen, p + 14, (uLong)(n - 14)) !=
+		Z_OK ||
 	    outlen != raw) {
 		free(out);
 		goto bad;

@@ -146,12 +146,14 @@ queue_counts_get(struct queue *q, struct queue_counts *cn)
 				continue;
 			v = qbe64_get(val.mv_data);
 		}
-		if (k[0] == QCOUNT_MSGS && key.mv_size == 2 && k[1] < CFG_NCLASS)
+		if (k[0] == QCOUNT_MSGS && key.mv_size == 2 &&
+		    k[1] < CFG_NCLASS)
 			cn->msgs[k[1]] = v;
-		else if (k[0] == QCOUNT_BYTES && key.mv_size == 2 && k[1] < CFG_NCLASS)
+		else if (k[0] == QCOUNT_BYTES && key.mv_size == 2 &&
+		    k[1] < CFG_NCLASS)
 			cn->bytes[k[1]] = v;
-		else if (k[0] == QCOUNT_RCPTS && key.mv_size == 3 && k[1] < CFG_NCLASS &&
-		    k[2] < QUEUE_NSTATE)
+		else if (k[0] == QCOUNT_RCPTS && key.mv_size == 3 &&
+		    k[1] < CFG_NCLASS && k[2] < QUEUE_NSTATE)
 			cn->rcpts[k[1]][k[2]] = v;
 		else if (k[0] == QCOUNT_HELD && key.mv_size == 1)
 			cn->held = v;

@@ -4,9 +4,10 @@
  * commit, and the log lines it writes once committed.
  *
  * Public: queue_txn_begin(), queue_txn_commit(), queue_txn_abort(); (to
- * queue/, queue_int.h) queue_rtxn(), queue_rtxn_done(), queue_txn_fail(),
- * queue_txn_log(), queue_txn_log_as(), queue_count_add(),
- * queue_count_rcpt(), queue_count_env(), queue_count_msg().
+ * queue/, queue_int.h) queue_rtxn(), queue_rtxn_done(), queue_rec_get(),
+ * queue_txn_fail(), queue_txn_log(), queue_txn_log_as(),
+ * queue_count_add(), queue_count_rcpt(), queue_count_env(),
+ * queue_count_msg().
  *
  * Invariants: one write txn at a time per process (q->wtxn); its first
  * error sticks (t->err): later calls return it and the commit aborts, so
@@ -57,6 +58,19 @@ queue_rtxn_done(struct queue *q)
 	if (q->rtxn != NULL)
 		mdb_txn_reset(q->rtxn);
 	queue_rss_trim(q);
+}
+
+/* ---- lookups ---- */
+
+int
+queue_rec_get(
+    struct queue *q, MDB_txn *txn, enum qdbi db, uint64_t id, MDB_val *val)
+{
+	uint8_t k[8];
+	MDB_val key = { 8, k };
+
+	qkey_id(k, id);
+	return mdb_get(txn, q->dbi[db], &key, val);
 }
 
 /* ---- the write txn ---- */
