@@ -161,7 +161,7 @@ unlinker(void *arg)
 		j->finished += b - a;
 		if (j->finished < j->n)
 			continue;
-		/* the last chunk of J: unlink J from the list, sync, hand over */
+		/* J's last chunk: off the list, sync, hand over */
 		{
 			struct unlink_job **pp = &qi->jobs;
 
