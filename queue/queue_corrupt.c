@@ -3,7 +3,7 @@
  * message is moved, keys and bytes, into the corrupt db with a log line,
  * never just deleted.
  *
- * Public (to queue/, queue_int.h): queue_quarantine().
+ * Public (to queue/, queue_int.h): queue_msg_quarantine().
  *
  * Invariants: a key in the corrupt db is the db name, a NUL and the
  * original key; the counts of a message set aside are not corrected (its
@@ -49,7 +49,7 @@ quarantine_range(
 }
 
 void
-queue_quarantine(struct queue_txn *t, uint64_t id, const char *why)
+queue_msg_quarantine(struct queue_txn *t, uint64_t id, const char *why)
 {
 	static const enum qdbi dbs[] = { QDB_MSG, QDB_BODY, QDB_LEASE };
 	char idstr[17];

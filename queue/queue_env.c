@@ -5,13 +5,13 @@
  * process's resident set.
  *
  * Public: queue_open(), queue_close(), queue_cfg_set(); (to queue/,
- * queue_int.h) queue_dbnames, queue_dir_create(), queue_room(),
+ * queue_int.h) queue_dbnames, queue_dir_create(), queue_room_get(),
  * queue_rss_trim().
  *
  * Invariants: queue_open() is called by the owner of queue_dir only (the
  * daemon after its switch, the commands after theirs), and refuses a
  * data.mdb or lock.mdb that is a link or another user's.  The map only
- * grows.  queue_room() keeps a reserve (a tenth of the map, at least 64
+ * grows.  queue_room_get() keeps a reserve (a tenth of the map, at least 64
  * pages when the map allows) for deletes, delivery results and notices.
  */
 #include <errno.h>
@@ -214,7 +214,7 @@ queue_cfg_set(struct queue *q, const struct cfg *cfg)
  * too small for max_message_size: keep the two in step. */
 
 size_t
-queue_room(struct queue *q)
+queue_room_get(struct queue *q)
 {
 	MDB_envinfo info;
 	MDB_stat st;
@@ -226,7 +226,7 @@ queue_room(struct queue *q)
 	used = info.me_last_pgno + 1;
 	if (used > maxpg / 2) {
 		/* count the free pages: only when it may matter */
-		MDB_txn *txn = queue_rtxn(q);
+		MDB_txn *txn = queue_rtxn_begin(q);
 		MDB_cursor *c;
 		MDB_val k, v;
 

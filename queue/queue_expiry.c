@@ -3,8 +3,8 @@
  * its return are due, what is due now, and clearing an entry once its
  * notice is queued.
  *
- * Public: queue_expiry_next(), queue_expiry_due(), queue_expiry_clear();
- * (to queue/, queue_int.h) queue_expiry_index(), queue_expiry_times().
+ * Public: queue_expiry_next(), queue_expiry_due_list(), queue_expiry_clear();
+ * (to queue/, queue_int.h) queue_expiry_index(), queue_expiry_times_set().
  *
  * Invariants: a message has an expiry entry for warn_at (return_at)
  * exactly when that is non-zero, it is not held, and the warning
@@ -49,7 +49,7 @@ queue_expiry_index(struct queue_txn *t, const struct queue_msg *m, bool add)
 }
 
 void
-queue_expiry_times(const struct queue *q, struct queue_msg *m)
+queue_expiry_times_set(const struct queue *q, struct queue_msg *m)
 {
 	const struct cfg_scope *sc = cfg_scope(q->cfg, NULL);
 	int64_t w = cfg_time(sc, CFG_T_QUEUEWARN, m->cls, false);
@@ -62,7 +62,7 @@ queue_expiry_times(const struct queue *q, struct queue_msg *m)
 int64_t
 queue_expiry_next(struct queue *q)
 {
-	MDB_txn *txn = queue_rtxn(q);
+	MDB_txn *txn = queue_rtxn_begin(q);
 	MDB_cursor *c;
 	MDB_val key, val;
 	int64_t when = INT64_MAX;
@@ -80,10 +80,10 @@ queue_expiry_next(struct queue *q)
 }
 
 size_t
-queue_expiry_due(
+queue_expiry_due_list(
     struct queue *q, int64_t now, struct queue_expiry_ev *evs, size_t max)
 {
-	MDB_txn *txn = queue_rtxn(q);
+	MDB_txn *txn = queue_rtxn_begin(q);
 	MDB_cursor *c;
 	MDB_val key, val;
 	size_t n = 0, norphan = 0;
@@ -156,7 +156,7 @@ queue_expiry_clear(struct queue_txn *t, uint64_t id, int kind)
 	if (rc != MDB_NOTFOUND)
 		queue_txn_fail(t, rc, "expiry clear");
 	*when = 0;
-	queue_put_msg(t, m);
+	queue_msg_put(t, m);
 	queue_env_free(m);
 	return t->err;
 }

@@ -51,7 +51,7 @@ struct queue {
 	MDB_txn *rtxn; /* the reusable read txn (reset when idle) */
 	struct queue_txn *wtxn; /* the open write txn, if any */
 	int64_t last_trim; /* rq_now_us() of the last queue_rss_trim() */
-	/* per class, where queue_take_due_rcpts() stopped for want of
+	/* per class, where queue_due_take_rcpts() stopped for want of
 	 * budget in message id (0: nowhere): the next take starts there */
 	struct {
 		uint64_t id;
@@ -186,14 +186,14 @@ int queue_dir_create(const char *dir, mode_t mode);
  * Bytes the map can still take, less a reserve kept for deletes,
  * delivery results and DSNs (so the queue never locks up full).
  */
-size_t queue_room(struct queue *);
+size_t queue_room_get(struct queue *);
 /* Keeps the mapped queue out of RSS (rate-limited). */
 void queue_rss_trim(struct queue *);
 
 /* ---- queue_txn.c: transactions and count deltas ---- */
 
 /* Begins/ends the shared read txn. */
-MDB_txn *queue_rtxn(struct queue *);
+MDB_txn *queue_rtxn_begin(struct queue *);
 void queue_rtxn_done(struct queue *);
 /* Looks up the record of message ID in db DB within TXN into *VAL
  * (valid until the txn writes); returns LMDB's code. */
@@ -205,12 +205,14 @@ enum queue_result queue_txn_fail(struct queue_txn *, int rc, const char *what);
 void queue_count_add(
     struct queue_txn *, const void *key, size_t klen, int64_t delta);
 /* Count updates for a recipient entering (+1) or leaving (-1) a state. */
-void queue_count_rcpt(struct queue_txn *, const struct queue_msg *,
+void queue_count_add_rcpt(struct queue_txn *, const struct queue_msg *,
     const struct queue_rcpt *, int sign);
 /* Count updates for a message entering (+1) or leaving (-1). */
-void queue_count_msg(struct queue_txn *, const struct queue_msg *, int sign);
+void
+queue_count_add_msg(struct queue_txn *, const struct queue_msg *, int sign);
 /* The same for its envelope alone (messages, bytes, held). */
-void queue_count_env(struct queue_txn *, const struct queue_msg *, int sign);
+void
+queue_count_add_env(struct queue_txn *, const struct queue_msg *, int sign);
 /* Queues a log line for after the commit (as relayq/qmgr, or as
  * relayq/SUBSYS), logged in the order queued. */
 void queue_txn_log(struct queue_txn *, const char *fmt, ...)
@@ -236,8 +238,9 @@ struct queue_msg *queue_msg_dup(const struct queue_msg *);
  * With PICK, only the recipients it picks are loaded (see
  * queue_txn_load_some()).
  */
-enum queue_result queue_load_in(struct queue *, MDB_txn *, struct queue_txn *t,
-    uint64_t id, queue_rcpt_pick pick, void *arg, struct queue_msg **out);
+enum queue_result
+queue_msg_load_in(struct queue *, MDB_txn *, struct queue_txn *t, uint64_t id,
+    queue_rcpt_pick pick, void *arg, struct queue_msg **out);
 /*
  * Reads the envelope of ID within T as a view (its strings point into
  * the map: valid until the txn writes); sets aside an invalid one.
@@ -253,10 +256,10 @@ enum queue_result
 queue_env_get(struct queue_txn *, uint64_t id, struct queue_msg **out);
 void queue_env_free(struct queue_msg *);
 /* Writes a message's envelope record. */
-enum queue_result queue_put_msg(struct queue_txn *, const struct queue_msg *);
+enum queue_result queue_msg_put(struct queue_txn *, const struct queue_msg *);
 /* Stores an encoded body record REC of N bytes. */
 enum queue_result
-queue_put_body_rec(struct queue_txn *, uint64_t id, const void *rec, size_t n);
+queue_body_put(struct queue_txn *, uint64_t id, const void *rec, size_t n);
 /*
  * Inserts a complete message (m->id set by the caller or 0 to allocate):
  * records, body, schedule at arrival, expiry index, counts, the log line.
@@ -292,11 +295,11 @@ int qwalk_rewrite(struct qwalk *, unsigned flags, int64_t next_attempt);
 void qwalk_close(struct qwalk *);
 /* Writes one recipient record. */
 enum queue_result
-queue_put_rcpt(struct queue_txn *, uint64_t id, const struct queue_rcpt *);
+queue_rcpt_put(struct queue_txn *, uint64_t id, const struct queue_rcpt *);
 /* Writes attempt A of recipient IDX and drops the one QUEUE_HIST_MAX
  * before it, so at most QUEUE_HIST_MAX are kept. */
-enum queue_result queue_put_hist(struct queue_txn *, uint64_t id, uint32_t idx,
-    const struct queue_attempt *a);
+enum queue_result queue_attempt_put(struct queue_txn *, uint64_t id,
+    uint32_t idx, const struct queue_attempt *a);
 /* Deletes every attempt record of message ID (all its recipients). */
 void queue_attempts_remove(struct queue_txn *, uint64_t id);
 
@@ -312,12 +315,12 @@ queue_sched_set(struct queue_txn *, struct queue_msg *, int64_t due);
 enum queue_result
 queue_expiry_index(struct queue_txn *, const struct queue_msg *, bool add);
 /* Computes warn_at/return_at for M from the cfg. */
-void queue_expiry_times(const struct queue *, struct queue_msg *);
+void queue_expiry_times_set(const struct queue *, struct queue_msg *);
 
 /* ---- queue_corrupt.c: records set aside ---- */
 
 /* Sets aside what there is of message ID into the corrupt db. */
-void queue_quarantine(struct queue_txn *, uint64_t id, const char *why);
+void queue_msg_quarantine(struct queue_txn *, uint64_t id, const char *why);
 
 /* ---- queue_intake_bad.c: names from outside ---- */
 

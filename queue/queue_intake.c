@@ -169,7 +169,7 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 		m.rcpts[i].state = RCPT_PENDING;
 		m.rcpts[i].next_attempt = p->now;
 	}
-	queue_expiry_times(qi->q, &m);
+	queue_expiry_times_set(qi->q, &m);
 	if (p->pr.nreceived >= p->hoplimit) {
 		/* A mail loop: every recipient bounced now with 5.4.6, as
 		 * Postfix's cleanup does.  The return entry, due now, has
@@ -453,7 +453,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		intake_idents_flush(qi);
 		return intake_idle(qi);
 	}
-	b.budget = queue_room(qi->q);
+	b.budget = queue_room_get(qi->q);
 	if (qi->paused &&
 	    b.budget < (size_t)cfg_int(
 			   cfg_scope(qi->q->cfg, NULL), CFG_QUEUE_MAP_SIZE) /

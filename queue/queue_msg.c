@@ -6,9 +6,9 @@
  * Public: queue_msg_load(), queue_msg_load_leased(), queue_msg_free(),
  * queue_body_load(), queue_txn_load(), queue_txn_load_some(),
  * queue_txn_load_rcpts(), queue_txn_body_load(), queue_msg_insert(),
- * queue_msg_set_flags(), queue_msg_remove(); (to queue/, queue_int.h)
- * queue_msg_dup(), queue_load_in(), queue_env_view(), queue_env_get(),
- * queue_env_free(), queue_put_msg(), queue_put_body_rec(),
+ * queue_msg_flags_set(), queue_msg_remove(); (to queue/, queue_int.h)
+ * queue_msg_dup(), queue_msg_load_in(), queue_env_view(), queue_env_get(),
+ * queue_env_free(), queue_msg_put(), queue_body_put(),
  * queue_msg_store(), queue_msg_store_rec().
  *
  * Invariants: a message's msg record, recipient records, attempt
@@ -68,8 +68,8 @@ queue_msg_free(struct queue_msg *m)
 /* ---- loading ---- */
 
 enum queue_result
-queue_load_in(struct queue *q, MDB_txn *txn, struct queue_txn *t, uint64_t id,
-    queue_rcpt_pick pick, void *arg, struct queue_msg **out)
+queue_msg_load_in(struct queue *q, MDB_txn *txn, struct queue_txn *t,
+    uint64_t id, queue_rcpt_pick pick, void *arg, struct queue_msg **out)
 {
 	MDB_val val;
 	struct queue_msg view;
@@ -139,7 +139,7 @@ queue_load_in(struct queue *q, MDB_txn *txn, struct queue_txn *t, uint64_t id,
 bad:
 	free(rcpts);
 	if (t != NULL) {
-		queue_quarantine(t, id, why);
+		queue_msg_quarantine(t, id, why);
 	} else {
 		char idstr[17];
 
@@ -152,13 +152,13 @@ bad:
 enum queue_result
 queue_msg_load(struct queue *q, uint64_t id, struct queue_msg **out)
 {
-	MDB_txn *txn = queue_rtxn(q);
+	MDB_txn *txn = queue_rtxn_begin(q);
 	enum queue_result r;
 
 	*out = NULL;
 	if (txn == NULL)
 		return QUEUE_ERR;
-	r = queue_load_in(q, txn, NULL, id, NULL, NULL, out);
+	r = queue_msg_load_in(q, txn, NULL, id, NULL, NULL, out);
 	queue_rtxn_done(q);
 	return r;
 }
@@ -167,7 +167,7 @@ enum queue_result
 queue_msg_load_leased(struct queue *q, uint64_t id, uint32_t lo, uint32_t hi,
     struct queue_msg **out, size_t *total)
 {
-	MDB_txn *txn = queue_rtxn(q);
+	MDB_txn *txn = queue_rtxn_begin(q);
 	MDB_val val;
 	struct queue_msg view;
 	struct queue_rcpt *rcpts = NULL, head;
@@ -242,7 +242,7 @@ queue_txn_load(struct queue_txn *t, uint64_t id, struct queue_msg **out)
 		*out = NULL;
 		return t->err;
 	}
-	return queue_load_in(t->q, t->txn, t, id, NULL, NULL, out);
+	return queue_msg_load_in(t->q, t->txn, t, id, NULL, NULL, out);
 }
 
 enum queue_result
@@ -253,7 +253,7 @@ queue_txn_load_some(struct queue_txn *t, uint64_t id, queue_rcpt_pick pick,
 		*out = NULL;
 		return t->err;
 	}
-	return queue_load_in(t->q, t->txn, t, id, pick, arg, out);
+	return queue_msg_load_in(t->q, t->txn, t, id, pick, arg, out);
 }
 
 enum queue_result
@@ -287,7 +287,7 @@ queue_txn_load_rcpts(struct queue_txn *t, uint64_t id, const uint32_t *idx,
 		if (!qrec_rcpt_peek(rv.mv_data, rv.mv_size, &head) ||
 		    !qrec_rcpt_decode(rv.mv_data, rv.mv_size, &rcpts[got])) {
 			free(rcpts);
-			queue_quarantine(t, id, "recipient");
+			queue_msg_quarantine(t, id, "recipient");
 			return QUEUE_CORRUPT;
 		}
 		head.idx = idx[i];
@@ -315,7 +315,7 @@ queue_env_view(struct queue_txn *t, uint64_t id, struct queue_msg *view)
 		return rc == MDB_NOTFOUND ? QUEUE_NOTFOUND
 					  : queue_txn_fail(t, rc, "msg");
 	if (!qrec_msg_decode(val.mv_data, val.mv_size, view)) {
-		queue_quarantine(t, id, "envelope");
+		queue_msg_quarantine(t, id, "envelope");
 		return QUEUE_CORRUPT;
 	}
 	view->id = id;
@@ -355,7 +355,7 @@ queue_env_free(struct queue_msg *m)
 enum queue_result
 queue_body_load(struct queue *q, uint64_t id, char **buf, size_t *len)
 {
-	MDB_txn *txn = queue_rtxn(q);
+	MDB_txn *txn = queue_rtxn_begin(q);
 	MDB_val val;
 	enum queue_result r;
 	int rc;
@@ -392,7 +392,7 @@ queue_txn_body_load(struct queue_txn *t, uint64_t id, char **buf, size_t *len)
 /* ---- storing ---- */
 
 enum queue_result
-queue_put_msg(struct queue_txn *t, const struct queue_msg *m)
+queue_msg_put(struct queue_txn *t, const struct queue_msg *m)
 {
 	static __thread struct qbuf b;
 	uint8_t k[8];
@@ -409,7 +409,7 @@ queue_put_msg(struct queue_txn *t, const struct queue_msg *m)
 }
 
 enum queue_result
-queue_put_body_rec(struct queue_txn *t, uint64_t id, const void *rec, size_t n)
+queue_body_put(struct queue_txn *t, uint64_t id, const void *rec, size_t n)
 {
 	uint8_t k[8];
 	MDB_val key = { 8, k }, val = { n, (void *)(uintptr_t)rec };
@@ -444,15 +444,15 @@ queue_msg_store_rec(struct queue_txn *t, struct queue_msg *m, const void *rec,
 			if (rc->next_attempt < due)
 				due = rc->next_attempt;
 		}
-		queue_put_rcpt(t, m->id, rc);
+		queue_rcpt_put(t, m->id, rc);
 	}
-	queue_put_body_rec(t, m->id, rec, reclen);
+	queue_body_put(t, m->id, rec, reclen);
 	if (!(m->flags & QMSG_HELD) && due != INT64_MAX)
 		queue_sched_set(t, m, due);
 	if (!(m->flags & QMSG_HELD))
 		queue_expiry_index(t, m, true);
-	queue_put_msg(t, m);
-	queue_count_msg(t, m, 1);
+	queue_msg_put(t, m);
+	queue_count_add_msg(t, m, 1);
 	if (t->err == QUEUE_OK)
 		queue_txn_log(t,
 		    "%s: from=<%.300s>, size=%llu, nrcpt=%zu, "
@@ -498,7 +498,7 @@ queue_msg_insert(struct queue_txn *t, const struct queue_msg *env,
 		m->rcpts[i].next_attempt = m->arrival;
 		m->rcpts[i].last_attempt = 0;
 	}
-	queue_expiry_times(t->q, m);
+	queue_expiry_times_set(t->q, m);
 	r = queue_msg_store(t, m, body, len, 6);
 	if (r == QUEUE_OK && id_out != NULL)
 		*id_out = m->id;
@@ -509,7 +509,7 @@ queue_msg_insert(struct queue_txn *t, const struct queue_msg *env,
 /* ---- flags ---- */
 
 enum queue_result
-queue_msg_set_flags(
+queue_msg_flags_set(
     struct queue_txn *t, uint64_t id, unsigned set, unsigned clear)
 {
 	struct queue_msg *m;
@@ -528,7 +528,7 @@ queue_msg_set_flags(
 	queue_expiry_index(t, m, false);
 	m->flags = (m->flags | set) & ~clear;
 	queue_expiry_index(t, m, true);
-	queue_put_msg(t, m);
+	queue_msg_put(t, m);
 	queue_env_free(m);
 	return t->err;
 }
@@ -569,7 +569,7 @@ queue_msg_remove(struct queue_txn *t, uint64_t id)
 			bad = true;
 			break;
 		}
-		queue_count_rcpt(t, m, &rc, -1);
+		queue_count_add_rcpt(t, m, &rc, -1);
 		queue_txn_fail(t, mdb_cursor_del(w.c, 0), "delete rcpt");
 		/* the cursor is now on the next record: MDB_NEXT returns it
 		 * (LMDB's C_DEL) */
@@ -579,7 +579,7 @@ queue_msg_remove(struct queue_txn *t, uint64_t id)
 	qwalk_close(&w);
 	if (bad && t->err == QUEUE_OK) {
 		/* what is left goes aside; the counts of it stay */
-		queue_quarantine(t, id, "recipient");
+		queue_msg_quarantine(t, id, "recipient");
 		queue_env_free(m);
 		return QUEUE_CORRUPT;
 	}
@@ -590,7 +590,7 @@ queue_msg_remove(struct queue_txn *t, uint64_t id)
 	queue_sched_set(t, m, 0);
 	queue_expiry_index(t, m, false);
 	del_key(t, QDB_MSG, k, 8);
-	queue_count_env(t, m, -1);
+	queue_count_add_env(t, m, -1);
 	if (t->err == QUEUE_OK)
 		queue_txn_log(t, "%s: removed", m->idstr);
 	queue_env_free(m);

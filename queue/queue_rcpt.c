@@ -3,10 +3,10 @@
  * message's recipient records, a delivery result, recipient flags, and
  * the attempts each result adds to the history.
  *
- * Public: queue_rcpt_update(), queue_rcpt_set_flags(),
- * queue_rcpt_history(), queue_history_free(); (to queue/, queue_int.h)
+ * Public: queue_rcpt_update(), queue_rcpt_flags_set(),
+ * queue_attempts_load(), queue_attempts_free(); (to queue/, queue_int.h)
  * qwalk_open(), qwalk_next(), qwalk_rewrite(), qwalk_close(),
- * queue_put_rcpt(), queue_put_hist(), queue_attempts_remove().
+ * queue_rcpt_put(), queue_attempt_put(), queue_attempts_remove().
  *
  * Invariants: recipient indexes run 0..nrcpt-1 without gaps, and a walk
  * that finds otherwise says so (the caller sets the message aside).  A
@@ -96,7 +96,7 @@ qwalk_close(struct qwalk *w)
 /* ---- recipient records ---- */
 
 enum queue_result
-queue_put_rcpt(struct queue_txn *t, uint64_t id, const struct queue_rcpt *rc)
+queue_rcpt_put(struct queue_txn *t, uint64_t id, const struct queue_rcpt *rc)
 {
 	static __thread struct qbuf b;
 	uint8_t k[12];
@@ -130,7 +130,7 @@ rcpt_get(struct queue_txn *t, uint64_t id, uint32_t idx, struct queue_rcpt *rc,
 	*mem = xmalloc(val.mv_size);
 	memcpy(*mem, val.mv_data, val.mv_size);
 	if (!qrec_rcpt_decode(*mem, val.mv_size, rc)) {
-		queue_quarantine(t, id, "recipient");
+		queue_msg_quarantine(t, id, "recipient");
 		return QUEUE_CORRUPT;
 	}
 	rc->idx = idx;
@@ -160,7 +160,7 @@ queue_rcpt_update(struct queue_txn *t, uint64_t id, uint32_t idx,
 		free(mem);
 		return r;
 	}
-	queue_count_rcpt(t, &m, &rc, -1);
+	queue_count_add_rcpt(t, &m, &rc, -1);
 	rc.state = st;
 	rc.attempts++;
 	rc.last_attempt = t->now;
@@ -185,15 +185,15 @@ queue_rcpt_update(struct queue_txn *t, uint64_t id, uint32_t idx,
 		    strnlen(dsn_status, sizeof(rc.dsn_status) - 1));
 		memcpy(a.dsn_status, rc.dsn_status, sizeof(a.dsn_status));
 	}
-	queue_count_rcpt(t, &m, &rc, 1);
-	queue_put_rcpt(t, id, &rc);
-	queue_put_hist(t, id, idx, &a);
+	queue_count_add_rcpt(t, &m, &rc, 1);
+	queue_rcpt_put(t, id, &rc);
+	queue_attempt_put(t, id, idx, &a);
 	free(mem);
 	return t->err;
 }
 
 enum queue_result
-queue_rcpt_set_flags(struct queue_txn *t, uint64_t id, uint32_t idx,
+queue_rcpt_flags_set(struct queue_txn *t, uint64_t id, uint32_t idx,
     unsigned set, unsigned clear)
 {
 	struct queue_rcpt rc;
@@ -207,7 +207,7 @@ queue_rcpt_set_flags(struct queue_txn *t, uint64_t id, uint32_t idx,
 		set &= ~QRCPT_LEASED;
 		clear &= ~QRCPT_LEASED;
 		rc.flags = (rc.flags | set) & ~clear;
-		r = queue_put_rcpt(t, id, &rc);
+		r = queue_rcpt_put(t, id, &rc);
 	}
 	free(mem);
 	return r;
@@ -216,7 +216,7 @@ queue_rcpt_set_flags(struct queue_txn *t, uint64_t id, uint32_t idx,
 /* ---- history ---- */
 
 enum queue_result
-queue_put_hist(struct queue_txn *t, uint64_t id, uint32_t idx,
+queue_attempt_put(struct queue_txn *t, uint64_t id, uint32_t idx,
     const struct queue_attempt *a)
 {
 	static __thread struct qbuf b;
@@ -246,7 +246,7 @@ queue_put_hist(struct queue_txn *t, uint64_t id, uint32_t idx,
 }
 
 enum queue_result
-queue_rcpt_history(struct queue *q, uint64_t id, uint32_t idx,
+queue_attempts_load(struct queue *q, uint64_t id, uint32_t idx,
     struct queue_attempt **out, size_t *n)
 {
 	struct queue_attempt *v = NULL;
@@ -261,7 +261,7 @@ queue_rcpt_history(struct queue *q, uint64_t id, uint32_t idx,
 	*n = 0;
 	if (q->nohist)
 		return QUEUE_OK;
-	if ((txn = queue_rtxn(q)) == NULL)
+	if ((txn = queue_rtxn_begin(q)) == NULL)
 		return QUEUE_ERR;
 	if (mdb_cursor_open(txn, q->dbi[QDB_HIST], &c) != 0) {
 		queue_rtxn_done(q);
@@ -297,7 +297,7 @@ queue_rcpt_history(struct queue *q, uint64_t id, uint32_t idx,
 }
 
 void
-queue_history_free(struct queue_attempt *v, size_t n)
+queue_attempts_free(struct queue_attempt *v, size_t n)
 {
 	for (size_t i = 0; v != NULL && i < n; i++)
 		free(v[i].reply);

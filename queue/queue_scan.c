@@ -3,7 +3,7 @@
  * message, the totals, the recipients not yet done per destination
  * domain and arrival minute, and the names of recipient states.
  *
- * Public: queue_scan(), queue_counts_get(), queue_domain_counts(),
+ * Public: queue_msgs_scan(), queue_counts_get(), queue_domain_counts_get(),
  * queue_state_name().
  *
  * Invariants: a scan reads a page (SCAN_PAGE messages, 1,000 domain
@@ -19,14 +19,15 @@
 #define SCAN_PAGE 512
 
 size_t
-queue_scan(struct queue *q, uint64_t from_id, queue_scan_cb cb, void *arg)
+queue_msgs_scan(
+    struct queue *q, uint64_t from_id, queue_msgs_scan_cb cb, void *arg)
 {
 	struct queue_rcpt *rcpts = NULL;
 	size_t rcap = 0, total = 0;
 	bool more = true;
 
 	while (more) {
-		MDB_txn *txn = queue_rtxn(q);
+		MDB_txn *txn = queue_rtxn_begin(q);
 		MDB_cursor *mc, *rcur;
 		MDB_val key, val, rk, rv;
 		uint8_t k[12];
@@ -112,7 +113,7 @@ queue_scan(struct queue *q, uint64_t from_id, queue_scan_cb cb, void *arg)
 enum queue_result
 queue_counts_get(struct queue *q, struct queue_counts *cn)
 {
-	MDB_txn *txn = queue_rtxn(q);
+	MDB_txn *txn = queue_rtxn_begin(q);
 	MDB_cursor *c;
 	MDB_val key, val;
 	int rc;
@@ -164,7 +165,7 @@ queue_counts_get(struct queue *q, struct queue_counts *cn)
 }
 
 enum queue_result
-queue_domain_counts(struct queue *q, queue_domain_cb cb, void *arg)
+queue_domain_counts_get(struct queue *q, queue_domain_cb cb, void *arg)
 {
 	uint8_t from[300];
 	size_t flen = 1;
@@ -172,7 +173,7 @@ queue_domain_counts(struct queue *q, queue_domain_cb cb, void *arg)
 
 	from[0] = QCOUNT_DOMAIN;
 	while (more) {
-		MDB_txn *txn = queue_rtxn(q);
+		MDB_txn *txn = queue_rtxn_begin(q);
 		MDB_cursor *c;
 		MDB_val key = { flen, from }, val;
 		size_t page = 0;

@@ -4,8 +4,8 @@
  * start-up, and what moves a message on or off the schedule
  * (reschedule, hold, release, flush).
  *
- * Public: queue_next_due(), queue_next_due_class(), queue_take_due(),
- * queue_take_due_rcpts(), queue_recover_leases(), queue_msg_reschedule(),
+ * Public: queue_due_next(), queue_due_next_class(), queue_due_take(),
+ * queue_due_take_rcpts(), queue_leases_recover(), queue_msg_reschedule(),
  * queue_msg_hold(), queue_msg_release(), queue_msg_flush(); (to queue/,
  * queue_int.h) queue_sched_set().
  *
@@ -102,7 +102,7 @@ resched_finish(struct queue_txn *t, struct queue_msg *m, const struct rsum *s)
 			rc = 0;
 	}
 	queue_txn_fail(t, rc, "lease");
-	return queue_put_msg(t, m);
+	return queue_msg_put(t, m);
 }
 
 /* Sets aside message M whose walk W found an invalid record. */
@@ -112,7 +112,7 @@ walk_bad(struct queue_txn *t, struct qwalk *w, const struct queue_msg *m)
 	qwalk_close(w);
 	if (t->err != QUEUE_OK)
 		return t->err;
-	queue_quarantine(t, m->id, "recipient");
+	queue_msg_quarantine(t, m->id, "recipient");
 	return QUEUE_CORRUPT;
 }
 
@@ -166,9 +166,9 @@ queue_msg_reschedule(struct queue_txn *t, uint64_t id)
 /* ---- what is due ---- */
 
 int64_t
-queue_next_due_class(struct queue *q, enum cfg_class cls)
+queue_due_next_class(struct queue *q, enum cfg_class cls)
 {
-	MDB_txn *txn = queue_rtxn(q);
+	MDB_txn *txn = queue_rtxn_begin(q);
 	MDB_cursor *c;
 	uint8_t k[17];
 	MDB_val key = { 17, k }, val;
@@ -188,12 +188,12 @@ queue_next_due_class(struct queue *q, enum cfg_class cls)
 }
 
 int64_t
-queue_next_due(struct queue *q)
+queue_due_next(struct queue *q)
 {
 	int64_t due = INT64_MAX;
 
 	for (int c = 0; c < CFG_NCLASS; c++) {
-		int64_t d = queue_next_due_class(q, (enum cfg_class)c);
+		int64_t d = queue_due_next_class(q, (enum cfg_class)c);
 
 		if (d < due)
 			due = d;
@@ -333,7 +333,7 @@ take_msg(struct queue_txn *t, struct queue_msg *m, int64_t now,
 }
 
 size_t
-queue_take_due_rcpts(struct queue *q, enum cfg_class cls, int64_t now,
+queue_due_take_rcpts(struct queue *q, enum cfg_class cls, int64_t now,
     int64_t lease_until, struct queue_take *out, size_t max, size_t *budget)
 {
 	struct queue_txn *t;
@@ -402,12 +402,12 @@ queue_take_due_rcpts(struct queue *q, enum cfg_class cls, int64_t now,
 }
 
 size_t
-queue_take_due(struct queue *q, enum cfg_class cls, int64_t now,
+queue_due_take(struct queue *q, enum cfg_class cls, int64_t now,
     int64_t lease_until, uint64_t *ids, size_t max)
 {
 	struct queue_take *tk = xcalloc(max ? max : 1, sizeof(*tk));
 	size_t budget = SIZE_MAX;
-	size_t n = queue_take_due_rcpts(
+	size_t n = queue_due_take_rcpts(
 	    q, cls, now, lease_until, tk, max, &budget);
 
 	for (size_t i = 0; i < n; i++)
@@ -433,7 +433,7 @@ recover_fn(
 }
 
 void
-queue_recover_leases(struct queue *q)
+queue_leases_recover(struct queue *q)
 {
 	struct queue_txn *t = queue_txn_begin(q);
 	MDB_cursor *c;
@@ -496,7 +496,7 @@ queue_msg_hold(struct queue_txn *t, uint64_t id)
 		queue_expiry_index(t, m, false);
 		m->flags |= QMSG_HELD;
 		queue_count_add(t, (uint8_t[]){ QCOUNT_HELD }, 1, 1);
-		queue_put_msg(t, m);
+		queue_msg_put(t, m);
 		if (t->err == QUEUE_OK)
 			queue_txn_log(t, "%s: hold", m->idstr);
 	}

@@ -4,10 +4,10 @@
  * commit, and the log lines it writes once committed.
  *
  * Public: queue_txn_begin(), queue_txn_commit(), queue_txn_abort(); (to
- * queue/, queue_int.h) queue_rtxn(), queue_rtxn_done(), queue_rec_get(),
+ * queue/, queue_int.h) queue_rtxn_begin(), queue_rtxn_done(), queue_rec_get(),
  * queue_txn_fail(), queue_txn_log(), queue_txn_log_as(),
- * queue_count_add(), queue_count_rcpt(), queue_count_env(),
- * queue_count_msg().
+ * queue_count_add(), queue_count_add_rcpt(), queue_count_add_env(),
+ * queue_count_add_msg().
  *
  * Invariants: one write txn at a time per process (q->wtxn); its first
  * error sticks (t->err): later calls return it and the commit aborts, so
@@ -28,7 +28,7 @@
 /* ---- the read txn ---- */
 
 MDB_txn *
-queue_rtxn(struct queue *q)
+queue_rtxn_begin(struct queue *q)
 {
 	int rc;
 
@@ -175,7 +175,7 @@ queue_count_add(
 }
 
 void
-queue_count_rcpt(struct queue_txn *t, const struct queue_msg *m,
+queue_count_add_rcpt(struct queue_txn *t, const struct queue_msg *m,
     const struct queue_rcpt *rc, int sign)
 {
 	uint8_t k[QKEY_DOMAIN_MAX];
@@ -190,7 +190,7 @@ queue_count_rcpt(struct queue_txn *t, const struct queue_msg *m,
 }
 
 void
-queue_count_env(struct queue_txn *t, const struct queue_msg *m, int sign)
+queue_count_add_env(struct queue_txn *t, const struct queue_msg *m, int sign)
 {
 	uint8_t k[2];
 
@@ -204,11 +204,11 @@ queue_count_env(struct queue_txn *t, const struct queue_msg *m, int sign)
 }
 
 void
-queue_count_msg(struct queue_txn *t, const struct queue_msg *m, int sign)
+queue_count_add_msg(struct queue_txn *t, const struct queue_msg *m, int sign)
 {
-	queue_count_env(t, m, sign);
+	queue_count_add_env(t, m, sign);
 	for (size_t i = 0; i < m->nrcpt; i++)
-		queue_count_rcpt(t, m, &m->rcpts[i], sign);
+		queue_count_add_rcpt(t, m, &m->rcpts[i], sign);
 }
 
 /* Applies the summed count deltas to the counts db. */

@@ -3,7 +3,7 @@
  * queue (hold, release, flush, delete) touches queue_dir/wakeup, and the
  * daemon, watching it with inotify, looks at the queue again.
  *
- * Public: queue_notify(), queue_wakeup_fd(), queue_wakeup_drain().
+ * Public: queue_wakeup_send(), queue_wakeup_fd(), queue_wakeup_drain().
  *
  * Invariants: the wakeup file is opened with O_NOFOLLOW|O_NONBLOCK, never
  * through a link, never blocked by a FIFO; one that is not a regular
@@ -37,7 +37,7 @@ wake_open(const char *path)
 }
 
 void
-queue_notify(struct queue *q)
+queue_wakeup_send(struct queue *q)
 {
 	char path[4096];
 	int fd;

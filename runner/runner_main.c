@@ -185,7 +185,7 @@ runner_stop(struct runner *r, const char *why)
 	event_del(r->ev_sched);
 	event_del(r->ev_expiry);
 	/* Jobs not yet handed to the client keep their leases and are
-	 * retried at once on the next start (queue_recover_leases). */
+	 * retried at once on the next start (queue_leases_recover). */
 	sched_free_all(r);
 	evtimer_add(r->ev_stop_grace, &grace);
 	smtp_client_shutdown(r->smtp, false, stop_done, r);
@@ -203,7 +203,7 @@ runner_idle_check(struct runner *r)
 	if (r->nmsgs > 0 || r->npres > 0 || r->active > 0 || sched_busy(r))
 		return;
 	now = rq_now();
-	if (queue_next_due(r->q) <= now || expiry_next(r->q) <= now)
+	if (queue_due_next(r->q) <= now || expiry_next(r->q) <= now)
 		return;
 	runner_stop(r, "idle (--exit-when-idle)");
 }
@@ -441,7 +441,7 @@ runner_main(
 	sched_init(r);
 
 	/* In-flight work of a previous run is due again now. */
-	queue_recover_leases(r->q);
+	queue_leases_recover(r->q);
 	if (geteuid() == 0) {
 		log_info(NULL,
 		    "daemon started -- version %s, configuration %.200s, "

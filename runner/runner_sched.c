@@ -37,7 +37,7 @@
 
 #include "runner_int.h"
 
-#define TAKE_MAX 1024 /* ids per queue_take_due_rcpts() call */
+#define TAKE_MAX 1024 /* ids per queue_due_take_rcpts() call */
 /* Recipients leased per scheduling pass: a pass (a loop turn) stays
  * short however many recipients the due messages have; a pass that used
  * it all runs again on the next turn. */
@@ -888,7 +888,7 @@ sched_take(
 	while (n > 0 && *budget > 0) {
 		size_t want = n < TAKE_MAX ? n : TAKE_MAX;
 
-		got = queue_take_due_rcpts(
+		got = queue_due_take_rcpts(
 		    r->q, c, now, now + lease, tk, want, budget);
 		for (size_t i = 0; i < got; i++)
 			sched_take_one(r, &tk[i], now_us);
@@ -928,7 +928,7 @@ sched_run(struct runner *r)
 		for (i = 0; i < CFG_NCLASS; i++) {
 			enum cfg_class c = order[i];
 
-			due[c] = queue_next_due_class(r->q, c) <= now;
+			due[c] = queue_due_next_class(r->q, c) <= now;
 			w[c] = due[c]
 			    ? cfg_weight(g, c == CFG_DSN ? CFG_NORMAL : c)
 			    : 0;
@@ -1019,7 +1019,7 @@ sched_arm_int(struct runner *r, bool after_run)
 
 	if (r->stopping)
 		return;
-	next = queue_next_due(r->q);
+	next = queue_due_next(r->q);
 	if (next == INT64_MAX)
 		return;
 	if (next * 1000000 <= now_us) {
