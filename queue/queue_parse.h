@@ -20,7 +20,7 @@
 #include "mail.h"
 
 /* The most recipients a message may have: what the queue's envelope
- * record holds (queue_db.c, qrec_msg_decode()); max_recipients is at
+ * record holds (queue_rec.c, qrec_msg_decode()); max_recipients is at
  * most this. */
 #define QP_RCPT_MAX 1000000
 /* The longest header line sent, without its CRLF (RFC 5322 2.1.1);

@@ -17,7 +17,7 @@
  * of the free slots and of RUNNER_TAKE_RCPTS recipients, and what a
  * class leaves to the others in the order urgent, dsn, normal,
  * non-urgent.  A take leases the due recipients for delivery_lease in
- * one transaction (queue_take_due_rcpts, so that a crash means a
+ * one transaction (queue_due_take_rcpts, so that a crash means a
  * retry), loads only those it leased and appends them to the message in
  * memory; a message with more due recipients than the budget is taken
  * a slice at a time, over the next passes.
@@ -39,7 +39,7 @@
 
 #include "runner_int.h"
 
-#define TAKE_MAX 1024 /* ids per queue_take_due_rcpts() call */
+#define TAKE_MAX 1024 /* ids per queue_due_take_rcpts() call */
 
 /* A message id's bucket of r->msgs (Fibonacci hashing). */
 static unsigned
@@ -209,7 +209,7 @@ sched_take(
 	while (n > 0 && *budget > 0) {
 		size_t want = n < TAKE_MAX ? n : TAKE_MAX;
 
-		got = queue_take_due_rcpts(
+		got = queue_due_take_rcpts(
 		    r->q, c, now, now + lease, tk, want, budget);
 		for (size_t i = 0; i < got; i++)
 			sched_take_one(r, &tk[i], now_us);
@@ -271,7 +271,7 @@ sched_run(struct runner *r)
 		for (int i = 0; i < CFG_NCLASS; i++) {
 			enum cfg_class c = runner_class_order[i];
 
-			in.due[c] = queue_next_due_class(r->q, c) <= p.now;
+			in.due[c] = queue_due_next_class(r->q, c) <= p.now;
 		}
 		took = runner_share_pass(&in, &ops);
 	}
@@ -318,7 +318,7 @@ sched_arm_int(struct runner *r, bool after_run)
 
 	if (r->stopping)
 		return;
-	next = queue_next_due(r->q);
+	next = queue_due_next(r->q);
 	if (next == INT64_MAX)
 		return;
 	if (next * 1000000 <= now_us) {

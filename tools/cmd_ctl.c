@@ -5,7 +5,7 @@
  *
  * Public: cmd_hold(), cmd_release(), cmd_delete(), cmd_flush().
  * Changes go in short write transactions of at most CTL_BATCH messages,
- * then the daemon is woken (queue_notify), so it sees them at once and
+ * then the daemon is woken (queue_wakeup_send), so it sees them at once and
  * is never blocked for long.  Exit 0; 64 usage; 67 (EX_NOUSER) when a
  * named message does not exist (the others are still done); 77
  * permission; 75 queue error.
@@ -233,7 +233,7 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 		do {
 			pg->n = 0;
 			pg->any = false;
-			queue_scan(q, from, page_cb, pg);
+			queue_msgs_scan(q, from, page_cb, pg);
 			rc = apply_ids(op, q, pg->ids, pg->n, &ndone, &missing);
 			from = pg->last + 1;
 		} while (rc == RQ_EX_OK && pg->any && pg->last != UINT64_MAX);
@@ -241,7 +241,7 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 		free(pg);
 	}
 	if (ndone > 0)
-		queue_notify(q);
+		queue_wakeup_send(q);
 	queue_close(q);
 	cfg_free(cfg);
 	free(ids);

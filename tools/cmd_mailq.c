@@ -7,7 +7,7 @@
  *
  * Public: cmd_mailq(), tools_queue_open(), tools_out_*().
  * The listing pages through the queue with short read transactions
- * (queue_scan), so it never holds the database or blocks the daemon, and
+ * (queue_msgs_scan), so it never holds the database or blocks the daemon, and
  * its memory does not grow with the queue.
  */
 #include <errno.h>
@@ -487,7 +487,7 @@ cmd_mailq(int argc, char **argv)
 	    RQ_EX_OK)
 		return rc;
 	if (q != NULL) {
-		queue_scan(q, 0, mailq_cb, &mq);
+		queue_msgs_scan(q, 0, mailq_cb, &mq);
 		queue_close(q);
 	}
 	if (!mq.json) {

@@ -71,7 +71,7 @@ show_history(struct queue *q, uint64_t id, uint32_t idx)
 	size_t n;
 	char t1[64];
 
-	if (queue_rcpt_history(q, id, idx, &v, &n) != QUEUE_OK) {
+	if (queue_attempts_load(q, id, idx, &v, &n) != QUEUE_OK) {
 		tools_printf("    history: (cannot be read)\n");
 		return;
 	}
@@ -85,7 +85,7 @@ show_history(struct queue *q, uint64_t id, uint32_t idx)
 		    v[i].reply != NULL ? " (" : "",
 		    v[i].reply != NULL ? v[i].reply : "",
 		    v[i].reply != NULL ? ")" : "");
-	queue_history_free(v, n);
+	queue_attempts_free(v, n);
 }
 
 /* Prints one message; returns a sysexits code. */

@@ -156,7 +156,7 @@ cmd_summary(int argc, char **argv)
 	memset(&cn, 0, sizeof(cn));
 	sh.now_min = rq_now() / 60;
 	if (q != NULL) {
-		if (queue_domain_counts(q, shape_cb, &sh) != QUEUE_OK ||
+		if (queue_domain_counts_get(q, shape_cb, &sh) != QUEUE_OK ||
 		    queue_counts_get(q, &cn) != QUEUE_OK) {
 			queue_close(q);
 			cfg_free(cfg);
