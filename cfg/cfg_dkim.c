@@ -44,8 +44,7 @@ struct cfg_dkim {
 
 /* Records "NAME:LINE: message" in ERR; returns CFG_ERR_SYNTAX. */
 static enum cfg_result __attribute__((format(printf, 5, 6)))
-derr(char *err, size_t errlen, const char *name, int line, const char *fmt,
-    ...)
+derr(char *err, size_t errlen, const char *name, int line, const char *fmt, ...)
 {
 	va_list ap;
 	int off;
@@ -123,8 +122,8 @@ cfg_dkim_entries_free(struct cfg_dkim_entry *v, size_t n)
 
 /* Takes the next blank-separated field of LINE (LEN bytes) from *POS. */
 static bool
-field_next(const char *line, size_t len, size_t *pos, const char **f,
-    size_t *flen)
+field_next(
+    const char *line, size_t len, size_t *pos, const char **f, size_t *flen)
 {
 	size_t i = *pos;
 
@@ -165,8 +164,7 @@ entry_parse(const char *name, int lno, const char *line, size_t len,
 	}
 	if (!name_ok(f[1], fl[1], false)) {
 		rq_sanitize(q, sizeof(q), f[1], fl[1]);
-		return derr(
-		    err, errlen, name, lno, "bad selector \"%s\"", q);
+		return derr(err, errlen, name, lno, "bad selector \"%s\"", q);
 	}
 	if (f[2][0] != '/') {
 		rq_sanitize(q, sizeof(q), f[2], fl[2]);
@@ -175,8 +173,8 @@ entry_parse(const char *name, int lno, const char *line, size_t len,
 	}
 	if (n == 4 && !name_ok(f[3], fl[3], false)) {
 		rq_sanitize(q, sizeof(q), f[3], fl[3]);
-		return derr(err, errlen, name, lno,
-		    "bad signing domain \"%s\"", q);
+		return derr(
+		    err, errlen, name, lno, "bad signing domain \"%s\"", q);
 	}
 	e->sender = lower_dup(f[0], fl[0]);
 	e->selector = lower_dup(f[1], fl[1]);
@@ -184,8 +182,7 @@ entry_parse(const char *name, int lno, const char *line, size_t len,
 	if (n == 4)
 		e->domain = lower_dup(f[3], fl[3]);
 	else
-		e->domain =
-		    xstrdup(e->sender + (e->sender[0] == '.' ? 1 : 0));
+		e->domain = xstrdup(e->sender + (e->sender[0] == '.' ? 1 : 0));
 	e->line = lno;
 	return CFG_OK;
 }
@@ -283,8 +280,8 @@ key_load(struct cfg *cfg, struct cfg_dkim *dk, const char *where,
 	EVP_PKEY *pk;
 	enum cfg_result r = CFG_OK;
 
-	buf = cfg_files_secret_read(cfg, dk->mem, where, k->line, what,
-	    k->key_file, &len, err, errlen);
+	buf = cfg_files_secret_read(
+	    cfg, dk->mem, where, k->line, what, k->key_file, &len, err, errlen);
 	if (buf == NULL)
 		return CFG_ERR_FILE;
 	b = BIO_new_mem_buf(buf, (int)len);
@@ -363,7 +360,8 @@ cfg_dkim_hold(const struct cfg *cfg)
 void
 cfg_dkim_release(struct cfg_dkim *dk)
 {
-	if (dk == NULL || __atomic_sub_fetch(&dk->refs, 1, __ATOMIC_ACQ_REL) > 0)
+	if (dk == NULL ||
+	    __atomic_sub_fetch(&dk->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	for (size_t i = 0; i < dk->nkeys; i++)
 		key_free(&dk->keys[i]);
@@ -396,8 +394,8 @@ global_check(struct cfg *cfg, char *err, size_t errlen)
 			    "%s is set but dkim_key_file is not", name);
 		if (v[0] != '\0' && !name_ok(v, strlen(v), false))
 			return derr(err, errlen, cfg->path,
-			    cfg_line(cfg, g, need[i]), "bad %s \"%.80s\"",
-			    name, v);
+			    cfg_line(cfg, g, need[i]), "bad %s \"%.80s\"", name,
+			    v);
 	}
 	if (kf[0] != '\0' && kf[0] != '/')
 		return derr(err, errlen, cfg->path,
@@ -483,7 +481,8 @@ cfg_dkim_load(struct cfg *cfg, char *err, size_t errlen)
 		k->key_file = xstrdup(kf);
 		k->file = xstrdup(cfg->path);
 		k->line = cfg_line(cfg, g, CFG_DKIM_KEY_FILE);
-		r = key_load(cfg, dk, cfg->path, "dkim_key_file", k, err, errlen);
+		r = key_load(
+		    cfg, dk, cfg->path, "dkim_key_file", k, err, errlen);
 		if (r != CFG_OK)
 			return r;
 	}

@@ -38,11 +38,10 @@
 static const char *sign_hdrs[] = { "from", "sender", "reply-to", "subject",
 	"date", "message-id", "to", "cc", "mime-version", "content-type",
 	"content-transfer-encoding", "content-id", "content-description",
-	"resent-date", "resent-from", "resent-sender", "resent-to",
-	"resent-cc", "resent-message-id", "in-reply-to", "references",
-	"list-id", "list-help", "list-unsubscribe", "list-subscribe",
-	"list-post", "list-owner", "list-archive", "list-unsubscribe-post",
-	NULL };
+	"resent-date", "resent-from", "resent-sender", "resent-to", "resent-cc",
+	"resent-message-id", "in-reply-to", "references", "list-id",
+	"list-help", "list-unsubscribe", "list-subscribe", "list-post",
+	"list-owner", "list-archive", "list-unsubscribe-post", NULL };
 static const char *over_hdrs[] = { "from", NULL };
 
 static DKIM_LIB *lib; /* made once, then only read */
@@ -145,8 +144,8 @@ struct field {
  * (after the empty line).  Fields past MAX are not signed.
  */
 static size_t
-fields_split(const char *msg, size_t len, struct field *f, size_t max,
-    size_t *body)
+fields_split(
+    const char *msg, size_t len, struct field *f, size_t max, size_t *body)
 {
 	size_t pos = 0, n = 0;
 
@@ -154,7 +153,8 @@ fields_split(const char *msg, size_t len, struct field *f, size_t max,
 		size_t start = pos;
 		const char *crlf;
 
-		if (len - pos >= 2 && msg[pos] == '\r' && msg[pos + 1] == '\n') {
+		if (len - pos >= 2 && msg[pos] == '\r' &&
+		    msg[pos + 1] == '\n') {
 			pos += 2; /* the empty line */
 			break;
 		}
@@ -186,8 +186,8 @@ fields_split(const char *msg, size_t len, struct field *f, size_t max,
  */
 static bool
 sign_one(const struct cfg_dkim_key *k, const char *idstr, const char *msg,
-    size_t len, const struct field *f, size_t nf, size_t body,
-    struct qbuf *out, char *why, size_t whylen)
+    size_t len, const struct field *f, size_t nf, size_t body, struct qbuf *out,
+    char *why, size_t whylen)
 {
 	DKIM_STAT st;
 	DKIM *d;
@@ -269,7 +269,8 @@ intake_dkim_sign(
 		size_t nl = mail_field_name_len(msg + f[i].off, f[i].len);
 		const char *colon = memchr(msg + f[i].off, ':', f[i].len);
 
-		if (colon != NULL && mail_field_is(msg + f[i].off, nl, "From")) {
+		if (colon != NULL &&
+		    mail_field_is(msg + f[i].off, nl, "From")) {
 			from_domain(colon + 1,
 			    f[i].len - (size_t)(colon + 1 - (msg + f[i].off)),
 			    dom, sizeof(dom));
@@ -287,8 +288,8 @@ intake_dkim_sign(
 	}
 	pthread_once(&lib_once, lib_init);
 	if (lib == NULL) {
-		log_warn("dkim", "%s: libopendkim cannot start: not signed",
-		    idstr);
+		log_warn(
+		    "dkim", "%s: libopendkim cannot start: not signed", idstr);
 		return;
 	}
 	for (size_t i = 0; i < nkeys; i++) {

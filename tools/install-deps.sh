@@ -8,12 +8,13 @@
 # libnss-wrapper gives it its Debian-exim user.
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
- libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev"
+ libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev libopendkim-dev"
 test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  git git-email libmailtools-perl
  procps
  libidn12 libnss-wrapper
+ python3-dkim
  build-essential debhelper lintian debootstrap systemd systemd-container"
 case "${1:---test}" in
 --build) pkgs=$build_pkgs ;;
