@@ -12,7 +12,8 @@
  * oversigned, so no From: can be added on the way without breaking the
  * signature.
  *
- * Public (to the intake, queue_intake_int.h): intake_dkim_sign().
+ * Public (to the intake, queue_intake_int.h): intake_dkim_sign(), and
+ * intake_dkim_from() (its header splitter, for the fuzzer).
  *
  * Invariants: a message is never held or refused for DKIM's sake: with
  * no key for its domain, or when signing fails, it is stored unsigned
@@ -163,15 +164,15 @@ struct field {
 };
 
 /*
- * Splits the header section of MSG (LEN bytes, CRLF) into fields (at
- * most MAX into F); returns how many, *BODY the offset of the body
- * (after the empty line).  Fields past MAX are not signed.
+ * Splits the header section of MSG (LEN bytes, CRLF) into fields: *F
+ * (malloc'd; the caller frees it) gets every one, *BODY the offset of
+ * the body (after the empty line).  Returns how many.
  */
 static size_t
-fields_split(
-    const char *msg, size_t len, struct field *f, size_t max, size_t *body)
+fields_split(const char *msg, size_t len, struct field **fp, size_t *body)
 {
-	size_t pos = 0, n = 0;
+	size_t pos = 0, n = 0, cap = 0;
+	struct field *f = NULL;
 
 	while (pos < len) {
 		size_t start = pos;
@@ -193,14 +194,49 @@ fields_split(
 			if (pos >= len || (msg[pos] != ' ' && msg[pos] != '\t'))
 				break;
 		}
-		if (n < max) {
-			f[n].off = start;
-			f[n].len = pos - start - (crlf != NULL ? 2 : 0);
-			n++;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 32;
+			f = xrealloc(f, cap * sizeof(*f));
 		}
+		f[n].off = start;
+		f[n].len = pos - start - (crlf != NULL ? 2 : 0);
+		n++;
 	}
+	*fp = f;
 	*body = pos;
 	return n;
+}
+
+/* The domain of the first From: field of F[0..NF) (MSG's fields) into
+ * DOM; "" when there is none. */
+static void
+from_field_domain(
+    const char *msg, const struct field *f, size_t nf, char *dom, size_t domlen)
+{
+	dom[0] = '\0';
+	for (size_t i = 0; i < nf; i++) {
+		const char *name = msg + f[i].off;
+		size_t nl = mail_field_name_len(name, f[i].len);
+		const char *colon = memchr(name, ':', f[i].len);
+
+		if (colon != NULL && mail_field_is(name, nl, "From")) {
+			from_domain(colon + 1,
+			    f[i].len - (size_t)(colon + 1 - name), dom, domlen);
+			return;
+		}
+	}
+}
+
+size_t
+intake_dkim_from(
+    const char *msg, size_t len, char *dom, size_t domlen, size_t *body)
+{
+	struct field *f;
+	size_t nf = fields_split(msg, len, &f, body);
+
+	from_field_domain(msg, f, nf, dom, domlen);
+	free(f);
+	return nf;
 }
 
 /*
@@ -441,7 +477,7 @@ intake_dkim_sign(
     const struct cfg_dkim *dk, const char *idstr, char **msgp, size_t *lenp)
 {
 	const struct cfg_dkim_key *keys[CFG_DKIM_SIGS_MAX];
-	struct field f[256];
+	struct field *f;
 	struct qbuf sigs = { 0 };
 	const char *msg = *msgp;
 	size_t len = *lenp, nf, body, nkeys, signed_ = 0;
@@ -450,20 +486,8 @@ intake_dkim_sign(
 
 	if (dk == NULL)
 		return;
-	nf = fields_split(msg, len, f, sizeof(f) / sizeof(f[0]), &body);
-	dom[0] = '\0';
-	for (size_t i = 0; i < nf; i++) {
-		size_t nl = mail_field_name_len(msg + f[i].off, f[i].len);
-		const char *colon = memchr(msg + f[i].off, ':', f[i].len);
-
-		if (colon != NULL &&
-		    mail_field_is(msg + f[i].off, nl, "From")) {
-			from_domain(colon + 1,
-			    f[i].len - (size_t)(colon + 1 - (msg + f[i].off)),
-			    dom, sizeof(dom));
-			break;
-		}
-	}
+	nf = fields_split(msg, len, &f, &body);
+	from_field_domain(msg, f, nf, dom, sizeof(dom));
 	nkeys = cfg_dkim_lookup(dk, dom, keys);
 	if (nkeys == 0) {
 		if (once_first(dom))
@@ -471,12 +495,14 @@ intake_dkim_sign(
 			    "%s: no DKIM key for sender domain %s: its mail "
 			    "goes unsigned (logged once per domain)",
 			    idstr, dom[0] ? dom : "(none: no From: domain)");
+		free(f);
 		return;
 	}
 	pthread_once(&lib_once, lib_init);
 	if (lib == NULL) {
 		log_warn(
 		    "dkim", "%s: libopendkim cannot start: not signed", idstr);
+		free(f);
 		return;
 	}
 	for (size_t i = 0; i < nkeys; i++) {
@@ -493,6 +519,7 @@ intake_dkim_sign(
 		    idstr, keys[i]->domain, keys[i]->selector,
 		    cfg_dkim_alg_name(keys[i]->alg));
 	}
+	free(f);
 	if (signed_ == 0) {
 		free(sigs.p);
 		return;

@@ -237,6 +237,11 @@ void intake_prep_clear(struct prep *);
  */
 void intake_dkim_sign(
     const struct cfg_dkim *dk, const char *idstr, char **msg, size_t *len);
+/* How intake_dkim_sign() reads MSG: returns its number of header
+ * fields, the From: domain (lowercase, "" when none) into DOM, the
+ * body's offset into *BODY.  Pure (the fuzzer's entry point). */
+size_t intake_dkim_from(
+    const char *msg, size_t len, char *dom, size_t domlen, size_t *body);
 
 /* ---- queue_intake.c: the commit loop ---- */
 
