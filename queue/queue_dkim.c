@@ -6,11 +6,13 @@
  * is compressed into its record.  So every attempt, and every retry after
  * a restart, sends the same bytes and the same signature.
  *
- * Canonicalization, hashing and signing are libopendkim's (Debian's
+ * Canonicalization and hashing are libopendkim's (Debian's
  * libopendkim11, the engine of OpenDKIM), relaxed/relaxed, over a fixed
  * header set (sign_hdrs below, RFC 6376 5.4.1's list) with From:
  * oversigned, so no From: can be added on the way without breaking the
- * signature.
+ * signature; libopendkim signs rsa-sha256, OpenSSL's EVP signs
+ * ed25519-sha256 over libopendkim's hash (see sign_ed25519(): the
+ * library leaks Ed25519 keys).
  *
  * Public (to the intake, queue_intake_int.h): intake_dkim_sign(), and
  * intake_dkim_from() (its header splitter, for the fuzzer).

@@ -8,6 +8,7 @@ refused with 78 and FILE:LINE, and a retry sends the very same bytes."""
 import base64
 import os
 import re
+import signal
 import subprocess
 
 import dkim
@@ -315,6 +316,47 @@ def test_retry_sends_the_same_signature():
         data = data.replace(b"\r\n..", b"\r\n.")
         sigs = verify_all(zone, data)
         check_eq(len(sigs), 1, "signatures")
+
+
+def test_sighup_new_key_and_refused_key():
+    """SIGHUP with a new selector and key: later mail carries it (the
+    keys follow the config); a reload naming a key others can read is
+    refused with FILE:LINE and the running key stays in use."""
+    with rqlib.Env() as env:
+        zone = Zone(env)
+        k1, p1 = keygen(env, "k1", "rsa")
+        k2, p2 = keygen(env, "k2", "ed25519")
+        zone.publish("one", "hup.test", "rsa", p1)
+        zone.publish("two", "hup.test", "ed25519", p2)
+        _, port, dd = sink(env)
+        conf = ("relayhost = [127.0.0.1]:%d\ndkim_domain = hup.test\n"
+                "dkim_selector = %s\ndkim_key_file = %s\n")
+        env.write_conf(conf % (port, "one", k1))
+        p = start(env)
+        drop(env, "a@dst.test", sender="x@hup.test")
+        got = received_by(dd, 1)
+        os.chmod(k2, 0o644)
+        env.write_conf(conf % (port, "two", k2))
+        p.send_signal(signal.SIGHUP)
+        rqlib.wait_for(lambda: "reload refused" in env.log_text(), 10,
+                       what="the refused reload")
+        check(re.search(r"reload refused.*relayq\.conf:8: dkim_key_file "
+                        r".*k2\.pem: mode 0644", env.log_text()),
+              env.log_text()[-1500:])
+        drop(env, "b@dst.test", sender="x@hup.test")
+        got = received_by(dd, 2)
+        os.chmod(k2, 0o600)
+        p.send_signal(signal.SIGHUP)
+        rqlib.wait_for(lambda: "reloaded configuration" in env.log_text(),
+                       10, what="the reload")
+        drop(env, "c@dst.test", sender="x@hup.test")
+        got = received_by(dd, 3)
+        stop(p)
+        want = {"a@dst.test": b"one", "b@dst.test": b"one",
+                "c@dst.test": b"two"}
+        for rcpt, sel in want.items():
+            sigs = verify_all(zone, got[rcpt])
+            check_eq([s[b"s"] for s in sigs], [sel], "selector for " + rcpt)
 
 
 if __name__ == "__main__":
