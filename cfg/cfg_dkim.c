@@ -16,7 +16,8 @@
  * (as auth_file), and only if OpenSSL parses it as an RSA key of at
  * least 1024 bits (RFC 8301) or an Ed25519 key (RFC 8463); it is kept
  * as PKCS#8 PEM in memory excluded from core dumps and cleansed when the
- * last reference goes.  The key set is immutable once loaded and
+ * last reference goes (an Ed25519 key also as OpenSSL's EVP_PKEY, which
+ * cleanses itself when freed).  The key set is immutable once loaded and
  * reference-counted, so reader threads may sign with it while a reload
  * frees the config that loaded it.
  */
@@ -332,7 +333,10 @@ key_load(struct cfg *cfg, struct cfg_dkim *dk, const char *where,
 	memcpy((char *)k->pem, data, (size_t)n);
 	k->pemlen = (size_t)n;
 	BIO_free(b);
-	EVP_PKEY_free(pk);
+	if (k->alg == CFG_DKIM_ED25519_SHA256)
+		k->evp = pk; /* signed with by OpenSSL (queue_dkim.c) */
+	else
+		EVP_PKEY_free(pk);
 	return CFG_OK;
 }
 
@@ -345,6 +349,7 @@ key_free(struct cfg_dkim_key *k)
 	free((char *)k->selector);
 	free((char *)k->key_file);
 	free((char *)k->file);
+	EVP_PKEY_free(k->evp); /* cleanses it */
 }
 
 struct cfg_dkim *
@@ -443,6 +448,9 @@ table_load(struct cfg *cfg, struct cfg_dkim *dk, char *err, size_t errlen)
 				k->pemlen = dk->keys[j].pemlen;
 				k->alg = dk->keys[j].alg;
 				k->bits = dk->keys[j].bits;
+				k->evp = dk->keys[j].evp;
+				if (k->evp != NULL)
+					EVP_PKEY_up_ref(k->evp);
 				break;
 			}
 		}

@@ -28,9 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/bio.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <opendkim/dkim.h>
 
 #include "mail.h"
@@ -318,18 +316,14 @@ ed_sign(const struct cfg_dkim_key *k, const unsigned char *hh, char *out,
 {
 	unsigned char sig[64];
 	size_t sl = sizeof(sig);
-	BIO *b = BIO_new_mem_buf(k->pem, (int)k->pemlen);
-	EVP_PKEY *pk = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
 	EVP_MD_CTX *mc = EVP_MD_CTX_new();
-	bool ok = pk != NULL && mc != NULL && outlen > 4 * 64 / 3 + 4 &&
-	    EVP_DigestSignInit(mc, NULL, NULL, NULL, pk) == 1 &&
+	bool ok = k->evp != NULL && mc != NULL && outlen > 4 * 64 / 3 + 4 &&
+	    EVP_DigestSignInit(mc, NULL, NULL, NULL, k->evp) == 1 &&
 	    EVP_DigestSign(mc, sig, &sl, hh, 32) == 1 && sl == 64;
 
 	if (ok)
 		EVP_EncodeBlock((unsigned char *)out, sig, 64);
 	EVP_MD_CTX_free(mc);
-	EVP_PKEY_free(pk); /* cleanses the key */
-	BIO_free(b);
 	return ok;
 }
 

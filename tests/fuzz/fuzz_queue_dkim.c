@@ -18,7 +18,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char dom[300];
 	size_t body = 0, nf, lines = 1;
 
-	nf = intake_dkim_from((const char *)data, size, dom, sizeof(dom), &body);
+	nf = intake_dkim_from(
+	    (const char *)data, size, dom, sizeof(dom), &body);
 	if (body > size)
 		abort();
 	for (size_t i = 0; i < size; i++)
