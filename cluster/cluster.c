@@ -47,7 +47,10 @@
  *    again when at least a few are due (half a horizon's worth), so a
  *    rate costs about two calls per horizon whatever the number of
  *    nodes.  A token not used within half a token interval of its time
- *    is dropped, so no second ever holds more than count + 1 messages.
+ *    (TOKEN_SLACK_US if that is more: a loop turn busy with a commit
+ *    must not waste fast rates) is dropped, so while the nodes keep the
+ *    bucket busy no second holds more than count + 1 messages (count +
+ *    1 + count / 100 for rates over 50 a second).
  * 4. Host status.  A node that finds a destination down sets its down
  *    key for timeout.hoststatus; the acquire script checks it before it
  *    grants a lease, so the other nodes defer that destination's jobs
@@ -69,8 +72,10 @@
  *    new connections (rates at the share).  When Redis answers again, the node claims leases
  *    for the connections it has (its old leases if they are still
  *    there), gives back the others, and for GRACE_US takes new leases
- *    only up to its share, so that nodes coming back a moment apart
- *    never open more than the limit between them.  Each switch is
+ *    only up to its share (with the live count from before the outage:
+ *    an emptied Redis counts the nodes as they come back), so that
+ *    nodes coming back a moment apart never open more than the limit
+ *    between them.  Each switch is
  *    logged once.
  *
  * Invariants: in shared mode a node's connections to a destination
@@ -98,6 +103,7 @@
 #define ACQUIRE_MAX 64 /* leases asked for in one call */
 #define HORIZON_US 100000 /* tokens reserved at most this far ahead */
 #define RESERVE_MAX 256 /* tokens asked for in one call */
+#define TOKEN_SLACK_US 10000 /* a token may be this late, at least */
 #define SPARE_KEEP_US 1000000 /* an unused lease is kept this long */
 #define DEST_KEEP_US 60000000 /* a destination's state, unused */
 #define CONTENDED_US 1000000 /* a wait key seen: share for this long */
@@ -573,11 +579,13 @@ cluster_conn_closed(
 
 /* ---- rates ---- */
 
-/* Drops D's tokens whose time passed more than half an interval ago. */
+/* Drops D's tokens whose time passed more than half an interval ago
+ * (or TOKEN_SLACK_US, if more: rule 3). */
 static void
 tokens_expire(struct cluster *c, struct cdest *d, int64_t now)
 {
-	int64_t slack = d->tok_T / 2 > 1000 ? d->tok_T / 2 : 1000;
+	int64_t slack = d->tok_T / 2 > TOKEN_SLACK_US ? d->tok_T / 2
+						      : TOKEN_SLACK_US;
 
 	while (d->ntok > 0 && d->tok[d->tok_head] + slack < now) {
 		d->tok_head = (d->tok_head + 1) % d->atok;
@@ -734,12 +742,18 @@ cluster_host_down(struct cluster *c, const char *key, int64_t secs,
 static void
 tick_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 {
+	unsigned live;
+
 	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
 	    reply->elements < 1)
 		return;
-	c->live_nodes = reply->element[0]->integer > 0
+	live = reply->element[0]->integer > 0
 	    ? (unsigned)reply->element[0]->integer
 	    : 1;
+	/* back from an outage, a Redis restarted empty counts the nodes as
+	 * they return: the share keeps the count from before meanwhile */
+	if (live >= c->live_nodes || cluster_mono_us() >= c->grace_until_us)
+		c->live_nodes = live;
 	for (size_t k = 0; k < call->nkeys && 2 * k + 2 < reply->elements;
 	     k++) {
 		const redisReply *lost = reply->element[2 * k + 1];

@@ -128,6 +128,37 @@ def test_rate_shared():
             close_all(envs)
 
 
+def test_rate_cost():
+    """A 200/s limit shared by three nodes costs tens of Redis calls a
+    second, not hundreds (batched reservations), and keeps to the
+    limit (a second holds at most 200 + 1 + 200/100)."""
+    with rqlib.Env() as base:
+        redis = cl.Redis(base)
+        sink = cl.Sink()
+        envs = nodes_for(redis, sink, "max_message_rate = 200/s\n")
+        try:
+            run_nodes(envs, 600, 120)
+            rqlib.check_eq(sink.count(), 1800, "messages at the sink")
+            t = sorted(sink.mails)
+            span = t[-1] - t[0]
+            later = [n for (s, n) in windows(t) if s >= t[0] + 1.0]
+            rqlib.check(later and max(later) <= 203,
+                        "a later second held %d (> 203)" % max(later))
+            calls = 0
+            for e in envs:
+                m = re.search(r"left the cluster: (\d+) Redis calls",
+                              e.log_text())
+                rqlib.check(m, "the node counted its calls")
+                calls += int(m.group(1))
+            rqlib.check(span >= 7.5, "1800 in %.1fs: over the rate" % span)
+            rqlib.check(calls / span < 100,
+                        "%d calls in %.1fs: %.0f a second" % (
+                            calls, span, calls / span))
+        finally:
+            sink.stop()
+            close_all(envs)
+
+
 def test_host_down_shared():
     """One node finds the destination down (421 greeting): the other two
     defer "delivery temporarily suspended" without connecting."""
