@@ -533,7 +533,7 @@ cluster_conn_may(struct cluster *c, const char *key, unsigned open,
 	}
 	if (d->adopting)
 		return CLUSTER_WAIT;
-	if (d->held > open) {
+	if (lease_target(c, d) > open) {
 		d->last_go_us = now;
 		return CLUSTER_GO;
 	}
@@ -842,6 +842,10 @@ tick_reconcile(struct cluster *c, int64_t now)
 
 		next = TAILQ_NEXT(d, entry);
 		tokens_expire(c, d, now);
+		if (d->contended_us != 0 && d->contended_us <= now) {
+			d->contended_us = 0; /* nobody waits: more may go */
+			dest_wake(c, d);
+		}
 		if (d->acquiring)
 			continue;
 		keep = now - d->last_go_us > SPARE_KEEP_US ? 0
@@ -872,6 +876,19 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 	size_t nkeys = 0, k = 0;
 	struct ccall *call;
 
+	if (c->settle_until_us != 0 &&
+	    cluster_mono_us() >= c->settle_until_us) {
+		/* the settling time (or the grace) is over: waiting
+		 * destinations may use their share (or more) now */
+		c->settle_until_us = 0;
+		c->wake_all = true;
+		event_active(c->ev_dispatch, EV_TIMEOUT, 1);
+	}
+	if (c->grace_until_us != 0 && cluster_mono_us() >= c->grace_until_us) {
+		c->grace_until_us = 0;
+		c->wake_all = true;
+		event_active(c->ev_dispatch, EV_TIMEOUT, 1);
+	}
 	if (!cluster_link_up(c))
 		return;
 	c->tick_n++;
