@@ -22,8 +22,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (a.path[0] != '/' ||
 		    strnlen(a.path, sizeof(a.path)) >= sizeof(a.path))
 			abort();
-	} else if (a.port == 0 || (inet_pton(AF_INET, a.ip, buf) != 1 &&
-				      inet_pton(AF_INET6, a.ip, buf) != 1)) {
+	} else if (a.port == 0 ||
+	    (inet_pton(AF_INET, a.ip, buf) != 1 &&
+		inet_pton(AF_INET6, a.ip, buf) != 1)) {
 		abort();
 	}
 	return 0;
