@@ -54,7 +54,9 @@
  * 4. Host status.  A node that finds a destination down sets its down
  *    key for timeout.hoststatus; the acquire script checks it before it
  *    grants a lease, so the other nodes defer that destination's jobs
- *    ("delivery temporarily suspended") without connecting.
+ *    ("delivery temporarily suspended") without connecting; a node
+ *    that holds leases there (and so asks for none) reads the key in
+ *    its tick, within TICK_US.
  * 5. Heartbeat.  The tick also records the node in P:nodes and its
  *    queue counts in P:node:N (every PUBLISH_EVERY ticks), and answers
  *    how many nodes are live (a heartbeat within LIVE_MS).
@@ -409,6 +411,22 @@ lease_target(const struct cluster *c, const struct cdest *d)
 	return contended(d) && d->held > share ? share : d->held;
 }
 
+/* D's down key holds TEXT ("DSN REASON") for PTTL ms more: the
+ * dispatcher tells the runner (rule 4). */
+static void
+dest_down_set(
+    struct cluster *c, struct cdest *d, const char *text, long long pttl)
+{
+	const char *sp = strchr(text, ' ');
+
+	snprintf(d->down_dsn, sizeof(d->down_dsn), "%.*s",
+	    sp ? (int)(sp - text) : 5, sp ? text : "4.4.1");
+	snprintf(d->down_why, sizeof(d->down_why), "%s", sp ? sp + 1 : text);
+	d->down_until = rq_now() + (pttl > 0 ? (pttl + 999) / 1000 : 1);
+	d->down = true;
+	dest_wake(c, d);
+}
+
 /* The acquire script answered for call CALL (of destination D). */
 static void
 acquire_done(struct cluster *c, struct ccall *call, const redisReply *reply)
@@ -429,17 +447,9 @@ acquire_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 	if (reply->element[0]->integer == 0 && reply->elements >= 3 &&
 	    reply->element[1]->type == REDIS_REPLY_STRING) {
 		/* rule 4: another node found it down */
-		const char *s = reply->element[1]->str, *sp = strchr(s, ' ');
-		long long pttl = reply->element[2]->integer;
-
-		snprintf(d->down_dsn, sizeof(d->down_dsn), "%.*s",
-		    sp ? (int)(sp - s) : 5, sp ? s : "4.4.1");
-		snprintf(
-		    d->down_why, sizeof(d->down_why), "%s", sp ? sp + 1 : s);
-		d->down_until = rq_now() + (pttl > 0 ? (pttl + 999) / 1000 : 1);
-		d->down = true;
 		d->retry_us = cluster_mono_us() + BACKOFF_MAX_US;
-		dest_wake(c, d);
+		dest_down_set(
+		    c, d, reply->element[1]->str, reply->element[2]->integer);
 		return;
 	}
 	if (call->adopt)
@@ -738,7 +748,8 @@ cluster_host_down(struct cluster *c, const char *key, int64_t secs,
 
 /* ---- the heartbeat ---- */
 
-/* The tick script answered: live nodes, and the leases lost. */
+/* The tick script answered: live nodes, then per destination the
+ * leases lost, whether another node waits, and its down mark. */
 static void
 tick_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 {
@@ -754,15 +765,23 @@ tick_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 	 * they return: the share keeps the count from before meanwhile */
 	if (live >= c->live_nodes || cluster_mono_us() >= c->grace_until_us)
 		c->live_nodes = live;
-	for (size_t k = 0; k < call->nkeys && 2 * k + 2 < reply->elements;
+	for (size_t k = 0; k < call->nkeys && 4 * k + 4 < reply->elements;
 	     k++) {
-		const redisReply *lost = reply->element[2 * k + 1];
-		const redisReply *wait = reply->element[2 * k + 2];
+		const redisReply *lost = reply->element[4 * k + 1];
+		const redisReply *wait = reply->element[4 * k + 2];
+		const redisReply *down = reply->element[4 * k + 3];
+		const redisReply *pttl = reply->element[4 * k + 4];
 		struct cdest *d = dest_find(c, call->keys[k]);
 		size_t gone = 0;
 
 		if (d == NULL || d->adopting || lost->type != REDIS_REPLY_ARRAY)
 			continue;
+		/* rule 4: leases held do not skip the check of the down
+		 * key: it is read here, every tick */
+		if (down->type == REDIS_REPLY_STRING && down->len > 0 &&
+		    pttl->type == REDIS_REPLY_INTEGER &&
+		    rq_now() >= d->down_until)
+			dest_down_set(c, d, down->str, pttl->integer);
 		if (wait->type == REDIS_REPLY_INTEGER && wait->integer == 1) {
 			/* rule 1: another node waits: keep to the share */
 			d->contended_us = cluster_mono_us() + CONTENDED_US;
@@ -896,7 +915,7 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 	TAILQ_FOREACH(d, &c->all, entry)
 	if (d->held > 0 && !d->adopting)
 		nkeys++;
-	args_add(&a, "%zu", 2 * nkeys + 2);
+	args_add(&a, "%zu", 3 * nkeys + 2);
 	args_add(&a, "%s:nodes", c->name);
 	args_add(&a, "%s:node:%s", c->name, c->node);
 	keys = xcalloc(nkeys + 1, sizeof(*keys));
@@ -904,6 +923,7 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 	if (d->held > 0 && !d->adopting) {
 		args_add(&a, "%s:lease:%s", c->name, d->key);
 		args_add(&a, "%s:wait:%s", c->name, d->key);
+		args_add(&a, "%s:down:%s", c->name, d->key);
 		keys[k++] = xstrdup(d->key);
 	}
 	args_add(&a, "%s", c->node);

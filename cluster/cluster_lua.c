@@ -93,13 +93,15 @@ const char *const cluster_lua[CS_NSCRIPT] = {
 	"return out\n",
 
 	/*
-	 * tick: KEYS P:nodes, P:node:N, then a lease set and its wait key
-	 * per destination; ARGV node, lease_ms, live_ms, nfields, field,
-	 * value... (the heartbeat's hash), then per lease set: limit,
-	 * count, names.  Records the heartbeat, forgets nodes silent for
-	 * lease_ms, renews the node's leases (a lost one comes back while
-	 * there is room) and returns {live nodes, then per destination
-	 * {names lost} and whether another node waits (1/0)}.
+	 * tick: KEYS P:nodes, P:node:N, then a lease set, its wait key
+	 * and its down key per destination; ARGV node, lease_ms, live_ms,
+	 * nfields, field, value... (the heartbeat's hash), then per lease
+	 * set: limit, count, names.  Records the heartbeat, forgets nodes
+	 * silent for lease_ms, renews the node's leases (a lost one comes
+	 * back while there is room) and returns {live nodes, then per
+	 * destination {names lost}, whether another node waits (1/0), the
+	 * down text ("" when not down) and its pttl}: a node that holds
+	 * leases learns within a tick that another found the host down.
 	 */
 	[CS_TICK] = LUA_NOW LUA_CLAIM
 	"local lease_ms = tonumber(ARGV[2])\n"
@@ -115,7 +117,7 @@ const char *const cluster_lua[CS_NSCRIPT] = {
 	"end\n"
 	"redis.call('PEXPIRE', KEYS[2], lease_ms)\n"
 	"local out = {redis.call('ZCOUNT', KEYS[1], now - live_ms, '+inf')}\n"
-	"for k = 3, #KEYS, 2 do\n"
+	"for k = 3, #KEYS, 3 do\n"
 	"  local limit = tonumber(ARGV[i])\n"
 	"  local cnt = tonumber(ARGV[i + 1])\n"
 	"  local got = claim(KEYS[k], limit, lease_ms, i + 2, i + 1 + cnt)\n"
@@ -125,6 +127,14 @@ const char *const cluster_lua[CS_NSCRIPT] = {
 	"  end\n"
 	"  out[#out + 1] = lost\n"
 	"  out[#out + 1] = redis.call('EXISTS', KEYS[k + 1])\n"
+	"  local down = redis.call('GET', KEYS[k + 2])\n"
+	"  if down then\n"
+	"    out[#out + 1] = down\n"
+	"    out[#out + 1] = redis.call('PTTL', KEYS[k + 2])\n"
+	"  else\n"
+	"    out[#out + 1] = ''\n"
+	"    out[#out + 1] = 0\n"
+	"  end\n"
 	"  i = i + 2 + cnt\n"
 	"end\n"
 	"return out\n",

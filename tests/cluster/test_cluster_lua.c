@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -138,7 +139,9 @@ acquire(const char *limit, const char *lease_ms, const char *down,
 	freeReplyObject(r);
 }
 
-/* Leases: granted to the limit, renewed, refused, expired. */
+/* Leases: granted to the limit, renewed, refused, expired.  The leases
+ * are long enough (2 s) that a loaded machine's pauses between two
+ * calls never expire them early; the waits are longer than they are. */
 static void
 test_acquire(void)
 {
@@ -150,13 +153,13 @@ test_acquire(void)
 		const char *want;
 	} steps[] = {
 		/* three asked, two slots */
-		{ "2", "300", { "a#1#1", "a#1#2", "b#1#1" }, 3, 0, "1:1,1,0" },
+		{ "2", "2000", { "a#1#1", "a#1#2", "b#1#1" }, 3, 0, "1:1,1,0" },
 		/* held ones are renewed (not counted twice), b still out */
-		{ "2", "300", { "a#1#2", "b#1#1" }, 2, 0, "1:1,0" },
+		{ "2", "2000", { "a#1#2", "b#1#1" }, 2, 0, "1:1,0" },
 		/* a larger limit lets b in */
-		{ "3", "300", { "b#1#1" }, 1, 0, "1:1" },
+		{ "3", "2000", { "b#1#1" }, 1, 0, "1:1" },
 		/* all expire on Redis' clock: every slot free again */
-		{ "1", "300", { "c#1#1", "c#1#2" }, 2, 400, "1:1,0" },
+		{ "1", "1000", { "c#1#1", "c#1#2" }, 2, 2100, "1:1,0" },
 	};
 	char got[128];
 	redisReply *r;
@@ -172,7 +175,7 @@ test_acquire(void)
 	CHECK_INT(r->integer, 1);
 	freeReplyObject(r);
 	/* the set itself expires when nobody renews */
-	usleep(400000);
+	usleep(1100000);
 	r = cmd("EXISTS %s", "t:lease:d", NULL);
 	CHECK_INT(r->integer, 0);
 	freeReplyObject(r);
@@ -199,24 +202,29 @@ test_down(void)
 	freeReplyObject(r);
 }
 
-/* The tick: heartbeat, live count, renewals, lost leases. */
+/* The tick: heartbeat, live count, renewals, lost leases, the down
+ * mark of a destination the node holds leases for. */
 static void
 test_tick(void)
 {
 	const char *v[] = { "t:nodes", "t:node:n1", "t:lease:x", "t:wait:x",
-		"t:lease:y", "t:wait:y", "n1", "300", "2000", "1", "msgs", "42",
-		"2", "2", "n1#1#1", "n1#1#2", "1", "1", "n1#1#3" };
+		"t:down:x", "t:lease:y", "t:wait:y", "t:down:y", "n1", "1500",
+		"2000", "1", "msgs", "42", "2", "2", "n1#1#1", "n1#1#2", "1",
+		"1", "n1#1#3" };
 	const char *other[] = { "t:lease:y", "t:down:y", "t:dests", "t:dinfo:y",
-		"t:wait:y", "300", "1", "0", "y", "n2#1#1", "n2#1#2" };
+		"t:wait:y", "1500", "1", "0", "y", "n2#1#1", "n2#1#2" };
 	redisReply *r;
 
 	/* y is full (n2's lease; n2 refused a second: y is contended)
 	 * before n1 renews its own there */
 	r = eval(CS_ACQUIRE, 5, 11, other);
 	freeReplyObject(r);
-	r = eval(CS_TICK, 6, (int)(sizeof(v) / sizeof(v[0])), v);
-	CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 5);
-	if (r == NULL || r->elements != 5) {
+	/* another node found y down */
+	r = redisCommand(rc, "SET t:down:y %s PX 5000", "4.4.1 said: 421");
+	freeReplyObject(r);
+	r = eval(CS_TICK, 8, (int)(sizeof(v) / sizeof(v[0])), v);
+	CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 9);
+	if (r == NULL || r->elements != 9) {
 		freeReplyObject(r);
 		return;
 	}
@@ -224,11 +232,15 @@ test_tick(void)
 	/* x: both renewed (taken again: there is room), nobody waits */
 	CHECK_INT(r->element[1]->elements, 0);
 	CHECK_INT(r->element[2]->integer, 0);
-	/* y: n1#1#3 is not there and y is full: lost; n2 waits */
-	CHECK_INT(r->element[3]->elements, 1);
-	if (r->element[3]->elements == 1)
-		CHECK_STR(r->element[3]->element[0]->str, "n1#1#3");
-	CHECK_INT(r->element[4]->integer, 1);
+	CHECK_STR(r->element[3]->str, "");
+	/* y: n1#1#3 is not there and y is full: lost; n2 waits; y is
+	 * down for 5 s */
+	CHECK_INT(r->element[5]->elements, 1);
+	if (r->element[5]->elements == 1)
+		CHECK_STR(r->element[5]->element[0]->str, "n1#1#3");
+	CHECK_INT(r->element[6]->integer, 1);
+	CHECK_STR(r->element[7]->str, "4.4.1 said: 421");
+	CHECK(r->element[8]->integer > 0 && r->element[8]->integer <= 5000);
 	freeReplyObject(r);
 	r = cmd("HGET %s %s", "t:node:n1", "msgs");
 	CHECK_STR(r->str, "42");
@@ -237,7 +249,7 @@ test_tick(void)
 	CHECK_INT(r->integer, 2);
 	freeReplyObject(r);
 	/* a node silent for lease_ms is forgotten, its hash expires */
-	usleep(400000);
+	usleep(1600000);
 	r = cmd("EXISTS %s %s", "t:node:n1", "t:nodes");
 	CHECK_INT(r->integer, 0);
 	freeReplyObject(r);
@@ -260,36 +272,61 @@ reserve(const char *T, const char *tau, const char *want, const char *horizon,
 	freeReplyObject(r);
 }
 
-/* The GCRA: 10/s (T = 100 ms), burst 3 (tau = 200 ms). */
+/* Microseconds of the monotonic clock. */
+static long long
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * The GCRA: 1/s (T = 1 s), burst 3 (tau = 2 s).  Due times are checked
+ * against the time that passed between the calls as measured here
+ * (before and after each), so a loaded machine's pauses move the
+ * bounds, not the verdict; T is long enough that no pause between two
+ * calls spans it.
+ */
 static void
 test_rate(void)
 {
-	long long got[3];
+	long long got[3], b1, a1, b3, a3, wait_us;
 	redisReply *r;
 
 	/* the burst is due now, the 4th a T later, within the horizon */
-	reserve("100000", "200000", "10", "100000", got);
+	b1 = mono_us();
+	reserve("1000000", "2000000", "10", "1000000", got);
+	a1 = mono_us();
 	CHECK_INT(got[0], 4);
-	CHECK_INT(got[1], -200000);
-	CHECK_INT(got[2], 200000);
+	CHECK_INT(got[1], -2000000);
+	CHECK_INT(got[2], 2000000);
 	/* nothing else within the horizon now */
-	reserve("100000", "200000", "10", "100000", got);
+	reserve("1000000", "2000000", "10", "1000000", got);
 	CHECK_INT(got[0], 0);
-	CHECK(got[2] > 100000 && got[2] <= 200000);
-	/* want caps the batch */
-	usleep(250000);
-	reserve("100000", "200000", "1", "100000", got);
+	CHECK(got[2] > 1000000 && got[2] <= 2000000);
+	/* want caps the batch; the 5th token was due 2 T after the first
+	 * call: its due time counts from this call */
+	usleep(2500000);
+	b3 = mono_us();
+	reserve("1000000", "2000000", "1", "1000000", got);
+	a3 = mono_us();
 	CHECK_INT(got[0], 1);
-	CHECK(got[1] >= -100000 && got[1] <= 100000);
+	CHECK(got[1] >= 2000000 - (a3 - b1) - 2000 &&
+	    got[1] <= 2000000 - (b3 - a1) + 2000);
 	r = cmd("HGET %s %s", "t:dinfo:r", "granted");
 	CHECK_STR(r->str, "5");
 	freeReplyObject(r);
-	/* the state expires once the bucket is full again */
-	usleep(1500000);
+	/* the state expires once the bucket is full again (5 T after the
+	 * first call, plus a second) */
+	wait_us = a1 + 6200000 - mono_us();
+	if (wait_us > 0)
+		usleep((useconds_t)wait_us);
 	r = cmd("EXISTS %s", "t:rate:r", NULL);
 	CHECK_INT(r->integer, 0);
 	freeReplyObject(r);
-	reserve("100000", "200000", "3", "0", got);
+	reserve("1000000", "2000000", "3", "0", got);
 	CHECK_INT(got[0], 3); /* a full burst again */
 }
 
