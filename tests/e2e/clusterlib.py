@@ -8,7 +8,10 @@ everything the open ones have sent (their QUIT, their EOF): a node
 gives a lease back only after its connection closed, so the close is
 on the sink's sockets before the next node's SYN.  It records the time
 of every MAIL FROM (messages per second) and the subject of every
-message it took.
+message it took.  The time is the kernel's, of the segment's arrival
+(SO_TIMESTAMPNS), not the moment this thread got to it: a sink thread
+stalled on a loaded machine does not bunch the messages it reads late
+(the sink offers no PIPELINING, so a read holds one command).
 
 Not a test itself (tests/e2e/cluster.cmake registers test_cluster.py).
 """
@@ -18,6 +21,7 @@ import re
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -26,6 +30,7 @@ import rqlib
 
 REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_CLI = "/usr/bin/redis-cli"
+SO_TIMESTAMPNS = 35     # Linux; Python's socket module does not name it
 
 
 class Redis:
@@ -81,7 +86,7 @@ class Sink:
         self.mode = mode
         self.lock = threading.Lock()
         self.cur = self.peak = self.accepted = 0
-        self.mails = []         # monotonic time of each MAIL FROM
+        self.mails = []         # arrival of each MAIL FROM (unix time)
         self.subjects = []      # Subject: of each message taken
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -139,6 +144,7 @@ class Sink:
             except BlockingIOError:
                 return
             s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             with self.lock:
                 self.cur += 1
                 self.accepted += 1
@@ -173,15 +179,20 @@ class Sink:
 
     def _read(self, s):
         try:
-            b = s.recv(65536)
+            b, anc, _, _ = s.recvmsg(65536, socket.CMSG_SPACE(16))
         except BlockingIOError:
             return
         except OSError:
-            b = b""
+            b, anc = b"", []
         if not b:
             self._close(s)
             return
         st = self.conns[s]
+        st["ts"] = time.time()
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack("qq", data[:16])
+                st["ts"] = sec + nsec / 1e9
         st["buf"] += b
         while s in self.conns:
             i = st["buf"].find(b"\n")
@@ -213,7 +224,7 @@ class Sink:
             self._send(s, "250 sink\r\n")
         elif cmd == b"MAIL":
             with self.lock:
-                self.mails.append(time.monotonic())
+                self.mails.append(st["ts"])
             self._send(s, "250 2.1.0 Ok\r\n")
         elif cmd == b"RCPT":
             self._send(s, "250 2.1.5 Ok\r\n")

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+import types
 
 import clusterlib as cl
 import rqlib
@@ -324,6 +325,35 @@ def test_node_killed():
         finally:
             sink.stop()
             close_all(envs)
+
+
+def test_fallback_hold():
+    """cluster_fallback = hold, Redis not there when the node starts: it
+    opens no connection (logged once) and delivers everything once Redis
+    answers (a new connection is tried every second)."""
+    with rqlib.Env() as base:
+        port = rqlib.free_port()
+        sink = cl.Sink()
+        env = rqlib.Env(cl.node_conf("n1", sink.port,
+                                     types.SimpleNamespace(port=port),
+                                     "cluster_fallback = hold\n"))
+        try:
+            cl.drop_many(env, 5, "hold")
+            p = cl.start_node(env)
+            rqlib.wait_for(lambda: "cluster_fallback hold" in
+                           env.log_text(), 30, 0.05, "the fallback logged")
+            time.sleep(2.0)     # without hold, all five would be sent
+            rqlib.check_eq(sink.stats()[2], 0, "connections under hold")
+            cl.Redis(base, port=port)
+            cl.wait_exit(p, 60, "node")
+            rqlib.check_eq(sink.count(), 5, "delivered once Redis answered")
+            rqlib.check_eq(lines_of(env, r"unreachable"), 1,
+                           "fallback logged once")
+            rqlib.check_eq(lines_of(env, r"Redis at .* reachable"), 1,
+                           "joined once")
+        finally:
+            sink.stop()
+            env.close()
 
 
 def test_password_and_checks():
