@@ -141,7 +141,7 @@ void cluster_stats_get(const struct cluster *, struct cluster_stats *);
 /* `relayq cluster`: prints the live nodes with their queue counts and
  * the shared limits in use per destination, asking Redis (blocking,
  * with a timeout: a command, not the daemon).  Returns a sysexits code
- * (0; 69 when Redis cannot be reached; 78 without cluster_redis). */
+ * (0; 75 when Redis cannot be reached; 78 without cluster_redis). */
 int cluster_view_print(const struct cfg *cfg, FILE *out);
 
 #endif

@@ -226,6 +226,14 @@ def test_redis_killed_and_back():
                            10, 0.05, "leases in the new Redis")
             rqlib.wait_for(lambda: redis.cli("ZCARD", "relayq:nodes") == "3",
                            10, 0.05, "three nodes in the new Redis")
+            # the new Redis knew no script: EVALSHA got NOSCRIPT, the
+            # nodes loaded them (SCRIPT LOAD) and ran them again
+            stats = redis.cli("INFO", "commandstats")
+            rqlib.check(re.search(r"cmdstat_script(\|load)?:calls=[1-9]",
+                                  stats),
+                        "scripts loaded after NOSCRIPT:\n" + stats)
+            rqlib.check("cmdstat_evalsha:calls=" in stats,
+                        "scripts run by digest:\n" + stats)
         try:
             run_nodes(envs, 500, 240, chaos)
             rqlib.check_eq(sink.count(), 1500, "messages at the sink")
@@ -341,7 +349,8 @@ def test_node_killed():
 def test_fallback_hold():
     """cluster_fallback = hold, Redis not there when the node starts: it
     opens no connection (logged once) and delivers everything once Redis
-    answers (a new connection is tried every second)."""
+    answers (a new connection is tried every second).  `relayq cluster`
+    exits 75 while Redis is away, 78 without cluster_redis."""
     with rqlib.Env() as base:
         port = rqlib.free_port()
         sink = cl.Sink()
@@ -355,6 +364,8 @@ def test_fallback_hold():
                            env.log_text(), 30, 0.05, "the fallback logged")
             time.sleep(2.0)     # without hold, all five would be sent
             rqlib.check_eq(sink.stats()[2], 0, "connections under hold")
+            rqlib.check_eq(env.run("cluster").returncode, 75,
+                           "relayq cluster without Redis")
             cl.Redis(base, port=port)
             cl.wait_exit(p, 60, "node")
             rqlib.check_eq(sink.count(), 5, "delivered once Redis answered")
@@ -362,6 +373,9 @@ def test_fallback_hold():
                            "fallback logged once")
             rqlib.check_eq(lines_of(env, r"Redis at .* reachable"), 1,
                            "joined once")
+            with rqlib.Env(cl.node_conf("n0", sink.port)) as alone:
+                rqlib.check_eq(alone.run("cluster").returncode, 78,
+                               "relayq cluster without cluster_redis")
         finally:
             sink.stop()
             env.close()
