@@ -108,6 +108,14 @@ enum cfg_key {
 	CFG_TLS_FINGERPRINT,
 	CFG_SENDER_RELAYHOST,
 	CFG_FALLBACK_RELAY,
+	/* cluster: limits and host status shared through Redis
+	 * (cfg_cluster.c checks the values, cluster/ uses them) */
+	CFG_CLUSTER_REDIS,
+	CFG_CLUSTER_PASSWORD,
+	CFG_CLUSTER_NAME,
+	CFG_CLUSTER_NODE,
+	CFG_CLUSTER_LEASE_TIME,
+	CFG_CLUSTER_FALLBACK,
 	CFG_NKEYS
 };
 
@@ -356,6 +364,33 @@ int cfg_interval_parse(const char *s, size_t len, int64_t defunit,
 
 /* Formats seconds back as the shortest interval ("1d2h"). */
 void cfg_interval_format(int64_t secs, char *buf, size_t len);
+
+/* ---- cluster: limits shared through Redis (cfg_cluster.c) ---- */
+
+/* cluster_redis parsed: an IP address and port, or a unix socket. */
+struct cfg_redis_addr {
+	bool unix_socket;
+	char ip[46]; /* numeric, never a name */
+	uint16_t port;
+	char path[108]; /* sun_path */
+};
+
+/* Parses cluster_redis (`IP:port`, `[IPv6]:port` or `unix:/path`; no
+ * host names) into OUT; 0, or -1 with *WHY (also for ""). */
+int cfg_redis_addr_parse(
+    const char *s, size_t len, struct cfg_redis_addr *out, const char **why);
+
+/* What a node does while Redis is unreachable (cluster_fallback). */
+enum cfg_cluster_fallback {
+	CFG_CLUSTER_SHARE = 0, /* limit / live nodes, at least 1 */
+	CFG_CLUSTER_LOCAL, /* the full limits, as a lone node */
+	CFG_CLUSTER_HOLD, /* no new connections */
+};
+enum cfg_cluster_fallback cfg_cluster_fallback(const struct cfg *);
+
+/* The Redis password read from cluster_password by cfg_files_load()
+ * (secret memory, cleansed with the cfg), or NULL: none. */
+const char *cfg_cluster_password(const struct cfg *);
 
 /* ---- shared helpers: logging ---- */
 

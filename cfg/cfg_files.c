@@ -1,9 +1,10 @@
 /*
  * cfg_files.c - the files a config names for the daemon: auth_file (the
  * credentials, in Postfix's sasl_passwd shape), sender_relayhost (routes
- * by envelope sender) and each scope's tls_cert_file / tls_key_file.
- * cfg_route.c answers the questions about them (which credentials, which
- * route); this file reads, checks and parses them.
+ * by envelope sender), each scope's tls_cert_file / tls_key_file and
+ * the Redis password of cluster_password.  cfg_route.c answers the
+ * questions about them (which credentials, which route); this file
+ * reads, checks and parses them.
  *
  * Public: cfg_files_load(), cfg_auth_entries(), cfg_tls_client_cert(),
  * cfg_tls_client_certs().
@@ -15,9 +16,9 @@
  * only ever in memory from secret_alloc(): excluded from core dumps
  * (MADV_DONTDUMP) and zeroed before it is unmapped; an error message
  * names the file and line and at most the DESTINATION, never the rest
- * of a line of auth_file; auth_file is refused unless it is a regular
- * file owned by root or the daemon's user and neither readable nor
- * writable by group or others.
+ * of a line of auth_file; auth_file and cluster_password are refused
+ * unless each is a regular file owned by root or the daemon's user and
+ * neither readable nor writable by group or others.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -708,6 +709,34 @@ pem_load(struct cfg *cfg, struct cfg_files *f, struct cfg_scope *sc, char *err,
 	return CFG_OK;
 }
 
+/* Reads cluster_password into F: its first line, with auth_file's
+ * rules (a secret). */
+static enum cfg_result
+cluster_password_load(
+    struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
+{
+	const char *path = cfg_str(&cfg->global, CFG_CLUSTER_PASSWORD);
+	int line = cfg_line(cfg, &cfg->global, CFG_CLUSTER_PASSWORD);
+	char *buf;
+	size_t len, n;
+
+	if (path[0] == '\0')
+		return CFG_OK;
+	buf = file_read(cfg, f, path, CFG_CLUSTER_PASSWORD, line, FC_SECRET,
+	    &len, err, errlen);
+	if (buf == NULL)
+		return CFG_ERR_FILE;
+	for (n = 0; n < len && buf[n] != '\n' && buf[n] != '\r'; n++)
+		if (buf[n] == '\0')
+			break;
+	rq_cleanse(buf + n, len - n); /* the rest is not the password */
+	if (n == 0)
+		return ferr(err, errlen, cfg->path, line,
+		    "cluster_password %s: the first line is empty", path);
+	f->cluster_password = buf;
+	return CFG_OK;
+}
+
 enum cfg_result
 cfg_files_load(struct cfg *cfg, char *err, size_t errlen)
 {
@@ -721,6 +750,8 @@ cfg_files_load(struct cfg *cfg, char *err, size_t errlen)
 	r = auth_load(cfg, f, err, errlen);
 	if (r == CFG_OK)
 		r = senders_load(cfg, f, err, errlen);
+	if (r == CFG_OK)
+		r = cluster_password_load(cfg, f, err, errlen);
 	if (r == CFG_OK)
 		r = pem_load(cfg, f, &cfg->global, err, errlen);
 	for (size_t i = 0; r == CFG_OK && i < cfg->ndomains; i++)

@@ -100,6 +100,7 @@ struct cfg_files {
 	void **secret;
 	size_t *secretlen;
 	size_t nsecret;
+	const char *cluster_password; /* in secret memory, or NULL */
 };
 
 /* Frees what cfg_files_load() made, cleansing the secrets. */
@@ -133,5 +134,11 @@ void cfg_route_dump(
  * 0, or -1 with *why (cfg_route.c). */
 extern int (*const cfg_checks[CFG_NKEYS])(
     const char *s, size_t len, const char **why);
+
+/* The value checks of the cluster keys (cfg_cluster.c), for
+ * cfg_checks: 0, or -1 with *why. */
+int cfg_cluster_check_redis(const char *s, size_t len, const char **why);
+int cfg_cluster_check_name(const char *s, size_t len, const char **why);
+int cfg_cluster_check_fallback(const char *s, size_t len, const char **why);
 
 #endif

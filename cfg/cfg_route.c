@@ -172,6 +172,11 @@ int (*const cfg_checks[CFG_NKEYS])(const char *, size_t, const char **) = {
 	[CFG_AUTH_MECHANISMS] = check_mechanisms,
 	[CFG_TLS_FINGERPRINT] = check_fingerprints,
 	[CFG_FALLBACK_RELAY] = check_relays,
+	/* cluster (cfg_cluster.c) */
+	[CFG_CLUSTER_REDIS] = cfg_cluster_check_redis,
+	[CFG_CLUSTER_NAME] = cfg_cluster_check_name,
+	[CFG_CLUSTER_NODE] = cfg_cluster_check_name,
+	[CFG_CLUSTER_FALLBACK] = cfg_cluster_check_fallback,
 };
 
 size_t

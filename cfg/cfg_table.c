@@ -151,4 +151,21 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    NOCLS, NULL, "routes by sender: SENDER [host]:port" },
 	[CFG_FALLBACK_RELAY] = { "fallback_relay", CT_STR, "", 0, 0, 0, DOM,
 	    NOCLS, NULL, "relays tried when the destination is unreachable" },
+
+	/* cluster (issue 16): cfg_cluster.c checks the values, cfg_files.c
+	 * reads the password, cluster/ shares the limits */
+	[CFG_CLUSTER_REDIS] = { "cluster_redis", CT_STR, "", 0, 0, 0, 0, NOCLS,
+	    NULL, "Redis of the cluster: IP:port or unix:/path; empty: alone" },
+	[CFG_CLUSTER_PASSWORD] = { "cluster_password", CT_PATH, "", 0, 0, 0, 0,
+	    NOCLS, NULL, "file holding the Redis password (mode 0600)" },
+	[CFG_CLUSTER_NAME] = { "cluster_name", CT_STR, "relayq", 0, 0, 0, 0,
+	    NOCLS, NULL, "the cluster's Redis key prefix" },
+	[CFG_CLUSTER_NODE] = { "cluster_node", CT_STR, "", 0, 0, 0, 0, NOCLS,
+	    NULL, "this node's name in the cluster; empty: the host name" },
+	[CFG_CLUSTER_LEASE_TIME] = { "cluster_lease_time", CT_TIME, "30s",
+	    3 * S, 1 * HOUR, S, 0, NOCLS, NULL,
+	    "a dead node's connection slots are free again after this" },
+	[CFG_CLUSTER_FALLBACK] = { "cluster_fallback", CT_STR, "share", 0, 0, 0,
+	    0, NOCLS, NULL,
+	    "while Redis is unreachable: share, local or hold" },
 };

@@ -522,6 +522,7 @@ runner_client_open(struct runner *r, const struct cfg *cfg, const char *host)
 	if (r->dns == NULL)
 		fatal(RQ_EX_CONFIG, "resolver: %s", err);
 	r->smtp = smtp_client_new(r->base, host);
+	runner_cluster_open(r, cfg, host);
 
 	r->max_msgs = (size_t)cfg_int(g, CFG_MAX_CONNECTIONS_TOTAL) * 4;
 	if (r->max_msgs < 2000)
@@ -621,6 +622,8 @@ runner_shutdown(struct runner *r, struct rcfg *first)
 	runner_dest_jobs_drop(r);
 	runner_dns_free(r->dns);
 	smtp_client_free(r->smtp); /* may still report results: commit */
+	runner_cluster_close(r); /* the leases go back (closed above) */
+	r->smtp = NULL;
 	runner_result_commit(r, true);
 	probe_stop();
 	runner_dest_destroy(r);

@@ -821,6 +821,9 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 
 	while ((conn = TAILQ_FIRST(&client->dead)) != NULL) {
 		TAILQ_REMOVE(&client->dead, conn, entry);
+		if (conn->gone_key != NULL && client->close_cb != NULL)
+			client->close_cb(client->close_arg, conn->gone_key);
+		free(conn->gone_key);
 		event_free(conn->timer);
 		free(conn->cafile);
 		free(conn->auth_id);

@@ -101,6 +101,8 @@ struct smtp_conn {
 	bool body_done;
 	bool policy_fail; /* a TLS requirement failed, not the host */
 	bool dead;
+	bool retire; /* QUITs after its request (smtp_client_conn_retire) */
+	char *gone_key; /* closed: its key, for the close hook */
 	/* implicit TLS, SMTP AUTH */
 	bool wrapper; /* TLS from the first byte (tls_wrapper, port 465) */
 	bool auth_tls; /* TLS is required because of the credentials */
@@ -135,6 +137,8 @@ struct smtp_client {
 	struct event *kids_ev;
 	void (*sd_cb)(void *);
 	void *sd_arg;
+	void (*close_cb)(void *, const char *); /* smtp_client_on_close */
+	void *close_arg;
 };
 
 /* ---- the session state machine (smtp_client.c) ---- */

@@ -37,6 +37,8 @@ static const struct command commands[] = {
 	{ "release", cmd_release, "ID...", "resume held messages" },
 	{ "delete", cmd_delete, "ID... | --all", "remove messages, no DSN" },
 	{ "flush", cmd_flush, "[ID...]", "make deferred recipients due now" },
+	{ "cluster", cmd_cluster, "",
+	    "the cluster's nodes and shared limits (Redis)" },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
