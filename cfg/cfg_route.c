@@ -172,6 +172,10 @@ int (*const cfg_checks[CFG_NKEYS])(const char *, size_t, const char **) = {
 	[CFG_AUTH_MECHANISMS] = check_mechanisms,
 	[CFG_TLS_FINGERPRINT] = check_fingerprints,
 	[CFG_FALLBACK_RELAY] = check_relays,
+	[CFG_ORIGIN] = cfg_ident_check_domain,
+	[CFG_HELO_NAME] = cfg_ident_check_helo,
+	[CFG_POSTMASTER] = cfg_ident_check_addr,
+	[CFG_LOCAL_FALLBACK] = cfg_ident_check_addr,
 };
 
 size_t

@@ -75,19 +75,11 @@ notify_failure(const struct queue_msg *m, const struct queue_rcpt *r)
 	return !(nt & QNOTIFY_NEVER) && (nt & QNOTIFY_FAILURE);
 }
 
-/* The reporting MTA's name: hostname, else the host's name. */
+/* The reporting MTA's name: hostname (the host's FQDN unless set). */
 static void
 host_name(const struct cfg *cfg, char *buf, size_t len)
 {
-	const char *h = cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME);
-
-	if (h[0] != '\0') {
-		snprintf(buf, len, "%s", h);
-		return;
-	}
-	if (gethostname(buf, len) != 0 || buf[0] == '\0')
-		snprintf(buf, len, "localhost");
-	buf[len - 1] = '\0';
+	snprintf(buf, len, "%s", cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME));
 }
 
 /*
@@ -180,6 +172,7 @@ notice_insert(struct queue_txn *txn, const struct cfg *cfg,
 	memset(&d, 0, sizeof(d));
 	d.event = ev;
 	d.hostname = host;
+	d.origin = cfg_str(cfg_scope(cfg, NULL), CFG_ORIGIN);
 	d.queue_id = m->idstr;
 	d.sender = to;
 	d.arrival = m->arrival;
@@ -227,13 +220,11 @@ event_log_name(enum expiry_event ev)
 	}
 }
 
-/* True when M is a notice relayq sent to postmaster (never copied). */
+/* True when M is a notice relayq sent to postmaster PM (never
+ * copied). */
 static bool
-is_postmaster_copy(const struct queue_msg *m, const char *host)
+is_postmaster_copy(const struct queue_msg *m, const char *pm)
 {
-	char pm[300];
-
-	snprintf(pm, sizeof(pm), "postmaster@%s", host);
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		if (strcasecmp(m->rcpts[i].addr, pm) != 0)
 			return false;
@@ -251,7 +242,7 @@ notice_undeliverable(struct queue_txn *txn, const struct cfg *cfg,
     const struct queue_msg *m, const char *body, size_t bodylen,
     const struct nrcpt *rc, size_t nr, int64_t now)
 {
-	char host[256], pm[300];
+	const char *pm = cfg_str(cfg_scope(cfg, NULL), CFG_POSTMASTER);
 	uint64_t cid = 0;
 	enum queue_result res;
 
@@ -273,10 +264,8 @@ notice_undeliverable(struct queue_txn *txn, const struct cfg *cfg,
 	if (!cfg_int(cfg_scope(cfg, NULL), CFG_NOTIFY_POSTMASTER) ||
 	    m->cls != CFG_DSN)
 		return QUEUE_OK;
-	host_name(cfg, host, sizeof(host));
-	if (is_postmaster_copy(m, host))
+	if (is_postmaster_copy(m, pm))
 		return QUEUE_OK;
-	snprintf(pm, sizeof(pm), "postmaster@%s", host);
 	res = notice_insert(txn, cfg, m, body, bodylen, EXPIRY_EV_FAILED, rc,
 	    nr, pm, now, &cid);
 	if (res == QUEUE_OK)

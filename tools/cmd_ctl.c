@@ -6,7 +6,9 @@
  * Public: cmd_hold(), cmd_release(), cmd_delete(), cmd_flush().
  * Changes go in short write transactions of at most CTL_BATCH messages,
  * then the daemon is woken (queue_wakeup_send), so it sees them at once and
- * is never blocked for long.  Exit 0; 64 usage; 67 (EX_NOUSER) when a
+ * is never blocked for long.  A flush also leaves flush notes
+ * (queue_flush_note): the daemon forgets the host status of the
+ * destinations flushed (all of them without IDs), as postqueue -f.  Exit 0; 64 usage; 67 (EX_NOUSER) when a
  * named message does not exist (the others are still done); 77
  * permission; 75 queue error.
  */
@@ -92,6 +94,8 @@ ctl_opt(void *arg, int ch, const char *optarg)
 static enum queue_result
 apply(enum ctl_op op, struct queue_txn *t, uint64_t id, int64_t now)
 {
+	enum queue_result r;
+
 	switch (op) {
 	case CTL_HOLD:
 		return queue_msg_hold(t, id);
@@ -100,7 +104,10 @@ apply(enum ctl_op op, struct queue_txn *t, uint64_t id, int64_t now)
 	case CTL_DELETE:
 		return queue_msg_remove(t, id);
 	case CTL_FLUSH:
-		return queue_msg_flush(t, id, now);
+		/* and the daemon forgets the host status of its
+		 * destinations (queue_flush_note) */
+		r = queue_msg_flush(t, id, now);
+		return r == QUEUE_OK ? queue_flush_note(t, id) : r;
 	}
 	abort();
 }
@@ -178,6 +185,23 @@ page_cb(const struct queue_msg *m, void *arg)
 	return pg->n < CTL_BATCH;
 }
 
+/* Notes a flush of everything: the daemon forgets every host status,
+ * as with Postfix's postqueue -f, whatever was waiting. */
+static int
+flush_all_note(struct queue *q)
+{
+	struct queue_txn *t = queue_txn_begin(q);
+
+	if (t == NULL)
+		return tools_fail(
+		    RQ_EX_TEMPFAIL, "flush", "queue error (see the log)");
+	queue_flush_note(t, 0);
+	if (queue_txn_commit(t) != QUEUE_OK)
+		return tools_fail(
+		    RQ_EX_TEMPFAIL, "flush", "queue error (see the log)");
+	return RQ_EX_OK;
+}
+
 static int
 ctl_main(enum ctl_op op, int argc, char **argv)
 {
@@ -222,7 +246,11 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 			    "no such message (the queue is empty)");
 		return rc;
 	}
-	if (!ca.all) {
+	if (op == CTL_FLUSH && ca.all)
+		rc = flush_all_note(q);
+	if (rc != RQ_EX_OK) {
+		/* said why */
+	} else if (!ca.all) {
 		rc = apply_ids(op, q, ids, nids, &ndone, &missing);
 	} else {
 		struct page *pg = xcalloc(1, sizeof(*pg));
@@ -240,7 +268,7 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 		missing = false; /* vanished meanwhile: not the user's error */
 		free(pg);
 	}
-	if (ndone > 0)
+	if (ndone > 0 || op == CTL_FLUSH)
 		queue_wakeup_send(q);
 	queue_close(q);
 	cfg_free(cfg);
