@@ -147,8 +147,7 @@ host_fqdn(void)
 
 	pthread_mutex_lock(&fqdn_mu);
 	if (fqdn[0] == '\0') {
-		if (gethostname(host, sizeof(host) - 1) != 0 ||
-		    host[0] == '\0')
+		if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
 			strcpy(host, "localhost");
 		host[sizeof(host) - 1] = '\0';
 		if (!fqdn_lookup(host, fqdn, sizeof(fqdn)))
@@ -275,8 +274,8 @@ cfg_ident_check_addr(const char *s, size_t len, const char **why)
 
 /* Makes a cfg_local of CFG's identity and the tables given (owned). */
 static struct cfg_local *
-local_new(const struct cfg *cfg, struct mail_aliases *aliases,
-    struct mail_map *map)
+local_new(
+    const struct cfg *cfg, struct mail_aliases *aliases, struct mail_map *map)
 {
 	const struct cfg_scope *g = &cfg->global;
 	struct cfg_local *l = xcalloc(1, sizeof(*l));
@@ -297,8 +296,8 @@ local_new(const struct cfg *cfg, struct mail_aliases *aliases,
 
 /* Gives CFG new rules with these tables (owned), dropping its old. */
 void
-cfg_local_set(struct cfg *cfg, struct mail_aliases *aliases,
-    struct mail_map *map)
+cfg_local_set(
+    struct cfg *cfg, struct mail_aliases *aliases, struct mail_map *map)
 {
 	struct cfg_local *old = cfg->local;
 
@@ -373,13 +372,13 @@ cfg_ident_resolve(struct cfg *cfg)
 		eff_set(cfg, g, CFG_HOSTNAME, host_fqdn());
 	if (cfg_str(g, CFG_ORIGIN)[0] == '\0') {
 		if (!mailname_read(buf, sizeof(buf)))
-			snprintf(buf, sizeof(buf), "%s",
-			    cfg_str(g, CFG_HOSTNAME));
+			snprintf(
+			    buf, sizeof(buf), "%s", cfg_str(g, CFG_HOSTNAME));
 		eff_set(cfg, g, CFG_ORIGIN, buf);
 	}
 	if (cfg_str(g, CFG_POSTMASTER)[0] == '\0') {
-		snprintf(buf, sizeof(buf), "postmaster@%s",
-		    cfg_str(g, CFG_ORIGIN));
+		snprintf(
+		    buf, sizeof(buf), "postmaster@%s", cfg_str(g, CFG_ORIGIN));
 		eff_set(cfg, g, CFG_POSTMASTER, buf);
 	}
 	/* unset: /etc/aliases when it exists; set empty: none */

@@ -38,8 +38,7 @@
 
 /* Records "NAME:LINE: message" in ERR; returns MAIL_TABLE_BAD. */
 static enum mail_table_result __attribute__((format(printf, 5, 6)))
-terr(char *err, size_t errlen, const char *name, int line, const char *fmt,
-    ...)
+terr(char *err, size_t errlen, const char *name, int line, const char *fmt, ...)
 {
 	va_list ap;
 	int off;
@@ -123,14 +122,12 @@ name_read(struct aparse *p, int line, const char *l, size_t n, char **out,
 		if (i >= n || l[i] != '"') {
 			free(name);
 			return terr(p->err, p->errlen, p->file, line,
-			    "bad quoted name %s",
-			    quote(l, n, q, sizeof(q)));
+			    "bad quoted name %s", quote(l, n, q, sizeof(q)));
 		}
 		i++;
 	} else {
 		while (i < n && l[i] != ':' && l[i] != ' ' && l[i] != '\t') {
-			if (!name_byte_ok((unsigned char)l[i]) ||
-			    l[i] == '@') {
+			if (!name_byte_ok((unsigned char)l[i]) || l[i] == '@') {
 				free(name);
 				return terr(p->err, p->errlen, p->file, line,
 				    "bad alias name \"%s\" (a local name: no "
@@ -229,8 +226,7 @@ target_read(struct aparse *p, int line, const char *name, const char *s,
 		free(addr);
 		return terr(p->err, p->errlen, p->file, line,
 		    "%s: bad address \"%s\"%s%s", name,
-		    quote(s, n, q, sizeof(q)),
-		    aerr.why != NULL ? ": " : "",
+		    quote(s, n, q, sizeof(q)), aerr.why != NULL ? ": " : "",
 		    aerr.why != NULL ? aerr.why : "");
 	}
 	t->kind = MAIL_ALIAS_ADDR;
@@ -317,12 +313,14 @@ entry_read(struct aparse *p, int line, const char *l, size_t n)
 		alias_clear(&a);
 		return terr(p->err, p->errlen, p->file, line,
 		    "unbalanced %s in %s",
-		    inq ? "quote" : depth > 0 ? "parenthesis" : "'<'",
+		    inq		    ? "quote"
+			: depth > 0 ? "parenthesis"
+				    : "'<'",
 		    quote(l, n, q, sizeof(q)));
 	}
 	if (a.n == 0) {
-		enum mail_table_result r = terr(p->err, p->errlen, p->file,
-		    line, "%s: no address", a.name);
+		enum mail_table_result r = terr(
+		    p->err, p->errlen, p->file, line, "%s: no address", a.name);
 
 		alias_clear(&a);
 		return r;
@@ -426,8 +424,8 @@ mail_aliases_parse(const char *name, const char *buf, size_t len,
 			    quote(line + k, n - k, q, sizeof(q)));
 			break;
 		}
-		if (ll > 0 && (r = entry_read(&p, lstart, lbuf, ll)) !=
-		    MAIL_TABLE_OK)
+		if (ll > 0 &&
+		    (r = entry_read(&p, lstart, lbuf, ll)) != MAIL_TABLE_OK)
 			break;
 		if (n + 1 > lcap) {
 			lcap = (n + 1) * 2;

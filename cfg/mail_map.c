@@ -30,8 +30,7 @@
 
 /* Records "NAME:LINE: message" in ERR; returns MAIL_TABLE_BAD. */
 static enum mail_table_result __attribute__((format(printf, 5, 6)))
-merr(char *err, size_t errlen, const char *name, int line, const char *fmt,
-    ...)
+merr(char *err, size_t errlen, const char *name, int line, const char *fmt, ...)
 {
 	va_list ap;
 	int off;
@@ -72,15 +71,17 @@ domain_ok(const char *s, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (c == '.' ? i == 0 || i + 1 == n || s[i + 1] == '.'
-			     : !(isalnum(c) || c == '-' || c == '_' ||
-				   c >= 0x80))
+		if (c == '.'
+			? i == 0 || i + 1 == n || s[i + 1] == '.'
+			: !(isalnum(c) || c == '-' || c == '_' || c >= 0x80))
 			return false;
 	}
 	return true;
 }
 
-/* True for a user as a key names it: printable, no blank, no '@'. */
+/* True for a user as a key names it: printable, no blank, no '@', no
+ * quote or backslash (a quoted local part is not a key: the lookup
+ * would never find it). */
 static bool
 user_ok(const char *s, size_t n)
 {
@@ -89,7 +90,8 @@ user_ok(const char *s, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (c <= 0x20 || c == 0x7f || c == '@' || c == '<' || c == '>')
+		if (c <= 0x20 || c == 0x7f || c == '@' || c == '<' ||
+		    c == '>' || c == '"' || c == '\\')
 			return false;
 	}
 	return true;
@@ -190,8 +192,8 @@ mail_map_parse(const char *name, const char *buf, size_t len,
 			    ? user_ok(l, kn)
 			    : (at == l || user_ok(l, (size_t)(at - l))) &&
 				domain_ok(at + 1, (size_t)(l + kn - at - 1)) &&
-				memchr(at + 1, '@', (size_t)(l + kn - at - 1)) ==
-				    NULL;
+				memchr(at + 1, '@',
+				    (size_t)(l + kn - at - 1)) == NULL;
 
 			if (!ok) {
 				rq_sanitize(q, sizeof(q), l, kn < 60 ? kn : 60);
@@ -204,8 +206,8 @@ mail_map_parse(const char *name, const char *buf, size_t len,
 		}
 		if ((val = value_read(v, vn, &why)) == NULL) {
 			rq_sanitize(q, sizeof(q), v, vn < 60 ? vn : 60);
-			r = merr(err, errlen, name, lno, "bad address \"%s\": %s",
-			    q, why);
+			r = merr(err, errlen, name, lno,
+			    "bad address \"%s\": %s", q, why);
 			break;
 		}
 		key = xstrndup(l, kn);

@@ -46,14 +46,9 @@ tables_load(struct cfg *cfg)
 int
 send_aliases_run(struct cfg *cfg)
 {
-	const char *path = cfg_str(cfg_scope(cfg, NULL), CFG_ALIAS_FILE);
-	int rc = tables_load(cfg);
-
-	if (rc == RQ_EX_OK && path[0] == '\0')
-		fprintf(stderr,
-		    "relayq newaliases: no alias_file (and no /etc/aliases): "
-		    "nothing to check\n");
-	return rc;
+	/* no alias_file: nothing to check, and nothing said (as
+	 * Postfix's newaliases with no alias_database) */
+	return tables_load(cfg);
 }
 
 /* One -bv operand being verified. */
@@ -110,8 +105,9 @@ send_verify_run(struct cfg *cfg, const struct send_opts *o)
 	if (rc != RQ_EX_OK)
 		return rc;
 	if (o->nrcpt == 0) {
-		fprintf(stderr, "relayq send: -bv: name the addresses to "
-				"verify\n");
+		fprintf(stderr,
+		    "relayq send: -bv: name the addresses to "
+		    "verify\n");
 		return RQ_EX_USAGE;
 	}
 	for (int i = 0; i < o->nrcpt; i++) {

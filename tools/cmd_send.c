@@ -162,7 +162,7 @@ usage(FILE *fp)
 	    "  -bi, -I    check alias_file, as newaliases (65 syntax, 78\n"
 	    "             unreadable)\n"
 	    "  -bp        `relayq mailq`;  -q  `relayq flush` (-q with an\n"
-	    "             interval, -q15m, is not supported: 64)\n"
+	    "             interval, -q15m, is not supported: ignored)\n"
 	    "Ignored for compatibility: -B TYPE, -bm, -L TAG, -m, -n, -o*,\n"
 	    "-O OPT, -U, -v, -X FILE, -h N, -G, -A*, -p*.\n"
 	    "Bcc: headers are removed; a recipient without a domain gets\n"
@@ -367,7 +367,7 @@ opt_missing(char ch)
  * Applies one of the letters that set something particular: -t, -i,
  * -oi (other -oX are ignored), -b (mode: m sends, i checks the aliases,
  * p lists the queue, s speaks SMTP, v verifies addresses), -I (checks
- * the aliases), -q (flush; with an interval, a usage error).
+ * the aliases), -q (flush; with an interval, ignored).
  */
 static int
 opt_letter_own(int argc, char **argv, int *i, size_t *j, struct send_opts *o)
@@ -1346,10 +1346,8 @@ cmd_send(int argc, char **argv)
 	if (o.mode == MODE_MAILQ || o.mode == MODE_FLUSH)
 		return mode_run(&o);
 	if (o.mode == MODE_QINTERVAL)
-		return send_fail(RQ_EX_USAGE,
-		    "-q with an interval is not supported: relayq run "
-		    "delivers continuously and retries on its own; -q alone "
-		    "(relayq flush) delivers the queue now");
+		return RQ_EX_OK; /* ignored, as Postfix's sendmail: relayq run
+				    retries on its own schedule */
 	cfg = tools_cfg_load(tools_cfg_path(o.cfg_path));
 	switch (o.mode) {
 	case MODE_ALIASES:

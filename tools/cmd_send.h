@@ -21,7 +21,7 @@ enum send_mode {
 	MODE_SMTP, /* -bs: SMTP on standard input and output */
 	MODE_MAILQ, /* -bp: relayq mailq */
 	MODE_FLUSH, /* -q, -qR..., -qI...: relayq flush */
-	MODE_QINTERVAL, /* -q15m: not supported (64) */
+	MODE_QINTERVAL, /* -q15m: not supported (ignored, as Postfix) */
 };
 
 /* The parsed command line (and, for -bs, one SMTP transaction). */

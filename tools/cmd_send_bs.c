@@ -253,13 +253,11 @@ cmd_mail(struct bs *s, const char *arg)
 {
 	char *addr = NULL, *params, *k, *v, *copy = NULL;
 
-	if (!s->greeted)
-		{
+	if (!s->greeted) {
 		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return;
 	}
-	if (s->have_mail)
-		{
+	if (s->have_mail) {
 		reply(s, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
@@ -269,16 +267,17 @@ cmd_mail(struct bs *s, const char *arg)
 	if (!path_split(copy, "FROM:", &addr, &params)) {
 		free(copy);
 		{
-		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
-		return;
-	}
+			reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+			return;
+		}
 	}
 	txn_reset(s);
 	while (param_next(&params, &k, &v)) {
 		if (strcasecmp(k, "SIZE") == 0 && v != NULL) {
 			if (strtoull(v, NULL, 10) > s->max_size) {
-				reply(s, "552 5.3.4 Message size exceeds fixed "
-					 "limit");
+				reply(s,
+				    "552 5.3.4 Message size exceeds fixed "
+				    "limit");
 				goto bad;
 			}
 		} else if (strcasecmp(k, "BODY") == 0 && v != NULL &&
@@ -335,8 +334,7 @@ cmd_rcpt(struct bs *s, const char *arg)
 	char *notify = NULL, *orcpt = NULL;
 	unsigned bits;
 
-	if (!s->have_mail)
-		{
+	if (!s->have_mail) {
 		reply(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
@@ -345,13 +343,14 @@ cmd_rcpt(struct bs *s, const char *arg)
 	if (!path_split(copy, "TO:", &addr, &params)) {
 		free(copy);
 		{
-		reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
-		return;
-	}
+			reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+			return;
+		}
 	}
 	while (param_next(&params, &k, &v)) {
 		if (strcasecmp(k, "NOTIFY") == 0 && v != NULL &&
-		    mail_notify_parse(v, strlen(v), MAIL_NOTIFY_STRICT, &bits)) {
+		    mail_notify_parse(
+			v, strlen(v), MAIL_NOTIFY_STRICT, &bits)) {
 			free(notify);
 			notify = strdup(v);
 		} else if (strcasecmp(k, "ORCPT") == 0 && v != NULL &&
@@ -475,7 +474,8 @@ cmd_data(struct bs *s)
 	if (over) {
 		reply(s, "552 5.3.4 Message size exceeds fixed limit");
 	} else if (fflush(fp) != 0 || ferror(fp) || fseek(fp, 0, SEEK_SET)) {
-		reply(s, "451 4.3.0 Error: temporary file: %s", strerror(errno));
+		reply(
+		    s, "451 4.3.0 Error: temporary file: %s", strerror(errno));
 	} else {
 		o.sender = s->sender;
 		o.ret = s->ret;
@@ -507,17 +507,14 @@ cmd_data(struct bs *s)
 static void
 cmd_hello(struct bs *s, const char *arg, bool esmtp)
 {
-	if (arg[0] == '\0')
-		{
-		reply(s, "501 Syntax: %s hostname",
-		    esmtp ? "EHLO" : "HELO");
+	if (arg[0] == '\0') {
+		reply(s, "501 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
 		return;
 	}
 	txn_reset(s);
 	s->greeted = true;
 	s->esmtp = esmtp;
-	if (!esmtp)
-		{
+	if (!esmtp) {
 		reply(s, "250 %s", s->host);
 		return;
 	}
@@ -563,8 +560,8 @@ command_run(struct bs *s, char *line)
 	} else {
 		reply(s, "502 5.5.2 Error: command not recognized");
 		if (++s->errors >= BS_ERRORS_MAX) {
-			reply(s, "421 4.7.0 %s Error: too many errors",
-			    s->host);
+			reply(
+			    s, "421 4.7.0 %s Error: too many errors", s->host);
 			return false;
 		}
 	}
