@@ -137,12 +137,15 @@ main(int argc, char **argv)
 		/* as `sendmail -bi`: check alias_file */
 		static char bi[] = "-bi";
 		char **av = xcalloc((size_t)argc + 2, sizeof(*av));
+		int rc;
 
 		av[0] = (char *)"send";
 		av[1] = bi;
 		for (int k = 1; k < argc; k++)
 			av[k + 1] = argv[k];
-		return dispatch("send", argc + 1, av);
+		rc = dispatch("send", argc + 1, av);
+		free(av);
+		return rc;
 	}
 	while (i < argc && argv[i][0] == '-') {
 		if (strcmp(argv[i], "--version") == 0 ||

@@ -51,8 +51,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct mail_aliases *t = NULL;
 	char err[512];
-	struct mail_local ml = { "example.org", "host.example.org", NULL,
-		NULL, NULL };
+	struct mail_local ml = { "example.org", "host.example.org", NULL, NULL,
+		NULL };
 
 	if (mail_aliases_parse("fuzz", (const char *)data, size, &t, err,
 		sizeof(err)) != MAIL_TABLE_OK) {

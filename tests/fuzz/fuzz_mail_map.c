@@ -56,8 +56,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *nul = memchr(buf, '\0', size);
 	size_t mlen = nul != NULL ? (size_t)(nul - buf) : size;
 	struct mail_map *m = NULL;
-	struct mail_local ml = { "example.org", "host.example.org", NULL,
-		NULL, NULL };
+	struct mail_local ml = { "example.org", "host.example.org", NULL, NULL,
+		NULL };
 	const struct mail_addr_syntax syn = { MAIL_ADDR_WORD_LIMIT,
 		"example.org", MAIL_ADDR_LEN_MAX };
 	struct mail_addr_error aerr;
