@@ -52,14 +52,14 @@ static const struct {
 	const char *want;
 	size_t skipped, loops;
 } expands[] = {
-	{ "root@example.org", NULL,
-	    "admin@example.net a@x.test B@X.test", 1, 0 },
-	{ "postmaster@example.org", NULL,
-	    "admin@example.net a@x.test B@X.test", 1, 0 },
+	{ "root@example.org", NULL, "admin@example.net a@x.test B@X.test", 1,
+	    0 },
+	{ "postmaster@example.org", NULL, "admin@example.net a@x.test B@X.test",
+	    1, 0 },
 	{ "POSTMASTER@Host.Example.Org", NULL,
 	    "admin@example.net a@x.test B@X.test", 1, 0 },
-	{ "postmaster@localhost", NULL,
-	    "admin@example.net a@x.test B@X.test", 1, 0 },
+	{ "postmaster@localhost", NULL, "admin@example.net a@x.test B@X.test",
+	    1, 0 },
 	{ "l1@example.org", NULL, "end@x.test", 0, 1 },
 	{ "self@example.org", NULL, "self@example.org copy@x.test", 0, 0 },
 	{ "quoted name@example.org", NULL, "q@x.test", 0, 0 },
@@ -95,8 +95,8 @@ test_aliases(void)
 	struct mail_aliases *t = NULL;
 	char err[512];
 
-	CHECK_INT(mail_aliases_parse("t", ALIASES, strlen(ALIASES), &t, err,
-		      sizeof(err)),
+	CHECK_INT(mail_aliases_parse(
+		      "t", ALIASES, strlen(ALIASES), &t, err, sizeof(err)),
 	    MAIL_TABLE_OK);
 	if (t == NULL)
 		return;
@@ -108,8 +108,8 @@ test_aliases(void)
 		struct mail_expand_info info;
 
 		memset(&info, 0, sizeof(info));
-		CHECK_INT(mail_alias_expand(
-			      &ml, expands[i].rcpt, collect, &g, &info),
+		CHECK_INT(
+		    mail_alias_expand(&ml, expands[i].rcpt, collect, &g, &info),
 		    MAIL_ADDR_OK);
 		CHECK_STR(g.s, expands[i].want);
 		CHECK_INT(info.skipped, expands[i].skipped);
@@ -194,8 +194,8 @@ test_map(void)
 		    map_parses[i].text, strlen(map_parses[i].text), &m, err,
 		    sizeof(err));
 
-		CHECK_INT(r, map_parses[i].err == NULL ? MAIL_TABLE_OK
-						       : MAIL_TABLE_BAD);
+		CHECK_INT(r,
+		    map_parses[i].err == NULL ? MAIL_TABLE_OK : MAIL_TABLE_BAD);
 		if (r == MAIL_TABLE_OK)
 			mail_map_free(m);
 		else
@@ -243,8 +243,8 @@ test_spans(void)
 		struct spans sp = { span_cases[i].value, "" };
 		struct mail_addr_error err;
 
-		mail_addrlist_spans(sp.v, strlen(sp.v), &syn, span_collect, &sp,
-		    &err);
+		mail_addrlist_spans(
+		    sp.v, strlen(sp.v), &syn, span_collect, &sp, &err);
 		CHECK_STR(sp.s, span_cases[i].want);
 	}
 }

@@ -469,6 +469,43 @@ def test_flush_forgets_host_status():
             rl.stop(d)
 
 
+def qid_of(e, rcpt):
+    for line in e.run("mailq", "--json", check_rc=0).stdout.splitlines():
+        m = json.loads(line)
+        if any(r["address"] == rcpt for r in m["recipients"]):
+            return m["queue_id"]
+    raise Fail("no message to " + rcpt)
+
+
+def test_flush_id_forgets_its_destinations_only():
+    etc_reset()
+    with Env() as e:
+        pa, pb = rqlib.free_port(), rqlib.free_port()
+        conf(e, "timeout.hoststatus = 1h\nretry.min = 1h\nretry.max = 1h\n"
+             "[domain a.test]\nrelayhost = [127.0.0.1]:%d\n"
+             "[domain b.test]\nrelayhost = [127.0.0.1]:%d\n" % (pa, pb))
+        d = rl.start(e)
+        try:
+            rl.drop(e, ["x@a.test"])
+            rl.drop(e, ["y@b.test"])
+            rqlib.wait_for(lambda: len([x for x in rl.deliveries(e)
+                                        if x["status"] == "deferred"]) >= 2,
+                           30, what="both deferred")
+            _, _, da = rl.sink(e, port=pa)
+            _, _, db = rl.sink(e, port=pb)
+            e.run("flush", qid_of(e, "x@a.test"), check_rc=0)
+            rqlib.wait_for(lambda: len(rl.dumps(da)) >= 1, 30,
+                           what="a.test delivered after its flush")
+            time.sleep(1.5)
+            check_eq(rl.dumps(db), [], "b.test not flushed")
+            # a new message to b.test still waits: its host status stays
+            rl.drop(e, ["z@b.test"])
+            time.sleep(1.5)
+            check_eq(rl.dumps(db), [], "b.test host still down")
+        finally:
+            rl.stop(d)
+
+
 def next_attempts(e):
     """The next_attempt of every recipient in the queue (mailq --json)."""
     out = []
