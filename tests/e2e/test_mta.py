@@ -229,6 +229,33 @@ def test_local_fallback():
                          "x@remote.test"], "fallback for local names")
 
 
+def test_notices_to_local_senders_are_aliased():
+    """A bounce of cron's mail (sender root@origin) goes where mail to
+    root goes: its aliases, as Postfix's bounces go through aliasing."""
+    etc_reset()
+    with Env() as e:
+        al = write(e, "aliases", "root: admin@x.test, ops@x.test\n")
+        conf(e, "relayhost = [127.0.0.1]:%d\nalias_file = %s\n"
+             "retry.min = 1h\nretry.max = 1h\n"
+             % (rqlib.free_port(), al))
+        e.run("send", "-f", "root", "far@y.test",
+              input=b"Subject: cron\n\nx\n", check_rc=0)
+        rl.run_idle(e)
+        e.run("bounce", qid_of(e, "far@y.test"), check_rc=0)
+        notices = []
+        for line in e.run("mailq", "--json",
+                          check_rc=0).stdout.splitlines():
+            m = json.loads(line)
+            if m["sender"] == "":
+                notices.append(sorted(r["address"]
+                                      for r in m["recipients"]))
+        check_eq(notices, [["admin@x.test", "ops@x.test"]],
+                 "the bounce's recipients")
+        p = e.run("show", qid_of(e, "admin@x.test"), check_rc=0)
+        check(b"To: <root@relayq.test>" in p.stdout,
+              "the notice's To: is the sender as written")
+
+
 def test_newaliases_and_bi():
     etc_reset()
     with Env() as e:
