@@ -16,6 +16,8 @@
  * why in its reply: 554 for what send refuses (65), 451 for what may
  * work later (75).
  *
+ * A client silent for BS_IDLE_SECS ends the session (exit 75).
+ *
  * Public (cmd_send.h): send_smtp_run().
  * Invariant: "250 ... queued" is written exactly when send_submit()
  * put the message into incoming/ (fsync'd).
@@ -39,6 +41,10 @@
 #define BS_XTEXT_MAX 500 /* an ORCPT as intake takes it */
 #define BS_ENVID_MAX 100 /* RFC 3461 4.4 */
 #define BS_ERRORS_MAX 20 /* bad commands before the session ends */
+/* A client silent this long is gone: SIGALRM ends the session (75,
+ * nothing half-written left: send's handler), as Postfix's
+ * smtpd_timeout. */
+#define BS_IDLE_SECS 300
 
 /* Standard input, read by hand so that we know when none waits. */
 struct bs_in {
@@ -74,9 +80,11 @@ in_fill(struct bs_in *in)
 	if (in->eof)
 		return false;
 	fflush(stdout); /* nothing waits: say what was answered */
+	alarm(BS_IDLE_SECS);
 	do
 		n = read(STDIN_FILENO, in->buf, sizeof(in->buf));
 	while (n < 0 && errno == EINTR);
+	alarm(0);
 	if (n <= 0) {
 		in->eof = true;
 		return false;
