@@ -61,7 +61,7 @@ struct bs {
 	const char *host;
 	uint64_t max_size;
 	size_t max_rcpt;
-	bool greeted, esmtp;
+	bool greeted, esmtp; /* HELO or EHLO said; which */
 	bool have_mail;
 	char *sender, *ret, *envid;
 	char **rcpts, **notify, **orcpt;
@@ -261,10 +261,7 @@ cmd_mail(struct bs *s, const char *arg)
 {
 	char *addr = NULL, *params, *k, *v, *copy = NULL;
 
-	if (!s->greeted) {
-		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
-		return;
-	}
+	/* no HELO required first, as Postfix (smtpd_helo_required = no) */
 	if (s->have_mail) {
 		reply(s, "503 5.5.1 Error: nested MAIL command");
 		return;

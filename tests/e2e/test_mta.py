@@ -14,6 +14,7 @@ directory of this test's own.
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -254,6 +255,41 @@ def test_notices_to_local_senders_are_aliased():
         p = e.run("show", qid_of(e, "admin@x.test"), check_rc=0)
         check(b"To: <root@relayq.test>" in p.stdout,
               "the notice's To: is the sender as written")
+
+
+def test_aliases_reread_on_sighup():
+    """SIGHUP rereads alias_file: mail dropped after the reload goes to
+    the new alias; a broken file is refused and the old rules kept."""
+    etc_reset()
+    with Env() as e:
+        sp, port, dump = rl.sink(e)
+        al = write(e, "aliases", "root: first@x.test\n")
+        conf(e, "relayhost = [127.0.0.1]:%d\nalias_file = %s\n"
+             % (port, al))
+        d = rl.start(e)
+        try:
+            def send_root(n):
+                e.run("send", "-f", "s@x.test", "root",
+                      input=b"Subject: %d\n\nx\n" % n, check_rc=0)
+                rqlib.wait_for(lambda: len(rl.dumps(dump)) >= n, 30,
+                               what="message %d delivered" % n)
+                return rl.dumps(dump)[-1][0] if n == 1 else sorted(
+                    r for t in rl.dumps(dump) for r in t[0])
+            check_eq(send_root(1), ["first@x.test"], "before the reload")
+            write(e, "aliases", "root: second@x.test\n")
+            d.send_signal(signal.SIGHUP)
+            rqlib.wait_for(lambda: "reloaded configuration" in e.log_text(),
+                           20, what="reload")
+            check_eq(send_root(2), ["first@x.test", "second@x.test"],
+                     "after the reload")
+            write(e, "aliases", "root: third@x.test\nbroken line\n")
+            d.send_signal(signal.SIGHUP)
+            rqlib.wait_for(lambda: "reload refused" in e.log_text(), 20,
+                           what="reload refused")
+            check_eq(send_root(3), ["first@x.test", "second@x.test",
+                                    "second@x.test"], "old rules kept")
+        finally:
+            rl.stop(d)
 
 
 def test_newaliases_and_bi():
