@@ -116,6 +116,14 @@ enum cfg_key {
 	CFG_CLUSTER_NODE,
 	CFG_CLUSTER_LEASE_TIME,
 	CFG_CLUSTER_FALLBACK,
+	/* the machine's own mail (issue 13): identity, aliases, sender
+	 * rewriting (cfg_ident.c, cfg_files.c) */
+	CFG_ORIGIN,
+	CFG_HELO_NAME,
+	CFG_POSTMASTER,
+	CFG_ALIAS_FILE,
+	CFG_LOCAL_FALLBACK,
+	CFG_SENDER_MAP,
 	CFG_NKEYS
 };
 
@@ -343,6 +351,39 @@ int cfg_hostport_parse(
 
 /* Formats HP as written ("[host]:port", "host"), into BUF. */
 void cfg_hostport_format(const struct cfg_hostport *hp, char *buf, size_t len);
+
+/* ---- the machine's own mail: identity, aliases, sender map ----
+ * (cfg_ident.c derives hostname, origin, helo_name, postmaster and
+ * alias_file where the config leaves them unset; cfg_files.c reads
+ * alias_file and sender_map) */
+
+struct mail_local; /* mail.h */
+
+/*
+ * The rules intake applies to addresses (origin, hostname,
+ * local_fallback, and once cfg_files_load() or cfg_local_load() read
+ * them the alias table and the sender map), by reference: they stay
+ * valid after the cfg is freed until cfg_local_release(), from any
+ * thread (intake's readers across a reload).
+ */
+struct cfg_local;
+struct cfg_local *cfg_local_hold(const struct cfg *);
+void cfg_local_release(struct cfg_local *);
+const struct mail_local *cfg_local_rules(const struct cfg_local *);
+/* The same rules, valid as long as the cfg. */
+const struct mail_local *cfg_mail_local(const struct cfg *);
+
+/*
+ * Reads alias_file and sender_map alone, with the checks and errors of
+ * cfg_files_load() (for `sendmail -bv`, `-bi` and newaliases, which any
+ * user may run).  Call it before the cfg is shared.
+ */
+enum cfg_result cfg_local_load(struct cfg *, char *err, size_t errlen);
+
+/* The warnings of the alias file read ("FILE:LINE: ..." for |command,
+ * /file and :include: entries, which relayq skips, and names given
+ * twice); N into *N. */
+const char *const *cfg_alias_warnings(const struct cfg *, size_t *n);
 
 /* The name of a class ("urgent", "normal", "non-urgent", "dsn"). */
 const char *cfg_class_name(enum cfg_class);

@@ -177,6 +177,10 @@ int (*const cfg_checks[CFG_NKEYS])(const char *, size_t, const char **) = {
 	[CFG_CLUSTER_NAME] = cfg_cluster_check_name,
 	[CFG_CLUSTER_NODE] = cfg_cluster_check_name,
 	[CFG_CLUSTER_FALLBACK] = cfg_cluster_check_fallback,
+	[CFG_ORIGIN] = cfg_ident_check_domain,
+	[CFG_HELO_NAME] = cfg_ident_check_helo,
+	[CFG_POSTMASTER] = cfg_ident_check_addr,
+	[CFG_LOCAL_FALLBACK] = cfg_ident_check_addr,
 };
 
 size_t

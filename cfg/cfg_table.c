@@ -30,7 +30,7 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	[CFG_QUEUE_DIR] = { "queue_dir", CT_PATH, "/var/lib/relayq", 0, 0, 0, 0,
 	    NOCLS, NULL, "the LMDB environment" },
 	[CFG_HOSTNAME] = { "hostname", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
-	    "HELO name and DSN reporting MTA; empty: the host's name" },
+	    "HELO name and DSN reporting MTA; empty: the host's FQDN" },
 	[CFG_LOG_FILE] = { "log_file", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
 	    "delivery log file; empty: standard error" },
 	[CFG_USER] = { "user", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
@@ -168,4 +168,22 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	[CFG_CLUSTER_FALLBACK] = { "cluster_fallback", CT_STR, "share", 0, 0, 0,
 	    0, NOCLS, NULL,
 	    "while Redis is unreachable: share, local or hold" },
+	/* the machine's own mail (issue 13): cfg_ident.c derives the
+	 * identity left unset, cfg_files.c reads the tables */
+	[CFG_ORIGIN] = { "origin", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "domain of unqualified addresses and of MAILER-DAEMON; empty: "
+	    "/etc/mailname, else hostname" },
+	[CFG_HELO_NAME] = { "helo_name", CT_STR, "", 0, 0, 0, DOM, NOCLS, NULL,
+	    "what EHLO/HELO says; empty: hostname" },
+	[CFG_POSTMASTER] = { "postmaster", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "where notify_postmaster copies go; empty: postmaster@origin" },
+	[CFG_ALIAS_FILE] = { "alias_file", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "aliases(5) for local recipients; unset: /etc/aliases if it "
+	    "exists; empty: none" },
+	[CFG_LOCAL_FALLBACK] = { "local_fallback", CT_STR, "", 0, 0, 0, 0,
+	    NOCLS, NULL,
+	    "where local mail without an alias goes; empty: NAME@origin" },
+	[CFG_SENDER_MAP] = { "sender_map", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "rewrites the envelope sender and From/Sender/Reply-To/"
+	    "Return-Path: KEY ADDRESS lines" },
 };

@@ -5,8 +5,8 @@
  * Runner-private: runner_dest_init(), runner_dest_destroy(),
  * runner_dest_get(), runner_dest_enqueue(), runner_dest_putback(),
  * runner_dest_job_move(), runner_dest_kick(), runner_dest_ready_kick(),
- * runner_dest_host_down(), runner_dest_reload(), runner_dest_jobs_drop(),
- * runner_dest_find().
+ * runner_dest_host_down(), runner_dest_host_clear(), runner_dest_reload(),
+ * runner_dest_jobs_drop(), runner_dest_find().
  *
  * The rules.  Which destination a recipient's job goes to is
  * runner_route.c's choice: its lowercased domain (routed by MX), or a
@@ -350,6 +350,17 @@ runner_dest_host_down(
 		    res->nrcpts ? res->rcpts[0].status : "4.4.1");
 		runner_cluster_host_down(r, d, hs); /* for every node */
 	}
+}
+
+/* Forgets D's host status (every destination's when D is NULL). */
+void
+runner_dest_host_clear(struct runner *r, struct dest *d)
+{
+	struct dest *e;
+
+	for (e = d != NULL ? d : r->all_dests; e != NULL;
+	     e = d != NULL ? NULL : e->next)
+		e->down_until = 0;
 }
 
 /* Looks at D again shortly: it waits for connections that are closing

@@ -219,6 +219,9 @@ void runner_dest_kick(struct runner *, struct dest *);
 void runner_dest_ready_kick(struct runner *);
 void runner_dest_host_down(
     struct runner *, struct dest *, const struct smtp_result *);
+/* Forgets the host status of D (NULL: of every destination), as a
+ * flush asks (Postfix's postqueue -f): its jobs go out again at once. */
+void runner_dest_host_clear(struct runner *, struct dest *d);
 void runner_dest_reload(struct runner *);
 void runner_dest_jobs_drop(struct runner *);
 struct dest *runner_dest_find(struct runner *, const char *key);

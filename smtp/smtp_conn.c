@@ -249,19 +249,21 @@ smtp_conn_req_done(struct smtp_conn *conn)
 }
 
 /* Takes the newest idle connection of REQ's destination that logged in
- * with REQ's credentials (or none, as REQ) for REQ, or NULL. */
+ * with REQ's credentials (or none, as REQ) and greeted with REQ's
+ * helo_name, for REQ, or NULL. */
 static struct smtp_conn *
 cache_take(struct smtp_req *req)
 {
 	struct smtp_dest *d = smtp_dest_get(
 	    req->client, req->req.dest_key, false);
 	const char *id = req->req.auth ? req->req.auth->id : "";
+	const char *helo = smtp_req_helo(req);
 	struct smtp_conn *conn;
 
 	if (d == NULL || req->no_reuse)
 		return NULL;
 	TAILQ_FOREACH(conn, &d->idle, idle_entry)
-	if (strcmp(conn->auth_id, id) == 0)
+	if (strcmp(conn->auth_id, id) == 0 && strcmp(conn->helo, helo) == 0)
 		break;
 	if (conn == NULL)
 		return NULL;
