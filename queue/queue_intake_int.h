@@ -73,6 +73,10 @@ struct prep {
 	int64_t now; /* arrival */
 	int64_t maxsize; /* max_message_size when it was handed out */
 	int64_t maxrcpt, hoplimit; /* max_recipients, hopcount_limit then */
+	/* the local-mail rules then (origin, aliases, sender map): a
+	 * reference, so a reload may free their cfg while a reader uses
+	 * them (released by intake_prep_clear()) */
+	struct cfg_local *local;
 	/* the DKIM keys then: a reference, so a reload may free their cfg
 	 * while a reader signs (released by intake_prep_clear()) */
 	struct cfg_dkim *dkim;

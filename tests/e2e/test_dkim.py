@@ -359,5 +359,29 @@ def test_sighup_new_key_and_refused_key():
             check_eq([s[b"s"] for s in sigs], [sel], "selector for " + rcpt)
 
 
+def test_signed_after_sender_rewriting():
+    """sender_map rewrites From: @host.lan to @rw.test at intake; the
+    signature is made after that, for rw.test (whose key it finds by
+    the rewritten domain), and verifies on the rewritten bytes."""
+    with rqlib.Env() as env:
+        zone = Zone(env)
+        ed, ed_p = keygen(env, "ed", "ed25519")
+        zone.publish("rw", "rw.test", "ed25519", ed_p)
+        smap = os.path.join(env.dir, "senders")
+        with open(smap, "w") as f:
+            f.write("@host.lan @rw.test\n")
+        _, port, dd = sink(env)
+        env.write_conf("relayhost = [127.0.0.1]:%d\nsender_map = %s\n"
+                       "dkim_key_file = %s\ndkim_selector = rw\n"
+                       "dkim_domain = rw.test\n" % (port, smap, ed))
+        drop(env, "a@dst.test", sender="app@host.lan")
+        run_idle(env)
+        msg = received_by(dd, 1)["a@dst.test"]
+        check(b"\r\nFrom: app@rw.test\r\n" in msg, msg[:800])
+        sigs = verify_all(zone, msg)
+        check_eq([(s[b"d"], s[b"s"]) for s in sigs], [(b"rw.test", b"rw")],
+                 "signatures")
+
+
 if __name__ == "__main__":
     rqlib.main(globals())
