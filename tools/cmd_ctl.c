@@ -4,6 +4,9 @@
  * `delete ID...|--all`, `flush [ID...]`.
  *
  * Public: cmd_hold(), cmd_release(), cmd_delete(), cmd_flush().
+ * An ID of `-` reads IDs from standard input (postsuper -d - style), so
+ * `mailq | awk ... | tr -d '*!' | relayq delete -` works; IDs may carry
+ * mailq's marks; each message is done once however often it is named.
  * Changes go in short write transactions of at most CTL_BATCH messages,
  * then the daemon is woken (queue_wakeup_send), so it sees them at once and
  * is never blocked for long.  Exit 0; 64 usage; 67 (EX_NOUSER) when a
@@ -245,6 +248,31 @@ ids_read(const char *cmd, FILE *fp, struct id_list *l)
 	return RQ_EX_OK;
 }
 
+/* Orders two queue IDs, for qsort(). */
+static int
+id_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sorts L and drops repeated IDs: a pipeline may name a message twice
+ * (as postsuper, each is done once, and never "no such message"). */
+static void
+ids_unique(struct id_list *l)
+{
+	size_t n = 0;
+
+	if (l->n == 0)
+		return;
+	qsort(l->v, l->n, sizeof(*l->v), id_cmp);
+	for (size_t i = 1; i < l->n; i++)
+		if (l->v[i] != l->v[n])
+			l->v[++n] = l->v[i];
+	l->n = n + 1;
+}
+
 static int
 ctl_main(enum ctl_op op, int argc, char **argv)
 {
@@ -274,6 +302,7 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 			return rc;
 		}
 	}
+	ids_unique(&idl);
 	ids = idl.v;
 	nids = idl.n;
 	rc = tools_queue_open(name, o.cfg_path, false, &cfg, &q);
