@@ -425,7 +425,8 @@ size_t log_line_escape(char *buf, size_t len);
 #define log_debug(sub, ...) log_msg(LOG_LVL_DEBUG, (sub), __VA_ARGS__)
 
 /* Logs "fatal: ..." (severity crit), also on standard error when the
- * log goes elsewhere, and exits with CODE: the environment is broken. */
+ * line went elsewhere (not when standard error is the journal's stream,
+ * $JOURNAL_STREAM), and exits with CODE: the environment is broken. */
 void fatal(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 

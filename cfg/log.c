@@ -58,6 +58,7 @@ static int log_fd = 2; /* the file; 2 otherwise */
 static int log_facility = LOG_MAIL;
 static int sys_fd = -1; /* the syslog socket, once connected */
 static int sys_type; /* its SOCK_DGRAM or SOCK_STREAM */
+static bool sys_took_last; /* syslog took the last line sent to it */
 static char sys_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static char log_host[64] = "localhost";
 static char conv[2 * HOLD_CAP]; /* traditional lines to write */
@@ -326,7 +327,8 @@ emit_lines(const char *lines, size_t n)
 
 			/* "<PRI>Nov 22 03:07:40 relayq/...", no newline */
 			memcpy(dg + pl, line + 2, len - 3);
-			if (sys_send(dg, (size_t)pl + len - 3))
+			sys_took_last = sys_send(dg, (size_t)pl + len - 3);
+			if (sys_took_last)
 				continue;
 		}
 		if (cn + len + sizeof(log_host) + 1 > sizeof(conv)) {
@@ -501,6 +503,23 @@ log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * True if standard error is the journal's stream (systemd names it in
+ * $JOURNAL_STREAM, "DEV:INODE"), where a copy of a line syslog already
+ * took would show twice.
+ */
+static bool
+stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+	    fstat(2, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino;
+}
+
 /* Logs a fatal error and exits with CODE; see cfg.h. */
 void
 fatal(int code, const char *fmt, ...)
@@ -517,10 +536,14 @@ fatal(int code, const char *fmt, ...)
 	hold_depth = 0;
 	log_msg(LOG_LVL_CRIT, NULL, "%s", buf);
 	pthread_mutex_lock(&log_lock);
-	elsewhere = log_dest != LOG_DEST_STDERR;
+	elsewhere = log_dest == LOG_DEST_FILE ||
+	    (log_dest == LOG_DEST_SYSLOG && sys_took_last &&
+		!stderr_is_journal());
 	pthread_mutex_unlock(&log_lock);
 	buf[log_line_escape(buf, strlen(buf))] = '\0';
-	/* for whoever started the command (a config error, say) */
+	/* for whoever started the command (a config error, say); not
+	 * twice to standard error (syslog's fallback), nor twice into the
+	 * journal under systemd */
 	if (elsewhere)
 		fprintf(stderr, "relayq: fatal: %s\n", buf);
 	exit(code);

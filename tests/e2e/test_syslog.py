@@ -79,12 +79,24 @@ def read(path):
         return ""
 
 
-def write_conf(env, relay, extra=""):
+def write_conf(env, relay, extra="", queue=None):
     """The config with log_file unset (syslog, its default)."""
     with open(env.conf, "w") as f:
         f.write("spool_dir = %s\nqueue_dir = %s\nhostname = relayq.test\n"
                 "relayhost = [127.0.0.1]:%d\nretry.min = 1h\n"
-                "retry.max = 1h\n%s" % (env.spool, env.queue, relay, extra))
+                "retry.max = 1h\n%s" %
+                (env.spool, queue or env.queue, relay, extra))
+
+
+def broken_queue(env):
+    """A queue_dir whose data.mdb is not an LMDB file: run exits 73 with
+    a fatal error once the log is open."""
+    bad = os.path.join(env.dir, "badq")
+    if not os.path.isdir(bad):
+        os.mkdir(bad, 0o700)
+        with open(os.path.join(bad, "data.mdb"), "wb") as f:
+            f.write(b"not an LMDB file" * 1000)
+    return bad
 
 
 def run_idle(env, sock, nstopped, mail_log):
@@ -210,23 +222,29 @@ def test_syslog_and_pflogsumm():
         check("%s: removed" % qid not in read(mail_log), "not in mail.log")
 
         # a fatal error: severity crit, and on standard error too
-        bad = os.path.join(env.dir, "badq")
-        os.mkdir(bad, 0o700)
-        with open(os.path.join(bad, "data.mdb"), "wb") as f:
-            f.write(b"not an LMDB file" * 1000)
-        with open(env.conf, "a") as f:
-            f.write("queue_dir = %s\n" % bad)
-        with open(env.conf) as f:
-            text = f.read().replace("queue_dir = %s\n" % env.queue, "", 1)
-        with open(env.conf, "w") as f:
-            f.write(text)
+        write_conf(env, srv.port, "syslog_facility = local5\n",
+                   queue=broken_queue(env))
         p = env.run("run", env={"RELAYQ_SYSLOG_SOCKET": sock})
         check_eq(p.returncode, 73, "run on a broken queue")
         check(b"relayq: fatal: cannot open the queue" in p.stderr, p.stderr)
-        wait_for(lambda: re.search(r"^local5 crit relayq/relayq\[\d+\]: "
-                                   r"fatal: cannot open the queue",
-                                   read(all_log), re.M),
-                 20, what="the fatal line, severity crit")
+        crit = re.compile(r"^local5 crit relayq/relayq\[\d+\]: fatal: "
+                          r"cannot open the queue", re.M)
+        wait_for(lambda: crit.search(read(all_log)), 20,
+                 what="the fatal line, severity crit")
+        # under systemd standard error is the journal ($JOURNAL_STREAM):
+        # no second copy there
+        with open(os.path.join(env.dir, "stderr"), "w+b") as f:
+            st = os.fstat(f.fileno())
+            e = dict(os.environ, RELAYQ_SYSLOG_SOCKET=sock,
+                     JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+            p = subprocess.run([rqlib.BIN, "run", "-c", env.conf], env=e,
+                               stdout=subprocess.DEVNULL, stderr=f,
+                               timeout=60)
+            f.seek(0)
+            check_eq((p.returncode, f.read()), (73, b""),
+                     "nothing more on the journal's stream")
+        wait_for(lambda: len(crit.findall(read(all_log))) == 2, 20,
+                 what="the second fatal line")
 
 
 def test_stderr_and_fallback():
@@ -245,6 +263,16 @@ def test_stderr_and_fallback():
                             re.M), "stamped lines on stderr: %r" % err)
             check(not os.path.exists(os.path.join(env.dir, "-")),
                   "no file named -")
+            # a fatal error is written there once
+            write_conf(env, 1, dest, queue=broken_queue(env))
+            p = env.run("run", env=extra_env)
+            check_eq(p.returncode, 73, "run on a broken queue")
+            err = p.stderr.decode(errors="replace")
+            check_eq(len(re.findall(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d "
+                                    r"relayq relayq/relayq\[\d+\]: fatal: "
+                                    r"cannot open the queue", err, re.M)),
+                     1, "the fatal line: %r" % err)
+            check_eq(err.count("fatal:"), 1, "once: %r" % err)
 
 
 if __name__ == "__main__":
