@@ -420,8 +420,9 @@ out_text_msg(const struct mailq *mq, const struct queue_msg *m)
 					  : "");
 	snprintf(line, sizeof(line), PQ_SENDER_FORMAT, id,
 	    (unsigned long long)m->size, when,
-	    m->sender[0] != '\0' ? text_safe(addr, sizeof(addr), m->sender)
-				 : "MAILER-DAEMON",
+	    m->sender != NULL && m->sender[0] != '\0'
+		? text_safe(addr, sizeof(addr), m->sender)
+		: "MAILER-DAEMON",
 	    cfg_class_name(m->cls));
 	tools_outs(line);
 	/* those with a reason first, as postqueue lists its defer log
