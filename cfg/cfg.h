@@ -124,6 +124,8 @@ enum cfg_key {
 	CFG_ALIAS_FILE,
 	CFG_LOCAL_FALLBACK,
 	CFG_SENDER_MAP,
+	/* logging (issue 13): log_file's syslog */
+	CFG_SYSLOG_FACILITY,
 	CFG_NKEYS
 };
 
@@ -435,17 +437,40 @@ const char *cfg_cluster_password(const struct cfg *);
 
 /* ---- shared helpers: logging ---- */
 
-enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+/* Severities, as syslog's: crit (fatal()), err, warning, info, debug. */
+enum log_level {
+	LOG_LVL_CRIT,
+	LOG_LVL_ERR,
+	LOG_LVL_WARN,
+	LOG_LVL_INFO,
+	LOG_LVL_DEBUG
+};
 
 /*
- * Opens the log: PATH, or stderr when PATH is NULL or "".  Lines look like
- * syslog's ("Nov 22 03:07:40 HOST relayq/SUBSYS[PID]: text") so log tools
- * written for Postfix read them.  PATH is never followed when it is a
- * link (ELOOP) and must be a regular file with one link (else EPERM).
- * Returns 0, or -1 with errno set.
+ * Where lines go, as the log_file key says: "" (or NULL) to syslog with
+ * FACILITY (a LOG_* facility code of <syslog.h>, see
+ * log_facility_parse()), "-" to standard error, else to the file DEST.
+ * Each line has one identity per component as Postfix's have
+ * ("relayq/SUBSYS[PID]: text", SUBSYS "relayq" when NULL); syslog adds
+ * its own header, a file or standard error get syslog's traditional one
+ * ("Nov 22 03:07:40 HOST relayq/SUBSYS[PID]: text").  Syslog is
+ * /dev/log ($RELAYQ_SYSLOG_SOCKET, a test aid, when set), connected at
+ * the first line and again after an error; a line syslog does not take
+ * goes to standard error instead.  A file DEST is never followed when it
+ * is a link (ELOOP) and must be a regular file with one link (else
+ * EPERM).  Before log_open() lines go to standard error.  HOSTNAME (its
+ * first label) is the traditional header's host, as log_host_set().
+ * Returns 0, or -1 with errno set (the destination is then unchanged).
  */
-int log_open(const char *path, const char *hostname);
+int log_open(const char *dest, int facility, const char *hostname);
+/* Sets the host name of the traditional header (first label only). */
+void log_host_set(const char *hostname);
+/* Closes a log file or the syslog socket; lines go to standard error. */
 void log_close(void);
+/* The syslog facility code of NAME[0..LEN) (mail, daemon, user,
+ * local0..local7), or -1; and the name of a code ("" if none). */
+int log_facility_parse(const char *name, size_t len);
+const char *log_facility_name(int facility);
 /* Sets the lowest level written (default LOG_LVL_INFO). */
 void log_set_level(enum log_level);
 void log_msg(enum log_level, const char *subsys, const char *fmt, ...)
@@ -454,8 +479,10 @@ void log_vmsg(enum log_level, const char *subsys, const char *fmt, va_list)
     __attribute__((format(printf, 3, 0)));
 /*
  * Between log_hold() and log_release() (they nest) the calling thread's
- * lines are gathered and written by as few write(2)s as fit 64 KiB each:
- * a thousand lines of one commit cost one system call, not a thousand.
+ * lines are gathered and written together, in order and after each
+ * other: to a file by as few write(2)s as fit 64 KiB each (a thousand
+ * lines of one commit cost one system call, not a thousand), to syslog
+ * one datagram each, without another thread's line in between.
  */
 void log_hold(void);
 void log_release(void);
@@ -473,7 +500,9 @@ size_t log_line_escape(char *buf, size_t len);
 #define log_err(sub, ...) log_msg(LOG_LVL_ERR, (sub), __VA_ARGS__)
 #define log_debug(sub, ...) log_msg(LOG_LVL_DEBUG, (sub), __VA_ARGS__)
 
-/* Logs "fatal: ..." and exits with CODE: the environment is broken. */
+/* Logs "fatal: ..." (severity crit), also on standard error when the
+ * line went elsewhere (not when standard error is the journal's stream,
+ * $JOURNAL_STREAM), and exits with CODE: the environment is broken. */
 void fatal(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 

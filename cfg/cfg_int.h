@@ -19,12 +19,14 @@ enum cfg_type {
 	CT_HOSTPORT, /* host:port or [host]:port */
 	CT_RATE, /* N/unit */
 	CT_WEIGHTS, /* urgent=N normal=N non-urgent=N */
+	CT_FACILITY, /* a syslog facility name (log_facility_parse) */
 };
 
 #define CF_DOMAIN 0x01 /* may be set in a [domain] section */
 #define CF_CLASS 0x02 /* takes .urgent/.normal/.non-urgent/.dsn */
 #define CF_FIRST 0x04 /* takes .first: a message's first attempt */
 #define CF_NOW 0x08 /* "now" is a valid interval (0) */
+#define CF_DASH 0x10 /* CT_PATH: "-" (standard error) is valid too */
 
 struct cfg_def {
 	const char *name;

@@ -37,7 +37,7 @@
 #include "expiry.h"
 #include "mail.h"
 
-#define SUBSYS "expiry"
+#define SUBSYS "bounce" /* the notices; expiry itself is qmgr's */
 #define RUN_BATCH 128 /* events per write transaction */
 #define RUN_MAX 256 /* events per expiry_run() call */
 /* Recipients an event handles per transaction: a message with more is
@@ -459,7 +459,7 @@ return_msg(struct queue_txn *txn, const struct cfg *cfg,
 		if (live) {
 			res = queue_rcpt_update(txn, m->id, r->idx,
 			    RCPT_BOUNCED, 0, reason, status);
-			log_info(SUBSYS,
+			log_info("qmgr",
 			    "%s: to=<%.200s>, relay=none, delay=%lld, "
 			    "tries=%u, dsn=%s, status=expired, returned to "
 			    "sender (%.200s)",
@@ -640,7 +640,7 @@ expiry_run(struct queue *q, const struct cfg *cfg, int64_t now)
 			    q, cfg, &evs[i], 1, now, &k);
 
 			if (res != QUEUE_OK) {
-				log_err(SUBSYS,
+				log_err("qmgr",
 				    "%016llX: cannot handle its %s time "
 				    "(queue error %d); trying again in %ds",
 				    (unsigned long long)evs[i].id,
@@ -755,7 +755,7 @@ after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
 
 			res = queue_rcpt_update(
 			    txn, id, r->idx, RCPT_BOUNCED, 0, NULL, st);
-			log_info(SUBSYS,
+			log_info("qmgr",
 			    "%s: to=<%.200s>, relay=none, delay=%lld, "
 			    "tries=%u, dsn=%s, status=expired, returned to "
 			    "sender (%.200s)",

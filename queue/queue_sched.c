@@ -475,7 +475,7 @@ queue_leases_recover(struct queue *q)
 	}
 	free(ids);
 	if (queue_txn_commit(t) == QUEUE_OK && nr > 0)
-		log_info("queue",
+		log_info("qmgr",
 		    "recovered %zu in-flight recipients of %zu "
 		    "messages: due now",
 		    nr, n);

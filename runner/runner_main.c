@@ -374,7 +374,9 @@ runner_reload(struct runner *r)
 		return;
 	}
 	g = cfg_scope(n, NULL);
-	if (log_open(cfg_str(g, CFG_LOG_FILE), cfg_str(g, CFG_HOSTNAME)) < 0)
+	if (log_open(cfg_str(g, CFG_LOG_FILE),
+		(int)cfg_int(g, CFG_SYSLOG_FACILITY),
+		cfg_str(g, CFG_HOSTNAME)) < 0)
 		log_warn(NULL, "cannot open log_file %.200s: %s",
 		    cfg_str(g, CFG_LOG_FILE), strerror(errno));
 	rc = xcalloc(1, sizeof(*rc));
@@ -446,7 +448,8 @@ runner_privs_drop(const struct cfg *cfg, const char *hostname)
 	if (id.root_start && !priv_switch(&id))
 		fatal(RQ_EX_OSERR, "cannot switch to user %.64s: %s", id.name,
 		    strerror(errno));
-	if (log_open(log_file, hostname) < 0)
+	if (log_open(log_file, (int)cfg_int(g, CFG_SYSLOG_FACILITY), hostname) <
+	    0)
 		fatal(RQ_EX_CANTCREAT,
 		    "cannot open log_file %.200s as uid %u: %s (it must be a "
 		    "regular file, not a link)",
@@ -525,7 +528,7 @@ runner_process_init(const struct cfg *cfg, char *host, size_t hostlen)
 		host[hostlen - 1] = '\0';
 		hostname = host;
 	}
-	(void)log_open(NULL, hostname); /* the host name only, for now */
+	log_host_set(hostname); /* the host name only, for now */
 	return hostname;
 }
 

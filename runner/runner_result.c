@@ -490,7 +490,7 @@ runner_result_commit(struct runner *r, bool all)
 	result_log_lines(r->pres + r->phead, n);
 	qr = result_txn_write(r, r->pres + r->phead, n, now);
 	if (qr != QUEUE_OK)
-		log_err(NULL,
+		log_err("qmgr",
 		    "cannot commit %zu delivery results (queue error %d): "
 		    "they are retried when their lease ends",
 		    n, (int)qr);

@@ -13,6 +13,7 @@ build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
  libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev libhiredis-dev"
 test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
+ rsyslog
  git git-email libmailtools-perl
  procps
  libidn12 libnss-wrapper
