@@ -151,4 +151,13 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    NOCLS, NULL, "routes by sender: SENDER [host]:port" },
 	[CFG_FALLBACK_RELAY] = { "fallback_relay", CT_STR, "", 0, 0, 0, DOM,
 	    NOCLS, NULL, "relays tried when the destination is unreachable" },
+
+	/* observability (issue 15): http/ serves, runner_http.c checks
+	 * http_listen (runner_cfg_prepare), cfg_files.c reads http_token */
+	[CFG_HTTP_LISTEN] = { "http_listen", CT_STR, "", 0, 0, 0, 0, NOCLS,
+	    NULL,
+	    "metrics and status page: host:port, [v6]:port or a socket "
+	    "path; empty: none" },
+	[CFG_HTTP_TOKEN] = { "http_token", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "file of the bearer token HTTP clients must send" },
 };

@@ -4,7 +4,7 @@
  * success notices, and `relayq bounce`.
  *
  * Public: expiry_next(), expiry_run(), expiry_after_results(),
- * expiry_bounce_now().
+ * expiry_bounce_now(), expiry_notice_counts().
  *
  * Invariants:
  * - a notice is inserted (class dsn, sender <>, NOTIFY=NEVER) in the same
@@ -44,6 +44,11 @@
 /* After a failed transaction, expiry_next() is not earlier than this: a
  * stuck entry must not make the daemon spin. */
 static int64_t expiry_backoff_until;
+
+/* Notices inserted by event since the process started (the daemon's
+ * relayq_dsn_total), counted where they are logged: in the transaction
+ * that carries them (an aborted one, rare, still counted). */
+static uint64_t expiry_notices[EXPIRY_NEVENT];
 
 /* A notice's recipient being collected, with the buffers behind it. */
 struct nrcpt {
@@ -210,6 +215,8 @@ notice_insert(struct queue_txn *txn, const struct cfg *cfg,
 	env.rcpts = &er;
 	res = queue_msg_insert(txn, &env, out, len, dsn_id);
 	free(out);
+	if (res == QUEUE_OK)
+		expiry_notices[ev]++;
 	return res;
 }
 
@@ -800,4 +807,11 @@ expiry_bounce_now(struct queue *q, const struct cfg *cfg, uint64_t id)
 	if (res == QUEUE_OK)
 		queue_notify(q);
 	return res;
+}
+
+/* The notices inserted so far, by event; see expiry.h. */
+void
+expiry_notice_counts(uint64_t out[EXPIRY_NEVENT])
+{
+	memcpy(out, expiry_notices, sizeof(expiry_notices));
 }

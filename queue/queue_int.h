@@ -267,6 +267,11 @@ void queue_expiry_times(const struct queue *, struct queue_msg *);
  */
 size_t queue_room(struct queue *);
 
+/* queue_stats.c: the message-state counts of M (+1 / -1), called
+ * with the other counts of its envelope; M's first take (writes M). */
+void queue_stats_env(struct queue_txn *, const struct queue_msg *, int sign);
+void queue_stats_taken(struct queue_txn *, struct queue_msg *);
+
 /* The lower-cased domain of ADDR into buf. */
 void queue_addr_domain(const char *addr, char *buf, size_t len);
 

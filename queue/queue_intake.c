@@ -184,6 +184,9 @@ struct queue_intake {
 	bool nospace; /* paused for want of disk space (min_free_space) */
 	bool sync_failing; /* an fsync of incoming/ failed: logged (mu) */
 	char hostname[256];
+	/* queue_intake_stats_get(): messages committed (main thread), files
+	 * moved to bad/ by reason (any thread: atomic) */
+	uint64_t nqueued, nbad[QUEUE_NBAD];
 };
 
 /* ---- the pending set ---- */
@@ -1280,6 +1283,8 @@ move_bad(struct queue_intake *qi, const char *name, uint64_t id,
 		log_err("queue", "bad/%s: fsync: %s", target, strerror(errno));
 	log_warn("queue", "%s: moved to bad/%s (uid=%u): %s", ename, target,
 	    st != NULL ? (unsigned)st->st_uid : 0u, ewhy);
+	__atomic_fetch_add(
+	    &qi->nbad[queue_bad_reason(why)], 1, __ATOMIC_RELAXED);
 	return BAD_MOVED;
 }
 
@@ -2020,6 +2025,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 		return QI_PAUSED;
 	}
 	ids_committed(qi);
+	qi->nqueued += nnames;
 	if (qi->paused) {
 		qi->paused = false;
 		log_info("queue", "queue has room again: intake resumed");
@@ -2048,4 +2054,18 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 			qi->idents.n = 0;
 	}
 	return intake_idle(qi);
+}
+
+/* What intake did so far; see queue.h. */
+void
+queue_intake_stats_get(
+    const struct queue_intake *qi, struct queue_intake_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (qi == NULL)
+		return;
+	st->queued = qi->nqueued;
+	for (int i = 0; i < QUEUE_NBAD; i++)
+		st->rejected[i] = __atomic_load_n(
+		    &qi->nbad[i], __ATOMIC_RELAXED);
 }

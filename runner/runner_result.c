@@ -227,6 +227,7 @@ result_rcpt_push(struct runner *r, const struct job *j, size_t i,
 	    msg->idstr, q->addr, ctx->relay, ctx->total, ctx->a, ctx->b, ctx->c,
 	    ctx->d, dsn, status, why, q->attempts + 1);
 	pres_push(r, msg->id, q->idx, state, next, reply, dsn, line);
+	runner_http_result(r, msg, q, state, dsn, why);
 	r->pres[r->npres - 1].relayed_dsn = res != NULL && cls == 2 &&
 	    res->dsn_offered && (q->notify & QNOTIFY_SUCCESS);
 	return true;

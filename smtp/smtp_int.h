@@ -135,6 +135,7 @@ struct smtp_client {
 	struct event *kids_ev;
 	void (*sd_cb)(void *);
 	void *sd_arg;
+	uint64_t timeouts[SMTP_NPHASE]; /* deadlines passed (smtp_stats.c) */
 };
 
 /* ---- the session state machine (smtp_client.c) ---- */
