@@ -12,10 +12,11 @@
  * through struct http_hooks.  It knows nothing of the runner or the
  * SMTP client, and never writes to the queue.
  *
- * Hostile clients: a new connection beyond HTTP_CONN_MAX ends the
- * oldest one, and the listener stops accepting while twice that many
- * are open (the ended ones not yet gone) or fewer than HTTP_FD_RESERVE
- * descriptors are left; a request line and headers of at most
+ * Hostile clients: beyond HTTP_CONN_MAX connections the ones quiet
+ * longest are ended, and the listener stops accepting while twice that
+ * many are open (the ended ones not yet gone) or fewer than
+ * HTTP_FD_RESERVE descriptors are left; a request line and headers of at
+ * most
  * HTTP_HEADERS_MAX bytes, no body, a whole request within
  * HTTP_REQUEST_SECS of the connection (or of the last reply), GET and
  * HEAD only.

@@ -79,7 +79,9 @@ struct http_server {
 	struct http_stats *stats;
 	struct http_hooks hooks;
 	struct http_conn *conns, *last; /* newest first; last: the oldest */
-	unsigned nconn;
+	unsigned nconn; /* connections evhttp has */
+	unsigned nlive; /* of those, not ended (conns_trim) */
+	struct event *trim; /* ends quiet ones beyond HTTP_CONN_MAX */
 	bool fd_short; /* paused for want of descriptors */
 	int64_t fd_warned; /* when that was last logged */
 	struct event *resume; /* ends the pause */
@@ -138,6 +140,9 @@ void http_domains_free(struct http_domain *, size_t n);
 extern const int http_age_buckets[9]; /* minutes, qshape's */
 
 /* ---- text writers ---- */
+
+/* Appends the string literal LIT to B. */
+#define HTTP_ADD(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
 
 /* S as a JSON string (NULL: null); bytes that are not UTF-8 as the
  * code points of the same value, as mailq --json writes them. */

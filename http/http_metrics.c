@@ -48,12 +48,12 @@ sample(struct evbuffer *b, const char *name, double v, int nlabels, ...)
 
 		evbuffer_add_printf(b, "%s%s=\"", i ? "," : "{", k);
 		http_prom_label(b, lv);
-		evbuffer_add(b, "\"", 1);
+		HTTP_ADD(b, "\"");
 	}
 	va_end(ap);
-	evbuffer_add(b, nlabels ? "} " : " ", nlabels ? 2 : 1);
+	evbuffer_add_printf(b, "%s ", nlabels ? "}" : "");
 	http_prom_value(b, v);
-	evbuffer_add(b, "\n", 1);
+	HTTP_ADD(b, "\n");
 }
 
 /* The queue's gauges. */
@@ -61,6 +61,7 @@ static void
 metrics_queue(struct http_req *r, const struct http_view *v)
 {
 	struct evbuffer *b = r->out;
+	const struct cfg_scope *g = cfg_scope(r->srv->cfg, NULL);
 	struct queue_oldest *o = &r->srv->oldest;
 	bool walked = queue_oldest_get(
 			  r->srv->q, &v->st, o, HTTP_OLDEST_STEPS) == QUEUE_OK;
@@ -68,7 +69,8 @@ metrics_queue(struct http_req *r, const struct http_view *v)
 	family(b, "relayq_queue_messages", "gauge",
 	    "Messages in the queue by priority class and state: pending (not "
 	    "yet taken for delivery), deferred (taken before, waiting for a "
-	    "retry or a connection), held, in_flight (being delivered).");
+	    "retry), held, in_flight (taken by the runner: waiting for a "
+	    "connection or being delivered).");
 	for (int c = 0; c < CFG_NCLASS; c++)
 		for (int s = 0; s < 4; s++)
 			sample(b, "relayq_queue_messages",
@@ -99,6 +101,20 @@ metrics_queue(struct http_req *r, const struct http_view *v)
 			: 0,
 		    1, "class", cfg_class_name(c));
 	}
+	family(b, "relayq_queuewarn_seconds", "gauge",
+	    "timeout.queuewarn of the class: a delay warning is sent when a "
+	    "message is this old (0: never).");
+	for (int c = 0; c < CFG_NCLASS; c++)
+		sample(b, "relayq_queuewarn_seconds",
+		    (double)cfg_time(g, CFG_T_QUEUEWARN, c, false), 1, "class",
+		    cfg_class_name(c));
+	family(b, "relayq_queuereturn_seconds", "gauge",
+	    "timeout.queuereturn of the class: a message this old is "
+	    "returned to its sender.");
+	for (int c = 0; c < CFG_NCLASS; c++)
+		sample(b, "relayq_queuereturn_seconds",
+		    (double)cfg_time(g, CFG_T_QUEUERETURN, c, false), 1,
+		    "class", cfg_class_name(c));
 	family(b, "relayq_queue_map_used_bytes", "gauge",
 	    "Bytes of the LMDB map in use (its free pages not counted).");
 	sample(b, "relayq_queue_map_used_bytes", (double)v->st.map_used, 0);

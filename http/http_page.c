@@ -26,7 +26,7 @@
 #define PAGE_DOMAINS 20
 #define CHART_W 720 /* the charts' viewBox */
 #define CHART_H 200
-#define CHART_X0 56 /* left margin, for the scale */
+#define CHART_X0 76 /* left margin, for the scale */
 #define CHART_Y0 16 /* top margin */
 #define CHART_Y1 176 /* the baseline */
 
@@ -52,13 +52,13 @@ static const char style[] =
     "th,td{border-bottom:1px solid #e4e4e4;padding:4px 8px;text-align:left;"
     "vertical-align:top}th{background:#f0f0f0;white-space:nowrap}"
     "td.n{text-align:right;font-variant-numeric:tabular-nums}"
-    "td.why{min-width:16em;word-break:break-word}"
+    "td.why{min-width:16em;word-break:break-word}td.t{white-space:nowrap}"
     ".down{color:#b00;font-weight:600}.late{color:#b00}"
     ".charts{display:flex;flex-wrap:wrap;gap:12px}"
     "figure{margin:0;flex:1 1 340px;background:#fff;border:1px solid #ddd;"
     "border-radius:6px;padding:6px}figcaption{font-weight:600}"
     "svg{width:100%;height:auto;display:block}"
-    "svg text{font-size:12px;fill:#555}svg .grid{stroke:#ddd}"
+    "svg text{font-size:19px;fill:#555}svg .grid{stroke:#ddd}"
     "svg polyline{fill:none;stroke-width:2}"
     ".key{display:inline-block;width:.8em;height:.8em;margin:0 .3em 0 .8em;"
     "border-radius:2px}.legend{margin:.3em 0 0;font-size:.9em}"
@@ -105,15 +105,11 @@ due_cell(struct evbuffer *b, int64_t due, int64_t now)
 		evbuffer_add_printf(b, "<td>never</td>");
 		return;
 	}
-	evbuffer_add_printf(b, "<td title=\"");
+	evbuffer_add_printf(
+	    b, "<td class=\"t%s\" title=\"", due >= now ? "" : " late");
 	time_add(b, due);
-	if (due >= now) {
-		evbuffer_add_printf(b, "\">in ");
-		span_add(b, due - now);
-	} else {
-		evbuffer_add_printf(b, "\" class=\"late\">overdue ");
-		span_add(b, now - due);
-	}
+	evbuffer_add_printf(b, "\">%s", due >= now ? "in " : "overdue ");
+	span_add(b, due >= now ? due - now : now - due);
 	evbuffer_add_printf(b, "</td>");
 }
 
@@ -149,7 +145,8 @@ page_classes(struct http_req *r, const struct http_view *v,
 			    "<td>%s</td><td>-</td><td>-</td>",
 			    walked && o->found[c] ? "-" : "(counting)");
 		} else {
-			evbuffer_add_printf(b, "<td title=\"arrived ");
+			evbuffer_add_printf(
+			    b, "<td class=\"t\" title=\"arrived ");
 			time_add(b, o->arrival[c]);
 			evbuffer_add_printf(b, "\">");
 			span_add(b, v->now - o->arrival[c]);
@@ -207,6 +204,7 @@ chart_line(struct evbuffer *b, const double *vals, const bool *have, double max,
     const char *colour, const char *name)
 {
 	bool open = false;
+	int last = -1;
 
 	for (int i = 0; i < HTTP_RING; i++) {
 		if (!have[i]) {
@@ -215,6 +213,7 @@ chart_line(struct evbuffer *b, const double *vals, const bool *have, double max,
 			open = false;
 			continue;
 		}
+		last = i;
 		if (!open)
 			evbuffer_add_printf(b,
 			    "<polyline data-series=\"%s\" stroke=\"%s\" "
@@ -227,6 +226,13 @@ chart_line(struct evbuffer *b, const double *vals, const bool *have, double max,
 	}
 	if (open)
 		evbuffer_add_printf(b, "\"/>");
+	if (last >= 0) /* the newest point, seen even when alone */
+		evbuffer_add_printf(b,
+		    "<circle data-series=\"%s\" cx=\"%.1f\" cy=\"%.1f\" "
+		    "r=\"3\" fill=\"%s\"/>",
+		    name, chart_x(last),
+		    CHART_Y1 - vals[last] / max * (CHART_Y1 - CHART_Y0),
+		    colour);
 }
 
 /* A legend entry. */
@@ -376,7 +382,7 @@ page_failures(struct http_req *r)
 		    &s->fails[(s->fnext + HTTP_FAIL_MAX - 1 - i) %
 			HTTP_FAIL_MAX];
 
-		evbuffer_add_printf(b, "<tr><td>");
+		evbuffer_add_printf(b, "<tr><td class=\"t\">");
 		time_add(b, f->time);
 		evbuffer_add_printf(b, "</td><td>%s</td><td>", f->qid);
 		http_html_str(b, f->rcpt);

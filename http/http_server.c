@@ -14,11 +14,12 @@
  * conn_new() (evhttp_set_bevcb), which counts it and keeps a reference
  * to it; right after the accept the connection asks evhttp to tell it
  * of the end (evhttp_connection_set_closecb).  So the open connections
- * are counted: a connection beyond HTTP_CONN_MAX ends the oldest one
- * not yet ended (so a flood of idle connections churns through the
- * slots instead of holding them, and a scraper that connects gets in),
- * and the listener is disabled while 2 x HTTP_CONN_MAX are open (the
- * ended ones go on evhttp's next read), or while a new connection's
+ * are counted: beyond HTTP_CONN_MAX, those quiet longest (EVICT_US at
+ * least) are ended (conns_trim: a flood of idle connections churns
+ * through the slots instead of holding them, and a scraper that
+ * connects and asks at once gets in), and the listener is disabled
+ * while 2 x HTTP_CONN_MAX are open (ended ones go at evhttp's next
+ * read), or while a new connection's
  * descriptor number says fewer than HTTP_FD_RESERVE are left (the SMTP
  * client keeps its own SMTP_FD_RESERVE, smaller, so it runs short after
  * us); further clients wait in the kernel's backlog, costing the daemon
@@ -43,6 +44,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -63,9 +65,23 @@ struct http_conn {
 	struct http_conn *next, *prev;
 	struct bufferevent *bev;
 	struct event *deadline;
+	int64_t active_us; /* its accept, or its last request (monotonic) */
 	bool checked; /* the descriptor reserve was looked at */
 	bool ended; /* shut down: only waiting for evhttp to see it */
 };
+
+/* A connection quiet for this long may be ended for a newer one. */
+#define EVICT_US 250000
+
+/* The monotonic clock in microseconds. */
+static int64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* The unix socket made, to remove at the end. */
 static struct {
@@ -130,6 +146,8 @@ conn_done(struct http_conn *c)
 		else
 			srv->last = c->prev;
 		srv->nconn--;
+		if (!c->ended)
+			srv->nlive--;
 		accept_update(srv);
 	}
 	bufferevent_decref(c->bev);
@@ -192,10 +210,51 @@ conn_end(struct http_conn *c)
 	struct timeval one = { 1, 0 };
 	int fd = bufferevent_getfd(c->bev);
 
-	if (!c->ended && fd >= 0)
-		shutdown(fd, SHUT_RDWR);
-	c->ended = true;
+	if (!c->ended) {
+		if (fd >= 0)
+			shutdown(fd, SHUT_RDWR);
+		c->ended = true;
+		if (c->srv != NULL)
+			c->srv->nlive--;
+	}
 	evtimer_add(c->deadline, &one); /* in case evhttp does not tell */
+}
+
+/*
+ * Ends the connections quiet longest (for EVICT_US at least) until no
+ * more than HTTP_CONN_MAX are open; when the others are younger, looks
+ * again once they are not.  A flood of idle connections so churns
+ * through the slots (each new one ends an old one), while a client that
+ * connects and sends its request at once gets it read first.
+ */
+static void
+conns_trim(struct http_server *srv)
+{
+	int64_t now = mono_us(), wait = -1;
+
+	for (struct http_conn *c = srv->last;
+	     c != NULL && srv->nlive > HTTP_CONN_MAX; c = c->prev) {
+		int64_t quiet = now - c->active_us;
+
+		if (c->ended)
+			continue;
+		if (quiet >= EVICT_US)
+			conn_end(c);
+		else if (wait < 0 || EVICT_US - quiet < wait)
+			wait = EVICT_US - quiet;
+	}
+	if (srv->nlive > HTTP_CONN_MAX && wait >= 0) {
+		struct timeval tv = { 0, (suseconds_t)wait + 1000 };
+
+		evtimer_add(srv->trim, &tv);
+	}
+}
+
+/* The trim timer. */
+static void
+trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+	conns_trim(arg);
 }
 
 /*
@@ -244,17 +303,10 @@ conn_new(struct event_base *base, void *arg)
 		srv->last = c;
 	srv->conns = c;
 	srv->nconn++;
+	srv->nlive++;
+	c->active_us = mono_us();
 	evtimer_add(c->deadline, &zero); /* evhttp's connection is made */
-	if (srv->nconn > HTTP_CONN_MAX) {
-		/* the oldest still open makes room (a client that keeps many
-		 * idle connections open only has its own ended) */
-		struct http_conn *o = srv->last;
-
-		while (o != NULL && o->ended)
-			o = o->prev;
-		if (o != NULL && o != c)
-			conn_end(o);
-	}
+	conns_trim(srv);
 	accept_update(srv);
 	return c->bev;
 }
@@ -328,6 +380,7 @@ dispatch(struct evhttp_request *req, void *arg)
 		}
 		if (!c->ended)
 			evtimer_add(c->deadline, &idle);
+		c->active_us = mono_us();
 	}
 	memset(&r, 0, sizeof(r));
 	r.srv = srv;
@@ -532,7 +585,8 @@ http_server_new(struct event_base *base, const struct cfg *cfg, struct queue *q,
 	srv->started = process_start();
 	srv->http = evhttp_new(base);
 	srv->resume = evtimer_new(base, resume_cb, srv);
-	if (srv->http == NULL || srv->resume == NULL) {
+	srv->trim = evtimer_new(base, trim_cb, srv);
+	if (srv->http == NULL || srv->resume == NULL || srv->trim == NULL) {
 		fprintf(stderr, "relayq: out of memory\n");
 		abort();
 	}
@@ -587,6 +641,8 @@ http_server_free(struct http_server *srv)
 		evhttp_free(srv->http);
 	if (srv->resume != NULL)
 		event_free(srv->resume);
+	if (srv->trim != NULL)
+		event_free(srv->trim);
 	if (srv->addr.unix_path && sock_made.made &&
 	    lstat(srv->addr.path, &st) == 0 && st.st_dev == sock_made.dev &&
 	    st.st_ino == sock_made.ino)

@@ -194,7 +194,7 @@ json_time(struct evbuffer *b, int64_t t)
 	if (t > 0)
 		evbuffer_add_printf(b, "%lld", (long long)t);
 	else
-		evbuffer_add(b, "null", 4);
+		HTTP_ADD(b, "null");
 }
 
 /* One class of the summary. */
@@ -219,12 +219,12 @@ summary_class(struct evbuffer *b, const struct cfg *cfg, int c, int64_t now,
 	evbuffer_add_printf(b, "},\"bytes\":%llu,\"oldest_arrival\":",
 	    (unsigned long long)cn->bytes[c]);
 	json_time(b, have ? o->arrival[c] : 0);
-	evbuffer_add(b, ",\"oldest_age\":", 14);
+	HTTP_ADD(b, ",\"oldest_age\":");
 	if (have)
 		evbuffer_add_printf(b, "%lld",
 		    (long long)(now > o->arrival[c] ? now - o->arrival[c] : 0));
 	else
-		evbuffer_add(b, "null", 4);
+		HTTP_ADD(b, "null");
 	evbuffer_add_printf(b,
 	    ",\"queuewarn\":%lld,\"queuereturn\":%lld,\"warned\":%s"
 	    ",\"warn_due\":",
@@ -232,9 +232,9 @@ summary_class(struct evbuffer *b, const struct cfg *cfg, int c, int64_t now,
 	    (long long)cfg_time(g, CFG_T_QUEUERETURN, c, false),
 	    have && o->warned[c] ? "true" : "false");
 	json_time(b, have && !o->warned[c] ? o->warn_at[c] : 0);
-	evbuffer_add(b, ",\"return_due\":", 14);
+	HTTP_ADD(b, ",\"return_due\":");
 	json_time(b, have ? o->return_at[c] : 0);
-	evbuffer_add(b, "}", 1);
+	HTTP_ADD(b, "}");
 }
 
 /* The summary with DAEMON (NULL: null) as its last member. */
@@ -273,7 +273,7 @@ summary_write(struct evbuffer *b, struct queue *q, const struct cfg *cfg,
 	evbuffer_add_printf(b, "{\"time\":%lld,\"classes\":[", (long long)now);
 	for (int c = 0; c < CFG_NCLASS; c++) {
 		if (c > 0)
-			evbuffer_add(b, ",", 1);
+			HTTP_ADD(b, ",");
 		summary_class(b, cfg, c, now, &cn, &st, o);
 	}
 	evbuffer_add_printf(b, "],\"held\":%llu,\"age_buckets\":[",
@@ -286,7 +286,7 @@ summary_write(struct evbuffer *b, struct queue *q, const struct cfg *cfg,
 	for (int i = 1; i <= 10; i++)
 		evbuffer_add_printf(
 		    b, "%s%llu", i > 1 ? "," : "", (unsigned long long)tot[i]);
-	evbuffer_add(b, "],\"domains\":[", 13);
+	HTTP_ADD(b, "],\"domains\":[");
 	for (size_t i = 0; i < n; i++) {
 		evbuffer_add_printf(b, "%s{\"domain\":", i ? "," : "");
 		http_json_str(b, rows[i].name);
@@ -295,15 +295,15 @@ summary_write(struct evbuffer *b, struct queue *q, const struct cfg *cfg,
 		for (int k = 1; k <= 10; k++)
 			evbuffer_add_printf(b, "%s%llu", k > 1 ? "," : "",
 			    (unsigned long long)rows[i].n[k]);
-		evbuffer_add(b, "]}", 2);
+		HTTP_ADD(b, "]}");
 	}
 	http_domains_free(rows, n);
-	evbuffer_add(b, "],\"daemon\":", 11);
+	HTTP_ADD(b, "],\"daemon\":");
 	if (daemon != NULL)
 		daemon(b, arg);
 	else
-		evbuffer_add(b, "null", 4);
-	evbuffer_add(b, "}\n", 2);
+		HTTP_ADD(b, "null");
+	HTTP_ADD(b, "}\n");
 	return QUEUE_OK;
 }
 
@@ -355,7 +355,7 @@ http_summary_daemon(
 			evbuffer_add_printf(b, "%s\"%s\":%llu", k ? "," : "",
 			    http_mstate_names[k],
 			    (unsigned long long)v->msgs[c][k]);
-		evbuffer_add(b, "}", 1);
+		HTTP_ADD(b, "}");
 	}
 	evbuffer_add_printf(b,
 	    "},\"connections\":{\"open\":%u,\"idle\":%u},"
@@ -375,14 +375,14 @@ http_summary_daemon(
 		evbuffer_add_printf(b, ",\"recipients\":%llu,\"status\":",
 		    (unsigned long long)rows[i].n[0]);
 		http_json_str(b, status[0] ? status : NULL);
-		evbuffer_add(b, ",\"last_error\":", 14);
+		HTTP_ADD(b, ",\"last_error\":");
 		http_json_str(b, e ? e->why : NULL);
-		evbuffer_add(b, ",\"last_error_time\":", 19);
+		HTTP_ADD(b, ",\"last_error_time\":");
 		json_time(b, e ? e->time : 0);
-		evbuffer_add(b, "}", 1);
+		HTTP_ADD(b, "}");
 	}
 	http_domains_free(rows, n);
-	evbuffer_add(b, "],\"failures\":[", 14);
+	HTTP_ADD(b, "],\"failures\":[");
 	for (size_t i = 0; i < s->nfails; i++) {
 		/* newest first */
 		const struct http_fail *f =
@@ -396,11 +396,11 @@ http_summary_daemon(
 		    cfg_class_name(f->cls),
 		    f->res == HTTP_BOUNCED ? "bounced" : "deferred");
 		http_json_str(b, f->rcpt);
-		evbuffer_add(b, ",\"dsn\":", 7);
+		HTTP_ADD(b, ",\"dsn\":");
 		http_json_str(b, f->dsn);
-		evbuffer_add(b, ",\"reason\":", 10);
+		HTTP_ADD(b, ",\"reason\":");
 		http_json_str(b, f->why);
-		evbuffer_add(b, "}", 1);
+		HTTP_ADD(b, "}");
 	}
 	evbuffer_add_printf(b,
 	    "],\"history\":{\"step\":%d,\"start\":%lld,\"queue\":{",
@@ -413,16 +413,16 @@ http_summary_daemon(
 			    s, start + (int64_t)i * HTTP_RING_STEP);
 
 			if (i > 0)
-				evbuffer_add(b, ",", 1);
+				HTTP_ADD(b, ",");
 			if (sl != NULL && sl->sampled)
 				evbuffer_add_printf(
 				    b, "%llu", (unsigned long long)sl->msgs[c]);
 			else
-				evbuffer_add(b, "null", 4);
+				HTTP_ADD(b, "null");
 		}
-		evbuffer_add(b, "]", 1);
+		HTTP_ADD(b, "]");
 	}
-	evbuffer_add(b, "}", 1);
+	HTTP_ADD(b, "}");
 	for (int k = 0; k < HTTP_NRESULT; k++) {
 		static const char *const names[HTTP_NRESULT] = { "sent",
 			"deferred", "bounced" };
@@ -435,9 +435,9 @@ http_summary_daemon(
 			evbuffer_add_printf(
 			    b, "%s%u", i ? "," : "", sl ? sl->n[k] : 0);
 		}
-		evbuffer_add(b, "]", 1);
+		HTTP_ADD(b, "]");
 	}
-	evbuffer_add(b, "}}", 2);
+	HTTP_ADD(b, "}}");
 }
 
 /* The value of query parameter NAME in R, or NULL. */
@@ -557,8 +557,7 @@ list_msg(struct evbuffer *b, const struct queue_msg *m)
 		bool open = rc->state == RCPT_PENDING ||
 		    rc->state == RCPT_DEFERRED;
 
-		evbuffer_add(
-		    b, i ? ",{\"address\":" : "{\"address\":", i ? 13 : 12);
+		evbuffer_add_printf(b, "%s{\"address\":", i ? "," : "");
 		http_json_str(b, rc->addr);
 		evbuffer_add_printf(b,
 		    ",\"state\":\"%s\",\"attempts\":%u,\"next_attempt\":",
@@ -567,12 +566,12 @@ list_msg(struct evbuffer *b, const struct queue_msg *m)
 			evbuffer_add_printf(
 			    b, "%lld", (long long)rc->next_attempt);
 		else
-			evbuffer_add(b, "null", 4);
-		evbuffer_add(b, ",\"reason\":", 10);
+			HTTP_ADD(b, "null");
+		HTTP_ADD(b, ",\"reason\":");
 		http_json_str(b, rc->reply);
-		evbuffer_add(b, "}", 1);
+		HTTP_ADD(b, "}");
 	}
-	evbuffer_add(b, "]}", 2);
+	HTTP_ADD(b, "]}");
 }
 
 /* queue_scan's callback: lists M when it matches; stops at the limit
@@ -586,7 +585,7 @@ list_cb(const struct queue_msg *m, void *arg)
 	l->scanned++;
 	l->rcpts += m->nrcpt;
 	if (list_matches(l, m)) {
-		evbuffer_add(l->b, l->n ? ",\n" : "\n", l->n ? 2 : 1);
+		evbuffer_add_printf(l->b, "%s\n", l->n ? "," : "");
 		list_msg(l->b, m);
 		l->n++;
 	}
@@ -635,14 +634,14 @@ http_page_queue(struct http_req *r)
 	}
 	r->ctype = "application/json";
 	l.b = r->out;
-	evbuffer_add(r->out, "{\"messages\":[", 13);
+	HTTP_ADD(r->out, "{\"messages\":[");
 	queue_scan(r->srv->q, after + 1, list_cb, &l);
-	evbuffer_add(r->out, "\n],\"next\":", 10);
+	HTTP_ADD(r->out, "\n],\"next\":");
 	if (l.full) {
 		queue_id_format(l.last, next);
 		evbuffer_add_printf(r->out, "\"%s\"}\n", next);
 	} else {
-		evbuffer_add(r->out, "null}\n", 6);
+		HTTP_ADD(r->out, "null}\n");
 	}
 	evhttp_clear_headers(&q);
 }

@@ -52,10 +52,10 @@ http_json_str(struct evbuffer *b, const char *s)
 	const char *p;
 
 	if (s == NULL) {
-		evbuffer_add(b, "null", 4);
+		HTTP_ADD(b, "null");
 		return;
 	}
-	evbuffer_add(b, "\"", 1);
+	HTTP_ADD(b, "\"");
 	for (p = s; *p != '\0';) {
 		unsigned char c = (unsigned char)*p;
 		size_t n;
@@ -71,9 +71,9 @@ http_json_str(struct evbuffer *b, const char *s)
 		evbuffer_add(b, s, (size_t)(p - s));
 		s = ++p;
 		if (c == '"') {
-			evbuffer_add(b, "\\\"", 2);
+			HTTP_ADD(b, "\\\"");
 		} else if (c == '\\') {
-			evbuffer_add(b, "\\\\", 2);
+			HTTP_ADD(b, "\\\\");
 		} else {
 			char e[6] = { '\\', 'u', '0', '0', hex[c >> 4],
 				hex[c & 15] };
@@ -82,7 +82,7 @@ http_json_str(struct evbuffer *b, const char *s)
 		}
 	}
 	evbuffer_add(b, s, (size_t)(p - s));
-	evbuffer_add(b, "\"", 1);
+	HTTP_ADD(b, "\"");
 }
 
 void
@@ -150,7 +150,7 @@ void
 http_prom_value(struct evbuffer *b, double v)
 {
 	if (isnan(v))
-		evbuffer_add(b, "NaN", 3);
+		HTTP_ADD(b, "NaN");
 	else if (isinf(v))
 		evbuffer_add_printf(b, "%s", v > 0 ? "+Inf" : "-Inf");
 	else if (v == floor(v) && fabs(v) < 9e15)

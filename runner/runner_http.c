@@ -106,7 +106,8 @@ dest_status_cb(void *arg, const char *domain, char *buf, size_t len)
 		struct tm tm;
 		time_t t;
 
-		if (d->retired || d->fb != 0 || strcasecmp(d->lookup, target))
+		if (d->retired || d->fb != 0 || d->port != rt.port ||
+		    strcasecmp(d->lookup, target) != 0)
 			continue;
 		if (d->down_until <= now) {
 			snprintf(buf, len, "up, %u in flight%s%s", d->active,

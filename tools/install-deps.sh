@@ -5,7 +5,9 @@
 # exim4, the real MTA of the smarthost tests, is not installed (it
 # conflicts with postfix): tests/e2e/eximlib.py unpacks it under the build
 # directory; libidn12 is the one library of its own it needs, and
-# libnss-wrapper gives it its Debian-exim user.
+# libnss-wrapper gives it its Debian-exim user.  prometheus (its server
+# and promtool) and chromium (headless) are the real consumers of the
+# daemon's metrics and status page (tests/e2e/test_http_*.py).
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
  libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev"
@@ -13,7 +15,8 @@ test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  git git-email libmailtools-perl
  procps
- libidn12 libnss-wrapper"
+ libidn12 libnss-wrapper
+ prometheus chromium"
 case "${1:---test}" in
 --build) pkgs=$build_pkgs ;;
 --test) pkgs=$test_pkgs ;;
