@@ -38,6 +38,7 @@ port_parse(const char *s, size_t len, uint16_t *port)
 	return true;
 }
 
+/* Parses http_listen S into A; see http.h. */
 int
 http_addr_parse(const char *s, struct http_addr *a, const char **why)
 {
@@ -179,6 +180,7 @@ same(const char *a, size_t len, const char *token)
 	return d == 0;
 }
 
+/* Whether Authorization value AUTH carries TOKEN; see http.h. */
 bool
 http_auth_ok(const char *auth, const char *token)
 {
@@ -206,6 +208,7 @@ http_auth_ok(const char *auth, const char *token)
 	return same(colon + 1, (size_t)(buf + n - colon - 1), token);
 }
 
+/* Parses a class= value (NULL: any). */
 bool
 http_query_class(const char *s, int *cls)
 {
@@ -220,6 +223,7 @@ http_query_class(const char *s, int *cls)
 	return false;
 }
 
+/* Parses a state= value (NULL: any; "held": QUEUE_NSTATE). */
 bool
 http_query_state(const char *s, int *state)
 {
@@ -238,6 +242,7 @@ http_query_state(const char *s, int *state)
 	return false;
 }
 
+/* Parses a limit= value, 1 to 1000 (NULL: 100). */
 bool
 http_query_limit(const char *s, size_t *limit)
 {
@@ -259,6 +264,7 @@ http_query_limit(const char *s, size_t *limit)
 	return true;
 }
 
+/* Parses an after= queue ID (NULL: from the start). */
 bool
 http_query_after(const char *s, uint64_t *id)
 {

@@ -71,7 +71,7 @@ struct http_conn {
 };
 
 /* A connection quiet for this long may be ended for a newer one. */
-#define EVICT_US 250000
+#define EVICT_US 100000
 
 /* The monotonic clock in microseconds. */
 static int64_t
@@ -454,7 +454,7 @@ listen_unix(const char *path, char *err, size_t errlen)
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-	    chmod(path, 0660) != 0 || listen(fd, 128) != 0) {
+	    chmod(path, 0660) != 0 || listen(fd, SOMAXCONN) != 0) {
 		snprintf(err, errlen, "%s", strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -508,7 +508,7 @@ listen_tcp(const struct http_addr *a, char *err, size_t errlen)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY,
 			    a->host[0] == '\0' ? &off : &on, sizeof(on));
 		if (bind(fd, (struct sockaddr *)&ss, len) == 0 &&
-		    listen(fd, 128) == 0)
+		    listen(fd, SOMAXCONN) == 0)
 			return fd;
 		close(fd);
 		fd = -1;
@@ -552,6 +552,7 @@ process_start(void)
 	return (int64_t)(btime + ticks / (unsigned long long)hz);
 }
 
+/* Binds http_listen and starts serving; see http.h. */
 struct http_server *
 http_server_new(struct event_base *base, const struct cfg *cfg, struct queue *q,
     struct http_stats *stats, const struct http_hooks *hooks, char *err,
@@ -609,6 +610,7 @@ http_server_new(struct event_base *base, const struct cfg *cfg, struct queue *q,
 	return srv;
 }
 
+/* Takes a reloaded config (its token). */
 void
 http_server_cfg_set(struct http_server *srv, const struct cfg *cfg)
 {
@@ -616,6 +618,7 @@ http_server_cfg_set(struct http_server *srv, const struct cfg *cfg)
 		srv->cfg = cfg;
 }
 
+/* Stops serving; see http.h. */
 void
 http_server_free(struct http_server *srv)
 {
@@ -651,6 +654,8 @@ http_server_free(struct http_server *srv)
 	free(srv);
 }
 
+/* Refuses an http_listen that does not parse, or that is public
+ * without http_token. */
 int
 http_cfg_check(const struct cfg *cfg, char *err, size_t errlen)
 {

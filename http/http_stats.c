@@ -38,6 +38,7 @@ http_stats_new(void)
 	return s;
 }
 
+/* Frees the counters. */
 void
 http_stats_free(struct http_stats *s)
 {
@@ -55,6 +56,7 @@ dom_hash(const char *d)
 	return h % (2 * HTTP_ERR_MAX);
 }
 
+/* DOMAIN's last error, or NULL. */
 const struct http_err *
 http_stats_err(const struct http_stats *s, const char *domain)
 {
@@ -117,6 +119,7 @@ slot_at(struct http_stats *s, int64_t t)
 	return sl;
 }
 
+/* The ring's slot for time T if it holds T's step, else NULL. */
 const struct http_slot *
 http_stats_slot(const struct http_stats *s, int64_t t)
 {

@@ -152,6 +152,8 @@ dom_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+/* The TOP biggest destination domains by recipients waiting, with
+ * their age buckets. */
 struct http_domain *
 http_domains_get(struct queue *q, int64_t now, size_t top, size_t *n,
     uint64_t tot[11], enum queue_result *qr)
@@ -177,6 +179,7 @@ http_domains_get(struct queue *q, int64_t now, size_t top, size_t *n,
 	return rows;
 }
 
+/* Frees what http_domains_get() returned. */
 void
 http_domains_free(struct http_domain *v, size_t n)
 {
@@ -307,6 +310,7 @@ summary_write(struct evbuffer *b, struct queue *q, const struct cfg *cfg,
 	return QUEUE_OK;
 }
 
+/* Writes the summary `relayq summary --json` prints; see http.h. */
 enum queue_result
 http_summary_json(struct evbuffer *out, struct queue *q, const struct cfg *cfg,
     int64_t now, size_t top, struct queue_oldest *oldest, size_t steps)
@@ -331,6 +335,7 @@ daemon_write(struct evbuffer *b, void *arg)
 	http_summary_daemon(a->r, a->v, b);
 }
 
+/* Writes the daemon's part of /api/summary into B. */
 void
 http_summary_daemon(
     struct http_req *r, const struct http_view *v, struct evbuffer *b)

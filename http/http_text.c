@@ -45,6 +45,7 @@ utf8_len(const unsigned char *p)
 	return n;
 }
 
+/* Writes S as a JSON string, as mailq --json does. */
 void
 http_json_str(struct evbuffer *b, const char *s)
 {
@@ -85,6 +86,7 @@ http_json_str(struct evbuffer *b, const char *s)
 	HTTP_ADD(b, "\"");
 }
 
+/* Writes S escaped for HTML text and attributes. */
 void
 http_html_str(struct evbuffer *b, const char *s)
 {
@@ -126,6 +128,7 @@ http_html_str(struct evbuffer *b, const char *s)
 	evbuffer_add(b, s, (size_t)(p - s));
 }
 
+/* Writes S escaped as a Prometheus label value. */
 void
 http_prom_label(struct evbuffer *b, const char *s)
 {
@@ -146,6 +149,7 @@ http_prom_label(struct evbuffer *b, const char *s)
 	evbuffer_add(b, s, (size_t)(p - s));
 }
 
+/* Writes a sample value (integers exactly, +Inf, NaN). */
 void
 http_prom_value(struct evbuffer *b, double v)
 {

@@ -92,6 +92,7 @@ free_pages(MDB_txn *txn)
 	return n;
 }
 
+/* Messages per class and state and the map's use; see queue.h. */
 enum queue_result
 queue_stats_get(struct queue *q, struct queue_stats *st)
 {
@@ -135,6 +136,7 @@ queue_stats_get(struct queue *q, struct queue_stats *st)
 	return QUEUE_OK;
 }
 
+/* Counts the message states of an older queue once; see queue.h. */
 void
 queue_stats_rebuild(struct queue *q)
 {
@@ -233,6 +235,8 @@ oldest_walk(MDB_cursor *cur, struct queue_oldest *o, int c, size_t *steps)
 	o->arrival[c] = 0;
 }
 
+/* The oldest message of each class not on hold, by a bounded walk;
+ * see queue.h. */
 enum queue_result
 queue_oldest_get(struct queue *q, const struct queue_stats *st,
     struct queue_oldest *o, size_t max_steps)
@@ -285,6 +289,7 @@ static const struct {
 	{ "changed after it was queued", QBAD_CHANGED },
 };
 
+/* The reason a bad/ text WHY is counted under. */
 enum queue_bad_reason
 queue_bad_reason(const char *why)
 {
@@ -296,6 +301,7 @@ queue_bad_reason(const char *why)
 	return QBAD_MALFORMED;
 }
 
+/* The label value of reason R. */
 const char *
 queue_bad_reason_name(enum queue_bad_reason r)
 {
