@@ -124,8 +124,9 @@ page_classes(struct http_req *r, const struct http_view *v,
 	    "<h2>Queue by priority class</h2><div class=\"scroll\">"
 	    "<table id=\"classes\"><thead><tr><th>Class</th><th>Waiting</th>"
 	    "<th>In flight</th><th>Held</th><th>Recipients waiting</th>"
-	    "<th>Oldest</th><th>Delay warning (queuewarn)</th>"
-	    "<th>Return (queuereturn)</th></tr></thead><tbody>");
+	    "<th>Oldest</th><th title=\"timeout.queuewarn\">Warning due</th>"
+	    "<th title=\"timeout.queuereturn\">Return due</th></tr></thead>"
+	    "<tbody>");
 	for (int c = 0; c < CFG_NCLASS; c++) {
 		bool have = walked && o->found[c] && o->arrival[c] > 0;
 
@@ -160,6 +161,24 @@ page_classes(struct http_req *r, const struct http_view *v,
 		evbuffer_add_printf(b, "</tr>");
 	}
 	evbuffer_add_printf(b, "</tbody></table></div>");
+}
+
+/* The top of a chart's scale for values up to MAX: 1, 2, 4 or 5 times a
+ * power of ten, so that its quarters are round numbers. */
+static double
+chart_top(double max)
+{
+	double p = 1e-3;
+
+	while (p * 10 <= max)
+		p *= 10;
+	if (max <= p)
+		return p;
+	if (max <= 2 * p)
+		return 2 * p;
+	if (max <= 4 * p)
+		return 4 * p;
+	return max <= 5 * p ? 5 * p : 10 * p;
 }
 
 /* The x of point I of HTTP_RING. */
@@ -265,6 +284,7 @@ page_charts(struct http_req *r, const struct http_view *v)
 			if ((double)sl->msgs[c] > max)
 				max = (double)sl->msgs[c];
 	}
+	max = chart_top(max);
 	chart_frame(b, "chart-queue", "Messages queued per class", max, "");
 	for (int c = 0; c < CFG_NCLASS; c++) {
 		for (int i = 0; i < HTTP_RING; i++) {
@@ -291,6 +311,7 @@ page_charts(struct http_req *r, const struct http_view *v)
 			if ((double)sl->n[k] / HTTP_RING_STEP > max)
 				max = (double)sl->n[k] / HTTP_RING_STEP;
 	}
+	max = chart_top(max);
 	chart_frame(b, "chart-rate", "Delivery results per second", max, "/s");
 	for (int k = 0; k < HTTP_NRESULT; k++) {
 		for (int i = 0; i < HTTP_RING; i++) {
