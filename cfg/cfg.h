@@ -21,7 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define RELAYQ_VERSION "0.1.0"
+#include "relayq_version.h" /* RELAYQ_VERSION, from CMakeLists.txt */
 
 /* sysexits.h values, named here so every module uses the same ones. */
 enum rq_exit {

@@ -339,7 +339,7 @@ resolve(struct cfg *cfg, struct cfg_scope *sc)
 
 /*
  * The room intake finds in an empty queue of a map of MAP bytes, at
- * worst.  It mirrors queue_room() (queue/queue_db.c): a tenth of the map
+ * worst.  It mirrors queue_room_get() (queue/queue_env.c): a tenth of the map
  * (at least 64 pages when the map allows) is kept in reserve, and pages
  * the map's file has grown to are counted as used, free or not, until
  * it is over half the map; so an emptied queue may show only 0.4 of

@@ -338,7 +338,7 @@ rcpt_unreported(const struct queue_rcpt *r)
 static enum queue_result
 rcpt_mark_reported(struct queue_txn *txn, uint64_t id, uint32_t idx)
 {
-	return queue_rcpt_set_flags(txn, id, idx, QRCPT_NOTIFIED, 0);
+	return queue_rcpt_flags_set(txn, id, idx, QRCPT_NOTIFIED, 0);
 }
 
 /*
@@ -364,7 +364,7 @@ warn_msg(struct queue_txn *txn, const struct cfg *cfg,
 	/* No warning to the null sender, nor just before the return (a
 	 * message released from hold, or a daemon that was down). */
 	if (m->sender[0] == '\0' || (m->return_at != 0 && m->return_at <= now))
-		return queue_msg_set_flags(txn, m->id, QMSG_WARNED, 0);
+		return queue_msg_flags_set(txn, m->id, QMSG_WARNED, 0);
 	rc = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*rc));
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		const struct queue_rcpt *r = &m->rcpts[i];
@@ -391,10 +391,10 @@ warn_msg(struct queue_txn *txn, const struct cfg *cfg,
 	if (res == QUEUE_OK && nr > 0)
 		res = report(txn, cfg, m, EXPIRY_EV_DELAYED, rc, nr, now);
 	for (size_t i = 0; i < m->nrcpt && res == QUEUE_OK && !last; i++)
-		res = queue_rcpt_set_flags(
+		res = queue_rcpt_flags_set(
 		    txn, m->id, m->rcpts[i].idx, QRCPT_WARNED, 0);
 	if (res == QUEUE_OK && last)
-		res = queue_msg_set_flags(txn, m->id, QMSG_WARNED, 0);
+		res = queue_msg_flags_set(txn, m->id, QMSG_WARNED, 0);
 	*done = last;
 	free(rc);
 	return res;
@@ -458,7 +458,7 @@ return_msg(struct queue_txn *txn, const struct cfg *cfg,
 	if (res == QUEUE_OK && nr > 0)
 		res = report(txn, cfg, m, EXPIRY_EV_FAILED, rc, nr, now);
 	if (res == QUEUE_OK && last)
-		res = queue_msg_set_flags(txn, m->id, QMSG_RETURNED, 0);
+		res = queue_msg_flags_set(txn, m->id, QMSG_RETURNED, 0);
 	if (res == QUEUE_OK && last)
 		res = queue_msg_reschedule(txn, m->id);
 	free(rc);
@@ -600,7 +600,7 @@ expiry_run(struct queue *q, const struct cfg *cfg, int64_t now)
 		return;
 	expiry_backoff_until = 0;
 	while (done < RUN_MAX &&
-	    (n = queue_expiry_due(q, now, evs, RUN_BATCH)) > 0) {
+	    (n = queue_expiry_due_list(q, now, evs, RUN_BATCH)) > 0) {
 		size_t k;
 
 		if (run_batch(q, cfg, evs, n, now, &k) == QUEUE_OK) {
@@ -805,7 +805,7 @@ expiry_bounce_now(struct queue *q, const struct cfg *cfg, uint64_t id)
 	}
 	res = queue_txn_commit(txn);
 	if (res == QUEUE_OK)
-		queue_notify(q);
+		queue_wakeup_send(q);
 	return res;
 }
 

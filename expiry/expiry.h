@@ -139,7 +139,7 @@ int64_t expiry_next(struct queue *);
  * runner calls again on the next loop turn): a message with more
  * recipients to warn about or return is handled a slice at a time, a
  * notice per slice, its event due until the last.  After a queue error it logs and waits 30s (through
- * expiry_next()).  Notices are scheduled now: check queue_next_due()
+ * expiry_next()).  Notices are scheduled now: check queue_due_next()
  * afterwards.
  */
 void expiry_run(struct queue *, const struct cfg *, int64_t now);

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "expiry.h"
+#include "mail.h"
 
 #define DIAG_MAX 500 /* bytes of remote text per field */
 #define ADDR_MAX 300 /* bytes of an address */
@@ -88,26 +89,23 @@ dbuf_printf(struct dbuf *b, const char *fmt, ...)
 }
 
 /*
- * Copies untrusted text into BUF (BUFLEN > 0): at most BUFLEN-1 bytes,
- * xtext "+XX" decoded when XTEXT, controls made spaces, non-ASCII '?',
- * runs of blanks squeezed, surrounding blanks trimmed.
+ * Copies untrusted text into BUF (BUFLEN > 0; BUF may be S): at most
+ * BUFLEN-1 bytes, xtext "+XX" decoded when XTEXT (hex digits of either
+ * case), controls made spaces, non-ASCII '?', runs of blanks squeezed,
+ * surrounding blanks trimmed.
  */
 static void
 text_clean(char *buf, size_t buflen, const char *s, bool xtext)
 {
-	size_t o = 0;
+	size_t o = 0, n = s != NULL ? strlen(s) : 0;
 	bool blank = true; /* trims leading blanks */
+	char *dec = NULL;
 
-	for (; s != NULL && *s != '\0' && o + 1 < buflen; s++) {
-		unsigned char ch = (unsigned char)*s;
+	if (xtext && n > 0)
+		s = dec = mail_xtext_decode(s, n, MAIL_XTEXT_ANYCASE, &n);
+	for (size_t i = 0; i < n && o + 1 < buflen; i++) {
+		unsigned char ch = (unsigned char)s[i];
 
-		if (xtext && ch == '+' && isxdigit((unsigned char)s[1]) &&
-		    isxdigit((unsigned char)s[2])) {
-			char hex[3] = { s[1], s[2], '\0' };
-
-			ch = (unsigned char)strtoul(hex, NULL, 16);
-			s += 2;
-		}
 		if (ch < 0x20 || ch == 0x7f)
 			ch = ' ';
 		else if (ch >= 0x80)
@@ -124,6 +122,7 @@ text_clean(char *buf, size_t buflen, const char *s, bool xtext)
 	while (o > 0 && buf[o - 1] == ' ')
 		o--;
 	buf[o] = '\0';
+	free(dec);
 }
 
 /* Formats T as an RFC 5322 date in UTC into BUF (at least 40 bytes). */

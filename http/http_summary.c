@@ -166,7 +166,7 @@ http_domains_get(struct queue *q, int64_t now, size_t top, size_t *n,
 	memset(tot, 0, 11 * sizeof(*tot));
 	t.now_min = now / 60;
 	t.tot = tot;
-	*qr = queue_domain_counts(q, dtab_cb, &t);
+	*qr = queue_domain_counts_get(q, dtab_cb, &t);
 	rows = xcalloc(t.used + 1, sizeof(*rows));
 	for (size_t i = 0; i < t.cap; i++)
 		if (t.v[i].name != NULL)
@@ -579,7 +579,7 @@ list_msg(struct evbuffer *b, const struct queue_msg *m)
 	HTTP_ADD(b, "]}");
 }
 
-/* queue_scan's callback: lists M when it matches; stops at the limit
+/* queue_msgs_scan's callback: lists M when it matches; stops at the limit
  * or the budget. */
 static bool
 list_cb(const struct queue_msg *m, void *arg)
@@ -640,7 +640,7 @@ http_page_queue(struct http_req *r)
 	r->ctype = "application/json";
 	l.b = r->out;
 	HTTP_ADD(r->out, "{\"messages\":[");
-	queue_scan(r->srv->q, after + 1, list_cb, &l);
+	queue_msgs_scan(r->srv->q, after + 1, list_cb, &l);
 	HTTP_ADD(r->out, "\n],\"next\":");
 	if (l.full) {
 		queue_id_format(l.last, next);

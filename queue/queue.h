@@ -70,7 +70,7 @@ enum queue_rcpt_state {
 #define QNOTIFY_DELAY 0x08u
 
 /* queue_rcpt.flags */
-#define QRCPT_LEASED 0x01u /* taken by queue_take_due(): deliver this one */
+#define QRCPT_LEASED 0x01u /* taken by queue_due_take(): deliver this one */
 #define QRCPT_NOTIFIED \
 	0x02u /* a DSN has reported this recipient's final state */
 #define QRCPT_RELAYED_DSN 0x04u /* the next hop took NOTIFY (DSN "relayed") */
@@ -169,8 +169,8 @@ void queue_intake_close(struct queue_intake *);
  * delete): call after the commit.  Works across processes and users
  * allowed to use the queue (it touches queue_dir/wakeup).
  */
-void queue_notify(struct queue *);
-/* An fd that becomes readable after queue_notify(); -1 if unavailable. */
+void queue_wakeup_send(struct queue *);
+/* An fd that becomes readable after queue_wakeup_send(); -1 if unavailable. */
 int queue_wakeup_fd(struct queue *);
 /* Clears the readable state of queue_wakeup_fd(). */
 void queue_wakeup_drain(struct queue *);
@@ -178,9 +178,9 @@ void queue_wakeup_drain(struct queue *);
 /* ---- delivery scheduling, used by the runner ---- */
 
 /* Earliest due time of any scheduled message, INT64_MAX if none. */
-int64_t queue_next_due(struct queue *);
+int64_t queue_due_next(struct queue *);
 /* The same for one class. */
-int64_t queue_next_due_class(struct queue *, enum cfg_class);
+int64_t queue_due_next_class(struct queue *, enum cfg_class);
 
 /*
  * Takes up to max messages of class CLS due at NOW, oldest due first, and
@@ -191,17 +191,17 @@ int64_t queue_next_due_class(struct queue *, enum cfg_class);
  * returns how many.  The runner then loads each message and delivers its
  * QRCPT_LEASED recipients; queue_rcpt_update() clears the lease.
  */
-size_t queue_take_due(struct queue *, enum cfg_class, int64_t now,
+size_t queue_due_take(struct queue *, enum cfg_class, int64_t now,
     int64_t lease_until, uint64_t *ids, size_t max);
 
-/* A message queue_take_due_rcpts() leased recipients of: every one it
+/* A message queue_due_take_rcpts() leased recipients of: every one it
  * leased has its index in [lo, hi). */
 struct queue_take {
 	uint64_t id;
 	uint32_t lo, hi;
 };
 /*
- * As queue_take_due(), but leases at most *budget recipients in all
+ * As queue_due_take(), but leases at most *budget recipients in all
  * (and takes *budget down by what it leased), so that the transaction
  * stays short however many recipients a message has: a message whose
  * due recipients did not all fit keeps the rest due now, and the next
@@ -209,10 +209,10 @@ struct queue_take {
  * step per recipient of each message looked at plus the work on the
  * recipients leased.  Writes the messages to out[]; returns how many.
  */
-size_t queue_take_due_rcpts(struct queue *, enum cfg_class, int64_t now,
+size_t queue_due_take_rcpts(struct queue *, enum cfg_class, int64_t now,
     int64_t lease_until, struct queue_take *out, size_t max, size_t *budget);
 /* At start-up: every leased recipient becomes due now. */
-void queue_recover_leases(struct queue *);
+void queue_leases_recover(struct queue *);
 
 /* ---- reading single messages ---- */
 
@@ -235,7 +235,7 @@ enum queue_result queue_msg_load_leased(struct queue *, uint64_t id,
 #define QUEUE_HIST_MAX 20
 
 /* One delivery attempt of a recipient, as queue_rcpt_update() recorded
- * it.  Owned by the array queue_rcpt_history() returns. */
+ * it.  Owned by the array queue_attempts_load() returns. */
 struct queue_attempt {
 	uint32_t attempt; /* 1, 2, ...: the recipient's attempts count then */
 	int64_t time; /* unix seconds */
@@ -248,14 +248,14 @@ struct queue_attempt {
  * Loads the kept attempts (at most QUEUE_HIST_MAX, the newest) of
  * recipient IDX of message ID, oldest first, in one short read txn, into
  * a malloc'd *out of *n entries (NULL and 0 when there are none, as for a
- * message that does not exist); freed with queue_history_free().  An
+ * message that does not exist); freed with queue_attempts_free().  An
  * invalid record is skipped with a log line.  QUEUE_ERR if the queue
  * cannot be read.
  */
-enum queue_result queue_rcpt_history(struct queue *, uint64_t id, uint32_t idx,
+enum queue_result queue_attempts_load(struct queue *, uint64_t id, uint32_t idx,
     struct queue_attempt **out, size_t *n);
-/* Frees what queue_rcpt_history() returned; NULL is fine. */
-void queue_history_free(struct queue_attempt *, size_t n);
+/* Frees what queue_attempts_load() returned; NULL is fine. */
+void queue_attempts_free(struct queue_attempt *, size_t n);
 /*
  * Loads the message exactly as it is to be sent (CRLF line endings,
  * intake header edits applied) into a malloc'd *buf of *len bytes (plus
@@ -279,7 +279,7 @@ struct queue_txn *queue_txn_begin(struct queue *);
  * (ignored unless RCPT_DEFERRED/PENDING), reply and dsn_status (either
  * may be NULL).  Increments attempts, clears QRCPT_LEASED, and adds the
  * attempt to the recipient's history (the QUEUE_HIST_MAX newest are
- * kept; see queue_rcpt_history()).  Returns
+ * kept; see queue_attempts_load()).  Returns
  * QUEUE_NOTFOUND if the message was deleted meanwhile: not an error.
  * Call queue_msg_reschedule() after the last update of a message.
  */
@@ -292,7 +292,7 @@ enum queue_result queue_rcpt_update(struct queue_txn *, uint64_t id,
  * across queue_rcpt_update().  QUEUE_NOTFOUND if there is no such
  * message or recipient.
  */
-enum queue_result queue_rcpt_set_flags(struct queue_txn *, uint64_t id,
+enum queue_result queue_rcpt_flags_set(struct queue_txn *, uint64_t id,
     uint32_t idx, unsigned set, unsigned clear);
 /*
  * Recomputes the message's schedule entry from its recipients (earliest
@@ -312,7 +312,7 @@ enum queue_result
 queue_msg_insert(struct queue_txn *, const struct queue_msg *env,
     const char *body, size_t len, uint64_t *id_out);
 /* Sets and clears QMSG_* flags (held is better done by queue_msg_hold). */
-enum queue_result queue_msg_set_flags(
+enum queue_result queue_msg_flags_set(
     struct queue_txn *, uint64_t id, unsigned set, unsigned clear);
 /* Removes a message with everything it has (logs `removed` on commit). */
 enum queue_result queue_msg_remove(struct queue_txn *, uint64_t id);
@@ -372,7 +372,7 @@ struct queue_expiry_ev {
 /* Earliest warn/return time of any message, INT64_MAX if none. */
 int64_t queue_expiry_next(struct queue *);
 /* Up to max events due at NOW, earliest first, into evs[]; returns n. */
-size_t queue_expiry_due(
+size_t queue_expiry_due_list(
     struct queue *, int64_t now, struct queue_expiry_ev *evs, size_t max);
 /*
  * Removes the message's entry of that kind (after the DSN was inserted
@@ -386,15 +386,15 @@ enum queue_result queue_expiry_clear(struct queue_txn *, uint64_t id, int kind);
  * Scan callback: MSG (with recipients) is valid only during the call.
  * Return false to stop the scan.
  */
-typedef bool (*queue_scan_cb)(const struct queue_msg *msg, void *arg);
+typedef bool (*queue_msgs_scan_cb)(const struct queue_msg *msg, void *arg);
 /*
  * Calls CB for each message with id >= from_id in id (= arrival) order.
  * Reads in pages of a few hundred messages, one short read txn each, so
  * a scan never holds the database.  A record that fails validation is
  * skipped with a log line.  Returns the number of messages passed to CB.
  */
-size_t
-queue_scan(struct queue *, uint64_t from_id, queue_scan_cb cb, void *arg);
+size_t queue_msgs_scan(
+    struct queue *, uint64_t from_id, queue_msgs_scan_cb cb, void *arg);
 
 /* Totals, kept up to date inside every write transaction. */
 struct queue_counts {
@@ -409,11 +409,12 @@ enum queue_result queue_counts_get(struct queue *, struct queue_counts *);
  * Calls CB for each (destination domain, arrival minute) with the number
  * of recipients not yet done (pending or deferred) of messages that
  * arrived in that minute (unix seconds / 60); for qshape-like summaries.
- * Paged like queue_scan().  DOMAIN is valid during the call.
+ * Paged like queue_msgs_scan().  DOMAIN is valid during the call.
  */
 typedef void (*queue_domain_cb)(
     const char *domain, int64_t minute, uint64_t nrcpt, void *arg);
-enum queue_result queue_domain_counts(struct queue *, queue_domain_cb, void *);
+enum queue_result
+queue_domain_counts_get(struct queue *, queue_domain_cb, void *);
 
 /* The names of rcpt states ("pending", ...) and of the QRET_* values. */
 const char *queue_state_name(enum queue_rcpt_state);

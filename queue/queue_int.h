@@ -1,19 +1,21 @@
 /*
- * queue_int.h - private to queue/: the LMDB handles, record codecs, the
- * write transaction with its count deltas, and helpers shared by the
- * files of the module.  The only header that includes <lmdb.h>.
+ * queue_int.h - private to queue/: the LMDB handles, the keys and record
+ * codecs, the write transaction with its count deltas, and what the
+ * files of the module call in each other, grouped by the file that
+ * defines it.  The only header that includes <lmdb.h>.
  */
 #ifndef RELAYQ_QUEUE_INT_H
 #define RELAYQ_QUEUE_INT_H
 
 #include <lmdb.h>
+#include <sys/types.h>
 
 #include "queue.h"
 
 #define QREC_VERSION 1 /* first byte of every msg, rcpt, hist, body record */
 #define QUEUE_SCHEMA 1 /* meta "schema" */
 
-/* Named databases (see doc/design.md, "Queue schema"). */
+/* Named databases (see doc/design.md, "Queue schema", and queue_rec.c). */
 enum qdbi {
 	QDB_MSG, /* id(8) -> envelope */
 	QDB_RCPT, /* id(8)|idx(4) -> recipient */
@@ -23,10 +25,20 @@ enum qdbi {
 	QDB_EXPIRY, /* when(8)|id(8)|kind(1) -> "" */
 	QDB_LEASE, /* id(8) -> "" : messages with leased recipients */
 	QDB_IDENT, /* dev(8)|ino(8)|size(8)|mtime_ns(8)|name -> id(8)|t(8) */
-	QDB_COUNTS, /* see queue_db.c -> u64 */
-	QDB_META, /* "nextid", "schema" -> u64 */
+	QDB_COUNTS, /* enum qcount key -> u64 */
+	QDB_META, /* "nextid", "schema", "mstates" -> u64 */
 	QDB_CORRUPT, /* dbname NUL key -> the record set aside */
 	QDB_N
+};
+
+/* The first byte of a key of the counts db, which says what it counts. */
+enum qcount {
+	QCOUNT_MSGS = 'M', /* 'M' class: messages */
+	QCOUNT_BYTES = 'B', /* 'B' class: their sizes */
+	QCOUNT_RCPTS = 'R', /* 'R' class state: recipients */
+	QCOUNT_HELD = 'H', /* 'H': messages on hold */
+	QCOUNT_DOMAIN = 'D', /* 'D' minute(8) domain: recipients not done */
+	QCOUNT_MSTATE = 'S', /* 'S' class queue_msg_state: messages */
 };
 
 struct queue {
@@ -40,7 +52,7 @@ struct queue {
 	MDB_txn *rtxn; /* the reusable read txn (reset when idle) */
 	struct queue_txn *wtxn; /* the open write txn, if any */
 	int64_t last_trim; /* rq_now_us() of the last queue_rss_trim() */
-	/* per class, where queue_take_due_rcpts() stopped for want of
+	/* per class, where queue_due_take_rcpts() stopped for want of
 	 * budget in message id (0: nowhere): the next take starts there */
 	struct {
 		uint64_t id;
@@ -104,6 +116,21 @@ qbe32_get(const uint8_t *p)
 	    (uint32_t)p[2] << 8 | p[3];
 }
 
+/* ---- queue_rec.c: keys and records ---- */
+
+/* Key builders. */
+void qkey_id(uint8_t k[8], uint64_t id);
+void qkey_rcpt(uint8_t k[12], uint64_t id, uint32_t idx);
+void qkey_hist(uint8_t k[16], uint64_t id, uint32_t idx, uint32_t attempt);
+void qkey_sched(uint8_t k[17], int cls, int64_t due, uint64_t id);
+void qkey_expiry(uint8_t k[17], int64_t when, uint64_t id, int kind);
+/* The counts key of the recipients not yet done of a message that
+ * arrived at ARRIVAL for ADDR's domain (lower-cased); returns its
+ * length. */
+#define QKEY_DOMAIN_MAX (9 + 256)
+size_t
+qkey_domain(uint8_t k[QKEY_DOMAIN_MAX], int64_t arrival, const char *addr);
+
 /* A growable record buffer. */
 struct qbuf {
 	uint8_t *p;
@@ -138,6 +165,115 @@ bool qrec_rcpt_peek(const void *, size_t, struct queue_rcpt *head);
 #define QREC_RCPT_FLAGS 3
 #define QREC_RCPT_NEXT 8
 
+/* Encodes BODY as a body record, compressed with zlib LEVEL, into B (which
+ * it resets); safe to call from any thread. */
+void qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level);
+/* Inflates and checks body record REC of N bytes of message ID into a
+ * malloc'd *buf of *len bytes (plus a NUL); QUEUE_CORRUPT, logged, when
+ * it is invalid. */
+enum queue_result qrec_body_decode(
+    uint64_t id, const void *rec, size_t n, char **buf, size_t *len);
+/* Frees the calling thread's compressor (before the thread ends). */
+void qrec_thread_done(void);
+
+/* ---- queue_env.c: the environment ---- */
+
+/* The names of the dbs, by enum qdbi. */
+extern const char *const queue_dbnames[QDB_N];
+/* Creates DIR's missing parents (0755) and DIR with MODE exactly;
+ * 0 when DIR exists already, else -1 with errno set (mkdir -p). */
+int queue_dir_create(const char *dir, mode_t mode);
+/*
+ * Bytes the map can still take, less a reserve kept for deletes,
+ * delivery results and DSNs (so the queue never locks up full).
+ */
+size_t queue_room_get(struct queue *);
+/* Keeps the mapped queue out of RSS (rate-limited). */
+void queue_rss_trim(struct queue *);
+
+/* ---- queue_txn.c: transactions and count deltas ---- */
+
+/* Begins/ends the shared read txn. */
+MDB_txn *queue_rtxn_begin(struct queue *);
+void queue_rtxn_done(struct queue *);
+/* Looks up the record of message ID in db DB within TXN into *VAL
+ * (valid until the txn writes); returns LMDB's code. */
+int queue_rec_get(
+    struct queue *, MDB_txn *txn, enum qdbi db, uint64_t id, MDB_val *val);
+/* Sets the sticky error of T from an LMDB return code; returns it. */
+enum queue_result queue_txn_fail(struct queue_txn *, int rc, const char *what);
+/* Adds DELTA to count KEY (applied at commit). */
+void queue_count_add(
+    struct queue_txn *, const void *key, size_t klen, int64_t delta);
+/* Count updates for a recipient entering (+1) or leaving (-1) a state. */
+void queue_count_add_rcpt(struct queue_txn *, const struct queue_msg *,
+    const struct queue_rcpt *, int sign);
+/* Count updates for a message entering (+1) or leaving (-1). */
+void
+queue_count_add_msg(struct queue_txn *, const struct queue_msg *, int sign);
+/* The same for its envelope alone (messages, bytes, held). */
+void
+queue_count_add_env(struct queue_txn *, const struct queue_msg *, int sign);
+/* Queues a log line for after the commit (as relayq/qmgr, or as
+ * relayq/SUBSYS), logged in the order queued. */
+void queue_txn_log(struct queue_txn *, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void queue_txn_log_as(struct queue_txn *, const char *subsys, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- queue_id.c: queue ids ---- */
+
+/* Allocates the next message id. */
+uint64_t queue_id_next(struct queue_txn *);
+/* Reserves N consecutive message ids (committed with T); returns the
+ * first. */
+uint64_t queue_id_reserve(struct queue_txn *, uint64_t n);
+
+/* ---- queue_msg.c: whole messages ---- */
+
+/* Deep-copies a view message (with its recipients) into owned memory. */
+struct queue_msg *queue_msg_dup(const struct queue_msg *);
+/*
+ * Loads message ID (envelope and recipients, owned) within TXN; sets
+ * aside an invalid record when the txn is a write txn (T non-NULL).
+ * With PICK, only the recipients it picks are loaded (see
+ * queue_txn_load_some()).
+ */
+enum queue_result
+queue_msg_load_in(struct queue *, MDB_txn *, struct queue_txn *t, uint64_t id,
+    queue_rcpt_pick pick, void *arg, struct queue_msg **out);
+/*
+ * Reads the envelope of ID within T as a view (its strings point into
+ * the map: valid until the txn writes); sets aside an invalid one.
+ */
+enum queue_result
+queue_env_view(struct queue_txn *, uint64_t id, struct queue_msg *view);
+/*
+ * Loads only the envelope of ID within T into an owned *out whose
+ * rcpts is NULL (nrcpt is the message's count); freed by
+ * queue_env_free().  Sets aside an invalid envelope.
+ */
+enum queue_result
+queue_env_get(struct queue_txn *, uint64_t id, struct queue_msg **out);
+void queue_env_free(struct queue_msg *);
+/* Writes a message's envelope record. */
+enum queue_result queue_msg_put(struct queue_txn *, const struct queue_msg *);
+/* Stores an encoded body record REC of N bytes. */
+enum queue_result
+queue_body_put(struct queue_txn *, uint64_t id, const void *rec, size_t n);
+/*
+ * Inserts a complete message (m->id set by the caller or 0 to allocate):
+ * records, body, schedule at arrival, expiry index, counts, the log line.
+ */
+enum queue_result queue_msg_store(struct queue_txn *, struct queue_msg *m,
+    const char *body, size_t len, int level);
+/* The same with the body already encoded (qrec_body_encode) into REC of
+ * RECLEN bytes; LEN is the body's size. */
+enum queue_result queue_msg_store_rec(struct queue_txn *, struct queue_msg *m,
+    const void *rec, size_t reclen, size_t len);
+
+/* ---- queue_rcpt.c: recipients and their history ---- */
+
 /*
  * A cursor over the recipient records of one message in index order,
  * starting at index FROM: qwalk_next() stops at the message's end, and
@@ -158,58 +294,37 @@ bool qwalk_next(struct qwalk *);
 /* Replaces the flags and next_attempt of the current record in place. */
 int qwalk_rewrite(struct qwalk *, unsigned flags, int64_t next_attempt);
 void qwalk_close(struct qwalk *);
-
-/* Key builders. */
-void qkey_id(uint8_t k[8], uint64_t id);
-void qkey_rcpt(uint8_t k[12], uint64_t id, uint32_t idx);
-void qkey_hist(uint8_t k[16], uint64_t id, uint32_t idx, uint32_t attempt);
-void qkey_sched(uint8_t k[17], int cls, int64_t due, uint64_t id);
-void qkey_expiry(uint8_t k[17], int64_t when, uint64_t id, int kind);
-
-/* Deep-copies a view message (with its recipients) into owned memory. */
-struct queue_msg *queue_msg_dup(const struct queue_msg *);
-
-/* Begins/ends the shared read txn. */
-MDB_txn *queue_rtxn(struct queue *);
-void queue_rtxn_done(struct queue *);
-/* Keeps the mapped queue out of RSS (rate-limited). */
-void queue_rss_trim(struct queue *);
-
-/*
- * Loads message ID (envelope and recipients, owned) within TXN; sets
- * aside an invalid record when the txn is a write txn (T non-NULL).
- * With PICK, only the recipients it picks are loaded (see
- * queue_txn_load_some()).
- */
-enum queue_result queue_load_in(struct queue *, MDB_txn *, struct queue_txn *t,
-    uint64_t id, queue_rcpt_pick pick, void *arg, struct queue_msg **out);
-/*
- * Loads only the envelope of ID within T into an owned *out whose
- * rcpts is NULL (nrcpt is the message's count); freed by
- * queue_env_free().  Sets aside an invalid envelope.
- */
+/* Writes one recipient record. */
 enum queue_result
-queue_env_get(struct queue_txn *, uint64_t id, struct queue_msg **out);
-void queue_env_free(struct queue_msg *);
+queue_rcpt_put(struct queue_txn *, uint64_t id, const struct queue_rcpt *);
+/* Writes attempt A of recipient IDX and drops the one QUEUE_HIST_MAX
+ * before it, so at most QUEUE_HIST_MAX are kept. */
+enum queue_result queue_attempt_put(struct queue_txn *, uint64_t id,
+    uint32_t idx, const struct queue_attempt *a);
+/* Deletes every attempt record of message ID (all its recipients). */
+void queue_attempts_remove(struct queue_txn *, uint64_t id);
 
-/* Sets the sticky error of T from an LMDB return code; returns it. */
-enum queue_result queue_txn_fail(struct queue_txn *, int rc, const char *what);
-/* Adds DELTA to count KEY (applied at commit). */
-void queue_count_add(
-    struct queue_txn *, const void *key, size_t klen, int64_t delta);
-/* Count updates for a recipient entering (+1) or leaving (-1) a state. */
-void queue_count_rcpt(struct queue_txn *, const struct queue_msg *,
-    const struct queue_rcpt *, int sign);
-/* Count updates for a message entering (+1) or leaving (-1). */
-void queue_count_msg(struct queue_txn *, const struct queue_msg *, int sign);
-/* The same for its envelope alone (messages, bytes, held). */
-void queue_count_env(struct queue_txn *, const struct queue_msg *, int sign);
-/* Queues a log line for after the commit (as relayq/qmgr, or as
- * relayq/SUBSYS), logged in the order queued. */
-void queue_txn_log(struct queue_txn *, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-void queue_txn_log_as(struct queue_txn *, const char *subsys, const char *fmt,
-    ...) __attribute__((format(printf, 3, 4)));
+/* ---- queue_sched.c: the schedule ---- */
+
+/* Moves the message's schedule entry to DUE (0: none); updates m->due. */
+enum queue_result
+queue_sched_set(struct queue_txn *, struct queue_msg *, int64_t due);
+
+/* ---- queue_expiry.c: the expiry index ---- */
+
+/* Adds/removes the message's expiry entries (per warn_at/return_at). */
+enum queue_result
+queue_expiry_index(struct queue_txn *, const struct queue_msg *, bool add);
+/* Computes warn_at/return_at for M from the cfg. */
+void queue_expiry_times_set(const struct queue *, struct queue_msg *);
+
+/* ---- queue_corrupt.c: records set aside ---- */
+
+/* Sets aside what there is of message ID into the corrupt db. */
+void queue_msg_quarantine(struct queue_txn *, uint64_t id, const char *why);
+
+/* ---- queue_intake_bad.c: names from outside ---- */
+
 /*
  * Copies S into OUT with every byte that is not printable ASCII written
  * as \xNN and a backslash as \\, for names and text from outside in log
@@ -218,61 +333,12 @@ void queue_txn_log_as(struct queue_txn *, const char *subsys, const char *fmt,
  */
 #define QUEUE_ESC_MAX 1040
 const char *queue_name_escape(char out[QUEUE_ESC_MAX], const char *s);
-/* Allocates the next message id. */
-uint64_t queue_id_next(struct queue_txn *);
 
-/* Writes a message's envelope record / one recipient record. */
-enum queue_result queue_put_msg(struct queue_txn *, const struct queue_msg *);
-enum queue_result
-queue_put_rcpt(struct queue_txn *, uint64_t id, const struct queue_rcpt *);
-/* Writes attempt A of recipient IDX and drops the one QUEUE_HIST_MAX
- * before it, so at most QUEUE_HIST_MAX are kept. */
-enum queue_result queue_put_hist(struct queue_txn *, uint64_t id, uint32_t idx,
-    const struct queue_attempt *a);
-/* Encodes BODY as a body record, compressed with zlib LEVEL, into B (which
- * it resets); safe to call from any thread. */
-void qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level);
-/* Frees the calling thread's compressor (before the thread ends). */
-void qrec_thread_done(void);
-/* Stores an encoded body record REC of N bytes. */
-enum queue_result
-queue_put_body_rec(struct queue_txn *, uint64_t id, const void *rec, size_t n);
-/* Moves the message's schedule entry to DUE (0: none); updates m->due. */
-enum queue_result
-queue_sched_set(struct queue_txn *, struct queue_msg *, int64_t due);
-/* Adds/removes the message's expiry entries (per warn_at/return_at). */
-enum queue_result
-queue_expiry_index(struct queue_txn *, const struct queue_msg *, bool add);
-/*
- * Inserts a complete message (m->id set by the caller or 0 to allocate):
- * records, body, schedule at arrival, expiry index, counts, the log line.
- */
-enum queue_result queue_msg_store(struct queue_txn *, struct queue_msg *m,
-    const char *body, size_t len, int level);
-/* The same with the body already encoded (qrec_body_encode) into REC of
- * RECLEN bytes; LEN is the body's size. */
-enum queue_result queue_msg_store_rec(struct queue_txn *, struct queue_msg *m,
-    const void *rec, size_t reclen, size_t len);
-/* Reserves N consecutive message ids (committed with T); returns the
- * first. */
-uint64_t queue_id_reserve(struct queue_txn *, uint64_t n);
-/* Sets aside what there is of message ID into the corrupt db. */
-void queue_quarantine(struct queue_txn *, uint64_t id, const char *why);
-/* Computes warn_at/return_at for M from the cfg. */
-void queue_expiry_times(const struct queue *, struct queue_msg *);
+/* ---- queue_stats.c: the message-state counts ---- */
 
-/*
- * Bytes the map can still take, less a reserve kept for deletes,
- * delivery results and DSNs (so the queue never locks up full).
- */
-size_t queue_room(struct queue *);
-
-/* queue_stats.c: the message-state counts of M (+1 / -1), called
- * with the other counts of its envelope; M's first take (writes M). */
+/* The message-state counts of M (+1 / -1), called with the other counts
+ * of its envelope; M's first take (writes M). */
 void queue_stats_env(struct queue_txn *, const struct queue_msg *, int sign);
 void queue_stats_taken(struct queue_txn *, struct queue_msg *);
-
-/* The lower-cased domain of ADDR into buf. */
-void queue_addr_domain(const char *addr, char *buf, size_t len);
 
 #endif

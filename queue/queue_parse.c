@@ -1,11 +1,20 @@
 /*
  * queue_parse.c - the pure parsers of a dropped message: bare-CR repair,
  * the header section (with its hop count), the pickup envelope
- * (X-Sender / X-Receiver with RFC 3461 parameters), RFC 5322 address
- * lists, and the builder of the message as stored (Received: first,
- * envelope headers, Bcc: and a leading mbox From line removed, Date: and
- * Message-ID: added when missing, long header lines folded, CRLF line
- * endings).
+ * (X-Sender / X-Receiver with RFC 3461 parameters), the recipients of
+ * its RFC 5322 address lists, and the builder of the message as stored
+ * (Received: first, envelope headers, Bcc: and a leading mbox From line
+ * removed, Date: and Message-ID: added when missing, long header lines
+ * folded, CRLF line endings).  The mail syntax itself (address lists,
+ * xtext, NOTIFY, field names) is cfg/mail_*.c's, read with intake's
+ * flags.
+ *
+ * qp_message_parse() in steps: hdr_field_next() reads a header field
+ * (leaving out an mbox From line, ending the section), hdr_field_take()
+ * takes it: the pickup envelope (env_header()), or the message's own
+ * fields (hdr_content_take(): recipients, sender, hop count; the
+ * priority class in priority_header_read(), from the Priority: header),
+ * then sender_from_fields().
  *
  * Public (to queue/, its tests and fuzzers, and `relayq send`):
  * qp_bare_cr_fix(), qp_message_parse(), qp_result_free(),
@@ -27,266 +36,12 @@
 #include <strings.h>
 
 #include "cfg.h"
+#include "mail.h"
 #include "queue.h"
 #include "queue_parse.h"
 
-#define QP_ADDR_MAX 512
-#define QP_MAXTOK 256
-
-enum tok_type { T_END, T_ATOM, T_QSTR, T_DOMLIT, T_SPECIAL, T_ERR };
-
-struct tok {
-	enum tok_type type;
-	const char *p;
-	size_t n;
-};
-
-/* A cursor over one header value. */
-struct lex {
-	const char *s;
-	size_t len, i;
-	const char *why;
-	bool peeked;
-	struct tok pk;
-};
-
-/* Returns true for RFC 5322 atext, plus 8-bit bytes (UTF-8 names). */
-static bool
-is_atext(unsigned char c)
-{
-	if (c >= 0x80)
-		return true;
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	    (c >= '0' && c <= '9'))
-		return true;
-	return c != 0 && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
-}
-
-/* Skips blanks, folds and (nested) comments; false on a bare CR or an
- * unterminated comment. */
-static bool
-lex_cfws(struct lex *lx)
-{
-	while (lx->i < lx->len) {
-		unsigned char c = (unsigned char)lx->s[lx->i];
-
-		if (c == ' ' || c == '\t' || c == '\n') {
-			lx->i++;
-		} else if (c == '\r') {
-			if (lx->i + 1 >= lx->len || lx->s[lx->i + 1] != '\n') {
-				lx->why = "CR/LF/NUL in an address";
-				return false;
-			}
-			lx->i += 2;
-		} else if (c == '(') {
-			int depth = 0;
-
-			do {
-				c = (unsigned char)lx->s[lx->i];
-				if (c == '\\')
-					lx->i++;
-				else if (c == '(')
-					depth++;
-				else if (c == ')')
-					depth--;
-				else if (c == '\0') {
-					lx->why = "CR/LF/NUL in an address";
-					return false;
-				}
-				lx->i++;
-			} while (depth > 0 && lx->i < lx->len);
-			if (depth > 0) {
-				lx->why = "unterminated comment in address";
-				return false;
-			}
-		} else {
-			break;
-		}
-	}
-	return true;
-}
-
-/* Reads the next token. */
-static struct tok
-lex_next(struct lex *lx)
-{
-	struct tok t = { T_ERR, NULL, 0 };
-	size_t st;
-
-	if (lx->peeked) {
-		lx->peeked = false;
-		return lx->pk;
-	}
-	if (!lex_cfws(lx))
-		return t;
-	if (lx->i >= lx->len) {
-		t.type = T_END;
-		return t;
-	}
-	st = lx->i;
-	t.p = lx->s + st;
-	if (lx->s[st] == '"' || lx->s[st] == '[') {
-		char close = lx->s[st] == '"' ? '"' : ']';
-
-		lx->i++;
-		while (lx->i < lx->len && lx->s[lx->i] != close) {
-			unsigned char c = (unsigned char)lx->s[lx->i];
-
-			if (c == '\\') {
-				unsigned char e = lx->i + 1 < lx->len
-				    ? (unsigned char)lx->s[lx->i + 1]
-				    : 0;
-
-				if (e == '\r' || e == '\n' || e == '\0') {
-					lx->why = "CR/LF/NUL in an address";
-					return t;
-				}
-				lx->i++;
-			} else if (c == '\r' || c == '\n') {
-				/* only a fold may break a quoted string */
-				size_t j = lx->i + (c == '\r' ? 1 : 0);
-
-				if (j >= lx->len || lx->s[j] != '\n' ||
-				    j + 1 >= lx->len ||
-				    (lx->s[j + 1] != ' ' &&
-					lx->s[j + 1] != '\t')) {
-					lx->why = "CR/LF/NUL in an address";
-					return t;
-				}
-			} else if ((c < 0x20 && c != '\t') || c == 0x7f) {
-				lx->why = "CR/LF/NUL in an address";
-				return t;
-			}
-			lx->i++;
-		}
-		if (lx->i >= lx->len) {
-			lx->why = "unterminated quoted string in address";
-			return t;
-		}
-		lx->i++;
-		t.type = close == '"' ? T_QSTR : T_DOMLIT;
-		t.n = lx->i - st;
-		return t;
-	}
-	if (is_atext((unsigned char)lx->s[st])) {
-		while (lx->i < lx->len && is_atext((unsigned char)lx->s[lx->i]))
-			lx->i++;
-		t.type = T_ATOM;
-		t.n = lx->i - st;
-		return t;
-	}
-	if (strchr("<>:;@,.", lx->s[st]) != NULL && lx->s[st] != '\0') {
-		lx->i++;
-		t.type = T_SPECIAL;
-		t.n = 1;
-		return t;
-	}
-	lx->why = (lx->s[st] == '\0' || lx->s[st] == '\r')
-	    ? "CR/LF/NUL in an address"
-	    : "unparseable address";
-	return t;
-}
-
-/* Peeks at the next token without consuming it. */
-static struct tok
-lex_peek(struct lex *lx)
-{
-	if (!lx->peeked) {
-		lx->pk = lex_next(lx);
-		lx->peeked = true;
-	}
-	return lx->pk;
-}
-
-static bool
-tok_is(struct tok t, char c)
-{
-	return t.type == T_SPECIAL && t.p[0] == c;
-}
-
-/* An address being built: at most QP_ADDR_MAX-1 bytes are kept, but
- * the length it would have is counted, for the reason text. */
-struct abuf {
-	char a[QP_ADDR_MAX];
-	size_t n; /* bytes kept */
-	size_t want; /* bytes the whole address has */
-	size_t local; /* bytes of its local part, once the '@' is added */
-};
-
-/* Appends token text to an address buffer, dropping folds; false on a
- * control byte. */
-static bool
-abuf_cat(struct abuf *b, const char *p, size_t n)
-{
-	for (size_t k = 0; k < n; k++) {
-		unsigned char c = (unsigned char)p[k];
-
-		if (c == '\r' || c == '\n')
-			continue;
-		/* no controls, TAB included (RFC 5321 qtextSMTP has none) */
-		if (c < 0x20 || c == 0x7f)
-			return false;
-		b->want++;
-		if (b->n + 1 < QP_ADDR_MAX)
-			b->a[b->n++] = (char)c;
-	}
-	b->a[b->n] = '\0';
-	return true;
-}
-
-/* Appends the '@' that ends the local part. */
-static void
-abuf_at(struct abuf *b)
-{
-	b->local = b->want;
-	abuf_cat(b, "@", 1);
-}
-
-/* The offset of the '@' between ADDR's local part and its domain (the
- * first one outside a quoted string), or its length when none. */
-static size_t
-addr_at(const char *a)
-{
-	bool q = false;
-	size_t i;
-
-	for (i = 0; a[i] != '\0'; i++) {
-		if (a[i] == '\\' && q && a[i + 1] != '\0')
-			i++;
-		else if (a[i] == '"')
-			q = !q;
-		else if (a[i] == '@' && !q)
-			break;
-	}
-	return i;
-}
-
-/* Hashes an address as SMTP compares it: the domain in any case. */
-static uint64_t
-addr_hash(const char *a)
-{
-	size_t at = addr_at(a);
-	uint64_t h = 1469598103934665603ull;
-
-	for (size_t i = 0; a[i] != '\0'; i++) {
-		unsigned char c = (unsigned char)a[i];
-
-		if (i > at && c >= 'A' && c <= 'Z')
-			c = (unsigned char)(c - 'A' + 'a');
-		h = (h ^ c) * 1099511628211ull;
-	}
-	return h;
-}
-
-/* True when A and B are one mailbox to SMTP: the same local part (case
- * matters: RFC 5321 2.4), the same domain in any case. */
-static bool
-addr_same(const char *a, const char *b)
-{
-	size_t x = addr_at(a), y = addr_at(b);
-
-	return x == y && memcmp(a, b, x) == 0 && strcasecmp(a + x, b + x) == 0;
-}
+#define QP_ADDR_MAX 512 /* an address has fewer bytes */
+#define QP_XTEXT_MAX 500 /* bytes of an ENVID or ORCPT as received */
 
 /* The NOTIFY of a recipient given twice: every condition either copy
  * asked for (not given counts as FAILURE,DELAY, relayq's default), so no
@@ -303,25 +58,6 @@ notify_merge(unsigned a, unsigned b)
 	return u ? u : QNOTIFY_NEVER;
 }
 
-/* Rebuilds R's address index at twice its size. */
-static void
-hset_grow(struct qp_result *r)
-{
-	size_t cap = r->hcap ? r->hcap * 2 : 16;
-	uint32_t *h = xcalloc(cap, sizeof(*h));
-
-	for (size_t i = 0; i < r->nrcpt; i++) {
-		size_t j = addr_hash(r->rcpts[i].addr) & (cap - 1);
-
-		while (h[j] != 0)
-			j = (j + 1) & (cap - 1);
-		h[j] = (uint32_t)i + 1;
-	}
-	free(r->hset);
-	r->hset = h;
-	r->hcap = cap;
-}
-
 enum merge_result { RM_ADDED, RM_MERGED, RM_TOOMANY };
 
 /*
@@ -334,213 +70,43 @@ static enum merge_result
 rcpt_merge(
     struct qp_result *r, const char *addr, const char *orcpt, unsigned notify)
 {
-	size_t max = r->max_rcpt ? r->max_rcpt : QP_RCPT_MAX, j;
+	size_t max = r->max_rcpt ? r->max_rcpt : QP_RCPT_MAX, i;
+	struct qp_rcpt *rc;
 
 	if (max > QP_RCPT_MAX)
 		max = QP_RCPT_MAX;
-	if ((r->nrcpt + 1) * 2 > r->hcap)
-		hset_grow(r);
-	for (j = addr_hash(addr) & (r->hcap - 1); r->hset[j] != 0;
-	     j = (j + 1) & (r->hcap - 1)) {
-		struct qp_rcpt *rc = &r->rcpts[r->hset[j] - 1];
-
-		if (!addr_same(rc->addr, addr))
-			continue;
+	switch (mail_addr_set_put(&r->addrs, addr, max, &i)) {
+	case MAIL_SET_FOUND:
+		rc = &r->rcpts[i];
 		if (rc->orcpt == NULL && orcpt != NULL)
 			rc->orcpt = xstrdup(orcpt);
 		rc->notify = notify_merge(rc->notify, notify);
 		return RM_MERGED;
-	}
-	if (r->nrcpt >= max) {
+	case MAIL_SET_FULL:
 		snprintf(r->whybuf, sizeof(r->whybuf),
 		    "too many recipients: more than %zu (max_recipients)", max);
 		return RM_TOOMANY;
+	case MAIL_SET_ADDED:
+		break;
 	}
 	if (r->nrcpt == r->rcap) {
 		r->rcap = r->rcap ? r->rcap * 2 : 4;
 		r->rcpts = xrealloc(r->rcpts, r->rcap * sizeof(*r->rcpts));
 	}
-	r->rcpts[r->nrcpt].addr = xstrdup(addr);
+	r->rcpts[r->nrcpt].addr = r->addrs.v[i];
 	r->rcpts[r->nrcpt].orcpt = orcpt ? xstrdup(orcpt) : NULL;
 	r->rcpts[r->nrcpt].notify = notify;
 	r->nrcpt++;
-	r->hset[j] = (uint32_t)r->nrcpt;
 	return RM_ADDED;
 }
 
-/* Adds the address in B to R's recipients, or says (in lx->why) why it
- * cannot be one: too long, or too many recipients. */
-static bool
-addr_finish(struct lex *lx, struct qp_result *r, const struct abuf *b)
+/* Takes an address of a To:, Cc: or Bcc: list as a recipient (the
+ * callback of mail_addrlist_parse()). */
+static enum mail_addr_result
+rcpt_found(void *arg, const char *addr)
 {
-	if (b->want >= QP_ADDR_MAX) {
-		/* RFC 5321 4.5.3.1.1 says 64 for a local part, but real mail
-		 * has longer ones and Postfix takes them: only the whole
-		 * address is bounded, and the reason says which part is
-		 * long. */
-		if (b->local > 64)
-			snprintf(r->whybuf, sizeof(r->whybuf),
-			    "address too long: a local part of %zu bytes "
-			    "(an address may have at most %d)",
-			    b->local, QP_ADDR_MAX - 1);
-		else
-			snprintf(r->whybuf, sizeof(r->whybuf),
-			    "address too long: %zu bytes (at most %d)", b->want,
-			    QP_ADDR_MAX - 1);
-		lx->why = r->whybuf;
-		return false;
-	}
-	if (rcpt_merge(r, b->a, NULL, 0) == RM_TOOMANY) {
-		lx->why = r->whybuf;
-		return false;
-	}
-	return true;
-}
-
-/* Parses `domain` (dot-atom or literal) after '@' into B. */
-static bool
-parse_domain(struct lex *lx, struct abuf *b)
-{
-	struct tok t = lex_next(lx);
-
-	if (t.type == T_DOMLIT)
-		return abuf_cat(b, t.p, t.n);
-	if (t.type != T_ATOM)
-		return false;
-	if (!abuf_cat(b, t.p, t.n))
-		return false;
-	while (tok_is(lex_peek(lx), '.')) {
-		lex_next(lx);
-		t = lex_next(lx);
-		if (t.type != T_ATOM || !abuf_cat(b, ".", 1) ||
-		    !abuf_cat(b, t.p, t.n))
-			return false;
-	}
-	return true;
-}
-
-/* Builds a local part from words and dots TOKS[0..n) (dots may repeat,
- * as real mail has "a..b" and "a."; two words in a row may not). */
-static bool
-local_from_toks(const struct tok *toks, size_t n, struct abuf *b)
-{
-	bool prev_word = false, any = false;
-
-	for (size_t k = 0; k < n; k++) {
-		bool dot = tok_is(toks[k], '.');
-
-		if (!dot && prev_word)
-			return false;
-		if (!abuf_cat(b, toks[k].p, toks[k].n))
-			return false;
-		prev_word = !dot;
-		any = any || !dot;
-	}
-	return any;
-}
-
-/* Reads the words and dots of a local part into TOKS (*n of them). */
-static bool
-local_toks(struct lex *lx, struct tok *toks, size_t *n)
-{
-	for (;;) {
-		struct tok t = lex_peek(lx);
-
-		if (t.type != T_ATOM && t.type != T_QSTR && !tok_is(t, '.'))
-			return true;
-		if (*n == QP_MAXTOK) {
-			lx->why = "address too long: too many words in its "
-				  "local part";
-			return false;
-		}
-		toks[(*n)++] = lex_next(lx);
-	}
-}
-
-/* Adds "@" and the domain (parsed, or QUALIFY when there is no '@'). */
-static bool
-addr_domain(struct lex *lx, const char *qualify, struct abuf *b)
-{
-	if (tok_is(lex_peek(lx), '@')) {
-		lex_next(lx);
-		abuf_at(b);
-		return parse_domain(lx, b);
-	}
-	if (qualify == NULL)
-		return false;
-	abuf_at(b);
-	return abuf_cat(b, qualify, strlen(qualify));
-}
-
-/* Parses the inside of <...> (an optional obsolete route first). */
-static bool
-parse_angle(struct lex *lx, const char *qualify, struct qp_result *r)
-{
-	struct tok toks[QP_MAXTOK], t;
-	struct abuf b;
-	size_t n = 0;
-
-	memset(&b, 0, sizeof(b));
-	if (tok_is(lex_peek(lx), '@')) {
-		/* obs-route: @a,@b: */
-		while (!tok_is(lex_peek(lx), ':')) {
-			t = lex_next(lx);
-			if (t.type == T_END || t.type == T_ERR ||
-			    tok_is(t, '>'))
-				return false;
-		}
-		lex_next(lx);
-	}
-	if (tok_is(lex_peek(lx), '>'))
-		return false; /* <> is no recipient */
-	if (!local_toks(lx, toks, &n) || !local_from_toks(toks, n, &b) ||
-	    !addr_domain(lx, qualify, &b))
-		return false;
-	if (!tok_is(lex_next(lx), '>'))
-		return false;
-	return addr_finish(lx, r, &b);
-}
-
-/* Parses one mailbox, or a group when allow_group. */
-static bool
-parse_address(
-    struct lex *lx, const char *qualify, struct qp_result *r, bool allow_group)
-{
-	struct tok toks[QP_MAXTOK], t;
-	struct abuf b;
-	size_t n = 0;
-
-	memset(&b, 0, sizeof(b));
-	if (!local_toks(lx, toks, &n))
-		return false;
-	t = lex_peek(lx);
-	if (t.type == T_ERR)
-		return false;
-	if (tok_is(t, '<')) {
-		lex_next(lx);
-		return parse_angle(lx, qualify, r);
-	}
-	if (tok_is(t, ':') && allow_group && n > 0) {
-		lex_next(lx);
-		for (;;) {
-			t = lex_peek(lx);
-			if (tok_is(t, ';')) {
-				lex_next(lx);
-				return true;
-			}
-			if (t.type == T_END)
-				return true; /* lenient: missing ';' */
-			if (tok_is(t, ',')) {
-				lex_next(lx);
-				continue;
-			}
-			if (!parse_address(lx, qualify, r, false))
-				return false;
-		}
-	}
-	if (!local_from_toks(toks, n, &b) || !addr_domain(lx, qualify, &b))
-		return false;
-	return addr_finish(lx, r, &b);
+	return rcpt_merge(arg, addr, NULL, 0) == RM_TOOMANY ? MAIL_ADDR_TOOMANY
+							    : MAIL_ADDR_OK;
 }
 
 /* Parses an address list; see queue_parse.h. */
@@ -548,28 +114,37 @@ bool
 qp_addrlist_parse(const char *s, size_t len, const char *qualify,
     struct qp_result *r, const char **why)
 {
-	struct lex lx = { s, len, 0, NULL, false, { T_END, NULL, 0 } };
+	/* intake's syntax is mail.h's, with a bound on words */
+	const struct mail_addr_syntax syn = { MAIL_ADDR_WORD_LIMIT, qualify,
+		QP_ADDR_MAX - 1 };
+	struct mail_addr_error err;
 
-	for (;;) {
-		struct tok t = lex_peek(&lx);
-
-		if (t.type == T_END)
-			return true;
-		if (t.type == T_ERR)
-			break;
-		if (tok_is(t, ',')) {
-			lex_next(&lx);
-			continue;
-		}
-		if (!parse_address(&lx, qualify, r, true))
-			break;
-		t = lex_peek(&lx);
-		if (t.type == T_END)
-			return true;
-		if (!tok_is(t, ','))
-			break;
+	switch (mail_addrlist_parse(s, len, &syn, rcpt_found, r, &err)) {
+	case MAIL_ADDR_OK:
+		return true;
+	case MAIL_ADDR_TOOLONG:
+		/* RFC 5321 4.5.3.1.1 says 64 for a local part, but real mail
+		 * has longer ones and Postfix takes them: only the whole
+		 * address is bounded, and the reason says which part is
+		 * long. */
+		if (err.local > 64)
+			snprintf(r->whybuf, sizeof(r->whybuf),
+			    "address too long: a local part of %zu bytes "
+			    "(an address may have at most %d)",
+			    err.local, QP_ADDR_MAX - 1);
+		else
+			snprintf(r->whybuf, sizeof(r->whybuf),
+			    "address too long: %zu bytes (at most %d)", err.len,
+			    QP_ADDR_MAX - 1);
+		*why = r->whybuf;
+		return false;
+	case MAIL_ADDR_TOOMANY:
+		*why = r->whybuf; /* rcpt_merge() said why */
+		return false;
+	case MAIL_ADDR_BAD:
+		break;
 	}
-	*why = lx.why ? lx.why : "unparseable address";
+	*why = err.why;
 	return false;
 }
 
@@ -648,16 +223,12 @@ env_addr_ok(const char *a, size_t n)
 	return true;
 }
 
-/* Checks RFC 3461 xtext (printable, no blanks or '='). */
+/* Checks an ENVID or ORCPT as received: xtext, 1 to QP_XTEXT_MAX
+ * bytes. */
 static bool
 xtext_ok(const char *s, size_t n)
 {
-	if (n == 0 || n > 500)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (s[i] < '!' || s[i] > '~' || s[i] == '=')
-			return false;
-	return true;
+	return n > 0 && n <= QP_XTEXT_MAX && mail_xtext_valid(s, n);
 }
 
 /* Parses the parameters of X-Sender (rcpt NULL) or X-Receiver. */
@@ -699,33 +270,7 @@ env_params(const char *p, size_t n, struct qp_result *r, struct qp_rcpt *rc)
 			r->envid = xstrndup(v, vn);
 		} else if (rc != NULL && kn == 6 &&
 		    strncasecmp(k, "NOTIFY", 6) == 0) {
-			size_t j = 0;
-
-			rc->notify = 0;
-			while (j < vn) {
-				size_t e = j;
-
-				while (e < vn && v[e] != ',')
-					e++;
-				if (e - j == 5 &&
-				    strncasecmp(v + j, "NEVER", 5) == 0)
-					rc->notify |= QNOTIFY_NEVER;
-				else if (e - j == 7 &&
-				    strncasecmp(v + j, "SUCCESS", 7) == 0)
-					rc->notify |= QNOTIFY_SUCCESS;
-				else if (e - j == 7 &&
-				    strncasecmp(v + j, "FAILURE", 7) == 0)
-					rc->notify |= QNOTIFY_FAILURE;
-				else if (e - j == 5 &&
-				    strncasecmp(v + j, "DELAY", 5) == 0)
-					rc->notify |= QNOTIFY_DELAY;
-				else
-					return false;
-				j = e + 1;
-			}
-			if (rc->notify == 0 ||
-			    ((rc->notify & QNOTIFY_NEVER) &&
-				rc->notify != QNOTIFY_NEVER))
+			if (!mail_notify_parse(v, vn, 0, &rc->notify))
 				return false;
 		} else if (rc != NULL && kn == 5 &&
 		    strncasecmp(k, "ORCPT", 5) == 0) {
@@ -798,13 +343,6 @@ env_header(const char *v, size_t n, bool is_rcpt, const char *qualify,
 	free(rc.orcpt);
 	qp_result_free(&tmp);
 	return ok;
-}
-
-/* Returns true if field NAME (of n bytes) is WANT, ignoring case. */
-static bool
-name_is(const char *name, size_t n, const char *want)
-{
-	return strlen(want) == n && strncasecmp(name, want, n) == 0;
 }
 
 /* An output buffer. */
@@ -915,16 +453,249 @@ qp_bare_cr_fix(char *buf, size_t len)
 	return n;
 }
 
-/* Parses a message; see queue_parse.h. */
+/* A header section being parsed: the input, the cursor, and what the
+ * steps of qp_message_parse() tell each other. */
+struct hdr_parse {
+	const char *buf;
+	size_t len, pos;
+	const char *qualify;
+	struct qp_result *r;
+	size_t nfields;
+	bool leading; /* only envelope fields (and an mbox line) so far */
+	bool mbox_seen;
+	bool xrcpt; /* X-Receiver given: To/Cc/Bcc name no recipient */
+	bool have_from, have_sender;
+	struct qp_span from, sender; /* the first From: and Sender: values */
+};
+
+/* One header field with its continuation lines, at [off, end) of the
+ * input. */
+struct hdr_field {
+	size_t off, end;
+	size_t namelen; /* its name is at off */
+	size_t colon; /* its ':' is at off + colon */
+	const char *v; /* its value: after the ':', up to end */
+	size_t vn;
+};
+
+enum hdr_next {
+	HDR_FIELD, /* a field was read */
+	HDR_END, /* the header section ended (r->hdr_end set) */
+	HDR_BAD, /* r->why says why the file cannot be queued */
+};
+
+/* Ends the header section at LINE (N bytes), which is not a field: the
+ * body starts there, unless the line holds a NUL or no field came
+ * before it. */
+static enum hdr_next
+hdr_end_at_line(struct hdr_parse *h, const char *line, size_t n)
+{
+	if (memchr(line, '\0', n) != NULL) {
+		h->r->why = "binary data (NUL) in the header section";
+		return HDR_BAD;
+	}
+	if (h->nfields == 0) {
+		h->r->why = "not a message: no header field at the start";
+		return HDR_BAD;
+	}
+	h->r->hdr_end = h->pos; /* a non-header line starts the body */
+	return HDR_END;
+}
+
+/*
+ * Reads the next header field into F, leaving out a leading mbox "From "
+ * line (not "From :", a field; as `relayq send` and Postfix's sendmail
+ * do).  The section ends at the end of the input (a message all the
+ * same: RFC 5322 3.5 makes the body optional), at an empty line, or at a
+ * line that is not a field.
+ */
+static enum hdr_next
+hdr_field_next(struct hdr_parse *h, struct hdr_field *f)
+{
+	for (;;) {
+		const char *line = h->buf + h->pos, *lf, *colon;
+		size_t nl, ni, fend;
+
+		if (h->pos >= h->len) {
+			h->r->hdr_end = h->len;
+			return HDR_END;
+		}
+		lf = memchr(line, '\n', h->len - h->pos);
+		nl = lf ? (size_t)(lf - line) : h->len - h->pos;
+		if (nl == 0 || (nl == 1 && line[0] == '\r')) {
+			h->r->hdr_end = h->pos;
+			h->r->have_blank = true;
+			return HDR_END;
+		}
+		ni = mail_field_name_len(line, nl);
+		colon = line + ni;
+		while (colon < line + nl && (*colon == ' ' || *colon == '\t'))
+			colon++;
+		if (ni == 0 || colon >= line + nl || *colon != ':') {
+			if (!h->leading || h->mbox_seen ||
+			    !mail_mbox_from_is(line, nl))
+				return hdr_end_at_line(h, line, nl);
+			h->mbox_seen = true;
+			fend = lf ? h->pos + nl + 1 : h->len;
+			drop_add(h->r, h->pos, fend - h->pos);
+			h->pos = fend;
+			continue;
+		}
+		/* the field runs on over continuation lines */
+		fend = lf ? (size_t)(lf - h->buf) + 1 : h->len;
+		while (fend < h->len &&
+		    (h->buf[fend] == ' ' || h->buf[fend] == '\t')) {
+			lf = memchr(h->buf + fend, '\n', h->len - fend);
+			fend = lf ? (size_t)(lf - h->buf) + 1 : h->len;
+		}
+		if (memchr(line, '\0', fend - h->pos) != NULL) {
+			h->r->why = "binary data (NUL) in the header section";
+			return HDR_BAD;
+		}
+		h->nfields++;
+		f->off = h->pos;
+		f->end = fend;
+		f->namelen = ni;
+		f->colon = (size_t)(colon - line);
+		f->v = colon + 1;
+		f->vn = (size_t)(h->buf + fend - f->v);
+		h->pos = fend;
+		return HDR_FIELD;
+	}
+}
+
+/* True if field F is named NAME (any case). */
+static bool
+hdr_field_is(
+    const struct hdr_parse *h, const struct hdr_field *f, const char *name)
+{
+	return mail_field_is(h->buf + f->off, f->namelen, name);
+}
+
+/*
+ * Where the priority class is decided: the Priority: header (RFC 2156
+ * "urgent", "normal", "non-urgent", any case, or a class name).  dsn is
+ * relayq's own class for its notices and is not taken, nor is an unknown
+ * value: the last field that names a class wins, else normal.
+ */
+static void
+priority_header_read(struct qp_result *r, const char *v, size_t vn)
+{
+	int c = cfg_class_parse(v, vn);
+
+	if (c >= 0 && c != CFG_DSN)
+		r->cls = c;
+}
+
+/*
+ * Takes what a field of the message says: the recipients of every To:,
+ * Cc: and Bcc: (unless X-Receiver named them), the first From: and
+ * Sender:, the priority class, whether Date: and Message-ID: are there,
+ * and the hop count (Received:).  *KEEP is cleared for Bcc:, which is
+ * left out.  False (r->why set) on a bad recipient list.
+ */
+static bool
+hdr_content_take(struct hdr_parse *h, const struct hdr_field *f, bool *keep)
+{
+	struct qp_result *r = h->r;
+	const char *why = NULL;
+
+	if (hdr_field_is(h, f, "Received"))
+		r->nreceived++;
+	if (hdr_field_is(h, f, "Bcc")) {
+		drop_add(r, f->off, f->end - f->off);
+		*keep = false;
+	}
+	if (hdr_field_is(h, f, "To") || hdr_field_is(h, f, "Cc") ||
+	    hdr_field_is(h, f, "Bcc")) {
+		/* every one of them, as many as there are (up to max_rcpt) */
+		if (!h->xrcpt &&
+		    !qp_addrlist_parse(f->v, f->vn, h->qualify, r, &why)) {
+			r->why = why;
+			return false;
+		}
+	} else if (hdr_field_is(h, f, "From") && !h->have_from) {
+		h->have_from = true;
+		h->from.off = (size_t)(f->v - h->buf);
+		h->from.len = f->vn;
+	} else if (hdr_field_is(h, f, "Sender") && !h->have_sender) {
+		h->have_sender = true;
+		h->sender.off = (size_t)(f->v - h->buf);
+		h->sender.len = f->vn;
+	} else if (hdr_field_is(h, f, "Priority")) {
+		priority_header_read(r, f->v, f->vn);
+	} else if (hdr_field_is(h, f, "Date")) {
+		r->have_date = true;
+	} else if (hdr_field_is(h, f, "Message-ID")) {
+		r->have_msgid = true;
+	}
+	return true;
+}
+
+/*
+ * Takes field F: X-Sender and X-Receiver at the top of the file are the
+ * pickup envelope and are left out; any other field ends the envelope
+ * and is the message's own.  A field kept must fit in lines the builder
+ * can write.  False (r->why set) when the file cannot be queued.
+ */
+static bool
+hdr_field_take(struct hdr_parse *h, const struct hdr_field *f)
+{
+	bool keep = true;
+
+	if (h->leading &&
+	    (hdr_field_is(h, f, "X-Sender") ||
+		hdr_field_is(h, f, "X-Receiver"))) {
+		bool is_rcpt = hdr_field_is(h, f, "X-Receiver");
+
+		if (!env_header(f->v, f->vn, is_rcpt, h->qualify, h->r))
+			return false;
+		h->xrcpt = h->xrcpt || is_rcpt;
+		drop_add(h->r, f->off, f->end - f->off);
+		return true;
+	}
+	h->leading = false;
+	if (!hdr_content_take(h, f, &keep))
+		return false;
+	return !keep ||
+	    field_lines_ok(
+		h->buf + f->off, f->end - f->off, f->colon, f->namelen, h->r);
+}
+
+/* Without X-Sender, takes the sender from Sender: (else From:): its
+ * first address.  False (r->why set) when that is unparseable. */
+static bool
+sender_from_fields(struct hdr_parse *h)
+{
+	struct qp_result *r = h->r, tmp;
+	struct qp_span sp = h->have_sender ? h->sender : h->from;
+	const char *why = NULL;
+
+	if (r->sender != NULL || (!h->have_sender && !h->have_from))
+		return true;
+	memset(&tmp, 0, sizeof(tmp));
+	if (!qp_addrlist_parse(
+		h->buf + sp.off, sp.len, h->qualify, &tmp, &why) ||
+	    tmp.nrcpt == 0) {
+		qp_result_free(&tmp);
+		r->why = "unparseable sender address";
+		return false;
+	}
+	r->sender = xstrdup(tmp.rcpts[0].addr);
+	qp_result_free(&tmp);
+	return true;
+}
+
+/* Parses a message; see queue_parse.h.  The steps: read each header
+ * field (hdr_field_next), take it (hdr_field_take: the envelope, the
+ * recipients, the priority class...), then the sender. */
 enum qp_status
 qp_message_parse(const char *buf, size_t len, const char *qualify,
     size_t max_rcpt, struct qp_result *r)
 {
-	size_t pos = 0, nfields = 0;
-	struct qp_span from = { 0, 0 }, sender = { 0, 0 };
-	bool leading = true, xrcpt = false, have_from = false,
-	     have_sender_hdr = false, mbox_seen = false;
-	const char *why = NULL;
+	struct hdr_parse h;
+	struct hdr_field f;
+	enum hdr_next next;
 
 	memset(r, 0, sizeof(*r));
 	r->max_rcpt = max_rcpt;
@@ -933,144 +704,17 @@ qp_message_parse(const char *buf, size_t len, const char *qualify,
 		r->why = "empty file";
 		return QP_BAD;
 	}
-	for (;;) {
-		const char *lf, *line = buf + pos, *colon;
-		size_t nl, fend, ni;
-
-		if (pos >= len) {
-			/* header fields only, no empty line: a message all
-			 * the same (RFC 5322 3.5: the body is optional) */
-			r->hdr_end = len;
-			break;
-		}
-		lf = memchr(line, '\n', len - pos);
-		nl = lf ? (size_t)(lf - line) : len - pos;
-		if (nl == 0 || (nl == 1 && line[0] == '\r')) {
-			r->hdr_end = pos;
-			r->have_blank = true;
-			break;
-		}
-		for (ni = 0; ni < nl && line[ni] > ' ' && line[ni] < 0x7f &&
-		     line[ni] != ':';
-		     ni++)
-			;
-		colon = line + ni;
-		while (colon < line + nl && (*colon == ' ' || *colon == '\t'))
-			colon++;
-		if (ni == 0 || colon >= line + nl || *colon != ':') {
-			if (leading && !mbox_seen && nl >= 5 &&
-			    memcmp(line, "From ", 5) == 0) {
-				/* an mbox separator (not "From :", a field):
-				 * left out, as `relayq send` and Postfix's
-				 * sendmail do */
-				mbox_seen = true;
-				fend = lf ? pos + nl + 1 : len;
-				drop_add(r, pos, fend - pos);
-				pos = fend;
-				continue;
-			}
-			if (memchr(line, '\0', nl) != NULL) {
-				r->why = "binary data (NUL) in the header "
-					 "section";
-				return QP_BAD;
-			}
-			if (nfields == 0) {
-				r->why = "not a message: no header field at "
-					 "the start";
-				return QP_BAD;
-			}
-			r->hdr_end = pos; /* a non-header line starts body */
-			break;
-		}
-		/* the field runs on over continuation lines */
-		fend = lf ? (size_t)(lf - buf) + 1 : len;
-		while (fend < len && (buf[fend] == ' ' || buf[fend] == '\t')) {
-			lf = memchr(buf + fend, '\n', len - fend);
-			fend = lf ? (size_t)(lf - buf) + 1 : len;
-		}
-		if (memchr(line, '\0', fend - pos) != NULL) {
-			r->why = "binary data (NUL) in the header section";
+	memset(&h, 0, sizeof(h));
+	h.buf = buf;
+	h.len = len;
+	h.qualify = qualify;
+	h.r = r;
+	h.leading = true;
+	while ((next = hdr_field_next(&h, &f)) == HDR_FIELD)
+		if (!hdr_field_take(&h, &f))
 			return QP_BAD;
-		}
-		nfields++;
-		{
-			const char *v = colon + 1;
-			size_t vn = (size_t)(buf + fend - v);
-			bool keep = true;
-
-			if (leading && name_is(line, ni, "X-Sender")) {
-				if (!env_header(v, vn, false, qualify, r))
-					return QP_BAD;
-				drop_add(r, pos, fend - pos);
-				keep = false;
-			} else if (leading && name_is(line, ni, "X-Receiver")) {
-				if (!env_header(v, vn, true, qualify, r))
-					return QP_BAD;
-				xrcpt = true;
-				drop_add(r, pos, fend - pos);
-				keep = false;
-			} else {
-				leading = false;
-				if (name_is(line, ni, "Received"))
-					r->nreceived++;
-				if (name_is(line, ni, "Bcc")) {
-					drop_add(r, pos, fend - pos);
-					keep = false;
-				}
-				if (name_is(line, ni, "To") ||
-				    name_is(line, ni, "Cc") ||
-				    name_is(line, ni, "Bcc")) {
-					/* every one of them, as many as
-					 * there are (up to max_rcpt) */
-					if (!xrcpt &&
-					    !qp_addrlist_parse(
-						v, vn, qualify, r, &why)) {
-						r->why = why;
-						return QP_BAD;
-					}
-				} else if (name_is(line, ni, "From") &&
-				    !have_from) {
-					have_from = true;
-					from.off = (size_t)(v - buf);
-					from.len = vn;
-				} else if (name_is(line, ni, "Sender") &&
-				    !have_sender_hdr) {
-					have_sender_hdr = true;
-					sender.off = (size_t)(v - buf);
-					sender.len = vn;
-				} else if (name_is(line, ni, "Priority")) {
-					int c = cfg_class_parse(v, vn);
-
-					if (c >= 0 && c != CFG_DSN)
-						r->cls = c;
-				} else if (name_is(line, ni, "Date")) {
-					r->have_date = true;
-				} else if (name_is(line, ni, "Message-ID")) {
-					r->have_msgid = true;
-				}
-			}
-			if (keep &&
-			    !field_lines_ok(line, fend - pos,
-				(size_t)(colon - line), ni, r))
-				return QP_BAD;
-		}
-		pos = fend;
-	}
-	if (r->sender == NULL && (have_sender_hdr || have_from)) {
-		struct qp_result tmp;
-		struct qp_span sp = have_sender_hdr ? sender : from;
-
-		memset(&tmp, 0, sizeof(tmp));
-		if (!qp_addrlist_parse(
-			buf + sp.off, sp.len, qualify, &tmp, &why) ||
-		    tmp.nrcpt == 0) {
-			qp_result_free(&tmp);
-			r->why = "unparseable sender address";
-			return QP_BAD;
-		}
-		r->sender = xstrdup(tmp.rcpts[0].addr);
-		qp_result_free(&tmp);
-	}
+	if (next == HDR_BAD || !sender_from_fields(&h))
+		return QP_BAD;
 	if (r->nrcpt == 0) {
 		r->why = "no recipients";
 		return QP_BAD;
@@ -1082,20 +726,17 @@ qp_message_parse(const char *buf, size_t len, const char *qualify,
 void
 qp_result_free(struct qp_result *r)
 {
-	for (size_t i = 0; i < r->nrcpt; i++) {
-		free(r->rcpts[i].addr);
+	for (size_t i = 0; i < r->nrcpt; i++)
 		free(r->rcpts[i].orcpt);
-	}
 	free(r->rcpts);
-	free(r->hset);
+	mail_addr_set_free(&r->addrs);
 	free(r->sender);
 	free(r->envid);
 	free(r->drop);
 	r->rcpts = NULL;
-	r->hset = NULL;
 	r->sender = r->envid = NULL;
 	r->drop = NULL;
-	r->nrcpt = r->ndrop = r->rcap = r->dcap = r->hcap = 0;
+	r->nrcpt = r->ndrop = r->rcap = r->dcap = 0;
 }
 
 /* Copies S with every line ending made CRLF (a last line gets one). */

@@ -17,8 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mail.h"
+
 /* The most recipients a message may have: what the queue's envelope
- * record holds (queue_db.c, qrec_msg_decode()); max_recipients is at
+ * record holds (queue_rec.c, qrec_msg_decode()); max_recipients is at
  * most this. */
 #define QP_RCPT_MAX 1000000
 /* The longest header line sent, without its CRLF (RFC 5322 2.1.1);
@@ -27,7 +29,7 @@
 
 /* An envelope recipient found by the parser. */
 struct qp_rcpt {
-	char *addr;
+	char *addr; /* owned by qp_result.addrs */
 	char *orcpt; /* NULL when not given */
 	unsigned notify; /* QNOTIFY_* bits, 0 when not given */
 };
@@ -52,8 +54,7 @@ struct qp_result {
 	int cls; /* enum cfg_class */
 	struct qp_rcpt *rcpts; /* distinct (see qp_message_parse()) */
 	size_t nrcpt, rcap;
-	uint32_t *hset; /* index of rcpts by address: i+1, 0 = free */
-	size_t hcap;
+	struct mail_addr_set addrs; /* rcpts[i].addr is addrs.v[i] */
 	size_t hdr_end; /* offset where the header section ends (at its
 			   empty line, or the first non-header line) */
 	bool have_blank; /* an empty line separates header and body */
@@ -80,7 +81,8 @@ size_t qp_bare_cr_fix(char *buf, size_t len);
  * "From " line (first, or after the envelope headers) is left out; a
  * header section without an empty line after it is fine; a header line
  * over QP_LINE_MAX bytes that cannot be folded at white space is an
- * error.  Returns QP_OK and fills R, or QP_BAD with R->why set; in both
+ * error.  R->cls is the priority class the Priority: header names
+ * (urgent, normal, non-urgent; else normal).  Returns QP_OK and fills R, or QP_BAD with R->why set; in both
  * cases the caller calls qp_result_free(R).
  */
 enum qp_status qp_message_parse(const char *buf, size_t len,
@@ -89,8 +91,9 @@ void qp_result_free(struct qp_result *r);
 
 /*
  * Parses an RFC 5322 address list (display names, groups, comments,
- * quoted local parts, obsolete routes; folding already allowed) and
- * adds each addr-spec to R's recipients (duplicates collapsed, at most
+ * quoted local parts, obsolete routes; folding already allowed: the
+ * shared parser of cfg/mail_addr.c in intake's syntax) and adds each
+ * addr-spec to R's recipients (duplicates collapsed, at most
  * R->max_rcpt).  Returns false with *why set (static text or R->whybuf)
  * on a syntax error, an address with a control character, one too long
  * or too many recipients.

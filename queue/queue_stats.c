@@ -9,9 +9,9 @@
  * queue_bad_reason(), queue_bad_reason_name().  Queue-private:
  * queue_stats_env(), queue_stats_taken().
  *
- * Invariants: counts key 'S' class state (state a queue_msg_state) is
+ * Invariants: counts key QCOUNT_MSTATE class state (state a queue_msg_state) is
  * the number of messages of that class in that state, kept in the same
- * transactions as the other counts (queue_count_env() calls
+ * transactions as the other counts (queue_count_add_env() calls
  * queue_stats_env(); hold and release move a message between states;
  * the first take marks it QMSG_TAKEN and moves it from pending to
  * deferred); meta "mstates" says they are complete: a queue written
@@ -43,7 +43,8 @@ msg_state(unsigned flags)
 void
 queue_stats_env(struct queue_txn *t, const struct queue_msg *m, int sign)
 {
-	uint8_t k[3] = { 'S', (uint8_t)m->cls, (uint8_t)msg_state(m->flags) };
+	uint8_t k[3] = { QCOUNT_MSTATE, (uint8_t)m->cls,
+		(uint8_t)msg_state(m->flags) };
 
 	queue_count_add(t, k, 3, sign);
 }
@@ -58,7 +59,7 @@ queue_stats_taken(struct queue_txn *t, struct queue_msg *m)
 	queue_stats_env(t, m, -1);
 	m->flags |= QMSG_TAKEN;
 	queue_stats_env(t, m, 1);
-	queue_put_msg(t, m);
+	queue_msg_put(t, m);
 }
 
 /* Reads the u64 at KEY of db DBI in TXN into *V (0 when absent). */
@@ -103,13 +104,13 @@ queue_stats_get(struct queue *q, struct queue_stats *st)
 	size_t used;
 
 	memset(st, 0, sizeof(*st));
-	if ((txn = queue_rtxn(q)) == NULL)
+	if ((txn = queue_rtxn_begin(q)) == NULL)
 		return QUEUE_ERR;
 	st->exact = get_u64(
 	    txn, q->dbi[QDB_META], MSTATES_KEY, strlen(MSTATES_KEY), &v);
 	for (int c = 0; c < CFG_NCLASS; c++) {
-		uint8_t k[3] = { 'S', (uint8_t)c, 0 };
-		uint8_t mk[2] = { 'M', (uint8_t)c };
+		uint8_t k[3] = { QCOUNT_MSTATE, (uint8_t)c, 0 };
+		uint8_t mk[2] = { QCOUNT_MSGS, (uint8_t)c };
 
 		for (int s = 0; s < QUEUE_NMSTATE; s++) {
 			k[2] = (uint8_t)s;
@@ -174,7 +175,8 @@ queue_stats_rebuild(struct queue *q)
 	mdb_cursor_close(c);
 	for (int cl = 0; cl < CFG_NCLASS; cl++)
 		for (int s = 0; s < QUEUE_NMSTATE; s++) {
-			uint8_t k[3] = { 'S', (uint8_t)cl, (uint8_t)s };
+			uint8_t k[3] = { QCOUNT_MSTATE, (uint8_t)cl,
+				(uint8_t)s };
 			MDB_val mk = { 3, k }, mv = { 8, b };
 
 			qbe64_put(b, n[cl][s]);
@@ -197,7 +199,7 @@ queue_stats_rebuild(struct queue *q)
 /*
  * Looks for class C's oldest message not on hold from O->from[C] on, in
  * TXN's msg cursor CUR, for at most *STEPS records (taken down).  The
- * envelope: arrival at byte 16, warn_at 40, return_at 48 (queue_db.c).
+ * envelope: arrival at byte 16, warn_at 40, return_at 48 (queue_rec.c).
  */
 static void
 oldest_walk(MDB_cursor *cur, struct queue_oldest *o, int c, size_t *steps)
@@ -252,7 +254,7 @@ queue_oldest_get(struct queue *q, const struct queue_stats *st,
 		memset(o->from, 0, sizeof(o->from));
 		o->held = held;
 	}
-	if ((txn = queue_rtxn(q)) == NULL)
+	if ((txn = queue_rtxn_begin(q)) == NULL)
 		return QUEUE_ERR;
 	if (mdb_cursor_open(txn, q->dbi[QDB_MSG], &cur) != 0) {
 		queue_rtxn_done(q);

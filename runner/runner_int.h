@@ -180,7 +180,6 @@ void runner_sched_kick(struct runner *);
 bool runner_sched_busy(const struct runner *);
 void runner_rmsg_release(struct runner *, struct rmsg *);
 void runner_rmsg_end(struct runner *, uint64_t id);
-char *runner_xtext_decode(const char *);
 
 /* runner_share.c */
 extern const enum cfg_class runner_class_order[CFG_NCLASS];

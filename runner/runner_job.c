@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mail.h"
 #include "runner_int.h"
 
 #define FD_CAP_US 10000000 /* connections capped after a local failure */
@@ -254,7 +255,11 @@ job_rcpts_make(const struct job *j, bool *first)
 
 		rc[i].addr = q->addr;
 		rc[i].notify = q->notify;
-		rc[i].orcpt = q->orcpt ? runner_xtext_decode(q->orcpt) : NULL;
+		/* the queue keeps ORCPT as received (xtext); the client
+		 * wants it plain and encodes it itself */
+		rc[i].orcpt = q->orcpt
+		    ? mail_xtext_decode(q->orcpt, strlen(q->orcpt), 0, NULL)
+		    : NULL;
 		if (q->attempts > 0)
 			*first = false;
 	}
@@ -296,7 +301,9 @@ runner_job_submit(struct runner *r, struct job *j)
 	req.sender = m->msg->sender;
 	req.rcpts = rc;
 	req.nrcpts = j->nidx;
-	envid = m->msg->envid ? runner_xtext_decode(m->msg->envid) : NULL;
+	envid = m->msg->envid
+	    ? mail_xtext_decode(m->msg->envid, strlen(m->msg->envid), 0, NULL)
+	    : NULL;
 	req.envid = envid;
 	req.ret = m->msg->ret == QRET_FULL ? SMTP_RET_FULL
 	    : m->msg->ret == QRET_HDRS	   ? SMTP_RET_HDRS

@@ -274,7 +274,7 @@ runner_stop(struct runner *r, const char *why)
 	event_del(r->ev_sched);
 	event_del(r->ev_expiry);
 	/* Jobs not yet handed to the client keep their leases and are
-	 * retried at once on the next start (queue_recover_leases). */
+	 * retried at once on the next start (queue_leases_recover). */
 	runner_dest_jobs_drop(r);
 	evtimer_add(r->ev_stop_grace, &grace);
 	smtp_client_shutdown(r->smtp, false, stop_done, r);
@@ -293,7 +293,7 @@ runner_idle_check(struct runner *r)
 	    runner_sched_busy(r))
 		return;
 	now = rq_now();
-	if (queue_next_due(r->q) <= now || expiry_next(r->q) <= now)
+	if (queue_due_next(r->q) <= now || expiry_next(r->q) <= now)
 		return;
 	runner_stop(r, "idle (--exit-when-idle)");
 }
@@ -680,7 +680,7 @@ runner_main(
 	runner_events_add(r, cfg);
 	runner_http_start(r, cfg); /* http_listen: a bind failure is fatal */
 	/* In-flight work of a previous run is due again now. */
-	queue_recover_leases(r->q);
+	queue_leases_recover(r->q);
 	runner_started_log(cfg_path);
 	runner_loop(r);
 	return runner_shutdown(r, first);

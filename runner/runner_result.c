@@ -417,7 +417,7 @@ result_txn_write(
 			x = queue_rcpt_update(txn, p->id, p->idx, p->state,
 			    p->next_attempt, p->reply, p->dsn);
 		if (x == QUEUE_OK && p->relayed_dsn)
-			x = queue_rcpt_set_flags(
+			x = queue_rcpt_flags_set(
 			    txn, p->id, p->idx, QRCPT_RELAYED_DSN, 0);
 		if (x == QUEUE_NOTFOUND || x == QUEUE_CORRUPT) {
 			/* Deleted meanwhile, or set aside: drop its results. */

@@ -17,7 +17,7 @@
  * of the free slots and of RUNNER_TAKE_RCPTS recipients, and what a
  * class leaves to the others in the order urgent, dsn, normal,
  * non-urgent.  A take leases the due recipients for delivery_lease in
- * one transaction (queue_take_due_rcpts, so that a crash means a
+ * one transaction (queue_due_take_rcpts, so that a crash means a
  * retry), loads only those it leased and appends them to the message in
  * memory; a message with more due recipients than the budget is taken
  * a slice at a time, over the next passes.
@@ -39,7 +39,7 @@
 
 #include "runner_int.h"
 
-#define TAKE_MAX 1024 /* ids per queue_take_due_rcpts() call */
+#define TAKE_MAX 1024 /* ids per queue_due_take_rcpts() call */
 
 /* A message id's bucket of r->msgs (Fibonacci hashing). */
 static unsigned
@@ -155,32 +155,6 @@ rmsg_add(struct runner *r, struct rmsg *m, struct queue_msg *msg)
 	return mm == msg ? 0 : first;
 }
 
-/* Decodes RFC 3461 xtext ("+2B" -> "+"); a malformed "+" stays as is.
- * The queue keeps ENVID and ORCPT as received (xtext); the SMTP client
- * wants them plain and encodes them itself.  Returns a new string. */
-char *
-runner_xtext_decode(const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t n = strlen(s), o = 0;
-	char *out = xmalloc(n + 1);
-
-	for (size_t i = 0; i < n; i++) {
-		const char *h1, *h2;
-
-		if (s[i] == '+' && i + 2 < n &&
-		    (h1 = strchr(hex, s[i + 1])) != NULL &&
-		    (h2 = strchr(hex, s[i + 2])) != NULL) {
-			out[o++] = (char)((h1 - hex) * 16 + (h2 - hex));
-			i += 2;
-		} else {
-			out[o++] = s[i];
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
 /*
  * Loads the recipients take TK leased and queues them per destination:
  * a new message in memory, or more of one already there (the next slice
@@ -235,7 +209,7 @@ sched_take(
 	while (n > 0 && *budget > 0) {
 		size_t want = n < TAKE_MAX ? n : TAKE_MAX;
 
-		got = queue_take_due_rcpts(
+		got = queue_due_take_rcpts(
 		    r->q, c, now, now + lease, tk, want, budget);
 		for (size_t i = 0; i < got; i++)
 			sched_take_one(r, &tk[i], now_us);
@@ -297,7 +271,7 @@ sched_run(struct runner *r)
 		for (int i = 0; i < CFG_NCLASS; i++) {
 			enum cfg_class c = runner_class_order[i];
 
-			in.due[c] = queue_next_due_class(r->q, c) <= p.now;
+			in.due[c] = queue_due_next_class(r->q, c) <= p.now;
 		}
 		took = runner_share_pass(&in, &ops);
 	}
@@ -344,7 +318,7 @@ sched_arm_int(struct runner *r, bool after_run)
 
 	if (r->stopping)
 		return;
-	next = queue_next_due(r->q);
+	next = queue_due_next(r->q);
 	if (next == INT64_MAX)
 		return;
 	if (next * 1000000 <= now_us) {

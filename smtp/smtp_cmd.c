@@ -11,24 +11,22 @@
  * checked at submit time (no CR, LF, "<" or ">"), so no command can
  * carry a second one.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 
+#include "mail.h"
 #include "smtp_int.h"
 
 /* Appends "xtext" (RFC 3461) of S to BUF. */
 static void
 xtext_add(struct evbuffer *buf, const char *s)
 {
-	for (; *s != '\0'; s++) {
-		unsigned char ch = (unsigned char)*s;
+	char *x = mail_xtext_encode(s);
 
-		if (ch < 33 || ch > 126 || ch == '+' || ch == '=')
-			evbuffer_add_printf(buf, "+%02X", ch);
-		else
-			evbuffer_add(buf, s, 1);
-	}
+	evbuffer_add(buf, x, strlen(x));
+	free(x);
 }
 
 /* Appends the MAIL FROM command of CONN's request to OUT. */

@@ -9,7 +9,6 @@
  * message either untouched or returned with its notice queued.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,66 +16,49 @@
 #include "expiry.h"
 #include "tools.h"
 
-static void
-usage(FILE *fp)
-{
-	fprintf(fp,
-	    "usage: relayq bounce [-c FILE] ID...\n"
-	    "Returns each message to its sender now: a delivery status\n"
-	    "notification (Action: failed) names every recipient not yet\n"
-	    "delivered, and the message leaves the queue.  No notice goes\n"
-	    "to the null sender or to recipients with NOTIFY=NEVER.\n"
-	    "  -c FILE  the config file\n"
-	    "Exit 0 when every message was returned; 66 when one was not\n"
-	    "in the queue; 75 on a queue error; 77 without permission.\n");
-}
+static const struct option bounce_longopts[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const struct tools_cmd bounce_cmd = {
+	"usage: relayq bounce [-c FILE] ID...\n"
+	"Returns each message to its sender now: a delivery status\n"
+	"notification (Action: failed) names every recipient not yet\n"
+	"delivered, and the message leaves the queue.  No notice goes\n"
+	"to the null sender or to recipients with NOTIFY=NEVER.\n"
+	"  -c FILE  the config file\n"
+	"Exit 0 when every message was returned; 66 when one was not\n"
+	"in the queue; 75 on a queue error; 77 without permission.\n",
+	NULL,
+	bounce_longopts,
+	TOOLS_OPERANDS_SOME,
+	NULL,
+};
 
 int
 cmd_bounce(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "config", required_argument, NULL, 'c' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *path = NULL;
+	struct tools_opts o;
 	struct cfg *cfg;
 	struct queue *q;
-	int ch, rc = RQ_EX_OK;
+	int rc = RQ_EX_OK;
 
-	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'c':
-			path = optarg;
-			break;
-		case 'h':
-			usage(stdout);
-			return RQ_EX_OK;
-		default:
-			usage(stderr);
-			return RQ_EX_USAGE;
-		}
-	}
-	if (optind >= argc) {
-		usage(stderr);
-		return RQ_EX_USAGE;
-	}
-	for (int i = optind; i < argc; i++) {
+	if (!tools_opts_parse(&bounce_cmd, argc, argv, NULL, &o))
+		return o.exit_code;
+	for (int i = o.first; i < argc; i++) {
 		uint64_t id;
 
 		if (!queue_id_parse(argv[i], &id))
 			return tools_fail(RQ_EX_USAGE, "bounce",
 			    "not a queue ID: \"%.64s\"", argv[i]);
 	}
-	cfg = tools_cfg_load(tools_cfg_path(path));
 	/* as the queue's owner; the queue's "removed" and the notice lines
 	 * go to the daemon's log, as postsuper's go to syslog */
-	rc = tools_queue_open("bounce", cfg, false, &q);
-	if (rc != RQ_EX_OK) {
-		cfg_free(cfg);
+	if ((rc = tools_queue_open("bounce", o.cfg_path, false, &cfg, &q)) !=
+	    RQ_EX_OK)
 		return rc;
-	}
-	for (int i = optind; i < argc; i++) {
+	for (int i = o.first; i < argc; i++) {
 		uint64_t id;
 		char idstr[17];
 		enum queue_result res;

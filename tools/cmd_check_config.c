@@ -5,61 +5,50 @@
  * setting, the credentials without secrets and the route of each
  * destination, sorted, for scripts to diff.
  */
-#include <getopt.h>
 #include <stdlib.h>
 
 #include "runner.h"
 #include "tools.h"
 
-static void
-usage(FILE *fp)
+static const struct option check_config_longopts[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* Takes -q (validate only): ARG is the quiet flag. */
+static int
+check_config_opt(void *arg, int ch, const char *optarg)
 {
-	fprintf(fp,
-	    "usage: relayq check-config [-c FILE] [-q]\n"
-	    "Validates the config file and prints every effective setting,\n"
-	    "global, per [domain] section and per priority class, one\n"
-	    "`key = value` per line, sorted, intervals in seconds.\n"
-	    "  -c FILE  the config file\n"
-	    "  -q       validate only, print nothing\n"
-	    "Exit 0 when valid; 78 and FILE:LINE: message otherwise.\n");
+	*(bool *)arg = true;
+	return RQ_EX_OK;
 }
+
+static const struct tools_cmd check_config_cmd = {
+	"usage: relayq check-config [-c FILE] [-q]\n"
+	"Validates the config file and prints every effective setting,\n"
+	"global, per [domain] section and per priority class, one\n"
+	"`key = value` per line, sorted, intervals in seconds.\n"
+	"  -c FILE  the config file\n"
+	"  -q       validate only, print nothing\n"
+	"Exit 0 when valid; 78 and FILE:LINE: message otherwise.\n",
+	"q",
+	check_config_longopts,
+	TOOLS_OPERANDS_NONE,
+	check_config_opt,
+};
 
 int
 cmd_check_config(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "config", required_argument, NULL, 'c' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *path = NULL;
+	struct tools_opts o;
 	bool quiet = false;
 	struct cfg *cfg;
 	char err[1024];
-	int ch;
 
-	while ((ch = getopt_long(argc, argv, "c:qh", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'c':
-			path = optarg;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 'h':
-			usage(stdout);
-			return RQ_EX_OK;
-		default:
-			usage(stderr);
-			return RQ_EX_USAGE;
-		}
-	}
-	if (optind < argc) {
-		usage(stderr);
-		return RQ_EX_USAGE;
-	}
-	cfg = tools_cfg_load(tools_cfg_path(path));
+	if (!tools_opts_parse(&check_config_cmd, argc, argv, &quiet, &o))
+		return o.exit_code;
+	cfg = tools_cfg_load(o.cfg_path);
 	if (runner_cfg_prepare(cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
 		cfg_free(cfg);

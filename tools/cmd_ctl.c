@@ -5,12 +5,11 @@
  *
  * Public: cmd_hold(), cmd_release(), cmd_delete(), cmd_flush().
  * Changes go in short write transactions of at most CTL_BATCH messages,
- * then the daemon is woken (queue_notify), so it sees them at once and
+ * then the daemon is woken (queue_wakeup_send), so it sees them at once and
  * is never blocked for long.  Exit 0; 64 usage; 67 (EX_NOUSER) when a
  * named message does not exist (the others are still done); 77
  * permission; 75 queue error.
  */
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,38 +22,70 @@
 enum ctl_op { CTL_HOLD, CTL_RELEASE, CTL_DELETE, CTL_FLUSH };
 
 static const struct {
-	const char *name, *args, *help, *done;
+	const char *name, *done;
 } ctl_text[] = {
-	[CTL_HOLD] = { "hold", "ID...",
+	[CTL_HOLD] = { "hold", "placed on hold" },
+	[CTL_RELEASE] = { "release", "released" },
+	[CTL_DELETE] = { "delete", "deleted" },
+	[CTL_FLUSH] = { "flush", "flushed" },
+};
+
+static const struct option ctl_longopts[] = {
+	{ "all", no_argument, NULL, 'a' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int ctl_opt(void *arg, int ch, const char *optarg);
+
+/* The end of every ctl command's usage. */
+#define CTL_USAGE_END \
+	"IDs are the 16 hex digits mailq shows (a trailing ! is allowed).\n" \
+	"Safe while `relayq run` runs; it notices within a second.\n" \
+	"Exit 0; 64 usage; 67 a named message does not exist (the others\n" \
+	"are still done); 77 not root or the queue owner; 75 queue error.\n"
+
+/* The command line of command NAME taking ARGS, HELP saying what it
+ * does (the IDs and --all are checked by ctl_main()). */
+#define CTL_CMD(name, args, help) \
+	{ \
+		"usage: relayq " name " [-c FILE] " args \
+		"\n" help CTL_USAGE_END, \
+		    NULL, ctl_longopts, TOOLS_OPERANDS_ANY, ctl_opt \
+	}
+
+static const struct tools_cmd ctl_cmds[] = {
+	[CTL_HOLD] = CTL_CMD("hold", "ID...",
 	    "Puts messages on hold (postsuper -h): no delivery attempts, and\n"
 	    "no delay warning or bounce while held (their time stands still\n"
 	    "only for the schedule: a message past queuereturn is bounced\n"
-	    "right after its release).\n",
-	    "placed on hold" },
-	[CTL_RELEASE] = { "release", "ID...",
+	    "right after its release).\n"),
+	[CTL_RELEASE] = CTL_CMD("release", "ID...",
 	    "Releases held messages (postsuper -H): they are scheduled again\n"
-	    "as their recipients' retry times say.\n",
-	    "released" },
-	[CTL_DELETE] = { "delete", "ID... | --all",
-	    "Removes messages from the queue (postsuper -d); no DSN is sent.\n",
-	    "deleted" },
-	[CTL_FLUSH] = { "flush", "[ID...]",
+	    "as their recipients' retry times say.\n"),
+	[CTL_DELETE] = CTL_CMD("delete", "ID... | --all",
+	    "Removes messages from the queue (postsuper -d); no DSN is "
+	    "sent.\n"),
+	[CTL_FLUSH] = CTL_CMD("flush", "[ID...]",
 	    "Makes deferred recipients due now (postqueue -f / -i): of every\n"
-	    "message, or of the messages named.  Held messages stay held.\n",
-	    "flushed" },
+	    "message, or of the messages named.  Held messages stay held.\n"),
 };
 
-static void
-usage(enum ctl_op op, FILE *fp)
+/* What the command line of a ctl command asks for. */
+struct ctl_args {
+	enum ctl_op op;
+	bool all; /* --all (delete), or flush without IDs */
+};
+
+/* Takes --all into ARG, a struct ctl_args: delete's only. */
+static int
+ctl_opt(void *arg, int ch, const char *optarg)
 {
-	fprintf(fp, "usage: relayq %s [-c FILE] %s\n%s", ctl_text[op].name,
-	    ctl_text[op].args, ctl_text[op].help);
-	fprintf(fp,
-	    "IDs are the 16 hex digits mailq shows (a trailing ! is allowed).\n"
-	    "Safe while `relayq run` runs; it notices within a second.\n"
-	    "Exit 0; 64 usage; 67 a named message does not exist (the others\n"
-	    "are still done); 77 not root or the queue owner; 75 queue "
-	    "error.\n");
+	struct ctl_args *ca = arg;
+
+	if (ca->op != CTL_DELETE)
+		return tools_usage_fail(&ctl_cmds[ca->op]);
+	ca->all = true;
+	return RQ_EX_OK;
 }
 
 /* Applies OP to message ID in T. */
@@ -150,47 +181,24 @@ page_cb(const struct queue_msg *m, void *arg)
 static int
 ctl_main(enum ctl_op op, int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "all", no_argument, NULL, 'a' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *path = NULL, *name = ctl_text[op].name;
-	bool all = false, missing = false;
+	const char *name = ctl_text[op].name;
+	struct ctl_args ca = { op, false };
+	bool missing = false;
+	struct tools_opts o;
 	struct cfg *cfg;
 	struct queue *q;
 	uint64_t *ids, ndone = 0;
 	size_t nids = 0;
-	int ch, rc;
+	int rc;
 
-	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'c':
-			path = optarg;
-			break;
-		case 'a':
-			if (op != CTL_DELETE) {
-				usage(op, stderr);
-				return RQ_EX_USAGE;
-			}
-			all = true;
-			break;
-		case 'h':
-			usage(op, stdout);
-			return RQ_EX_OK;
-		default:
-			usage(op, stderr);
-			return RQ_EX_USAGE;
-		}
-	}
-	if (op == CTL_FLUSH && optind == argc)
-		all = true;
-	if ((all && optind < argc) || (!all && optind == argc)) {
-		usage(op, stderr);
-		return RQ_EX_USAGE;
-	}
-	ids = xcalloc((size_t)(argc - optind) + 1, sizeof(*ids));
-	for (int i = optind; i < argc; i++) {
+	if (!tools_opts_parse(&ctl_cmds[op], argc, argv, &ca, &o))
+		return o.exit_code;
+	if (op == CTL_FLUSH && o.first == argc)
+		ca.all = true;
+	if ((ca.all && o.first < argc) || (!ca.all && o.first == argc))
+		return tools_usage_fail(&ctl_cmds[op]);
+	ids = xcalloc((size_t)(argc - o.first) + 1, sizeof(*ids));
+	for (int i = o.first; i < argc; i++) {
 		char buf[20];
 		size_t n = strlen(argv[i]);
 
@@ -205,17 +213,16 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 			    argv[i]);
 		}
 	}
-	cfg = tools_cfg_load(tools_cfg_path(path));
-	rc = tools_queue_open(name, cfg, false, &q);
+	rc = tools_queue_open(name, o.cfg_path, false, &cfg, &q);
 	if (rc != RQ_EX_OK || q == NULL) {
 		free(ids);
 		cfg_free(cfg);
-		if (rc == RQ_EX_OK && !all)
+		if (rc == RQ_EX_OK && !ca.all)
 			return tools_fail(EX_NOSUCHMSG, name,
 			    "no such message (the queue is empty)");
 		return rc;
 	}
-	if (!all) {
+	if (!ca.all) {
 		rc = apply_ids(op, q, ids, nids, &ndone, &missing);
 	} else {
 		struct page *pg = xcalloc(1, sizeof(*pg));
@@ -226,7 +233,7 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 		do {
 			pg->n = 0;
 			pg->any = false;
-			queue_scan(q, from, page_cb, pg);
+			queue_msgs_scan(q, from, page_cb, pg);
 			rc = apply_ids(op, q, pg->ids, pg->n, &ndone, &missing);
 			from = pg->last + 1;
 		} while (rc == RQ_EX_OK && pg->any && pg->last != UINT64_MAX);
@@ -234,7 +241,7 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 		free(pg);
 	}
 	if (ndone > 0)
-		queue_notify(q);
+		queue_wakeup_send(q);
 	queue_close(q);
 	cfg_free(cfg);
 	free(ids);

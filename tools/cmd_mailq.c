@@ -2,15 +2,15 @@
  * cmd_mailq.c - `relayq mailq` (also run as `mailq`): lists the queue in
  * sendmail/Postfix style or as JSON lines, with filters by priority,
  * state, destination domain and age; plus tools_queue_open(), the
- * permission check and queue opening shared by the queue commands.
+ * config loading, permission check and queue opening shared by the
+ * queue commands.
  *
  * Public: cmd_mailq(), tools_queue_open(), tools_out_*().
  * The listing pages through the queue with short read transactions
- * (queue_scan), so it never holds the database or blocks the daemon, and
+ * (queue_msgs_scan), so it never holds the database or blocks the daemon, and
  * its memory does not grow with the queue.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +49,8 @@ tools_become(const char *cmd, const char *dir, uid_t uid, gid_t gid)
  * replaced with a link; anyone else gets "permission denied" (77).  A
  * queue_dir others can change is refused (78), as the daemon does.
  */
-int
-tools_queue_open(
+static int
+queue_open_as_owner(
     const char *cmd, const struct cfg *cfg, bool readonly, struct queue **qp)
 {
 	const struct cfg_scope *g = cfg_scope(cfg, NULL);
@@ -94,6 +94,22 @@ tools_queue_open(
 		return tools_fail(RQ_EX_TEMPFAIL, cmd, "%s", err);
 	}
 	return RQ_EX_OK;
+}
+
+/* Loads the config and opens its queue; see tools.h. */
+int
+tools_queue_open(const char *cmd, const char *path, bool readonly,
+    struct cfg **cfgp, struct queue **qp)
+{
+	int rc;
+
+	*cfgp = tools_cfg_load(path);
+	rc = queue_open_as_owner(cmd, *cfgp, readonly, qp);
+	if (rc != RQ_EX_OK) {
+		cfg_free(*cfgp);
+		*cfgp = NULL;
+	}
+	return rc;
 }
 
 /* ---- a fast output buffer (stdout is the bottleneck for 1M lines) ---- */
@@ -379,107 +395,99 @@ mailq_cb(const struct queue_msg *m, void *arg)
 	return true;
 }
 
-static void
-usage(FILE *fp)
+static const struct option mailq_longopts[] = {
+	{ "json", no_argument, NULL, 'j' },
+	{ "priority", required_argument, NULL, 'p' },
+	{ "state", required_argument, NULL, 's' },
+	{ "domain", required_argument, NULL, 'd' },
+	{ "older-than", required_argument, NULL, 'o' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* Takes one of mailq's options (its filters, --json) into ARG, a
+ * struct mailq. */
+static int
+mailq_opt(void *arg, int ch, const char *optarg)
 {
-	fprintf(fp,
-	    "usage: relayq mailq [-c FILE] [--json] [--priority P] [--state "
-	    "S]\n"
-	    "                    [--domain D] [--older-than INTERVAL]\n"
-	    "Lists the queue, oldest first: one block per message (queue ID,\n"
-	    "`!` when held, size, arrival time, priority, sender), then each\n"
-	    "recipient not yet done with its state and last reason.\n"
-	    "  --json            one JSON object per message per line\n"
-	    "  --priority P      urgent, normal, non-urgent or dsn\n"
-	    "  --state S         pending, deferred, delivered, bounced or "
-	    "held:\n"
-	    "                    messages with a recipient in that state\n"
-	    "  --domain D        messages with a recipient in D or below it\n"
-	    "  --older-than I    arrived at least I ago (e.g. 30m, 2h, 1d;\n"
-	    "                    a bare number is seconds)\n"
-	    "Reads with short transactions; safe while `relayq run` runs.\n"
-	    "Exit 0; 64 usage; 77 not root or the queue owner; 75 queue "
-	    "error.\n");
+	struct mailq *mq = arg;
+	const char *why;
+	int64_t secs;
+
+	switch (ch) {
+	case 'j':
+		mq->json = true;
+		break;
+	case 'p':
+		mq->cls = cfg_class_parse(optarg, strlen(optarg));
+		if (mq->cls < 0)
+			return tools_fail(RQ_EX_USAGE, "mailq",
+			    "unknown priority \"%.64s\"", optarg);
+		break;
+	case 's':
+		if (strcmp(optarg, "held") == 0) {
+			mq->state = QUEUE_NSTATE;
+			break;
+		}
+		for (int st = 0; st < QUEUE_NSTATE; st++)
+			if (strcmp(optarg, queue_state_name(st)) == 0)
+				mq->state = st;
+		if (mq->state < 0)
+			return tools_fail(RQ_EX_USAGE, "mailq",
+			    "unknown state \"%.64s\"", optarg);
+		break;
+	case 'd':
+		mq->domain = optarg;
+		break;
+	case 'o':
+		if (cfg_interval_parse(
+			optarg, strlen(optarg), 1, false, &secs, &why) < 0)
+			return tools_fail(RQ_EX_USAGE, "mailq",
+			    "--older-than \"%.64s\": %s", optarg, why);
+		mq->older = rq_now() - secs;
+		if (mq->older <= 0)
+			mq->older = 1;
+		break;
+	}
+	return RQ_EX_OK;
 }
+
+static const struct tools_cmd mailq_cmd = {
+	"usage: relayq mailq [-c FILE] [--json] [--priority P] [--state S]\n"
+	"                    [--domain D] [--older-than INTERVAL]\n"
+	"Lists the queue, oldest first: one block per message (queue ID,\n"
+	"`!` when held, size, arrival time, priority, sender), then each\n"
+	"recipient not yet done with its state and last reason.\n"
+	"  --json            one JSON object per message per line\n"
+	"  --priority P      urgent, normal, non-urgent or dsn\n"
+	"  --state S         pending, deferred, delivered, bounced or held:\n"
+	"                    messages with a recipient in that state\n"
+	"  --domain D        messages with a recipient in D or below it\n"
+	"  --older-than I    arrived at least I ago (e.g. 30m, 2h, 1d;\n"
+	"                    a bare number is seconds)\n"
+	"Reads with short transactions; safe while `relayq run` runs.\n"
+	"Exit 0; 64 usage; 77 not root or the queue owner; 75 queue error.\n",
+	"jp:s:d:o:",
+	mailq_longopts,
+	TOOLS_OPERANDS_NONE,
+	mailq_opt,
+};
 
 int
 cmd_mailq(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "priority", required_argument, NULL, 'p' },
-		{ "state", required_argument, NULL, 's' },
-		{ "domain", required_argument, NULL, 'd' },
-		{ "older-than", required_argument, NULL, 'o' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct mailq mq = { false, -1, -1, NULL, 0, 0, 0 };
-	const char *path = NULL, *why;
+	struct tools_opts o;
 	struct cfg *cfg;
 	struct queue *q;
-	int64_t secs;
-	int ch, rc;
+	int rc;
 
-	while ((ch = getopt_long(argc, argv, "c:hjp:s:d:o:", longopts, NULL)) !=
-	    -1) {
-		switch (ch) {
-		case 'c':
-			path = optarg;
-			break;
-		case 'j':
-			mq.json = true;
-			break;
-		case 'p':
-			mq.cls = cfg_class_parse(optarg, strlen(optarg));
-			if (mq.cls < 0)
-				return tools_fail(RQ_EX_USAGE, "mailq",
-				    "unknown priority \"%.64s\"", optarg);
-			break;
-		case 's':
-			if (strcmp(optarg, "held") == 0) {
-				mq.state = QUEUE_NSTATE;
-				break;
-			}
-			for (int s = 0; s < QUEUE_NSTATE; s++)
-				if (strcmp(optarg, queue_state_name(s)) == 0)
-					mq.state = s;
-			if (mq.state < 0)
-				return tools_fail(RQ_EX_USAGE, "mailq",
-				    "unknown state \"%.64s\"", optarg);
-			break;
-		case 'd':
-			mq.domain = optarg;
-			break;
-		case 'o':
-			if (cfg_interval_parse(optarg, strlen(optarg), 1, false,
-				&secs, &why) < 0)
-				return tools_fail(RQ_EX_USAGE, "mailq",
-				    "--older-than \"%.64s\": %s", optarg, why);
-			mq.older = rq_now() - secs;
-			if (mq.older <= 0)
-				mq.older = 1;
-			break;
-		case 'h':
-			usage(stdout);
-			return RQ_EX_OK;
-		default:
-			usage(stderr);
-			return RQ_EX_USAGE;
-		}
-	}
-	if (optind < argc) {
-		usage(stderr);
-		return RQ_EX_USAGE;
-	}
-	cfg = tools_cfg_load(tools_cfg_path(path));
-	rc = tools_queue_open("mailq", cfg, true, &q);
-	if (rc != RQ_EX_OK) {
-		cfg_free(cfg);
+	if (!tools_opts_parse(&mailq_cmd, argc, argv, &mq, &o))
+		return o.exit_code;
+	if ((rc = tools_queue_open("mailq", o.cfg_path, true, &cfg, &q)) !=
+	    RQ_EX_OK)
 		return rc;
-	}
 	if (q != NULL) {
-		queue_scan(q, 0, mailq_cb, &mq);
+		queue_msgs_scan(q, 0, mailq_cb, &mq);
 		queue_close(q);
 	}
 	if (!mq.json) {

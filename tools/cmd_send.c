@@ -27,7 +27,11 @@
  * bad/ (too many recipients, a header line too long to fold, ...) is
  * refused here with 65 and the same reason.  Recipients are collapsed as
  * SMTP compares them (local part exactly, domain in any case); more than
- * max_recipients distinct ones is 65.
+ * max_recipients distinct ones is 65.  Addresses (RCPT arguments, -f,
+ * the fields of -t) are read by the shared parser (cfg/mail_addr.c) in
+ * the syntax send has always taken (SEND_ADDR_SYNTAX).  The command
+ * line is sendmail's (send_letters[]), parsed by hand: getopt cannot
+ * take it; -c FILE falls back as every command's (tools_cfg_path()).
  *
  * Public: cmd_send().
  * Invariant: a file appears in incoming/ only complete and fsync'd, and
@@ -41,11 +45,13 @@
 #include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "mail.h"
 #include "priv.h"
 #include "queue_parse.h"
 #include "tools.h"
@@ -78,15 +84,13 @@ struct send_opts {
 	char **rcpts;
 };
 
-/* A growable list of unique addresses (as SMTP compares them), with an
- * index by address and a limit. */
-struct addr_list {
-	char **v;
-	size_t n, cap;
-	uint32_t *hset; /* i+1 of v[i], 0 = free; hcap a power of two */
-	size_t hcap;
-	size_t max; /* most addresses; 0: no limit */
-	size_t long_len, long_local; /* of the last ADDR_TOOLONG */
+/* The recipients: distinct as SMTP compares them, at most max
+ * (max_recipients); see rcpts_parse(). */
+struct rcpt_list {
+	struct mail_addr_set set;
+	size_t max;
+	size_t found; /* addresses the last parse found, duplicates too */
+	struct mail_addr_error err; /* of the last parse */
 };
 
 /* A growable byte buffer. */
@@ -94,6 +98,8 @@ struct buf {
 	char *p;
 	size_t len, cap;
 };
+
+static void buf_add(struct buf *b, const char *p, size_t len);
 
 /* The output file: buffered writes that remember the first error. */
 struct wfile {
@@ -104,14 +110,6 @@ struct wfile {
 	struct buf *tee; /* when set, gets a copy of what is written */
 	size_t n;
 	char b[65536];
-};
-
-/* Outcome of the address parser. */
-enum addr_result {
-	ADDR_OK = 0,
-	ADDR_BAD, /* unparseable or not allowed: EX_DATAERR */
-	ADDR_TOOLONG, /* over ADDR_MAX bytes: EX_DATAERR */
-	ADDR_TOOMANY, /* one more than the list's max: EX_DATAERR */
 };
 
 /* The temporary file's path, removed by the signal handler while set
@@ -158,427 +156,60 @@ usage(FILE *fp)
 	    "config error.\n");
 }
 
-/* ---- addresses ---- */
+/* ---- addresses: the shared parser (mail.h), with send's syntax ---- */
 
-enum tok_kind { TK_END, TK_ATOM, TK_QSTR, TK_LIT, TK_SPECIAL };
+/*
+ * The address syntax `relayq send` has always taken, where it differs
+ * from intake's (mail.h says what each flag does): lexical errors first,
+ * any byte in quotes, no '[' in a literal, strict dots, solid domains,
+ * flat groups, a quoted '@' left unqualified.  What it accepts intake
+ * reads alike; header_check() holds each message to that.
+ */
+#define SEND_ADDR_SYNTAX \
+	(MAIL_ADDR_LEX_FIRST | MAIL_ADDR_LAX_QUOTES | \
+	    MAIL_ADDR_PLAIN_LITERAL | MAIL_ADDR_STRICT_DOTS | \
+	    MAIL_ADDR_SOLID_DOMAIN | MAIL_ADDR_FLAT_GROUPS | \
+	    MAIL_ADDR_QUALIFY_NO_AT)
 
-/* One lexical token of an address list; p/len point into the input. */
-struct tok {
-	enum tok_kind kind;
-	const char *p;
-	size_t len;
-};
-
-/* A tokenized address list. */
-struct toks {
-	struct tok *v;
-	size_t n, cap, i;
-};
-
-/* Returns true for RFC 5322 specials, which end an atom ('.' excepted). */
-static bool
-is_special(unsigned char ch)
+/* Takes an address found as a recipient (mail_addrlist_parse()'s
+ * callback): once, and one over the list's max is too many. */
+static enum mail_addr_result
+rcpt_found(void *arg, const char *addr)
 {
-	return strchr("()<>[]:;@\\,\"", ch) != NULL;
-}
+	struct rcpt_list *list = arg;
 
-/* Skips blanks, line breaks (folding) and nested comments; -1 if bad. */
-static int
-lex_skip_cfws(const char **pp, const char *end)
-{
-	const char *p = *pp;
-
-	for (;;) {
-		while (p < end &&
-		    (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
-			p++;
-		if (p < end && *p == '(') {
-			int depth = 0;
-
-			while (p < end) {
-				if (*p == '\\' && p + 1 < end)
-					p++;
-				else if (*p == '(')
-					depth++;
-				else if (*p == ')' && --depth == 0)
-					break;
-				else if (*p == '\0')
-					return -1;
-				p++;
-			}
-			if (p >= end)
-				return -1;
-			p++;
-			continue;
-		}
-		break;
-	}
-	*pp = p;
-	return 0;
-}
-
-/* Splits an address list into tokens; returns -1 on a lexical error. */
-static int
-lex_address_list(const char *s, size_t len, struct toks *t)
-{
-	const char *p = s, *end = s + len;
-
-	t->n = t->i = 0;
-	for (;;) {
-		struct tok tk;
-		unsigned char ch;
-
-		if (lex_skip_cfws(&p, end) < 0)
-			return -1;
-		if (t->n == t->cap) {
-			t->cap = t->cap ? t->cap * 2 : 32;
-			t->v = xrealloc(t->v, t->cap * sizeof(*t->v));
-		}
-		if (p >= end) {
-			t->v[t->n].kind = TK_END;
-			t->v[t->n].p = p;
-			t->v[t->n++].len = 0;
-			return 0;
-		}
-		ch = (unsigned char)*p;
-		tk.p = p;
-		if (ch == '"' || ch == '[') {
-			char close = ch == '"' ? '"' : ']';
-
-			for (p++; p < end && *p != close; p++) {
-				if (*p == '\\')
-					p++;
-				else if (*p == '\0' || (ch == '[' && *p == '['))
-					return -1;
-			}
-			if (p >= end)
-				return -1;
-			p++;
-			tk.kind = ch == '"' ? TK_QSTR : TK_LIT;
-		} else if (strchr("<>@,;:", ch) != NULL) {
-			p++;
-			tk.kind = TK_SPECIAL;
-		} else if (ch < 0x20 || ch == 0x7f || is_special(ch)) {
-			return -1; /* ')' '\' ']' or a control character */
-		} else {
-			while (p < end && (unsigned char)*p > 0x20 &&
-			    *p != 0x7f && !is_special((unsigned char)*p))
-				p++;
-			tk.kind = TK_ATOM;
-		}
-		tk.len = (size_t)(p - tk.p);
-		t->v[t->n++] = tk;
-	}
-}
-
-/* The current token. */
-static const struct tok *
-tok_peek(const struct toks *t)
-{
-	return &t->v[t->i];
-}
-
-/* Returns true if the current token is the special character CH. */
-static bool
-tok_is(const struct toks *t, char ch)
-{
-	const struct tok *tk = tok_peek(t);
-
-	return tk->kind == TK_SPECIAL && tk->p[0] == ch;
-}
-
-/* Returns true if an atom is a valid dot-atom (no empty label). */
-static bool
-dot_atom_valid(const char *p, size_t len)
-{
-	if (len == 0 || p[0] == '.' || p[len - 1] == '.')
-		return false;
-	for (size_t i = 1; i < len; i++)
-		if (p[i] == '.' && p[i - 1] == '.')
-			return false;
-	return true;
-}
-
-/* Appends a token's text to OUT without line breaks (unfolding). */
-static void
-buf_add_unfolded(struct buf *out, const char *p, size_t len)
-{
-	if (out->len + len + 1 > out->cap) {
-		out->cap = out->len + len + 64;
-		out->p = xrealloc(out->p, out->cap);
-	}
-	for (size_t i = 0; i < len; i++)
-		if (p[i] != '\r' && p[i] != '\n')
-			out->p[out->len++] = p[i];
-	out->p[out->len] = '\0';
+	if (mail_addr_set_put(&list->set, addr, list->max, NULL) ==
+	    MAIL_SET_FULL)
+		return MAIL_ADDR_TOOMANY;
+	list->found++;
+	return MAIL_ADDR_OK;
 }
 
 /*
- * Parses an addr-spec up to (not including) the token that ends it into
- * OUT: local-part [@ domain]; an empty result is allowed only inside <>.
+ * Adds the addresses of list S (LEN bytes) to LIST, an unqualified one
+ * with "@" DOMAIN.  Used for RCPT arguments (sendmail splits them at
+ * commas too) and for To:/Cc:/Bcc: with -t.
  */
-static enum addr_result
-parse_addr_spec(struct toks *t, struct buf *out, bool angle)
+static enum mail_addr_result
+rcpts_parse(
+    struct rcpt_list *list, const char *s, size_t len, const char *domain)
 {
-	const struct tok *tk;
-	size_t nlocal = 0;
+	const struct mail_addr_syntax syn = { SEND_ADDR_SYNTAX, domain,
+		ADDR_MAX };
+
+	list->found = 0;
+	return mail_addrlist_parse(s, len, &syn, rcpt_found, list, &list->err);
+}
+
+/* Keeps the sender found (mail_addrlist_parse()'s callback for -f). */
+static enum mail_addr_result
+sender_found(void *arg, const char *addr)
+{
+	struct buf *out = arg;
 
 	out->len = 0;
-	buf_add_unfolded(out, "", 0);
-	while ((tk = tok_peek(t))->kind == TK_ATOM || tk->kind == TK_QSTR) {
-		if (tk->kind == TK_ATOM && nlocal == 0 && tk->p[0] == '.')
-			return ADDR_BAD;
-		/* Words of a local part are joined by dots ("a"."b"). */
-		if (nlocal > 0 && out->p[out->len - 1] != '.' &&
-		    tk->p[0] != '.')
-			return ADDR_BAD;
-		buf_add_unfolded(out, tk->p, tk->len);
-		nlocal++;
-		t->i++;
-	}
-	if (nlocal == 0)
-		return angle && tok_is(t, '>') ? ADDR_OK : ADDR_BAD;
-	if (out->p[out->len - 1] == '.' && tok_is(t, '@'))
-		return ADDR_BAD;
-	if (tok_is(t, '@')) {
-		t->i++;
-		tk = tok_peek(t);
-		if (tk->kind == TK_ATOM) {
-			if (!dot_atom_valid(tk->p, tk->len))
-				return ADDR_BAD;
-		} else if (tk->kind != TK_LIT) {
-			return ADDR_BAD;
-		}
-		buf_add_unfolded(out, "@", 1);
-		buf_add_unfolded(out, tk->p, tk->len);
-		t->i++;
-	}
-	return ADDR_OK;
-}
-
-/* Skips a display name (a phrase of atoms and quoted strings). */
-static void
-skip_phrase(struct toks *t)
-{
-	while (tok_peek(t)->kind == TK_ATOM || tok_peek(t)->kind == TK_QSTR)
-		t->i++;
-}
-
-/*
- * Parses one mailbox (name-addr or addr-spec) into OUT.  In a name-addr
- * an obsolete source route ("<@a,@b:x@y>") is skipped.
- */
-static enum addr_result
-parse_mailbox(struct toks *t, struct buf *out)
-{
-	size_t save = t->i;
-
-	skip_phrase(t);
-	if (!tok_is(t, '<')) {
-		t->i = save;
-		return parse_addr_spec(t, out, false);
-	}
-	t->i++;
-	if (tok_is(t, '@')) {
-		while (!tok_is(t, ':')) {
-			if (tok_peek(t)->kind == TK_END || tok_is(t, '>'))
-				return ADDR_BAD;
-			t->i++;
-		}
-		t->i++;
-	}
-	if (parse_addr_spec(t, out, true) != ADDR_OK || !tok_is(t, '>'))
-		return ADDR_BAD;
-	t->i++;
-	return ADDR_OK;
-}
-
-/* Returns true if the item at the current token is a group ("x: ...;"). */
-static bool
-item_is_group(const struct toks *t)
-{
-	for (size_t i = t->i; t->v[i].kind != TK_END; i++) {
-		const struct tok *tk = &t->v[i];
-
-		if (tk->kind != TK_SPECIAL)
-			continue;
-		return tk->p[0] == ':';
-	}
-	return false;
-}
-
-/* The offset of the '@' between ADDR's local part and its domain (the
- * first outside a quoted string), or its length when none. */
-static size_t
-addr_at(const char *a)
-{
-	bool q = false;
-	size_t i;
-
-	for (i = 0; a[i] != '\0'; i++) {
-		if (a[i] == '\\' && q && a[i + 1] != '\0')
-			i++;
-		else if (a[i] == '"')
-			q = !q;
-		else if (a[i] == '@' && !q)
-			break;
-	}
-	return i;
-}
-
-/* Hashes an address as SMTP compares it: the domain in any case. */
-static uint64_t
-addr_hash(const char *a)
-{
-	size_t at = addr_at(a);
-	uint64_t h = 1469598103934665603ull;
-
-	for (size_t i = 0; a[i] != '\0'; i++) {
-		unsigned char c = (unsigned char)a[i];
-
-		if (i > at)
-			c = (unsigned char)tolower(c);
-		h = (h ^ c) * 1099511628211ull;
-	}
-	return h;
-}
-
-/* True when A and B are one mailbox to SMTP: the same local part (case
- * matters, RFC 5321 2.4), the same domain in any case. */
-static bool
-addr_same(const char *a, const char *b)
-{
-	size_t x = addr_at(a), y = addr_at(b);
-
-	return x == y && memcmp(a, b, x) == 0 && strcasecmp(a + x, b + x) == 0;
-}
-
-/* Rebuilds LIST's index at twice its size. */
-static void
-addr_index_grow(struct addr_list *list)
-{
-	size_t cap = list->hcap ? list->hcap * 2 : 64;
-	uint32_t *h = xcalloc(cap, sizeof(*h));
-
-	for (size_t i = 0; i < list->n; i++) {
-		size_t j = addr_hash(list->v[i]) & (cap - 1);
-
-		while (h[j] != 0)
-			j = (j + 1) & (cap - 1);
-		h[j] = (uint32_t)i + 1;
-	}
-	free(list->hset);
-	list->hset = h;
-	list->hcap = cap;
-}
-
-/*
- * Validates an address just parsed and adds it to LIST (once, as SMTP
- * compares addresses), appending "@" DOMAIN when it has no domain.
- */
-static enum addr_result
-addr_add(struct addr_list *list, const char *addr, const char *domain)
-{
-	char full[ADDR_MAX + 2];
-	size_t j;
-	int n;
-
-	if (addr[0] == '\0')
-		return ADDR_BAD;
-	if (strchr(addr, '@') != NULL)
-		n = snprintf(full, sizeof(full), "%s", addr);
-	else
-		n = snprintf(full, sizeof(full), "%s@%s", addr, domain);
-	if (n < 0)
-		return ADDR_BAD;
-	if ((size_t)n > ADDR_MAX) {
-		list->long_len = (size_t)n;
-		list->long_local = strchr(addr, '@') != NULL ? addr_at(addr)
-							     : strlen(addr);
-		return ADDR_TOOLONG;
-	}
-	for (const char *p = full; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			return ADDR_BAD;
-	if ((list->n + 1) * 2 > list->hcap)
-		addr_index_grow(list);
-	for (j = addr_hash(full) & (list->hcap - 1); list->hset[j] != 0;
-	     j = (j + 1) & (list->hcap - 1))
-		if (addr_same(list->v[list->hset[j] - 1], full))
-			return ADDR_OK;
-	if (list->max > 0 && list->n >= list->max)
-		return ADDR_TOOMANY;
-	if (list->n == list->cap) {
-		list->cap = list->cap ? list->cap * 2 : 16;
-		list->v = xrealloc(list->v, list->cap * sizeof(*list->v));
-	}
-	list->v[list->n++] = xstrdup(full);
-	list->hset[j] = (uint32_t)list->n;
-	return ADDR_OK;
-}
-
-/* Frees what LIST holds. */
-static void
-addr_list_free(struct addr_list *list)
-{
-	for (size_t i = 0; i < list->n; i++)
-		free(list->v[i]);
-	free(list->v);
-	free(list->hset);
-	memset(list, 0, sizeof(*list));
-}
-
-/*
- * Parses an RFC 5322 address list (mailboxes and groups, comments,
- * folding) and adds every address to LIST.  Used for RCPT arguments
- * (sendmail splits them at commas too) and for To:/Cc:/Bcc: with -t.
- */
-static enum addr_result
-addr_list_parse(struct addr_list *list, const char *s, size_t len,
-    const char *domain, size_t *count)
-{
-	struct toks t = { 0 };
-	struct buf a = { 0 };
-	enum addr_result r = ADDR_BAD;
-	bool in_group = false;
-
-	if (memchr(s, '\0', len) != NULL || lex_address_list(s, len, &t) < 0)
-		goto out;
-	for (;;) {
-		while (tok_is(&t, ','))
-			t.i++;
-		if (tok_peek(&t)->kind == TK_END)
-			break;
-		if (in_group && tok_is(&t, ';')) {
-			t.i++;
-			in_group = false;
-			continue;
-		}
-		if (!in_group && item_is_group(&t)) {
-			skip_phrase(&t);
-			if (!tok_is(&t, ':'))
-				goto out;
-			t.i++;
-			in_group = true;
-			continue;
-		}
-		if (parse_mailbox(&t, &a) != ADDR_OK)
-			goto out;
-		if ((r = addr_add(list, a.p, domain)) != ADDR_OK)
-			goto out_r;
-		(*count)++;
-		if (!tok_is(&t, ',') && tok_peek(&t)->kind != TK_END &&
-		    !(in_group && tok_is(&t, ';')))
-			goto out;
-	}
-	r = ADDR_OK;
-	goto out_r;
-out:
-	r = ADDR_BAD;
-out_r:
-	free(t.v);
-	free(a.p);
-	return r;
+	buf_add(out, addr, strlen(addr));
+	return MAIL_ADDR_OK;
 }
 
 /*
@@ -586,109 +217,90 @@ out_r:
  * The result (without angle brackets) goes to OUT; a bare local part
  * gets "@" DOMAIN.
  */
-static enum addr_result
+static enum mail_addr_result
 sender_parse(const char *s, const char *domain, struct buf *out)
 {
-	struct addr_list one = { 0 };
-	struct toks t = { 0 };
-	enum addr_result r = ADDR_BAD;
+	const struct mail_addr_syntax syn = { MAIL_ADDR_ONE | SEND_ADDR_SYNTAX,
+		domain, ADDR_MAX };
+	struct mail_addr_error err;
 
-	out->len = 0;
-	buf_add_unfolded(out, "", 0);
 	if (strpbrk(s, "\r\n") != NULL)
-		return ADDR_BAD;
-	if (lex_address_list(s, strlen(s), &t) < 0)
-		goto out;
-	if (tok_peek(&t)->kind == TK_END) {
-		r = ADDR_OK; /* -f '' */
-		goto out;
-	}
-	if (parse_mailbox(&t, out) != ADDR_OK || tok_peek(&t)->kind != TK_END)
-		goto out;
-	if (out->len == 0) {
-		r = ADDR_OK; /* -f '<>' */
-		goto out;
-	}
-	if ((r = addr_add(&one, out->p, domain)) == ADDR_OK) {
-		out->len = 0;
-		buf_add_unfolded(out, one.v[0], strlen(one.v[0]));
-	}
-out:
-	addr_list_free(&one);
-	free(t.v);
-	return r;
+		return MAIL_ADDR_BAD;
+	return mail_addrlist_parse(s, strlen(s), &syn, sender_found, out, &err);
 }
 
-/* ---- DSN parameters ---- */
-
-/* Converts -N's list into RFC 3461 NOTIFY= text; false if invalid. */
+/* True if S is printable ASCII (what -V may hold). */
 static bool
-notify_parse(const char *s, char *out, size_t outlen)
+is_printable(const char *s)
 {
-	static const char *const words[] = { "success", "failure", "delay" };
-	static const char *const upper[] = { "SUCCESS", "FAILURE", "DELAY" };
-	unsigned seen = 0;
-	const char *p = s;
-
-	if (strcasecmp(s, "never") == 0) {
-		snprintf(out, outlen, "NEVER");
-		return true;
-	}
-	while (*p != '\0') {
-		size_t n = strcspn(p, ",");
-		size_t w;
-
-		for (w = 0; w < 3; w++)
-			if (strlen(words[w]) == n &&
-			    strncasecmp(p, words[w], n) == 0)
-				break;
-		if (w == 3)
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
 			return false;
-		seen |= 1u << w;
-		p += n;
-		if (*p == ',' && *++p == '\0')
-			return false;
-	}
-	if (seen == 0)
-		return false;
-	out[0] = '\0';
-	for (size_t w = 0; w < 3; w++) {
-		if (!(seen & (1u << w)))
-			continue;
-		if (out[0] != '\0')
-			strncat(out, ",", outlen - strlen(out) - 1);
-		strncat(out, upper[w], outlen - strlen(out) - 1);
-	}
-	return true;
-}
-
-/* Encodes S as RFC 3461 xtext into OUT; false if S is not printable. */
-static bool
-xtext_encode(const char *s, char *out, size_t outlen)
-{
-	size_t o = 0;
-
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch < 0x20 || ch > 0x7e)
-			return false;
-		if (o + 4 > outlen)
-			return false;
-		if (ch == '+' || ch == '=' || ch == ' ')
-			o += (size_t)snprintf(out + o, outlen - o, "+%02X", ch);
-		else
-			out[o++] = (char)ch;
-	}
-	out[o] = '\0';
 	return true;
 }
 
 /* ---- the command line ---- */
 
+/* What a letter of sendmail's command line does. */
+enum letter_kind {
+	LETTER_IGNORED, /* accepted and ignored */
+	LETTER_IGNORED_ARG, /* takes an argument, ignored */
+	LETTER_ARG, /* takes an argument, kept in struct send_opts at off */
+	LETTER_OWN, /* -t, -i, -o, -b, -I, -q: opt_letter_own() */
+};
+
+/* sendmail's option letters, as relayq send takes them. */
+static const struct send_letter {
+	char letter;
+	enum letter_kind kind;
+	size_t off;
+} send_letters[] = {
+	{ 'm', LETTER_IGNORED, 0 }, /* metoo */
+	{ 'n', LETTER_IGNORED, 0 }, /* no aliasing */
+	{ 'v', LETTER_IGNORED, 0 }, /* verbose */
+	{ 'U', LETTER_IGNORED, 0 }, /* initial submission */
+	{ 'G', LETTER_IGNORED, 0 }, /* gateway submission */
+	{ 's', LETTER_IGNORED, 0 }, /* save From lines */
+	{ 'A', LETTER_IGNORED_ARG, 0 }, /* -Am / -Ac */
+	{ 'B', LETTER_IGNORED_ARG, 0 }, /* body type */
+	{ 'd', LETTER_IGNORED_ARG, 0 }, /* debug flags */
+	{ 'e', LETTER_IGNORED_ARG, 0 }, /* error mode */
+	{ 'h', LETTER_IGNORED_ARG, 0 }, /* hop count */
+	{ 'L', LETTER_IGNORED_ARG, 0 }, /* syslog tag */
+	{ 'O', LETTER_IGNORED_ARG, 0 }, /* long option */
+	{ 'p', LETTER_IGNORED_ARG, 0 }, /* protocol */
+	{ 'X', LETTER_IGNORED_ARG, 0 }, /* traffic log */
+	{ 'c', LETTER_ARG, offsetof(struct send_opts, cfg_path) },
+	{ 'C', LETTER_ARG, offsetof(struct send_opts, cfg_path) },
+	{ 'f', LETTER_ARG, offsetof(struct send_opts, sender) },
+	{ 'r', LETTER_ARG, offsetof(struct send_opts, sender) },
+	{ 'F', LETTER_ARG, offsetof(struct send_opts, fullname) },
+	{ 'N', LETTER_ARG, offsetof(struct send_opts, notify) },
+	{ 'R', LETTER_ARG, offsetof(struct send_opts, ret) },
+	{ 'V', LETTER_ARG, offsetof(struct send_opts, envid) },
+	{ 't', LETTER_OWN, 0 }, /* take recipients from the header */
+	{ 'i', LETTER_OWN, 0 }, /* a "." line does not end the message */
+	{ 'o', LETTER_OWN, 0 }, /* -oX: sendmail option letter X */
+	{ 'b', LETTER_OWN, 0 }, /* -bX: mode */
+	{ 'I', LETTER_OWN, 0 }, /* initialize aliases (newaliases) */
+	{ 'q', LETTER_OWN, 0 }, /* -q: run the queue; -q1h: interval */
+};
+
+/* The entry of option letter CH, or NULL. */
+static const struct send_letter *
+letter_find(char ch)
+{
+	for (size_t k = 0; k < sizeof(send_letters) / sizeof(send_letters[0]);
+	     k++)
+		if (send_letters[k].letter == ch)
+			return &send_letters[k];
+	return NULL;
+}
+
 /*
- * Returns the argument of option letter OPT found at argv[*i][*j]: the
- * rest of the word, else the next word (advancing *i); NULL if none.
+ * Returns the argument of the option letter at argv[*i][*j]: the rest of
+ * the word, else the next word (advancing *i); NULL if none.  The word's
+ * letters end there (*j is set to its last).
  */
 static const char *
 opt_arg(int argc, char **argv, int *i, size_t *j)
@@ -703,15 +315,107 @@ opt_arg(int argc, char **argv, int *i, size_t *j)
 	return argv[++*i];
 }
 
+/* Says that option CH lacks its argument; returns 64. */
+static int
+opt_missing(char ch)
+{
+	return tools_fail(RQ_EX_USAGE, CMD, "option -%c needs an argument", ch);
+}
+
+/*
+ * Applies one of the letters that set something particular: -t, -i,
+ * -oi (other -oX are ignored), -b (mode: m sends, i does nothing, p
+ * lists the queue), -I (nothing: no aliases), -q (flush; with an
+ * interval, nothing).
+ */
+static int
+opt_letter_own(int argc, char **argv, int *i, size_t *j, struct send_opts *o)
+{
+	char ch = argv[*i][*j];
+	const char *v;
+
+	switch (ch) {
+	case 't':
+		o->extract = true;
+		break;
+	case 'i':
+		o->ignore_dots = true;
+		break;
+	case 'o':
+		if ((v = opt_arg(argc, argv, i, j)) == NULL)
+			return opt_missing(ch);
+		if (strcmp(v, "i") == 0)
+			o->ignore_dots = true;
+		break;
+	case 'b':
+		if ((v = opt_arg(argc, argv, i, j)) == NULL)
+			return opt_missing(ch);
+		if (strcmp(v, "i") == 0)
+			o->mode = MODE_NOOP;
+		else if (strcmp(v, "p") == 0)
+			o->mode = MODE_MAILQ;
+		else if (strcmp(v, "m") != 0)
+			return tools_fail(RQ_EX_USAGE, CMD,
+			    "mode -b%.16s is not supported", v);
+		break;
+	case 'I':
+		o->mode = MODE_NOOP;
+		break;
+	case 'q':
+		v = argv[*i] + *j + 1;
+		*j = strlen(argv[*i]) - 1;
+		o->mode = (*v >= '0' && *v <= '9') ? MODE_NOOP : MODE_FLUSH;
+		break;
+	}
+	return RQ_EX_OK;
+}
+
+/* Parses the word argv[*i] of option letters ("-ti", "-fSENDER", "-f"
+ * then SENDER as the next word: *i advances). */
+static int
+opt_word_parse(int argc, char **argv, int *i, struct send_opts *o)
+{
+	const char *word = argv[*i]; /* *i moves on when an argument follows */
+
+	for (size_t j = 1; word[j] != '\0'; j++) {
+		char ch = word[j];
+		const struct send_letter *l = letter_find(ch);
+		const char *v;
+		int rc;
+
+		if (l == NULL)
+			return tools_fail(RQ_EX_USAGE, CMD,
+			    "unknown option -%c (see --help)", ch);
+		switch (l->kind) {
+		case LETTER_IGNORED:
+			break;
+		case LETTER_IGNORED_ARG:
+		case LETTER_ARG:
+			if ((v = opt_arg(argc, argv, i, &j)) == NULL)
+				return opt_missing(ch);
+			if (l->kind == LETTER_ARG)
+				*(const char **)((char *)o + l->off) = v;
+			break;
+		case LETTER_OWN:
+			if ((rc = opt_letter_own(argc, argv, i, &j, o)) !=
+			    RQ_EX_OK)
+				return rc;
+			break;
+		}
+	}
+	return RQ_EX_OK;
+}
+
 /*
  * Parses sendmail's command line by hand (getopt cannot take -oi, -odb,
- * -B8BITMIME or -FName all at once).  Returns RQ_EX_OK, or an exit code
- * after printing why; *help is set for --help.
+ * -B8BITMIME or -FName all at once): words of option letters up to "--"
+ * or the first operand (the recipients).  Returns RQ_EX_OK, or an exit
+ * code after printing why; *help is set for --help.
  */
 static int
 opts_parse(int argc, char **argv, struct send_opts *o, bool *help)
 {
-	int i;
+	int i, rc;
 
 	memset(o, 0, sizeof(*o));
 	*help = false;
@@ -731,108 +435,8 @@ opts_parse(int argc, char **argv, struct send_opts *o, bool *help)
 		if (a[1] == '-')
 			return tools_fail(RQ_EX_USAGE, CMD,
 			    "unknown option \"%.64s\" (see --help)", a);
-		for (size_t j = 1; a[j] != '\0'; j++) {
-			const char *v;
-			char ch = a[j];
-
-			switch (ch) {
-			case 't':
-				o->extract = true;
-				continue;
-			case 'i':
-				o->ignore_dots = true;
-				continue;
-			case 'm': /* metoo */
-			case 'n': /* no aliasing */
-			case 'v': /* verbose */
-			case 'U': /* initial submission */
-			case 'G': /* gateway submission */
-			case 's': /* save From lines */
-				continue;
-			case 'o': /* -oX: sendmail option letter X */
-				v = opt_arg(argc, argv, &i, &j);
-				if (v == NULL)
-					goto missing;
-				if (strcmp(v, "i") == 0)
-					o->ignore_dots = true;
-				continue;
-			case 'b': /* -bX: mode */
-				v = opt_arg(argc, argv, &i, &j);
-				if (v == NULL)
-					goto missing;
-				if (strcmp(v, "m") == 0)
-					continue;
-				if (strcmp(v, "i") == 0) {
-					o->mode = MODE_NOOP;
-					continue;
-				}
-				if (strcmp(v, "p") == 0) {
-					o->mode = MODE_MAILQ;
-					continue;
-				}
-				return tools_fail(RQ_EX_USAGE, CMD,
-				    "mode -b%.16s is not supported", v);
-			case 'I': /* initialize aliases (newaliases) */
-				o->mode = MODE_NOOP;
-				continue;
-			case 'q': /* -q: run the queue; -q1h: interval */
-				v = a + j + 1;
-				j = strlen(a) - 1;
-				o->mode = (*v >= '0' && *v <= '9') ? MODE_NOOP
-								   : MODE_FLUSH;
-				continue;
-			case 'A': /* -Am / -Ac */
-			case 'B': /* body type */
-			case 'd': /* debug flags */
-			case 'e': /* error mode */
-			case 'h': /* hop count */
-			case 'L': /* syslog tag */
-			case 'O': /* long option */
-			case 'p': /* protocol */
-			case 'X': /* traffic log */
-				if (opt_arg(argc, argv, &i, &j) == NULL)
-					goto missing;
-				continue;
-			case 'c':
-			case 'C':
-				if ((o->cfg_path = opt_arg(
-					 argc, argv, &i, &j)) == NULL)
-					goto missing;
-				continue;
-			case 'f':
-			case 'r':
-				if ((o->sender = opt_arg(argc, argv, &i, &j)) ==
-				    NULL)
-					goto missing;
-				continue;
-			case 'F':
-				if ((o->fullname = opt_arg(
-					 argc, argv, &i, &j)) == NULL)
-					goto missing;
-				continue;
-			case 'N':
-				if ((o->notify = opt_arg(argc, argv, &i, &j)) ==
-				    NULL)
-					goto missing;
-				continue;
-			case 'R':
-				if ((o->ret = opt_arg(argc, argv, &i, &j)) ==
-				    NULL)
-					goto missing;
-				continue;
-			case 'V':
-				if ((o->envid = opt_arg(argc, argv, &i, &j)) ==
-				    NULL)
-					goto missing;
-				continue;
-			default:
-				return tools_fail(RQ_EX_USAGE, CMD,
-				    "unknown option -%c (see --help)", ch);
-			}
-		missing:
-			return tools_fail(RQ_EX_USAGE, CMD,
-			    "option -%c needs an argument", ch);
-		}
+		if ((rc = opt_word_parse(argc, argv, &i, o)) != RQ_EX_OK)
+			return rc;
 	}
 	o->rcpts = argv + i;
 	o->nrcpt = argc - i;
@@ -876,39 +480,16 @@ struct header {
 static size_t
 field_name_len(const char *line, size_t len)
 {
-	size_t i;
+	size_t n = mail_field_name_len(line, len);
 
-	for (i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)line[i];
-
-		if (ch == ':')
-			return i;
-		if (ch <= 0x20 || ch >= 0x7f)
-			return 0;
-	}
-	return 0;
+	return n < len && line[n] == ':' ? n : 0;
 }
 
 /* Returns true if field F is named NAME (any case). */
 static bool
 field_is(const struct header *h, const struct hfield *f, const char *name)
 {
-	return f->namelen == strlen(name) &&
-	    strncasecmp(h->raw.p + f->off, name, f->namelen) == 0;
-}
-
-/* Returns true if LINE is an mbox "From " line (not a "From :" field,
- * which intake would read as one). */
-static bool
-is_mbox_from(const char *line, size_t len)
-{
-	size_t i = 4;
-
-	if (len < 5 || memcmp(line, "From ", 5) != 0)
-		return false;
-	while (i < len && (line[i] == ' ' || line[i] == '\t'))
-		i++;
-	return i >= len || line[i] != ':';
+	return mail_field_is(h->raw.p + f->off, f->namelen, name);
 }
 
 /* Returns true if LINE is a lone "." line (the end unless -i). */
@@ -1037,8 +618,8 @@ wfile_put_name(struct wfile *w, const char *name)
 	bool quote = false;
 
 	for (const char *p = name; *p; p++)
-		if (is_special((unsigned char)*p) || *p == '.')
-			quote = true;
+		if (strchr("()<>[]:;@\\,\".", *p) != NULL)
+			quote = true; /* an RFC 5322 special, or a dot */
 	if (quote)
 		wfile_put(w, "\"", 1);
 	for (const char *p = name; *p; p++) {
@@ -1062,10 +643,10 @@ struct submit {
 	char *tmpdir, *incdir, *name, *final_path;
 	struct wfile *w;
 	struct header h;
-	struct addr_list rcpts;
+	struct rcpt_list rcpts;
 	struct buf sender;
 	char notify[32];
-	char envid[ENVID_MAX * 3 + 1];
+	char *envid; /* -V as xtext */
 	char *line; /* LINE_CHUNK + 1 bytes */
 	struct buf written; /* the header section as written */
 	bool bol, next_bol; /* s->line starts a line; the next one will */
@@ -1174,18 +755,18 @@ spool_create(struct submit *s)
 
 /* Says why address text TEXT (from WHERE) was refused; returns 65. */
 static int
-addr_fail(const struct submit *s, enum addr_result r, const char *where,
+addr_fail(const struct submit *s, enum mail_addr_result r, const char *where,
     const char *text)
 {
-	if (r == ADDR_TOOMANY)
+	if (r == MAIL_ADDR_TOOMANY)
 		return tools_fail(RQ_EX_DATAERR, CMD,
 		    "too many recipients: more than %zu (max_recipients)",
 		    s->rcpts.max);
-	if (r == ADDR_TOOLONG)
+	if (r == MAIL_ADDR_TOOLONG)
 		return tools_fail(RQ_EX_DATAERR, CMD,
 		    "bad %s \"%.60s...\": address too long: %zu bytes, a "
 		    "local part of %zu (at most %d in all)",
-		    where, text, s->rcpts.long_len, s->rcpts.long_local,
+		    where, text, s->rcpts.err.len, s->rcpts.err.local,
 		    ADDR_MAX);
 	return tools_fail(RQ_EX_DATAERR, CMD, "bad %s \"%.200s\"", where, text);
 }
@@ -1276,7 +857,7 @@ header_read(struct submit *s, ssize_t *pending)
 			h->eol_crlf = len >= 2 && l[len - 2] == '\r' &&
 			    l[len - 1] == '\n';
 			first = false;
-			if (is_mbox_from(l, len))
+			if (mail_mbox_from_is(l, len))
 				continue; /* mbox separator, as Postfix */
 		}
 		if ((l[0] == ' ' || l[0] == '\t') && h->n > 0) {
@@ -1316,7 +897,6 @@ header_extract(struct submit *s)
 		"Resent-Bcc" };
 	const char *const *names = plain;
 	struct header *h = &s->h;
-	size_t count = 0;
 
 	for (size_t i = 0; i < h->n; i++)
 		if (h->f[i].namelen > 7 &&
@@ -1326,17 +906,17 @@ header_extract(struct submit *s)
 		const struct hfield *f = &h->f[i];
 
 		for (int k = 0; k < 3; k++) {
-			enum addr_result r;
+			enum mail_addr_result r;
 
 			if (!field_is(h, f, names[k]))
 				continue;
-			r = addr_list_parse(&s->rcpts,
+			r = rcpts_parse(&s->rcpts,
 			    h->raw.p + f->off + f->namelen + 1,
-			    f->len - f->namelen - 1, s->hostname, &count);
-			if (r == ADDR_BAD)
+			    f->len - f->namelen - 1, s->hostname);
+			if (r == MAIL_ADDR_BAD)
 				return tools_fail(RQ_EX_DATAERR, CMD,
 				    "bad address in the %s: header", names[k]);
-			if (r != ADDR_OK)
+			if (r != MAIL_ADDR_OK)
 				return addr_fail(s, r, "address in the header",
 				    h->raw.p + f->off + f->namelen + 1);
 		}
@@ -1365,9 +945,9 @@ header_write(struct submit *s)
 		wfile_puts(w, s->envid);
 	}
 	wfile_puts(w, eol);
-	for (size_t i = 0; i < s->rcpts.n; i++) {
+	for (size_t i = 0; i < s->rcpts.set.n; i++) {
 		wfile_puts(w, "X-Receiver: <");
-		wfile_puts(w, s->rcpts.v[i]);
+		wfile_puts(w, s->rcpts.set.v[i]);
 		wfile_puts(w, ">");
 		if (s->notify[0] != '\0') {
 			wfile_puts(w, " NOTIFY=");
@@ -1500,6 +1080,7 @@ static int
 submit_prepare(struct submit *s)
 {
 	struct send_opts *o = &s->o;
+	unsigned notify;
 
 	if (o->nrcpt == 0 && !o->extract)
 		return tools_fail(RQ_EX_USAGE, CMD,
@@ -1509,29 +1090,33 @@ submit_prepare(struct submit *s)
 	    strcasecmp(o->ret, "hdrs") != 0)
 		return tools_fail(RQ_EX_USAGE, CMD,
 		    "-R takes full or hdrs, not \"%.64s\"", o->ret);
-	if (o->notify != NULL &&
-	    !notify_parse(o->notify, s->notify, sizeof(s->notify)))
-		return tools_fail(RQ_EX_USAGE, CMD,
-		    "-N takes never, or a list of success, failure, delay; "
-		    "not \"%.64s\"",
-		    o->notify);
-	if (o->envid != NULL &&
-	    (strlen(o->envid) > ENVID_MAX ||
-		!xtext_encode(o->envid, s->envid, sizeof(s->envid))))
-		return tools_fail(RQ_EX_USAGE, CMD,
-		    "-V: the envelope id must be printable ASCII, at most "
-		    "%d characters",
-		    ENVID_MAX);
+	if (o->notify != NULL) {
+		if (!mail_notify_parse(o->notify, strlen(o->notify),
+			MAIL_NOTIFY_STRICT, &notify))
+			return tools_fail(RQ_EX_USAGE, CMD,
+			    "-N takes never, or a list of success, failure, "
+			    "delay; not \"%.64s\"",
+			    o->notify);
+		mail_notify_format(notify, s->notify, sizeof(s->notify));
+	}
+	if (o->envid != NULL) {
+		if (strlen(o->envid) > ENVID_MAX || !is_printable(o->envid))
+			return tools_fail(RQ_EX_USAGE, CMD,
+			    "-V: the envelope id must be printable ASCII, at "
+			    "most %d characters",
+			    ENVID_MAX);
+		s->envid = mail_xtext_encode(o->envid);
+	}
 	if (o->sender != NULL) {
-		enum addr_result r = sender_parse(
+		enum mail_addr_result r = sender_parse(
 		    o->sender, s->hostname, &s->sender);
 
-		if (r == ADDR_TOOLONG)
+		if (r == MAIL_ADDR_TOOLONG)
 			return tools_fail(RQ_EX_DATAERR, CMD,
 			    "bad sender address \"%.60s...\": address too "
 			    "long (at most %d bytes)",
 			    o->sender, ADDR_MAX);
-		if (r != ADDR_OK)
+		if (r != MAIL_ADDR_OK)
 			return tools_fail(RQ_EX_DATAERR, CMD,
 			    "bad sender address \"%.200s\"", o->sender);
 	} else {
@@ -1548,15 +1133,13 @@ submit_prepare(struct submit *s)
 	}
 	for (int i = 0; i < o->nrcpt; i++) {
 		const char *r = o->rcpts[i];
-		size_t count = 0;
-		enum addr_result ar = ADDR_BAD;
+		enum mail_addr_result ar = MAIL_ADDR_BAD;
 
 		if (strpbrk(r, "\r\n") == NULL)
-			ar = addr_list_parse(
-			    &s->rcpts, r, strlen(r), s->hostname, &count);
-		if (ar == ADDR_OK && count == 0)
-			ar = ADDR_BAD;
-		if (ar != ADDR_OK)
+			ar = rcpts_parse(&s->rcpts, r, strlen(r), s->hostname);
+		if (ar == MAIL_ADDR_OK && s->rcpts.found == 0)
+			ar = MAIL_ADDR_BAD; /* no address in it */
+		if (ar != MAIL_ADDR_OK)
 			return addr_fail(s, ar, "recipient address", r);
 	}
 	return RQ_EX_OK;
@@ -1577,7 +1160,8 @@ submit_free(struct submit *s)
 	if (inc_dfd >= 0)
 		close(inc_dfd);
 	tmp_dfd = inc_dfd = -1;
-	addr_list_free(&s->rcpts);
+	mail_addr_set_free(&s->rcpts.set);
+	free(s->envid);
 	free(s->h.raw.p);
 	free(s->h.f);
 	free(s->sender.p);
@@ -1662,7 +1246,7 @@ cmd_send(int argc, char **argv)
 	}
 	if (s.o.extract && (rc = header_extract(&s)) != RQ_EX_OK)
 		goto out;
-	if (s.rcpts.n == 0) {
+	if (s.rcpts.set.n == 0) {
 		rc = tools_fail(RQ_EX_USAGE, CMD,
 		    "no recipient addresses found in the message header");
 		goto out;

@@ -7,7 +7,6 @@
  * Public: cmd_show().  Exit 0; 64 usage; 67 (EX_NOUSER) no such message;
  * 77 permission; 75 queue error.
  */
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +71,7 @@ show_history(struct queue *q, uint64_t id, uint32_t idx)
 	size_t n;
 	char t1[64];
 
-	if (queue_rcpt_history(q, id, idx, &v, &n) != QUEUE_OK) {
+	if (queue_attempts_load(q, id, idx, &v, &n) != QUEUE_OK) {
 		tools_printf("    history: (cannot be read)\n");
 		return;
 	}
@@ -86,20 +85,7 @@ show_history(struct queue *q, uint64_t id, uint32_t idx)
 		    v[i].reply != NULL ? " (" : "",
 		    v[i].reply != NULL ? v[i].reply : "",
 		    v[i].reply != NULL ? ")" : "");
-	queue_history_free(v, n);
-}
-
-static void
-usage(FILE *fp)
-{
-	fprintf(fp,
-	    "usage: relayq show [-c FILE] [--envelope | --body] ID...\n"
-	    "Prints a queued message: envelope, every recipient with its\n"
-	    "state and history, then the message as it will be sent.\n"
-	    "  --envelope  the envelope and recipients only\n"
-	    "  --body      the message only, byte for byte (CRLF)\n"
-	    "Exit 0; 64 usage; 67 no such message; 77 not root or the\n"
-	    "queue owner; 75 queue error.\n");
+	queue_attempts_free(v, n);
 }
 
 /* Prints one message; returns a sysexits code. */
@@ -192,66 +178,79 @@ show_one(struct queue *q, uint64_t id, bool env, bool body)
 	return RQ_EX_OK;
 }
 
+static const struct option show_longopts[] = {
+	{ "envelope", no_argument, NULL, 'e' },
+	{ "body", no_argument, NULL, 'b' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* What show prints: the envelope, the message, or both. */
+struct show_parts {
+	bool env, body;
+};
+
+/* Takes --envelope (the envelope only) or --body (the message only)
+ * into ARG, a struct show_parts. */
+static int
+show_opt(void *arg, int ch, const char *optarg)
+{
+	struct show_parts *p = arg;
+
+	if (ch == 'e')
+		p->body = false;
+	else
+		p->env = false;
+	return RQ_EX_OK;
+}
+
+static const struct tools_cmd show_cmd = {
+	"usage: relayq show [-c FILE] [--envelope | --body] ID...\n"
+	"Prints a queued message: envelope, every recipient with its\n"
+	"state and history, then the message as it will be sent.\n"
+	"  --envelope  the envelope and recipients only\n"
+	"  --body      the message only, byte for byte (CRLF)\n"
+	"Exit 0; 64 usage; 67 no such message; 77 not root or the\n"
+	"queue owner; 75 queue error.\n",
+	"eb",
+	show_longopts,
+	TOOLS_OPERANDS_SOME,
+	show_opt,
+};
+
 int
 cmd_show(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "envelope", no_argument, NULL, 'e' },
-		{ "body", no_argument, NULL, 'b' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *path = NULL;
-	bool env = true, body = true;
+	struct show_parts parts = { true, true };
+	struct tools_opts o;
 	struct cfg *cfg;
 	struct queue *q;
 	uint64_t *ids;
-	int ch, rc, worst = RQ_EX_OK;
+	int rc, worst = RQ_EX_OK;
 
-	while ((ch = getopt_long(argc, argv, "c:heb", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'c':
-			path = optarg;
-			break;
-		case 'e':
-			body = false;
-			break;
-		case 'b':
-			env = false;
-			break;
-		case 'h':
-			usage(stdout);
-			return RQ_EX_OK;
-		default:
-			usage(stderr);
-			return RQ_EX_USAGE;
-		}
-	}
-	if (optind >= argc || (!env && !body)) {
-		usage(stderr);
-		return RQ_EX_USAGE;
-	}
-	ids = xcalloc((size_t)(argc - optind), sizeof(*ids));
-	for (int i = optind; i < argc; i++) {
-		if (!queue_id_parse(argv[i], &ids[i - optind])) {
+	if (!tools_opts_parse(&show_cmd, argc, argv, &parts, &o))
+		return o.exit_code;
+	if (!parts.env && !parts.body)
+		return tools_usage_fail(&show_cmd);
+	ids = xcalloc((size_t)(argc - o.first), sizeof(*ids));
+	for (int i = o.first; i < argc; i++) {
+		if (!queue_id_parse(argv[i], &ids[i - o.first])) {
 			free(ids);
 			return tools_fail(RQ_EX_USAGE, "show",
 			    "\"%.64s\" is not a queue ID (16 hex digits)",
 			    argv[i]);
 		}
 	}
-	cfg = tools_cfg_load(tools_cfg_path(path));
-	rc = tools_queue_open("show", cfg, true, &q);
+	rc = tools_queue_open("show", o.cfg_path, true, &cfg, &q);
 	if (rc != RQ_EX_OK || q == NULL) {
 		free(ids);
 		cfg_free(cfg);
 		return rc != RQ_EX_OK
 		    ? rc
 		    : tools_fail(EX_NOSUCHMSG, "show", "%s: no such message",
-			  argv[optind]);
+			  argv[o.first]);
 	}
-	for (int i = 0; i < argc - optind; i++) {
-		rc = show_one(q, ids[i], env, body);
+	for (int i = 0; i < argc - o.first; i++) {
+		rc = show_one(q, ids[i], parts.env, parts.body);
 		if (rc != RQ_EX_OK && worst == RQ_EX_OK)
 			worst = rc;
 	}

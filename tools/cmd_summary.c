@@ -11,7 +11,6 @@
  * oldest message of each class (a walk in arrival order that stops at
  * the first of each).
  */
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,31 +144,51 @@ summary_json(struct cfg *cfg, struct queue *q, size_t top)
 	return rc;
 }
 
-static void
-usage(FILE *fp)
+/* Options of summary, filled by summary_opt(). */
+struct summary_args {
+	size_t top; /* domains shown */
+	bool json;
+};
+
+static const struct option summary_longopts[] = {
+	{ "top", required_argument, NULL, 't' },
+	{ "json", no_argument, NULL, 'j' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* Takes --top N or --json into ARG (a struct summary_args). */
+static int
+summary_opt(void *arg, int ch, const char *optarg)
 {
-	fprintf(fp,
-	    "usage: relayq summary [-c FILE] [--top N] [--json]\n"
-	    "Shows the shape of the queue, as Postfix's qshape: recipients\n"
-	    "not yet delivered by destination domain and age in minutes\n"
-	    "(column T is the total; a column counts ages up to its label),\n"
-	    "then messages and recipients by priority and state.\n"
-	    "  --top N   show only the N biggest domains\n"
-	    "  --json    one JSON object (as the daemon's /api/summary)\n"
-	    "Exit 0; 77 not root or the queue owner; 75 queue error.\n");
+	struct summary_args *a = arg;
+
+	if (ch == 'j')
+		a->json = true;
+	else
+		a->top = (size_t)strtoull(optarg, NULL, 10);
+	return RQ_EX_OK;
 }
+
+static const struct tools_cmd summary_cmd = {
+	"usage: relayq summary [-c FILE] [--top N] [--json]\n"
+	"Shows the shape of the queue, as Postfix's qshape: recipients\n"
+	"not yet delivered by destination domain and age in minutes\n"
+	"(column T is the total; a column counts ages up to its label),\n"
+	"then messages and recipients by priority and state.\n"
+	"  --top N   show only the N biggest domains\n"
+	"  --json    one JSON object (as the daemon's /api/summary)\n"
+	"Exit 0; 77 not root or the queue owner; 75 queue error.\n",
+	"t:j",
+	summary_longopts,
+	TOOLS_OPERANDS_NONE,
+	summary_opt,
+};
 
 int
 cmd_summary(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "top", required_argument, NULL, 't' },
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool json = false;
-	const char *path = NULL;
+	struct tools_opts o;
+	struct summary_args args = { SIZE_MAX, false };
 	struct shape sh;
 	struct queue_counts cn;
 	struct cfg *cfg;
@@ -177,44 +196,21 @@ cmd_summary(int argc, char **argv)
 	struct dom *rows;
 	size_t nrows = 0, top = SIZE_MAX;
 	uint64_t tm = 0, tb = 0, ts[QUEUE_NSTATE] = { 0 };
-	int ch, rc;
+	int rc;
 
-	while ((ch = getopt_long(argc, argv, "c:ht:j", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'c':
-			path = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 't':
-			top = (size_t)strtoull(optarg, NULL, 10);
-			break;
-		case 'h':
-			usage(stdout);
-			return RQ_EX_OK;
-		default:
-			usage(stderr);
-			return RQ_EX_USAGE;
-		}
-	}
-	if (optind < argc) {
-		usage(stderr);
-		return RQ_EX_USAGE;
-	}
-	cfg = tools_cfg_load(tools_cfg_path(path));
-	rc = tools_queue_open("summary", cfg, true, &q);
-	if (rc != RQ_EX_OK) {
-		cfg_free(cfg);
+	if (!tools_opts_parse(&summary_cmd, argc, argv, &args, &o))
+		return o.exit_code;
+	top = args.top;
+	if ((rc = tools_queue_open("summary", o.cfg_path, true, &cfg, &q)) !=
+	    RQ_EX_OK)
 		return rc;
-	}
-	if (json)
+	if (args.json)
 		return summary_json(cfg, q, top);
 	memset(&sh, 0, sizeof(sh));
 	memset(&cn, 0, sizeof(cn));
 	sh.now_min = rq_now() / 60;
 	if (q != NULL) {
-		if (queue_domain_counts(q, shape_cb, &sh) != QUEUE_OK ||
+		if (queue_domain_counts_get(q, shape_cb, &sh) != QUEUE_OK ||
 		    queue_counts_get(q, &cn) != QUEUE_OK) {
 			queue_close(q);
 			cfg_free(cfg);

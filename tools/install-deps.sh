@@ -16,6 +16,7 @@ test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  git git-email libmailtools-perl
  procps
  libidn12 libnss-wrapper
+ build-essential debhelper lintian debootstrap systemd systemd-container
  prometheus chromium"
 case "${1:---test}" in
 --build) pkgs=$build_pkgs ;;

@@ -6,3 +6,5 @@ add_e2e(e2e_queue_mapfull ${CMAKE_CURRENT_SOURCE_DIR}/test_queue_mapfull.py
 # Hardened parsing (issue 10): loops, bare CR, long lines, recipients.
 add_e2e(e2e_parse_harden ${CMAKE_CURRENT_SOURCE_DIR}/test_parse_harden.py
   600)
+# A file found again by a rescan while in flight is queued once (issue 11).
+add_e2e(e2e_intake_race ${CMAKE_CURRENT_SOURCE_DIR}/test_intake_race.py 300)

@@ -76,7 +76,7 @@ census(void)
 {
 	struct count c = { 0, 0, 0 };
 
-	queue_scan(q, 0, count_cb, &c);
+	queue_msgs_scan(q, 0, count_cb, &c);
 	return c;
 }
 
@@ -96,7 +96,7 @@ queue_empty(void)
 	uint64_t ids[256], *p = ids;
 	struct queue_txn *txn;
 
-	queue_scan(q, 0, collect_cb, &p);
+	queue_msgs_scan(q, 0, collect_cb, &p);
 	txn = queue_txn_begin(q);
 	for (uint64_t *i = ids; i < p; i++)
 		queue_msg_remove(txn, *i);
@@ -297,7 +297,7 @@ test_leased_left_alone(void)
 	struct queue_txn *txn;
 	struct count c;
 
-	CHECK_INT(queue_take_due(q, CFG_NORMAL, now, now + 600, ids, 4), 1);
+	CHECK_INT(queue_due_take(q, CFG_NORMAL, now, now + 600, ids, 4), 1);
 	expiry_run(q, cfg, now);
 	c = census();
 	CHECK_INT(c.other, 1); /* still there: l@ is in flight */

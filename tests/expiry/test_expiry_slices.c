@@ -55,7 +55,7 @@ notices(size_t *counts, const char *action, size_t *others)
 	struct seen s;
 
 	memset(&s, 0, sizeof(s));
-	queue_scan(q, 0, notices_cb, &s);
+	queue_msgs_scan(q, 0, notices_cb, &s);
 	for (size_t i = 0; i < s.n; i++) {
 		char *b = NULL;
 		size_t len;

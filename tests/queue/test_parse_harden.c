@@ -656,10 +656,10 @@ test_intake(void)
 	drop("hops49", m = hop_msg("s@a.test", 49));
 	free(m);
 	intake_all(qi);
-	queue_scan(q, 0, seen_cb, &s);
+	queue_msgs_scan(q, 0, seen_cb, &s);
 	CHECK_INT(s.n, 1);
 	CHECK_INT(s.m[0]->rcpts[0].state, RCPT_PENDING);
-	CHECK(queue_next_due(q) <= now + 1);
+	CHECK(queue_due_next(q) <= now + 1);
 	{
 		struct queue_txn *t = queue_txn_begin(q);
 
@@ -670,7 +670,7 @@ test_intake(void)
 	drop("hops50", m = hop_msg("s@a.test", 50));
 	free(m);
 	intake_all(qi);
-	queue_scan(q, 0, seen_cb, &s);
+	queue_msgs_scan(q, 0, seen_cb, &s);
 	CHECK_INT(s.n, 1);
 	for (size_t i = 0; i < 2 && s.n == 1; i++) {
 		const struct queue_rcpt *rc = &s.m[0]->rcpts[i];
@@ -681,11 +681,11 @@ test_intake(void)
 		    strstr(rc->reply, "mail forwarding loop detected") != NULL);
 	}
 	/* never delivered: not scheduled; returned now by expiry/ */
-	CHECK(queue_next_due(q) == INT64_MAX);
+	CHECK(queue_due_next(q) == INT64_MAX);
 	CHECK(queue_expiry_next(q) <= rq_now());
 	seen_free(&s);
 	expiry_run(q, cfg, rq_now());
-	queue_scan(q, 0, seen_cb, &s);
+	queue_msgs_scan(q, 0, seen_cb, &s);
 	CHECK_INT(s.n, 1); /* the original is gone, its notice is there */
 	if (s.n == 1) {
 		CHECK_INT(s.m[0]->cls, CFG_DSN);
@@ -713,9 +713,9 @@ test_intake(void)
 	drop("hops60null", m = hop_msg("", 60));
 	free(m);
 	intake_all(qi);
-	CHECK(queue_next_due(q) == INT64_MAX);
+	CHECK(queue_due_next(q) == INT64_MAX);
 	expiry_run(q, cfg, rq_now());
-	queue_scan(q, 0, seen_cb, &s);
+	queue_msgs_scan(q, 0, seen_cb, &s);
 	CHECK_INT(s.n, 0);
 	seen_free(&s);
 
@@ -725,7 +725,7 @@ test_intake(void)
 	drop("three", "To: a@b.test, c@b.test, d@b.test, a@B.TEST\n\nx\n");
 	intake_all(qi);
 	CHECK(bad_has("too many recipients: more than 3 (max_recipients)"));
-	queue_scan(q, 0, seen_cb, &s);
+	queue_msgs_scan(q, 0, seen_cb, &s);
 	CHECK_INT(s.n, 1);
 	if (s.n == 1)
 		CHECK_INT(s.m[0]->nrcpt, 3);

@@ -366,20 +366,20 @@ test_queue_db(void)
 	CHECK_INT(count_dir("incoming"), 0);
 	CHECK_INT(count_dir("bad"), 8); /* 4 files + 4 reasons */
 	n = 0;
-	CHECK_INT(queue_scan(q, 0, count_cb, &n), 2);
+	CHECK_INT(queue_msgs_scan(q, 0, count_cb, &n), 2);
 	CHECK_INT(n, 2);
 	CHECK_INT(queue_counts_get(q, &cn), QUEUE_OK);
 	CHECK_INT(cn.msgs[CFG_URGENT], 1);
 	CHECK_INT(cn.msgs[CFG_NORMAL], 1);
 	CHECK_INT(cn.rcpts[CFG_URGENT][RCPT_PENDING], 2);
-	CHECK(queue_next_due(q) <= rq_now());
+	CHECK(queue_due_next(q) <= rq_now());
 	CHECK(queue_expiry_next(q) >= now + 3600 &&
 	    queue_expiry_next(q) <= rq_now() + 3600);
 
 	/* m1: urgent, two recipients */
-	n = queue_take_due(q, CFG_URGENT, rq_now(), rq_now() + 600, ids, 16);
+	n = queue_due_take(q, CFG_URGENT, rq_now(), rq_now() + 600, ids, 16);
 	CHECK_INT(n, 1);
-	CHECK_INT(queue_take_due(
+	CHECK_INT(queue_due_take(
 		      q, CFG_URGENT, rq_now(), rq_now() + 600, ids + 1, 16),
 	    0);
 	CHECK_INT(queue_msg_load(q, ids[0], &m), QUEUE_OK);
@@ -398,13 +398,13 @@ test_queue_db(void)
 	free(body);
 
 	/* a crash: the lease is recovered, due now */
-	queue_recover_leases(q);
+	queue_leases_recover(q);
 	CHECK_INT(queue_msg_load(q, ids[0], &m), QUEUE_OK);
 	CHECK(!(m->rcpts[0].flags & QRCPT_LEASED));
 	CHECK(m->due <= rq_now());
 	queue_msg_free(m);
 
-	n = queue_take_due(q, CFG_URGENT, rq_now(), rq_now() + 600, ids, 16);
+	n = queue_due_take(q, CFG_URGENT, rq_now(), rq_now() + 600, ids, 16);
 	CHECK_INT(n, 1);
 	t = queue_txn_begin(q);
 	CHECK_INT(queue_rcpt_update(
@@ -427,8 +427,8 @@ test_queue_db(void)
 	/* recipient flags: set, kept across an update, cleared */
 	t = queue_txn_begin(q);
 	CHECK_INT(
-	    queue_rcpt_set_flags(t, ids[0], 0, QRCPT_NOTIFIED, 0), QUEUE_OK);
-	CHECK_INT(queue_rcpt_set_flags(t, ids[0], 9, QRCPT_NOTIFIED, 0),
+	    queue_rcpt_flags_set(t, ids[0], 0, QRCPT_NOTIFIED, 0), QUEUE_OK);
+	CHECK_INT(queue_rcpt_flags_set(t, ids[0], 9, QRCPT_NOTIFIED, 0),
 	    QUEUE_NOTFOUND);
 	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
 	CHECK_INT(queue_msg_load(q, ids[0], &m), QUEUE_OK);
@@ -436,7 +436,7 @@ test_queue_db(void)
 	CHECK(!(m->rcpts[1].flags & QRCPT_NOTIFIED));
 	CHECK_INT(m->due, now + 300);
 	queue_msg_free(m);
-	CHECK_INT(queue_next_due_class(q, CFG_URGENT), now + 300);
+	CHECK_INT(queue_due_next_class(q, CFG_URGENT), now + 300);
 	queue_counts_get(q, &cn);
 	CHECK_INT(cn.rcpts[CFG_URGENT][RCPT_DELIVERED], 1);
 	CHECK_INT(cn.rcpts[CFG_URGENT][RCPT_DEFERRED], 1);
@@ -445,26 +445,26 @@ test_queue_db(void)
 	t = queue_txn_begin(q);
 	CHECK_INT(queue_msg_hold(t, ids[0]), QUEUE_OK);
 	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
-	CHECK_INT(queue_next_due_class(q, CFG_URGENT), INT64_MAX);
+	CHECK_INT(queue_due_next_class(q, CFG_URGENT), INT64_MAX);
 	queue_counts_get(q, &cn);
 	CHECK_INT(cn.held, 1);
-	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), 2);
+	CHECK_INT(queue_expiry_due_list(q, INT64_MAX - 1, ev, 8), 2);
 	t = queue_txn_begin(q);
 	CHECK_INT(queue_msg_flush(t, ids[0], now), QUEUE_OK);
 	CHECK_INT(queue_msg_release(t, ids[0]), QUEUE_OK);
 	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
-	CHECK_INT(queue_next_due_class(q, CFG_URGENT), now);
-	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), 4);
+	CHECK_INT(queue_due_next_class(q, CFG_URGENT), now);
+	CHECK_INT(queue_expiry_due_list(q, INT64_MAX - 1, ev, 8), 4);
 	queue_counts_get(q, &cn);
 	CHECK_INT(cn.held, 0);
 
 	/* expiry clear, then finishing the last recipient removes it */
-	n = queue_expiry_due(q, INT64_MAX - 1, ev, 8);
+	n = queue_expiry_due_list(q, INT64_MAX - 1, ev, 8);
 	t = queue_txn_begin(q);
 	CHECK_INT(queue_expiry_clear(t, ev[0].id, ev[0].kind), QUEUE_OK);
 	CHECK_INT(queue_expiry_clear(t, ev[0].id, ev[0].kind), QUEUE_NOTFOUND);
 	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
-	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), n - 1);
+	CHECK_INT(queue_expiry_due_list(q, INT64_MAX - 1, ev, 8), n - 1);
 	t = queue_txn_begin(q);
 	CHECK_INT(
 	    queue_rcpt_update(t, ids[0], 1, RCPT_BOUNCED, 0, "550 no", "5.1.1"),
@@ -475,7 +475,7 @@ test_queue_db(void)
 	queue_counts_get(q, &cn);
 	CHECK_INT(cn.msgs[CFG_URGENT], 0);
 	CHECK_INT(cn.rcpts[CFG_URGENT][RCPT_DELIVERED], 0);
-	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), 2);
+	CHECK_INT(queue_expiry_due_list(q, INT64_MAX - 1, ev, 8), 2);
 
 	/* insert a DSN built in memory */
 	{
@@ -495,7 +495,7 @@ test_queue_db(void)
 		CHECK_INT(queue_body_load(q, id, &body, &len), QUEUE_OK);
 		CHECK_STR(body, dsn);
 		free(body);
-		CHECK(queue_next_due_class(q, CFG_DSN) <= rq_now());
+		CHECK(queue_due_next_class(q, CFG_DSN) <= rq_now());
 	}
 
 	/* corrupt record: set aside, never a crash */
@@ -509,14 +509,14 @@ test_queue_db(void)
 		mdb_put(txn, q->dbi[QDB_MSG], &key, &val, 0);
 		mdb_txn_commit(txn);
 		n = 0;
-		queue_scan(q, 0, count_cb, &n);
+		queue_msgs_scan(q, 0, count_cb, &n);
 		CHECK_INT(n, 1);
 		CHECK_INT(queue_msg_load(q, id, &m), QUEUE_CORRUPT);
-		n = queue_take_due(
+		n = queue_due_take(
 		    q, CFG_DSN, rq_now(), rq_now() + 60, ids, 16);
 		CHECK_INT(n, 0);
 		CHECK_INT(queue_msg_load(q, id, &m), QUEUE_NOTFOUND);
-		CHECK_INT(queue_next_due_class(q, CFG_DSN), INT64_MAX);
+		CHECK_INT(queue_due_next_class(q, CFG_DSN), INT64_MAX);
 	}
 
 	/* exactly once: a file whose identity is recorded is only unlinked */
@@ -553,7 +553,7 @@ test_queue_db(void)
 	queue_intake_run(qi, 100);
 	CHECK_INT(count_dir("incoming"), 0);
 	n = 0;
-	queue_scan(q, 0, count_cb, &n);
+	queue_msgs_scan(q, 0, count_cb, &n);
 	CHECK_INT(n, 1);
 
 	/* many files: group commit, all queued once */
@@ -576,12 +576,12 @@ test_queue_db(void)
 	}
 	CHECK_INT(count_dir("incoming"), 0);
 	n = 0;
-	queue_scan(q, 0, count_cb, &n);
+	queue_msgs_scan(q, 0, count_cb, &n);
 	CHECK_INT(n, 501);
 	queue_counts_get(q, &cn);
 	CHECK_INT(cn.msgs[CFG_NONURGENT], 500);
 	id = 0;
-	queue_scan(q, 0, first_cb, &id);
+	queue_msgs_scan(q, 0, first_cb, &id);
 	CHECK(id != 0);
 
 	/* delete everything */
@@ -594,7 +594,7 @@ test_queue_db(void)
 		};
 
 		n = 0;
-		while (queue_take_due(q, CFG_NONURGENT, rq_now(), rq_now() + 60,
+		while (queue_due_take(q, CFG_NONURGENT, rq_now(), rq_now() + 60,
 			   all + na, 100) > 0) {
 			na = 0;
 			break;
@@ -604,7 +604,7 @@ test_queue_db(void)
 		for (;;) {
 			uint64_t fid = 0;
 
-			queue_scan(q, id, first_cb, &fid);
+			queue_msgs_scan(q, id, first_cb, &fid);
 			if (fid == 0)
 				break;
 			t = queue_txn_begin(q);
@@ -618,7 +618,7 @@ test_queue_db(void)
 	}
 	/* the corrupt DSN's counts stay (its record was unreadable); its
 	 * expiry entries are dropped when found orphaned */
-	CHECK_INT(queue_expiry_due(q, INT64_MAX - 1, ev, 8), 0);
+	CHECK_INT(queue_expiry_due_list(q, INT64_MAX - 1, ev, 8), 0);
 	queue_counts_get(q, &cn);
 	for (int c = 0; c < CFG_DSN; c++) {
 		CHECK_INT(cn.msgs[c], 0);
@@ -626,7 +626,7 @@ test_queue_db(void)
 		for (int s = 0; s < QUEUE_NSTATE; s++)
 			CHECK_INT(cn.rcpts[c][s], 0);
 	}
-	CHECK_INT(queue_next_due(q), INT64_MAX);
+	CHECK_INT(queue_due_next(q), INT64_MAX);
 	CHECK_INT(queue_expiry_next(q), INT64_MAX);
 	queue_intake_close(qi);
 	queue_close(q);
@@ -715,7 +715,7 @@ test_history(void)
 	}
 	a = hist_msg(q, 2);
 	b = hist_msg(q, 1);
-	CHECK_INT(queue_rcpt_history(q, a, 0, &v, &n), QUEUE_OK);
+	CHECK_INT(queue_attempts_load(q, a, 0, &v, &n), QUEUE_OK);
 	CHECK_INT(n, 0);
 	CHECK(v == NULL);
 	for (int i = 1; i <= 25; i++) {
@@ -731,7 +731,7 @@ test_history(void)
 	CHECK_INT(hist_count(q, b), 1);
 
 	/* exactly the 20 newest, oldest first */
-	CHECK_INT(queue_rcpt_history(q, a, 0, &v, &n), QUEUE_OK);
+	CHECK_INT(queue_attempts_load(q, a, 0, &v, &n), QUEUE_OK);
 	CHECK_INT(n, QUEUE_HIST_MAX);
 	if (n == QUEUE_HIST_MAX) {
 		CHECK_INT(v[0].attempt, 6);
@@ -745,13 +745,13 @@ test_history(void)
 			    v[i].attempt == v[i - 1].attempt + 1);
 		CHECK(v[19].time > 0 && v[19].time <= rq_now());
 	}
-	queue_history_free(v, n);
+	queue_attempts_free(v, n);
 	CHECK_INT(queue_msg_load(q, a, &m), QUEUE_OK);
 	CHECK_INT(m->rcpts[0].attempts, 25);
 	queue_msg_free(m);
 
 	/* what each attempt said: sanitised; NULL stays NULL */
-	CHECK_INT(queue_rcpt_history(q, a, 1, &v, &n), QUEUE_OK);
+	CHECK_INT(queue_attempts_load(q, a, 1, &v, &n), QUEUE_OK);
 	CHECK_INT(n, 3);
 	if (n == 3) {
 		CHECK_STR(v[0].reply, "451 a  b");
@@ -760,8 +760,8 @@ test_history(void)
 		CHECK_STR(v[1].dsn_status, "");
 		CHECK_STR(v[2].reply, "452 full");
 	}
-	queue_history_free(v, n);
-	CHECK_INT(queue_rcpt_history(q, 12345, 0, &v, &n), QUEUE_OK);
+	queue_attempts_free(v, n);
+	CHECK_INT(queue_attempts_load(q, 12345, 0, &v, &n), QUEUE_OK);
 	CHECK_INT(n, 0);
 
 	/* a bad record is skipped, never a crash */
@@ -775,13 +775,13 @@ test_history(void)
 		mdb_put(txn, q->dbi[QDB_HIST], &key, &val, 0);
 		mdb_txn_commit(txn);
 	}
-	CHECK_INT(queue_rcpt_history(q, a, 1, &v, &n), QUEUE_OK);
+	CHECK_INT(queue_attempts_load(q, a, 1, &v, &n), QUEUE_OK);
 	CHECK_INT(n, 2);
 	if (n == 2) {
 		CHECK_INT(v[0].attempt, 1);
 		CHECK_INT(v[1].attempt, 3);
 	}
-	queue_history_free(v, n);
+	queue_attempts_free(v, n);
 
 	/* remove deletes A's records and only those */
 	t = queue_txn_begin(q);
@@ -789,7 +789,7 @@ test_history(void)
 	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
 	CHECK_INT(hist_count(q, a), 0);
 	CHECK_INT(hist_count(q, b), 1);
-	CHECK_INT(queue_rcpt_history(q, a, 0, &v, &n), QUEUE_OK);
+	CHECK_INT(queue_attempts_load(q, a, 0, &v, &n), QUEUE_OK);
 	CHECK_INT(n, 0);
 
 	/* a message set aside takes its history along to corrupt */
@@ -828,7 +828,7 @@ test_history(void)
 		if (q != NULL) {
 			CHECK(q->nohist);
 			CHECK_INT(
-			    queue_rcpt_history(q, b, 0, &v, &n), QUEUE_OK);
+			    queue_attempts_load(q, b, 0, &v, &n), QUEUE_OK);
 			CHECK_INT(n, 0);
 			queue_close(q);
 		}
@@ -881,7 +881,7 @@ test_mapfull(void)
 	queue_intake_close(qi);
 	qi = queue_intake_open(q, small);
 	CHECK(count_dir("incoming") > 0);
-	queue_scan(q, 0, count_cb, &n);
+	queue_msgs_scan(q, 0, count_cb, &n);
 	CHECK_INT((int)n + count_dir("incoming"), 400);
 	/* room comes back (a bigger map, as after a reload) */
 	queue_cfg_set(q, cfg);
@@ -889,7 +889,7 @@ test_mapfull(void)
 		CHECK(ir == QI_MORE);
 	CHECK_INT(count_dir("incoming"), 0);
 	n = 0;
-	queue_scan(q, 0, count_cb, &n);
+	queue_msgs_scan(q, 0, count_cb, &n);
 	CHECK_INT(n, 400);
 	queue_intake_close(qi);
 	queue_close(q);

@@ -97,7 +97,7 @@ test_take_slices(struct queue *q)
 	/* slices of 2,000: [0,2000), [2000,4000), [4000,5000) */
 	for (int k = 0; k < 3; k++) {
 		budget = 2000;
-		CHECK_INT(queue_take_due_rcpts(
+		CHECK_INT(queue_due_take_rcpts(
 			      q, CFG_NORMAL, now, until, tk, 4, &budget),
 		    1);
 		CHECK_INT(tk[0].id, id);
@@ -105,7 +105,7 @@ test_take_slices(struct queue *q)
 		CHECK_INT(tk[0].hi, k < 2 ? next + 2000 : N);
 		CHECK_INT(budget, k < 2 ? 0 : 1000);
 		/* still due while recipients wait; at lease_until after */
-		CHECK_INT(queue_next_due_class(q, CFG_NORMAL) <= now, k < 2);
+		CHECK_INT(queue_due_next_class(q, CFG_NORMAL) <= now, k < 2);
 		CHECK_INT(queue_msg_load_leased(
 			      q, id, tk[0].lo, tk[0].hi, &m, &total),
 		    QUEUE_OK);
@@ -118,11 +118,11 @@ test_take_slices(struct queue *q)
 		next = tk[0].hi;
 	}
 	CHECK_INT(got, N);
-	CHECK_INT(queue_next_due_class(q, CFG_NORMAL), until);
+	CHECK_INT(queue_due_next_class(q, CFG_NORMAL), until);
 	CHECK_INT(count_state(q, id, RCPT_PENDING, QRCPT_LEASED), N);
 	budget = 2000;
 	CHECK_INT(
-	    queue_take_due_rcpts(q, CFG_NORMAL, now, until, tk, 4, &budget), 0);
+	    queue_due_take_rcpts(q, CFG_NORMAL, now, until, tk, 4, &budget), 0);
 	/* a range with none leased loads none */
 	CHECK_INT(queue_msg_load_leased(q, id, N, N + 5, &m, &total), QUEUE_OK);
 	CHECK_INT(m->nrcpt, 0);
@@ -148,7 +148,7 @@ test_take_slices(struct queue *q)
 		CHECK_INT(queue_msg_reschedule(t, id), QUEUE_OK);
 		CHECK_INT(queue_txn_commit(t), QUEUE_OK);
 	}
-	CHECK_INT(queue_next_due_class(q, CFG_NORMAL), now + 3600);
+	CHECK_INT(queue_due_next_class(q, CFG_NORMAL), now + 3600);
 	CHECK_INT(count_state(q, id, RCPT_DEFERRED, 0), N / 2);
 	CHECK_INT(count_state(q, id, RCPT_PENDING, QRCPT_LEASED), 0);
 	queue_counts_get(q, &cn);
@@ -162,10 +162,10 @@ test_take_slices(struct queue *q)
 		CHECK_INT(queue_msg_flush(t, id, now), QUEUE_OK);
 		CHECK_INT(queue_txn_commit(t), QUEUE_OK);
 	}
-	CHECK_INT(queue_next_due_class(q, CFG_NORMAL), now);
+	CHECK_INT(queue_due_next_class(q, CFG_NORMAL), now);
 	budget = 100000;
 	CHECK_INT(
-	    queue_take_due_rcpts(q, CFG_NORMAL, now, until, tk, 4, &budget), 1);
+	    queue_due_take_rcpts(q, CFG_NORMAL, now, until, tk, 4, &budget), 1);
 	CHECK_INT(tk[0].lo, 1);
 	CHECK_INT(tk[0].hi, N);
 	CHECK_INT(budget, 100000 - N / 2);
@@ -180,7 +180,7 @@ test_take_slices(struct queue *q)
 		CHECK_INT(queue_txn_commit(t), QUEUE_OK);
 	}
 	CHECK_INT(queue_msg_load(q, id, &m), QUEUE_NOTFOUND);
-	CHECK_INT(queue_next_due(q), INT64_MAX);
+	CHECK_INT(queue_due_next(q), INT64_MAX);
 	queue_counts_get(q, &cn);
 	CHECK_INT(cn.msgs[CFG_NORMAL], 0);
 	CHECK_INT(cn.rcpts[CFG_NORMAL][RCPT_DELIVERED], 0);
@@ -198,13 +198,13 @@ test_recover_between_slices(struct queue *q)
 	size_t budget = 1000;
 
 	CHECK_INT(
-	    queue_take_due_rcpts(q, CFG_NORMAL, now, now + 600, tk, 2, &budget),
+	    queue_due_take_rcpts(q, CFG_NORMAL, now, now + 600, tk, 2, &budget),
 	    1);
 	CHECK_INT(tk[0].hi, 1000);
-	queue_recover_leases(q);
+	queue_leases_recover(q);
 	CHECK_INT(count_state(q, id, RCPT_PENDING, QRCPT_LEASED), 0);
 	budget = 5000;
-	CHECK_INT(queue_take_due_rcpts(
+	CHECK_INT(queue_due_take_rcpts(
 		      q, CFG_NORMAL, rq_now(), now + 600, tk, 2, &budget),
 	    1);
 	CHECK_INT(tk[0].lo, 0);

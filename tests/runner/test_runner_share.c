@@ -105,7 +105,7 @@ test_wrr(void)
  * A queue for runner_share_pass(): per class, DUE messages of PER
  * recipients each.  A take leases whole messages while its recipient
  * budget lasts; the message it stops in keeps the rest due (a slice),
- * whose next take needs no new slot in memory (as queue_take_due_rcpts
+ * whose next take needs no new slot in memory (as queue_due_take_rcpts
  * and the runner's messages in memory).
  */
 struct fakeq {

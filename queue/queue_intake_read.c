@@ -1,0 +1,431 @@
+/*
+ * queue_intake_read.c - reading and preparing spool files off the write
+ * txn: reader threads take the names handed out in a ring, check each
+ * file before trusting it, read, parse and build the message as stored
+ * (with its queue id) and compress it; the main thread takes the ring
+ * in order.
+ *
+ * Public (to the intake files, queue_intake_int.h): intake_readers_start(),
+ * intake_readers_stop(), intake_ring_feed(), intake_ring_head(),
+ * intake_ring_take(), intake_ring_pop(), intake_prep_clear().
+ *
+ * Invariants: a file is read only if lstat says it is a regular file with
+ * one link, not empty, not over max_message_size, and settled when only
+ * a listing found it (see file_settled()); it is opened with O_NOFOLLOW
+ * and O_NONBLOCK (a FIFO planted meanwhile cannot block a reader), and
+ * fstat must match lstat before and after the read: a file that changed
+ * is looked at again later, never queued half-written.  [rhead, rnext)
+ * of the ring is handed out or done, [rnext, rtail) waits for a reader;
+ * readers stop while RING_BYTES of prepared files wait to be filed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "queue_intake_int.h"
+
+#define RING_BYTES (32u << 20) /* readers pause when this much is ready */
+
+/* ---- one file ---- */
+
+/* The sender when the message names none: the file owner's login. */
+static char *
+owner_sender(uid_t uid, const char *host)
+{
+	struct passwd pw, *res = NULL;
+	char buf[2048], out[600];
+
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 && res != NULL)
+		snprintf(out, sizeof(out), "%.200s@%.255s", pw.pw_name, host);
+	else
+		snprintf(out, sizeof(out), "uid%u@%.255s", (unsigned)uid, host);
+	return xstrdup(out);
+}
+
+/* Opens spool file NAME for reading without touching its atime (an
+ * inode write per file saved) where the kernel lets us. */
+static int
+spool_open(struct queue_intake *qi, const char *name)
+{
+	int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
+	int fd = -1;
+
+	if (!__atomic_load_n(&qi->noatime_no, __ATOMIC_RELAXED)) {
+		fd = openat(qi->din, name, flags | O_NOATIME);
+		if (fd >= 0 || errno != EPERM)
+			return fd;
+		__atomic_store_n(&qi->noatime_no, true, __ATOMIC_RELAXED);
+	}
+	return openat(qi->din, name, flags);
+}
+
+/*
+ * Whether a file only a listing found looks complete: its last change
+ * was a rename or another change of its inode alone (ctime after mtime,
+ * when RENAMED_OK; not for an empty file, which a writer may have just
+ * created), or it has not changed for SETTLE_SECS (ctime, which no user
+ * can set back).  Otherwise *DUE is when to look again.
+ */
+static bool
+file_settled(const struct stat *st, bool renamed_ok, int64_t *due)
+{
+	struct timespec now;
+	int64_t c = intake_ts_ns(st->st_ctim), m = intake_ts_ns(st->st_mtim), n;
+	const int64_t settle = (int64_t)SETTLE_SECS * 1000000000;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	n = intake_ts_ns(now);
+	if ((renamed_ok && c > m && st->st_size > 0) || n - c >= settle ||
+	    c - n > settle /* the clock went back */)
+		return true;
+	*due = (c + settle) / 1000000000 + 1;
+	return false;
+}
+
+/* Whether the file read (FD) is still as lstat saw it (ST) before. */
+static bool
+file_same(int fd, const struct stat *st)
+{
+	struct stat fst;
+
+	return fstat(fd, &fst) == 0 && S_ISREG(fst.st_mode) &&
+	    fst.st_dev == st->st_dev && fst.st_ino == st->st_ino &&
+	    fst.st_size == st->st_size &&
+	    intake_ts_ns(fst.st_mtim) == intake_ts_ns(st->st_mtim) &&
+	    intake_ts_ns(fst.st_ctim) == intake_ts_ns(st->st_ctim);
+}
+
+static __thread char *buf; /* the file being read, per thread */
+static __thread size_t bufcap;
+
+/*
+ * Prepares spool file P->name (any thread): checks it, reads it, parses
+ * it, builds the message as stored with P's id and arrival time, and
+ * compresses it into P->rec.  Bad files go to bad/ here.
+ */
+static void
+prep_run(struct queue_intake *qi, struct prep *p)
+{
+	struct stat *st = &p->st;
+	size_t got = 0, blen;
+	char why[200], received[600], date[100], msgid[400], tbuf[64];
+	char idstr[17], *body, ename[QUEUE_ESC_MAX];
+	struct tm tm;
+	time_t now;
+	int fd, err;
+
+	p->r = IMP_SKIP;
+	if (fstatat(qi->din, p->name, st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != ENOENT)
+			intake_stuck_report(qi, p->name, NULL, "%s: %s",
+			    queue_name_escape(ename, p->name), strerror(errno));
+		return;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		intake_bad_move(qi, p->name, p->id, st,
+		    S_ISDIR(st->st_mode)       ? "not a regular file: directory"
+			: S_ISLNK(st->st_mode) ? "not a regular file: symlink"
+			: S_ISFIFO(st->st_mode) ? "not a regular file: fifo"
+			: S_ISSOCK(st->st_mode) ? "not a regular file: socket"
+						: "not a regular file: device");
+		return;
+	}
+	if ((p->how == PN_LISTED ||
+		(p->how == PN_FIRST &&
+		    intake_ts_ns(st->st_ctim) >= qi->watch_since)) &&
+	    !file_settled(st, true, &p->due)) {
+		p->r = IMP_WAIT; /* maybe still being written */
+		return;
+	}
+	if (st->st_nlink > 1) {
+		/* as Postfix's pickup: a second link may be anyone's file;
+		 * but a writer that links the file in and then unlinks its
+		 * other name gets the time to do so */
+		if (!file_settled(st, false, &p->due)) {
+			p->r = IMP_WAIT;
+			return;
+		}
+		snprintf(why, sizeof(why), "file has %lu hard links",
+		    (unsigned long)st->st_nlink);
+		intake_bad_move(qi, p->name, p->id, st, why);
+		return;
+	}
+	if (st->st_size == 0) {
+		intake_bad_move(qi, p->name, p->id, st, "empty file");
+		return;
+	}
+	if (st->st_size > p->maxsize) {
+		snprintf(why, sizeof(why),
+		    "message too large: %lld bytes, max_message_size is %lld",
+		    (long long)st->st_size, (long long)p->maxsize);
+		intake_bad_move(qi, p->name, p->id, st, why);
+		return;
+	}
+	p->iklen = intake_ident_key(p->ik, st, p->name);
+	fd = spool_open(qi, p->name);
+	if (fd < 0) {
+		err = errno;
+		if (err == ENOENT)
+			return;
+		if (err == ELOOP) {
+			intake_bad_move(qi, p->name, p->id, st,
+			    "not a regular file: symlink");
+		} else if (err == EACCES || err == EPERM) {
+			snprintf(
+			    why, sizeof(why), "cannot open: %s", strerror(err));
+			intake_bad_move(qi, p->name, p->id, st, why);
+		} else {
+			/* EMFILE, a lease (EWOULDBLOCK), ...: the daemon's
+			 * trouble, not the file's: again later */
+			intake_stuck_report(qi, p->name, st, "%s: %s",
+			    queue_name_escape(ename, p->name), strerror(err));
+			p->r = IMP_RETRY;
+			p->due = rq_now() + SETTLE_SECS;
+		}
+		return;
+	}
+	if (!file_same(fd, st)) {
+		close(fd);
+		p->r = IMP_RETRY; /* it changed under us: look again later */
+		p->due = rq_now() + 1;
+		return;
+	}
+	if (bufcap < (size_t)st->st_size + 1) {
+		free(buf);
+		bufcap = (size_t)st->st_size + 1;
+		buf = xmalloc(bufcap);
+	}
+	err = 0;
+	while (got < (size_t)st->st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st->st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			err = errno;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (err != 0) {
+		close(fd);
+		intake_stuck_report(qi, p->name, st, "%s: read: %s",
+		    queue_name_escape(ename, p->name), strerror(err));
+		p->r = IMP_RETRY;
+		p->due = rq_now() + SETTLE_SECS;
+		return;
+	}
+	/* written to while read: not this time (and not half of it) */
+	if (got != (size_t)st->st_size || !file_same(fd, st)) {
+		close(fd);
+		p->r = IMP_RETRY;
+		p->due = rq_now() + 1;
+		return;
+	}
+	close(fd);
+	/* a bare CR is a line end: for the parse, and in what is sent */
+	qp_bare_cr_fix(buf, got);
+	if (qp_message_parse(
+		buf, got, qi->hostname, (size_t)p->maxrcpt, &p->pr) != QP_OK) {
+		intake_bad_move(qi, p->name, p->id, st, p->pr.why);
+		qp_result_free(&p->pr);
+		memset(&p->pr, 0, sizeof(p->pr));
+		return;
+	}
+	if (p->pr.sender == NULL)
+		p->owner = owner_sender(st->st_uid, qi->hostname);
+	queue_id_format(p->id, idstr);
+	now = (time_t)p->now;
+	localtime_r(&now, &tm);
+	strftime(tbuf, sizeof(tbuf), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	snprintf(received, sizeof(received),
+	    "Received: by %s (relayq, from userid %u)\r\n\tid %s; %s\r\n",
+	    qi->hostname, (unsigned)st->st_uid, idstr, tbuf);
+	snprintf(date, sizeof(date), "Date: %s\r\n", tbuf);
+	strftime(tbuf, sizeof(tbuf), "%Y%m%d%H%M%S", &tm);
+	snprintf(msgid, sizeof(msgid), "Message-ID: <%s.%s@%s>\r\n", tbuf,
+	    idstr, qi->hostname);
+	body = qp_message_build(buf, got, &p->pr, received, date, msgid, &blen);
+	qrec_body_encode(&p->rec, body, blen, 1);
+	p->rawlen = blen;
+	free(body);
+	p->r = IMP_QUEUED;
+	/* a big message leaves no big buffer behind in the thread */
+	if (bufcap > (1u << 20)) {
+		free(buf);
+		buf = NULL;
+		bufcap = 0;
+	}
+}
+
+/* Frees what P holds (not its name) and empties it. */
+void
+intake_prep_clear(struct prep *p)
+{
+	qp_result_free(&p->pr);
+	free(p->owner);
+	free(p->rec.p);
+	memset(p, 0, sizeof(*p));
+}
+
+/* ---- the readers ---- */
+
+/* Prepares the oldest file no one took yet; called and returns with rmu
+ * held (released while the file is worked on). */
+static void
+ring_run_next(struct queue_intake *qi)
+{
+	struct prep *p = &qi->ring[qi->rnext++ % RING];
+
+	p->state = PREP_BUSY;
+	pthread_mutex_unlock(&qi->rmu);
+	prep_run(qi, p);
+	pthread_mutex_lock(&qi->rmu);
+	p->state = PREP_DONE;
+	qi->rbytes += p->held = p->rec.cap;
+}
+
+/* A reader thread: prepares the oldest file no one took yet. */
+static void *
+reader(void *arg)
+{
+	struct queue_intake *qi = arg;
+
+	pthread_mutex_lock(&qi->rmu);
+	for (;;) {
+		if (qi->rstop)
+			break;
+		if (qi->rnext == qi->rtail || qi->rbytes > RING_BYTES) {
+			pthread_cond_wait(&qi->rwork, &qi->rmu);
+			continue;
+		}
+		ring_run_next(qi);
+		if (qi->rwaiting)
+			pthread_cond_signal(&qi->rdone);
+	}
+	pthread_mutex_unlock(&qi->rmu);
+	free(buf);
+	buf = NULL;
+	bufcap = 0;
+	qrec_thread_done();
+	return NULL;
+}
+
+/* Hands pending names to the readers while the ring and the ids last. */
+void
+intake_ring_feed(struct queue_intake *qi)
+{
+	const struct cfg_scope *g = cfg_scope(qi->q->cfg, NULL);
+	int64_t maxsize = cfg_int(g, CFG_MAX_MESSAGE_SIZE);
+	int64_t now = rq_now();
+	size_t added = 0;
+
+	pthread_mutex_lock(&qi->rmu);
+	while (qi->rtail - qi->rhead < RING) {
+		struct prep *p = &qi->ring[qi->rtail % RING];
+		uint64_t id;
+		char *name;
+		enum pn_how how;
+
+		if (qi->head == qi->tail || !intake_id_take(qi, &id))
+			break;
+		name = intake_name_pop(qi, &how);
+		memset(p, 0, sizeof(*p));
+		p->name = name;
+		p->how = (uint8_t)how;
+		p->id = id;
+		p->now = now;
+		p->maxsize = maxsize;
+		p->maxrcpt = cfg_int(g, CFG_MAX_RECIPIENTS);
+		p->hoplimit = cfg_int(g, CFG_HOPCOUNT_LIMIT);
+		p->state = PREP_NEW;
+		qi->rtail++;
+		added++;
+	}
+	if (added > 0)
+		pthread_cond_broadcast(&qi->rwork);
+	pthread_mutex_unlock(&qi->rmu);
+}
+
+/* The oldest file in the ring, prepared (here, if no reader took it). */
+struct prep *
+intake_ring_take(struct queue_intake *qi)
+{
+	struct prep *p;
+
+	pthread_mutex_lock(&qi->rmu);
+	if (qi->rhead == qi->rtail) {
+		pthread_mutex_unlock(&qi->rmu);
+		return NULL;
+	}
+	p = &qi->ring[qi->rhead % RING];
+	/* rather than sleep until a reader is done with P, prepare files no
+	 * reader took yet (P itself first, when it is one of them) */
+	while (p->state != PREP_DONE) {
+		if (qi->rnext == qi->rtail) {
+			qi->rwaiting = true;
+			pthread_cond_wait(&qi->rdone, &qi->rmu);
+			qi->rwaiting = false;
+			continue;
+		}
+		ring_run_next(qi);
+	}
+	/* P's memory goes now: readers held back by it may go on */
+	if (qi->rbytes > RING_BYTES && qi->rbytes - p->held <= RING_BYTES)
+		pthread_cond_broadcast(&qi->rwork);
+	qi->rbytes -= p->held;
+	p->held = 0;
+	pthread_mutex_unlock(&qi->rmu);
+	return p;
+}
+
+/* Drops the oldest file of the ring (taken by intake_ring_take()). */
+void
+intake_ring_pop(struct queue_intake *qi)
+{
+	pthread_mutex_lock(&qi->rmu);
+	qi->rhead++;
+	pthread_mutex_unlock(&qi->rmu);
+}
+
+bool
+intake_ring_head(struct queue_intake *qi, uint64_t *first_id)
+{
+	bool any;
+
+	pthread_mutex_lock(&qi->rmu);
+	any = qi->rhead != qi->rtail;
+	*first_id = any ? qi->ring[qi->rhead % RING].id : 0;
+	pthread_mutex_unlock(&qi->rmu);
+	return any;
+}
+
+void
+intake_readers_start(struct queue_intake *qi)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int want = ncpu < 1 ? 1 : ncpu > MAXREADERS ? MAXREADERS : (int)ncpu;
+
+	for (qi->nreaders = 0; qi->nreaders < want; qi->nreaders++)
+		if (pthread_create(&qi->rth[qi->nreaders], NULL, reader, qi) !=
+		    0)
+			break;
+}
+
+void
+intake_readers_stop(struct queue_intake *qi)
+{
+	pthread_mutex_lock(&qi->rmu);
+	qi->rstop = true;
+	pthread_cond_broadcast(&qi->rwork);
+	pthread_mutex_unlock(&qi->rmu);
+	for (int i = 0; i < qi->nreaders; i++)
+		pthread_join(qi->rth[i], NULL);
+	/* files prepared but not filed stay in incoming/ for next time */
+	for (; qi->rhead != qi->rtail; qi->rhead++)
+		intake_prep_clear(&qi->ring[qi->rhead % RING]);
+}
