@@ -4,14 +4,15 @@
  * success notices, and `relayq bounce`.
  *
  * Public: expiry_next(), expiry_run(), expiry_after_results(),
- * expiry_bounce_now(), expiry_notice_counts().
+ * expiry_bounce_now().
  *
  * Invariants:
  * - a notice is inserted (class dsn, sender <>, NOTIFY=NEVER) in the same
  *   write transaction that records its event on the original: the
  *   WARNED flag, the expiry index entry cleared, recipients BOUNCED and
  *   marked notified, or the message removed.  A crash thus yields
- *   neither a lost notice nor a duplicate.
+ *   neither a lost notice nor a duplicate.  The same transaction adds
+ *   it to the queue's tally QTALLY_DSN + its event (relayq_dsn_total).
  * - never a notice to the null sender, so never a bounce of a bounce; a
  *   notice (class dsn) that cannot be delivered is logged and dropped,
  *   with an optional copy to postmaster (notify_postmaster) that is
@@ -45,10 +46,8 @@
  * stuck entry must not make the daemon spin. */
 static int64_t expiry_backoff_until;
 
-/* Notices inserted by event since the process started (the daemon's
- * relayq_dsn_total), counted where they are logged: in the transaction
- * that carries them (an aborted one, rare, still counted). */
-static uint64_t expiry_notices[EXPIRY_NEVENT];
+_Static_assert(QTALLY_DSN + EXPIRY_EV_RELAYED < QTALLY_RUNNER,
+    "a tally slot for every notice event");
 
 /* A notice's recipient being collected, with the buffers behind it. */
 struct nrcpt {
@@ -215,8 +214,8 @@ notice_insert(struct queue_txn *txn, const struct cfg *cfg,
 	env.rcpts = &er;
 	res = queue_msg_insert(txn, &env, out, len, dsn_id);
 	free(out);
-	if (res == QUEUE_OK)
-		expiry_notices[ev]++;
+	if (res == QUEUE_OK) /* the daemon's relayq_dsn_total */
+		queue_tally_add(txn, QTALLY_DSN + (unsigned)ev, 1);
 	return res;
 }
 
@@ -807,11 +806,4 @@ expiry_bounce_now(struct queue *q, const struct cfg *cfg, uint64_t id)
 	if (res == QUEUE_OK)
 		queue_wakeup_send(q);
 	return res;
-}
-
-/* The notices inserted so far, by event; see expiry.h. */
-void
-expiry_notice_counts(uint64_t out[EXPIRY_NEVENT])
-{
-	memcpy(out, expiry_notices, sizeof(expiry_notices));
 }

@@ -42,7 +42,6 @@ enum expiry_event {
 	EXPIRY_EV_DELIVERED, /* NOTIFY=SUCCESS: delivered */
 	EXPIRY_EV_RELAYED, /* NOTIFY=SUCCESS, the next hop took DSN: relayed */
 };
-#define EXPIRY_NEVENT 4
 
 /* The RFC 3464 Action of one recipient (the same names). */
 enum expiry_action {
@@ -178,12 +177,5 @@ enum queue_result expiry_after_rcpts(struct queue_txn *, const struct cfg *,
  */
 enum queue_result
 expiry_bounce_now(struct queue *, const struct cfg *, uint64_t id);
-
-/*
- * The notices this process inserted, by enum expiry_event (postmaster
- * copies included), for the daemon's metrics: counted with their log
- * line, in the transaction that carries them.
- */
-void expiry_notice_counts(uint64_t out[EXPIRY_NEVENT]);
 
 #endif

@@ -5,12 +5,13 @@
  * fetched from elsewhere), /api/summary and /api/queue (JSON), and the
  * summary builder `relayq summary --json` shares with /api/summary.
  *
- * What it serves comes from the queue (its counts and short, bounded
- * read transactions: never a walk of the whole queue per request), from
- * the counters the runner keeps in a struct http_stats (updated where
- * results are recorded), and from what only the runner knows, asked
- * through struct http_hooks.  It knows nothing of the runner or the
- * SMTP client, and never writes to the queue.
+ * What it serves comes from the queue (its counts, its tallies and
+ * short, bounded read transactions: never a walk of the whole queue per
+ * request), from what the runner keeps for the status page in a struct
+ * http_stats (updated where results are recorded), and from what only
+ * the runner knows, asked through struct http_hooks.  It knows nothing
+ * of the runner or the SMTP client, and never writes to the queue: the
+ * runner adds its results to the queue's tallies (HTTP_TALLY_*).
  *
  * Hostile clients: beyond HTTP_CONN_MAX connections the ones quiet
  * longest are ended, and the listener stops accepting while twice that
@@ -49,26 +50,46 @@ struct http_stats;
 #define HTTP_REQUEST_SECS 10 /* to send a whole request */
 #define HTTP_IDLE_SECS 30 /* a kept-alive connection after a reply */
 
-/* ---- the counters the runner keeps (http_stats.c) ---- */
+/* ---- results, counted (tallies) and kept for the page (http_stats.c) ---- */
 
 /* What became of a recipient's delivery attempt. */
 enum http_result { HTTP_SENT, HTTP_DEFERRED, HTTP_BOUNCED };
 #define HTTP_NRESULT 3
 
-/* Makes the counters (zero) of a daemon started now; never fails. */
+/*
+ * The metrics' counters are tallies of the queue (queue_tally_add), each
+ * added to in the transaction that commits its events, so they survive
+ * a reload and a restart: intake's (QTALLY_INTAKE), expiry's notices
+ * (QTALLY_DSN + the event, in the order delay, failure, success,
+ * relayed) and, from QTALLY_RUNNER on, the delivery results the runner
+ * commits, per class: by result, the final ones (sent, bounced) by delay
+ * bucket (HTTP_DELAY_NB upper bounds, then +Inf) and the sum of their
+ * delays in milliseconds.
+ */
+#define HTTP_DELAY_NB 16 /* delay histogram buckets, +Inf aside */
+#define HTTP_TALLY_CLASS (HTTP_NRESULT + HTTP_DELAY_NB + 2)
+#define HTTP_TALLY_RESULT(c, k) (QTALLY_RUNNER + (c)*HTTP_TALLY_CLASS + (k))
+#define HTTP_TALLY_DELAY(c, b) (HTTP_TALLY_RESULT(c, HTTP_NRESULT) + (b))
+#define HTTP_TALLY_DELAY_MS(c) HTTP_TALLY_DELAY(c, HTTP_DELAY_NB + 1)
+_Static_assert(HTTP_TALLY_DELAY_MS(CFG_NCLASS - 1) < QUEUE_TALLY_MAX,
+    "the runner's tallies fit the queue's");
+/* The delay bucket (0 .. HTTP_DELAY_NB) of a final result DELAY_US
+ * microseconds after its message's arrival. */
+unsigned http_delay_bucket(int64_t delay_us);
+
+/* Makes the (empty) record of a daemon started now; never fails. */
 struct http_stats *http_stats_new(void);
 void http_stats_free(struct http_stats *);
 
 /*
- * Counts one recorded result of a recipient of class CLS that arrived
- * at ARRIVAL (unix seconds), at NOW (microseconds): the deliveries, the
- * delay histogram (final results), the rate ring, and for a failure the
- * last fifty and its domain's last error.  QID, RCPT, DSN and WHY are
- * copied (bounded).
+ * Records one result of a recipient of class CLS at NOW (microseconds)
+ * for the status page:
+ * the rate ring, and for a failure the last fifty and its domain's last
+ * error.  QID, RCPT, DSN and WHY are copied (bounded).
  */
 void http_stats_result(struct http_stats *, enum cfg_class cls,
-    enum http_result res, int64_t arrival, int64_t now_us, const char *qid,
-    const char *rcpt, const char *dsn, const char *why);
+    enum http_result res, int64_t now_us, const char *qid, const char *rcpt,
+    const char *dsn, const char *why);
 
 /* Records the queue's messages per class at NOW (seconds) for the
  * status page's chart (the runner calls it every HTTP_RING_STEP). */
@@ -87,8 +108,7 @@ struct http_live {
 	const char *const *phase_names; /* NULL name: not exported */
 	const uint64_t *timeouts;
 	size_t nphases;
-	uint64_t dsn[4]; /* notices: delay, failure, success, relayed */
-	struct queue_intake_stats intake;
+	struct queue_intake_stats intake; /* its rejected[] (not a tally) */
 };
 
 struct http_hooks {

@@ -1,5 +1,5 @@
 /*
- * http_int.h - private to http/: the counters behind struct http_stats
+ * http_int.h - private to http/: what struct http_stats keeps
  * (http_stats.c), the server and one request as the pages see them
  * (http_server.c), and the writers the pages share: Prometheus samples
  * (http_metrics.c), JSON and HTML text (http_summary.c, http_page.c).
@@ -11,11 +11,10 @@
 
 #include "http.h"
 
-/* ---- the counters (http_stats.c) ---- */
+/* ---- what the status page keeps (http_stats.c) ---- */
 
 #define HTTP_FAIL_MAX 50 /* failures kept for the status page */
 #define HTTP_ERR_MAX 1024 /* domains whose last error is kept */
-#define HTTP_DELAY_NB 16 /* delay histogram buckets, +Inf aside */
 extern const double http_delay_le[HTTP_DELAY_NB];
 
 /* One failure (deferred or bounced) of the last fifty. */
@@ -48,11 +47,6 @@ struct http_slot {
 };
 
 struct http_stats {
-	uint64_t deliveries[CFG_NCLASS][HTTP_NRESULT];
-	/* final results by delay: bucket i counts delays in
-	 * (le[i-1], le[i]], bucket HTTP_DELAY_NB those above the last */
-	uint64_t delay_n[CFG_NCLASS][HTTP_DELAY_NB + 1];
-	double delay_sum[CFG_NCLASS];
 	struct http_fail fails[HTTP_FAIL_MAX]; /* a ring: fnext the oldest */
 	size_t nfails, fnext;
 	struct http_err errs[HTTP_ERR_MAX]; /* evicted in turn (evict) */
@@ -113,6 +107,7 @@ struct http_view {
 	int64_t now;
 	struct queue_counts counts;
 	struct queue_stats st;
+	uint64_t tally[QUEUE_TALLY_MAX]; /* the counters (http.h) */
 	struct http_live live;
 	/* messages per class by state as exported: pending, deferred,
 	 * held, in flight (the deferred less those in flight) */

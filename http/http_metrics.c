@@ -12,9 +12,12 @@
  * and its message-state counts (short read transactions: recomputed on
  * every scrape, so right after a restart), the oldest messages from a
  * bounded walk (a class not reached within HTTP_OLDEST_STEPS is left
- * out of that scrape, never guessed), the runner's counters from struct
- * http_stats and struct http_live.  Every label value a series can have
- * is written, 0 or not, so a rate() never starts from a missing series.
+ * out of that scrape, never guessed), the counters from the queue's
+ * tallies (what was committed: they go on across reloads and restarts;
+ * http.h), the runner's gauges and the counters that are not the
+ * queue's (phase timeouts, files moved to bad/) from struct http_live.
+ * Every label value a series can have is written, 0 or not, so a rate()
+ * never starts from a missing series.
  */
 #include <dirent.h>
 #include <stdarg.h>
@@ -124,7 +127,7 @@ metrics_queue(struct http_req *r, const struct http_view *v)
 	sample(b, "relayq_queue_map_size_bytes", (double)v->st.map_size, 0);
 }
 
-/* The runner's counters. */
+/* The counters, the runner's gauges. */
 static void
 metrics_runner(struct http_req *r, const struct http_view *v)
 {
@@ -132,7 +135,7 @@ metrics_runner(struct http_req *r, const struct http_view *v)
 		"bounced" };
 	static const char *const dsn[4] = { "delay", "failure", "success",
 		"relayed" };
-	const struct http_stats *s = r->srv->stats;
+	const uint64_t *t = v->tally;
 	const struct http_live *lv = &v->live;
 	struct evbuffer *b = r->out;
 	char le[32];
@@ -143,7 +146,7 @@ metrics_runner(struct http_req *r, const struct http_view *v)
 	for (int c = 0; c < CFG_NCLASS; c++)
 		for (int k = 0; k < HTTP_NRESULT; k++)
 			sample(b, "relayq_deliveries_total",
-			    (double)s->deliveries[c][k], 2, "class",
+			    (double)t[HTTP_TALLY_RESULT(c, k)], 2, "class",
 			    cfg_class_name(c), "status", results[k]);
 	family(b, "relayq_delivery_delay_seconds", "histogram",
 	    "Time from a message's arrival to a recipient's final result "
@@ -152,7 +155,7 @@ metrics_runner(struct http_req *r, const struct http_view *v)
 		uint64_t cum = 0;
 
 		for (int i = 0; i <= HTTP_DELAY_NB; i++) {
-			cum += s->delay_n[c][i];
+			cum += t[HTTP_TALLY_DELAY(c, i)];
 			if (i < HTTP_DELAY_NB)
 				snprintf(
 				    le, sizeof(le), "%g", http_delay_le[i]);
@@ -162,8 +165,9 @@ metrics_runner(struct http_req *r, const struct http_view *v)
 			    (double)cum, 2, "class", cfg_class_name(c), "le",
 			    le);
 		}
-		sample(b, "relayq_delivery_delay_seconds_sum", s->delay_sum[c],
-		    1, "class", cfg_class_name(c));
+		sample(b, "relayq_delivery_delay_seconds_sum",
+		    (double)t[HTTP_TALLY_DELAY_MS(c)] / 1000, 1, "class",
+		    cfg_class_name(c));
 		sample(b, "relayq_delivery_delay_seconds_count", (double)cum, 1,
 		    "class", cfg_class_name(c));
 	}
@@ -177,11 +181,11 @@ metrics_runner(struct http_req *r, const struct http_view *v)
 	family(b, "relayq_dsn_total", "counter",
 	    "Delivery status notifications queued, by type.");
 	for (int i = 0; i < 4; i++)
-		sample(b, "relayq_dsn_total", (double)lv->dsn[i], 1, "type",
-		    dsn[i]);
+		sample(b, "relayq_dsn_total", (double)t[QTALLY_DSN + i], 1,
+		    "type", dsn[i]);
 	family(b, "relayq_intake_messages_total", "counter",
 	    "Messages taken into the queue from the spool.");
-	sample(b, "relayq_intake_messages_total", (double)lv->intake.queued, 0);
+	sample(b, "relayq_intake_messages_total", (double)t[QTALLY_INTAKE], 0);
 	family(b, "relayq_intake_rejected_total", "counter",
 	    "Spool files moved to bad/, by reason.");
 	for (int i = 0; i < QUEUE_NBAD; i++)

@@ -1,20 +1,19 @@
 /*
- * http_stats.c - the counters the runner keeps for /metrics and the
- * status page: deliveries by class and result, the delay histogram of
- * final results, the last fifty failures, each destination domain's
- * last error, and a ring of an hour's results and queue sizes for the
- * charts.
+ * http_stats.c - what the runner keeps in memory for the status page:
+ * the last fifty failures, each destination domain's last error, and a
+ * ring of an hour's results and queue sizes for the charts; the delay
+ * buckets of the histogram (whose counts are tallies of the queue).
  *
  * Public: http_stats_new(), http_stats_free(), http_stats_result(),
- * http_stats_sample().  http-private: http_stats_err(),
- * http_stats_slot(), http_delay_le.
+ * http_stats_sample(), http_delay_bucket().  http-private:
+ * http_stats_err(), http_stats_slot(), http_delay_le.
  *
  * Invariants: everything is bounded (HTTP_FAIL_MAX failures,
  * HTTP_ERR_MAX domains, evicted in the order they came; HTTP_RING
  * slots, reused as time goes round); a result costs O(1) (a hash
- * lookup, a few copies).  Counters live as long as the daemon, so a
- * reload keeps them; a restart starts them at 0, as with any exporter
- * (process_start_time_seconds tells the consumer).
+ * lookup, a few copies).  It lives as long as the daemon, so a reload
+ * keeps it; a restart starts it empty (the counters of /metrics are
+ * the queue's tallies: they go on).
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -27,7 +26,19 @@
 const double http_delay_le[HTTP_DELAY_NB] = { 1, 5, 10, 30, 60, 300, 900, 1800,
 	3600, 7200, 14400, 43200, 86400, 172800, 432000, 604800 };
 
-/* Makes the counters; see http.h. */
+/* The bucket of a delay; see http.h. */
+unsigned
+http_delay_bucket(int64_t delay_us)
+{
+	double d = delay_us > 0 ? (double)delay_us / 1e6 : 0;
+	unsigned b = 0;
+
+	while (b < HTTP_DELAY_NB && d > http_delay_le[b])
+		b++;
+	return b;
+}
+
+/* Makes the record; see http.h. */
 struct http_stats *
 http_stats_new(void)
 {
@@ -38,7 +49,7 @@ http_stats_new(void)
 	return s;
 }
 
-/* Frees the counters. */
+/* Frees the record. */
 void
 http_stats_free(struct http_stats *s)
 {
@@ -133,8 +144,8 @@ http_stats_slot(const struct http_stats *s, int64_t t)
 /* Counts one result; see http.h. */
 void
 http_stats_result(struct http_stats *s, enum cfg_class cls,
-    enum http_result res, int64_t arrival, int64_t now_us, const char *qid,
-    const char *rcpt, const char *dsn, const char *why)
+    enum http_result res, int64_t now_us, const char *qid, const char *rcpt,
+    const char *dsn, const char *why)
 {
 	int64_t now = now_us / 1000000;
 	struct http_fail *f;
@@ -144,19 +155,7 @@ http_stats_result(struct http_stats *s, enum cfg_class cls,
 
 	if ((unsigned)cls >= CFG_NCLASS || (unsigned)res >= HTTP_NRESULT)
 		return;
-	s->deliveries[cls][res]++;
 	slot_at(s, now)->n[res]++;
-	if (res != HTTP_DEFERRED) {
-		double d = (double)(now_us - arrival * 1000000) / 1e6;
-		size_t b = 0;
-
-		if (d < 0)
-			d = 0;
-		while (b < HTTP_DELAY_NB && d > http_delay_le[b])
-			b++;
-		s->delay_n[cls][b]++;
-		s->delay_sum[cls] += d;
-	}
 	if (res == HTTP_SENT)
 		return;
 	f = &s->fails[s->fnext];

@@ -48,7 +48,8 @@ http_view_get(struct http_req *r, struct http_view *v)
 	memset(v, 0, sizeof(*v));
 	v->now = rq_now();
 	if (queue_counts_get(srv->q, &v->counts) != QUEUE_OK ||
-	    queue_stats_get(srv->q, &v->st) != QUEUE_OK) {
+	    queue_stats_get(srv->q, &v->st) != QUEUE_OK ||
+	    queue_tallies_get(srv->q, v->tally) != QUEUE_OK) {
 		r->code = 503;
 		evbuffer_add_printf(r->out, "cannot read the queue\n");
 		return false;

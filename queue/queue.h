@@ -480,6 +480,26 @@ enum queue_bad_reason queue_bad_reason(const char *why);
 /* "not_regular_file", "empty", ...: a label value. */
 const char *queue_bad_reason_name(enum queue_bad_reason);
 
+/*
+ * Event tallies: counters kept in the queue, each added to in the write
+ * transaction that carries its events, so they hold what was committed
+ * and outlive the process (the daemon's metrics counters).  Slots
+ * [0, QUEUE_TALLY_MAX): QTALLY_INTAKE (messages taken in, by intake),
+ * QTALLY_DSN + an expiry event (notices queued, by expiry/), and from
+ * QTALLY_RUNNER on the runner's delivery results (runner_http.c).
+ */
+#define QUEUE_TALLY_MAX 128
+enum queue_tally_slot {
+	QTALLY_INTAKE = 0,
+	QTALLY_DSN = 1, /* 1..4 */
+	QTALLY_RUNNER = 8,
+};
+/* Adds N to tally SLOT in T (applied at its commit). */
+void queue_tally_add(struct queue_txn *, unsigned slot, uint64_t n);
+/* Every tally, in one read txn, into OUT (absent: 0). */
+enum queue_result
+queue_tallies_get(struct queue *, uint64_t out[QUEUE_TALLY_MAX]);
+
 /* What intake did since the queue_intake was opened. */
 struct queue_intake_stats {
 	uint64_t queued; /* messages committed */

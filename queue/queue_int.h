@@ -39,6 +39,7 @@ enum qcount {
 	QCOUNT_HELD = 'H', /* 'H': messages on hold */
 	QCOUNT_DOMAIN = 'D', /* 'D' minute(8) domain: recipients not done */
 	QCOUNT_MSTATE = 'S', /* 'S' class queue_msg_state: messages */
+	QCOUNT_TALLY = 'T', /* 'T' slot(2): events so far (queue_tally_add) */
 };
 
 struct queue {

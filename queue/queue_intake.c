@@ -469,6 +469,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	if (b.n == 0 && b.t->err == QUEUE_OK && qi->idents.n == 0 &&
 	    qi->id_res == qi->id_res_end)
 		return intake_empty(qi, &b);
+	queue_tally_add(b.t, QTALLY_INTAKE, b.n);
 	r = queue_txn_commit(b.t);
 	if (r != QUEUE_OK)
 		return intake_rollback(qi, &b, r);

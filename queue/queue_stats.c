@@ -6,7 +6,8 @@
  * are counted under.
  *
  * Public: queue_stats_get(), queue_stats_rebuild(), queue_oldest_get(),
- * queue_bad_reason(), queue_bad_reason_name().  Queue-private:
+ * queue_bad_reason(), queue_bad_reason_name(), queue_tally_add(),
+ * queue_tallies_get().  Queue-private:
  * queue_stats_env(), queue_stats_taken().
  *
  * Invariants: counts key QCOUNT_MSTATE class state (state a queue_msg_state) is
@@ -20,6 +21,8 @@
  * every message as pending.  The oldest-message walk reads envelope
  * heads in id (= arrival, within a class) order and is bounded by a
  * step budget per call; it resumes where the caller's cursor says.
+ * Tallies (counts key QCOUNT_TALLY slot) only grow, each in the
+ * transaction of its events: what they say was committed.
  */
 #include <string.h>
 
@@ -318,4 +321,47 @@ queue_bad_reason_name(enum queue_bad_reason r)
 	};
 
 	return (unsigned)r < QUEUE_NBAD ? names[r] : "malformed";
+}
+
+/* Adds N to tally SLOT in T; see queue.h. */
+void
+queue_tally_add(struct queue_txn *t, unsigned slot, uint64_t n)
+{
+	uint8_t k[3] = { QCOUNT_TALLY, (uint8_t)(slot >> 8), (uint8_t)slot };
+
+	if (slot < QUEUE_TALLY_MAX && n > 0)
+		queue_count_add(t, k, 3, (int64_t)n);
+}
+
+/* Every tally into OUT, in one read txn; see queue.h. */
+enum queue_result
+queue_tallies_get(struct queue *q, uint64_t out[QUEUE_TALLY_MAX])
+{
+	uint8_t k[3] = { QCOUNT_TALLY, 0, 0 };
+	MDB_val key = { 3, k }, val;
+	MDB_cursor *c;
+	MDB_txn *txn;
+	int rc;
+
+	memset(out, 0, QUEUE_TALLY_MAX * sizeof(*out));
+	if ((txn = queue_rtxn_begin(q)) == NULL)
+		return QUEUE_ERR;
+	if (mdb_cursor_open(txn, q->dbi[QDB_COUNTS], &c) != 0) {
+		queue_rtxn_done(q);
+		return QUEUE_ERR;
+	}
+	for (rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &key, &val, MDB_NEXT)) {
+		const uint8_t *p = key.mv_data;
+		unsigned slot;
+
+		if (key.mv_size != 3 || p[0] != QCOUNT_TALLY)
+			break;
+		slot = (unsigned)p[1] << 8 | p[2];
+		if (slot < QUEUE_TALLY_MAX && val.mv_size == 8)
+			out[slot] = qbe64_get(val.mv_data);
+	}
+	mdb_cursor_close(c);
+	queue_rtxn_done(q);
+	return QUEUE_OK;
 }

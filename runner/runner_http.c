@@ -7,13 +7,15 @@
  * charts, and hands the server a reloaded config.
  *
  * Runner-private: runner_http_start(), runner_http_reload(),
- * runner_http_result(), runner_http_stop().
+ * runner_http_result(), runner_http_tally(), runner_http_stop().
  *
  * Invariants: with http_listen empty nothing here costs anything but
  * the message-state recount a queue written by an older relayq needs
- * once (queue_stats_rebuild, at every start: a no-op once done); the
- * counters (struct http_stats) live as long as the daemon, so a reload
- * keeps them; what a request asks of the runner is O(messages in memory
+ * once (queue_stats_rebuild, at every start: a no-op once done) and
+ * the tallies of each result, added in the transaction that commits it
+ * (so the counters of /metrics are what the queue committed, across
+ * reloads and restarts); what the status page keeps (struct http_stats)
+ * lives as long as the daemon, so a reload keeps it; what a request asks of the runner is O(messages in memory
  * + destinations), both bounded by the runner's budgets.
  */
 #include <stdlib.h>
@@ -62,7 +64,6 @@ live_cb(void *arg, struct http_live *lv)
 {
 	struct runner *r = arg;
 	struct smtp_client_stats ss;
-	uint64_t dsn[EXPIRY_NEVENT];
 	int64_t now = rq_now();
 
 	for (size_t b = 0; b < RUNNER_HASH; b++)
@@ -79,11 +80,6 @@ live_cb(void *arg, struct http_live *lv)
 	for (const struct dest *d = r->all_dests; d != NULL; d = d->next)
 		if (d->down_until > now)
 			lv->dests_down++;
-	expiry_notice_counts(dsn);
-	lv->dsn[0] = dsn[EXPIRY_EV_DELAYED];
-	lv->dsn[1] = dsn[EXPIRY_EV_FAILED];
-	lv->dsn[2] = dsn[EXPIRY_EV_DELIVERED];
-	lv->dsn[3] = dsn[EXPIRY_EV_RELAYED];
 	queue_intake_stats_get(r->qi, &lv->intake);
 }
 
@@ -201,7 +197,28 @@ runner_http_result(struct runner *r, const struct queue_msg *msg,
 	    st == RCPT_DELIVERED     ? HTTP_SENT
 		: st == RCPT_BOUNCED ? HTTP_BOUNCED
 				     : HTTP_DEFERRED,
-	    msg->arrival, rq_now_us(), msg->idstr, q->addr, dsn, why);
+	    rq_now_us(), msg->idstr, q->addr, dsn, why);
+}
+
+/* Adds result P to the queue's tallies in T, which commits it (http.h):
+ * the counters of /metrics, kept with or without a listener. */
+void
+runner_http_tally(struct queue_txn *t, const struct pres *p)
+{
+	enum http_result k = p->state == RCPT_DELIVERED ? HTTP_SENT
+	    : p->state == RCPT_BOUNCED			? HTTP_BOUNCED
+							: HTTP_DEFERRED;
+
+	if (p->cls >= CFG_NCLASS)
+		return;
+	queue_tally_add(t, HTTP_TALLY_RESULT(p->cls, k), 1);
+	if (k == HTTP_DEFERRED)
+		return;
+	queue_tally_add(
+	    t, HTTP_TALLY_DELAY(p->cls, http_delay_bucket(p->delay_us)), 1);
+	if (p->delay_us > 0)
+		queue_tally_add(t, HTTP_TALLY_DELAY_MS(p->cls),
+		    (uint64_t)(p->delay_us / 1000));
 }
 
 /* Stops the listener and frees what it had. */

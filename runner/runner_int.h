@@ -122,6 +122,8 @@ struct pres {
 	bool job_end; /* the last result of its job */
 	bool relayed_dsn; /* delivered to a DSN-capable hop: NOTIFY went on */
 	bool msg_end; /* idx NO_RCPT: the message left memory */
+	uint8_t cls; /* the message's class (the tallies, runner_http.c) */
+	int64_t delay_us; /* from its arrival to this result */
 };
 
 #define RUNNER_HASH 4096
@@ -250,6 +252,7 @@ void runner_http_reload(struct runner *);
 void runner_http_result(struct runner *, const struct queue_msg *,
     const struct queue_rcpt *, enum queue_rcpt_state, const char *dsn,
     const char *why);
+void runner_http_tally(struct queue_txn *, const struct pres *);
 void runner_http_stop(struct runner *);
 
 #endif

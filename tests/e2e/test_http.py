@@ -164,7 +164,17 @@ def scenario(env, port):
     # 4 + 3 + 1 + 1 results, the bounce notice delivered too
     rqlib.wait_for(lambda: len(deliveries(env)) >= 10, 60,
                    what="every first attempt and the notice")
+    committed(port, len(deliveries(env)))
     return p, srv
+
+
+def committed(port, n, **kw):
+    """Waits until /metrics counts N results (a result is logged just
+    before the transaction that commits it and its tally); returns the
+    metrics."""
+    return rqlib.wait_for(lambda: (lambda m: m if total(
+        m, "relayq_deliveries_total") == n else None)(metrics(port, **kw)),
+        20, what="%d results committed" % n)
 
 
 def test_metrics_and_apis():
@@ -329,6 +339,7 @@ def test_token_and_reload():
         for i in range(3):
             drop(env, "a%d@dst.test" % i)
         rqlib.wait_for(lambda: len(dumps(dd)) == 3, 30, what="3 sent")
+        rqlib.wait_for(lambda: len(deliveries(env)) == 3, 30, what="3 logged")
         for path in ("/metrics", "/", "/api/summary", "/api/queue"):
             st, hdr, _ = get(port, path)
             check_eq(st, 401, path)
@@ -337,7 +348,7 @@ def test_token_and_reload():
             check_eq(get(port, path, headers={
                 "Authorization": "Bearer wrong"})[0], 401, path)
         bearer = {"Authorization": "Bearer first-T0ken"}
-        m = metrics(port, headers=bearer)
+        m = committed(port, 3, headers=bearer)
         check_eq(total(m, "relayq_deliveries_total", status="sent"), 3, "3")
         basic = {"Authorization": "Basic " + __import__("base64").b64encode(
             b"prometheus:first-T0ken").decode()}
@@ -363,24 +374,45 @@ def test_token_and_reload():
         stop(p)
 
 
-def test_restart_recomputes_gauges():
+def test_restart_keeps_counters_recomputes_gauges():
     """After a restart the gauges come from the queue again (held and
-    deferred messages, the oldest age); counters start at 0, as with
-    any exporter, and process_start_time_seconds says so."""
+    deferred messages, the oldest age) and the counters the queue keeps
+    (results, the delay histogram, notices, intake) go on from where
+    they were, with what a command committed meanwhile;
+    process_start_time_seconds tells the restart."""
     port = rqlib.free_port()
     closed = rqlib.free_port()
+    counters = ("relayq_deliveries_total", "relayq_dsn_total",
+                "relayq_intake_messages_total",
+                "relayq_delivery_delay_seconds_bucket",
+                "relayq_delivery_delay_seconds_count",
+                "relayq_delivery_delay_seconds_sum")
     with rqlib.Env() as env:
+        _, sport, dd = sink(env)
         env.write_conf(relay(closed) + httplib.http_conf(port)[0] +
-                       "retry.min = 1h\n")
-        for i in range(3):
+                       "retry.min = 1h\n[domain ok.test]\n" + relay(sport))
+        for i in range(4):
             drop(env, "d%d@dst.test" % i, priority="urgent")
+        drop(env, "s@ok.test", priority="urgent")
         p = start(env)
-        rqlib.wait_for(lambda: len(deliveries(env)) >= 3, 30, what="3")
-        env.run("hold", httplib.mailq(env)[0]["queue_id"], check_rc=0)
+        rqlib.wait_for(lambda: len(deliveries(env)) >= 5, 30, what="5")
+        committed(port, 5)
+        # a bounce by hand: its notice (a tally of the command's txn)
+        q = httplib.mailq(env)
+        ids = {x["recipients"][0]["address"]: x["queue_id"] for x in q}
+        env.run("bounce", ids["d3@dst.test"], check_rc=0)
+        env.run("hold", ids["d0@dst.test"], check_rc=0)
+        # the notice's attempt (deferred) makes 6 results
+        committed(port, 6)
         m1 = rqlib.wait_for(lambda: (lambda m: m if sample(
             m, "relayq_queue_messages", **{"class": "urgent",
                                            "state": "held"}) == 1 else None)(
             metrics(port)), 10, what="held counted")
+        check_eq(sample(m1, "relayq_dsn_total", type="failure"), 1, "dsn")
+        check_eq(sample(m1, "relayq_deliveries_total", **{
+            "class": "urgent", "status": "sent"}), 1, "sent")
+        check_eq(sample(m1, "relayq_delivery_delay_seconds_count",
+                        **{"class": "urgent"}), 1, "histogram")
         stop(p)
         time.sleep(1.1)
         p = start(env)
@@ -396,9 +428,21 @@ def test_restart_recomputes_gauges():
                      **{"class": "urgent"}) >=
               sample(m1, "relayq_queue_oldest_age_seconds",
                      **{"class": "urgent"}) + 1, "oldest age grew")
-        check_eq(total(m2, "relayq_deliveries_total"), 0, "counters at 0")
+        for name in counters:
+            c1 = {k: v for k, v in m1.items() if k[0] == name}
+            c2 = {k: v for k, v in m2.items() if k[0] == name}
+            check(len(c1) > 0, name)
+            check_eq(c2, c1, name + " after the restart")
+        check_eq(total(m2, "relayq_deliveries_total"), 6, "6 results")
+        check_eq(sample(m2, "relayq_intake_messages_total"), 5, "intake")
         check(sample(m2, "process_start_time_seconds") >
               sample(m1, "process_start_time_seconds"), "new start time")
+        # and on from there
+        drop(env, "t@ok.test", priority="normal")
+        m3 = committed(port, 7)
+        check_eq(sample(m3, "relayq_intake_messages_total"), 6, "intake+1")
+        check_eq(sample(m3, "relayq_delivery_delay_seconds_count",
+                        **{"class": "normal"}), 1, "normal histogram")
         stop(p)
 
 
