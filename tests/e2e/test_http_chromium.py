@@ -3,8 +3,9 @@ Chromium loads it from a running daemon, the test checks the rendered DOM
 (the per-class table with a row per class, both charts with a series
 drawn, the destinations and the failures), and saves screenshots of a
 desktop and a phone-sized window under the build folder
-(RELAYQ_BUILD/http-status*.png; doc/status-page.png is made the same
-way)."""
+(RELAYQ_BUILD/http-status*.png); and the README's screenshot of the
+page (doc/status-page.png, taken the same way of a daemon with a few
+minutes of mixed traffic) is there."""
 import os
 import re
 import shutil
@@ -101,6 +102,24 @@ def test_status_page_in_chromium():
             width = int.from_bytes(head[16:20], "big")
             check_eq(width, int(size.split(",")[0]), "width of " + name)
         stop(p)
+
+
+def test_readme_shows_the_page():
+    """The README shows a screenshot of the status page: the PNG it
+    names is committed under doc/, a real PNG a page wide, and small."""
+    with open(os.path.join(rqlib.SRC, "README.md")) as f:
+        readme = f.read()
+    m = re.search(r"!\[[^\]]*status page[^\]]*\]\((doc/[^)]+\.png)\)",
+                  readme, re.S)
+    check(m, "README has no screenshot of the status page")
+    path = os.path.join(rqlib.SRC, m.group(1))
+    check(os.path.exists(path), "%s is missing" % m.group(1))
+    with open(path, "rb") as f:
+        head = f.read(24)
+    check_eq(head[:8], b"\x89PNG\r\n\x1a\n", "a PNG")
+    check(int.from_bytes(head[16:20], "big") >= 600, "a page wide")
+    check(os.path.getsize(path) < 200 * 1024, "small: %d bytes" %
+          os.path.getsize(path))
 
 
 if __name__ == "__main__":
