@@ -126,6 +126,9 @@ enum cfg_key {
 	CFG_SENDER_MAP,
 	/* logging (issue 13): log_file's syslog */
 	CFG_SYSLOG_FACILITY,
+	/* observability (issue 15): the daemon's HTTP listener */
+	CFG_HTTP_LISTEN,
+	CFG_HTTP_TOKEN,
 	CFG_NKEYS
 };
 
@@ -264,9 +267,10 @@ struct cfg_pem {
 
 /*
  * Reads the files a config names, for the daemon and check-config (not
- * for commands any user may run): auth_file, refused unless it is a
- * regular file owned by root or the daemon's user and neither readable
- * nor writable by group or others; sender_relayhost; and each scope's
+ * for commands any user may run): auth_file and http_token, refused
+ * unless each is a regular file owned by root or the daemon's user and
+ * neither readable nor writable by group or others; sender_relayhost;
+ * and each scope's
  * tls_cert_file and tls_key_file (the key not world-readable).  Call it
  * once, before the cfg is shared.  On error ERR holds "FILE:LINE:
  * message" (the config file's line for a file that cannot be used, the
@@ -288,6 +292,10 @@ const struct cfg_pem *cfg_tls_client_cert(const struct cfg_scope *);
 
 /* Every distinct client certificate of the cfg (N into *N). */
 const struct cfg_pem *cfg_tls_client_certs(const struct cfg *, size_t *n);
+
+/* The bearer token read from http_token by cfg_files_load() (in
+ * memory kept out of core dumps), or NULL: none set, or not loaded. */
+const char *cfg_http_token(const struct cfg *);
 
 /* Where mail for one recipient domain from one sender goes. */
 struct cfg_route {

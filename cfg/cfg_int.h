@@ -121,6 +121,7 @@ struct cfg_files {
 	size_t nsenders;
 	struct cfg_pem *pems; /* one per distinct cert/key pair */
 	size_t npems;
+	const char *http_token; /* http_token's token (secret memory) */
 	/* memory holding secrets: out of core dumps, cleansed on free */
 	void **secret;
 	size_t *secretlen;
@@ -140,6 +141,12 @@ void cfg_files_free(struct cfg_files *);
 enum cfg_result cfg_auth_parse(const char *name, char *buf, size_t len,
     struct cfg_auth **out, size_t *n, char *err, size_t errlen);
 void cfg_auth_table_free(struct cfg_auth *, size_t n);
+/* http_token file text BUF (LEN bytes, BUF[LEN] writable): its first
+ * line, blanks trimmed, must be a bearer token (RFC 6750's b64token);
+ * the token is cut in place and *TOKEN points at it.  0, or -1 with
+ * *WHY. */
+int cfg_http_token_parse(
+    char *buf, size_t len, const char **token, const char **why);
 enum cfg_result
 cfg_sender_map_parse(const char *name, const char *buf, size_t len,
     struct cfg_sender_route **out, size_t *n, char *err, size_t errlen);

@@ -193,4 +193,12 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    0, 0, NOCLS, NULL,
 	    "syslog facility of the log (log_file empty): mail, daemon, user, "
 	    "local0..local7" },
+	/* observability (issue 15): http/ serves, runner_http.c checks
+	 * http_listen (runner_cfg_prepare), cfg_files.c reads http_token */
+	[CFG_HTTP_LISTEN] = { "http_listen", CT_STR, "", 0, 0, 0, 0, NOCLS,
+	    NULL,
+	    "metrics and status page: host:port, [v6]:port or a socket "
+	    "path; empty: none" },
+	[CFG_HTTP_TOKEN] = { "http_token", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "file of the bearer token HTTP clients must send" },
 };

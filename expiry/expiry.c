@@ -11,7 +11,8 @@
  *   write transaction that records its event on the original: the
  *   WARNED flag, the expiry index entry cleared, recipients BOUNCED and
  *   marked notified, or the message removed.  A crash thus yields
- *   neither a lost notice nor a duplicate.
+ *   neither a lost notice nor a duplicate.  The same transaction adds
+ *   it to the queue's tally QTALLY_DSN + its event (relayq_dsn_total).
  * - a notice goes where mail to its addressee would go: a local
  *   sender (root@origin) through the alias table, as intake sends it
  *   (ORCPT: the address as written; the notice's To: unchanged).
@@ -49,6 +50,9 @@
 /* After a failed transaction, expiry_next() is not earlier than this: a
  * stuck entry must not make the daemon spin. */
 static int64_t expiry_backoff_until;
+
+_Static_assert(QTALLY_DSN + EXPIRY_EV_RELAYED < QTALLY_RUNNER,
+    "a tally slot for every notice event");
 
 /* A notice's recipient being collected, with the buffers behind it. */
 struct nrcpt {
@@ -236,6 +240,8 @@ notice_insert(struct queue_txn *txn, const struct cfg *cfg,
 	env.rcpts = er;
 	res = queue_msg_insert(txn, &env, out, len, dsn_id);
 	free(out);
+	if (res == QUEUE_OK) /* the daemon's relayq_dsn_total */
+		queue_tally_add(txn, QTALLY_DSN + (unsigned)ev, 1);
 	free(er);
 	free(orcpt);
 	mail_addr_set_free(&to_set);

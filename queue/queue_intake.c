@@ -10,7 +10,8 @@
  * bad/ (queue_intake_bad.c).
  *
  * Public: queue_intake_open(), queue_intake_fd(), queue_intake_run(),
- * queue_intake_rescan(), queue_intake_close(); (to the intake files)
+ * queue_intake_rescan(), queue_intake_close(),
+ * queue_intake_stats_get(); (to the intake files)
  * intake_id_take().
  *
  * One run: list (names from inotify, a due rescan, the settle list),
@@ -414,6 +415,7 @@ intake_handoff(struct queue_intake *qi, struct batch *b)
 	    cfg_scope(qi->q->cfg, NULL), CFG_INTAKE_BATCH);
 
 	ids_committed(qi);
+	qi->nqueued += b->n;
 	if (qi->paused) {
 		qi->paused = false;
 		log_info("pickup", "queue has room again: intake resumed");
@@ -467,6 +469,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	if (b.n == 0 && b.t->err == QUEUE_OK && qi->idents.n == 0 &&
 	    qi->id_res == qi->id_res_end)
 		return intake_empty(qi, &b);
+	queue_tally_add(b.t, QTALLY_INTAKE, b.n);
 	r = queue_txn_commit(b.t);
 	if (r != QUEUE_OK)
 		return intake_rollback(qi, &b, r);
@@ -573,4 +576,18 @@ queue_intake_close(struct queue_intake *qi)
 	free(qi->bad);
 	free(qi->tmp);
 	free(qi);
+}
+
+/* What intake did so far; see queue.h. */
+void
+queue_intake_stats_get(
+    const struct queue_intake *qi, struct queue_intake_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (qi == NULL)
+		return;
+	st->queued = qi->nqueued;
+	for (int i = 0; i < QUEUE_NBAD; i++)
+		st->rejected[i] = __atomic_load_n(
+		    &qi->nbad[i], __ATOMIC_RELAXED);
 }

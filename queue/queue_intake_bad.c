@@ -162,6 +162,8 @@ intake_bad_move(struct queue_intake *qi, const char *name, uint64_t id,
 		log_err("pickup", "bad/%s: fsync: %s", target, strerror(errno));
 	log_warn("pickup", "%s: moved to bad/%s (uid=%u): %s", ename, target,
 	    st != NULL ? (unsigned)st->st_uid : 0u, ewhy);
+	__atomic_fetch_add(
+	    &qi->nbad[queue_bad_reason(why)], 1, __ATOMIC_RELAXED);
 	return BAD_MOVED;
 }
 

@@ -201,6 +201,7 @@ queue_count_add_env(struct queue_txn *t, const struct queue_msg *m, int sign)
 	queue_count_add(t, k, 2, sign * (int64_t)m->size);
 	if (m->flags & QMSG_HELD)
 		queue_count_add(t, (uint8_t[]){ QCOUNT_HELD }, 1, sign);
+	queue_stats_env(t, m, sign);
 }
 
 void

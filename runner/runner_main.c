@@ -388,6 +388,7 @@ runner_reload(struct runner *r)
 	runner_rcfg_unref(r->rc);
 	r->rc = rc;
 	runner_dest_reload(r);
+	runner_http_reload(r);
 	evtimer_del(r->ev_rescan);
 	{
 		struct timeval tv = { (time_t)cfg_time(g, CFG_RESCAN_INTERVAL,
@@ -683,6 +684,7 @@ runner_shutdown(struct runner *r, struct rcfg *first)
 	r->smtp = NULL;
 	runner_result_commit(r, true);
 	probe_stop();
+	runner_http_stop(r);
 	runner_dest_destroy(r);
 	runner_sched_destroy(r);
 	queue_intake_close(r->qi);
@@ -736,6 +738,7 @@ runner_main(
 	runner_queue_open(r, cfg);
 	runner_client_open(r, cfg, hostname);
 	runner_events_add(r, cfg);
+	runner_http_start(r, cfg); /* http_listen: a bind failure is fatal */
 	/* In-flight work of a previous run is due again now; flush notes
 	 * left while no daemon ran have nothing to clear. */
 	queue_leases_recover(r->q);
