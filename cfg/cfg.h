@@ -124,6 +124,11 @@ enum cfg_key {
 	CFG_ALIAS_FILE,
 	CFG_LOCAL_FALLBACK,
 	CFG_SENDER_MAP,
+	/* logging (issue 13): log_file's syslog */
+	CFG_SYSLOG_FACILITY,
+	/* observability (issue 15): the daemon's HTTP listener */
+	CFG_HTTP_LISTEN,
+	CFG_HTTP_TOKEN,
 	/* DKIM signing at intake (cfg_dkim.c) */
 	CFG_DKIM_KEY_FILE,
 	CFG_DKIM_SELECTOR,
@@ -267,9 +272,10 @@ struct cfg_pem {
 
 /*
  * Reads the files a config names, for the daemon and check-config (not
- * for commands any user may run): auth_file, refused unless it is a
- * regular file owned by root or the daemon's user and neither readable
- * nor writable by group or others; sender_relayhost; and each scope's
+ * for commands any user may run): auth_file and http_token, refused
+ * unless each is a regular file owned by root or the daemon's user and
+ * neither readable nor writable by group or others; sender_relayhost;
+ * and each scope's
  * tls_cert_file and tls_key_file (the key not world-readable).  Call it
  * once, before the cfg is shared.  On error ERR holds "FILE:LINE:
  * message" (the config file's line for a file that cannot be used, the
@@ -291,6 +297,10 @@ const struct cfg_pem *cfg_tls_client_cert(const struct cfg_scope *);
 
 /* Every distinct client certificate of the cfg (N into *N). */
 const struct cfg_pem *cfg_tls_client_certs(const struct cfg *, size_t *n);
+
+/* The bearer token read from http_token by cfg_files_load() (in
+ * memory kept out of core dumps), or NULL: none set, or not loaded. */
+const char *cfg_http_token(const struct cfg *);
 
 /* Where mail for one recipient domain from one sender goes. */
 struct cfg_route {
@@ -491,17 +501,40 @@ const char *cfg_cluster_password(const struct cfg *);
 
 /* ---- shared helpers: logging ---- */
 
-enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+/* Severities, as syslog's: crit (fatal()), err, warning, info, debug. */
+enum log_level {
+	LOG_LVL_CRIT,
+	LOG_LVL_ERR,
+	LOG_LVL_WARN,
+	LOG_LVL_INFO,
+	LOG_LVL_DEBUG
+};
 
 /*
- * Opens the log: PATH, or stderr when PATH is NULL or "".  Lines look like
- * syslog's ("Nov 22 03:07:40 HOST relayq/SUBSYS[PID]: text") so log tools
- * written for Postfix read them.  PATH is never followed when it is a
- * link (ELOOP) and must be a regular file with one link (else EPERM).
- * Returns 0, or -1 with errno set.
+ * Where lines go, as the log_file key says: "" (or NULL) to syslog with
+ * FACILITY (a LOG_* facility code of <syslog.h>, see
+ * log_facility_parse()), "-" to standard error, else to the file DEST.
+ * Each line has one identity per component as Postfix's have
+ * ("relayq/SUBSYS[PID]: text", SUBSYS "relayq" when NULL); syslog adds
+ * its own header, a file or standard error get syslog's traditional one
+ * ("Nov 22 03:07:40 HOST relayq/SUBSYS[PID]: text").  Syslog is
+ * /dev/log ($RELAYQ_SYSLOG_SOCKET, a test aid, when set), connected at
+ * the first line and again after an error; a line syslog does not take
+ * goes to standard error instead.  A file DEST is never followed when it
+ * is a link (ELOOP) and must be a regular file with one link (else
+ * EPERM).  Before log_open() lines go to standard error.  HOSTNAME (its
+ * first label) is the traditional header's host, as log_host_set().
+ * Returns 0, or -1 with errno set (the destination is then unchanged).
  */
-int log_open(const char *path, const char *hostname);
+int log_open(const char *dest, int facility, const char *hostname);
+/* Sets the host name of the traditional header (first label only). */
+void log_host_set(const char *hostname);
+/* Closes a log file or the syslog socket; lines go to standard error. */
 void log_close(void);
+/* The syslog facility code of NAME[0..LEN) (mail, daemon, user,
+ * local0..local7), or -1; and the name of a code ("" if none). */
+int log_facility_parse(const char *name, size_t len);
+const char *log_facility_name(int facility);
 /* Sets the lowest level written (default LOG_LVL_INFO). */
 void log_set_level(enum log_level);
 void log_msg(enum log_level, const char *subsys, const char *fmt, ...)
@@ -510,8 +543,10 @@ void log_vmsg(enum log_level, const char *subsys, const char *fmt, va_list)
     __attribute__((format(printf, 3, 0)));
 /*
  * Between log_hold() and log_release() (they nest) the calling thread's
- * lines are gathered and written by as few write(2)s as fit 64 KiB each:
- * a thousand lines of one commit cost one system call, not a thousand.
+ * lines are gathered and written together, in order and after each
+ * other: to a file by as few write(2)s as fit 64 KiB each (a thousand
+ * lines of one commit cost one system call, not a thousand), to syslog
+ * one datagram each, without another thread's line in between.
  */
 void log_hold(void);
 void log_release(void);
@@ -529,7 +564,9 @@ size_t log_line_escape(char *buf, size_t len);
 #define log_err(sub, ...) log_msg(LOG_LVL_ERR, (sub), __VA_ARGS__)
 #define log_debug(sub, ...) log_msg(LOG_LVL_DEBUG, (sub), __VA_ARGS__)
 
-/* Logs "fatal: ..." and exits with CODE: the environment is broken. */
+/* Logs "fatal: ..." (severity crit), also on standard error when the
+ * line went elsewhere (not when standard error is the journal's stream,
+ * $JOURNAL_STREAM), and exits with CODE: the environment is broken. */
 void fatal(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 

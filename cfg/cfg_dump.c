@@ -56,6 +56,9 @@ fmt_val(const struct cfg_def *d, const struct cfg_val *v, char *buf, size_t len)
 	case CT_TLS:
 		snprintf(buf, len, "%s", tls[v->i & 3]);
 		break;
+	case CT_FACILITY:
+		snprintf(buf, len, "%s", log_facility_name((int)v->i));
+		break;
 	case CT_RATE: {
 		uint32_t n = (uint32_t)(v->i >> 32), per = (uint32_t)v->i;
 

@@ -1,29 +1,31 @@
 /*
  * cfg_files.c - the files a config names for the daemon: auth_file (the
- * credentials, in Postfix's sasl_passwd shape), sender_relayhost (routes
- * by envelope sender), each scope's tls_cert_file / tls_key_file, the
- * Redis password of cluster_password, and the local-mail tables
- * alias_file (aliases(5)) and sender_map (parsed by cfg/mail_alias.c
- * and cfg/mail_map.c; cfg_local_load() reads these two alone, for
+ * credentials, in Postfix's sasl_passwd shape), http_token (the HTTP
+ * listener's bearer token), sender_relayhost (routes by envelope
+ * sender), each scope's tls_cert_file / tls_key_file, the Redis
+ * password of cluster_password, and the local-mail tables alias_file
+ * (aliases(5)) and sender_map (parsed by cfg/mail_alias.c and
+ * cfg/mail_map.c; cfg_local_load() reads these two alone, for
  * sendmail -bv/-bi).
  * cfg_route.c answers the questions about them (which credentials, which
  * route); this file reads, checks and parses them.
  *
  * Public: cfg_files_load(), cfg_local_load(), cfg_auth_entries(),
- * cfg_tls_client_cert(), cfg_tls_client_certs().
+ * cfg_tls_client_cert(), cfg_tls_client_certs(), cfg_http_token().
  * cfg-private: cfg_files_free(), cfg_auth_parse(), cfg_auth_table_free(),
- * cfg_sender_map_parse(), cfg_files_sender_key(), and for cfg_dkim.c
- * cfg_files_secret_alloc(), cfg_files_secret_read(),
- * cfg_files_table_read(); the parsers are pure
- * functions over a buffer (unit-tested and fuzzed).
+ * cfg_sender_map_parse(), cfg_files_sender_key(), cfg_http_token_parse(),
+ * and for cfg_dkim.c cfg_files_secret_alloc(), cfg_files_secret_read(),
+ * cfg_files_table_read(); the parsers are pure functions over a buffer
+ * (unit-tested and fuzzed).
  *
  * Invariants: a secret (a password, a token command, a private key) is
  * only ever in memory from secret_alloc(): excluded from core dumps
  * (MADV_DONTDUMP) and zeroed before it is unmapped; an error message
  * names the file and line and at most the DESTINATION, never the rest
- * of a line of auth_file; auth_file and cluster_password are refused
- * unless each is a regular file owned by root or the daemon's user and
- * neither readable nor writable by group or others.
+ * of a line of auth_file; auth_file, cluster_password and http_token
+ * (a bearer token, its first line) are refused unless each is a
+ * regular file owned by root or the daemon's user and neither readable
+ * nor writable by group or others.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -677,6 +679,67 @@ auth_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
 	return CFG_OK;
 }
 
+/* Whether C may be in a bearer token (RFC 6750's b64token). */
+static bool
+token_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || strchr("-._~+/=", c) != NULL;
+}
+
+int
+cfg_http_token_parse(
+    char *buf, size_t len, const char **token, const char **why)
+{
+	size_t a = 0, b;
+
+	buf[len] = '\0';
+	while (a < len && (buf[a] == ' ' || buf[a] == '\t'))
+		a++;
+	for (b = a; b < len && buf[b] != '\n' && buf[b] != '\r'; b++)
+		;
+	while (b > a && (buf[b - 1] == ' ' || buf[b - 1] == '\t'))
+		b--;
+	if (b == a) {
+		*why = "the token (its first line) is empty";
+		return -1;
+	}
+	if (b - a > 1024) {
+		*why = "the token is longer than 1024 bytes";
+		return -1;
+	}
+	for (size_t i = a; i < b; i++)
+		if (buf[i] == '\0' || !token_char((unsigned char)buf[i])) {
+			*why = "the token has a byte a bearer token may not "
+			       "have (letters, digits and -._~+/= only)";
+			return -1;
+		}
+	buf[b] = '\0';
+	*token = buf + a;
+	return 0;
+}
+
+/* Reads the http_token file into F: a secret, with auth_file's rules. */
+static enum cfg_result
+http_token_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
+{
+	const char *path = cfg_str(&cfg->global, CFG_HTTP_TOKEN), *why;
+	int line = cfg_line(cfg, &cfg->global, CFG_HTTP_TOKEN);
+	char *buf;
+	size_t len;
+
+	if (path[0] == '\0')
+		return CFG_OK;
+	buf = file_read(
+	    cfg, f, path, CFG_HTTP_TOKEN, line, FC_SECRET, &len, err, errlen);
+	if (buf == NULL)
+		return CFG_ERR_FILE;
+	if (cfg_http_token_parse(buf, len, &f->http_token, &why) < 0)
+		return ferr(err, errlen, cfg->path, line, "http_token %s: %s",
+		    path, why);
+	return CFG_OK;
+}
+
 /* Reads sender_relayhost into F. */
 static enum cfg_result
 senders_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
@@ -835,6 +898,8 @@ cfg_files_load(struct cfg *cfg, char *err, size_t errlen)
 	f->pems = xcalloc(cfg->ndomains + 1, sizeof(*f->pems));
 	r = auth_load(cfg, f, err, errlen);
 	if (r == CFG_OK)
+		r = http_token_load(cfg, f, err, errlen);
+	if (r == CFG_OK)
 		r = senders_load(cfg, f, err, errlen);
 	if (r == CFG_OK)
 		r = cluster_password_load(cfg, f, err, errlen);
@@ -867,4 +932,10 @@ cfg_tls_client_certs(const struct cfg *cfg, size_t *n)
 {
 	*n = cfg->files ? cfg->files->npems : 0;
 	return cfg->files ? cfg->files->pems : NULL;
+}
+
+const char *
+cfg_http_token(const struct cfg *cfg)
+{
+	return cfg->files ? cfg->files->http_token : NULL;
 }

@@ -19,12 +19,14 @@ enum cfg_type {
 	CT_HOSTPORT, /* host:port or [host]:port */
 	CT_RATE, /* N/unit */
 	CT_WEIGHTS, /* urgent=N normal=N non-urgent=N */
+	CT_FACILITY, /* a syslog facility name (log_facility_parse) */
 };
 
 #define CF_DOMAIN 0x01 /* may be set in a [domain] section */
 #define CF_CLASS 0x02 /* takes .urgent/.normal/.non-urgent/.dsn */
 #define CF_FIRST 0x04 /* takes .first: a message's first attempt */
 #define CF_NOW 0x08 /* "now" is a valid interval (0) */
+#define CF_DASH 0x10 /* CT_PATH: "-" (standard error) is valid too */
 
 struct cfg_def {
 	const char *name;
@@ -119,6 +121,7 @@ struct cfg_files {
 	size_t nsenders;
 	struct cfg_pem *pems; /* one per distinct cert/key pair */
 	size_t npems;
+	const char *http_token; /* http_token's token (secret memory) */
 	struct cfg_dkim *dkim; /* the signing keys (a reference), or NULL */
 	/* memory holding secrets: out of core dumps, cleansed on free */
 	void **secret;
@@ -182,6 +185,12 @@ void cfg_dkim_dump(
 enum cfg_result cfg_auth_parse(const char *name, char *buf, size_t len,
     struct cfg_auth **out, size_t *n, char *err, size_t errlen);
 void cfg_auth_table_free(struct cfg_auth *, size_t n);
+/* http_token file text BUF (LEN bytes, BUF[LEN] writable): its first
+ * line, blanks trimmed, must be a bearer token (RFC 6750's b64token);
+ * the token is cut in place and *TOKEN points at it.  0, or -1 with
+ * *WHY. */
+int cfg_http_token_parse(
+    char *buf, size_t len, const char **token, const char **why);
 enum cfg_result
 cfg_sender_map_parse(const char *name, const char *buf, size_t len,
     struct cfg_sender_route **out, size_t *n, char *err, size_t errlen);

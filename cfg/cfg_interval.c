@@ -455,7 +455,8 @@ cfg_value_parse(struct cfg *cfg, const struct cfg_def *def, const char *text,
 	switch (def->type) {
 	case CT_STR:
 	case CT_PATH:
-		if (def->type == CT_PATH && len > 0 && text[0] != '/') {
+		if (def->type == CT_PATH && len > 0 && text[0] != '/' &&
+		    !((def->flags & CF_DASH) && len == 1 && text[0] == '-')) {
 			*why = "not an absolute path";
 			return -1;
 		}
@@ -501,6 +502,17 @@ cfg_value_parse(struct cfg *cfg, const struct cfg_def *def, const char *text,
 			(def->flags & CF_NOW) != 0, &v->i, why) < 0)
 			return -1;
 		break;
+	case CT_FACILITY: {
+		int f = log_facility_parse(text, len);
+
+		if (f < 0) {
+			*why =
+			    "expected mail, daemon, user or local0 to local7";
+			return -1;
+		}
+		v->i = f;
+		return 0;
+	}
 	case CT_TLS: {
 		static const char *const lv[] = { "none", "may", "encrypt",
 			"verify" };

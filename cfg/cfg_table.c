@@ -31,8 +31,10 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    NOCLS, NULL, "the LMDB environment" },
 	[CFG_HOSTNAME] = { "hostname", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
 	    "HELO name and DSN reporting MTA; empty: the host's FQDN" },
-	[CFG_LOG_FILE] = { "log_file", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
-	    "delivery log file; empty: standard error" },
+	[CFG_LOG_FILE] = { "log_file", CT_PATH, "", 0, 0, 0, CF_DASH, NOCLS,
+	    NULL,
+	    "where the log goes: empty: syslog; -: standard error; or "
+	    "a file" },
 	[CFG_USER] = { "user", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
 	    "the user `run` switches to when started as root" },
 	[CFG_QUEUE_MAP_SIZE] = { "queue_map_size", CT_SIZE, "16g", 1 * MB,
@@ -186,6 +188,19 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	[CFG_SENDER_MAP] = { "sender_map", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
 	    "rewrites the envelope sender and From/Sender/Reply-To/"
 	    "Return-Path: KEY ADDRESS lines" },
+	/* logging (issue 13) */
+	[CFG_SYSLOG_FACILITY] = { "syslog_facility", CT_FACILITY, "mail", 0, 0,
+	    0, 0, NOCLS, NULL,
+	    "syslog facility of the log (log_file empty): mail, daemon, user, "
+	    "local0..local7" },
+	/* observability (issue 15): http/ serves, runner_http.c checks
+	 * http_listen (runner_cfg_prepare), cfg_files.c reads http_token */
+	[CFG_HTTP_LISTEN] = { "http_listen", CT_STR, "", 0, 0, 0, 0, NOCLS,
+	    NULL,
+	    "metrics and status page: host:port, [v6]:port or a socket "
+	    "path; empty: none" },
+	[CFG_HTTP_TOKEN] = { "http_token", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "file of the bearer token HTTP clients must send" },
 	/* DKIM signing (issue 17): cfg_dkim.c reads and checks the keys,
 	 * queue/queue_dkim.c signs at intake */
 	[CFG_DKIM_KEY_FILE] = { "dkim_key_file", CT_PATH, "", 0, 0, 0, 0, NOCLS,

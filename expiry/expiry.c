@@ -11,7 +11,8 @@
  *   write transaction that records its event on the original: the
  *   WARNED flag, the expiry index entry cleared, recipients BOUNCED and
  *   marked notified, or the message removed.  A crash thus yields
- *   neither a lost notice nor a duplicate.
+ *   neither a lost notice nor a duplicate.  The same transaction adds
+ *   it to the queue's tally QTALLY_DSN + its event (relayq_dsn_total).
  * - a notice goes where mail to its addressee would go: a local
  *   sender (root@origin) through the alias table, as intake sends it
  *   (ORCPT: the address as written; the notice's To: unchanged).
@@ -37,7 +38,7 @@
 #include "expiry.h"
 #include "mail.h"
 
-#define SUBSYS "expiry"
+#define SUBSYS "bounce" /* the notices; expiry itself is qmgr's */
 #define RUN_BATCH 128 /* events per write transaction */
 #define RUN_MAX 256 /* events per expiry_run() call */
 /* Recipients an event handles per transaction: a message with more is
@@ -49,6 +50,9 @@
 /* After a failed transaction, expiry_next() is not earlier than this: a
  * stuck entry must not make the daemon spin. */
 static int64_t expiry_backoff_until;
+
+_Static_assert(QTALLY_DSN + EXPIRY_EV_RELAYED < QTALLY_RUNNER,
+    "a tally slot for every notice event");
 
 /* A notice's recipient being collected, with the buffers behind it. */
 struct nrcpt {
@@ -236,6 +240,8 @@ notice_insert(struct queue_txn *txn, const struct cfg *cfg,
 	env.rcpts = er;
 	res = queue_msg_insert(txn, &env, out, len, dsn_id);
 	free(out);
+	if (res == QUEUE_OK) /* the daemon's relayq_dsn_total */
+		queue_tally_add(txn, QTALLY_DSN + (unsigned)ev, 1);
 	free(er);
 	free(orcpt);
 	mail_addr_set_free(&to_set);
@@ -459,7 +465,7 @@ return_msg(struct queue_txn *txn, const struct cfg *cfg,
 		if (live) {
 			res = queue_rcpt_update(txn, m->id, r->idx,
 			    RCPT_BOUNCED, 0, reason, status);
-			log_info(SUBSYS,
+			log_info("qmgr",
 			    "%s: to=<%.200s>, relay=none, delay=%lld, "
 			    "tries=%u, dsn=%s, status=expired, returned to "
 			    "sender (%.200s)",
@@ -640,7 +646,7 @@ expiry_run(struct queue *q, const struct cfg *cfg, int64_t now)
 			    q, cfg, &evs[i], 1, now, &k);
 
 			if (res != QUEUE_OK) {
-				log_err(SUBSYS,
+				log_err("qmgr",
 				    "%016llX: cannot handle its %s time "
 				    "(queue error %d); trying again in %ds",
 				    (unsigned long long)evs[i].id,
@@ -755,7 +761,7 @@ after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
 
 			res = queue_rcpt_update(
 			    txn, id, r->idx, RCPT_BOUNCED, 0, NULL, st);
-			log_info(SUBSYS,
+			log_info("qmgr",
 			    "%s: to=<%.200s>, relay=none, delay=%lld, "
 			    "tries=%u, dsn=%s, status=expired, returned to "
 			    "sender (%.200s)",

@@ -56,6 +56,7 @@ enum queue_rcpt_state {
 #define QMSG_HELD 0x01u /* on hold: not scheduled, does not expire */
 #define QMSG_WARNED 0x02u /* the delay warning has been sent */
 #define QMSG_RETURNED 0x04u /* the bounce (return) has been sent */
+#define QMSG_TAKEN 0x08u /* taken for delivery at least once */
 
 /* queue_msg.ret (RFC 3461 RET=) */
 #define QRET_NONE 0
@@ -428,5 +429,94 @@ queue_domain_counts_get(struct queue *, queue_domain_cb, void *);
 
 /* The names of rcpt states ("pending", ...) and of the QRET_* values. */
 const char *queue_state_name(enum queue_rcpt_state);
+
+/* ---- statistics: the daemon's metrics, `summary --json` ---- */
+
+/*
+ * The state a message is counted in: held; else pending until the
+ * runner first takes it, deferred from then on (those in flight are
+ * among the deferred: only the daemon knows which).
+ */
+enum queue_msg_state { QMS_PENDING, QMS_DEFERRED, QMS_HELD };
+#define QUEUE_NMSTATE 3
+
+struct queue_stats {
+	/* false until the daemon has counted the states of a queue written
+	 * before they were kept (queue_stats_rebuild): every message is
+	 * then counted as pending */
+	bool exact;
+	uint64_t msgs[CFG_NCLASS][QUEUE_NMSTATE];
+	uint64_t map_used, map_size; /* bytes in use (less free pages), map */
+};
+/* Messages per class and state and the map's use, in one read txn. */
+enum queue_result queue_stats_get(struct queue *, struct queue_stats *);
+/* Counts the states of every message once, when the queue was written
+ * by a relayq that did not keep them (the daemon, at start-up). */
+void queue_stats_rebuild(struct queue *);
+
+/*
+ * The oldest message of each class that is not on hold, found by a walk
+ * of the envelopes in id order that resumes at the caller's cursor
+ * (from[], zeroed at first) and takes at most MAX_STEPS records a call,
+ * in one read txn; ST (from queue_stats_get) says which classes have
+ * any.  found[c] false: not reached yet (call again); arrival[c] 0:
+ * none.  The cursors restart when the number held changes.
+ */
+struct queue_oldest {
+	uint64_t from[CFG_NCLASS];
+	uint64_t held;
+	bool found[CFG_NCLASS];
+	int64_t arrival[CFG_NCLASS];
+	/* that message's warning and return times (0: never) and whether
+	 * its warning was sent */
+	int64_t warn_at[CFG_NCLASS], return_at[CFG_NCLASS];
+	bool warned[CFG_NCLASS];
+};
+enum queue_result queue_oldest_get(struct queue *, const struct queue_stats *,
+    struct queue_oldest *, size_t max_steps);
+
+/* Why intake moved a file to bad/, as counted (names for metrics). */
+enum queue_bad_reason {
+	QBAD_NOT_REGULAR, /* not a regular file, hard links, unopenable */
+	QBAD_EMPTY,
+	QBAD_TOO_LARGE,
+	QBAD_NO_RECIPIENTS,
+	QBAD_TOO_MANY_RECIPIENTS,
+	QBAD_CHANGED, /* written to after it was queued */
+	QBAD_MALFORMED, /* anything else the parser refused */
+};
+#define QUEUE_NBAD 7
+/* The reason WHY (a bad/ reason text) is counted under. */
+enum queue_bad_reason queue_bad_reason(const char *why);
+/* "not_regular_file", "empty", ...: a label value. */
+const char *queue_bad_reason_name(enum queue_bad_reason);
+
+/*
+ * Event tallies: counters kept in the queue, each added to in the write
+ * transaction that carries its events, so they hold what was committed
+ * and outlive the process (the daemon's metrics counters).  Slots
+ * [0, QUEUE_TALLY_MAX): QTALLY_INTAKE (messages taken in, by intake),
+ * QTALLY_DSN + an expiry event (notices queued, by expiry/), and from
+ * QTALLY_RUNNER on the runner's delivery results (runner_http.c).
+ */
+#define QUEUE_TALLY_MAX 128
+enum queue_tally_slot {
+	QTALLY_INTAKE = 0,
+	QTALLY_DSN = 1, /* 1..4 */
+	QTALLY_RUNNER = 8,
+};
+/* Adds N to tally SLOT in T (applied at its commit). */
+void queue_tally_add(struct queue_txn *, unsigned slot, uint64_t n);
+/* Every tally, in one read txn, into OUT (absent: 0). */
+enum queue_result
+queue_tallies_get(struct queue *, uint64_t out[QUEUE_TALLY_MAX]);
+
+/* What intake did since the queue_intake was opened. */
+struct queue_intake_stats {
+	uint64_t queued; /* messages committed */
+	uint64_t rejected[QUEUE_NBAD]; /* files moved to bad/ */
+};
+void queue_intake_stats_get(
+    const struct queue_intake *, struct queue_intake_stats *);
 
 #endif

@@ -57,7 +57,7 @@ queue_msg_quarantine(struct queue_txn *t, uint64_t id, const char *why)
 	MDB_val key, val;
 
 	queue_id_format(id, idstr);
-	log_warn("queue",
+	log_warn("qmgr",
 	    "%s: invalid record (%s): set aside in the corrupt "
 	    "db",
 	    idstr, why);

@@ -26,7 +26,7 @@ enum qdbi {
 	QDB_LEASE, /* id(8) -> "" : messages with leased recipients */
 	QDB_IDENT, /* dev(8)|ino(8)|size(8)|mtime_ns(8)|name -> id(8)|t(8) */
 	QDB_COUNTS, /* enum qcount key -> u64 */
-	QDB_META, /* "nextid", "schema" -> u64 */
+	QDB_META, /* "nextid", "schema", "mstates" -> u64 */
 	QDB_CORRUPT, /* dbname NUL key -> the record set aside */
 	QDB_N
 };
@@ -38,6 +38,8 @@ enum qcount {
 	QCOUNT_RCPTS = 'R', /* 'R' class state: recipients */
 	QCOUNT_HELD = 'H', /* 'H': messages on hold */
 	QCOUNT_DOMAIN = 'D', /* 'D' minute(8) domain: recipients not done */
+	QCOUNT_MSTATE = 'S', /* 'S' class queue_msg_state: messages */
+	QCOUNT_TALLY = 'T', /* 'T' slot(2): events so far (queue_tally_add) */
 };
 
 struct queue {
@@ -332,5 +334,12 @@ void queue_msg_quarantine(struct queue_txn *, uint64_t id, const char *why);
  */
 #define QUEUE_ESC_MAX 1040
 const char *queue_name_escape(char out[QUEUE_ESC_MAX], const char *s);
+
+/* ---- queue_stats.c: the message-state counts ---- */
+
+/* The message-state counts of M (+1 / -1), called with the other counts
+ * of its envelope; M's first take (writes M). */
+void queue_stats_env(struct queue_txn *, const struct queue_msg *, int sign);
+void queue_stats_taken(struct queue_txn *, struct queue_msg *);
 
 #endif

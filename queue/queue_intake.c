@@ -10,7 +10,8 @@
  * bad/ (queue_intake_bad.c).
  *
  * Public: queue_intake_open(), queue_intake_fd(), queue_intake_run(),
- * queue_intake_rescan(), queue_intake_close(); (to the intake files)
+ * queue_intake_rescan(), queue_intake_close(),
+ * queue_intake_stats_get(); (to the intake files)
  * intake_id_take().
  *
  * One run: list (names from inotify, a due rescan, the settle list),
@@ -143,7 +144,7 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 		/* committed before a crash, not unlinked: finish the job */
 		queue_id_format(id, idstr);
 		if (unlinkat(qi->din, p->name, 0) == 0)
-			log_info("queue", "%s: already queued as %s: removed",
+			log_info("pickup", "%s: already queued as %s: removed",
 			    queue_name_escape(ebuf, p->name), idstr);
 		else if (errno != ENOENT)
 			intake_stuck_report(qi, p->name, st,
@@ -232,7 +233,7 @@ intake_pause(struct queue_intake *qi)
 {
 	if (!qi->paused) {
 		qi->paused = true;
-		log_err("queue",
+		log_err("pickup",
 		    "queue full (queue_map_size %lld bytes): intake paused, "
 		    "files stay in incoming/",
 		    (long long)cfg_int(
@@ -270,7 +271,7 @@ space_ok(struct queue_intake *qi)
 	where = fq < fs ? dir : qi->incoming;
 	if (!qi->nospace && lo < (unsigned long long)min) {
 		qi->nospace = true;
-		log_err("queue",
+		log_err("pickup",
 		    "only %llu bytes free on the file system of %s, less "
 		    "than min_free_space (%lld): intake paused, files stay "
 		    "in incoming/",
@@ -278,7 +279,7 @@ space_ok(struct queue_intake *qi)
 	} else if (qi->nospace &&
 	    lo >= (unsigned long long)min + (unsigned long long)min / 10) {
 		qi->nospace = false;
-		log_info("queue",
+		log_info("pickup",
 		    "%llu bytes free on the file systems of the queue and "
 		    "the spool again: intake resumed",
 		    lo);
@@ -394,7 +395,7 @@ intake_rollback(struct queue_intake *qi, struct batch *b, enum queue_result r)
 		return intake_pause(qi);
 	if (!qi->paused) {
 		qi->paused = true;
-		log_err("queue",
+		log_err("pickup",
 		    "intake paused by a queue error; files "
 		    "stay in incoming/");
 	}
@@ -414,9 +415,10 @@ intake_handoff(struct queue_intake *qi, struct batch *b)
 	    cfg_scope(qi->q->cfg, NULL), CFG_INTAKE_BATCH);
 
 	ids_committed(qi);
+	qi->nqueued += b->n;
 	if (qi->paused) {
 		qi->paused = false;
-		log_info("queue", "queue has room again: intake resumed");
+		log_info("pickup", "queue has room again: intake resumed");
 	}
 	if (qi->batch_limit < cfgbatch)
 		qi->batch_limit *= 2;
@@ -467,6 +469,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	if (b.n == 0 && b.t->err == QUEUE_OK && qi->idents.n == 0 &&
 	    qi->id_res == qi->id_res_end)
 		return intake_empty(qi, &b);
+	queue_tally_add(b.t, QTALLY_INTAKE, b.n);
 	r = queue_txn_commit(b.t);
 	if (r != QUEUE_OK)
 		return intake_rollback(qi, &b, r);
@@ -509,13 +512,13 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 	 * makes them for other callers: drop dirs 3733, see priv.h. */
 	if (queue_dir_create(qi->incoming, PRIV_DROP_MODE) < 0 ||
 	    queue_dir_create(qi->bad, 0700) < 0) {
-		log_err("queue", "spool %s: %s", spool, strerror(errno));
+		log_err("pickup", "spool %s: %s", spool, strerror(errno));
 		goto fail;
 	}
 	snprintf(path, sizeof(path), "%s/tmp", spool);
 	qi->tmp = xstrdup(path);
 	if (queue_dir_create(path, PRIV_DROP_MODE) < 0) {
-		log_err("queue", "%s: %s", path, strerror(errno));
+		log_err("pickup", "%s: %s", path, strerror(errno));
 		goto fail;
 	}
 	qi->din = open(
@@ -523,7 +526,7 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 	qi->dbad = open(
 	    qi->bad, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (qi->din < 0 || qi->dbad < 0) {
-		log_err("queue", "spool %s: %s", spool, strerror(errno));
+		log_err("pickup", "spool %s: %s", spool, strerror(errno));
 		goto fail;
 	}
 	intake_watch_start(qi);
@@ -573,4 +576,18 @@ queue_intake_close(struct queue_intake *qi)
 	free(qi->bad);
 	free(qi->tmp);
 	free(qi);
+}
+
+/* What intake did so far; see queue.h. */
+void
+queue_intake_stats_get(
+    const struct queue_intake *qi, struct queue_intake_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (qi == NULL)
+		return;
+	st->queued = qi->nqueued;
+	for (int i = 0; i < QUEUE_NBAD; i++)
+		st->rejected[i] = __atomic_load_n(
+		    &qi->nbad[i], __ATOMIC_RELAXED);
 }

@@ -156,12 +156,14 @@ intake_bad_move(struct queue_intake *qi, const char *name, uint64_t id,
 	if (n > (int)sizeof(text) - 1)
 		n = (int)sizeof(text) - 1;
 	if (write(fd, text, (size_t)n) != n || fsync(fd) < 0)
-		log_err("queue", "bad/%s: %s", rpath, strerror(errno));
+		log_err("pickup", "bad/%s: %s", rpath, strerror(errno));
 	close(fd);
 	if (fsync(qi->dbad) < 0 || fsync(qi->din) < 0)
-		log_err("queue", "bad/%s: fsync: %s", target, strerror(errno));
-	log_warn("queue", "%s: moved to bad/%s (uid=%u): %s", ename, target,
+		log_err("pickup", "bad/%s: fsync: %s", target, strerror(errno));
+	log_warn("pickup", "%s: moved to bad/%s (uid=%u): %s", ename, target,
 	    st != NULL ? (unsigned)st->st_uid : 0u, ewhy);
+	__atomic_fetch_add(
+	    &qi->nbad[queue_bad_reason(why)], 1, __ATOMIC_RELAXED);
 	return BAD_MOVED;
 }
 
@@ -245,7 +247,7 @@ intake_stuck_report(struct queue_intake *qi, const char *name,
 	}
 	pthread_mutex_unlock(&qi->stuckmu);
 	if (full)
-		log_warn("queue",
+		log_warn("pickup",
 		    "over %d entries in %s cannot be taken: no more of them "
 		    "are logged",
 		    STUCK_MAX, qi->incoming);
@@ -254,7 +256,7 @@ intake_stuck_report(struct queue_intake *qi, const char *name,
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	log_warn("queue", "%s", line);
+	log_warn("pickup", "%s", line);
 }
 
 void

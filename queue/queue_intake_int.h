@@ -114,6 +114,9 @@ struct queue_intake {
 	char *incoming, *bad, *tmp;
 	int din, dbad; /* directory fds */
 	char hostname[256];
+	/* queue_intake_stats_get(): messages committed (main thread), files
+	 * moved to bad/ by reason (any thread: atomic) */
+	uint64_t nqueued, nbad[QUEUE_NBAD];
 	/* the commit loop (queue_intake.c) */
 	bool paused; /* for want of map room, or by a queue error */
 	bool nospace; /* paused for want of disk space (min_free_space) */

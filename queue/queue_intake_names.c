@@ -378,7 +378,7 @@ list_dir(struct queue_intake *qi)
 	struct dirent *de;
 
 	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
-		log_err("queue", "%s: %s", qi->incoming, strerror(errno));
+		log_err("pickup", "%s: %s", qi->incoming, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return;
@@ -426,7 +426,7 @@ sweep_tmp(struct queue_intake *qi)
 		    !S_ISREG(st.st_mode) || now - st.st_mtime < TMP_STALE)
 			continue;
 		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
-			log_info("queue", "removed stale %s/%.200s", qi->tmp,
+			log_info("pickup", "removed stale %s/%.200s", qi->tmp,
 			    de->d_name);
 	}
 	closedir(d);
@@ -445,8 +445,8 @@ intake_watch_start(struct queue_intake *qi)
 	if (qi->ifd >= 0 &&
 	    inotify_add_watch(qi->ifd, qi->incoming,
 		IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE | IN_ONLYDIR) < 0) {
-		log_warn("queue", "inotify %s: %s (rescans only)", qi->incoming,
-		    strerror(errno));
+		log_warn("pickup", "inotify %s: %s (rescans only)",
+		    qi->incoming, strerror(errno));
 		close(qi->ifd);
 		qi->ifd = -1;
 	}

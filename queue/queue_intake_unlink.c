@@ -107,7 +107,7 @@ sync_done(struct queue_intake *qi, int rc, int err, const struct qbuf *ids,
 	for (size_t off = 0; off + 2 <= ids->n; n++)
 		off += 2 + ((size_t)ids->p[off] << 8 | ids->p[off + 1]);
 	if (!qi->sync_failing)
-		log_err("queue",
+		log_err("pickup",
 		    "fsync %s: %s: the identities of %zu files removed are "
 		    "kept (pruned at the next start, when their removal is "
 		    "on disk)",
@@ -351,11 +351,11 @@ intake_idents_prune(struct queue_intake *qi)
 	 * (not on a file system gone read-only: its state may not be the
 	 * disk's) */
 	if (fsync(qi->din) != 0)
-		log_err("queue", "fsync %s: %s: identities kept", qi->incoming,
+		log_err("pickup", "fsync %s: %s: identities kept", qi->incoming,
 		    strerror(errno));
 	else if (fstatvfs(qi->din, &v) == 0 && (v.f_flag & ST_RDONLY))
 		log_err(
-		    "queue", "%s is read-only: identities kept", qi->incoming);
+		    "pickup", "%s is read-only: identities kept", qi->incoming);
 	else
 		idents_prune_gone(qi);
 }

@@ -84,7 +84,7 @@ queue_msg_load_in(struct queue *q, MDB_txn *txn, struct queue_txn *t,
 	if (rc == MDB_NOTFOUND)
 		return QUEUE_NOTFOUND;
 	if (rc != 0) {
-		log_err("queue", "load: %s", mdb_strerror(rc));
+		log_err("qmgr", "load: %s", mdb_strerror(rc));
 		return QUEUE_ERR;
 	}
 	if (!qrec_msg_decode(val.mv_data, val.mv_size, &view)) {
@@ -144,7 +144,7 @@ bad:
 		char idstr[17];
 
 		queue_id_format(id, idstr);
-		log_warn("queue", "%s: invalid %s record: skipped", idstr, why);
+		log_warn("qmgr", "%s: invalid %s record: skipped", idstr, why);
 	}
 	return QUEUE_CORRUPT;
 }
@@ -185,7 +185,7 @@ queue_msg_load_leased(struct queue *q, uint64_t id, uint32_t lo, uint32_t hi,
 		queue_rtxn_done(q);
 		if (rc == MDB_NOTFOUND)
 			return QUEUE_NOTFOUND;
-		log_err("queue", "load: %s", mdb_strerror(rc));
+		log_err("qmgr", "load: %s", mdb_strerror(rc));
 		return QUEUE_ERR;
 	}
 	if (!qrec_msg_decode(val.mv_data, val.mv_size, &view))
@@ -223,7 +223,7 @@ queue_msg_load_leased(struct queue *q, uint64_t id, uint32_t lo, uint32_t hi,
 		queue_rtxn_done(q);
 		free(rcpts);
 		queue_id_format(id, idstr);
-		log_warn("queue", "%s: invalid record: skipped", idstr);
+		log_warn("qmgr", "%s: invalid record: skipped", idstr);
 		return QUEUE_CORRUPT;
 	}
 	*total = view.nrcpt;

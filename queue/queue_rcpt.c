@@ -275,7 +275,7 @@ queue_attempts_load(struct queue *q, uint64_t id, uint32_t idx,
 		uint32_t no = qbe32_get((uint8_t *)key.mv_data + 12);
 
 		if (!qrec_hist_decode(val.mv_data, val.mv_size, &a)) {
-			log_warn("queue",
+			log_warn("qmgr",
 			    "%016llX: invalid hist record (recipient %u, "
 			    "attempt %u): skipped",
 			    (unsigned long long)id, idx, no);

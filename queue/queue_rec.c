@@ -500,6 +500,6 @@ qrec_body_decode(
 	*len = (size_t)raw;
 	return QUEUE_OK;
 bad:
-	log_warn("queue", "%s: invalid body record", idstr);
+	log_warn("qmgr", "%s: invalid body record", idstr);
 	return QUEUE_CORRUPT;
 }

@@ -97,7 +97,7 @@ queue_msgs_scan(
 			}
 			goto next;
 		bad:
-			log_warn("queue", "%016llX: invalid record: skipped",
+			log_warn("qmgr", "%016llX: invalid record: skipped",
 			    (unsigned long long)id);
 		next:
 			rc = mdb_cursor_get(mc, &key, &val, MDB_NEXT);

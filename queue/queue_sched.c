@@ -318,6 +318,8 @@ take_msg(struct queue_txn *t, struct queue_msg *m, int64_t now,
 	}
 	*lo = tk.lo;
 	*hi = tk.hi;
+	if (tk.taken > 0)
+		queue_stats_taken(t, m);
 	if (r == TAKE_STOPPED) {
 		/* the rest on the next call, from there */
 		t->q->take_at[m->cls].id = m->id;
@@ -475,7 +477,7 @@ queue_leases_recover(struct queue *q)
 	}
 	free(ids);
 	if (queue_txn_commit(t) == QUEUE_OK && nr > 0)
-		log_info("queue",
+		log_info("qmgr",
 		    "recovered %zu in-flight recipients of %zu "
 		    "messages: due now",
 		    nr, n);
@@ -494,7 +496,9 @@ queue_msg_hold(struct queue_txn *t, uint64_t id)
 	if (!(m->flags & QMSG_HELD)) {
 		queue_sched_set(t, m, 0);
 		queue_expiry_index(t, m, false);
+		queue_stats_env(t, m, -1);
 		m->flags |= QMSG_HELD;
+		queue_stats_env(t, m, 1);
 		queue_count_add(t, (uint8_t[]){ QCOUNT_HELD }, 1, 1);
 		queue_msg_put(t, m);
 		if (t->err == QUEUE_OK)
@@ -513,7 +517,9 @@ queue_msg_release(struct queue_txn *t, uint64_t id)
 	if (r != QUEUE_OK)
 		return r;
 	if (m->flags & QMSG_HELD) {
+		queue_stats_env(t, m, -1);
 		m->flags &= ~QMSG_HELD;
+		queue_stats_env(t, m, 1);
 		queue_count_add(t, (uint8_t[]){ QCOUNT_HELD }, 1, -1);
 		queue_expiry_index(t, m, true);
 		resched_walk(t, m, NULL, NULL);

@@ -45,7 +45,7 @@ queue_rtxn_begin(struct queue *q)
 		rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &q->rtxn);
 	}
 	if (rc != 0) {
-		log_err("queue", "read transaction: %s", mdb_strerror(rc));
+		log_err("qmgr", "read transaction: %s", mdb_strerror(rc));
 		q->rtxn = NULL;
 		return NULL;
 	}
@@ -83,7 +83,7 @@ queue_txn_begin(struct queue *q)
 	int rc;
 
 	if (q->readonly || q->wtxn != NULL) {
-		log_err("queue", "write transaction: %s",
+		log_err("qmgr", "write transaction: %s",
 		    q->readonly ? "queue opened read-only" : "already open");
 		return NULL;
 	}
@@ -93,7 +93,7 @@ queue_txn_begin(struct queue *q)
 		rc = mdb_txn_begin(q->env, NULL, 0, &txn);
 	}
 	if (rc != 0) {
-		log_err("queue", "write transaction: %s", mdb_strerror(rc));
+		log_err("qmgr", "write transaction: %s", mdb_strerror(rc));
 		return NULL;
 	}
 	t = xcalloc(1, sizeof(*t));
@@ -120,7 +120,7 @@ queue_txn_fail(struct queue_txn *t, int rc, const char *what)
 	if (t->err == QUEUE_OK) {
 		t->err = r;
 		if (r != QUEUE_MAPFULL)
-			log_err("queue", "%s: %s", what, mdb_strerror(rc));
+			log_err("qmgr", "%s: %s", what, mdb_strerror(rc));
 	}
 	return r;
 }
@@ -201,6 +201,7 @@ queue_count_add_env(struct queue_txn *t, const struct queue_msg *m, int sign)
 	queue_count_add(t, k, 2, sign * (int64_t)m->size);
 	if (m->flags & QMSG_HELD)
 		queue_count_add(t, (uint8_t[]){ QCOUNT_HELD }, 1, sign);
+	queue_stats_env(t, m, sign);
 }
 
 void
@@ -325,7 +326,7 @@ queue_txn_commit(struct queue_txn *t)
 	if (rc != 0) {
 		r = rc == MDB_MAP_FULL ? QUEUE_MAPFULL : QUEUE_ERR;
 		if (r != QUEUE_MAPFULL)
-			log_err("queue", "commit: %s", mdb_strerror(rc));
+			log_err("qmgr", "commit: %s", mdb_strerror(rc));
 		txn_free(t);
 		return r;
 	}

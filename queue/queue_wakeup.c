@@ -72,7 +72,7 @@ queue_wakeup_fd(struct queue *q)
 	if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
 		/* not ours to follow: the queue's owner replaces it */
 		log_warn(
-		    "queue", "%s is not a regular file: replacing it", path);
+		    "qmgr", "%s is not a regular file: replacing it", path);
 		(void)unlink(path);
 	}
 	fd = wake_open(path);
@@ -83,7 +83,7 @@ queue_wakeup_fd(struct queue *q)
 		return -1;
 	if (inotify_add_watch(q->wake_fd, path,
 		IN_CLOSE_WRITE | IN_ATTRIB | IN_DONT_FOLLOW) < 0) {
-		log_warn("queue", "inotify %s: %s", path, strerror(errno));
+		log_warn("qmgr", "inotify %s: %s", path, strerror(errno));
 		close(q->wake_fd);
 		q->wake_fd = -1;
 	}

@@ -6,9 +6,10 @@
  * decisions), runner_dest.c (destinations: wait lists, routes, limits,
  * host status), runner_route.c (which destination a job goes to:
  * routes, credentials, fallback relays), runner_job.c (building jobs,
- * submitting them to the SMTP client, their end) and runner_result.c
+ * submitting them to the SMTP client, their end), runner_result.c
  * (backoff, group commit, delivery log), runner_cluster.c (the hooks of
- * a cluster: limits and host status shared through Redis).
+ * a cluster: limits and host status shared through Redis) and
+ * runner_http.c (the HTTP listener's side in the runner).
  *
  * Ownership: a struct rmsg (a leased message in memory) is shared by its
  * jobs (one per destination) and freed when the last one is done; a job
@@ -122,6 +123,8 @@ struct pres {
 	bool job_end; /* the last result of its job */
 	bool relayed_dsn; /* delivered to a DSN-capable hop: NOTIFY went on */
 	bool msg_end; /* idx NO_RCPT: the message left memory */
+	uint8_t cls; /* the message's class (the tallies, runner_http.c) */
+	int64_t delay_us; /* from its arrival to this result */
 };
 
 #define RUNNER_HASH 4096
@@ -166,6 +169,7 @@ struct runner {
 	struct pres *pres;
 	size_t phead, npres, apres;
 	int64_t sched_at; /* when ev_sched fires (us), INT64_MAX: unarmed */
+	struct runner_http *http; /* the HTTP listener, or NULL */
 };
 
 /* runner_main.c */
@@ -260,5 +264,14 @@ void runner_result_commit(struct runner *, bool all);
 void runner_result_msg_done(struct runner *, uint64_t id);
 int64_t runner_result_backoff(const struct cfg_scope *, uint32_t attempts);
 void runner_result_format_delay(char *buf, size_t len, double secs);
+
+/* runner_http.c */
+void runner_http_start(struct runner *, const struct cfg *);
+void runner_http_reload(struct runner *);
+void runner_http_result(struct runner *, const struct queue_msg *,
+    const struct queue_rcpt *, enum queue_rcpt_state, const char *dsn,
+    const char *why);
+void runner_http_tally(struct queue_txn *, const struct pres *);
+void runner_http_stop(struct runner *);
 
 #endif

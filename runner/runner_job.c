@@ -165,7 +165,7 @@ job_local_split(struct runner *r, struct job *j, const struct smtp_result *res)
 	open = smtp_client_conn_total(r->smtp);
 	r->fd_cap = open;
 	r->fd_cap_until = now + (open > 0 ? FD_CAP_US : FD_WAIT_US);
-	log_warn(NULL,
+	log_warn("qmgr",
 	    "%s: %zu recipient%s put back, no attempt counted: %.200s; "
 	    "at most %u connections for %d s",
 	    j->m->msg->idstr, n, n == 1 ? "" : "s", res->rcpts[first].text,

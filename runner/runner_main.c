@@ -374,7 +374,9 @@ runner_reload(struct runner *r)
 		return;
 	}
 	g = cfg_scope(n, NULL);
-	if (log_open(cfg_str(g, CFG_LOG_FILE), cfg_str(g, CFG_HOSTNAME)) < 0)
+	if (log_open(cfg_str(g, CFG_LOG_FILE),
+		(int)cfg_int(g, CFG_SYSLOG_FACILITY),
+		cfg_str(g, CFG_HOSTNAME)) < 0)
 		log_warn(NULL, "cannot open log_file %.200s: %s",
 		    cfg_str(g, CFG_LOG_FILE), strerror(errno));
 	rc = xcalloc(1, sizeof(*rc));
@@ -386,6 +388,7 @@ runner_reload(struct runner *r)
 	runner_rcfg_unref(r->rc);
 	r->rc = rc;
 	runner_dest_reload(r);
+	runner_http_reload(r);
 	evtimer_del(r->ev_rescan);
 	{
 		struct timeval tv = { (time_t)cfg_time(g, CFG_RESCAN_INTERVAL,
@@ -446,7 +449,8 @@ runner_privs_drop(const struct cfg *cfg, const char *hostname)
 	if (id.root_start && !priv_switch(&id))
 		fatal(RQ_EX_OSERR, "cannot switch to user %.64s: %s", id.name,
 		    strerror(errno));
-	if (log_open(log_file, hostname) < 0)
+	if (log_open(log_file, (int)cfg_int(g, CFG_SYSLOG_FACILITY), hostname) <
+	    0)
 		fatal(RQ_EX_CANTCREAT,
 		    "cannot open log_file %.200s as uid %u: %s (it must be a "
 		    "regular file, not a link)",
@@ -525,7 +529,7 @@ runner_process_init(const struct cfg *cfg, char *host, size_t hostlen)
 		host[hostlen - 1] = '\0';
 		hostname = host;
 	}
-	(void)log_open(NULL, hostname); /* the host name only, for now */
+	log_host_set(hostname); /* the host name only, for now */
 	return hostname;
 }
 
@@ -680,6 +684,7 @@ runner_shutdown(struct runner *r, struct rcfg *first)
 	r->smtp = NULL;
 	runner_result_commit(r, true);
 	probe_stop();
+	runner_http_stop(r);
 	runner_dest_destroy(r);
 	runner_sched_destroy(r);
 	queue_intake_close(r->qi);
@@ -733,6 +738,7 @@ runner_main(
 	runner_queue_open(r, cfg);
 	runner_client_open(r, cfg, hostname);
 	runner_events_add(r, cfg);
+	runner_http_start(r, cfg); /* http_listen: a bind failure is fatal */
 	/* In-flight work of a previous run is due again now; flush notes
 	 * left while no daemon ran have nothing to clear. */
 	queue_leases_recover(r->q);

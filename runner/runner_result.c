@@ -227,6 +227,9 @@ result_rcpt_push(struct runner *r, const struct job *j, size_t i,
 	    msg->idstr, q->addr, ctx->relay, ctx->total, ctx->a, ctx->b, ctx->c,
 	    ctx->d, dsn, status, why, q->attempts + 1);
 	pres_push(r, msg->id, q->idx, state, next, reply, dsn, line);
+	r->pres[r->npres - 1].cls = (uint8_t)msg->cls;
+	r->pres[r->npres - 1].delay_us = ctx->now_us - msg->arrival * 1000000;
+	runner_http_result(r, msg, q, state, dsn, why);
 	r->pres[r->npres - 1].relayed_dsn = res != NULL && cls == 2 &&
 	    res->dsn_offered && (q->notify & QNOTIFY_SUCCESS);
 	return true;
@@ -425,6 +428,8 @@ result_txn_write(
 			continue;
 		}
 		qr = x;
+		if (x == QUEUE_OK && p->idx != NO_RCPT)
+			runner_http_tally(txn, p);
 		if (x == QUEUE_OK) {
 			hooks[nh].id = p->id;
 			hooks[nh].idx = p->idx;
@@ -490,7 +495,7 @@ runner_result_commit(struct runner *r, bool all)
 	result_log_lines(r->pres + r->phead, n);
 	qr = result_txn_write(r, r->pres + r->phead, n, now);
 	if (qr != QUEUE_OK)
-		log_err(NULL,
+		log_err("qmgr",
 		    "cannot commit %zu delivery results (queue error %d): "
 		    "they are retried when their lease ends",
 		    n, (int)qr);

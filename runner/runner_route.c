@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "http.h"
 #include "runner_int.h"
 
 /* The destination of RELAY (credentials AUTH) in scope SC, fallback
@@ -90,7 +91,8 @@ runner_cfg_prepare(struct cfg *cfg, char *err, size_t errlen)
 	size_t n;
 	char why[512];
 
-	if (cfg_files_load(cfg, err, errlen) != CFG_OK)
+	if (cfg_files_load(cfg, err, errlen) != CFG_OK ||
+	    http_cfg_check(cfg, err, errlen) < 0)
 		return -1;
 	pems = cfg_tls_client_certs(cfg, &n);
 	for (size_t i = 0; i < n; i++) {

@@ -260,6 +260,14 @@ unsigned smtp_client_conn_idle(struct smtp_client *, const char *key);
 /* All connections of the client, every key (max_connections_total). */
 unsigned smtp_client_conn_total(struct smtp_client *);
 
+/* What the client's metrics say (smtp_stats.c). */
+struct smtp_client_stats {
+	unsigned conns; /* every connection: connecting, busy and idle */
+	unsigned idle; /* of those, idle in the cache */
+	uint64_t timeouts[SMTP_NPHASE]; /* phase deadlines that passed */
+};
+void smtp_client_stats_get(struct smtp_client *, struct smtp_client_stats *);
+
 /*
  * Calls CLOSED(ARG, KEY) from the event loop (the reaper: never inside
  * a bufferevent callback) once a connection of destination KEY is gone

@@ -802,6 +802,8 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (conn->dead)
 		return;
+	if (conn->phase != SMTP_PH_IDLE) /* the cache time is no timeout */
+		conn->client->timeouts[conn->phase]++;
 	if (conn->phase == SMTP_PH_IDLE)
 		conn_idle_quit(conn);
 	else if (conn->phase == SMTP_PH_QUIT)

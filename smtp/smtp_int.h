@@ -142,6 +142,7 @@ struct smtp_client {
 	void *sd_arg;
 	void (*close_cb)(void *, const char *); /* smtp_client_on_close */
 	void *close_arg;
+	uint64_t timeouts[SMTP_NPHASE]; /* deadlines passed (smtp_stats.c) */
 };
 
 /* ---- the session state machine (smtp_client.c) ---- */

@@ -4,6 +4,9 @@
  * `delete ID...|--all`, `flush [ID...]`.
  *
  * Public: cmd_hold(), cmd_release(), cmd_delete(), cmd_flush().
+ * An ID of `-` reads IDs from standard input (postsuper -d - style), so
+ * `mailq | awk ... | tr -d '*!' | relayq delete -` works; IDs may carry
+ * mailq's marks; each message is done once however often it is named.
  * Changes go in short write transactions of at most CTL_BATCH messages,
  * then the daemon is woken (queue_wakeup_send), so it sees them at once and
  * is never blocked for long.  A flush also leaves flush notes
@@ -13,6 +16,7 @@
  * does not exist (the others are still done); 77 permission; 75 queue
  * error.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,7 +46,9 @@ static int ctl_opt(void *arg, int ch, const char *optarg);
 
 /* The end of every ctl command's usage. */
 #define CTL_USAGE_END \
-	"IDs are the 16 hex digits mailq shows (a trailing ! is allowed).\n" \
+	"IDs are the 16 hex digits mailq shows (its * or ! after them is\n" \
+	"allowed); an ID of - reads IDs from standard input, one per line\n" \
+	"or separated by blanks, as postsuper does.\n" \
 	"Safe while `relayq run` runs; it notices within a second.\n" \
 	"Exit 0; 64 usage; 67 a named message does not exist (the others\n" \
 	"are still done); 77 not root or the queue owner; 75 queue error.\n"
@@ -205,6 +211,95 @@ flush_all_note(struct queue *q)
 	return RQ_EX_OK;
 }
 
+/* Queue IDs named on the command line or read from standard input. */
+struct id_list {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+/* Adds the queue ID in WORD[0..LEN) to L: 16 hex digits, with mailq's
+ * marks after it allowed (`*` in delivery, `!` held, Postfix's `#`).
+ * Returns 0, or 64 after saying why. */
+static int
+ids_add(const char *cmd, struct id_list *l, const char *word, size_t len)
+{
+	char buf[17];
+	size_t n = len;
+
+	while (n > 0 && strchr("*!#", word[n - 1]) != NULL)
+		n--;
+	if (n != 16 || len - n > 3)
+		n = 0;
+	memcpy(buf, word, n);
+	buf[n] = '\0';
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 64;
+		l->v = xrealloc(l->v, l->cap * sizeof(*l->v));
+	}
+	if (n == 0 || !queue_id_parse(buf, &l->v[l->n]))
+		return tools_fail(RQ_EX_USAGE, cmd,
+		    "\"%.*s\" is not a queue ID (16 hex digits)",
+		    (int)(len < 64 ? len : 64), word);
+	l->n++;
+	return RQ_EX_OK;
+}
+
+/* Reads queue IDs from FP, as postsuper does for an ID of "-": words
+ * separated by blanks or newlines.  Returns 0, or 64 (nothing is done
+ * then: a pipeline that went wrong deletes nothing). */
+static int
+ids_read(const char *cmd, FILE *fp, struct id_list *l)
+{
+	char word[80];
+	size_t n = 0;
+	int c;
+
+	do {
+		c = getc(fp);
+		if (c != EOF && c != ' ' && c != '\t' && c != '\n' &&
+		    c != '\r') {
+			if (n < sizeof(word))
+				word[n] = (char)c;
+			n++;
+			continue;
+		}
+		if (n > 0 &&
+		    ids_add(
+			cmd, l, word, n < sizeof(word) ? n : sizeof(word)) != 0)
+			return RQ_EX_USAGE;
+		n = 0;
+	} while (c != EOF);
+	if (ferror(fp))
+		return tools_fail(
+		    RQ_EX_IOERR, cmd, "standard input: %s", strerror(errno));
+	return RQ_EX_OK;
+}
+
+/* Orders two queue IDs, for qsort(). */
+static int
+id_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sorts L and drops repeated IDs: a pipeline may name a message twice
+ * (as postsuper, each is done once, and never "no such message"). */
+static void
+ids_unique(struct id_list *l)
+{
+	size_t n = 0;
+
+	if (l->n == 0)
+		return;
+	qsort(l->v, l->n, sizeof(*l->v), id_cmp);
+	for (size_t i = 1; i < l->n; i++)
+		if (l->v[i] != l->v[n])
+			l->v[++n] = l->v[i];
+	l->n = n + 1;
+}
+
 static int
 ctl_main(enum ctl_op op, int argc, char **argv)
 {
@@ -214,8 +309,9 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 	struct tools_opts o;
 	struct cfg *cfg;
 	struct queue *q;
+	struct id_list idl = { NULL, 0, 0 };
 	uint64_t *ids, ndone = 0;
-	size_t nids = 0;
+	size_t nids;
 	int rc;
 
 	if (!tools_opts_parse(&ctl_cmds[op], argc, argv, &ca, &o))
@@ -224,27 +320,23 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 		ca.all = true;
 	if ((ca.all && o.first < argc) || (!ca.all && o.first == argc))
 		return tools_usage_fail(&ctl_cmds[op]);
-	ids = xcalloc((size_t)(argc - o.first) + 1, sizeof(*ids));
 	for (int i = o.first; i < argc; i++) {
-		char buf[20];
-		size_t n = strlen(argv[i]);
-
-		/* accept mailq's "ID!" as well */
-		snprintf(buf, sizeof(buf), "%.17s", argv[i]);
-		if (n > 0 && n < sizeof(buf) && buf[n - 1] == '!')
-			buf[n - 1] = '\0';
-		if (!queue_id_parse(buf, &ids[nids++])) {
-			free(ids);
-			return tools_fail(RQ_EX_USAGE, name,
-			    "\"%.64s\" is not a queue ID (16 hex digits)",
-			    argv[i]);
+		rc = strcmp(argv[i], "-") == 0
+		    ? ids_read(name, stdin, &idl)
+		    : ids_add(name, &idl, argv[i], strlen(argv[i]));
+		if (rc != RQ_EX_OK) {
+			free(idl.v);
+			return rc;
 		}
 	}
+	ids_unique(&idl);
+	ids = idl.v;
+	nids = idl.n;
 	rc = tools_queue_open(name, o.cfg_path, false, &cfg, &q);
 	if (rc != RQ_EX_OK || q == NULL) {
 		free(ids);
 		cfg_free(cfg);
-		if (rc == RQ_EX_OK && !ca.all)
+		if (rc == RQ_EX_OK && !ca.all && nids > 0)
 			return tools_fail(EX_NOSUCHMSG, name,
 			    "no such message (the queue is empty)");
 		return rc;

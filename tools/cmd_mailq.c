@@ -84,9 +84,9 @@ queue_open_as_owner(
 		    dir, (unsigned)(st.st_mode & 07777), (unsigned)st.st_gid);
 	if (geteuid() == 0 && !priv_path_trusted(dir, err, sizeof(err)))
 		return tools_fail(RQ_EX_CONFIG, cmd, "%s", err);
-	if (cfg_str(g, CFG_LOG_FILE)[0] != '\0')
-		(void)log_open(
-		    cfg_str(g, CFG_LOG_FILE), cfg_str(g, CFG_HOSTNAME));
+	/* what the command changes is logged where the daemon logs */
+	(void)log_open(cfg_str(g, CFG_LOG_FILE),
+	    (int)cfg_int(g, CFG_SYSLOG_FACILITY), cfg_str(g, CFG_HOSTNAME));
 	*qp = queue_open(cfg, readonly, err, sizeof(err));
 	if (*qp == NULL) {
 		if (readonly && strstr(err, "not initialised") != NULL)
@@ -303,19 +303,45 @@ msg_matches(const struct mailq *mq, const struct queue_msg *m)
 	return any_state && any_dom;
 }
 
-/* Writes one message as a JSON line. */
+/*
+ * The name of the queue Postfix would list message M in (postqueue -j's
+ * queue_name): "hold" when held, "active" while a recipient is out for
+ * delivery (leased), "deferred" once an attempt was made, else
+ * "incoming" (waiting for its first attempt).
+ */
+static const char *
+msg_queue_name(const struct queue_msg *m)
+{
+	bool tried = false;
+
+	if (m->flags & QMSG_HELD)
+		return "hold";
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		if (m->rcpts[i].flags & QRCPT_LEASED)
+			return "active";
+		if (m->rcpts[i].attempts > 0)
+			tried = true;
+	}
+	return tried ? "deferred" : "incoming";
+}
+
+/* Writes one message as a JSON line: relayq's names, and postqueue -j's
+ * (queue_name, forced_expire, delay_reason) beside them. */
 static void
 out_json_msg(const struct queue_msg *m)
 {
 	tools_outs("{\"queue_id\":\"");
 	tools_outs(m->idstr);
+	tools_outs("\",\"queue_name\":\"");
+	tools_outs(msg_queue_name(m));
 	tools_outs("\",\"priority\":\"");
 	tools_outs(cfg_class_name(m->cls));
 	tools_outs("\",\"arrival_time\":");
 	tools_out_u64((uint64_t)m->arrival);
 	tools_outs(",\"message_size\":");
 	tools_out_u64(m->size);
-	tools_outs(",\"sender\":");
+	/* relayq has no forced expiry (postsuper -e): bounce returns now */
+	tools_outs(",\"forced_expire\":false,\"sender\":");
 	tools_out_json(m->sender);
 	tools_outs(
 	    (m->flags & QMSG_HELD) ? ",\"held\":true" : ",\"held\":false");
@@ -340,36 +366,87 @@ out_json_msg(const struct queue_msg *m)
 			tools_outs("null");
 		tools_outs(",\"reason\":");
 		tools_out_json(r->reply);
+		/* as postqueue -j: a recipient still to do, with a reason */
+		if (r->reply != NULL && open) {
+			tools_outs(",\"delay_reason\":");
+			tools_out_json(r->reply);
+		}
 		tools_outs("}");
 	}
 	tools_outs("]}\n");
 }
 
-/* Writes one message as a text block. */
+/* Copies S into BUF (LEN bytes) safe for a terminal: control bytes and
+ * invalid UTF-8 as '?' (as postqueue's printable()). */
+static const char *
+text_safe(char *buf, size_t len, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, s, n);
+	buf[log_line_escape(buf, n)] = '\0';
+	return buf;
+}
+
+/* postqueue -p's columns: ID (with its status marks), size, arrival
+ * time (asctime(3)'s first 19 bytes), then sender or recipient. */
+#define PQ_HEAD_FORMAT "%-17s %8s %-19s %s\n"
+#define PQ_SENDER_FORMAT "%-17s %8llu %19.19s %s %s\n"
+
+/* Writes one message as postqueue -p does, the priority class after the
+ * sender; then each recipient shown, after its "(reason)" line when the
+ * reason differs from the one above it. */
 static void
 out_text_msg(const struct mailq *mq, const struct queue_msg *m)
 {
-	char line[2048], when[64];
+	static const char *const wday[] = { "Sun", "Mon", "Tue", "Wed", "Thu",
+		"Fri", "Sat" };
+	static const char *const mon[] = { "Jan", "Feb", "Mar", "Apr", "May",
+		"Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	const char *qn = msg_queue_name(m), *shown = "";
+	char line[2048], when[64], addr[1024], why[1024], id[24];
 	struct tm tm;
 	time_t t = (time_t)m->arrival;
 
 	localtime_r(&t, &tm);
-	strftime(when, sizeof(when), "%a %b %e %H:%M:%S", &tm);
-	snprintf(line, sizeof(line), "%s%c %8llu %s  %-10s <%s>\n", m->idstr,
-	    (m->flags & QMSG_HELD) ? '!' : ' ', (unsigned long long)m->size,
-	    when, cfg_class_name(m->cls), m->sender);
+	snprintf(when, sizeof(when), "%.3s %.3s%3d %.2d:%.2d:%.2d",
+	    wday[tm.tm_wday % 7], mon[tm.tm_mon % 12], tm.tm_mday, tm.tm_hour,
+	    tm.tm_min, tm.tm_sec);
+	snprintf(id, sizeof(id), "%s%s", m->idstr,
+	    strcmp(qn, "active") == 0	  ? "*"
+		: strcmp(qn, "hold") == 0 ? "!"
+					  : "");
+	snprintf(line, sizeof(line), PQ_SENDER_FORMAT, id,
+	    (unsigned long long)m->size, when,
+	    m->sender != NULL && m->sender[0] != '\0'
+		? text_safe(addr, sizeof(addr), m->sender)
+		: "MAILER-DAEMON",
+	    cfg_class_name(m->cls));
 	tools_outs(line);
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		const struct queue_rcpt *r = &m->rcpts[i];
+	/* those with a reason first, as postqueue lists its defer log
+	 * before the rest */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < m->nrcpt; i++) {
+			const struct queue_rcpt *r = &m->rcpts[i];
+			const char *reason = r->reply ? r->reply : "";
+			int pad;
 
-		if (!rcpt_shown(mq, r))
-			continue;
-		snprintf(line, sizeof(line), "%*s%-9s <%s>\n", 20, "",
-		    queue_state_name(r->state), r->addr);
-		tools_outs(line);
-		if (r->reply != NULL) {
-			snprintf(line, sizeof(line), "%*s(%.200s)\n", 30, "",
-			    r->reply);
+			if (!rcpt_shown(mq, r) ||
+			    (pass == 0) != (r->reply != NULL))
+				continue;
+			if (strcmp(shown, reason) != 0) {
+				shown = reason;
+				text_safe(why, sizeof(why),
+				    reason[0] ? reason : "reason unavailable");
+				pad = 76 - (int)strlen(why);
+				snprintf(line, sizeof(line), "%*s(%s)\n",
+				    pad > 0 ? pad : 0, "", why);
+				tools_outs(line);
+			}
+			snprintf(line, sizeof(line), PQ_HEAD_FORMAT, "", "", "",
+			    text_safe(addr, sizeof(addr), r->addr));
 			tools_outs(line);
 		}
 	}
@@ -385,9 +462,14 @@ mailq_cb(const struct queue_msg *m, void *arg)
 		return true;
 	mq->nmsg++;
 	mq->bytes += m->size;
-	if (!mq->json && mq->nmsg == 1)
-		tools_outs("-Queue ID-------- --Size-- ---Arrival Time--- "
-			   "-Priority- -Sender/Recipient-------\n");
+	if (!mq->json && mq->nmsg == 1) {
+		char head[128];
+
+		snprintf(head, sizeof(head), PQ_HEAD_FORMAT,
+		    "----Queue ID-----", "--Size--", "---Arrival Time----",
+		    "--Sender/Recipient------");
+		tools_outs(head);
+	}
 	if (mq->json)
 		out_json_msg(m);
 	else
@@ -454,9 +536,10 @@ mailq_opt(void *arg, int ch, const char *optarg)
 static const struct tools_cmd mailq_cmd = {
 	"usage: relayq mailq [-c FILE] [--json] [--priority P] [--state S]\n"
 	"                    [--domain D] [--older-than INTERVAL]\n"
-	"Lists the queue, oldest first: one block per message (queue ID,\n"
-	"`!` when held, size, arrival time, priority, sender), then each\n"
-	"recipient not yet done with its state and last reason.\n"
+	"Lists the queue, oldest first, as Postfix's postqueue -p does: one\n"
+	"block per message (queue ID, `*` while in delivery, `!` when held;\n"
+	"size, arrival time, sender, then the priority class), then each\n"
+	"recipient not yet done, after a `(reason)` line.\n"
 	"  --json            one JSON object per message per line\n"
 	"  --priority P      urgent, normal, non-urgent or dsn\n"
 	"  --state S         pending, deferred, delivered, bounced or held:\n"
@@ -498,7 +581,7 @@ cmd_mailq(int argc, char **argv)
 
 			snprintf(line, sizeof(line),
 			    "-- %llu Kbytes in %llu Request%s.\n",
-			    (unsigned long long)((mq.bytes + 1023) / 1024),
+			    (unsigned long long)(mq.bytes / 1024),
 			    (unsigned long long)mq.nmsg,
 			    mq.nmsg == 1 ? "" : "s");
 			tools_outs(line);

@@ -1,15 +1,22 @@
 /*
  * cmd_summary.c - `relayq summary`: recipients not yet done by
  * destination domain x age bucket (the buckets of Postfix's qshape), and
- * messages and recipients by priority x state.
+ * messages and recipients by priority x state; `--json` prints the same
+ * as one JSON object, written by the builder the daemon's /api/summary
+ * uses (http_summary_json), so the two match.
  *
  * Public: cmd_summary().  Reads only the counts the queue keeps up to
  * date in its write transactions (never walks the messages), so it costs
- * the same for 10 messages as for 10 million.
+ * the same for 10 messages as for 10 million; --json also looks for the
+ * oldest message of each class (a walk in arrival order that stops at
+ * the first of each).
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
+#include "http.h"
 #include "queue.h"
 #include "tools.h"
 
@@ -107,28 +114,71 @@ print_row(const char *name, const uint64_t *n)
 	printf("\n");
 }
 
+/* --json: the summary as /api/summary writes it (its "daemon" null;
+ * Q NULL: no queue yet, all zeros).  Closes Q, frees CFG. */
+static int
+summary_json(struct cfg *cfg, struct queue *q, size_t top)
+{
+	struct evbuffer *b = evbuffer_new();
+	struct queue_oldest oldest;
+	enum queue_result qr = QUEUE_OK;
+	int rc;
+
+	memset(&oldest, 0, sizeof(oldest));
+	qr = http_summary_json(b, q, cfg, rq_now(), top, &oldest, SIZE_MAX);
+	queue_close(q);
+	cfg_free(cfg);
+	if (qr != QUEUE_OK) {
+		evbuffer_free(b);
+		return tools_fail(
+		    RQ_EX_TEMPFAIL, "summary", "cannot read the queue");
+	}
+	while (evbuffer_get_length(b) > 0) {
+		size_t n = evbuffer_get_contiguous_space(b);
+
+		tools_out((const char *)evbuffer_pullup(b, (ssize_t)n), n);
+		evbuffer_drain(b, n);
+	}
+	evbuffer_free(b);
+	rc = tools_out_done();
+	return rc;
+}
+
+/* Options of summary, filled by summary_opt(). */
+struct summary_args {
+	size_t top; /* domains shown */
+	bool json;
+};
+
 static const struct option summary_longopts[] = {
 	{ "top", required_argument, NULL, 't' },
+	{ "json", no_argument, NULL, 'j' },
 	{ NULL, 0, NULL, 0 },
 };
 
-/* Takes --top N into ARG, the number of domains shown. */
+/* Takes --top N or --json into ARG (a struct summary_args). */
 static int
 summary_opt(void *arg, int ch, const char *optarg)
 {
-	*(size_t *)arg = (size_t)strtoull(optarg, NULL, 10);
+	struct summary_args *a = arg;
+
+	if (ch == 'j')
+		a->json = true;
+	else
+		a->top = (size_t)strtoull(optarg, NULL, 10);
 	return RQ_EX_OK;
 }
 
 static const struct tools_cmd summary_cmd = {
-	"usage: relayq summary [-c FILE] [--top N]\n"
+	"usage: relayq summary [-c FILE] [--top N] [--json]\n"
 	"Shows the shape of the queue, as Postfix's qshape: recipients\n"
 	"not yet delivered by destination domain and age in minutes\n"
 	"(column T is the total; a column counts ages up to its label),\n"
 	"then messages and recipients by priority and state.\n"
 	"  --top N   show only the N biggest domains\n"
+	"  --json    one JSON object (as the daemon's /api/summary)\n"
 	"Exit 0; 77 not root or the queue owner; 75 queue error.\n",
-	"t:",
+	"t:j",
 	summary_longopts,
 	TOOLS_OPERANDS_NONE,
 	summary_opt,
@@ -138,6 +188,7 @@ int
 cmd_summary(int argc, char **argv)
 {
 	struct tools_opts o;
+	struct summary_args args = { SIZE_MAX, false };
 	struct shape sh;
 	struct queue_counts cn;
 	struct cfg *cfg;
@@ -147,11 +198,14 @@ cmd_summary(int argc, char **argv)
 	uint64_t tm = 0, tb = 0, ts[QUEUE_NSTATE] = { 0 };
 	int rc;
 
-	if (!tools_opts_parse(&summary_cmd, argc, argv, &top, &o))
+	if (!tools_opts_parse(&summary_cmd, argc, argv, &args, &o))
 		return o.exit_code;
+	top = args.top;
 	if ((rc = tools_queue_open("summary", o.cfg_path, true, &cfg, &q)) !=
 	    RQ_EX_OK)
 		return rc;
+	if (args.json)
+		return summary_json(cfg, q, top);
 	memset(&sh, 0, sizeof(sh));
 	memset(&cn, 0, sizeof(cn));
 	sh.now_min = rq_now() / 60;

@@ -8,18 +8,22 @@
 # libnss-wrapper gives it its Debian-exim user.  redis-server is only run
 # by the cluster tests (on 127.0.0.1, started and stopped by them): the
 # package's own service is not needed.
+# prometheus (its server
+# and promtool) and chromium (headless) are the real consumers of the
+# daemon's metrics and status page (tests/e2e/test_http_*.py).
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
  libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev libhiredis-dev
  libopendkim-dev"
 test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
+ rsyslog
  git git-email libmailtools-perl
  procps
  libidn12 libnss-wrapper
  python3-dkim
  build-essential debhelper lintian debootstrap systemd systemd-container
- redis-server"
+ redis-server prometheus chromium"
 case "${1:---test}" in
 --build) pkgs=$build_pkgs ;;
 --test) pkgs=$test_pkgs ;;

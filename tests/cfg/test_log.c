@@ -2,10 +2,13 @@
  * test_log.c - table-driven unit tests for log_line_escape(): what a log
  * line may carry of a value from outside (a file name, an address, a
  * reply, header text), and that nothing can end the line or forge
- * another.
+ * another; and for the syslog_facility names (log_facility_parse(),
+ * log_facility_name()).
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <syslog.h>
 
 #include "cfg.h"
 #include "rqtest.h"
@@ -87,10 +90,47 @@ test_all_bytes(void)
 	}
 }
 
+static const struct {
+	const char *name;
+	int code; /* -1: refused */
+} facilities[] = {
+	{ "mail", LOG_MAIL },
+	{ "MAIL", LOG_MAIL },
+	{ "daemon", LOG_DAEMON },
+	{ "user", LOG_USER },
+	{ "local0", LOG_LOCAL0 },
+	{ "local7", LOG_LOCAL7 },
+	{ "local8", -1 },
+	{ "kern", -1 },
+	{ "auth", -1 },
+	{ "", -1 },
+	{ "mai", -1 },
+	{ "mailx", -1 },
+};
+
+/* Names in, codes out, and each code's name back. */
+static void
+test_facility(void)
+{
+	for (size_t i = 0; i < sizeof(facilities) / sizeof(facilities[0]);
+	     i++) {
+		const char *n = facilities[i].name;
+		int code = log_facility_parse(n, strlen(n));
+
+		CHECK(code == facilities[i].code);
+		if (code >= 0)
+			CHECK(strcasecmp(log_facility_name(code), n) == 0);
+	}
+	/* LEN bounds the name: the first 4 bytes of "mailx" are "mail" */
+	CHECK(log_facility_parse("mailx", 4) == LOG_MAIL);
+	CHECK_STR(log_facility_name(LOG_KERN), "");
+}
+
 int
 main(void)
 {
 	test_escape();
 	test_all_bytes();
+	test_facility();
 	return rqtest_done();
 }

@@ -8,3 +8,6 @@ add_e2e(e2e_parse_harden ${CMAKE_CURRENT_SOURCE_DIR}/test_parse_harden.py
   600)
 # A file found again by a rescan while in flight is queued once (issue 11).
 add_e2e(e2e_intake_race ${CMAKE_CURRENT_SOURCE_DIR}/test_intake_race.py 300)
+# mailq in postqueue -p's layout, postqueue -j's names, delete - (issue 13,
+# item 8).
+add_e2e(e2e_mailq ${CMAKE_CURRENT_SOURCE_DIR}/test_mailq.py 180)

@@ -86,6 +86,12 @@ ERRORS = [
      "C:1: bad value for timeout.queuereturn: \"5d!\": trailing garbage"),
     ("\n\n\n[domain a.test]\nqueue_dir = /x\n",
      "C:5: queue_dir cannot be set in a [domain] section"),
+    ("syslog_facility = kern\n",
+     "C:1: bad value for syslog_facility: \"kern\": expected mail, "
+     "daemon, user or local0 to local7"),
+    ("log_file = relative.log\n",
+     "C:1: bad value for log_file: \"relative.log\": not an absolute "
+     "path"),
 ]
 
 

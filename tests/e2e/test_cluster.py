@@ -428,5 +428,55 @@ def test_password_and_checks():
             env.close()
 
 
+def test_metrics():
+    """/metrics exports the cluster's side: shared 1 and the node
+    counted while Redis answers, a token used per message under a rate,
+    the calls it sent; shared 0 and a fallback once Redis is gone.
+    relayq(8) names every relayq_cluster_* family."""
+    import httplib
+    with rqlib.Env() as base:
+        redis = cl.Redis(base)
+        sink = cl.Sink()
+        port = rqlib.free_port()
+        env = rqlib.Env(cl.node_conf(
+            "n1", sink.port, redis, "max_message_rate = 1000/s\n"
+            "http_listen = 127.0.0.1:%d\n" % port))
+        cl.drop_many(env, 20, "m")
+        p = cl.start_node(env, idle=False)
+        try:
+            rqlib.wait_for(lambda: sink.count() >= 20, 60, 0.05, "mail")
+            rqlib.wait_port(port)
+
+            def val(name):
+                return httplib.metrics(port).get((name, ()))
+            rqlib.wait_for(lambda: val("relayq_cluster_nodes") == 1, 10,
+                           0.1, "the node counted")
+            rqlib.check_eq(val("relayq_cluster_shared"), 1.0, "shared")
+            rqlib.check_eq(val("relayq_cluster_tokens_used_total"), 20.0,
+                           "a token a message")
+            rqlib.check(val("relayq_cluster_redis_calls_total") > 0,
+                        "calls counted")
+            rqlib.check_eq(val("relayq_cluster_fallbacks_total"), 0.0,
+                           "no fallback yet")
+            body = httplib.ok(port, "/metrics").decode()
+            fams = [l.split()[2] for l in body.splitlines()
+                    if l.startswith("# TYPE relayq_cluster_")]
+            rqlib.check(len(fams) == 8, "cluster families: %r" % fams)
+            with open(os.path.join(rqlib.SRC, "doc", "relayq.8")) as f:
+                man = f.read().replace("\\-", "-")
+            rqlib.check_eq([f for f in fams if f not in man], [],
+                           "relayq(8) names them")
+            redis.kill(signal.SIGKILL)
+            rqlib.wait_for(lambda: val("relayq_cluster_shared") == 0, 10,
+                           0.1, "shared 0 without Redis")
+            rqlib.check_eq(val("relayq_cluster_fallbacks_total"), 1.0,
+                           "one fallback")
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+            sink.stop()
+            env.close()
+
+
 if __name__ == "__main__":
     rqlib.main(globals())

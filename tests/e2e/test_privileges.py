@@ -290,7 +290,8 @@ def test_private_spool():
         run_idle(e, rc=0)
         check_eq(os.listdir(inc), [], "incoming/ taken")
         out = e.run("mailq", check_rc=0).stdout.decode()
-        check("<alice@relayq.test>" in out, out)
+        # postqueue -p's sender field: the address, no brackets
+        check(re.search(r" alice@relayq\.test normal$", out, re.M), out)
         check_eq(len(mailq_ids(e)), 2, "queued")
         check_eq(os.listdir(os.path.join(e.spool, "bad")), [], "bad/")
 

@@ -203,7 +203,10 @@ def test_commands():
         for i in ids:
             check(i in out, "mailq lists %s" % i)
         check(re.search(r"-- \d+ Kbytes in 3 Requests\.", out), out)
-        check("deferred" in out and "(" in out, "state and reason")
+        # postqueue -p's layout: a (reason) line, recipients indented
+        check(re.search(r"^ +\(.+\)$", out, re.M), "reason line: " + out)
+        check(re.search(r"^ {47}r0@b\.test$", out, re.M),
+              "recipient indented: " + out)
         # hold: ! in mailq, held in JSON, --state held
         env.run("hold", ids[0], check_rc=0)
         out = env.run("mailq", check_rc=0).stdout.decode()

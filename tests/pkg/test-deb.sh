@@ -441,6 +441,16 @@ read -r soft hard _ < <(in_box sh -c "sed -n 's/^Max open files *//p' \
 echo "open files: soft $soft = hard $hard"
 journal() { in_box journalctl -u relayq --no-pager -o cat; }
 journal | grep -E "cannot raise|repaired|warning" && fail "warnings at start"
+# through syslog (issue 13): facility mail (2), its component's identity,
+# one header (none of relayq's own in the text)
+mail_started() {
+	in_box journalctl --no-pager SYSLOG_FACILITY=2 \
+	    SYSLOG_IDENTIFIER=relayq/relayq -o cat | grep -q "daemon started"
+}
+wait_for 15 "'daemon started' of relayq/relayq, facility mail, in the journal" \
+    mail_started
+journal | grep -E "^[A-Z][a-z]{2} [ 0-9][0-9] [0-9:]{8} " &&
+    fail "lines stamped twice in the journal"
 
 step "through the hardened unit: reload, mail to the sink"
 port=$(free_port)

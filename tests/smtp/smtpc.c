@@ -363,7 +363,7 @@ main(int argc, char **argv)
 		cfg_free(cfg);
 		return 78;
 	}
-	log_open(NULL, "smtpc");
+	log_host_set("smtpc"); /* to standard error */
 	{
 		struct rlimit rl;
 
