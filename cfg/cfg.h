@@ -109,6 +109,22 @@ enum cfg_key {
 	CFG_TLS_FINGERPRINT,
 	CFG_SENDER_RELAYHOST,
 	CFG_FALLBACK_RELAY,
+	/* cluster: limits and host status shared through Redis
+	 * (cfg_cluster.c checks the values, cluster/ uses them) */
+	CFG_CLUSTER_REDIS,
+	CFG_CLUSTER_PASSWORD,
+	CFG_CLUSTER_NAME,
+	CFG_CLUSTER_NODE,
+	CFG_CLUSTER_LEASE_TIME,
+	CFG_CLUSTER_FALLBACK,
+	/* the machine's own mail (issue 13): identity, aliases, sender
+	 * rewriting (cfg_ident.c, cfg_files.c) */
+	CFG_ORIGIN,
+	CFG_HELO_NAME,
+	CFG_POSTMASTER,
+	CFG_ALIAS_FILE,
+	CFG_LOCAL_FALLBACK,
+	CFG_SENDER_MAP,
 	CFG_NKEYS
 };
 
@@ -337,6 +353,39 @@ int cfg_hostport_parse(
 /* Formats HP as written ("[host]:port", "host"), into BUF. */
 void cfg_hostport_format(const struct cfg_hostport *hp, char *buf, size_t len);
 
+/* ---- the machine's own mail: identity, aliases, sender map ----
+ * (cfg_ident.c derives hostname, origin, helo_name, postmaster and
+ * alias_file where the config leaves them unset; cfg_files.c reads
+ * alias_file and sender_map) */
+
+struct mail_local; /* mail.h */
+
+/*
+ * The rules intake applies to addresses (origin, hostname,
+ * local_fallback, and once cfg_files_load() or cfg_local_load() read
+ * them the alias table and the sender map), by reference: they stay
+ * valid after the cfg is freed until cfg_local_release(), from any
+ * thread (intake's readers across a reload).
+ */
+struct cfg_local;
+struct cfg_local *cfg_local_hold(const struct cfg *);
+void cfg_local_release(struct cfg_local *);
+const struct mail_local *cfg_local_rules(const struct cfg_local *);
+/* The same rules, valid as long as the cfg. */
+const struct mail_local *cfg_mail_local(const struct cfg *);
+
+/*
+ * Reads alias_file and sender_map alone, with the checks and errors of
+ * cfg_files_load() (for `sendmail -bv`, `-bi` and newaliases, which any
+ * user may run).  Call it before the cfg is shared.
+ */
+enum cfg_result cfg_local_load(struct cfg *, char *err, size_t errlen);
+
+/* The warnings of the alias file read ("FILE:LINE: ..." for |command,
+ * /file and :include: entries, which relayq skips, and names given
+ * twice); N into *N. */
+const char *const *cfg_alias_warnings(const struct cfg *, size_t *n);
+
 /* The name of a class ("urgent", "normal", "non-urgent", "dsn"). */
 const char *cfg_class_name(enum cfg_class);
 
@@ -357,6 +406,33 @@ int cfg_interval_parse(const char *s, size_t len, int64_t defunit,
 
 /* Formats seconds back as the shortest interval ("1d2h"). */
 void cfg_interval_format(int64_t secs, char *buf, size_t len);
+
+/* ---- cluster: limits shared through Redis (cfg_cluster.c) ---- */
+
+/* cluster_redis parsed: an IP address and port, or a unix socket. */
+struct cfg_redis_addr {
+	bool unix_socket;
+	char ip[46]; /* numeric, never a name */
+	uint16_t port;
+	char path[108]; /* sun_path */
+};
+
+/* Parses cluster_redis (`IP:port`, `[IPv6]:port` or `unix:/path`; no
+ * host names) into OUT; 0, or -1 with *WHY (also for ""). */
+int cfg_redis_addr_parse(
+    const char *s, size_t len, struct cfg_redis_addr *out, const char **why);
+
+/* What a node does while Redis is unreachable (cluster_fallback). */
+enum cfg_cluster_fallback {
+	CFG_CLUSTER_SHARE = 0, /* limit / live nodes, at least 1 */
+	CFG_CLUSTER_LOCAL, /* the full limits, as a lone node */
+	CFG_CLUSTER_HOLD, /* no new connections */
+};
+enum cfg_cluster_fallback cfg_cluster_fallback(const struct cfg *);
+
+/* The Redis password read from cluster_password by cfg_files_load()
+ * (secret memory, cleansed with the cfg), or NULL: none. */
+const char *cfg_cluster_password(const struct cfg *);
 
 /* ---- shared helpers: logging ---- */
 

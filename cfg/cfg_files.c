@@ -1,12 +1,16 @@
 /*
  * cfg_files.c - the files a config names for the daemon: auth_file (the
  * credentials, in Postfix's sasl_passwd shape), sender_relayhost (routes
- * by envelope sender) and each scope's tls_cert_file / tls_key_file.
+ * by envelope sender), each scope's tls_cert_file / tls_key_file, the
+ * Redis password of cluster_password, and the local-mail tables
+ * alias_file (aliases(5)) and sender_map (parsed by cfg/mail_alias.c
+ * and cfg/mail_map.c; cfg_local_load() reads these two alone, for
+ * sendmail -bv/-bi).
  * cfg_route.c answers the questions about them (which credentials, which
  * route); this file reads, checks and parses them.
  *
- * Public: cfg_files_load(), cfg_auth_entries(), cfg_tls_client_cert(),
- * cfg_tls_client_certs().
+ * Public: cfg_files_load(), cfg_local_load(), cfg_auth_entries(),
+ * cfg_tls_client_cert(), cfg_tls_client_certs().
  * cfg-private: cfg_files_free(), cfg_auth_parse(), cfg_auth_table_free(),
  * cfg_sender_map_parse(), cfg_files_sender_key(); the parsers are pure
  * functions over a buffer (unit-tested and fuzzed).
@@ -15,9 +19,9 @@
  * only ever in memory from secret_alloc(): excluded from core dumps
  * (MADV_DONTDUMP) and zeroed before it is unmapped; an error message
  * names the file and line and at most the DESTINATION, never the rest
- * of a line of auth_file; auth_file is refused unless it is a regular
- * file owned by root or the daemon's user and neither readable nor
- * writable by group or others.
+ * of a line of auth_file; auth_file and cluster_password are refused
+ * unless each is a regular file owned by root or the daemon's user and
+ * neither readable nor writable by group or others.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -497,8 +501,8 @@ enum file_check {
 	FC_NONE, /* a certificate: only readable */
 	FC_SECRET, /* auth_file: owner root or the daemon's, mode 0600 */
 	FC_KEY, /* a private key: no access for others */
-	FC_TABLE, /* sender_relayhost: owner root or the daemon's, not
-		     writable by group or others */
+	FC_TABLE, /* sender_relayhost, alias_file, sender_map: owner root
+		     or the daemon's, not writable by group or others */
 };
 
 /* The uid the daemon runs as: `user` when started as root, else ours. */
@@ -708,6 +712,84 @@ pem_load(struct cfg *cfg, struct cfg_files *f, struct cfg_scope *sc, char *err,
 	return CFG_OK;
 }
 
+/* Reads cluster_password into F: its first line, with auth_file's
+ * rules (a secret). */
+static enum cfg_result
+cluster_password_load(
+    struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
+{
+	const char *path = cfg_str(&cfg->global, CFG_CLUSTER_PASSWORD);
+	int line = cfg_line(cfg, &cfg->global, CFG_CLUSTER_PASSWORD);
+	char *buf;
+	size_t len, n;
+
+	if (path[0] == '\0')
+		return CFG_OK;
+	buf = file_read(cfg, f, path, CFG_CLUSTER_PASSWORD, line, FC_SECRET,
+	    &len, err, errlen);
+	if (buf == NULL)
+		return CFG_ERR_FILE;
+	for (n = 0; n < len && buf[n] != '\n' && buf[n] != '\r'; n++)
+		if (buf[n] == '\0')
+			break;
+	rq_cleanse(buf + n, len - n); /* the rest is not the password */
+	if (n == 0)
+		return ferr(err, errlen, cfg->path, line,
+		    "cluster_password %s: the first line is empty", path);
+	f->cluster_password = buf;
+	return CFG_OK;
+}
+
+/* Reads table KEY (alias_file or sender_map) into a buffer; *BUF NULL
+ * when the key is empty. */
+static enum cfg_result
+table_read(struct cfg *cfg, enum cfg_key k, char **buf, size_t *len, char *err,
+    size_t errlen)
+{
+	const char *path = cfg_str(&cfg->global, k);
+
+	*buf = NULL;
+	*len = 0;
+	if (path[0] == '\0')
+		return CFG_OK;
+	*buf = file_read(cfg, NULL, path, k, cfg_line(cfg, &cfg->global, k),
+	    FC_TABLE, len, err, errlen);
+	return *buf != NULL ? CFG_OK : CFG_ERR_FILE;
+}
+
+/* Reads alias_file and sender_map into the cfg's local-mail rules. */
+enum cfg_result
+cfg_local_load(struct cfg *cfg, char *err, size_t errlen)
+{
+	struct mail_aliases *aliases = NULL;
+	struct mail_map *map = NULL;
+	char *buf;
+	size_t len;
+	enum cfg_result r;
+
+	r = table_read(cfg, CFG_ALIAS_FILE, &buf, &len, err, errlen);
+	if (r == CFG_OK && buf != NULL) {
+		if (mail_aliases_parse(cfg_str(&cfg->global, CFG_ALIAS_FILE),
+			buf, len, &aliases, err, errlen) != MAIL_TABLE_OK)
+			r = CFG_ERR_SYNTAX;
+		free(buf);
+	}
+	if (r == CFG_OK)
+		r = table_read(cfg, CFG_SENDER_MAP, &buf, &len, err, errlen);
+	if (r == CFG_OK && buf != NULL) {
+		if (mail_map_parse(cfg_str(&cfg->global, CFG_SENDER_MAP), buf,
+			len, &map, err, errlen) != MAIL_TABLE_OK)
+			r = CFG_ERR_SYNTAX;
+		free(buf);
+	}
+	if (r != CFG_OK) {
+		mail_aliases_free(aliases);
+		return r;
+	}
+	cfg_local_set(cfg, aliases, map);
+	return CFG_OK;
+}
+
 enum cfg_result
 cfg_files_load(struct cfg *cfg, char *err, size_t errlen)
 {
@@ -722,9 +804,13 @@ cfg_files_load(struct cfg *cfg, char *err, size_t errlen)
 	if (r == CFG_OK)
 		r = senders_load(cfg, f, err, errlen);
 	if (r == CFG_OK)
+		r = cluster_password_load(cfg, f, err, errlen);
+	if (r == CFG_OK)
 		r = pem_load(cfg, f, &cfg->global, err, errlen);
 	for (size_t i = 0; r == CFG_OK && i < cfg->ndomains; i++)
 		r = pem_load(cfg, f, cfg->domains[i], err, errlen);
+	if (r == CFG_OK)
+		r = cfg_local_load(cfg, err, errlen);
 	return r;
 }
 

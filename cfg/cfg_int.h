@@ -6,6 +6,7 @@
 #define RELAYQ_CFG_INT_H
 
 #include "cfg.h"
+#include "mail.h"
 
 enum cfg_type {
 	CT_STR, /* free text */
@@ -71,7 +72,29 @@ struct cfg {
 	void **allocs; /* everything to free with the cfg */
 	size_t nallocs, aallocs;
 	struct cfg_files *files; /* cfg_files_load(): tables and secrets */
+	struct cfg_local *local; /* local-mail rules (cfg_ident.c) */
 };
+
+/* The local-mail rules: immutable, freed with the last reference. */
+struct cfg_local {
+	int refs; /* atomic */
+	char *origin, *hostname, *fallback;
+	struct mail_aliases *aliases; /* NULL: none */
+	struct mail_map *map; /* NULL: none */
+	struct mail_local ml; /* points at the above */
+};
+
+/* Derived identity (cfg_ident.c): the global keys after the global
+ * scope is resolved, the [domain] scopes' helo_name and the rules
+ * without tables once every scope is. */
+void cfg_ident_resolve(struct cfg *);
+void cfg_ident_scopes(struct cfg *);
+/* Gives the cfg new local-mail rules with these tables (owned). */
+void cfg_local_set(struct cfg *, struct mail_aliases *, struct mail_map *);
+/* The checks of origin, helo_name, postmaster and local_fallback. */
+int cfg_ident_check_domain(const char *s, size_t len, const char **why);
+int cfg_ident_check_helo(const char *s, size_t len, const char **why);
+int cfg_ident_check_addr(const char *s, size_t len, const char **why);
 
 /* Parses TEXT as a value of DEF; 0 or -1 with *why a static message. */
 int cfg_value_parse(struct cfg *, const struct cfg_def *, const char *text,
@@ -100,6 +123,7 @@ struct cfg_files {
 	void **secret;
 	size_t *secretlen;
 	size_t nsecret;
+	const char *cluster_password; /* in secret memory, or NULL */
 };
 
 /* Frees what cfg_files_load() made, cleansing the secrets. */
@@ -133,5 +157,11 @@ void cfg_route_dump(
  * 0, or -1 with *why (cfg_route.c). */
 extern int (*const cfg_checks[CFG_NKEYS])(
     const char *s, size_t len, const char **why);
+
+/* The value checks of the cluster keys (cfg_cluster.c), for
+ * cfg_checks: 0, or -1 with *why. */
+int cfg_cluster_check_redis(const char *s, size_t len, const char **why);
+int cfg_cluster_check_name(const char *s, size_t len, const char **why);
+int cfg_cluster_check_fallback(const char *s, size_t len, const char **why);
 
 #endif

@@ -467,17 +467,8 @@ cfg_parse_buf(const char *name, const char *buf, size_t len, struct cfg **out,
 		qsort(cfg->domains, cfg->ndomains, sizeof(*cfg->domains),
 		    scope_cmp);
 	resolve(cfg, &cfg->global);
-	if (cfg->global.eff[CFG_HOSTNAME][0][0].s[0] == '\0') {
-		char host[256];
-
-		if (gethostname(host, sizeof(host)) != 0)
-			strcpy(host, "localhost");
-		host[sizeof(host) - 1] = '\0';
-		for (int c = 0; c < CFG_NCLASS; c++)
-			for (int f = 0; f < 2; f++)
-				cfg->global.eff[CFG_HOSTNAME][c][f].s =
-				    cfg_keep(cfg, xstrdup(host));
-	}
+	/* hostname, origin, postmaster, alias_file, helo_name derived */
+	cfg_ident_resolve(cfg);
 	if (cfg->global.eff[CFG_RETRY_MAX][0][0].i <
 	    cfg->global.eff[CFG_RETRY_MIN][0][0].i) {
 		p.line = 0;
@@ -489,6 +480,7 @@ cfg_parse_buf(const char *name, const char *buf, size_t len, struct cfg **out,
 		goto fail;
 	for (size_t i = 0; i < cfg->ndomains; i++)
 		resolve(cfg, cfg->domains[i]);
+	cfg_ident_scopes(cfg);
 	*out = cfg;
 	return CFG_OK;
 fail:
@@ -546,6 +538,7 @@ cfg_free(struct cfg *cfg)
 	if (cfg == NULL)
 		return;
 	cfg_files_free(cfg->files);
+	cfg_local_release(cfg->local);
 	for (size_t i = 0; i < cfg->nallocs; i++)
 		free(cfg->allocs[i]);
 	for (size_t i = 0; i < cfg->ndomains; i++) {

@@ -172,6 +172,15 @@ int (*const cfg_checks[CFG_NKEYS])(const char *, size_t, const char **) = {
 	[CFG_AUTH_MECHANISMS] = check_mechanisms,
 	[CFG_TLS_FINGERPRINT] = check_fingerprints,
 	[CFG_FALLBACK_RELAY] = check_relays,
+	/* cluster (cfg_cluster.c) */
+	[CFG_CLUSTER_REDIS] = cfg_cluster_check_redis,
+	[CFG_CLUSTER_NAME] = cfg_cluster_check_name,
+	[CFG_CLUSTER_NODE] = cfg_cluster_check_name,
+	[CFG_CLUSTER_FALLBACK] = cfg_cluster_check_fallback,
+	[CFG_ORIGIN] = cfg_ident_check_domain,
+	[CFG_HELO_NAME] = cfg_ident_check_helo,
+	[CFG_POSTMASTER] = cfg_ident_check_addr,
+	[CFG_LOCAL_FALLBACK] = cfg_ident_check_addr,
 };
 
 size_t

@@ -30,7 +30,7 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	[CFG_QUEUE_DIR] = { "queue_dir", CT_PATH, "/var/lib/relayq", 0, 0, 0, 0,
 	    NOCLS, NULL, "the LMDB environment" },
 	[CFG_HOSTNAME] = { "hostname", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
-	    "HELO name and DSN reporting MTA; empty: the host's name" },
+	    "HELO name and DSN reporting MTA; empty: the host's FQDN" },
 	[CFG_LOG_FILE] = { "log_file", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
 	    "delivery log file; empty: standard error" },
 	[CFG_USER] = { "user", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
@@ -155,4 +155,39 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    NOCLS, NULL, "routes by sender: SENDER [host]:port" },
 	[CFG_FALLBACK_RELAY] = { "fallback_relay", CT_STR, "", 0, 0, 0, DOM,
 	    NOCLS, NULL, "relays tried when the destination is unreachable" },
+
+	/* cluster (issue 16): cfg_cluster.c checks the values, cfg_files.c
+	 * reads the password, cluster/ shares the limits */
+	[CFG_CLUSTER_REDIS] = { "cluster_redis", CT_STR, "", 0, 0, 0, 0, NOCLS,
+	    NULL, "Redis of the cluster: IP:port or unix:/path; empty: alone" },
+	[CFG_CLUSTER_PASSWORD] = { "cluster_password", CT_PATH, "", 0, 0, 0, 0,
+	    NOCLS, NULL, "file holding the Redis password (mode 0600)" },
+	[CFG_CLUSTER_NAME] = { "cluster_name", CT_STR, "relayq", 0, 0, 0, 0,
+	    NOCLS, NULL, "the cluster's Redis key prefix" },
+	[CFG_CLUSTER_NODE] = { "cluster_node", CT_STR, "", 0, 0, 0, 0, NOCLS,
+	    NULL, "this node's name in the cluster; empty: the host name" },
+	[CFG_CLUSTER_LEASE_TIME] = { "cluster_lease_time", CT_TIME, "30s",
+	    3 * S, 1 * HOUR, S, 0, NOCLS, NULL,
+	    "a dead node's connection slots are free again after this" },
+	[CFG_CLUSTER_FALLBACK] = { "cluster_fallback", CT_STR, "share", 0, 0, 0,
+	    0, NOCLS, NULL,
+	    "while Redis is unreachable: share, local or hold" },
+	/* the machine's own mail (issue 13): cfg_ident.c derives the
+	 * identity left unset, cfg_files.c reads the tables */
+	[CFG_ORIGIN] = { "origin", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "domain of unqualified addresses and of MAILER-DAEMON; empty: "
+	    "/etc/mailname, else hostname" },
+	[CFG_HELO_NAME] = { "helo_name", CT_STR, "", 0, 0, 0, DOM, NOCLS, NULL,
+	    "what EHLO/HELO says; empty: hostname" },
+	[CFG_POSTMASTER] = { "postmaster", CT_STR, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "where notify_postmaster copies go; empty: postmaster@origin" },
+	[CFG_ALIAS_FILE] = { "alias_file", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "aliases(5) for local recipients; unset: /etc/aliases if it "
+	    "exists; empty: none" },
+	[CFG_LOCAL_FALLBACK] = { "local_fallback", CT_STR, "", 0, 0, 0, 0,
+	    NOCLS, NULL,
+	    "where local mail without an alias goes; empty: NAME@origin" },
+	[CFG_SENDER_MAP] = { "sender_map", CT_PATH, "", 0, 0, 0, 0, NOCLS, NULL,
+	    "rewrites the envelope sender and From/Sender/Reply-To/"
+	    "Return-Path: KEY ADDRESS lines" },
 };

@@ -102,6 +102,23 @@ enum mail_addr_result mail_addrlist_parse(const char *s, size_t len,
     const struct mail_addr_syntax *syn, mail_addr_fn *fn, void *arg,
     struct mail_addr_error *err);
 
+/* As mail_addr_fn, and where the address is written in the input: its
+ * addr-spec is S[OFF, OFF+LEN) (the local part alone when it was
+ * qualified; LEN 0 for the null sender).  Comments or folding inside
+ * an addr-spec are inside the span. */
+typedef enum mail_addr_result
+mail_addr_span_fn(void *arg, const char *addr, size_t off, size_t len);
+
+/* As mail_addrlist_parse(), with the span of each address (intake's
+ * edits of the addresses in a header field). */
+enum mail_addr_result mail_addrlist_spans(const char *s, size_t len,
+    const struct mail_addr_syntax *syn, mail_addr_span_fn *fn, void *arg,
+    struct mail_addr_error *err);
+
+/* The offset of the '@' between address ADDR's local part and its
+ * domain (the first outside a quoted string), or strlen(ADDR). */
+size_t mail_addr_at(const char *addr);
+
 /* A set of addresses as SMTP compares them (local part exactly, domain
  * in any case: RFC 5321 2.4), in the order added, with a hash index. */
 struct mail_addr_set {
@@ -181,5 +198,140 @@ mail_field_is(const char *name, size_t n, const char *want)
  * "From " separator: "From " not followed by blanks and a ':' (that is
  * a From: field). */
 bool mail_mbox_from_is(const char *line, size_t len);
+
+/* ---- local mail: aliases(5) and the sender map ----
+ *
+ * mail_alias.c and mail_map.c.  Both tables are parsed once from a file's text (pure parsers, fuzzed)
+ * into an immutable table the caller frees; errors are "NAME:LINE:
+ * message".  What intake does with them is in struct mail_local.
+ */
+
+enum mail_table_result {
+	MAIL_TABLE_OK = 0,
+	MAIL_TABLE_BAD, /* ERR says "NAME:LINE: what is wrong" */
+};
+
+/* Names followed from one recipient before the last is taken as it is
+ * (sendmail stops at 10), names looked at, and addresses one recipient
+ * expands to, at most. */
+#define MAIL_ALIAS_DEPTH 16
+#define MAIL_ALIAS_NODES 10000
+#define MAIL_ALIAS_FANOUT 10000
+
+/* What an alias target is. */
+enum mail_alias_kind {
+	MAIL_ALIAS_ADDR, /* an address with a domain (a local one is
+			    expanded again) */
+	MAIL_ALIAS_LOCAL, /* a local name, expanded again */
+	MAIL_ALIAS_VERBATIM, /* \name: a local name not expanded again */
+	MAIL_ALIAS_SKIP, /* |command, /file, :include:: not for relayq */
+};
+
+struct mail_alias_target {
+	enum mail_alias_kind kind;
+	/* ADDR: the address (no <>); LOCAL, VERBATIM: the name as
+	 * written (VERBATIM without its backslash); SKIP: the entry as
+	 * written */
+	char *text;
+};
+
+struct mail_alias {
+	char *name; /* lowercase, unquoted: the lookup key */
+	int line;
+	struct mail_alias_target *t;
+	size_t n;
+};
+
+/* An aliases(5) file, parsed. */
+struct mail_aliases {
+	struct mail_alias *v; /* sorted by name, one per name */
+	size_t n;
+	/* "NAME:LINE: ..." for what is read but not used: |command,
+	 * /file and :include: entries, a name given again (the first
+	 * wins, as Postfix's postalias) */
+	char **warn;
+	size_t nwarn;
+};
+
+/*
+ * Parses aliases(5) text BUF of LEN bytes (NAME for errors): "name:
+ * target, target" logical lines (a line that starts with a blank
+ * continues the one before; blank lines and lines starting with '#'
+ * are skipped); a name may be quoted; targets are separated by commas
+ * outside quotes, angle brackets and comments.  *OUT is freed with
+ * mail_aliases_free().
+ */
+enum mail_table_result mail_aliases_parse(const char *name, const char *buf,
+    size_t len, struct mail_aliases **out, char *err, size_t errlen);
+void mail_aliases_free(struct mail_aliases *);
+/* The alias of local part LOCAL (N bytes; quotes removed, any case), or
+ * NULL. */
+const struct mail_alias *
+mail_aliases_find(const struct mail_aliases *, const char *local, size_t n);
+
+/* One line of a sender map: KEY is "user@domain", "user" or "@domain"
+ * (lowercase), VALUE an address or "@domain" (the user kept). */
+struct mail_map_entry {
+	char *key;
+	char *value;
+	int line;
+};
+struct mail_map {
+	struct mail_map_entry *v; /* sorted by key */
+	size_t n;
+};
+
+/*
+ * Parses a sender map (Postfix's smtp_generic_maps shape: "KEY VALUE" a
+ * line, blank lines and '#' comments skipped; a key given twice is an
+ * error).  *OUT is freed with mail_map_free().
+ */
+enum mail_table_result mail_map_parse(const char *name, const char *buf,
+    size_t len, struct mail_map **out, char *err, size_t errlen);
+void mail_map_free(struct mail_map *);
+
+/* What is local mail and what happens to it (intake, sendmail -bv). */
+struct mail_local {
+	const char *origin; /* added to unqualified addresses */
+	const char *hostname; /* its domain is local too, as localhost */
+	const struct mail_aliases *aliases; /* NULL: none */
+	const char *fallback; /* local_fallback; NULL or "": none */
+	const struct mail_map *sender_map; /* NULL: none */
+};
+
+/* True if address ADDR (qualified) is local mail: its domain is
+ * origin, hostname or localhost, in any case. */
+bool mail_local_is(const struct mail_local *, const char *addr);
+
+/* What an expansion met besides the addresses it handed on. */
+struct mail_expand_info {
+	size_t skipped; /* |command, /file, :include: targets */
+	size_t loops; /* names reached again (they add nothing) */
+	bool empty; /* nothing but those: the name went to the fallback */
+};
+
+/*
+ * Hands FN each address recipient ADDR (qualified) is delivered to: ADDR
+ * itself unless it is local mail; else its local part's alias, expanded
+ * again for each local target (a name reached again adds nothing, as in
+ * sendmail; after MAIL_ALIAS_DEPTH names the last is taken as it is);
+ * a local name without an alias goes to the fallback, else to
+ * NAME@origin.  An expansion that yields nothing (loops, skipped
+ * targets) hands on the fallback or ADDR's NAME@origin: no mail is
+ * dropped.  Returns MAIL_ADDR_OK, what FN returned when it was not OK,
+ * or MAIL_ADDR_TOOMANY past MAIL_ALIAS_FANOUT addresses or
+ * MAIL_ALIAS_NODES names.  INFO may be NULL.
+ */
+enum mail_addr_result
+mail_alias_expand(const struct mail_local *, const char *addr, mail_addr_fn *fn,
+    void *arg, struct mail_expand_info *info);
+
+/*
+ * The sender map's address for ADDR (qualified): the value of
+ * "user@domain", else of "user" when ADDR is local mail, else of
+ * "@domain"; a value "@domain" keeps ADDR's user.  A malloc'd string,
+ * or NULL when no key matches (or there is no map).
+ */
+char *mail_map_rewrite(const struct mail_local *, const char *addr);
 
 #endif

@@ -4,8 +4,9 @@
  * X-Sender: and X-Receiver: with it (queue_parse.c); `relayq send` its
  * recipient arguments, -f and the fields of -t (tools/cmd_send.c).
  *
- * Public: mail_addrlist_parse(), mail_addr_set_put(),
- * mail_addr_set_free().
+ * Public: mail_addrlist_parse(), mail_addrlist_spans() (where each
+ * address is written, for the header edits of intake), mail_addr_at(),
+ * mail_addr_set_put(), mail_addr_set_free().
  *
  * The grammar: a list of items separated by commas; an item is a
  * mailbox ([display name] <[@route:] addr-spec>, or a bare addr-spec) or
@@ -268,7 +269,20 @@ struct abuf {
 	bool at_found;
 	size_t at_off;
 	bool in_quote, escaped; /* LAX_QUOTES: the scan so far */
+	/* where its addr-spec is written in the input: from the first
+	 * token of its local part to the last of its domain (of the local
+	 * part when it was qualified) */
+	const char *sp, *ep;
 };
+
+/* Notes token T as part of the addr-spec being read into B. */
+static void
+abuf_span(struct abuf *b, struct tok t)
+{
+	if (b->sp == NULL)
+		b->sp = t.p;
+	b->ep = t.p + t.n;
+}
 
 /* With LAX_QUOTES: follows quotes and escapes in the text as it is
  * built, to find its first '@' outside quotes. */
@@ -362,6 +376,7 @@ local_scan(struct lex *lx, struct abuf *b, struct local_scan *ls)
 			return false;
 		}
 		t = lex_next(lx);
+		abuf_span(b, t);
 		dot = tok_is(t, '.');
 		if ((!dot && ls->words > 0 && !ls->dot_last) ||
 		    (dot && strict && ls->words == 0) ||
@@ -396,6 +411,7 @@ domain_parse(struct lex *lx, struct abuf *b)
 	struct tok t = lex_next(lx);
 	const char *end;
 
+	abuf_span(b, t);
 	if (t.type == T_DOMLIT)
 		return abuf_cat(b, t.p, t.n, lax);
 	if (t.type != T_ATOM || !abuf_cat(b, t.p, t.n, lax))
@@ -406,6 +422,7 @@ domain_parse(struct lex *lx, struct abuf *b)
 			break;
 		lex_next(lx);
 		t = lex_next(lx);
+		abuf_span(b, t);
 		if (t.type != T_ATOM || (solid && t.p != end + 1) ||
 		    !abuf_cat(b, ".", 1, lax) || !abuf_cat(b, t.p, t.n, lax))
 			return false;
@@ -519,14 +536,34 @@ item_is_group(const struct lex *lx)
 	}
 }
 
-/* Checks the address in B and hands it to FN; an empty B is the null
+/* Where the addresses go: FN, or SPAN_FN with where each is written. */
+struct emit {
+	mail_addr_fn *fn;
+	mail_addr_span_fn *span_fn;
+	void *arg;
+	const char *s; /* the input, for offsets */
+};
+
+/* Hands address A (built in B) to E's callback. */
+static enum mail_addr_result
+emit_call(const struct emit *e, const struct abuf *b, const char *a)
+{
+	if (e->span_fn == NULL)
+		return e->fn(e->arg, a);
+	if (b->sp == NULL)
+		return e->span_fn(e->arg, a, 0, 0);
+	return e->span_fn(
+	    e->arg, a, (size_t)(b->sp - e->s), (size_t)(b->ep - b->sp));
+}
+
+/* Checks the address in B and hands it on; an empty B is the null
  * sender. */
 static enum mail_addr_result
 addr_emit(const struct abuf *b, const struct mail_addr_syntax *syn,
-    mail_addr_fn *fn, void *arg, struct mail_addr_error *err)
+    const struct emit *e, struct mail_addr_error *err)
 {
 	if (b->want == 0)
-		return fn(arg, "");
+		return emit_call(e, b, "");
 	if (b->want > syn->max_len) {
 		err->len = b->want;
 		err->local = abuf_local_len(b);
@@ -536,23 +573,25 @@ addr_emit(const struct abuf *b, const struct mail_addr_syntax *syn,
 		err->why = "CR/LF/NUL in an address";
 		return MAIL_ADDR_BAD;
 	}
-	return fn(arg, b->a);
+	return emit_call(e, b, b->a);
 }
 
 /* Parses the one mailbox (or none) of MAIL_ADDR_ONE. */
 static enum mail_addr_result
-one_parse(struct lex *lx, const struct mail_addr_syntax *syn, mail_addr_fn *fn,
-    void *arg, struct mail_addr_error *err)
+one_parse(struct lex *lx, const struct mail_addr_syntax *syn,
+    const struct emit *e, struct mail_addr_error *err)
 {
 	struct abuf b;
 	bool group;
 
-	if (lex_peek(lx).type == T_END)
-		return fn(arg, "");
+	if (lex_peek(lx).type == T_END) {
+		memset(&b, 0, sizeof(b));
+		return emit_call(e, &b, "");
+	}
 	if (!mailbox_parse(lx, syn, &b, false, &group) ||
 	    lex_peek(lx).type != T_END)
 		return MAIL_ADDR_BAD;
-	return addr_emit(&b, syn, fn, arg, err);
+	return addr_emit(&b, syn, e, err);
 }
 
 /*
@@ -560,8 +599,8 @@ one_parse(struct lex *lx, const struct mail_addr_syntax *syn, mail_addr_fn *fn,
  * loop (in_group), since groups do not nest.
  */
 static enum mail_addr_result
-list_parse(struct lex *lx, const struct mail_addr_syntax *syn, mail_addr_fn *fn,
-    void *arg, struct mail_addr_error *err)
+list_parse(struct lex *lx, const struct mail_addr_syntax *syn,
+    const struct emit *e, struct mail_addr_error *err)
 {
 	bool flat = (syn->flags & MAIL_ADDR_FLAT_GROUPS) != 0;
 	bool in_group = false;
@@ -603,7 +642,7 @@ list_parse(struct lex *lx, const struct mail_addr_syntax *syn, mail_addr_fn *fn,
 			in_group = true;
 			continue;
 		}
-		if ((r = addr_emit(&b, syn, fn, arg, err)) != MAIL_ADDR_OK)
+		if ((r = addr_emit(&b, syn, e, err)) != MAIL_ADDR_OK)
 			return r;
 		if (in_group && !flat)
 			continue; /* members may follow each other */
@@ -615,11 +654,10 @@ list_parse(struct lex *lx, const struct mail_addr_syntax *syn, mail_addr_fn *fn,
 	}
 }
 
-/* Parses an address list; see mail.h. */
-enum mail_addr_result
-mail_addrlist_parse(const char *s, size_t len,
-    const struct mail_addr_syntax *syn, mail_addr_fn *fn, void *arg,
-    struct mail_addr_error *err)
+/* Parses an address list for emitter E. */
+static enum mail_addr_result
+addrlist_parse(const char *s, size_t len, const struct mail_addr_syntax *syn,
+    const struct emit *e, struct mail_addr_error *err)
 {
 	struct lex lx = { s, len, 0, syn->flags, NULL, false,
 		{ T_END, NULL, 0 } };
@@ -629,20 +667,42 @@ mail_addrlist_parse(const char *s, size_t len,
 	if ((syn->flags & MAIL_ADDR_LEX_FIRST) && !lex_check_all(&lx))
 		r = MAIL_ADDR_BAD;
 	else if (syn->flags & MAIL_ADDR_ONE)
-		r = one_parse(&lx, syn, fn, arg, err);
+		r = one_parse(&lx, syn, e, err);
 	else
-		r = list_parse(&lx, syn, fn, arg, err);
+		r = list_parse(&lx, syn, e, err);
 	if (r == MAIL_ADDR_BAD && err->why == NULL)
 		err->why = lx.why != NULL ? lx.why : "unparseable address";
 	return r;
+}
+
+/* Parses an address list; see mail.h. */
+enum mail_addr_result
+mail_addrlist_parse(const char *s, size_t len,
+    const struct mail_addr_syntax *syn, mail_addr_fn *fn, void *arg,
+    struct mail_addr_error *err)
+{
+	const struct emit e = { fn, NULL, arg, s };
+
+	return addrlist_parse(s, len, syn, &e, err);
+}
+
+/* Parses an address list, saying where each address is; see mail.h. */
+enum mail_addr_result
+mail_addrlist_spans(const char *s, size_t len,
+    const struct mail_addr_syntax *syn, mail_addr_span_fn *fn, void *arg,
+    struct mail_addr_error *err)
+{
+	const struct emit e = { NULL, fn, arg, s };
+
+	return addrlist_parse(s, len, syn, &e, err);
 }
 
 /* ---- sets of addresses ---- */
 
 /* The offset of the '@' between ADDR's local part and its domain (the
  * first one outside a quoted string), or its length when none. */
-static size_t
-addr_at(const char *a)
+size_t
+mail_addr_at(const char *a)
 {
 	bool q = false;
 	size_t i;
@@ -662,7 +722,7 @@ addr_at(const char *a)
 static uint64_t
 addr_hash(const char *a)
 {
-	size_t at = addr_at(a);
+	size_t at = mail_addr_at(a);
 	uint64_t h = 1469598103934665603ull;
 
 	for (size_t i = 0; a[i] != '\0'; i++) {
@@ -680,7 +740,7 @@ addr_hash(const char *a)
 static bool
 addr_same(const char *a, const char *b)
 {
-	size_t x = addr_at(a), y = addr_at(b);
+	size_t x = mail_addr_at(a), y = mail_addr_at(b);
 
 	return x == y && memcmp(a, b, x) == 0 && strcasecmp(a + x, b + x) == 0;
 }

@@ -12,6 +12,9 @@
  *   WARNED flag, the expiry index entry cleared, recipients BOUNCED and
  *   marked notified, or the message removed.  A crash thus yields
  *   neither a lost notice nor a duplicate.
+ * - a notice goes where mail to its addressee would go: a local
+ *   sender (root@origin) through the alias table, as intake sends it
+ *   (ORCPT: the address as written; the notice's To: unchanged).
  * - never a notice to the null sender, so never a bounce of a bounce; a
  *   notice (class dsn) that cannot be delivered is logged and dropped,
  *   with an optional copy to postmaster (notify_postmaster) that is
@@ -26,11 +29,13 @@
  *   expiry_after_results() and of an event decode only the recipients
  *   they act on (queue_txn_load_some()).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "expiry.h"
+#include "mail.h"
 
 #define SUBSYS "expiry"
 #define RUN_BATCH 128 /* events per write transaction */
@@ -75,19 +80,11 @@ notify_failure(const struct queue_msg *m, const struct queue_rcpt *r)
 	return !(nt & QNOTIFY_NEVER) && (nt & QNOTIFY_FAILURE);
 }
 
-/* The reporting MTA's name: hostname, else the host's name. */
+/* The reporting MTA's name: hostname (the host's FQDN unless set). */
 static void
 host_name(const struct cfg *cfg, char *buf, size_t len)
 {
-	const char *h = cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME);
-
-	if (h[0] != '\0') {
-		snprintf(buf, len, "%s", h);
-		return;
-	}
-	if (gethostname(buf, len) != 0 || buf[0] == '\0')
-		snprintf(buf, len, "localhost");
-	buf[len - 1] = '\0';
+	snprintf(buf, len, "%s", cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME));
 }
 
 /*
@@ -155,9 +152,19 @@ nrcpt_fill(struct nrcpt *n, const struct queue_msg *m,
 	n->r.retry_until = action == EXPIRY_ACT_DELAYED ? m->return_at : 0;
 }
 
+/* Adds an address a notice's addressee expands to (mail_alias_expand()'s
+ * callback), once. */
+static enum mail_addr_result
+notice_rcpt_found(void *arg, const char *addr)
+{
+	mail_addr_set_put(arg, addr, MAIL_ALIAS_FANOUT, NULL);
+	return MAIL_ADDR_OK;
+}
+
 /*
  * Builds a notice about M (whose message is BODY) for the NR recipients
- * in RC and inserts it, addressed to TO, in TXN; *dsn_id gets its id.
+ * in RC and inserts it, addressed to TO (its envelope: TO's aliases when
+ * TO is local mail), in TXN; *dsn_id gets its id.
  */
 static enum queue_result
 notice_insert(struct queue_txn *txn, const struct cfg *cfg,
@@ -168,8 +175,9 @@ notice_insert(struct queue_txn *txn, const struct cfg *cfg,
 	struct expiry_dsn_rcpt *rs = xcalloc(nr, sizeof(*rs));
 	struct expiry_dsn d;
 	struct queue_msg env;
-	struct queue_rcpt er;
-	char host[256];
+	struct queue_rcpt *er;
+	struct mail_addr_set to_set;
+	char host[256], *orcpt = NULL, *xt;
 	enum queue_result res;
 	size_t len;
 	char *out;
@@ -180,6 +188,7 @@ notice_insert(struct queue_txn *txn, const struct cfg *cfg,
 	memset(&d, 0, sizeof(d));
 	d.event = ev;
 	d.hostname = host;
+	d.origin = cfg_str(cfg_scope(cfg, NULL), CFG_ORIGIN);
 	d.queue_id = m->idstr;
 	d.sender = to;
 	d.arrival = m->arrival;
@@ -198,18 +207,38 @@ notice_insert(struct queue_txn *txn, const struct cfg *cfg,
 	out = expiry_dsn_build(&d, &len);
 	free(rs);
 
+	memset(&to_set, 0, sizeof(to_set));
+	if (mail_alias_expand(cfg_mail_local(cfg), to, notice_rcpt_found,
+		&to_set, NULL) != MAIL_ADDR_OK ||
+	    to_set.n == 0) {
+		mail_addr_set_free(&to_set);
+		memset(&to_set, 0, sizeof(to_set));
+		mail_addr_set_put(&to_set, to, MAIL_ALIAS_FANOUT, NULL);
+	}
+	xt = mail_xtext_encode(to);
+	orcpt = xmalloc(strlen(xt) + 8);
+	sprintf(orcpt, "rfc822;%s", xt);
+	free(xt);
+	er = xcalloc(to_set.n, sizeof(*er));
+	for (size_t i = 0; i < to_set.n; i++) {
+		er[i].idx = (uint32_t)i;
+		er[i].addr = to_set.v[i];
+		/* the addressee as written, when aliasing changed it */
+		er[i].orcpt = strcmp(to_set.v[i], to) != 0 ? orcpt : NULL;
+		er[i].notify = QNOTIFY_NEVER; /* never a notice about one */
+	}
 	memset(&env, 0, sizeof(env));
-	memset(&er, 0, sizeof(er));
-	er.addr = (char *)to;
-	er.notify = QNOTIFY_NEVER; /* never a notice about a notice */
 	env.cls = CFG_DSN;
 	env.sender = (char *)"";
 	env.uid = (uint32_t)getuid();
 	env.arrival = 0;
-	env.nrcpt = 1;
-	env.rcpts = &er;
+	env.nrcpt = to_set.n;
+	env.rcpts = er;
 	res = queue_msg_insert(txn, &env, out, len, dsn_id);
 	free(out);
+	free(er);
+	free(orcpt);
+	mail_addr_set_free(&to_set);
 	return res;
 }
 
@@ -227,18 +256,23 @@ event_log_name(enum expiry_event ev)
 	}
 }
 
-/* True when M is a notice relayq sent to postmaster (never copied). */
+/* True when M is a notice relayq sent to postmaster PM (never
+ * copied): each recipient is PM, or one of its aliases (its ORCPT PM). */
 static bool
-is_postmaster_copy(const struct queue_msg *m, const char *host)
+is_postmaster_copy(const struct queue_msg *m, const char *pm)
 {
-	char pm[300];
+	char *xt = mail_xtext_encode(pm);
+	bool all = m->nrcpt > 0;
 
-	snprintf(pm, sizeof(pm), "postmaster@%s", host);
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		if (strcasecmp(m->rcpts[i].addr, pm) != 0)
-			return false;
+	for (size_t i = 0; i < m->nrcpt && all; i++) {
+		const char *o = m->rcpts[i].orcpt;
+
+		all = strcasecmp(m->rcpts[i].addr, pm) == 0 ||
+		    (o != NULL && strncasecmp(o, "rfc822;", 7) == 0 &&
+			strcasecmp(o + 7, xt) == 0);
 	}
-	return m->nrcpt > 0;
+	free(xt);
+	return all;
 }
 
 /*
@@ -251,7 +285,7 @@ notice_undeliverable(struct queue_txn *txn, const struct cfg *cfg,
     const struct queue_msg *m, const char *body, size_t bodylen,
     const struct nrcpt *rc, size_t nr, int64_t now)
 {
-	char host[256], pm[300];
+	const char *pm = cfg_str(cfg_scope(cfg, NULL), CFG_POSTMASTER);
 	uint64_t cid = 0;
 	enum queue_result res;
 
@@ -273,10 +307,8 @@ notice_undeliverable(struct queue_txn *txn, const struct cfg *cfg,
 	if (!cfg_int(cfg_scope(cfg, NULL), CFG_NOTIFY_POSTMASTER) ||
 	    m->cls != CFG_DSN)
 		return QUEUE_OK;
-	host_name(cfg, host, sizeof(host));
-	if (is_postmaster_copy(m, host))
+	if (is_postmaster_copy(m, pm))
 		return QUEUE_OK;
-	snprintf(pm, sizeof(pm), "postmaster@%s", host);
 	res = notice_insert(txn, cfg, m, body, bodylen, EXPIRY_EV_FAILED, rc,
 	    nr, pm, now, &cid);
 	if (res == QUEUE_OK)

@@ -76,6 +76,7 @@ struct expiry_dsn_rcpt {
 struct expiry_dsn {
 	enum expiry_event event;
 	const char *hostname; /* the reporting MTA (required) */
+	const char *origin; /* MAILER-DAEMON's domain; NULL: hostname */
 	const char *queue_id; /* the original's queue ID, as mailq shows it */
 	const char *sender; /* the original's envelope sender (the To:) */
 	int64_t arrival; /* the original's arrival time, unix seconds */

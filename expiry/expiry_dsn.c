@@ -656,7 +656,8 @@ char *
 expiry_dsn_build(const struct expiry_dsn *d, size_t *lenp)
 {
 	struct dbuf b = { 0 };
-	char host[256], sender[ADDR_MAX], date[64], qid[64], token[17];
+	char host[256], origin[256], sender[ADDR_MAX], date[64], qid[64];
+	char token[17];
 	char bnd[128], stamp[32];
 	const struct dsn_words *w = &words[d->event];
 	size_t hlen = expiry_msg_header_len(d->msg, d->msglen);
@@ -666,6 +667,8 @@ expiry_dsn_build(const struct expiry_dsn *d, size_t *lenp)
 	time_t tt = (time_t)d->now;
 
 	text_clean(host, sizeof(host), d->hostname, false);
+	text_clean(origin, sizeof(origin),
+	    d->origin != NULL ? d->origin : d->hostname, false);
 	text_clean(sender, sizeof(sender), d->sender, false);
 	text_clean(qid, sizeof(qid), d->queue_id ? d->queue_id : "", false);
 	for (char *p = qid; *p; p++) {
@@ -696,7 +699,7 @@ expiry_dsn_build(const struct expiry_dsn *d, size_t *lenp)
 
 	/* The header. */
 	dbuf_printf(
-	    &b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", host);
+	    &b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", origin);
 	dbuf_printf(&b, "To: <%s>\r\n", sender);
 	dbuf_printf(&b, "Subject: %s\r\n", w->subject);
 	dbuf_printf(&b, "Date: %s\r\n", date);

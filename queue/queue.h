@@ -173,6 +173,17 @@ void queue_wakeup_send(struct queue *);
 int queue_wakeup_fd(struct queue *);
 /* Clears the readable state of queue_wakeup_fd(). */
 void queue_wakeup_drain(struct queue *);
+/*
+ * Flush notes (Postfix's `postqueue -f` forgets the host status of what
+ * it flushes): `relayq flush` notes, in the transaction of the flush,
+ * that message ID was flushed (ID 0: every message); the daemon takes
+ * the notes on its wakeup (read and removed in one transaction): *ALL
+ * when everything was flushed (or more than MAX messages were), else
+ * the IDs into IDS[0..*N).  No note: *ALL false and *N 0.
+ */
+enum queue_result queue_flush_note(struct queue_txn *, uint64_t id);
+enum queue_result queue_flush_take(
+    struct queue *, bool *all, uint64_t *ids, size_t max, size_t *n);
 
 /* ---- delivery scheduling, used by the runner ---- */
 

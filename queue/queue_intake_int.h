@@ -71,6 +71,10 @@ struct prep {
 	int64_t now; /* arrival */
 	int64_t maxsize; /* max_message_size when it was handed out */
 	int64_t maxrcpt, hoplimit; /* max_recipients, hopcount_limit then */
+	/* the local-mail rules then (origin, aliases, sender map): a
+	 * reference, so a reload may free their cfg while a reader uses
+	 * them (released by intake_prep_clear()) */
+	struct cfg_local *local;
 	int64_t due; /* IMP_WAIT, IMP_RETRY: when to look again */
 	uint8_t how; /* enum pn_how: how it was found */
 	enum { PREP_NEW, PREP_BUSY, PREP_DONE } state;

@@ -32,18 +32,21 @@
 
 /* ---- one file ---- */
 
-/* The sender when the message names none: the file owner's login. */
+/* The sender when the message names none: the file owner's login at
+ * origin, by the sender map (CTX). */
 static char *
-owner_sender(uid_t uid, const char *host)
+owner_sender(uid_t uid, const struct qp_ctx *ctx)
 {
 	struct passwd pw, *res = NULL;
 	char buf[2048], out[600];
 
 	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 && res != NULL)
-		snprintf(out, sizeof(out), "%.200s@%.255s", pw.pw_name, host);
+		snprintf(out, sizeof(out), "%.200s@%.255s", pw.pw_name,
+		    ctx->qualify);
 	else
-		snprintf(out, sizeof(out), "uid%u@%.255s", (unsigned)uid, host);
-	return xstrdup(out);
+		snprintf(out, sizeof(out), "uid%u@%.255s", (unsigned)uid,
+		    ctx->qualify);
+	return qp_sender_rewrite(ctx, out);
 }
 
 /* Opens spool file NAME for reading without touching its atime (an
@@ -115,6 +118,7 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	char why[200], received[600], date[100], msgid[400], tbuf[64];
 	char idstr[17], *body, ename[QUEUE_ESC_MAX];
 	struct tm tm;
+	struct qp_ctx ctx;
 	time_t now;
 	int fd, err;
 
@@ -229,15 +233,19 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	close(fd);
 	/* a bare CR is a line end: for the parse, and in what is sent */
 	qp_bare_cr_fix(buf, got);
-	if (qp_message_parse(
-		buf, got, qi->hostname, (size_t)p->maxrcpt, &p->pr) != QP_OK) {
+	/* origin qualifies; local recipients are aliased, the sender and
+	 * its header fields mapped (struct qp_ctx) */
+	ctx.ml = cfg_local_rules(p->local);
+	ctx.qualify = ctx.ml->origin;
+	ctx.max_rcpt = (size_t)p->maxrcpt;
+	if (qp_message_parse_ctx(buf, got, &ctx, &p->pr) != QP_OK) {
 		intake_bad_move(qi, p->name, p->id, st, p->pr.why);
 		qp_result_free(&p->pr);
 		memset(&p->pr, 0, sizeof(p->pr));
 		return;
 	}
 	if (p->pr.sender == NULL)
-		p->owner = owner_sender(st->st_uid, qi->hostname);
+		p->owner = owner_sender(st->st_uid, &ctx);
 	queue_id_format(p->id, idstr);
 	now = (time_t)p->now;
 	localtime_r(&now, &tm);
@@ -269,6 +277,7 @@ intake_prep_clear(struct prep *p)
 	qp_result_free(&p->pr);
 	free(p->owner);
 	free(p->rec.p);
+	cfg_local_release(p->local);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -342,6 +351,7 @@ intake_ring_feed(struct queue_intake *qi)
 		p->maxsize = maxsize;
 		p->maxrcpt = cfg_int(g, CFG_MAX_RECIPIENTS);
 		p->hoplimit = cfg_int(g, CFG_HOPCOUNT_LIMIT);
+		p->local = cfg_local_hold(qi->q->cfg);
 		p->state = PREP_NEW;
 		qi->rtail++;
 		added++;

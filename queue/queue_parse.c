@@ -13,12 +13,19 @@
  * (leaving out an mbox From line, ending the section), hdr_field_take()
  * takes it: the pickup envelope (env_header()), or the message's own
  * fields (hdr_content_take(): recipients, sender, hop count; the
- * priority class in priority_header_read(), from the Priority: header),
- * then sender_from_fields().
+ * priority class in priority_header_read(), from the Priority: header;
+ * hdr_addrs_rewrite(): the addresses of From:, Sender:, Reply-To:,
+ * Return-Path: by the sender map, unqualified ones there and in To:
+ * and Cc: qualified), then sender_from_fields(), sender_map_apply()
+ * (the envelope sender) and rcpts_alias_expand() (local recipients by
+ * the alias table).  The last three and hdr_addrs_rewrite() are
+ * intake's local-mail rules (struct qp_ctx's ml; cfg/mail_alias.c,
+ * cfg/mail_map.c); `relayq send` parses without them.
  *
  * Public (to queue/, its tests and fuzzers, and `relayq send`):
- * qp_bare_cr_fix(), qp_message_parse(), qp_result_free(),
- * qp_addrlist_parse(), qp_message_build().
+ * qp_bare_cr_fix(), qp_message_parse(), qp_message_parse_ctx(),
+ * qp_result_free(), qp_sender_rewrite(), qp_addrlist_parse(),
+ * qp_message_build().
  *
  * Invariants: never reads outside [buf, buf+len); every address returned
  * is non-empty, at most QP_ADDR_MAX-1 bytes, and has no byte below 0x20
@@ -158,6 +165,8 @@ drop_add(struct qp_result *r, size_t off, size_t len)
 	}
 	r->drop[r->ndrop].off = off;
 	r->drop[r->ndrop].len = len;
+	r->drop[r->ndrop].repl = NULL;
+	r->drop[r->ndrop].rlen = 0;
 	r->ndrop++;
 }
 
@@ -459,6 +468,7 @@ struct hdr_parse {
 	const char *buf;
 	size_t len, pos;
 	const char *qualify;
+	const struct mail_local *ml; /* intake's local-mail rules, or NULL */
 	struct qp_result *r;
 	size_t nfields;
 	bool leading; /* only envelope fields (and an mbox line) so far */
@@ -632,6 +642,114 @@ hdr_content_take(struct hdr_parse *h, const struct hdr_field *f, bool *keep)
 	return true;
 }
 
+/* The address edits of one header field being rewritten. */
+struct addr_edits {
+	const struct hdr_parse *h;
+	bool map; /* the sender map applies, not only qualification */
+	struct obuf *o; /* the new field */
+	const char *v; /* the field's value, where spans start */
+	size_t done; /* bytes of the value copied to o */
+	bool any;
+};
+
+/* True if text T (N bytes) ends with domain D in any case. */
+static bool
+ends_with_domain(const char *t, size_t n, const char *d)
+{
+	size_t dn = strlen(d);
+
+	return dn <= n && strncasecmp(t + n - dn, d, dn) == 0;
+}
+
+/*
+ * Takes an address of a field being rewritten (the span callback of
+ * mail_addrlist_spans()): when it was unqualified, or the sender map
+ * has another address for it, the field gets the new address in place
+ * of the addr-spec as written (display name, comments, brackets kept).
+ */
+static enum mail_addr_result
+addr_edit_found(void *arg, const char *addr, size_t off, size_t len)
+{
+	struct addr_edits *e = arg;
+	const char *q = e->h->qualify;
+	char *m = NULL;
+	bool qualified;
+
+	if (len == 0 || addr[0] == '\0')
+		return MAIL_ADDR_OK;
+	qualified = q != NULL &&
+	    mail_addr_at(addr) + 1 + strlen(q) == strlen(addr) &&
+	    ends_with_domain(addr, strlen(addr), q) &&
+	    !ends_with_domain(e->v + off, len, q);
+	if (e->map && (m = mail_map_rewrite(e->h->ml, addr)) != NULL &&
+	    strcmp(m, addr) == 0) {
+		free(m);
+		m = NULL;
+	}
+	if (qualified || m != NULL) {
+		ob_put(e->o, e->v + e->done, off - e->done);
+		ob_put(
+		    e->o, m != NULL ? m : addr, strlen(m != NULL ? m : addr));
+		e->done = off + len;
+		e->any = true;
+	}
+	free(m);
+	return MAIL_ADDR_OK;
+}
+
+/*
+ * Intake's edits of field F's addresses (From:, Sender:, Reply-To:,
+ * Return-Path: by the sender map when MAP; unqualified ones in those
+ * and To:, Cc: get "@" qualify): the field with only those addr-specs
+ * changed goes into the stored message instead of F.  A field that
+ * does not parse, or would not fit in lines the builder can write, is
+ * kept as it is.  True when F was replaced.
+ */
+static bool
+hdr_addrs_rewrite(struct hdr_parse *h, const struct hdr_field *f, bool map)
+{
+	const struct mail_addr_syntax syn = { MAIL_ADDR_WORD_LIMIT, h->qualify,
+		QP_ADDR_MAX - 1 };
+	struct obuf o = { NULL, 0, 0 };
+	struct addr_edits e = { h, map, &o, f->v, 0, false };
+	struct mail_addr_error err;
+	size_t head = (size_t)(f->v - (h->buf + f->off));
+
+	ob_put(&o, h->buf + f->off, head);
+	if (mail_addrlist_spans(f->v, f->vn, &syn, addr_edit_found, &e, &err) !=
+		MAIL_ADDR_OK ||
+	    !e.any) {
+		free(o.p);
+		return false;
+	}
+	ob_put(&o, f->v + e.done, f->vn - e.done);
+	if (!field_lines_ok(o.p, o.n, f->colon, f->namelen, h->r)) {
+		h->r->why = NULL;
+		free(o.p);
+		return false;
+	}
+	drop_add(h->r, f->off, f->end - f->off);
+	h->r->drop[h->r->ndrop - 1].repl = o.p;
+	h->r->drop[h->r->ndrop - 1].rlen = o.n;
+	return true;
+}
+
+/* Whether field F's addresses are rewritten at intake: 2 by the sender
+ * map and qualified, 1 qualified only, 0 not at all. */
+static int
+hdr_addrs_edited(const struct hdr_parse *h, const struct hdr_field *f)
+{
+	static const char *const mapped[] = { "From", "Sender", "Reply-To",
+		"Return-Path" };
+
+	if (h->ml == NULL)
+		return 0;
+	for (size_t i = 0; i < sizeof(mapped) / sizeof(mapped[0]); i++)
+		if (hdr_field_is(h, f, mapped[i]))
+			return 2;
+	return hdr_field_is(h, f, "To") || hdr_field_is(h, f, "Cc") ? 1 : 0;
+}
+
 /*
  * Takes field F: X-Sender and X-Receiver at the top of the file are the
  * pickup envelope and are left out; any other field ends the envelope
@@ -642,6 +760,7 @@ static bool
 hdr_field_take(struct hdr_parse *h, const struct hdr_field *f)
 {
 	bool keep = true;
+	int edit;
 
 	if (h->leading &&
 	    (hdr_field_is(h, f, "X-Sender") ||
@@ -657,6 +776,9 @@ hdr_field_take(struct hdr_parse *h, const struct hdr_field *f)
 	h->leading = false;
 	if (!hdr_content_take(h, f, &keep))
 		return false;
+	if (keep && (edit = hdr_addrs_edited(h, f)) > 0 &&
+	    hdr_addrs_rewrite(h, f, edit == 2))
+		return true;
 	return !keep ||
 	    field_lines_ok(
 		h->buf + f->off, f->end - f->off, f->colon, f->namelen, h->r);
@@ -686,19 +808,118 @@ sender_from_fields(struct hdr_parse *h)
 	return true;
 }
 
-/* Parses a message; see queue_parse.h.  The steps: read each header
- * field (hdr_field_next), take it (hdr_field_take: the envelope, the
- * recipients, the priority class...), then the sender. */
+/* The envelope sender by the sender map (intake's local-mail rules):
+ * the null sender and an address no key matches stay. */
+static void
+sender_map_apply(struct hdr_parse *h)
+{
+	char *m;
+
+	if (h->ml == NULL || h->r->sender == NULL || h->r->sender[0] == '\0')
+		return;
+	if ((m = mail_map_rewrite(h->ml, h->r->sender)) != NULL) {
+		free(h->r->sender);
+		h->r->sender = m;
+	}
+}
+
+/* One recipient being expanded by the alias table, and where its
+ * addresses go. */
+struct rcpt_expand {
+	struct qp_result *r;
+	const char *orig; /* the recipient as given */
+	const char *orcpt; /* its ORCPT, or NULL */
+	unsigned notify;
+	bool toomany; /* rcpt_merge() said so (r->whybuf) */
+};
+
+/* Takes an address a recipient expands to (mail_alias_expand()'s
+ * callback): its NOTIFY, and its ORCPT, or the original address as one
+ * when it changed (Postfix's rule), so a notice names what was sent
+ * to. */
+static enum mail_addr_result
+rcpt_expand_found(void *arg, const char *addr)
+{
+	struct rcpt_expand *x = arg;
+	char *orcpt = NULL, *xt;
+	enum merge_result mr;
+
+	if (x->orcpt == NULL && strcmp(addr, x->orig) != 0) {
+		xt = mail_xtext_encode(x->orig);
+		orcpt = xmalloc(strlen(xt) + 8);
+		sprintf(orcpt, "rfc822;%s", xt);
+		free(xt);
+	}
+	mr = rcpt_merge(
+	    x->r, addr, x->orcpt != NULL ? x->orcpt : orcpt, x->notify);
+	free(orcpt);
+	if (mr == RM_TOOMANY) {
+		x->toomany = true;
+		return MAIL_ADDR_TOOMANY;
+	}
+	return MAIL_ADDR_OK;
+}
+
+/*
+ * Expands the local recipients by the alias table (intake's local-mail
+ * rules; mail_alias_expand(), cfg/mail_alias.c): the list is built
+ * anew, recipients collapsed again as SMTP compares them, at most
+ * max_rcpt.  False (r->why set) when there are too many.
+ */
+static bool
+rcpts_alias_expand(struct hdr_parse *h)
+{
+	struct qp_result *r = h->r;
+	struct qp_rcpt *old = r->rcpts;
+	struct mail_addr_set oldset = r->addrs;
+	size_t n = r->nrcpt;
+	bool ok = true;
+
+	if (h->ml == NULL)
+		return true;
+	r->rcpts = NULL;
+	r->nrcpt = r->rcap = 0;
+	memset(&r->addrs, 0, sizeof(r->addrs));
+	for (size_t i = 0; i < n && ok; i++) {
+		struct rcpt_expand x = { r, old[i].addr, old[i].orcpt,
+			old[i].notify, false };
+		enum mail_addr_result res = mail_alias_expand(
+		    h->ml, old[i].addr, rcpt_expand_found, &x, NULL);
+
+		if (res == MAIL_ADDR_OK)
+			continue;
+		ok = false;
+		if (x.toomany) {
+			r->why = r->whybuf;
+		} else {
+			snprintf(r->whybuf, sizeof(r->whybuf),
+			    "the aliases of <%.100s> give too many addresses "
+			    "or names (at most %d)",
+			    old[i].addr, MAIL_ALIAS_FANOUT);
+			r->why = r->whybuf;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		free(old[i].orcpt);
+	free(old);
+	mail_addr_set_free(&oldset);
+	return ok;
+}
+
+/* Parses a message with what CTX says; see queue_parse.h.  The steps:
+ * read each header field (hdr_field_next), take it (hdr_field_take: the
+ * envelope, the recipients, the priority class, the address edits...),
+ * then the sender, the sender map, the aliases. */
 enum qp_status
-qp_message_parse(const char *buf, size_t len, const char *qualify,
-    size_t max_rcpt, struct qp_result *r)
+qp_message_parse_ctx(
+    const char *buf, size_t len, const struct qp_ctx *ctx, struct qp_result *r)
 {
 	struct hdr_parse h;
 	struct hdr_field f;
 	enum hdr_next next;
 
 	memset(r, 0, sizeof(*r));
-	r->max_rcpt = max_rcpt;
+	r->max_rcpt = ctx->max_rcpt;
 	r->cls = CFG_NORMAL;
 	if (len == 0) {
 		r->why = "empty file";
@@ -707,7 +928,8 @@ qp_message_parse(const char *buf, size_t len, const char *qualify,
 	memset(&h, 0, sizeof(h));
 	h.buf = buf;
 	h.len = len;
-	h.qualify = qualify;
+	h.qualify = ctx->qualify;
+	h.ml = ctx->qualify != NULL ? ctx->ml : NULL;
 	h.r = r;
 	h.leading = true;
 	while ((next = hdr_field_next(&h, &f)) == HDR_FIELD)
@@ -715,11 +937,35 @@ qp_message_parse(const char *buf, size_t len, const char *qualify,
 			return QP_BAD;
 	if (next == HDR_BAD || !sender_from_fields(&h))
 		return QP_BAD;
+	sender_map_apply(&h);
+	if (!rcpts_alias_expand(&h))
+		return QP_BAD;
 	if (r->nrcpt == 0) {
 		r->why = "no recipients";
 		return QP_BAD;
 	}
 	return QP_OK;
+}
+
+/* Parses a message without intake's local-mail rules. */
+enum qp_status
+qp_message_parse(const char *buf, size_t len, const char *qualify,
+    size_t max_rcpt, struct qp_result *r)
+{
+	const struct qp_ctx ctx = { qualify, max_rcpt, NULL };
+
+	return qp_message_parse_ctx(buf, len, &ctx, r);
+}
+
+/* The envelope sender by CTX's sender map; see queue_parse.h. */
+char *
+qp_sender_rewrite(const struct qp_ctx *ctx, const char *sender)
+{
+	char *m = NULL;
+
+	if (ctx->ml != NULL && sender[0] != '\0')
+		m = mail_map_rewrite(ctx->ml, sender);
+	return m != NULL ? m : xstrdup(sender);
 }
 
 /* Frees what a parse allocated. */
@@ -732,6 +978,8 @@ qp_result_free(struct qp_result *r)
 	mail_addr_set_free(&r->addrs);
 	free(r->sender);
 	free(r->envid);
+	for (size_t i = 0; i < r->ndrop; i++)
+		free(r->drop[i].repl);
 	free(r->drop);
 	r->rcpts = NULL;
 	r->sender = r->envid = NULL;
@@ -804,6 +1052,8 @@ qp_message_build(const char *buf, size_t len, const struct qp_result *r,
 		ob_put(&o, received, strlen(received));
 	for (size_t k = 0; k < r->ndrop; k++) {
 		ob_put_header(&o, buf + pos, r->drop[k].off - pos);
+		if (r->drop[k].repl != NULL)
+			ob_put_header(&o, r->drop[k].repl, r->drop[k].rlen);
 		pos = r->drop[k].off + r->drop[k].len;
 	}
 	ob_put_header(&o, buf + pos, r->hdr_end - pos);

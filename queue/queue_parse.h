@@ -34,9 +34,13 @@ struct qp_rcpt {
 	unsigned notify; /* QNOTIFY_* bits, 0 when not given */
 };
 
-/* A span of the input to leave out of the stored message. */
+/* A span of the input (a whole header field) to leave out of the
+ * stored message, or to store as REPL instead (a field whose addresses
+ * intake rewrote; owned by the result). */
 struct qp_span {
 	size_t off, len;
+	char *repl; /* NULL: left out */
+	size_t rlen;
 };
 
 enum qp_status {
@@ -60,8 +64,28 @@ struct qp_result {
 	bool have_blank; /* an empty line separates header and body */
 	bool have_date, have_msgid;
 	unsigned nreceived; /* Received: fields in the header section */
-	struct qp_span *drop; /* header fields to leave out, in order */
+	struct qp_span *drop; /* header fields to leave out or replace,
+				 in order */
 	size_t ndrop, dcap;
+};
+
+struct mail_local;
+
+/* How a message is read, and what intake changes in it. */
+struct qp_ctx {
+	const char *qualify; /* the domain of unqualified addresses (origin);
+				NULL: they are errors */
+	size_t max_rcpt; /* most distinct recipients; 0: QP_RCPT_MAX */
+	/*
+	 * Local mail (intake; NULL: none of this): recipients that are
+	 * local are expanded by the alias table (ORCPT=rfc822;ORIGINAL
+	 * added where one changed and none was given); the envelope sender
+	 * and the addresses of From:, Sender:, Reply-To: and Return-Path:
+	 * are rewritten by the sender map; unqualified addresses in those
+	 * and in To: and Cc: get "@" qualify, in the text itself (each
+	 * field otherwise byte for byte).
+	 */
+	const struct mail_local *ml;
 };
 
 /*
@@ -87,7 +111,14 @@ size_t qp_bare_cr_fix(char *buf, size_t len);
  */
 enum qp_status qp_message_parse(const char *buf, size_t len,
     const char *qualify, size_t max_rcpt, struct qp_result *r);
+/* The same, with what CTX says (intake's rewriting: see struct qp_ctx). */
+enum qp_status qp_message_parse_ctx(
+    const char *buf, size_t len, const struct qp_ctx *ctx, struct qp_result *r);
 void qp_result_free(struct qp_result *r);
+
+/* The envelope sender SENDER (qualified) as CTX's sender map rewrites
+ * it: a malloc'd string (a copy when nothing matches). */
+char *qp_sender_rewrite(const struct qp_ctx *ctx, const char *sender);
 
 /*
  * Parses an RFC 5322 address list (display names, groups, comments,
@@ -103,7 +134,8 @@ bool qp_addrlist_parse(const char *s, size_t len, const char *qualify,
 
 /*
  * Builds the stored message: RECEIVED (a complete header field, CRLF)
- * first, then the input's header fields minus R's drops, then DATE and
+ * first, then the input's header fields minus R's drops (and with its
+ * replacements), then DATE and
  * MSGID lines when R says they are missing (each NULL to skip), the empty
  * line and the body; all line endings CRLF, and a final CRLF added when
  * missing; header lines over QP_LINE_MAX bytes folded (CRLF inserted

@@ -36,4 +36,13 @@ int runner_main(
  */
 int runner_cfg_prepare(struct cfg *cfg, char *err, size_t errlen);
 
+/*
+ * `relayq cluster`: prints the cluster CFG's cluster_redis names as
+ * Redis sees it (live nodes, their queue counts, the shared limits in
+ * use per destination) to OUT.  Call runner_cfg_prepare() first (the
+ * password).  Returns a sysexits code (78 without cluster_redis, 75
+ * when Redis cannot be reached).
+ */
+int runner_cluster_view(const struct cfg *cfg, FILE *out);
+
 #endif

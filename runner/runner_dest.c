@@ -5,8 +5,9 @@
  * Runner-private: runner_dest_init(), runner_dest_destroy(),
  * runner_dest_get(), runner_dest_enqueue(), runner_dest_putback(),
  * runner_dest_job_move(), runner_dest_kick(), runner_dest_ready_kick(),
- * runner_dest_host_down(), runner_dest_feedback(), runner_dest_reload(),
- * runner_dest_jobs_drop().
+ * runner_dest_host_down(), runner_dest_host_clear(),
+ * runner_dest_feedback(), runner_dest_reload(), runner_dest_jobs_drop(),
+ * runner_dest_find().
  *
  * The rules.  Which destination a recipient's job goes to is
  * runner_route.c's choice: its lowercased domain (routed by MX), or a
@@ -40,6 +41,12 @@
  *   (runner_share.c's rules, runner_dest_feedback());
  * - a token of its max_message_rate bucket (burst = the count); over
  *   the rate it waits on its timer: it is not a failure.
+ *
+ * In a cluster (runner_cluster.c) max_connections and max_message_rate
+ * are the cluster's: a new connection needs a lease and a message a
+ * token from Redis (the cluster wakes the destination when they come),
+ * a host marked down is marked for every node, and another node's mark
+ * defers the jobs here as if this node had found it.
  *
  * Invariants: a destination is freed only when it has no job waiting or
  * in flight and no lookup pending; the janitor frees, once a minute,
@@ -348,7 +355,19 @@ runner_dest_host_down(
 		    res->nrcpts ? res->rcpts[0].text : "host down");
 		snprintf(d->down_dsn, sizeof(d->down_dsn), "%s",
 		    res->nrcpts ? res->rcpts[0].status : "4.4.1");
+		runner_cluster_host_down(r, d, hs); /* for every node */
 	}
+}
+
+/* Forgets D's host status (every destination's when D is NULL). */
+void
+runner_dest_host_clear(struct runner *r, struct dest *d)
+{
+	struct dest *e;
+
+	for (e = d != NULL ? d : r->all_dests; e != NULL;
+	     e = d != NULL ? NULL : e->next)
+		e->down_until = 0;
 }
 
 /* A request of D ended with RES (D's active count not yet taken down
@@ -454,6 +473,13 @@ dest_conn_free(struct runner *r, struct dest *d, unsigned maxc, unsigned maxt)
 		dest_ready_add(r, d);
 		return false;
 	}
+	/* In a cluster, under a lease: the cluster wakes D when one comes
+	 * (a retired D, whose key another D now holds, looks again). */
+	if (!runner_cluster_conn_may(r, d)) {
+		if (d->retired)
+			dest_retry_soon(d);
+		return false;
+	}
 	return true;
 }
 
@@ -467,6 +493,14 @@ dest_rate_take(struct dest *d, struct cfg_rate rate)
 
 	if (rate.count == 0)
 		return true;
+	switch (runner_cluster_rate(d->runner, d, &rate)) {
+	case RUNNER_RATE_GO:
+		return true;
+	case RUNNER_RATE_WAIT:
+		return false;
+	case RUNNER_RATE_LOCAL:
+		break; /* alone, or Redis away: RATE is this node's part */
+	}
 	us = rq_now_us();
 	per_us = (double)rate.count / ((double)rate.per * 1e6);
 	d->tokens += (double)(us - d->tokens_us) * per_us;
@@ -501,9 +535,9 @@ runner_dest_kick(struct runner *r, struct dest *d)
 		return;
 	if (r->fd_cap_until > rq_now_us() && maxt > r->fd_cap)
 		maxt = r->fd_cap; /* short of file descriptors */
+	/* no more than the receiver has shown it takes */
 	if (maxc > d->conc.window)
-		maxc =
-		    d->conc.window; /* what the receiver has shown it takes */
+		maxc = d->conc.window;
 	d->last_used = now;
 	if (!dest_may_submit(r, d, now))
 		return;
@@ -535,6 +569,18 @@ runner_dest_reload(struct runner *r)
 		    d->rstate != DR_RESOLVING)
 			dest_free(r, d);
 	}
+}
+
+/* The current destination KEY, or NULL. */
+struct dest *
+runner_dest_find(struct runner *r, const char *key)
+{
+	struct dest *d;
+
+	for (d = r->dests[hash_str(key)]; d != NULL; d = d->hnext)
+		if (strcmp(d->key, key) == 0)
+			return d;
+	return NULL;
 }
 
 /* Drops every waiting job (they keep their leases); see runner_stop. */

@@ -7,7 +7,8 @@
  * host status), runner_route.c (which destination a job goes to:
  * routes, credentials, fallback relays), runner_job.c (building jobs,
  * submitting them to the SMTP client, their end) and runner_result.c
- * (backoff, group commit, delivery log).
+ * (backoff, group commit, delivery log), runner_cluster.c (the hooks of
+ * a cluster: limits and host status shared through Redis).
  *
  * Ownership: a struct rmsg (a leased message in memory) is shared by its
  * jobs (one per destination) and freed when the last one is done; a job
@@ -157,6 +158,7 @@ struct runner {
 	struct queue_intake *qi;
 	struct smtp_client *smtp;
 	struct dns *dns;
+	struct cluster *cluster; /* cluster_redis: shared limits, or NULL */
 
 	struct event *ev_intake, *ev_intake_more, *ev_rescan, *ev_wakeup;
 	struct event *ev_sched, *ev_commit, *ev_expiry, *ev_stop_grace;
@@ -240,8 +242,12 @@ void runner_dest_ready_kick(struct runner *);
 void runner_dest_host_down(
     struct runner *, struct dest *, const struct smtp_result *);
 void runner_dest_feedback(struct dest *, const struct smtp_result *);
+/* Forgets the host status of D (NULL: of every destination), as a
+ * flush asks (Postfix's postqueue -f): its jobs go out again at once. */
+void runner_dest_host_clear(struct runner *, struct dest *d);
 void runner_dest_reload(struct runner *);
 void runner_dest_jobs_drop(struct runner *);
+struct dest *runner_dest_find(struct runner *, const char *key);
 
 /* runner_route.c */
 struct dest *
@@ -254,6 +260,19 @@ struct job *runner_job_add(struct runner *, struct rmsg *, size_t i,
     struct job ***jobs, size_t *njobs, size_t *ajobs);
 void runner_job_submit(struct runner *, struct job *);
 void runner_job_free(struct runner *, struct job *);
+
+/* runner_cluster.c */
+void runner_cluster_open(struct runner *, const struct cfg *, const char *host);
+void runner_cluster_close(struct runner *);
+bool runner_cluster_conn_may(struct runner *, struct dest *);
+enum runner_rate {
+	RUNNER_RATE_GO, /* the cluster's token: send */
+	RUNNER_RATE_WAIT, /* the cluster wakes the destination */
+	RUNNER_RATE_LOCAL, /* the node's own bucket decides */
+};
+enum runner_rate
+runner_cluster_rate(struct runner *, struct dest *, struct cfg_rate *);
+void runner_cluster_host_down(struct runner *, struct dest *, int64_t secs);
 
 /* runner_result.c */
 void runner_result_job_done(

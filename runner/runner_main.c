@@ -3,7 +3,8 @@
  * names, process set-up, privileges, queue and intake, resolver and
  * client, events), the one event_base and its loop, spool intake
  * (inotify fd, "more" re-activation, map-full pause, rescan timer),
- * control wake-ups from other processes, the expiry timer, signals
+ * control wake-ups from other processes (and the flush notes, which
+ * make it forget host status), the expiry timer, signals
  * (SIGTERM/SIGINT stop, SIGHUP reload, which rereads the files the
  * config names too), --exit-when-idle, the loop probe, and shutdown.
  *
@@ -21,6 +22,7 @@
  * commits every result before exiting 0; a bad config on SIGHUP is
  * refused and the old one kept.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <pwd.h>
 #include <signal.h>
@@ -38,6 +40,8 @@
 #include "runner_int.h"
 
 #define STOP_GRACE_SECS 10 /* polite stop, then abort active sessions */
+/* Messages a flush names whose destinations are looked up; more: all. */
+#define FLUSH_NOTES_MAX 1000
 
 static const struct timeval zero_tv;
 
@@ -222,6 +226,55 @@ rescan_cb(evutil_socket_t fd, short what, void *arg)
 	intake_step(r);
 }
 
+/*
+ * Takes the flush notes (queue_flush_take) and forgets the host status
+ * of what was flushed, as Postfix's postqueue -f: every destination, or
+ * those the named messages' recipients still waiting go to.
+ */
+static void
+runner_flush_notes(struct runner *r)
+{
+	uint64_t *ids = xcalloc(FLUSH_NOTES_MAX, sizeof(*ids));
+	size_t n = 0;
+	bool all = false;
+
+	if (queue_flush_take(r->q, &all, ids, FLUSH_NOTES_MAX, &n) !=
+	    QUEUE_OK) {
+		free(ids);
+		return;
+	}
+	if (all)
+		runner_dest_host_clear(r, NULL);
+	for (size_t i = 0; i < n && !all; i++) {
+		struct queue_msg *m = NULL;
+
+		if (queue_msg_load(r->q, ids[i], &m) != QUEUE_OK)
+			continue;
+		for (size_t k = 0; k < m->nrcpt; k++) {
+			const char *at = strrchr(m->rcpts[k].addr, '@');
+			char dom[256];
+			size_t j;
+
+			if (at == NULL ||
+			    (m->rcpts[k].state != RCPT_PENDING &&
+				m->rcpts[k].state != RCPT_DEFERRED))
+				continue;
+			for (j = 0; at[1 + j] != '\0' && j + 1 < sizeof(dom);
+			     j++)
+				dom[j] = (char)tolower(
+				    (unsigned char)at[1 + j]);
+			dom[j] = '\0';
+			runner_dest_host_clear(
+			    r, runner_route_dest(r, dom, m->sender));
+		}
+		queue_msg_free(m);
+	}
+	if (all || n > 0)
+		log_info(NULL, "flush: host status forgotten (%s)",
+		    all ? "every destination" : "the messages' destinations");
+	free(ids);
+}
+
 /* Another process changed the queue (hold, release, flush, delete). */
 static void
 wakeup_cb(evutil_socket_t fd, short what, void *arg)
@@ -231,6 +284,7 @@ wakeup_cb(evutil_socket_t fd, short what, void *arg)
 	queue_wakeup_drain(r->q);
 	if (r->stopping)
 		return;
+	runner_flush_notes(r);
 	runner_sched_kick(r);
 	expiry_arm(r);
 }
@@ -522,6 +576,7 @@ runner_client_open(struct runner *r, const struct cfg *cfg, const char *host)
 	if (r->dns == NULL)
 		fatal(RQ_EX_CONFIG, "resolver: %s", err);
 	r->smtp = smtp_client_new(r->base, host);
+	runner_cluster_open(r, cfg, host);
 
 	r->max_msgs = (size_t)cfg_int(g, CFG_MAX_CONNECTIONS_TOTAL) * 4;
 	if (r->max_msgs < 2000)
@@ -621,6 +676,8 @@ runner_shutdown(struct runner *r, struct rcfg *first)
 	runner_dest_jobs_drop(r);
 	runner_dns_free(r->dns);
 	smtp_client_free(r->smtp); /* may still report results: commit */
+	runner_cluster_close(r); /* the leases go back (closed above) */
+	r->smtp = NULL;
 	runner_result_commit(r, true);
 	probe_stop();
 	runner_dest_destroy(r);
@@ -676,8 +733,10 @@ runner_main(
 	runner_queue_open(r, cfg);
 	runner_client_open(r, cfg, hostname);
 	runner_events_add(r, cfg);
-	/* In-flight work of a previous run is due again now. */
+	/* In-flight work of a previous run is due again now; flush notes
+	 * left while no daemon ran have nothing to clear. */
 	queue_leases_recover(r->q);
+	runner_flush_notes(r);
 	runner_started_log(cfg_path);
 	runner_loop(r);
 	return runner_shutdown(r, first);

@@ -261,6 +261,25 @@ unsigned smtp_client_conn_idle(struct smtp_client *, const char *key);
 unsigned smtp_client_conn_total(struct smtp_client *);
 
 /*
+ * Calls CLOSED(ARG, KEY) from the event loop (the reaper: never inside
+ * a bufferevent callback) once a connection of destination KEY is gone
+ * (the count above no longer has it); KEY is valid during the call.
+ * CLOSED may submit requests.  NULL turns it off.  A cluster node
+ * gives back the connection's lease here.
+ */
+void smtp_client_on_close(struct smtp_client *,
+    void (*closed)(void *arg, const char *key), void *arg);
+
+/*
+ * Makes N connections of KEY leave (a cluster node lost their leases):
+ * those already leaving count first, then idle ones QUIT now, then busy
+ * ones QUIT after the request they are serving instead of going back to
+ * the cache.  Returns how many are leaving (at most N).
+ */
+unsigned
+smtp_client_conn_retire(struct smtp_client *, const char *key, unsigned n);
+
+/*
  * Begins a graceful stop: new submits are refused, idle cached
  * connections are sent QUIT, and busy sessions finish their request (or,
  * with ABORT_ACTIVE, end now with class 4 "delivery aborted" results for

@@ -179,10 +179,10 @@ smtp_conn_enter(struct smtp_conn *conn, enum smtp_phase phase)
 	evtimer_add(conn->timer, &tv);
 	switch (phase) {
 	case SMTP_PH_EHLO:
-		evbuffer_add_printf(out, "EHLO %s\r\n", conn->client->helo);
+		evbuffer_add_printf(out, "EHLO %s\r\n", conn->helo);
 		break;
 	case SMTP_PH_HELO:
-		evbuffer_add_printf(out, "HELO %s\r\n", conn->client->helo);
+		evbuffer_add_printf(out, "HELO %s\r\n", conn->helo);
 		break;
 	case SMTP_PH_STARTTLS:
 		evbuffer_add_printf(out, "STARTTLS\r\n");
@@ -263,6 +263,7 @@ conn_tls_settings(struct smtp_conn *conn)
 	    conn->tls_level == CFG_TLS_ENCRYPT && !conn->wrapper;
 	conn->cafile = xstrdup(cfg_str(r->scope, CFG_TLS_CA_FILE));
 	conn->auth_id = xstrdup(r->auth ? r->auth->id : "");
+	conn->helo = xstrdup(smtp_req_helo(conn->req));
 }
 
 /* Makes a connection for REQ to addrs[req->addr_idx]. */
@@ -832,9 +833,13 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 
 	while ((conn = TAILQ_FIRST(&client->dead)) != NULL) {
 		TAILQ_REMOVE(&client->dead, conn, entry);
+		if (conn->gone_key != NULL && client->close_cb != NULL)
+			client->close_cb(client->close_arg, conn->gone_key);
+		free(conn->gone_key);
 		event_free(conn->timer);
 		free(conn->cafile);
 		free(conn->auth_id);
+		free(conn->helo);
 		free(conn);
 	}
 	while ((req = TAILQ_FIRST(&client->finished)) != NULL) {

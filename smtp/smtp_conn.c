@@ -6,7 +6,8 @@
  * smtp_client.c; what a failure means is in smtp_policy.c.
  *
  * Public functions: smtp_client_conn_count(), smtp_client_conn_idle(),
- * smtp_client_conn_total().  Module functions: smtp_dest_attach(),
+ * smtp_client_conn_total(), smtp_client_on_close(),
+ * smtp_client_conn_retire().  Module functions: smtp_dest_attach(),
  * smtp_dest_detach(), smtp_dest_free_all(), smtp_cache_remove(),
  * smtp_conn_settings(), smtp_conn_result(), smtp_conn_req_done(),
  * smtp_req_run(), smtp_addr_next(), smtp_pending_add(),
@@ -100,6 +101,8 @@ smtp_dest_detach(struct smtp_conn *conn)
 	TAILQ_REMOVE(&client->conns, conn, entry);
 	TAILQ_INSERT_TAIL(&client->dead, conn, entry);
 	client->nconn--;
+	if (client->close_cb != NULL)
+		conn->gone_key = xstrdup(d->key); /* for the reaper's hook */
 	if (--d->nconn == 0)
 		smtp_dest_free(client, d);
 	conn->dest = NULL;
@@ -136,6 +139,49 @@ unsigned
 smtp_client_conn_total(struct smtp_client *client)
 {
 	return client->nconn;
+}
+
+void
+smtp_client_on_close(struct smtp_client *client,
+    void (*closed)(void *arg, const char *key), void *arg)
+{
+	client->close_cb = closed;
+	client->close_arg = arg;
+}
+
+unsigned
+smtp_client_conn_retire(struct smtp_client *client, const char *key, unsigned n)
+{
+	struct smtp_dest *d = smtp_dest_get(client, key, false);
+	struct smtp_conn *conn, *next;
+	unsigned marked = 0;
+
+	if (d == NULL)
+		return 0;
+	/* Those already on their way out count first... */
+	TAILQ_FOREACH(conn, &client->conns, entry)
+	if (conn->dest == d && marked < n &&
+	    (conn->retire || conn->phase == SMTP_PH_QUIT))
+		marked++;
+	/* ...then idle ones QUIT now... */
+	while (marked < n && (conn = TAILQ_FIRST(&d->idle)) != NULL) {
+		smtp_cache_remove(conn);
+		conn->retire = true;
+		smtp_conn_enter(conn, SMTP_PH_QUIT);
+		marked++;
+	}
+	/* ...then busy ones after the message they are sending. */
+	for (conn = TAILQ_FIRST(&client->conns); conn != NULL && marked < n;
+	     conn = next) {
+		next = TAILQ_NEXT(conn, entry);
+		if (conn->dest == d && !conn->retire &&
+		    conn->phase != SMTP_PH_QUIT &&
+		    conn->phase != SMTP_PH_IDLE) {
+			conn->retire = true;
+			marked++;
+		}
+	}
+	return marked;
 }
 
 /* Takes CONN, idle, off its destination's cache. */
@@ -184,7 +230,8 @@ smtp_conn_result(struct smtp_conn *conn)
 static bool
 conn_cacheable(const struct smtp_conn *conn)
 {
-	return !conn->client->shutting_down && conn->cache_time > 0 &&
+	return !conn->client->shutting_down && !conn->retire &&
+	    conn->cache_time > 0 &&
 	    (conn->max_deliveries <= 0 ||
 		conn->deliveries < (uint64_t)conn->max_deliveries);
 }
@@ -261,19 +308,21 @@ smtp_conn_req_done(struct smtp_conn *conn)
 }
 
 /* Takes the newest idle connection of REQ's destination that logged in
- * with REQ's credentials (or none, as REQ) for REQ, or NULL. */
+ * with REQ's credentials (or none, as REQ) and greeted with REQ's
+ * helo_name, for REQ, or NULL. */
 static struct smtp_conn *
 cache_take(struct smtp_req *req)
 {
 	struct smtp_dest *d = smtp_dest_get(
 	    req->client, req->req.dest_key, false);
 	const char *id = req->req.auth ? req->req.auth->id : "";
+	const char *helo = smtp_req_helo(req);
 	struct smtp_conn *conn;
 
 	if (d == NULL || req->no_reuse)
 		return NULL;
 	TAILQ_FOREACH(conn, &d->idle, idle_entry)
-	if (strcmp(conn->auth_id, id) == 0)
+	if (strcmp(conn->auth_id, id) == 0 && strcmp(conn->helo, helo) == 0)
 		break;
 	if (conn == NULL)
 		return NULL;

@@ -106,11 +106,16 @@ struct smtp_conn {
 	bool policy_fail; /* a TLS requirement failed, not the host */
 	bool dead;
 	bool pending; /* on dest->pending */
+	bool retire; /* QUITs after its request (smtp_client_conn_retire) */
+	char *gone_key; /* closed: its key, for the close hook */
 	/* implicit TLS, SMTP AUTH */
 	bool wrapper; /* TLS from the first byte (tls_wrapper, port 465) */
 	bool auth_tls; /* TLS is required because of the credentials */
 	bool authed; /* AUTH succeeded */
 	char *auth_id; /* the credentials it is for ("" none): cache key */
+	/* what EHLO/HELO said (helo_name of the request's scope, else the
+	 * client's): cache key, with auth_id */
+	char *helo;
 	enum cfg_sasl auth_mech;
 	int auth_step; /* smtp_auth.c's enum auth_step */
 	char auth_err[160]; /* the server's decoded OAuth error, or "" */
@@ -141,6 +146,8 @@ struct smtp_client {
 	struct event *kids_ev;
 	void (*sd_cb)(void *);
 	void *sd_arg;
+	void (*close_cb)(void *, const char *); /* smtp_client_on_close */
+	void *close_arg;
 };
 
 /* ---- the session state machine (smtp_client.c) ---- */
@@ -291,6 +298,9 @@ void smtp_conn_req_done(struct smtp_conn *);
 
 /* Starts (or restarts) REQ: on an idle cached connection if any. */
 void smtp_req_run(struct smtp_req *);
+/* What a connection for REQ says in EHLO/HELO: its scope's helo_name,
+ * else the client's name. */
+const char *smtp_req_helo(const struct smtp_req *);
 
 /* Moves REQ to its next address after a pre-session failure. */
 void smtp_addr_next(struct smtp_req *);

@@ -5,7 +5,7 @@
  *
  * Public functions: smtp_request_submit().  Module functions:
  * smtp_rcpt_set(), smtp_rcpt_set_rest(), smtp_txn_set_accepted(),
- * smtp_txn_void(), smtp_req_complete(), smtp_req_free().
+ * smtp_txn_void(), smtp_req_complete(), smtp_req_free(), smtp_req_helo().
  * Invariants: a recipient's result is written once (res[i].cls != 0
  * means final); done() is only ever called from the client's reaper,
  * never from inside smtp_request_submit() or a bufferevent callback;
@@ -204,4 +204,15 @@ smtp_request_submit(struct smtp_client *client, const struct smtp_request *r)
 	snprintf(req->result.host, sizeof(req->result.host), "none");
 	smtp_req_run(req);
 	return SMTP_SUBMIT_OK;
+}
+
+/* The EHLO name of REQ; see smtp_int.h. */
+const char *
+smtp_req_helo(const struct smtp_req *req)
+{
+	const char *h = req->req.scope != NULL
+	    ? cfg_str(req->req.scope, CFG_HELO_NAME)
+	    : "";
+
+	return h[0] != '\0' ? h : req->client->helo;
 }

@@ -5,6 +5,10 @@
  * sendmail has no equivalent).  Works while `relayq run` is running: the
  * notice is queued in the same transaction and the daemon is woken.
  *
+ * The notices go where the daemon's would: to a local sender's aliases
+ * (alias_file is read here as the daemon reads it; one it cannot read
+ * is an error, 78, before anything is returned).
+ *
  * Invariants: one queue transaction per message, so a crash leaves each
  * message either untouched or returned with its notice queued.
  */
@@ -43,6 +47,7 @@ cmd_bounce(int argc, char **argv)
 	struct cfg *cfg;
 	struct queue *q;
 	int rc = RQ_EX_OK;
+	char err[1024];
 
 	if (!tools_opts_parse(&bounce_cmd, argc, argv, NULL, &o))
 		return o.exit_code;
@@ -58,6 +63,12 @@ cmd_bounce(int argc, char **argv)
 	if ((rc = tools_queue_open("bounce", o.cfg_path, false, &cfg, &q)) !=
 	    RQ_EX_OK)
 		return rc;
+	if (cfg_local_load(cfg, err, sizeof(err)) != CFG_OK) {
+		fprintf(stderr, "%s\n", err);
+		queue_close(q);
+		cfg_free(cfg);
+		return RQ_EX_CONFIG;
+	}
 	for (int i = o.first; i < argc; i++) {
 		uint64_t id;
 		char idstr[17];

@@ -45,6 +45,8 @@ cmd_check_config(int argc, char **argv)
 	bool quiet = false;
 	struct cfg *cfg;
 	char err[1024];
+	const char *const *warn;
+	size_t nwarn;
 
 	if (!tools_opts_parse(&check_config_cmd, argc, argv, &quiet, &o))
 		return o.exit_code;
@@ -54,6 +56,11 @@ cmd_check_config(int argc, char **argv)
 		cfg_free(cfg);
 		return RQ_EX_CONFIG;
 	}
+	/* alias entries relayq reads but skips (|command, /file,
+	 * :include:, a name given twice): said, not an error */
+	warn = cfg_alias_warnings(cfg, &nwarn);
+	for (size_t i = 0; i < nwarn; i++)
+		fprintf(stderr, "%s\n", warn[i]);
 	if (!quiet)
 		cfg_dump(cfg, stdout);
 	cfg_free(cfg);

@@ -6,9 +6,12 @@
  * Public: cmd_hold(), cmd_release(), cmd_delete(), cmd_flush().
  * Changes go in short write transactions of at most CTL_BATCH messages,
  * then the daemon is woken (queue_wakeup_send), so it sees them at once and
- * is never blocked for long.  Exit 0; 64 usage; 67 (EX_NOUSER) when a
- * named message does not exist (the others are still done); 77
- * permission; 75 queue error.
+ * is never blocked for long.  A flush also leaves flush notes
+ * (queue_flush_note): the daemon forgets the host status of the
+ * destinations flushed (all of them without IDs: one note), as
+ * postqueue -f.  Exit 0; 64 usage; 67 (EX_NOUSER) when a named message
+ * does not exist (the others are still done); 77 permission; 75 queue
+ * error.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -88,10 +91,13 @@ ctl_opt(void *arg, int ch, const char *optarg)
 	return RQ_EX_OK;
 }
 
-/* Applies OP to message ID in T. */
+/* Applies OP to message ID in T; a flush leaves a flush note for ID
+ * when NOTE (not when one note covers every message). */
 static enum queue_result
-apply(enum ctl_op op, struct queue_txn *t, uint64_t id, int64_t now)
+apply(enum ctl_op op, struct queue_txn *t, uint64_t id, int64_t now, bool note)
 {
+	enum queue_result r;
+
 	switch (op) {
 	case CTL_HOLD:
 		return queue_msg_hold(t, id);
@@ -100,15 +106,19 @@ apply(enum ctl_op op, struct queue_txn *t, uint64_t id, int64_t now)
 	case CTL_DELETE:
 		return queue_msg_remove(t, id);
 	case CTL_FLUSH:
-		return queue_msg_flush(t, id, now);
+		/* and the daemon forgets the host status of its
+		 * destinations (queue_flush_note) */
+		r = queue_msg_flush(t, id, now);
+		return r == QUEUE_OK && note ? queue_flush_note(t, id) : r;
 	}
 	abort();
 }
 
-/* Runs OP over IDS[0..n) in transactions of CTL_BATCH; counts results. */
+/* Runs OP over IDS[0..n) in transactions of CTL_BATCH (NOTE: as
+ * apply()); counts results. */
 static int
 apply_ids(enum ctl_op op, struct queue *q, const uint64_t *ids, size_t n,
-    uint64_t *ndone, bool *missing)
+    bool note, uint64_t *ndone, bool *missing)
 {
 	int64_t now = rq_now();
 
@@ -120,7 +130,7 @@ apply_ids(enum ctl_op op, struct queue *q, const uint64_t *ids, size_t n,
 		if (t == NULL)
 			return RQ_EX_TEMPFAIL;
 		for (; i < end; i++) {
-			r = apply(op, t, ids[i], now);
+			r = apply(op, t, ids[i], now, note);
 			if (r == QUEUE_OK) {
 				done++;
 			} else if (r == QUEUE_NOTFOUND || r == QUEUE_CORRUPT) {
@@ -178,6 +188,23 @@ page_cb(const struct queue_msg *m, void *arg)
 	return pg->n < CTL_BATCH;
 }
 
+/* Notes a flush of everything: the daemon forgets every host status,
+ * as with Postfix's postqueue -f, whatever was waiting. */
+static int
+flush_all_note(struct queue *q)
+{
+	struct queue_txn *t = queue_txn_begin(q);
+
+	if (t == NULL)
+		return tools_fail(
+		    RQ_EX_TEMPFAIL, "flush", "queue error (see the log)");
+	queue_flush_note(t, 0);
+	if (queue_txn_commit(t) != QUEUE_OK)
+		return tools_fail(
+		    RQ_EX_TEMPFAIL, "flush", "queue error (see the log)");
+	return RQ_EX_OK;
+}
+
 static int
 ctl_main(enum ctl_op op, int argc, char **argv)
 {
@@ -222,8 +249,12 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 			    "no such message (the queue is empty)");
 		return rc;
 	}
-	if (!ca.all) {
-		rc = apply_ids(op, q, ids, nids, &ndone, &missing);
+	if (op == CTL_FLUSH && ca.all)
+		rc = flush_all_note(q);
+	if (rc != RQ_EX_OK) {
+		/* said why */
+	} else if (!ca.all) {
+		rc = apply_ids(op, q, ids, nids, true, &ndone, &missing);
 	} else {
 		struct page *pg = xcalloc(1, sizeof(*pg));
 		uint64_t from = 0;
@@ -234,13 +265,14 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 			pg->n = 0;
 			pg->any = false;
 			queue_msgs_scan(q, from, page_cb, pg);
-			rc = apply_ids(op, q, pg->ids, pg->n, &ndone, &missing);
+			rc = apply_ids(
+			    op, q, pg->ids, pg->n, false, &ndone, &missing);
 			from = pg->last + 1;
 		} while (rc == RQ_EX_OK && pg->any && pg->last != UINT64_MAX);
 		missing = false; /* vanished meanwhile: not the user's error */
 		free(pg);
 	}
-	if (ndone > 0)
+	if (ndone > 0 || op == CTL_FLUSH)
 		queue_wakeup_send(q);
 	queue_close(q);
 	cfg_free(cfg);

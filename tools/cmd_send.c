@@ -51,38 +51,15 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "cmd_send.h"
 #include "mail.h"
 #include "priv.h"
 #include "queue_parse.h"
-#include "tools.h"
 
 #define CMD "send"
 #define ADDR_MAX 254 /* RFC 5321 4.5.3.1.3: a path is <= 256 with <> */
 #define ENVID_MAX 100 /* RFC 3461 4.4 */
 #define LINE_CHUNK 65536 /* input is read in lines or pieces this long */
-
-/* What the command line asks for besides sending. */
-enum send_mode {
-	MODE_SEND = 0, /* -bm: read a message, the default */
-	MODE_NOOP, /* -bi, -I (no aliases), -q<interval>: nothing to do */
-	MODE_MAILQ, /* -bp: relayq mailq */
-	MODE_FLUSH, /* -q, -qR..., -qI...: relayq flush */
-};
-
-/* The parsed command line. */
-struct send_opts {
-	const char *cfg_path;
-	const char *sender; /* -f/-r, or NULL */
-	const char *fullname; /* -F, or NULL */
-	const char *notify; /* -N, or NULL */
-	const char *ret; /* -R, or NULL */
-	const char *envid; /* -V, or NULL */
-	bool extract; /* -t */
-	bool ignore_dots; /* -i / -oi */
-	enum send_mode mode;
-	int nrcpt; /* RCPT arguments at rcpts */
-	char **rcpts;
-};
 
 /* The recipients: distinct as SMTP compares them, at most max
  * (max_recipients); see rcpts_parse(). */
@@ -91,6 +68,10 @@ struct rcpt_list {
 	size_t max;
 	size_t found; /* addresses the last parse found, duplicates too */
 	struct mail_addr_error err; /* of the last parse */
+	/* -bs: each address's NOTIFY and ORCPT (by set index; NULL:
+	 * none), from its RCPT TO */
+	const char **notify, **orcpt;
+	size_t nparam;
 };
 
 /* A growable byte buffer. */
@@ -121,6 +102,37 @@ static volatile sig_atomic_t tmp_armed;
 /* The `user` key: the owner tmp/ and incoming/ must have, when set. */
 static const char *spool_user = "";
 
+/* The reason of the last failure, and whether to print it. */
+static char why_last[1024];
+static bool why_quiet;
+
+/* Says why a submission fails (to standard error unless send_quiet());
+ * returns CODE. */
+static int __attribute__((format(printf, 2, 3)))
+send_fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why_last, sizeof(why_last), fmt, ap);
+	va_end(ap);
+	if (!why_quiet)
+		fprintf(stderr, "relayq %s: %s\n", CMD, why_last);
+	return code;
+}
+
+const char *
+send_why(void)
+{
+	return why_last;
+}
+
+void
+send_quiet(void)
+{
+	why_quiet = true;
+}
+
 static void
 usage(FILE *fp)
 {
@@ -133,7 +145,7 @@ usage(FILE *fp)
 	    "success.\n"
 	    "  -c FILE, -C FILE  the config file\n"
 	    "  -f SENDER  envelope sender (-f '<>': null sender); default\n"
-	    "             LOGIN@hostname; -r is the same\n"
+	    "             LOGIN@origin; -r is the same\n"
 	    "  -F NAME    full name for the From: header added when the\n"
 	    "             message has none (else $NAME)\n"
 	    "  -t         also take recipients from To:, Cc:, Bcc: (or\n"
@@ -143,12 +155,18 @@ usage(FILE *fp)
 	    "  -N NOTIFY  DSN: never, or a list of success,failure,delay\n"
 	    "  -R RET     DSN: return the full message or headers only\n"
 	    "  -V ENVID   DSN: envelope id\n"
+	    "  -bs        speak SMTP on standard input and output; each\n"
+	    "             message goes into the spool as above\n"
+	    "  -bv ADDR.. print where each address would be delivered\n"
+	    "             (alias expansion, route); 65 if one is bad\n"
+	    "  -bi, -I    check alias_file, as newaliases (65 syntax, 78\n"
+	    "             unreadable)\n"
+	    "  -bp        `relayq mailq`;  -q  `relayq flush` (-q with an\n"
+	    "             interval, -q15m, is not supported: ignored)\n"
 	    "Ignored for compatibility: -B TYPE, -bm, -L TAG, -m, -n, -o*,\n"
-	    "-O OPT, -U, -v, -X FILE, -h N, -G, -A*, -p*.  -bi and -I do\n"
-	    "nothing (relayq has no aliases); -bp runs `relayq mailq`, -q\n"
-	    "`relayq flush` (-q with an interval does nothing).\n"
+	    "-O OPT, -U, -v, -X FILE, -h N, -G, -A*, -p*.\n"
 	    "Bcc: headers are removed; a recipient without a domain gets\n"
-	    "@hostname; a bare CR is a line end.  Exit 0 once the message\n"
+	    "@origin; a bare CR is a line end.  Exit 0 once the message\n"
 	    "is in the spool; 64 usage, 65 bad address, too many recipients\n"
 	    "(max_recipients), a header intake would refuse (a line over\n"
 	    "998 bytes that cannot be folded) or a message over\n"
@@ -227,6 +245,29 @@ sender_parse(const char *s, const char *domain, struct buf *out)
 	if (strpbrk(s, "\r\n") != NULL)
 		return MAIL_ADDR_BAD;
 	return mail_addrlist_parse(s, strlen(s), &syn, sender_found, out, &err);
+}
+
+/* Whether send takes ADDR; see cmd_send.h. */
+bool
+send_addr_ok(const struct cfg *cfg, const char *addr, bool sender)
+{
+	const char *origin = cfg_str(cfg_scope(cfg, NULL), CFG_ORIGIN);
+	struct rcpt_list l;
+	struct buf b = { NULL, 0, 0 };
+	bool ok;
+
+	if (strpbrk(addr, "\r\n") != NULL)
+		return false;
+	if (sender) {
+		ok = sender_parse(addr, origin, &b) == MAIL_ADDR_OK;
+		free(b.p);
+		return ok;
+	}
+	memset(&l, 0, sizeof(l));
+	ok = rcpts_parse(&l, addr, strlen(addr), origin) == MAIL_ADDR_OK &&
+	    l.found == 1;
+	mail_addr_set_free(&l.set);
+	return ok;
 }
 
 /* True if S is printable ASCII (what -V may hold). */
@@ -319,14 +360,14 @@ opt_arg(int argc, char **argv, int *i, size_t *j)
 static int
 opt_missing(char ch)
 {
-	return tools_fail(RQ_EX_USAGE, CMD, "option -%c needs an argument", ch);
+	return send_fail(RQ_EX_USAGE, "option -%c needs an argument", ch);
 }
 
 /*
  * Applies one of the letters that set something particular: -t, -i,
- * -oi (other -oX are ignored), -b (mode: m sends, i does nothing, p
- * lists the queue), -I (nothing: no aliases), -q (flush; with an
- * interval, nothing).
+ * -oi (other -oX are ignored), -b (mode: m sends, i checks the aliases,
+ * p lists the queue, s speaks SMTP, v verifies addresses), -I (checks
+ * the aliases), -q (flush; with an interval, ignored).
  */
 static int
 opt_letter_own(int argc, char **argv, int *i, size_t *j, struct send_opts *o)
@@ -351,20 +392,25 @@ opt_letter_own(int argc, char **argv, int *i, size_t *j, struct send_opts *o)
 		if ((v = opt_arg(argc, argv, i, j)) == NULL)
 			return opt_missing(ch);
 		if (strcmp(v, "i") == 0)
-			o->mode = MODE_NOOP;
+			o->mode = MODE_ALIASES;
 		else if (strcmp(v, "p") == 0)
 			o->mode = MODE_MAILQ;
+		else if (strcmp(v, "s") == 0)
+			o->mode = MODE_SMTP;
+		else if (strcmp(v, "v") == 0)
+			o->mode = MODE_VERIFY;
 		else if (strcmp(v, "m") != 0)
-			return tools_fail(RQ_EX_USAGE, CMD,
-			    "mode -b%.16s is not supported", v);
+			return send_fail(
+			    RQ_EX_USAGE, "mode -b%.16s is not supported", v);
 		break;
 	case 'I':
-		o->mode = MODE_NOOP;
+		o->mode = MODE_ALIASES;
 		break;
 	case 'q':
 		v = argv[*i] + *j + 1;
 		*j = strlen(argv[*i]) - 1;
-		o->mode = (*v >= '0' && *v <= '9') ? MODE_NOOP : MODE_FLUSH;
+		o->mode = (*v >= '0' && *v <= '9') ? MODE_QINTERVAL
+						   : MODE_FLUSH;
 		break;
 	}
 	return RQ_EX_OK;
@@ -384,8 +430,8 @@ opt_word_parse(int argc, char **argv, int *i, struct send_opts *o)
 		int rc;
 
 		if (l == NULL)
-			return tools_fail(RQ_EX_USAGE, CMD,
-			    "unknown option -%c (see --help)", ch);
+			return send_fail(
+			    RQ_EX_USAGE, "unknown option -%c (see --help)", ch);
 		switch (l->kind) {
 		case LETTER_IGNORED:
 			break;
@@ -433,7 +479,7 @@ opts_parse(int argc, char **argv, struct send_opts *o, bool *help)
 			return RQ_EX_OK;
 		}
 		if (a[1] == '-')
-			return tools_fail(RQ_EX_USAGE, CMD,
+			return send_fail(RQ_EX_USAGE,
 			    "unknown option \"%.64s\" (see --help)", a);
 		if ((rc = opt_word_parse(argc, argv, &i, o)) != RQ_EX_OK)
 			return rc;
@@ -639,7 +685,8 @@ wfile_put_name(struct wfile *w, const char *name)
 struct submit {
 	struct send_opts o;
 	const char *spool;
-	const char *hostname;
+	const char *origin; /* the domain of unqualified addresses */
+	FILE *in; /* the message */
 	char *tmpdir, *incdir, *name, *final_path;
 	struct wfile *w;
 	struct header h;
@@ -672,19 +719,19 @@ spool_dir_open(const char *path, int *dfd, struct stat *st)
 		int err = errno;
 		bool link = lstat(path, st) == 0 && S_ISLNK(st->st_mode);
 
-		return tools_fail(RQ_EX_TEMPFAIL, CMD,
-		    "spool directory %.200s: %s", path,
+		return send_fail(RQ_EX_TEMPFAIL, "spool directory %.200s: %s",
+		    path,
 		    link ? "a symbolic link, not a directory" : strerror(err));
 	}
 	if (spool_user[0] != '\0' && (pw = getpwnam(spool_user)) != NULL &&
 	    st->st_uid != pw->pw_uid)
-		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		return send_fail(RQ_EX_TEMPFAIL,
 		    "spool directory %.200s belongs to uid %u, not to %.64s: "
 		    "refusing to write there",
 		    path, (unsigned)st->st_uid, spool_user);
 	if ((st->st_mode & S_IWOTH) &&
 	    (!(st->st_mode & S_ISVTX) || (st->st_mode & S_IROTH)))
-		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		return send_fail(RQ_EX_TEMPFAIL,
 		    "spool directory %.200s has mode %04o: other users could "
 		    "list or remove submissions (relayq run sets %04o when it "
 		    "starts)",
@@ -692,7 +739,7 @@ spool_dir_open(const char *path, int *dfd, struct stat *st)
 		    (unsigned)PRIV_DROP_MODE);
 	if (me != 0 && me != st->st_uid &&
 	    (st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISGID))
-		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		return send_fail(RQ_EX_TEMPFAIL,
 		    "spool directory %.200s has mode %04o: no drop group "
 		    "(setgid), so the daemon could not read your message "
 		    "(relayq run sets %04o when it starts)",
@@ -737,8 +784,8 @@ spool_create(struct submit *s)
 			break;
 	}
 	if (fd < 0)
-		return tools_fail(RQ_EX_TEMPFAIL, CMD,
-		    "cannot create %.200s: %s", tmp_path, strerror(errno));
+		return send_fail(RQ_EX_TEMPFAIL, "cannot create %.200s: %s",
+		    tmp_path, strerror(errno));
 	s->w->fd = fd;
 	if (geteuid() == st.st_uid)
 		return RQ_EX_OK;
@@ -746,7 +793,7 @@ spool_create(struct submit *s)
 	if ((geteuid() == 0 && fchown(fd, (uid_t)-1, st.st_gid) != 0) ||
 	    fstat(fd, &fst) != 0 || fst.st_gid != st.st_gid ||
 	    fchmod(fd, 0640) != 0)
-		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		return send_fail(RQ_EX_TEMPFAIL,
 		    "%.200s: cannot give it to group %u: %s", tmp_path,
 		    (unsigned)st.st_gid,
 		    errno ? strerror(errno) : "not inherited");
@@ -759,23 +806,23 @@ addr_fail(const struct submit *s, enum mail_addr_result r, const char *where,
     const char *text)
 {
 	if (r == MAIL_ADDR_TOOMANY)
-		return tools_fail(RQ_EX_DATAERR, CMD,
+		return send_fail(RQ_EX_DATAERR,
 		    "too many recipients: more than %zu (max_recipients)",
 		    s->rcpts.max);
 	if (r == MAIL_ADDR_TOOLONG)
-		return tools_fail(RQ_EX_DATAERR, CMD,
+		return send_fail(RQ_EX_DATAERR,
 		    "bad %s \"%.60s...\": address too long: %zu bytes, a "
 		    "local part of %zu (at most %d in all)",
 		    where, text, s->rcpts.err.len, s->rcpts.err.local,
 		    ADDR_MAX);
-	return tools_fail(RQ_EX_DATAERR, CMD, "bad %s \"%.200s\"", where, text);
+	return send_fail(RQ_EX_DATAERR, "bad %s \"%.200s\"", where, text);
 }
 
 /* Says that the message is over max_message_size; returns 65. */
 static int
 too_large(const struct submit *s)
 {
-	return tools_fail(RQ_EX_DATAERR, CMD,
+	return send_fail(RQ_EX_DATAERR,
 	    "message too large (max_message_size is %llu bytes)",
 	    (unsigned long long)s->w->max);
 }
@@ -797,9 +844,9 @@ input_line(struct submit *s)
 	if (s->line == NULL)
 		s->line = xmalloc(LINE_CHUNK + 1); /* + the LF of a CRLF */
 	errno = 0;
-	while (n < LINE_CHUNK && (ch = getc_unlocked(stdin)) != EOF) {
+	while (n < LINE_CHUNK && (ch = getc_unlocked(s->in)) != EOF) {
 		if (ch == '\r') {
-			int next = getc_unlocked(stdin);
+			int next = getc_unlocked(s->in);
 
 			if (next == '\n') {
 				s->line[n++] = '\r';
@@ -808,7 +855,7 @@ input_line(struct submit *s)
 			}
 			/* a bare CR ends a line, as on intake: an LF here */
 			if (next != EOF)
-				ungetc(next, stdin);
+				ungetc(next, s->in);
 			ch = '\n';
 		}
 		s->line[n++] = (char)ch;
@@ -879,9 +926,9 @@ header_read(struct submit *s, ssize_t *pending)
 		if (h->raw.len > s->w->max)
 			return too_large(s);
 	}
-	if (ferror(stdin))
-		return tools_fail(RQ_EX_IOERR, CMD, "reading the message: %s",
-		    strerror(errno));
+	if (ferror(s->in))
+		return send_fail(
+		    RQ_EX_IOERR, "reading the message: %s", strerror(errno));
 	return RQ_EX_OK;
 }
 
@@ -912,9 +959,9 @@ header_extract(struct submit *s)
 				continue;
 			r = rcpts_parse(&s->rcpts,
 			    h->raw.p + f->off + f->namelen + 1,
-			    f->len - f->namelen - 1, s->hostname);
+			    f->len - f->namelen - 1, s->origin);
 			if (r == MAIL_ADDR_BAD)
-				return tools_fail(RQ_EX_DATAERR, CMD,
+				return send_fail(RQ_EX_DATAERR,
 				    "bad address in the %s: header", names[k]);
 			if (r != MAIL_ADDR_OK)
 				return addr_fail(s, r, "address in the header",
@@ -946,12 +993,24 @@ header_write(struct submit *s)
 	}
 	wfile_puts(w, eol);
 	for (size_t i = 0; i < s->rcpts.set.n; i++) {
+		const char *nt = s->notify, *orcpt = NULL;
+
+		if (i < s->rcpts.nparam) {
+			if (s->rcpts.notify[i] != NULL &&
+			    s->rcpts.notify[i][0] != '\0')
+				nt = s->rcpts.notify[i];
+			orcpt = s->rcpts.orcpt[i];
+		}
 		wfile_puts(w, "X-Receiver: <");
 		wfile_puts(w, s->rcpts.set.v[i]);
 		wfile_puts(w, ">");
-		if (s->notify[0] != '\0') {
+		if (nt[0] != '\0') {
 			wfile_puts(w, " NOTIFY=");
-			wfile_puts(w, s->notify);
+			wfile_puts(w, nt);
+		}
+		if (orcpt != NULL) {
+			wfile_puts(w, " ORCPT=");
+			wfile_puts(w, orcpt);
 		}
 		wfile_puts(w, eol);
 	}
@@ -998,10 +1057,9 @@ header_check(struct submit *s)
 	struct qp_result r;
 	int rc = RQ_EX_OK;
 
-	if (qp_message_parse(s->written.p, s->written.len, s->hostname,
+	if (qp_message_parse(s->written.p, s->written.len, s->origin,
 		s->rcpts.max, &r) != QP_OK)
-		rc = tools_fail(
-		    RQ_EX_DATAERR, CMD, "message refused: %s", r.why);
+		rc = send_fail(RQ_EX_DATAERR, "message refused: %s", r.why);
 	qp_result_free(&r);
 	return rc;
 }
@@ -1021,9 +1079,9 @@ body_copy(struct submit *s, ssize_t pending)
 		if (s->w->err != 0)
 			break;
 	}
-	if (ferror(stdin))
-		return tools_fail(RQ_EX_IOERR, CMD, "reading the message: %s",
-		    strerror(errno));
+	if (ferror(s->in))
+		return send_fail(
+		    RQ_EX_IOERR, "reading the message: %s", strerror(errno));
 	return RQ_EX_OK;
 }
 
@@ -1044,12 +1102,12 @@ spool_commit(struct submit *s)
 	if (w->err == 0 && fsync(w->fd) != 0)
 		w->err = errno;
 	if (w->err != 0)
-		return tools_fail(RQ_EX_TEMPFAIL, CMD, "writing %.200s: %s",
-		    tmp_path, strerror(w->err));
+		return send_fail(RQ_EX_TEMPFAIL, "writing %.200s: %s", tmp_path,
+		    strerror(w->err));
 	str_printf(&s->final_path, "%s/%s", s->incdir, s->name);
 	signals_block();
 	if (renameat(tmp_dfd, tmp_name, inc_dfd, tmp_name) != 0)
-		return tools_fail(RQ_EX_TEMPFAIL, CMD,
+		return send_fail(RQ_EX_TEMPFAIL,
 		    "cannot move the message into %.200s: %s", s->incdir,
 		    strerror(errno));
 	tmp_armed = 0;
@@ -1066,13 +1124,31 @@ spool_commit(struct submit *s)
 		/* The rename may not be durable: take the file back if the
 		 * daemon has not (it unlinks only after its commit). */
 		if (unlinkat(inc_dfd, tmp_name, 0) == 0)
-			return tools_fail(RQ_EX_TEMPFAIL, CMD,
-			    "syncing %.200s: %s", s->incdir, strerror(err));
+			return send_fail(RQ_EX_TEMPFAIL, "syncing %.200s: %s",
+			    s->incdir, strerror(err));
 	}
 	r = close(w->fd);
 	w->fd = -1;
 	(void)r; /* data already fsync'd; close cannot lose it */
 	return RQ_EX_OK;
+}
+
+/* Gives the addresses RCPT argument I added (from set index BEFORE on)
+ * its NOTIFY and ORCPT (-bs: one RCPT TO each). */
+static void
+rcpt_params_set(struct submit *s, size_t before, int i)
+{
+	struct rcpt_list *l = &s->rcpts;
+
+	l->notify = xrealloc(l->notify, l->set.n * sizeof(*l->notify));
+	l->orcpt = xrealloc(l->orcpt, l->set.n * sizeof(*l->orcpt));
+	for (size_t k = l->nparam; k < l->set.n; k++)
+		l->notify[k] = l->orcpt[k] = NULL;
+	for (size_t k = before; k < l->set.n; k++) {
+		l->notify[k] = s->o.rcpt_notify ? s->o.rcpt_notify[i] : NULL;
+		l->orcpt[k] = s->o.rcpt_orcpt ? s->o.rcpt_orcpt[i] : NULL;
+	}
+	l->nparam = l->set.n;
 }
 
 /* Checks the options and works out the sender and command-line rcpts. */
@@ -1083,17 +1159,17 @@ submit_prepare(struct submit *s)
 	unsigned notify;
 
 	if (o->nrcpt == 0 && !o->extract)
-		return tools_fail(RQ_EX_USAGE, CMD,
+		return send_fail(RQ_EX_USAGE,
 		    "no recipients given (name them, or use -t to take them "
 		    "from the message)");
 	if (o->ret != NULL && strcasecmp(o->ret, "full") != 0 &&
 	    strcasecmp(o->ret, "hdrs") != 0)
-		return tools_fail(RQ_EX_USAGE, CMD,
+		return send_fail(RQ_EX_USAGE,
 		    "-R takes full or hdrs, not \"%.64s\"", o->ret);
 	if (o->notify != NULL) {
 		if (!mail_notify_parse(o->notify, strlen(o->notify),
 			MAIL_NOTIFY_STRICT, &notify))
-			return tools_fail(RQ_EX_USAGE, CMD,
+			return send_fail(RQ_EX_USAGE,
 			    "-N takes never, or a list of success, failure, "
 			    "delay; not \"%.64s\"",
 			    o->notify);
@@ -1101,7 +1177,7 @@ submit_prepare(struct submit *s)
 	}
 	if (o->envid != NULL) {
 		if (strlen(o->envid) > ENVID_MAX || !is_printable(o->envid))
-			return tools_fail(RQ_EX_USAGE, CMD,
+			return send_fail(RQ_EX_USAGE,
 			    "-V: the envelope id must be printable ASCII, at "
 			    "most %d characters",
 			    ENVID_MAX);
@@ -1109,15 +1185,15 @@ submit_prepare(struct submit *s)
 	}
 	if (o->sender != NULL) {
 		enum mail_addr_result r = sender_parse(
-		    o->sender, s->hostname, &s->sender);
+		    o->sender, s->origin, &s->sender);
 
 		if (r == MAIL_ADDR_TOOLONG)
-			return tools_fail(RQ_EX_DATAERR, CMD,
+			return send_fail(RQ_EX_DATAERR,
 			    "bad sender address \"%.60s...\": address too "
 			    "long (at most %d bytes)",
 			    o->sender, ADDR_MAX);
 		if (r != MAIL_ADDR_OK)
-			return tools_fail(RQ_EX_DATAERR, CMD,
+			return send_fail(RQ_EX_DATAERR,
 			    "bad sender address \"%.200s\"", o->sender);
 	} else {
 		struct passwd *pw = getpwuid(getuid());
@@ -1125,22 +1201,25 @@ submit_prepare(struct submit *s)
 		char *a;
 
 		if (login == NULL || login[0] == '\0')
-			return tools_fail(RQ_EX_USAGE, CMD,
+			return send_fail(RQ_EX_USAGE,
 			    "cannot tell your login name: use -f SENDER");
-		str_printf(&a, "%s@%s", login, s->hostname);
+		str_printf(&a, "%s@%s", login, s->origin);
 		buf_add(&s->sender, a, strlen(a));
 		free(a);
 	}
 	for (int i = 0; i < o->nrcpt; i++) {
 		const char *r = o->rcpts[i];
 		enum mail_addr_result ar = MAIL_ADDR_BAD;
+		size_t before = s->rcpts.set.n;
 
 		if (strpbrk(r, "\r\n") == NULL)
-			ar = rcpts_parse(&s->rcpts, r, strlen(r), s->hostname);
+			ar = rcpts_parse(&s->rcpts, r, strlen(r), s->origin);
 		if (ar == MAIL_ADDR_OK && s->rcpts.found == 0)
 			ar = MAIL_ADDR_BAD; /* no address in it */
 		if (ar != MAIL_ADDR_OK)
 			return addr_fail(s, ar, "recipient address", r);
+		if (o->rcpt_notify != NULL || o->rcpt_orcpt != NULL)
+			rcpt_params_set(s, before, i);
 	}
 	return RQ_EX_OK;
 }
@@ -1161,6 +1240,8 @@ submit_free(struct submit *s)
 		close(inc_dfd);
 	tmp_dfd = inc_dfd = -1;
 	mail_addr_set_free(&s->rcpts.set);
+	free(s->rcpts.notify);
+	free(s->rcpts.orcpt);
 	free(s->envid);
 	free(s->h.raw.p);
 	free(s->h.f);
@@ -1174,15 +1255,13 @@ submit_free(struct submit *s)
 	free(s->w);
 }
 
-/* Runs -bp as `relayq mailq`, -q as `relayq flush`; -bi does nothing. */
+/* Runs -bp as `relayq mailq`, -q as `relayq flush`. */
 static int
 mode_run(const struct send_opts *o)
 {
 	char *argv[4];
 	int argc = 0;
 
-	if (o->mode == MODE_NOOP)
-		return RQ_EX_OK; /* no alias database, no queue-run interval */
 	argv[argc++] = (char *)(o->mode == MODE_MAILQ ? "mailq" : "flush");
 	if (o->cfg_path != NULL) {
 		argv[argc++] = (char *)"-c";
@@ -1194,38 +1273,26 @@ mode_run(const struct send_opts *o)
 				     : cmd_flush(argc, argv);
 }
 
+/* Submits one message; see cmd_send.h.  The steps: the envelope
+ * (submit_prepare), the file in tmp/ (spool_create), the header
+ * (header_read, -t: header_extract, header_write, header_check), the
+ * body (body_copy), then fsync and rename (spool_commit). */
 int
-cmd_send(int argc, char **argv)
+send_submit(const struct cfg *cfg, const struct send_opts *o, FILE *in)
 {
-	const struct cfg_scope *sc;
+	const struct cfg_scope *sc = cfg_scope(cfg, NULL);
 	struct submit s;
-	struct cfg *cfg;
 	ssize_t pending;
-	bool help;
 	int rc;
 
 	memset(&s, 0, sizeof(s));
-	if ((rc = opts_parse(argc, argv, &s.o, &help)) != RQ_EX_OK)
-		return rc;
-	if (help) {
-		usage(stdout);
-		return RQ_EX_OK;
-	}
-	if (s.o.mode != MODE_SEND)
-		return mode_run(&s.o);
-	cfg = tools_cfg_load(tools_cfg_path(s.o.cfg_path));
-	sc = cfg_scope(cfg, NULL);
+	why_last[0] = '\0';
+	s.o = *o;
+	s.in = in;
 	s.spool = cfg_str(sc, CFG_SPOOL_DIR);
 	spool_user = cfg_str(sc, CFG_USER);
-	s.hostname = cfg_str(sc, CFG_HOSTNAME);
-	if (s.hostname[0] == '\0') {
-		/* as intake qualifies: the host's name */
-		static char host[256];
-
-		if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
-			strcpy(host, "localhost");
-		s.hostname = host;
-	}
+	/* as intake qualifies: origin (/etc/mailname, else the FQDN) */
+	s.origin = cfg_str(sc, CFG_ORIGIN);
 	s.rcpts.max = (size_t)cfg_int(sc, CFG_MAX_RECIPIENTS);
 	s.w = xcalloc(1, sizeof(*s.w));
 	s.w->fd = -1;
@@ -1233,21 +1300,20 @@ cmd_send(int argc, char **argv)
 	s.w->max = (uint64_t)cfg_int(sc, CFG_MAX_MESSAGE_SIZE);
 	str_printf(&s.tmpdir, "%s/tmp", s.spool);
 	str_printf(&s.incdir, "%s/incoming", s.spool);
-	signals_catch();
 
 	if ((rc = submit_prepare(&s)) != RQ_EX_OK ||
 	    (rc = spool_create(&s)) != RQ_EX_OK ||
 	    (rc = header_read(&s, &pending)) != RQ_EX_OK)
 		goto out;
 	if (s.h.raw.len > 0 && memchr(s.h.raw.p, '\0', s.h.raw.len) != NULL) {
-		rc = tools_fail(RQ_EX_DATAERR, CMD,
-		    "binary data (NUL) in the header section");
+		rc = send_fail(
+		    RQ_EX_DATAERR, "binary data (NUL) in the header section");
 		goto out;
 	}
 	if (s.o.extract && (rc = header_extract(&s)) != RQ_EX_OK)
 		goto out;
 	if (s.rcpts.set.n == 0) {
-		rc = tools_fail(RQ_EX_USAGE, CMD,
+		rc = send_fail(RQ_EX_USAGE,
 		    "no recipient addresses found in the message header");
 		goto out;
 	}
@@ -1260,6 +1326,45 @@ cmd_send(int argc, char **argv)
 	rc = spool_commit(&s);
 out:
 	submit_free(&s);
+	return rc;
+}
+
+int
+cmd_send(int argc, char **argv)
+{
+	struct send_opts o;
+	struct cfg *cfg;
+	bool help;
+	int rc;
+
+	if ((rc = opts_parse(argc, argv, &o, &help)) != RQ_EX_OK)
+		return rc;
+	if (help) {
+		usage(stdout);
+		return RQ_EX_OK;
+	}
+	if (o.mode == MODE_MAILQ || o.mode == MODE_FLUSH)
+		return mode_run(&o);
+	if (o.mode == MODE_QINTERVAL)
+		return RQ_EX_OK; /* ignored, as Postfix's sendmail: relayq run
+				    retries on its own schedule */
+	cfg = tools_cfg_load(tools_cfg_path(o.cfg_path));
+	switch (o.mode) {
+	case MODE_ALIASES:
+		rc = send_aliases_run(cfg);
+		break;
+	case MODE_VERIFY:
+		rc = send_verify_run(cfg, &o);
+		break;
+	case MODE_SMTP:
+		signals_catch();
+		rc = send_smtp_run(cfg, &o);
+		break;
+	default:
+		signals_catch();
+		rc = send_submit(cfg, &o, stdin);
+		break;
+	}
 	cfg_free(cfg);
 	return rc;
 }

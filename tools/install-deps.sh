@@ -5,16 +5,19 @@
 # exim4, the real MTA of the smarthost tests, is not installed (it
 # conflicts with postfix): tests/e2e/eximlib.py unpacks it under the build
 # directory; libidn12 is the one library of its own it needs, and
-# libnss-wrapper gives it its Debian-exim user.
+# libnss-wrapper gives it its Debian-exim user.  redis-server is only run
+# by the cluster tests (on 127.0.0.1, started and stopped by them): the
+# package's own service is not needed.
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
- libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev"
+ libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev libhiredis-dev"
 test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  git git-email libmailtools-perl
  procps
  libidn12 libnss-wrapper
- build-essential debhelper lintian debootstrap systemd systemd-container"
+ build-essential debhelper lintian debootstrap systemd systemd-container
+ redis-server"
 case "${1:---test}" in
 --build) pkgs=$build_pkgs ;;
 --test) pkgs=$test_pkgs ;;

@@ -1,7 +1,8 @@
 /*
  * main.c - the relayq binary: dispatches `relayq COMMAND` to its
  * subcommand, and acts as `relayq mailq` / `relayq send` when invoked
- * through a link named mailq / sendmail.
+ * through a link named mailq / sendmail, and as `relayq send -bi`
+ * (check alias_file) when invoked as newaliases.
  *
  * Only commands that work are listed in the table (and so in --help).
  */
@@ -37,6 +38,8 @@ static const struct command commands[] = {
 	{ "release", cmd_release, "ID...", "resume held messages" },
 	{ "delete", cmd_delete, "ID... | --all", "remove messages, no DSN" },
 	{ "flush", cmd_flush, "[ID...]", "make deferred recipients due now" },
+	{ "cluster", cmd_cluster, "",
+	    "the cluster's nodes and shared limits (Redis)" },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -131,6 +134,20 @@ main(int argc, char **argv)
 	if (strcmp(base, "sendmail") == 0) {
 		argv[0] = (char *)"send";
 		return dispatch("send", argc, argv);
+	}
+	if (strcmp(base, "newaliases") == 0) {
+		/* as `sendmail -bi`: check alias_file */
+		static char bi[] = "-bi";
+		char **av = xcalloc((size_t)argc + 2, sizeof(*av));
+		int rc;
+
+		av[0] = (char *)"send";
+		av[1] = bi;
+		for (int k = 1; k < argc; k++)
+			av[k + 1] = argv[k];
+		rc = dispatch("send", argc + 1, av);
+		free(av);
+		return rc;
 	}
 	while (i < argc && argv[i][0] == '-') {
 		if (strcmp(argv[i], "--version") == 0 ||

@@ -66,6 +66,7 @@ int tools_fail(int code, const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 int cmd_check_config(int argc, char **argv);
+int cmd_cluster(int argc, char **argv);
 
 /*
  * Queue commands (cmd_mailq.c): loads the config at PATH into *cfgp (as

@@ -6,7 +6,10 @@
  * stored is what was checked: CRLF line endings only (no bare CR a
  * receiver could read as a line end), no header line over QP_LINE_MAX
  * bytes, no Bcc: field left, and as many Received: fields as the hop
- * count said (plus the one added).
+ * count said (plus the one added).  Every other input is parsed with
+ * intake's local-mail rules (a small alias table and sender map: the
+ * header address edits, the sender map, alias expansion), every other
+ * without.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -14,7 +17,41 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mail.h"
 #include "queue_parse.h"
+
+/* The local-mail rules of the inputs parsed with them. */
+static const char fuzz_aliases[] = "root: admin@example.net, ops\n"
+				   "ops: a@x.test, \"|/bin/cmd\"\n"
+				   "postmaster: root\nl1: l2\nl2: l1\n";
+static const char fuzz_map[] =
+    "root alerts@example.com\n"
+    "@host.lan @example.com\n"
+    "a@fuzz.test aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@x.test\n";
+
+/* The rules, made once. */
+static const struct mail_local *
+fuzz_local(void)
+{
+	static struct mail_local ml;
+	static struct mail_aliases *a;
+	static struct mail_map *m;
+	char err[256];
+
+	if (a == NULL) {
+		if (mail_aliases_parse("a", fuzz_aliases, strlen(fuzz_aliases),
+			&a, err, sizeof(err)) != MAIL_TABLE_OK ||
+		    mail_map_parse("m", fuzz_map, strlen(fuzz_map), &m, err,
+			sizeof(err)) != MAIL_TABLE_OK)
+			abort();
+		ml.origin = "fuzz.test";
+		ml.hostname = "host.fuzz.test";
+		ml.aliases = a;
+		ml.sender_map = m;
+	}
+	return &ml;
+}
 
 /* Aborts if S holds a byte below 0x20 or 0x7f, or is empty. */
 static void
@@ -71,6 +108,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct qp_result r;
+	struct qp_ctx ctx;
 	size_t max = (size & 3) == 0 ? 3 : 0;
 	char *buf = malloc(size + 1);
 
@@ -82,7 +120,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < size; i++)
 		if (buf[i] == '\r' && (i + 1 == size || buf[i + 1] != '\n'))
 			abort();
-	if (qp_message_parse(buf, size, "fuzz.test", max, &r) == QP_OK) {
+	ctx.qualify = "fuzz.test";
+	ctx.max_rcpt = max;
+	ctx.ml = (size & 4) ? fuzz_local() : NULL;
+	if (qp_message_parse_ctx(buf, size, &ctx, &r) == QP_OK) {
 		size_t n;
 		char *out;
 

@@ -180,9 +180,15 @@ done
 step "what the package installed"
 [ "$(in_root relayq --version)" = "relayq ${version%%-*}" ] ||
     fail "relayq --version says $(in_root relayq --version), package $version"
-for l in /usr/sbin/sendmail /usr/lib/sendmail /usr/bin/mailq; do
+for l in /usr/sbin/sendmail /usr/lib/sendmail /usr/bin/mailq \
+    /usr/bin/newaliases; do
 	[ "$(readlink -f "$root$l")" = "$root/usr/sbin/relayq" ] ||
 	    fail "$l is not relayq"
+done
+# the network-up hook (issue 13): `relayq flush` when a network comes up
+for h in /etc/network/if-up.d/relayq \
+    /etc/networkd-dispatcher/routable.d/relayq; do
+	[ -x "$root$h" ] || fail "$h missing or not executable"
 done
 for f in man/man8/relayq.8.gz man/man5/relayq.conf.5.gz \
     doc/relayq/relayq.conf.example; do
