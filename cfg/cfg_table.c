@@ -76,6 +76,10 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    NULL, "resolver address; empty: /etc/resolv.conf" },
 	[CFG_MAX_CONNECTIONS] = { "max_connections", CT_INT, "20", 1, 100000, 0,
 	    DOM, NOCLS, NULL, "concurrent connections per destination domain" },
+	[CFG_INITIAL_DEST_CONCURRENCY] = { "initial_destination_concurrency",
+	    CT_INT, "5", 1, 100000, 0, DOM, NOCLS, NULL,
+	    "connections a destination starts with; grows to max_connections "
+	    "on success" },
 	[CFG_MAX_CONNECTIONS_TOTAL] = { "max_connections_total", CT_INT, "500",
 	    1, 1000000, 0, 0, NOCLS, NULL, "concurrent connections in all" },
 	[CFG_MAX_DELIVERIES_PER_CONN] = { "max_deliveries_per_connection",

@@ -5,8 +5,9 @@
  * Runner-private: runner_dest_init(), runner_dest_destroy(),
  * runner_dest_get(), runner_dest_enqueue(), runner_dest_putback(),
  * runner_dest_job_move(), runner_dest_kick(), runner_dest_ready_kick(),
- * runner_dest_host_down(), runner_dest_host_clear(), runner_dest_reload(),
- * runner_dest_jobs_drop(), runner_dest_find().
+ * runner_dest_host_down(), runner_dest_host_clear(),
+ * runner_dest_feedback(), runner_dest_reload(), runner_dest_jobs_drop(),
+ * runner_dest_find().
  *
  * The rules.  Which destination a recipient's job goes to is
  * runner_route.c's choice: its lowercased domain (routed by MX), or a
@@ -29,12 +30,15 @@
  *   seconds old (while nothing is in flight); a lookup that fails
  *   bounces (5) every job waiting, or, when it fails for now (4), sends
  *   each to the next fallback relay or defers it;
- * - fewer than max_connections of its requests are in flight, and it
- *   has an idle cached connection or room for a new one under
- *   max_connections and max_connections_total (capped at the
+ * - fewer than its concurrency window of its requests are in flight,
+ *   and it has an idle cached connection or room for a new one under
+ *   that window and max_connections_total (capped at the
  *   connections open while the runner is short of file descriptors,
  *   see runner_job.c); one that waits only for the total goes on the
- *   runner's ready list, kicked when any request ends;
+ *   runner's ready list, kicked when any request ends.  The window
+ *   starts at initial_destination_concurrency and moves between 1 and
+ *   max_connections on each finished request's feedback
+ *   (runner_share.c's rules, runner_dest_feedback());
  * - a token of its max_message_rate bucket (burst = the count); over
  *   the rate it waits on its timer: it is not a failure.
  *
@@ -188,6 +192,9 @@ runner_dest_get(struct runner *r, const char *key, const struct cfg_scope *sc,
 	d->mx = mx;
 	d->auth = auth;
 	d->fb = fb;
+	runner_conc_init(&d->conc,
+	    (unsigned)cfg_int(sc, CFG_INITIAL_DEST_CONCURRENCY),
+	    (unsigned)cfg_int(sc, CFG_MAX_CONNECTIONS));
 	d->tokens = cfg_rate(sc, CFG_MAX_MESSAGE_RATE).count;
 	d->tokens_us = rq_now_us();
 	d->timer = evtimer_new(r->base, dest_timer_cb, d);
@@ -363,6 +370,22 @@ runner_dest_host_clear(struct runner *r, struct dest *d)
 		e->down_until = 0;
 }
 
+/* A request of D ended with RES (D's active count not yet taken down
+ * for it): feeds its outcome to D's concurrency window. */
+void
+runner_dest_feedback(struct dest *d, const struct smtp_result *res)
+{
+	enum runner_conc_event ev = CONC_NEUTRAL;
+
+	if (res->host_down)
+		ev = CONC_FAILURE;
+	else if (res->transactions > 0)
+		ev = CONC_SUCCESS;
+	runner_conc_feedback(&d->conc, ev, d->active,
+	    (unsigned)cfg_int(d->scope, CFG_INITIAL_DEST_CONCURRENCY),
+	    (unsigned)cfg_int(d->scope, CFG_MAX_CONNECTIONS));
+}
+
 /* Looks at D again shortly: it waits for connections that are closing
  * (their end has no callback); only armed while jobs wait. */
 static void
@@ -512,6 +535,9 @@ runner_dest_kick(struct runner *r, struct dest *d)
 		return;
 	if (r->fd_cap_until > rq_now_us() && maxt > r->fd_cap)
 		maxt = r->fd_cap; /* short of file descriptors */
+	/* no more than the receiver has shown it takes */
+	if (maxc > d->conc.window)
+		maxc = d->conc.window;
 	d->last_used = now;
 	if (!dest_may_submit(r, d, now))
 		return;

@@ -170,6 +170,8 @@ smtp_conn_enter(struct smtp_conn *conn, enum smtp_phase phase)
 	struct evbuffer *out = bufferevent_get_output(conn->bev);
 	struct timeval tv = { 0, 0 };
 
+	if (phase != SMTP_PH_CONNECT && phase != SMTP_PH_GREETING)
+		smtp_pending_remove(conn); /* greeted, or going away */
 	conn->phase = phase;
 	/* The loop's cached time may be stale: never arm a deadline early. */
 	event_base_update_cache_time(conn->client->base);
@@ -324,6 +326,7 @@ smtp_conn_connect(struct smtp_conn *conn)
 	}
 	bufferevent_setfd(conn->bev, fd);
 	smtp_conn_enter(conn, SMTP_PH_CONNECT);
+	smtp_pending_add(conn);
 	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 	if (bufferevent_socket_connect(
 		conn->bev, (const struct sockaddr *)&a->sa, (int)a->salen) < 0)
@@ -339,6 +342,7 @@ smtp_conn_close(struct smtp_conn *conn)
 	conn->dead = true;
 	if (conn->phase == SMTP_PH_IDLE)
 		smtp_cache_remove(conn);
+	smtp_pending_remove(conn);
 	smtp_token_cancel(conn);
 	smtp_token_forget(conn);
 	conn->phase = SMTP_PH_CLOSED;
@@ -640,6 +644,11 @@ conn_reply(struct smtp_conn *conn, const struct smtp_reply *reply)
 	struct smtp_rcpt_result why;
 	int cls = reply->code / 100;
 
+	if (conn->req == NULL && conn->phase == SMTP_PH_GREETING && cls == 2) {
+		/* an orphan (smtp_conn.c): its request went elsewhere */
+		smtp_conn_enter(conn, SMTP_PH_QUIT);
+		return;
+	}
 	if (conn->phase == SMTP_PH_QUIT || conn->req == NULL) {
 		smtp_conn_close(conn);
 		return;
@@ -764,7 +773,9 @@ conn_connected(struct smtp_conn *conn, struct bufferevent *bev)
 
 		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY,
 		    &one, sizeof(one));
-		if (conn->wrapper)
+		if (conn->req == NULL && conn->wrapper)
+			smtp_conn_close(conn); /* an orphan: nothing to say */
+		else if (conn->wrapper)
 			conn_tls_start(conn); /* RFC 8314 implicit TLS */
 		else
 			smtp_conn_enter(conn, SMTP_PH_GREETING);
@@ -894,6 +905,8 @@ smtp_client_shutdown(struct smtp_client *client, bool abort_active,
 		next = TAILQ_NEXT(conn, entry);
 		if (conn->phase == SMTP_PH_IDLE)
 			conn_idle_quit(conn);
+		else if (conn->req == NULL && conn->phase != SMTP_PH_QUIT)
+			smtp_conn_close(conn); /* an orphan, not yet greeted */
 		else if (abort_active && conn->req != NULL)
 			smtp_conn_abort(conn);
 	}

@@ -42,6 +42,10 @@ struct smtp_dest {
 	char *key;
 	unsigned nconn, nidle;
 	TAILQ_HEAD(, smtp_conn) idle;
+	/* connections with a request that have not greeted yet (connect,
+	 * greeting), oldest first: a connection that finishes its request
+	 * takes the request of the first (smtp_conn_req_done) */
+	TAILQ_HEAD(, smtp_conn) pending;
 	struct smtp_dest *next; /* hash chain */
 };
 
@@ -101,6 +105,7 @@ struct smtp_conn {
 	bool body_done;
 	bool policy_fail; /* a TLS requirement failed, not the host */
 	bool dead;
+	bool pending; /* on dest->pending */
 	bool retire; /* QUITs after its request (smtp_client_conn_retire) */
 	char *gone_key; /* closed: its key, for the close hook */
 	/* implicit TLS, SMTP AUTH */
@@ -122,6 +127,7 @@ struct smtp_conn {
 	int64_t t_quit, cache_time, max_deliveries;
 	TAILQ_ENTRY(smtp_conn) entry; /* client->conns or client->dead */
 	TAILQ_ENTRY(smtp_conn) idle_entry; /* dest->idle */
+	TAILQ_ENTRY(smtp_conn) pending_entry; /* dest->pending */
 };
 
 struct smtp_client {
@@ -170,6 +176,13 @@ void smtp_conn_ready(struct smtp_conn *);
 
 /* Connects CONN (after its token command, if any). */
 void smtp_conn_connect(struct smtp_conn *);
+
+/* Puts CONN, connecting with a request, on its destination's pending
+ * list (smtp_conn.c). */
+void smtp_pending_add(struct smtp_conn *);
+
+/* Takes CONN off its destination's pending list, if on it. */
+void smtp_pending_remove(struct smtp_conn *);
 
 /* ---- what failures mean (smtp_policy.c) ---- */
 
