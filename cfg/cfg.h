@@ -108,6 +108,9 @@ enum cfg_key {
 	CFG_TLS_FINGERPRINT,
 	CFG_SENDER_RELAYHOST,
 	CFG_FALLBACK_RELAY,
+	/* TLS policy (issue 17): DANE's resolver trust */
+	CFG_DNSSEC,
+	CFG_DNSSEC_TRUST_REMOTE,
 	CFG_NKEYS
 };
 
@@ -121,6 +124,10 @@ enum cfg_tls {
 	 * is set (the certificate must match; no CA or name check), shown
 	 * as "fingerprint" */
 	CFG_TLS_PINNED,
+	/* `tls = dane`: DANE where the MX host has secure usable TLSA
+	 * records, else may; `dane-only`: DANE or nothing (RFC 7672) */
+	CFG_TLS_DANE,
+	CFG_TLS_DANE_ONLY,
 };
 
 /* A parsed `host:port` / `[host]:port`; host is empty when unset. */

@@ -87,7 +87,7 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    "urgent=8 normal=4 non-urgent=1", 0, 0, 0, 0, NOCLS, NULL,
 	    "share of connection slots per class" },
 	[CFG_TLS] = { "tls", CT_TLS, "may", 0, 0, 0, DOM, NOCLS, NULL,
-	    "none, may, encrypt or verify" },
+	    "none, may, encrypt, verify, dane or dane-only" },
 	[CFG_TLS_CA_FILE] = { "tls_ca_file", CT_PATH, "", 0, 0, 0, DOM, NOCLS,
 	    NULL, "CA bundle for verify; empty: the system's" },
 	[CFG_CONN_CACHE_TIME] = { "connection_cache_time", CT_TIME, "2s", 0,
@@ -151,4 +151,9 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    NOCLS, NULL, "routes by sender: SENDER [host]:port" },
 	[CFG_FALLBACK_RELAY] = { "fallback_relay", CT_STR, "", 0, 0, 0, DOM,
 	    NOCLS, NULL, "relays tried when the destination is unreachable" },
+	[CFG_DNSSEC] = { "dnssec", CT_STR, "ad", 0, 0, 0, 0, NOCLS, NULL,
+	    "how DNSSEC security is known: ad (the resolver's AD bit)" },
+	[CFG_DNSSEC_TRUST_REMOTE] = { "dnssec_trust_remote", CT_BOOL, "no", 0,
+	    1, 0, 0, NOCLS, NULL,
+	    "trust the AD bit of a dns_server that is not on loopback" },
 };

@@ -27,7 +27,10 @@
  * - it has a route: resolved on first use and again once ROUTE_TTL
  *   seconds old (while nothing is in flight); a lookup that fails
  *   bounces (5) every job waiting, or, when it fails for now (4), sends
- *   each to the next fallback relay or defers it;
+ *   each to the next fallback relay or defers it; with tls = dane or
+ *   dane-only (DANE, RFC 7672) hosts whose TLSA lookup failed are left
+ *   out of the route, and with dane-only those without secure TLSA
+ *   records too: no host left defers every job with 4.7.5;
  * - fewer than max_connections of its requests are in flight, and it
  *   has an idle cached connection or room for a new one under
  *   max_connections and max_connections_total (capped at the
@@ -280,6 +283,53 @@ dest_fail_all(
 	memset(d->wrr, 0, sizeof(d->wrr));
 }
 
+/* Whether D's tls setting is DANE (tls = dane or dane-only). */
+static bool
+dest_dane(const struct dest *d)
+{
+	return cfg_int(d->scope, CFG_TLS) >= CFG_TLS_DANE &&
+	    cfg_str(d->scope, CFG_TLS_FINGERPRINT)[0] == '\0';
+}
+
+/*
+ * Drops from route RT of D the hosts DANE forbids (see the top): a
+ * failed TLSA lookup always, no usable secure TLSA with dane-only;
+ * logs each.  Returns how many addresses are left (RT->why says why
+ * when none is).
+ */
+static size_t
+dest_route_dane(const struct dest *d, struct route *rt)
+{
+	bool only = cfg_int(d->scope, CFG_TLS) == CFG_TLS_DANE_ONLY;
+	size_t i, n = 0;
+
+	if (!dest_dane(d))
+		return rt->naddr;
+	for (i = 0; i < rt->naddr; i++) {
+		struct route_addr *a = &rt->addr[i];
+		const char *why = NULL;
+
+		if (a->dane == ROUTE_DANE_FAIL)
+			why = "TLSA lookup failed (bogus or no answer)";
+		else if (only && a->dane == ROUTE_DANE_NONE)
+			why = a->secure ? "no TLSA record"
+					: "no DNSSEC-secure MX and address";
+		if (why == NULL) {
+			if (n != i)
+				rt->addr[n] = *a;
+			n++;
+			continue;
+		}
+		log_info("smtp", "DANE: %.200s: skipping host %.255s: %s",
+		    d->lookup, a->host, why);
+		snprintf(rt->why, sizeof(rt->why),
+		    "DANE: no usable MX host for %.200s: %.200s: %s", d->lookup,
+		    a->host, why);
+	}
+	rt->naddr = n;
+	return n;
+}
+
 /* The resolver answered for D. */
 static void
 dest_route_cb(void *arg, struct route *rt)
@@ -295,6 +345,13 @@ dest_route_cb(void *arg, struct route *rt)
 		runner_dest_kick(r, d);
 		return;
 	}
+	if (dest_route_dane(d, rt) == 0) {
+		d->rstate = DR_NONE;
+		dest_fail_all(r, d, 4, "4.7.5", rt->why);
+		runner_dns_route_free(rt);
+		runner_dest_kick(r, d);
+		return;
+	}
 	runner_dns_route_free(d->route);
 	free(d->addrs);
 	d->route = rt;
@@ -303,6 +360,13 @@ dest_route_cb(void *arg, struct route *rt)
 		d->addrs[i].host = rt->addr[i].host;
 		d->addrs[i].sa = rt->addr[i].sa;
 		d->addrs[i].salen = rt->addr[i].salen;
+		d->addrs[i].dane = rt->addr[i].dane == ROUTE_DANE_MATCH
+		    ? SMTP_DANE_MATCH
+		    : rt->addr[i].dane == ROUTE_DANE_UNUSABLE
+		    ? SMTP_DANE_UNUSABLE
+		    : SMTP_DANE_NONE;
+		d->addrs[i].tlsa = rt->addr[i].tlsa;
+		d->addrs[i].ntlsa = rt->addr[i].ntlsa;
 	}
 	d->route_until = rq_now() + ROUTE_TTL;
 	d->rstate = DR_OK;
@@ -360,7 +424,8 @@ static void
 dest_resolve(struct runner *r, struct dest *d)
 {
 	d->rstate = DR_RESOLVING;
-	runner_dns_route(r->dns, d->lookup, d->port, d->mx, dest_route_cb, d);
+	runner_dns_route(
+	    r->dns, d->lookup, d->port, d->mx, dest_dane(d), dest_route_cb, d);
 }
 
 /*

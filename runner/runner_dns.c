@@ -13,6 +13,15 @@
  * `[host]` is not MX-looked-up, and its lookup failures always defer: a
  * typo in the config must not bounce mail.
  *
+ * DNSSEC (for tls = dane, dane-only): the validating resolver's AD bit
+ * says an answer is secure; c-ares only sees AD in a reply when the
+ * query set it (RFC 6840 5.7), so those queries are built here and sent
+ * with ares_send().  A host is secure when its MX answer (or the domain's
+ * NODATA, or no MX lookup at all for a `[host]`) and all its address
+ * answers carried AD; only then are its TLSA records looked up, as
+ * Postfix does.  A failed (SERVFAIL: bogus) TLSA lookup of a secure host
+ * marks it ROUTE_DANE_FAIL: never to be tried in plaintext.
+ *
  * Invariant: a callback never runs from inside runner_dns_route(); a finished
  * lookup is handed back from its own zero-timeout event, so the caller's
  * state is never re-entered.
@@ -45,6 +54,15 @@ struct dns_host {
 	unsigned pref;
 	struct ares_addrinfo *ai; /* NULL until answered or on error */
 	int status; /* ARES_* of the address lookup */
+	/* DANE lookups: raw A and AAAA answers, then TLSA */
+	struct sockaddr_storage sa[DNS_MAX_ADDR];
+	socklen_t salen[DNS_MAX_ADDR];
+	size_t nsa;
+	int qpending; /* A/AAAA queries not yet answered */
+	bool secure; /* every address answer had AD */
+	enum route_dane dane;
+	struct smtp_tlsa tlsa[ROUTE_TLSA_MAX];
+	size_t ntlsa;
 };
 
 struct dns_job {
@@ -54,6 +72,8 @@ struct dns_job {
 	uint16_t port;
 	bool mx; /* MX lookup (else address only) */
 	bool fallback; /* no MX: the domain is its own host */
+	bool dane; /* DNSSEC-aware lookups and TLSA (see the top) */
+	bool mx_secure; /* the MX answer (or NODATA) had AD */
 	bool done;
 	dns_route_cb *cb;
 	void *arg;
@@ -316,6 +336,18 @@ route_addrs_add(struct route *r, const struct dns_host *h, uint16_t port)
 {
 	struct ares_addrinfo_node *n;
 
+	for (size_t i = 0; i < h->nsa && r->naddr < DNS_MAX_ADDR; i++) {
+		struct route_addr *a = &r->addr[r->naddr++];
+
+		memcpy(&a->sa, &h->sa[i], h->salen[i]);
+		a->salen = h->salen[i];
+		snprintf(a->host, sizeof(a->host), "%s", h->name);
+		a->pref = h->pref;
+		a->secure = h->secure && h->job->mx_secure;
+		a->dane = h->dane;
+		memcpy(a->tlsa, h->tlsa, sizeof(a->tlsa));
+		a->ntlsa = h->ntlsa;
+	}
 	for (n = h->ai ? h->ai->nodes : NULL;
 	     n != NULL && r->naddr < DNS_MAX_ADDR; n = n->ai_next) {
 		struct route_addr *a = &r->addr[r->naddr];
@@ -406,6 +438,283 @@ dns_job_build(struct dns_job *j)
 	dns_job_done(j);
 }
 
+#define DNS_T_TLSA 52 /* RFC 6698 */
+
+/*
+ * Sends a query for NAME and TYPE with the AD bit set (RFC 6840 5.7),
+ * so that a validating resolver says whether its answer is secure; CB
+ * gets the raw answer (see dns_answer_status()).
+ */
+static void
+dns_send_ad(
+    struct dns *dns, const char *name, int type, ares_callback cb, void *arg)
+{
+	unsigned char *q = NULL;
+	int qlen = 0, rc;
+
+	rc = ares_create_query(name, ns_c_in, type, 0, 1, &q, &qlen, 0);
+	if (rc != ARES_SUCCESS) {
+		cb(arg, rc, 0, NULL, 0);
+		return;
+	}
+	q[3] |= 0x20; /* AD */
+	ares_send(dns->ch, q, qlen, cb, arg);
+	ares_free_string(q);
+}
+
+/*
+ * The status ares_query() would give for ares_send()'s STATUS and answer
+ * ABUF (ALEN bytes): NXDOMAIN is ARES_ENOTFOUND, an empty NOERROR
+ * ARES_ENODATA.  *AD gets the answer's AD bit (false on any failure).
+ */
+static int
+dns_answer_status(int status, const unsigned char *abuf, int alen, bool *ad)
+{
+	*ad = false;
+	if (status != ARES_SUCCESS)
+		return status;
+	if (abuf == NULL || alen < 12)
+		return ARES_EBADRESP;
+	switch (abuf[3] & 0x0f) {
+	case 0:
+		*ad = (abuf[3] & 0x20) != 0;
+		return (abuf[6] | abuf[7]) == 0 ? ARES_ENODATA : ARES_SUCCESS;
+	case 3:
+		*ad = (abuf[3] & 0x20) != 0;
+		return ARES_ENOTFOUND;
+	case 2:
+		return ARES_ESERVFAIL;
+	case 4:
+		return ARES_ENOTIMP;
+	case 5:
+		return ARES_EREFUSED;
+	default:
+		return ARES_EBADRESP;
+	}
+}
+
+/* Skips the domain name at *POS of ABUF (LEN bytes); false if malformed. */
+static bool
+dns_name_skip(const unsigned char *abuf, size_t len, size_t *pos)
+{
+	size_t p = *pos;
+
+	while (p < len) {
+		unsigned c = abuf[p];
+
+		if (c == 0) {
+			*pos = p + 1;
+			return true;
+		}
+		if ((c & 0xc0) == 0xc0) {
+			if (p + 2 > len)
+				return false;
+			*pos = p + 2;
+			return true;
+		}
+		if ((c & 0xc0) != 0)
+			return false;
+		p += 1 + c;
+	}
+	return false;
+}
+
+/* Reads TLSA records; see runner_dns.h. */
+int
+runner_dns_tlsa_parse(const unsigned char *abuf, size_t alen,
+    struct smtp_tlsa *out, size_t max, size_t *nall)
+{
+	size_t pos = 12, qd, an, n = 0;
+
+	*nall = 0;
+	if (alen < 12)
+		return -1;
+	qd = (size_t)abuf[4] << 8 | abuf[5];
+	an = (size_t)abuf[6] << 8 | abuf[7];
+	for (size_t i = 0; i < qd; i++) {
+		if (!dns_name_skip(abuf, alen, &pos) || pos + 4 > alen)
+			return -1;
+		pos += 4;
+	}
+	for (size_t i = 0; i < an; i++) {
+		unsigned type, rdlen;
+		const unsigned char *rd;
+
+		if (!dns_name_skip(abuf, alen, &pos) || pos + 10 > alen)
+			return -1;
+		type = (unsigned)abuf[pos] << 8 | abuf[pos + 1];
+		rdlen = (unsigned)abuf[pos + 8] << 8 | abuf[pos + 9];
+		pos += 10;
+		if (pos + rdlen > alen)
+			return -1;
+		rd = abuf + pos;
+		pos += rdlen;
+		if (type != DNS_T_TLSA)
+			continue;
+		if (rdlen < 3)
+			return -1;
+		++*nall;
+		/* RFC 7672 3.1.3: PKIX-TA (0) and PKIX-EE (1) are unusable */
+		if ((rd[0] != 2 && rd[0] != 3) || rd[1] > 1)
+			continue;
+		if (!((rd[2] == 1 && rdlen - 3 == 32) ||
+			(rd[2] == 2 && rdlen - 3 == 64) ||
+			(rd[2] == 0 && rdlen - 3 > 0 &&
+			    rdlen - 3 <= SMTP_TLSA_DATA_MAX)))
+			continue;
+		if (n < max) {
+			out[n].usage = rd[0];
+			out[n].selector = rd[1];
+			out[n].mtype = rd[2];
+			out[n].len = (uint8_t)(rdlen - 3);
+			memcpy(out[n].data, rd + 3, rdlen - 3);
+			n++;
+		}
+	}
+	return (int)n;
+}
+
+/* One host is done (addresses, and TLSA if it was secure). */
+static void
+dns_host_done(struct dns_host *h)
+{
+	struct dns_job *j = h->job;
+
+	if (--j->pending == 0)
+		dns_job_build(j);
+}
+
+/* The TLSA answer of a secure host arrived. */
+static void
+dns_tlsa_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_host *h = arg;
+	bool ad;
+	size_t nall = 0;
+	int n;
+
+	(void)timeouts;
+	if (status == ARES_EDESTRUCTION || h->job->dns->dying)
+		return;
+	status = dns_answer_status(status, abuf, alen, &ad);
+	if (status == ARES_SUCCESS && ad) {
+		n = runner_dns_tlsa_parse(
+		    abuf, (size_t)alen, h->tlsa, ROUTE_TLSA_MAX, &nall);
+		if (n < 0)
+			h->dane = ROUTE_DANE_FAIL;
+		else if (n > 0)
+			h->dane = ROUTE_DANE_MATCH;
+		else if (nall > 0)
+			h->dane = ROUTE_DANE_UNUSABLE;
+		h->ntlsa = n > 0 ? (size_t)n : 0;
+	} else if (status != ARES_SUCCESS && status != ARES_ENODATA &&
+	    status != ARES_ENOTFOUND) {
+		h->dane = ROUTE_DANE_FAIL; /* SERVFAIL: bogus, or no answer */
+	}
+	/* else: secure denial, or an insecure answer: no DANE */
+	dns_host_done(h);
+}
+
+/* Adds the addresses of A or AAAA answer ABUF to H. */
+static void
+dns_host_addrs(
+    struct dns_host *h, int type, const unsigned char *abuf, int alen)
+{
+	uint16_t port = htons(h->job->port);
+	int n = DNS_MAX_ADDR;
+
+	if (type == ns_t_a) {
+		struct ares_addrttl t[DNS_MAX_ADDR];
+
+		if (ares_parse_a_reply(abuf, alen, NULL, t, &n) != ARES_SUCCESS)
+			return;
+		for (int i = 0; i < n && h->nsa < DNS_MAX_ADDR; i++) {
+			struct sockaddr_in *s = (void *)&h->sa[h->nsa];
+
+			memset(s, 0, sizeof(*s));
+			s->sin_family = AF_INET;
+			s->sin_port = port;
+			s->sin_addr = t[i].ipaddr;
+			h->salen[h->nsa++] = sizeof(*s);
+		}
+	} else {
+		struct ares_addr6ttl t[DNS_MAX_ADDR];
+
+		if (ares_parse_aaaa_reply(abuf, alen, NULL, t, &n) !=
+		    ARES_SUCCESS)
+			return;
+		for (int i = 0; i < n && h->nsa < DNS_MAX_ADDR; i++) {
+			struct sockaddr_in6 *s = (void *)&h->sa[h->nsa];
+
+			memset(s, 0, sizeof(*s));
+			s->sin6_family = AF_INET6;
+			s->sin6_port = port;
+			memcpy(&s->sin6_addr, &t[i].ip6addr, 16);
+			h->salen[h->nsa++] = sizeof(*s);
+		}
+	}
+}
+
+/* An A or AAAA answer of H arrived (TYPE in the callback's name). */
+static void
+dns_host_answer(struct dns_host *h, int type, int status,
+    const unsigned char *abuf, int alen)
+{
+	struct dns_job *j = h->job;
+	bool ad;
+
+	if (status == ARES_EDESTRUCTION || j->dns->dying)
+		return;
+	status = dns_answer_status(status, abuf, alen, &ad);
+	if (!ad)
+		h->secure = false;
+	if (status == ARES_SUCCESS)
+		dns_host_addrs(h, type, abuf, alen);
+	/* the host's status: success if any address came, else the worst */
+	if (status == ARES_SUCCESS || h->status == ARES_SUCCESS)
+		h->status = ARES_SUCCESS;
+	else if (dns_temporary(status) || !dns_temporary(h->status))
+		h->status = status;
+	if (--h->qpending > 0)
+		return;
+	if (h->nsa == 0 && h->status == ARES_SUCCESS)
+		h->status = ARES_ENODATA;
+	if (h->nsa > 0 && h->secure && j->mx_secure) {
+		char name[300];
+
+		snprintf(name, sizeof(name), "_%u._tcp.%s", (unsigned)j->port,
+		    h->name);
+		dns_send_ad(j->dns, name, DNS_T_TLSA, dns_tlsa_cb, h);
+		return;
+	}
+	dns_host_done(h);
+}
+
+static void
+dns_a_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	(void)timeouts;
+	dns_host_answer(arg, ns_t_a, status, abuf, alen);
+}
+
+static void
+dns_aaaa_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	(void)timeouts;
+	dns_host_answer(arg, ns_t_aaaa, status, abuf, alen);
+}
+
+/* Starts H's DNSSEC-aware address lookups (A and AAAA, with AD). */
+static void
+dns_host_dnssec(struct dns_host *h)
+{
+	h->secure = true;
+	h->qpending = 2;
+	h->status = ARES_ENODATA;
+	dns_send_ad(h->job->dns, h->name, ns_t_a, dns_a_cb, h);
+	dns_send_ad(h->job->dns, h->name, ns_t_aaaa, dns_aaaa_cb, h);
+}
+
 /* One host's addresses arrived; the last one builds the route. */
 static void
 dns_ai_cb(void *arg, int status, int timeouts, struct ares_addrinfo *res)
@@ -439,6 +748,12 @@ dns_job_addrs(struct dns_job *j)
 	}
 	if (n == 0) {
 		dns_job_build(j);
+		return;
+	}
+	if (j->dane) {
+		/* A callback may run at once (a bad name). */
+		for (i = 0; i < n; i++)
+			dns_host_dnssec(&j->hosts[i]);
 		return;
 	}
 	/* A callback may run at once (numeric host, /etc/hosts). */
@@ -497,6 +812,7 @@ dns_mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	(void)timeouts;
 	if (status == ARES_EDESTRUCTION || j->dns->dying)
 		return;
+	status = dns_answer_status(status, abuf, alen, &j->mx_secure);
 	if (status == ARES_SUCCESS) {
 		status = ares_parse_mx_reply(abuf, alen, &mx);
 		if (status == ARES_SUCCESS && mx == NULL)
@@ -529,10 +845,20 @@ dns_mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 		dns_job_addrs(j);
 }
 
+/* Is HOST an IP address (no DNS, so no DNSSEC either)? */
+static bool
+dns_literal(const char *host)
+{
+	unsigned char b[16];
+
+	return inet_pton(AF_INET, host, b) == 1 ||
+	    inet_pton(AF_INET6, host, b) == 1;
+}
+
 /* Routes HOST; see runner_dns.h. */
 void
 runner_dns_route(struct dns *dns, const char *host, uint16_t port, bool mx,
-    dns_route_cb *cb, void *arg)
+    bool dane, dns_route_cb *cb, void *arg)
 {
 	struct dns_job *j = xcalloc(1, sizeof(*j));
 
@@ -542,12 +868,14 @@ runner_dns_route(struct dns *dns, const char *host, uint16_t port, bool mx,
 	j->mx = mx;
 	j->cb = cb;
 	j->arg = arg;
+	j->dane = dane && !dns_literal(host);
+	j->mx_secure = !mx; /* a [host] has no MX answer to trust */
 	j->next = dns->jobs;
 	if (dns->jobs)
 		dns->jobs->prev = j;
 	dns->jobs = j;
 	if (mx) {
-		ares_query(dns->ch, j->name, ns_c_in, ns_t_mx, dns_mx_cb, j);
+		dns_send_ad(dns, j->name, ns_t_mx, dns_mx_cb, j);
 	} else {
 		j->hosts = xcalloc(1, sizeof(*j->hosts));
 		j->hosts[0].name = xstrdup(j->name);

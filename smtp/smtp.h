@@ -89,11 +89,33 @@ enum smtp_ret {
 	SMTP_RET_HDRS,
 };
 
+/* One usable TLSA record (RFC 6698, 7672) of an address: usage 2
+ * (DANE-TA) or 3 (DANE-EE), selector 0 or 1, matching type 1 or 2 (or
+ * 0 when the data fits). */
+#define SMTP_TLSA_DATA_MAX 64
+struct smtp_tlsa {
+	uint8_t usage, selector, mtype;
+	uint8_t len; /* bytes of data */
+	unsigned char data[SMTP_TLSA_DATA_MAX];
+};
+
+/* What DNSSEC said of an address's TLSA records (tls = dane, dane-only). */
+enum smtp_dane {
+	SMTP_DANE_NONE = 0, /* none securely there: dane acts as may */
+	SMTP_DANE_MATCH, /* usable records: TLS, and one must match */
+	SMTP_DANE_UNUSABLE, /* secure records, none usable: TLS without
+			       authentication (RFC 7672 2.2) */
+};
+
 /* One address of a destination, tried in the order given. */
 struct smtp_addr {
 	const char *host; /* name: TLS verify, SNI, logging (copied) */
 	struct sockaddr_storage sa; /* AF_INET or AF_INET6, port set */
 	socklen_t salen;
+	/* DANE, with tls = dane or dane-only only (tlsa copied) */
+	enum smtp_dane dane;
+	const struct smtp_tlsa *tlsa;
+	size_t ntlsa;
 };
 
 /* One recipient. */
@@ -190,6 +212,8 @@ struct smtp_result {
 	char tls_cipher[96];
 	int tls_bits;
 	bool tls_verified; /* chain and name (or tls_fingerprint) good */
+	/* The TLSA record that matched ("DANE-EE 3 1 1"), "" for none. */
+	char tls_dane[32];
 	/* The SASL mechanism the session logged in with ("PLAIN"), "". */
 	char auth_mech[16];
 

@@ -53,6 +53,12 @@
  *        nor its public key's is one of them: 4.7.5, QUIT; the reason
  *        gives both digests (smtp_tls_unpinned).  A match counts as
  *        verified; no CA or name is checked.
+ *     h. DANE (tls = dane or dane-only and the address has usable
+ *        TLSA records, or dane-only): TLS is required (a, b) and a
+ *        record must match the certificate (OpenSSL's DANE check, no
+ *        name check for DANE-EE); else 4.7.5 "no TLSA record of H
+ *        matched", QUIT, next address (smtp_tls_unverified).  Secure
+ *        records none of which is usable: as encrypt.
  * 11. Connection trouble is class 4 and closes without QUIT: connect
  *     failed or timed out, 4.4.1 ("connect to H[IP]:PORT: ..."); any
  *     other timeout, 4.4.2 ("conversation with H[IP] timed out: timeout
@@ -311,10 +317,23 @@ smtp_starttls_injected(struct smtp_conn *conn)
 	    conn->host, conn->ip);
 }
 
-/* Rule 10e: tls=verify wants a certificate (CERT) that verified (VR). */
+/* Rule 10e: tls=verify wants a certificate (CERT) that verified (VR);
+ * DANE (rule 10h) a TLSA record that matched it. */
 bool
 smtp_tls_unverified(struct smtp_conn *conn, X509 *cert, long vr)
 {
+	if (conn->tls_level == CFG_TLS_DANE && !conn->tls_verified) {
+		conn->policy_fail = true;
+		conn_fail_text(conn, true, "4.7.5",
+		    "Server certificate not trusted: %s[%s]: no TLSA record "
+		    "of %s matched: %s",
+		    conn->host, conn->ip, conn->host,
+		    cert == NULL
+			? "no certificate"
+			: X509_verify_cert_error_string(
+			      vr == X509_V_OK ? X509_V_ERR_DANE_NO_MATCH : vr));
+		return true;
+	}
 	if (conn->tls_level != CFG_TLS_VERIFY || conn->tls_verified)
 		return false;
 	conn->policy_fail = true;

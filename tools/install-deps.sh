@@ -5,7 +5,8 @@
 # exim4, the real MTA of the smarthost tests, is not installed (it
 # conflicts with postfix): tests/e2e/eximlib.py unpacks it under the build
 # directory; libidn12 is the one library of its own it needs, and
-# libnss-wrapper gives it its Debian-exim user.
+# libnss-wrapper gives it its Debian-exim user.  nsd, unbound and ldnsutils
+# run the DNSSEC-signed test zone of the DANE tests (tests/e2e/dnsseclib.py).
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
  libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev"
@@ -14,6 +15,7 @@ test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  git git-email libmailtools-perl
  procps
  libidn12 libnss-wrapper
+ nsd unbound ldnsutils
  build-essential debhelper lintian debootstrap systemd systemd-container"
 case "${1:---test}" in
 --build) pkgs=$build_pkgs ;;
