@@ -111,6 +111,8 @@ enum cfg_key {
 	/* TLS policy (issue 17): DANE's resolver trust */
 	CFG_DNSSEC,
 	CFG_DNSSEC_TRUST_REMOTE,
+	CFG_MTA_STS,
+	CFG_MTA_STS_PORT,
 	CFG_NKEYS
 };
 

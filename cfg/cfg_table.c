@@ -156,4 +156,8 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	[CFG_DNSSEC_TRUST_REMOTE] = { "dnssec_trust_remote", CT_BOOL, "no", 0,
 	    1, 0, 0, NOCLS, NULL,
 	    "trust the AD bit of a dns_server that is not on loopback" },
+	[CFG_MTA_STS] = { "mta_sts", CT_BOOL, "yes", 0, 1, 0, DOM, NOCLS, NULL,
+	    "apply MTA-STS policies (with tls = may or dane, MX routes)" },
+	[CFG_MTA_STS_PORT] = { "mta_sts_port", CT_INT, "443", 1, 65535, 0, 0,
+	    NOCLS, NULL, "the HTTPS port MTA-STS policies are fetched from" },
 };

@@ -30,7 +30,10 @@
  *   each to the next fallback relay or defers it; with tls = dane or
  *   dane-only (DANE, RFC 7672) hosts whose TLSA lookup failed are left
  *   out of the route, and with dane-only those without secure TLSA
- *   records too: no host left defers every job with 4.7.5;
+ *   records too; with an MTA-STS policy in enforce mode (runner_sts.c,
+ *   for a domain routed by MX with tls = may or dane, mta_sts = yes),
+ *   MX hosts that do not match the policy, unless DANE applies to the
+ *   route (DANE wins); no host left defers every job with 4.7.5;
  * - fewer than max_connections of its requests are in flight, and it
  *   has an idle cached connection or room for a new one under
  *   max_connections and max_connections_total (capped at the
@@ -91,6 +94,7 @@ dest_release(struct dest *d)
 		event_free(d->timer);
 	runner_dns_route_free(d->route);
 	free(d->addrs);
+	free(d->sts);
 	runner_rcfg_unref(d->rc);
 	free(d->key);
 	free(d->lookup);
@@ -330,12 +334,92 @@ dest_route_dane(const struct dest *d, struct route *rt)
 	return n;
 }
 
+/* Whether MTA-STS applies to D: a domain routed by MX (not a relay),
+ * mta_sts = yes, tls = may or dane, no tls_fingerprint. */
+static bool
+dest_sts_applies(const struct dest *d)
+{
+	int tls = (int)cfg_int(d->scope, CFG_TLS);
+
+	return d->mx && strchr(d->key, '/') == NULL &&
+	    cfg_int(d->scope, CFG_MTA_STS) != 0 &&
+	    (tls == CFG_TLS_MAY || tls == CFG_TLS_DANE) &&
+	    cfg_str(d->scope, CFG_TLS_FINGERPRINT)[0] == '\0';
+}
+
+/*
+ * Applies D's MTA-STS policy to route RT (RFC 8461 4.1, 5): DANE wins
+ * where the route has secure TLSA records; testing only logs what
+ * enforce would do; enforce drops the MX hosts the policy does not name
+ * and sets *ENFORCE (TLS with a valid certificate required).  Returns
+ * how many addresses are left (RT->why says why when none is).
+ */
+static size_t
+dest_route_sts(const struct dest *d, struct route *rt, bool *enforce)
+{
+	const struct sts_policy *p = d->sts;
+	size_t i, n = 0;
+
+	*enforce = false;
+	if (p == NULL)
+		return rt->naddr;
+	for (i = 0; i < rt->naddr; i++)
+		if (rt->addr[i].dane == ROUTE_DANE_MATCH ||
+		    rt->addr[i].dane == ROUTE_DANE_UNUSABLE)
+			return rt->naddr; /* DANE wins (RFC 8461 2) */
+	for (i = 0; i < rt->naddr; i++) {
+		struct route_addr *a = &rt->addr[i];
+
+		if (runner_sts_mx_match(p, a->host)) {
+			if (n != i)
+				rt->addr[n] = *a;
+			n++;
+			continue;
+		}
+		log_info("smtp",
+		    "MTA-STS: %.200s: MX host %.255s is not in the policy (id "
+		    "%s, mode %s)%s",
+		    d->lookup, a->host, p->id, runner_sts_mode_name(p->mode),
+		    p->mode == STS_MODE_ENFORCE ? ": skipped" : "");
+		snprintf(rt->why, sizeof(rt->why),
+		    "MTA-STS: no MX host of %.200s matches its policy (id %s): "
+		    "%.200s",
+		    d->lookup, p->id, a->host);
+		if (p->mode != STS_MODE_ENFORCE)
+			n++; /* testing: report only */
+	}
+	if (p->mode != STS_MODE_ENFORCE)
+		return rt->naddr;
+	*enforce = true;
+	rt->naddr = n;
+	return n;
+}
+
+static void dest_route_cb(void *arg, struct route *rt);
+
+/* The MTA-STS policy of D arrived (P NULL: none): route D now. */
+static void
+dest_sts_cb(void *arg, const struct sts_policy *p)
+{
+	struct dest *d = arg;
+
+	free(d->sts);
+	d->sts = NULL;
+	if (p != NULL) {
+		d->sts = xmalloc(sizeof(*d->sts));
+		*d->sts = *p;
+	}
+	runner_dns_route(d->runner->dns, d->lookup, d->port, d->mx,
+	    dest_dane(d), dest_route_cb, d);
+}
+
 /* The resolver answered for D. */
 static void
 dest_route_cb(void *arg, struct route *rt)
 {
 	struct dest *d = arg;
 	struct runner *r = d->runner;
+	bool enforce = false;
 
 	if (rt->status != ROUTE_OK) {
 		d->rstate = DR_NONE;
@@ -345,7 +429,8 @@ dest_route_cb(void *arg, struct route *rt)
 		runner_dest_kick(r, d);
 		return;
 	}
-	if (dest_route_dane(d, rt) == 0) {
+	if (dest_route_dane(d, rt) == 0 ||
+	    dest_route_sts(d, rt, &enforce) == 0) {
 		d->rstate = DR_NONE;
 		dest_fail_all(r, d, 4, "4.7.5", rt->why);
 		runner_dns_route_free(rt);
@@ -367,6 +452,7 @@ dest_route_cb(void *arg, struct route *rt)
 		    : SMTP_DANE_NONE;
 		d->addrs[i].tlsa = rt->addr[i].tlsa;
 		d->addrs[i].ntlsa = rt->addr[i].ntlsa;
+		d->addrs[i].sts_enforce = enforce;
 	}
 	d->route_until = rq_now() + ROUTE_TTL;
 	d->rstate = DR_OK;
@@ -424,6 +510,12 @@ static void
 dest_resolve(struct runner *r, struct dest *d)
 {
 	d->rstate = DR_RESOLVING;
+	if (dest_sts_applies(d)) {
+		runner_sts_lookup(r->sts, d->scope, d->lookup, dest_sts_cb, d);
+		return;
+	}
+	free(d->sts);
+	d->sts = NULL;
 	runner_dns_route(
 	    r->dns, d->lookup, d->port, d->mx, dest_dane(d), dest_route_cb, d);
 }

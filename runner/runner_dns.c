@@ -4,7 +4,8 @@
  * ares_timeout()), turned into the ordered route of a destination.
  *
  * Public (runner-private): runner_dns_new(), runner_dns_free(),
- * runner_dns_route(), runner_dns_route_free(), runner_dns_mx_order().
+ * runner_dns_route(), runner_dns_route_free(), runner_dns_mx_order(),
+ * runner_dns_tlsa_parse(), runner_dns_txt().
  *
  * Policy, as Postfix's smtp(8): MX hosts by preference, equal preferences
  * in random order; a domain with no MX (NODATA) is its own host; a null MX
@@ -882,6 +883,76 @@ runner_dns_route(struct dns *dns, const char *host, uint16_t port, bool mx,
 		j->nhost = 1;
 		dns_job_addrs(j);
 	}
+	dns_timer_arm(dns);
+}
+
+/* A TXT lookup in flight. */
+struct dns_txt {
+	dns_txt_cb *cb;
+	void *arg;
+	char prefix[32];
+};
+
+/* The TXT answer arrived: pick the one record with the prefix. */
+static void
+dns_txt_answer(
+    void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_txt *t = arg;
+	struct ares_txt_ext *txt = NULL, *x;
+	enum dns_txt_status st = DNS_TXT_NONE;
+	char *text = NULL;
+	size_t plen = strlen(t->prefix), n = 0, len = 0;
+	int matches = 0;
+
+	(void)timeouts;
+	if (status == ARES_EDESTRUCTION) {
+		free(t);
+		return;
+	}
+	if (status == ARES_SUCCESS &&
+	    ares_parse_txt_reply_ext(abuf, alen, &txt) == ARES_SUCCESS) {
+		/* records come as strings, each record_start'ed */
+		bool in = false;
+
+		for (x = txt; x != NULL; x = x->next) {
+			if (x->record_start) {
+				in = x->length >= plen &&
+				    memcmp(x->txt, t->prefix, plen) == 0;
+				if (in && ++matches > 1)
+					break;
+			}
+			if (!in || len + x->length > 4096)
+				continue;
+			text = realloc(text, len + x->length + 1);
+			if (text == NULL)
+				abort();
+			memcpy(text + len, x->txt, x->length);
+			len += x->length;
+			text[len] = '\0';
+			n++;
+		}
+		ares_free_data(txt);
+		st = matches == 1 && text != NULL ? DNS_TXT_OK : DNS_TXT_NONE;
+	} else if (dns_temporary(status)) {
+		st = DNS_TXT_TEMP;
+	}
+	t->cb(t->arg, st, st == DNS_TXT_OK ? text : NULL);
+	free(text);
+	free(t);
+}
+
+/* Looks up NAME's TXT record with PREFIX; see runner_dns.h. */
+void
+runner_dns_txt(struct dns *dns, const char *name, const char *prefix,
+    dns_txt_cb *cb, void *arg)
+{
+	struct dns_txt *t = xcalloc(1, sizeof(*t));
+
+	t->cb = cb;
+	t->arg = arg;
+	snprintf(t->prefix, sizeof(t->prefix), "%s", prefix);
+	ares_query(dns->ch, name, ns_c_in, ns_t_txt, dns_txt_answer, t);
 	dns_timer_arm(dns);
 }
 

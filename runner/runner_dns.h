@@ -92,6 +92,25 @@ void runner_dns_route(struct dns *, const char *host, uint16_t port, bool mx,
 int runner_dns_tlsa_parse(const unsigned char *abuf, size_t alen,
     struct smtp_tlsa *out, size_t max, size_t *nall);
 
+/* The outcome of runner_dns_txt(). */
+enum dns_txt_status {
+	DNS_TXT_OK = 0, /* exactly one record with the prefix */
+	DNS_TXT_NONE, /* none (or several: RFC 8461 3.1 counts that as none) */
+	DNS_TXT_TEMP, /* SERVFAIL, timeout: try again later */
+};
+
+/* TEXT: the record's strings joined, NUL-terminated (NULL unless OK);
+ * valid during the call only. */
+typedef void dns_txt_cb(void *arg, enum dns_txt_status, const char *text);
+
+/*
+ * Looks up the TXT records of NAME and picks the one whose text starts
+ * with PREFIX ("v=STSv1", "v=TLSRPTv1").  CB runs later (or, for a name
+ * c-ares refuses at once, from inside this call).
+ */
+void runner_dns_txt(struct dns *, const char *name, const char *prefix,
+    dns_txt_cb *cb, void *arg);
+
 /* Frees a route. */
 void runner_dns_route_free(struct route *);
 

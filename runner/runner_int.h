@@ -28,6 +28,7 @@
 #include "queue.h"
 #include "runner.h"
 #include "runner_dns.h"
+#include "runner_sts.h"
 #include "smtp.h"
 
 /* A configuration with the number of users still holding it. */
@@ -107,6 +108,8 @@ struct dest {
 	 * chain (0: a route, k: the k-th fallback relay) */
 	const struct cfg_auth *auth;
 	int fb;
+	/* MTA-STS (runner_sts.c): the policy of the last route (NULL: none) */
+	struct sts_policy *sts;
 };
 
 /* One recipient's result waiting for the group commit. */
@@ -138,6 +141,7 @@ struct runner {
 	struct queue_intake *qi;
 	struct smtp_client *smtp;
 	struct dns *dns;
+	struct sts *sts; /* MTA-STS policies */
 
 	struct event *ev_intake, *ev_intake_more, *ev_rescan, *ev_wakeup;
 	struct event *ev_sched, *ev_commit, *ev_expiry, *ev_stop_grace;

@@ -521,6 +521,7 @@ runner_client_open(struct runner *r, const struct cfg *cfg, const char *host)
 	    r->base, cfg_hostport(g, CFG_DNS_SERVER), err, sizeof(err));
 	if (r->dns == NULL)
 		fatal(RQ_EX_CONFIG, "resolver: %s", err);
+	r->sts = runner_sts_new(r->base, r->dns, r->q);
 	r->smtp = smtp_client_new(r->base, host);
 
 	r->max_msgs = (size_t)cfg_int(g, CFG_MAX_CONNECTIONS_TOTAL) * 4;
@@ -619,7 +620,8 @@ runner_shutdown(struct runner *r, struct rcfg *first)
 
 	log_info(NULL, "daemon stopped");
 	runner_dest_jobs_drop(r);
-	runner_dns_free(r->dns);
+	runner_dns_free(r->dns); /* first: no resolver callback after */
+	runner_sts_free(r->sts);
 	smtp_client_free(r->smtp); /* may still report results: commit */
 	runner_result_commit(r, true);
 	probe_stop();

@@ -116,6 +116,10 @@ struct smtp_addr {
 	enum smtp_dane dane;
 	const struct smtp_tlsa *tlsa;
 	size_t ntlsa;
+	/* an MTA-STS policy in enforce mode covers the host (RFC 8461 4.2):
+	 * STARTTLS and a certificate valid for the host name are required
+	 * (as verify), unless DANE applies */
+	bool sts_enforce;
 };
 
 /* One recipient. */

@@ -270,6 +270,8 @@ conn_tls_settings(struct smtp_conn *conn)
 		else
 			conn->tls_level = CFG_TLS_MAY;
 	}
+	if (a->sts_enforce && conn->tls_level <= CFG_TLS_ENCRYPT)
+		conn->tls_level = CFG_TLS_VERIFY; /* MTA-STS enforce */
 	conn->auth_tls = r->auth != NULL &&
 	    cfg_int(r->scope, CFG_TLS) < CFG_TLS_ENCRYPT &&
 	    conn->tls_level == CFG_TLS_ENCRYPT && !conn->wrapper;

@@ -99,8 +99,8 @@ main(void)
 	size_t len, nall, i;
 
 	for (i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
-		rrs[0] = tlsa(one[i].usage, one[i].selector, one[i].mtype,
-		    one[i].len);
+		rrs[0] = tlsa(
+		    one[i].usage, one[i].selector, one[i].mtype, one[i].len);
 		len = answer(buf, rrs, 1);
 		CHECK_INT(runner_dns_tlsa_parse(buf, len, out, 4, &nall),
 		    one[i].usable);
