@@ -160,4 +160,12 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	    "apply MTA-STS policies (with tls = may or dane, MX routes)" },
 	[CFG_MTA_STS_PORT] = { "mta_sts_port", CT_INT, "443", 1, 65535, 0, 0,
 	    NOCLS, NULL, "the HTTPS port MTA-STS policies are fetched from" },
+	[CFG_TLSRPT] = { "tlsrpt", CT_BOOL, "no", 0, 1, 0, 0, NOCLS, NULL,
+	    "send daily TLS reports (RFC 8460) to domains that ask" },
+	[CFG_TLSRPT_ORGANIZATION] = { "tlsrpt_organization", CT_STR, "", 0, 0,
+	    0, 0, NOCLS, NULL,
+	    "organization-name of the reports; empty: hostname" },
+	[CFG_TLSRPT_CONTACT] = { "tlsrpt_contact", CT_STR, "", 0, 0, 0, 0,
+	    NOCLS, NULL,
+	    "contact-info of the reports; empty: postmaster@hostname" },
 };

@@ -142,6 +142,7 @@ struct runner {
 	struct smtp_client *smtp;
 	struct dns *dns;
 	struct sts *sts; /* MTA-STS policies */
+	struct tlsrpt *tlsrpt; /* TLS-RPT counts and reports; NULL: off */
 
 	struct event *ev_intake, *ev_intake_more, *ev_rescan, *ev_wakeup;
 	struct event *ev_sched, *ev_commit, *ev_expiry, *ev_stop_grace;
@@ -237,6 +238,14 @@ void runner_job_submit(struct runner *, struct job *);
 void runner_job_free(struct runner *, struct job *);
 
 /* runner_result.c */
+/* runner_tlsrpt.c: TLS reporting (RFC 8460), on with tlsrpt = yes. */
+struct tlsrpt;
+struct tlsrpt *runner_tlsrpt_new(struct runner *);
+void runner_tlsrpt_free(struct tlsrpt *);
+bool runner_tlsrpt_busy(const struct tlsrpt *);
+void runner_tlsrpt_count(
+    struct runner *, const struct dest *, const struct smtp_result *);
+
 void runner_result_job_done(
     struct runner *, struct job *, const struct smtp_result *);
 void runner_result_job_fail(

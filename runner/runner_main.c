@@ -290,7 +290,7 @@ runner_idle_check(struct runner *r)
 	    r->intake_paused)
 		return;
 	if (r->nmsgs > 0 || r->npres > 0 || r->active > 0 ||
-	    runner_sched_busy(r))
+	    runner_sched_busy(r) || runner_tlsrpt_busy(r->tlsrpt))
 		return;
 	now = rq_now();
 	if (queue_due_next(r->q) <= now || expiry_next(r->q) <= now)
@@ -522,6 +522,7 @@ runner_client_open(struct runner *r, const struct cfg *cfg, const char *host)
 	if (r->dns == NULL)
 		fatal(RQ_EX_CONFIG, "resolver: %s", err);
 	r->sts = runner_sts_new(r->base, r->dns, r->q);
+	r->tlsrpt = runner_tlsrpt_new(r);
 	r->smtp = smtp_client_new(r->base, host);
 
 	r->max_msgs = (size_t)cfg_int(g, CFG_MAX_CONNECTIONS_TOTAL) * 4;
@@ -624,6 +625,7 @@ runner_shutdown(struct runner *r, struct rcfg *first)
 	runner_sts_free(r->sts);
 	smtp_client_free(r->smtp); /* may still report results: commit */
 	runner_result_commit(r, true);
+	runner_tlsrpt_free(r->tlsrpt);
 	probe_stop();
 	runner_dest_destroy(r);
 	runner_sched_destroy(r);

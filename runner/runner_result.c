@@ -270,6 +270,7 @@ runner_result_job_done(
 {
 	if (res->host_down && j->dest != NULL)
 		runner_dest_host_down(r, j->dest, res);
+	runner_tlsrpt_count(r, j->dest, res);
 	result_record(r, j, res, 0, NULL, NULL);
 }
 

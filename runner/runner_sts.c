@@ -377,14 +377,13 @@ sts_txt_cb(void *arg, enum dns_txt_status st, const char *text)
 		return;
 	}
 	req->in_dns = true;
-	runner_dns_route(
-	    req->sts->dns, req->host, req->port, false, false, sts_route_cb,
-	    req);
+	runner_dns_route(req->sts->dns, req->host, req->port, false, false,
+	    sts_route_cb, req);
 }
 
 void
-runner_sts_lookup(struct sts *s, const struct cfg_scope *sc,
-    const char *domain, sts_policy_cb *cb, void *arg)
+runner_sts_lookup(struct sts *s, const struct cfg_scope *sc, const char *domain,
+    sts_policy_cb *cb, void *arg)
 {
 	struct sts_req *req = xcalloc(1, sizeof(*req));
 	char key[300], name[300], *rec;
@@ -403,8 +402,8 @@ runner_sts_lookup(struct sts *s, const struct cfg_scope *sc,
 	s->reqs = req;
 	snprintf(key, sizeof(key), "sts:%s", domain);
 	if (queue_policy_get(s->q, key, &rec, &len) == QUEUE_OK) {
-		req->have_cached =
-		    runner_sts_record_parse(rec, len, &req->cached) == 0;
+		req->have_cached = runner_sts_record_parse(
+				       rec, len, &req->cached) == 0;
 		if (!req->have_cached)
 			log_warn("smtp",
 			    "MTA-STS: %.200s: the cached policy is damaged; "

@@ -39,8 +39,7 @@ struct sts_policy {
 
 /* Reads the TXT record TXT (LEN bytes): "v=STSv1; id=ID;" (RFC 8461
  * 3.1), other fields ignored.  0 with ID filled in, or -1. */
-int runner_sts_txt_parse(
-    const char *txt, size_t len, char id[STS_ID_MAX + 1]);
+int runner_sts_txt_parse(const char *txt, size_t len, char id[STS_ID_MAX + 1]);
 
 /* Reads the policy file BUF (LEN bytes, RFC 8461 3.2) into *P (id and
  * expires untouched).  0, or -1 with *WHY a static reason. */
@@ -53,12 +52,11 @@ bool runner_sts_mx_match(const struct sts_policy *p, const char *host);
 
 /* The cache record of P: text, NUL-terminated, into BUF (LEN bytes);
  * returns its length (0 if it does not fit). */
-size_t runner_sts_record_format(
-    const struct sts_policy *p, char *buf, size_t len);
+size_t
+runner_sts_record_format(const struct sts_policy *p, char *buf, size_t len);
 
 /* Reads a cache record (from runner_sts_record_format); 0 or -1. */
-int runner_sts_record_parse(
-    const char *buf, size_t len, struct sts_policy *p);
+int runner_sts_record_parse(const char *buf, size_t len, struct sts_policy *p);
 
 /* The mode's name: "none", "testing", "enforce". */
 const char *runner_sts_mode_name(enum sts_mode);
@@ -70,8 +68,8 @@ struct dns;
 struct queue;
 
 /* A policy source on BASE using resolver DNS and queue Q for its cache. */
-struct sts *runner_sts_new(
-    struct event_base *base, struct dns *dns, struct queue *q);
+struct sts *
+runner_sts_new(struct event_base *base, struct dns *dns, struct queue *q);
 
 /* Frees it; pending lookups' callbacks are not called. */
 void runner_sts_free(struct sts *);

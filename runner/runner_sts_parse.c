@@ -234,9 +234,8 @@ runner_sts_record_format(const struct sts_policy *p, char *buf, size_t len)
 	size_t o;
 	int n;
 
-	n = snprintf(buf, len, "sts1 %s %d %lld %lld\n",
-	    p->id[0] ? p->id : "-", (int)p->mode, (long long)p->max_age,
-	    (long long)p->expires);
+	n = snprintf(buf, len, "sts1 %s %d %lld %lld\n", p->id[0] ? p->id : "-",
+	    (int)p->mode, (long long)p->max_age, (long long)p->expires);
 	if (n < 0 || (size_t)n >= len)
 		return 0;
 	o = (size_t)n;

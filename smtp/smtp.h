@@ -200,6 +200,16 @@ struct smtp_rcpt_result {
 	bool local;
 };
 
+/* A TLS failure of one session, for TLS-RPT (RFC 8460 4.3). */
+#define SMTP_TLS_FAILS_MAX 8
+struct smtp_tls_fail {
+	char host[256];
+	char ip[48];
+	const char *type; /* result-type: "starttls-not-supported",
+			     "certificate-host-mismatch", "certificate-expired",
+			     "certificate-not-trusted", "validation-failure" */
+};
+
 /* The outcome of one request. */
 struct smtp_result {
 	size_t nrcpts;
@@ -218,6 +228,10 @@ struct smtp_result {
 	bool tls_verified; /* chain and name (or tls_fingerprint) good */
 	/* The TLSA record that matched ("DANE-EE 3 1 1"), "" for none. */
 	char tls_dane[32];
+	/* The TLS failures of the sessions of this request, in order (the
+	 * first SMTP_TLS_FAILS_MAX). */
+	struct smtp_tls_fail tls_fails[SMTP_TLS_FAILS_MAX];
+	size_t ntls_fails;
 	/* The SASL mechanism the session logged in with ("PLAIN"), "". */
 	char auth_mech[16];
 

@@ -52,8 +52,8 @@ main(void)
 		{ "version: STSv1\nmode: enforce\nmx: a.b\n", -1, 0, 0, 0 },
 		{ "version: STSv1\nmode: enforce\nmx: a.b\nmax_age: -1\n", -1,
 		    0, 0, 0 },
-		{ "version: STSv1\nmode: enforce\nmx: a b\nmax_age: 1\n", -1,
-		    0, 0, 0 },
+		{ "version: STSv1\nmode: enforce\nmx: a b\nmax_age: 1\n", -1, 0,
+		    0, 0 },
 		{ "<html>\n", -1, 0, 0, 0 },
 		{ "", -1, 0, 0, 0 },
 	};
@@ -93,8 +93,8 @@ main(void)
 			CHECK_INT(p.nmx, pols[i].nmx);
 		}
 	}
-	CHECK_INT(runner_sts_policy_parse(pols[0].text, strlen(pols[0].text),
-		      &p, &why),
+	CHECK_INT(runner_sts_policy_parse(
+		      pols[0].text, strlen(pols[0].text), &p, &why),
 	    0);
 	for (i = 0; i < sizeof(mxs) / sizeof(mxs[0]); i++)
 		CHECK_INT(runner_sts_mx_match(&p, mxs[i].host), mxs[i].match);
@@ -112,8 +112,8 @@ main(void)
 	CHECK_STR(q.mx[1], "*.example.net");
 	CHECK_INT(runner_sts_record_parse("sts2 a 2 1 1\n", 13, &q), -1);
 	CHECK_INT(runner_sts_record_parse("sts1 a 7 1 1\n", 13, &q), -1);
-	CHECK_INT(runner_sts_record_parse("sts1 a 2 1 1\nbad host\n", 22, &q),
-	    -1);
+	CHECK_INT(
+	    runner_sts_record_parse("sts1 a 2 1 1\nbad host\n", 22, &q), -1);
 	CHECK_INT(runner_sts_record_parse("sts1", 4, &q), -1);
 	return rqtest_done();
 }
