@@ -902,7 +902,7 @@ dns_txt_answer(
 	struct ares_txt_ext *txt = NULL, *x;
 	enum dns_txt_status st = DNS_TXT_NONE;
 	char *text = NULL;
-	size_t plen = strlen(t->prefix), n = 0, len = 0;
+	size_t plen = strlen(t->prefix), len = 0;
 	int matches = 0;
 
 	(void)timeouts;
@@ -930,7 +930,6 @@ dns_txt_answer(
 			memcpy(text + len, x->txt, x->length);
 			len += x->length;
 			text[len] = '\0';
-			n++;
 		}
 		ares_free_data(txt);
 		st = matches == 1 && text != NULL ? DNS_TXT_OK : DNS_TXT_NONE;

@@ -267,7 +267,8 @@ runner_sts_record_parse(const char *buf, size_t len, struct sts_policy *p)
 	    strlen(id) > STS_ID_MAX || mode < STS_MODE_NONE ||
 	    mode > STS_MODE_ENFORCE || age < 0 || age > STS_MAX_AGE_MAX)
 		return -1;
-	snprintf(p->id, sizeof(p->id), "%s", strcmp(id, "-") ? id : "");
+	if (strcmp(id, "-") != 0)
+		memcpy(p->id, id, strlen(id) + 1); /* <= STS_ID_MAX, checked */
 	p->mode = (enum sts_mode)mode;
 	p->max_age = age;
 	p->expires = exp;

@@ -88,7 +88,8 @@ rpt_day(int64_t now, char day[9])
 	struct tm tm;
 
 	gmtime_r(&t, &tm);
-	strftime(day, 9, "%Y%m%d", &tm);
+	if (strftime(day, 9, "%Y%m%d", &tm) == 0)
+		snprintf(day, 9, "00000000");
 }
 
 /* The record text of E into a malloc'd string; *LEN its length. */
@@ -139,11 +140,11 @@ rpt_record_parse(const char *buf, size_t len, struct rpt_entry *e)
 			head = true;
 		} else if (strncmp(line, "p ", 2) == 0 &&
 		    e->npol < RPT_POLICY_LINES) {
-			snprintf(e->pol[e->npol++], sizeof(e->pol[0]),
-			    "%.199s", line + 2);
+			snprintf(e->pol[e->npol++], sizeof(e->pol[0]), "%.199s",
+			    line + 2);
 		} else if (strncmp(line, "m ", 2) == 0 && e->nmx < STS_MX_MAX) {
-			snprintf(e->mx[e->nmx++], sizeof(e->mx[0]),
-			    "%.255s", line + 2);
+			snprintf(e->mx[e->nmx++], sizeof(e->mx[0]), "%.255s",
+			    line + 2);
 		} else if (line[0] == 'f' && e->nf < RPT_FAILS) {
 			struct rpt_fail *f = &e->f[e->nf];
 
@@ -249,8 +250,8 @@ rpt_policy_set(struct rpt_entry *e, const struct dest *d)
 			size_t j;
 
 			for (j = 0; j < a->tlsa[k].len && j < 64; j++)
-				snprintf(hex + 2 * j, 3, "%02x",
-				    a->tlsa[k].data[j]);
+				snprintf(
+				    hex + 2 * j, 3, "%02x", a->tlsa[k].data[j]);
 			hex[2 * j] = '\0';
 			snprintf(line, sizeof(line), "%u %u %u %.140s",
 			    a->tlsa[k].usage, a->tlsa[k].selector,
@@ -269,8 +270,8 @@ rpt_policy_set(struct rpt_entry *e, const struct dest *d)
 	}
 	if (d->sts != NULL) {
 		snprintf(e->ptype, sizeof(e->ptype), "sts");
-		snprintf(e->pol[e->npol++], sizeof(e->pol[0]),
-		    "version: STSv1");
+		snprintf(
+		    e->pol[e->npol++], sizeof(e->pol[0]), "version: STSv1");
 		snprintf(e->pol[e->npol++], sizeof(e->pol[0]), "mode: %s",
 		    runner_sts_mode_name(d->sts->mode));
 		for (size_t i = 0; i < d->sts->nmx; i++) {
@@ -318,10 +319,10 @@ runner_tlsrpt_count(
 		if (k == e->nf) {
 			if (e->nf == RPT_FAILS)
 				continue;
-			snprintf(e->f[k].type, sizeof(e->f[k].type), "%s",
-			    sf->type);
-			snprintf(e->f[k].mx, sizeof(e->f[k].mx), "%s",
-			    sf->host);
+			snprintf(
+			    e->f[k].type, sizeof(e->f[k].type), "%s", sf->type);
+			snprintf(
+			    e->f[k].mx, sizeof(e->f[k].mx), "%s", sf->host);
 			snprintf(e->f[k].ip, sizeof(e->f[k].ip), "%s", sf->ip);
 			e->nf++;
 		}
@@ -396,8 +397,8 @@ rpt_json(struct evbuffer *b, const struct rpt_entry *e, const char *org,
 	if (e->nf > 0) {
 		evbuffer_add_printf(b, ",\"failure-details\":[");
 		for (size_t i = 0; i < e->nf; i++) {
-			evbuffer_add_printf(b, "%s{\"result-type\":",
-			    i ? "," : "");
+			evbuffer_add_printf(
+			    b, "%s{\"result-type\":", i ? "," : "");
 			json_str(b, e->f[i].type);
 			evbuffer_add_printf(b, ",\"receiving-mx-hostname\":");
 			json_str(b, e->f[i].mx);
@@ -419,8 +420,7 @@ rpt_day_start(const char *day)
 	struct tm tm;
 
 	memset(&tm, 0, sizeof(tm));
-	if (sscanf(day, "%4d%2d%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) !=
-	    3)
+	if (sscanf(day, "%4d%2d%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3)
 		return 0;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
@@ -433,8 +433,8 @@ rpt_day_start(const char *day)
  * line ends.  Returns it malloc'd, *LEN bytes.
  */
 static char *
-rpt_mail(struct tlsrpt *t, const struct rpt_entry *e, const char *rua,
-    size_t *len)
+rpt_mail(
+    struct tlsrpt *t, const struct rpt_entry *e, const char *rua, size_t *len)
 {
 	const struct cfg_scope *g = cfg_scope(t->r->rc->cfg, NULL);
 	const char *host = cfg_str(g, CFG_HOSTNAME);
@@ -454,8 +454,8 @@ rpt_mail(struct tlsrpt *t, const struct rpt_entry *e, const char *rua,
 	snprintf(pm, sizeof(pm), "postmaster@%.250s", host);
 	if (contact[0] == '\0')
 		contact = pm;
-	snprintf(id, sizeof(id), "%s_%.250s_%lld.%d@%.100s", e->day,
-	    e->domain, (long long)now, (int)getpid(), host);
+	snprintf(id, sizeof(id), "%s_%.250s_%lld.%d@%.100s", e->day, e->domain,
+	    (long long)now, (int)getpid(), host);
 	rpt_json(json, e, org, contact, id, start);
 	jlen = evbuffer_get_length(json);
 	c = libdeflate_alloc_compressor(6);
@@ -469,8 +469,8 @@ rpt_mail(struct tlsrpt *t, const struct rpt_entry *e, const char *rua,
 	b64 = xmalloc(SMTP_B64_LEN(glen) + 1);
 	smtp_base64_encode(gz, glen, b64);
 	free(gz);
-	snprintf(bnd, sizeof(bnd), "tlsrpt-%lld-%d", (long long)now,
-	    (int)getpid());
+	snprintf(
+	    bnd, sizeof(bnd), "tlsrpt-%lld-%d", (long long)now, (int)getpid());
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
 	evbuffer_add_printf(m,
@@ -518,8 +518,8 @@ rpt_rua_mailto(const char *txt, char *out, size_t len)
 			p++;
 			n--;
 		}
-		if (n > 7 && strncasecmp(p, "mailto:", 7) == 0 &&
-		    n - 7 < len && memchr(p + 7, '@', n - 7) != NULL) {
+		if (n > 7 && strncasecmp(p, "mailto:", 7) == 0 && n - 7 < len &&
+		    memchr(p + 7, '@', n - 7) != NULL) {
 			size_t k = n - 7;
 
 			memcpy(out, p + 7, k);
@@ -630,7 +630,8 @@ rpt_due_cb(const char *key, const void *val, size_t len, void *arg)
 	const char *colon = strchr(key + 4, ':');
 
 	rpt_day(rq_now(), today);
-	if (strlen(key) < 13 || colon == NULL || strncmp(key + 4, today, 8) >= 0)
+	if (strlen(key) < 13 || colon == NULL ||
+	    strncmp(key + 4, today, 8) >= 0)
 		return true;
 	for (s = t->sends; s != NULL; s = s->next)
 		if (strcmp(s->key, key) == 0)
