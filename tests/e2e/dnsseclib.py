@@ -116,8 +116,8 @@ def _wait_udp(port, name, timeout=20.0):
 class World:
     """nsd and unbound, running: .port is unbound's (dns_server)."""
 
-    def __init__(self, env, zones, signed, tamper):
-        self.dir = os.path.join(env.dir, "dns")
+    def __init__(self, env, zones, signed, tamper, name="dns"):
+        self.dir = os.path.join(env.dir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.nsd_port = rqlib.free_port()
         self.port = rqlib.free_port()
@@ -187,12 +187,13 @@ class World:
         _wait_udp(self.port, list(zones)[0])
 
 
-def start(env, zones, signed=(), tamper=()):
-    """Starts the DNSSEC world (see the top); returns a World."""
+def start(env, zones, signed=(), tamper=(), name="dns"):
+    """Starts the DNSSEC world (see the top) in env.dir/NAME (another
+    NAME for a second world with other data); returns a World."""
     if not available():
         raise rqlib.Fail("nsd, unbound or ldnsutils missing "
                          "(tools/install-deps.sh --test)")
-    return World(env, zones, list(signed), list(tamper))
+    return World(env, zones, list(signed), list(tamper), name)
 
 
 def dig(port, name, rtype):

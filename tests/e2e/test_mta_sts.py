@@ -9,7 +9,9 @@ foreign MX: deferred 4.7.5), an MX whose certificate is not trusted under
 enforce (deferred 4.7.5), testing mode (delivered to the foreign MX,
 logged), a redirect, a wrong Content-Type and an oversized policy (all
 refused: no policy), SNI sent; the policy cached in LMDB and still
-enforced after a restart with the policy server down.  Run with
+enforced after a restart with the policy server down, kept when the TXT
+id changes while the server is down (a failed refresh), and replaced
+when the id changes and the server is back (refresh).  Run with
 /usr/bin/python3.
 """
 import json
@@ -138,6 +140,7 @@ def test_mta_sts():
         for d in domains:
             zone += ["mta-sts.%s A 127.0.0.1" % d,
                      '_mta-sts.%s TXT "v=STSv1; id=20261129;"' % d]
+        base = zone[:]
         zone += ["enforce MX 10 mx-foreign.test.",
                  "enforce MX 20 mx-good.test.",
                  "onlyforeign MX 10 mx-foreign.test.",
@@ -146,6 +149,7 @@ def test_mta_sts():
                  "redirect MX 10 mx-foreign.test.",
                  "ctype MX 10 mx-foreign.test.",
                  "big MX 10 mx-foreign.test."]
+        mxs = zone[len(base):]
         dns = dnsseclib.start(env, {"test.": "\n".join(zone)},
                               signed=["test."])
         only_good = policy("enforce", ["mx-good.test"])
@@ -229,6 +233,37 @@ def test_mta_sts():
         check(len(at(good)) > n_before, "nothing more at mx-good")
         check(not any("enforce.test" in x for x in at(foreign)),
               "the foreign MX got enforce.test mail after the restart")
+
+        # the TXT id changes while the policy server is down: the
+        # refresh fails, the cached policy is kept (and enforced)
+        zone2 = [z.replace("id=20261129", "id=20261130") for z in base]
+        dns2 = dnsseclib.start(env, {"test.": "\n".join(zone2 + mxs)},
+                               signed=["test."], name="dns2")
+        env.write_conf(conf.replace("127.0.0.1:%d" % dns.port,
+                                    "127.0.0.1:%d" % dns2.port))
+        drop(env, "kept@enforce.test")
+        run_idle(env, timeout=90)
+        ds = {d["to"]: d for d in deliveries(env)}
+        k = ds["kept@enforce.test"]
+        check_eq(k["status"], "sent", k["line"])
+        check("mx-good.test[127.0.0.2]" in k["relay"], k["line"])
+        check("MTA-STS: enforce.test: policy fetch from "
+              "mta-sts.enforce.test failed" in env.log_text() and
+              "keeping the cached policy (id 20261129, mode enforce)" in
+              env.log_text(), env.log_text())
+
+        # the server is back with a new policy: the changed id refreshes
+        table["mta-sts.enforce.test"] = [
+            200, "text/plain", policy("testing", ["mx-good.test"])]
+        PolicyServer(env, https, web_cert, web_key, table)
+        drop(env, "fresh@enforce.test")
+        run_idle(env, timeout=90)
+        ds = {d["to"]: d for d in deliveries(env)}
+        f = ds["fresh@enforce.test"]
+        check_eq(f["status"], "sent", f["line"])
+        check("mx-foreign.test[127.0.0.3]" in f["relay"], f["line"])
+        check("MTA-STS: enforce.test: policy id 20261130, mode testing" in
+              env.log_text(), env.log_text())
 
 
 if __name__ == "__main__":
