@@ -393,6 +393,16 @@ conn_idle_quit(struct smtp_conn *conn)
 
 /* ---- the handshake ---- */
 
+/* Whether CONN's destination key is a domain routed by MX (not a
+ * "[relay]:port" or a scoped relay key). */
+static bool
+conn_dest_is_domain(const struct smtp_conn *conn)
+{
+	const char *k = conn->req->req.dest_key;
+
+	return k[0] != '\0' && strpbrk(k, "/[]: ") == NULL;
+}
+
 /* Starts the TLS handshake: after "220" to STARTTLS, or at once after
  * connect(2) with implicit TLS. */
 static void
@@ -415,6 +425,9 @@ conn_tls_start(struct smtp_conn *conn)
 	ssl = smtp_tls_ssl_new(conn->client->tls, conn->cafile,
 	    cfg_tls_client_cert(conn->req->req.scope), conn->host,
 	    dane ? a->tlsa : NULL, dane ? a->ntlsa : 0, err, sizeof(err));
+	if (ssl != NULL && dane && conn_dest_is_domain(conn))
+		/* DANE-TA: the next-hop domain is a name too (as Postfix) */
+		SSL_add1_host(ssl, conn->req->req.dest_key);
 	if (ssl == NULL) {
 		smtp_tls_setup_failed(conn, err);
 		return;

@@ -14,7 +14,7 @@
  * DANE (RFC 7672): every context has OpenSSL's DANE support on; an SSL
  * given TLSA records checks them (usages 2 and 3 only: the caller
  * filters the others), DANE-EE without name checks, DANE-TA against the
- * MX host name.  A record matched when SSL_get0_dane_authority() >= 0.
+ * MX host name (and the next-hop domain, added by smtp_client.c).  A record matched when SSL_get0_dane_authority() >= 0.
  *
  * A client certificate comes as PEM text from the cfg (read at load, so
  * the daemon needs no access to the files after dropping privileges);

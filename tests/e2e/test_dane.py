@@ -4,8 +4,8 @@ unbound on loopback (dnsseclib) that relayq uses as its dns_server;
 faultsmtp MX hosts on 127.0.0.2-9 with certificates made by openssl now.
 
 Cases: a matching DANE-EE 3 1 1 record (delivered, "Verified ... DANE-EE
-3 1 1"), a DANE-TA 2 1 1 record of the issuing CA (name checked: right
-name delivered, wrong name refused), a wrong digest (deferred 4.7.5; with
+3 1 1"), a DANE-TA 2 1 1 record of the issuing CA (name checked: the MX
+name or the next-hop domain delivered, another name refused), a wrong digest (deferred 4.7.5; with
 a second MX, delivered there), STARTTLS stripped by the path (deferred
 4.7.4, never plaintext), only usage 1 records (unusable: TLS without
 authentication, as Postfix), TLSA records in an unsigned zone (ignored:
@@ -64,8 +64,11 @@ def test_dane():
         _, tabad_cert, tabad_key = faultlib.make_cert(
             certs, "elsewhere.example",
             ca=(ca2, ca2.replace(".pem", ".key")))
+        _, tanh_cert, tanh_key = faultlib.make_cert(
+            certs, "tanexthop.test", ca=(ca2, ca2.replace(".pem", ".key")))
         # DANE-TA servers send the trust anchor in their chain (RFC 7671)
         ta_cert, tabad_cert = chain(ta_cert, ca2), chain(tabad_cert, ca2)
+        tanh_cert = chain(tanh_cert, ca2)
         ok = mx_server(env, "127.0.0.2", port, (ok_cert, ok_key))
         wrong = mx_server(env, "127.0.0.3", port, (wrong_cert, wrong_key))
         plain = mx_server(env, "127.0.0.4", port, (ok_cert, ok_key),
@@ -75,6 +78,7 @@ def test_dane():
         bogus = mx_server(env, "127.0.0.7", port, (ok_cert, ok_key))
         ta = mx_server(env, "127.0.0.8", port, (ta_cert, ta_key))
         tabad = mx_server(env, "127.0.0.9", port, (tabad_cert, tabad_key))
+        tanh = mx_server(env, "127.0.0.10", port, (tanh_cert, tanh_key))
         spki_ok = dnsseclib.tlsa_spki(ok_cert)
         spki_ca2 = dnsseclib.tlsa_spki(ca2)
         t = "_%d._tcp." % port
@@ -111,6 +115,10 @@ def test_dane():
             "tabad MX 10 mx-tabad.test.",
             "mx-tabad A 127.0.0.9",
             t + "mx-tabad TLSA 2 1 1 " + spki_ca2,
+            # DANE-TA: a certificate for the next-hop domain will do too
+            "tanexthop MX 10 mx-tanh.test.",
+            "mx-tanh A 127.0.0.10",
+            t + "mx-tanh TLSA 2 1 1 " + spki_ca2,
         ])
         insecure = "\n".join([
             "plain MX 10 mx.insecure.",
@@ -127,7 +135,7 @@ def test_dane():
         rcpts = ["m@match.test", "w@wrongonly.test", "n@nexthop.test",
                  "s@stripped.test", "u@usage1.test", "d@nodata.test",
                  "o@nodataonly.test", "b@bogus.test", "p@plain.insecure",
-                 "a@ta.test", "x@tabad.test"]
+                 "a@ta.test", "x@tabad.test", "h@tanexthop.test"]
         for r in rcpts:
             drop(env, r)
         run_idle(env, timeout=90)
@@ -185,6 +193,9 @@ def test_dane():
         x = ds["x@tabad.test"]
         check_eq((x["status"], x["dsn"]), ("deferred", "4.7.5"), x["line"])
         check("hostname mismatch" in x["line"], x["line"])
+        h = ds["h@tanexthop.test"]
+        check_eq(h["status"], "sent", h["line"])
+        check_eq(len(tanh.messages()), 1, "at the next-hop-named MX")
 
 
 def test_check_config_remote_resolver():
