@@ -429,7 +429,7 @@ host_loopback(const char *host)
  * DANE trusts the resolver's AD bit, which means nothing when it comes
  * over a network: `tls = dane` or `dane-only` (anywhere) with a
  * dns_server that is not on loopback is refused unless
- * dnssec_trust_remote = yes.
+ * dnssec_trust_remote = yes or dnssec = validate (relayq validates).
  */
 static int
 dane_check(struct parse *p, const struct cfg *cfg)
@@ -440,7 +440,8 @@ dane_check(struct parse *p, const struct cfg *cfg)
 	size_t i = 0;
 
 	if (dns == NULL || dns->host[0] == '\0' || host_loopback(dns->host) ||
-	    cfg->global.eff[CFG_DNSSEC_TRUST_REMOTE][0][0].i)
+	    cfg->global.eff[CFG_DNSSEC_TRUST_REMOTE][0][0].i ||
+	    strcasecmp(cfg->global.eff[CFG_DNSSEC][0][0].s, "validate") == 0)
 		return 0;
 	do {
 		if (sc->eff[CFG_TLS][0][0].i >= CFG_TLS_DANE) {

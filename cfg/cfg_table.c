@@ -152,7 +152,8 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	[CFG_FALLBACK_RELAY] = { "fallback_relay", CT_STR, "", 0, 0, 0, DOM,
 	    NOCLS, NULL, "relays tried when the destination is unreachable" },
 	[CFG_DNSSEC] = { "dnssec", CT_STR, "ad", 0, 0, 0, 0, NOCLS, NULL,
-	    "how DNSSEC security is known: ad (the resolver's AD bit)" },
+	    "how DNSSEC security is known: ad (the resolver's AD bit) or "
+	    "validate (in-process, libunbound)" },
 	[CFG_DNSSEC_TRUST_REMOTE] = { "dnssec_trust_remote", CT_BOOL, "no", 0,
 	    1, 0, 0, NOCLS, NULL,
 	    "trust the AD bit of a dns_server that is not on loopback" },
@@ -168,4 +169,7 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	[CFG_TLSRPT_CONTACT] = { "tlsrpt_contact", CT_STR, "", 0, 0, 0, 0,
 	    NOCLS, NULL,
 	    "contact-info of the reports; empty: postmaster@hostname" },
+	[CFG_DNSSEC_TRUST_ANCHOR] = { "dnssec_trust_anchor", CT_PATH,
+	    "/usr/share/dns/root.key", 0, 0, 0, 0, NOCLS, NULL,
+	    "trust anchors (DS or DNSKEY records) for dnssec = validate" },
 };

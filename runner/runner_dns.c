@@ -21,7 +21,12 @@
  * NODATA, or no MX lookup at all for a `[host]`) and all its address
  * answers carried AD; only then are its TLSA records looked up, as
  * Postfix does.  A failed (SERVFAIL: bogus) TLSA lookup of a secure host
- * marks it ROUTE_DANE_FAIL: never to be tried in plaintext.
+ * marks it ROUTE_DANE_FAIL: never to be tried in plaintext.  With
+ * dnssec = validate those queries go to libunbound instead, on the same
+ * event_base, which validates in-process from dnssec_trust_anchor
+ * (forwarding to dns_server, or to /etc/resolv.conf's servers); its
+ * verdict is written into the answer's AD bit (bogus: SERVFAIL), so the
+ * rest of this file does not know the difference.
  *
  * Invariant: a callback never runs from inside runner_dns_route(); a finished
  * lookup is handed back from its own zero-timeout event, so the caller's
@@ -35,6 +40,8 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <unbound-event.h>
+#include <unbound.h>
 
 #include "runner_dns.h"
 
@@ -88,6 +95,7 @@ struct dns_job {
 struct dns {
 	struct event_base *base;
 	ares_channel ch;
+	struct ub_ctx *ub; /* dnssec = validate; NULL: trust the AD bit */
 	struct event *timer;
 	struct dns_sock *socks;
 	struct dns_job *jobs;
@@ -202,10 +210,50 @@ dns_sock_state(void *data, ares_socket_t fd, int readable, int writable)
 	event_add(s->ev, NULL);
 }
 
+/* Makes DNS's validating libunbound context: trust anchors from TA,
+ * forwarding to SERVER (or resolv.conf's); 0, or -1 with ERR set. */
+static int
+dns_ub_new(struct dns *dns, const struct cfg_hostport *server, const char *ta,
+    char *err, size_t errlen)
+{
+	int rc;
+
+	dns->ub = ub_ctx_create_event(dns->base);
+	if (dns->ub == NULL) {
+		snprintf(err, errlen, "libunbound: cannot create a context");
+		return -1;
+	}
+	/* the forwarder is usually a resolver on this host */
+	ub_ctx_set_option(dns->ub, "do-not-query-localhost:", "no");
+	ub_ctx_set_option(dns->ub, "module-config:", "validator iterator");
+	/* libunbound answers RFC 6761's test. itself (NXDOMAIN); c-ares
+	 * asks the server: both modes must resolve the same names */
+	ub_ctx_set_option(dns->ub, "local-zone:", "test. transparent");
+	if (server != NULL && server->host[0] != '\0') {
+		char fwd[300];
+
+		snprintf(fwd, sizeof(fwd), "%s@%u", server->host,
+		    server->port ? server->port : 53);
+		rc = ub_ctx_set_fwd(dns->ub, fwd);
+	} else {
+		rc = ub_ctx_resolvconf(dns->ub, NULL);
+	}
+	if (rc == 0)
+		rc = ub_ctx_add_ta_file(dns->ub, ta);
+	if (rc != 0) {
+		snprintf(err, errlen, "libunbound (trust anchors %s): %s", ta,
+		    ub_strerror(rc));
+		ub_ctx_delete(dns->ub);
+		dns->ub = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 /* Creates the resolver; see runner_dns.h. */
 struct dns *
 runner_dns_new(struct event_base *base, const struct cfg_hostport *server,
-    char *err, size_t errlen)
+    const char *ta, char *err, size_t errlen)
 {
 	static bool inited;
 	struct ares_options o;
@@ -248,6 +296,11 @@ runner_dns_new(struct event_base *base, const struct cfg_hostport *server,
 			free(dns);
 			return NULL;
 		}
+	}
+	if (ta != NULL && dns_ub_new(dns, server, ta, err, errlen) < 0) {
+		ares_destroy(dns->ch);
+		free(dns);
+		return NULL;
 	}
 	dns->timer = evtimer_new(base, dns_timer_cb, dns);
 	return dns;
@@ -441,10 +494,48 @@ dns_job_build(struct dns_job *j)
 
 #define DNS_T_TLSA 52 /* RFC 6698 */
 
+/* A query handed to libunbound: the c-ares style callback to call. */
+struct dns_ubq {
+	struct dns *dns;
+	ares_callback cb;
+	void *arg;
+};
+
+/* libunbound's answer: its verdict becomes the AD bit (secure), or a
+ * SERVFAIL (bogus), and the c-ares style callback gets the packet. */
+static void
+dns_ub_cb(void *data, int rcode, void *packet, int len, int sec,
+    char *why_bogus, int ratelimited)
+{
+	struct dns_ubq *q = data;
+	unsigned char *buf;
+
+	if (q->dns->dying) {
+		free(q);
+		return;
+	}
+	if (sec == 1 || (rcode != 0 && rcode != 3) || packet == NULL ||
+	    len < 12) {
+		q->cb(q->arg, ARES_ESERVFAIL, 0, NULL, 0);
+		free(q);
+		return;
+	}
+	buf = xmalloc((size_t)len);
+	memcpy(buf, packet, (size_t)len);
+	if (sec == 2)
+		buf[3] |= 0x20;
+	else
+		buf[3] &= (unsigned char)~0x20;
+	q->cb(q->arg, ARES_SUCCESS, 0, buf, len);
+	free(buf);
+	free(q);
+}
+
 /*
  * Sends a query for NAME and TYPE with the AD bit set (RFC 6840 5.7),
- * so that a validating resolver says whether its answer is secure; CB
- * gets the raw answer (see dns_answer_status()).
+ * so that a validating resolver says whether its answer is secure (or,
+ * with dnssec = validate, to libunbound); CB gets the raw answer (see
+ * dns_answer_status()).
  */
 static void
 dns_send_ad(
@@ -452,6 +543,21 @@ dns_send_ad(
 {
 	unsigned char *q = NULL;
 	int qlen = 0, rc;
+
+	if (dns->ub != NULL) {
+		struct dns_ubq *u = xcalloc(1, sizeof(*u));
+
+		u->dns = dns;
+		u->cb = cb;
+		u->arg = arg;
+		rc = ub_resolve_event(
+		    dns->ub, name, type, ns_c_in, u, dns_ub_cb, NULL);
+		if (rc != 0) {
+			free(u);
+			cb(arg, ARES_ESERVFAIL, 0, NULL, 0);
+		}
+		return;
+	}
 
 	rc = ares_create_query(name, ns_c_in, type, 0, 1, &q, &qlen, 0);
 	if (rc != ARES_SUCCESS) {
@@ -965,6 +1071,8 @@ runner_dns_free(struct dns *dns)
 		return;
 	dns->dying = true;
 	ares_destroy(dns->ch);
+	if (dns->ub != NULL)
+		ub_ctx_delete(dns->ub); /* pending queries end unanswered */
 	while (dns->jobs != NULL) {
 		struct dns_job *j = dns->jobs;
 

@@ -60,11 +60,14 @@ typedef void dns_route_cb(void *arg, struct route *);
 
 /*
  * A resolver on BASE; SERVER (may be NULL or have an empty host) points it
- * at one name server instead of /etc/resolv.conf.  Returns NULL with ERR
- * filled in on failure.
+ * at one name server instead of /etc/resolv.conf.  TA (NULL: trust the
+ * resolver's AD bit) is the trust anchor file of dnssec = validate: the
+ * DNSSEC-aware queries are then validated in-process by libunbound.
+ * Returns NULL with ERR filled in on failure.
  */
-struct dns *runner_dns_new(struct event_base *base,
-    const struct cfg_hostport *server, char *err, size_t errlen);
+struct dns *
+runner_dns_new(struct event_base *base, const struct cfg_hostport *server,
+    const char *ta, char *err, size_t errlen);
 
 /* Cancels every pending lookup (their callbacks run with ROUTE_DEFER). */
 void runner_dns_free(struct dns *);

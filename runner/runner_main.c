@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -517,8 +518,11 @@ runner_client_open(struct runner *r, const struct cfg *cfg, const char *host)
 	const struct cfg_scope *g = cfg_scope(cfg, NULL);
 	char err[1024];
 
-	r->dns = runner_dns_new(
-	    r->base, cfg_hostport(g, CFG_DNS_SERVER), err, sizeof(err));
+	r->dns = runner_dns_new(r->base, cfg_hostport(g, CFG_DNS_SERVER),
+	    strcasecmp(cfg_str(g, CFG_DNSSEC), "validate") == 0
+		? cfg_str(g, CFG_DNSSEC_TRUST_ANCHOR)
+		: NULL,
+	    err, sizeof(err));
 	if (r->dns == NULL)
 		fatal(RQ_EX_CONFIG, "resolver: %s", err);
 	r->sts = runner_sts_new(r->base, r->dns, r->q);

@@ -9,7 +9,7 @@
 # run the DNSSEC-signed test zone of the DANE tests (tests/e2e/dnsseclib.py).
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
- libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev"
+ libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev libunbound-dev"
 test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  git git-email libmailtools-perl

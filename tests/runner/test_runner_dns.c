@@ -118,7 +118,7 @@ main(void)
 	srv.port = (uint16_t)port;
 
 	/* A dead server: refused or timed out, so defer. */
-	dns = runner_dns_new(base, &srv, err, sizeof(err));
+	dns = runner_dns_new(base, &srv, NULL, err, sizeof(err));
 	CHECK(dns != NULL);
 	r = lookup(dns, "multi.test", true);
 	CHECK(r != NULL && r->status == ROUTE_DEFER);
