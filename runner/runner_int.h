@@ -30,6 +30,7 @@
 #include "queue.h"
 #include "runner.h"
 #include "runner_dns.h"
+#include "runner_sts.h"
 #include "smtp.h"
 
 /* A configuration with the number of users still holding it. */
@@ -128,6 +129,8 @@ struct dest {
 	 * chain (0: a route, k: the k-th fallback relay) */
 	const struct cfg_auth *auth;
 	int fb;
+	/* MTA-STS (runner_sts.c): the policy of the last route (NULL: none) */
+	struct sts_policy *sts;
 };
 
 /* One recipient's result waiting for the group commit. */
@@ -162,6 +165,8 @@ struct runner {
 	struct smtp_client *smtp;
 	struct dns *dns;
 	struct cluster *cluster; /* cluster_redis: shared limits, or NULL */
+	struct sts *sts; /* MTA-STS policies */
+	struct tlsrpt *tlsrpt; /* TLS-RPT counts and reports; NULL: off */
 
 	struct event *ev_intake, *ev_intake_more, *ev_rescan, *ev_wakeup;
 	struct event *ev_sched, *ev_commit, *ev_expiry, *ev_stop_grace;
@@ -279,6 +284,14 @@ runner_cluster_rate(struct runner *, struct dest *, struct cfg_rate *);
 void runner_cluster_host_down(struct runner *, struct dest *, int64_t secs);
 
 /* runner_result.c */
+/* runner_tlsrpt.c: TLS reporting (RFC 8460), on with tlsrpt = yes. */
+struct tlsrpt;
+struct tlsrpt *runner_tlsrpt_new(struct runner *);
+void runner_tlsrpt_free(struct tlsrpt *);
+bool runner_tlsrpt_busy(const struct tlsrpt *);
+void runner_tlsrpt_count(
+    struct runner *, const struct dest *, const struct smtp_result *);
+
 void runner_result_job_done(
     struct runner *, struct job *, const struct smtp_result *);
 void runner_result_job_fail(

@@ -256,8 +256,24 @@ conn_tls_settings(struct smtp_conn *conn)
 {
 	const struct smtp_request *r = &conn->req->req;
 
+	const struct smtp_addr *a = &conn->req->addrs[conn->req->addr_idx];
+
 	conn->wrapper = cfg_tls_wrapper(r->scope, conn->port);
 	conn->tls_level = (int)cfg_tls_level(r->scope, r->auth, conn->port);
+	if (conn->tls_level == CFG_TLS_DANE ||
+	    conn->tls_level == CFG_TLS_DANE_ONLY) {
+		/* RFC 7672: the address's TLSA records decide. */
+		if (a->dane == SMTP_DANE_MATCH ||
+		    conn->tls_level == CFG_TLS_DANE_ONLY)
+			conn->tls_level = CFG_TLS_DANE;
+		else if (a->dane == SMTP_DANE_UNUSABLE || conn->wrapper ||
+		    (r->auth != NULL && !cfg_int(r->scope, CFG_AUTH_PLAINTEXT)))
+			conn->tls_level = CFG_TLS_ENCRYPT;
+		else
+			conn->tls_level = CFG_TLS_MAY;
+	}
+	if (a->sts_enforce && conn->tls_level <= CFG_TLS_ENCRYPT)
+		conn->tls_level = CFG_TLS_VERIFY; /* MTA-STS enforce */
 	conn->auth_tls = r->auth != NULL &&
 	    cfg_int(r->scope, CFG_TLS) < CFG_TLS_ENCRYPT &&
 	    conn->tls_level == CFG_TLS_ENCRYPT && !conn->wrapper;
@@ -382,18 +398,41 @@ conn_idle_quit(struct smtp_conn *conn)
 
 /* ---- the handshake ---- */
 
+/* Whether CONN's destination key is a domain routed by MX (not a
+ * "[relay]:port" or a scoped relay key). */
+static bool
+conn_dest_is_domain(const struct smtp_conn *conn)
+{
+	const char *k = conn->req->req.dest_key;
+
+	return k[0] != '\0' && strpbrk(k, "/[]: ") == NULL;
+}
+
 /* Starts the TLS handshake: after "220" to STARTTLS, or at once after
  * connect(2) with implicit TLS. */
 static void
 conn_tls_start(struct smtp_conn *conn)
 {
+	const struct smtp_addr *a = &conn->req->addrs[conn->req->addr_idx];
+	bool dane = conn->tls_level == CFG_TLS_DANE;
 	struct bufferevent *bev;
 	char err[256];
 	SSL *ssl;
 
+	if (dane && a->ntlsa == 0) {
+		/* dane-only without records: nothing could ever match */
+		conn->policy_fail = true;
+		snprintf(err, sizeof(err), "no secure TLSA record for %.200s",
+		    conn->host);
+		smtp_tls_setup_failed(conn, err);
+		return;
+	}
 	ssl = smtp_tls_ssl_new(conn->client->tls, conn->cafile,
-	    cfg_tls_client_cert(conn->req->req.scope), conn->host, err,
-	    sizeof(err));
+	    cfg_tls_client_cert(conn->req->req.scope), conn->host,
+	    dane ? a->tlsa : NULL, dane ? a->ntlsa : 0, err, sizeof(err));
+	if (ssl != NULL && dane && conn_dest_is_domain(conn))
+		/* DANE-TA: the next-hop domain is a name too (as Postfix) */
+		SSL_add1_host(ssl, conn->req->req.dest_key);
 	if (ssl == NULL) {
 		smtp_tls_setup_failed(conn, err);
 		return;
@@ -422,6 +461,19 @@ conn_tls_done(struct smtp_conn *conn)
 
 	conn->tls_active = true;
 	conn->tls_verified = cert != NULL && vr == X509_V_OK;
+	conn->tls_dane[0] = '\0';
+	if (conn->tls_level == CFG_TLS_DANE) {
+		uint8_t u, sel, mt;
+
+		conn->tls_verified = conn->tls_verified &&
+		    SSL_get0_dane_authority(conn->ssl, NULL, NULL) >= 0 &&
+		    SSL_get0_dane_tlsa(conn->ssl, &u, &sel, &mt, NULL, NULL) >=
+			0;
+		if (conn->tls_verified)
+			snprintf(conn->tls_dane, sizeof(conn->tls_dane),
+			    "%s %u %u %u", u == 3 ? "DANE-EE" : "DANE-TA",
+			    (unsigned)u, (unsigned)sel, (unsigned)mt);
+	}
 	snprintf(conn->tls_proto, sizeof(conn->tls_proto), "%s",
 	    SSL_get_version(conn->ssl));
 	snprintf(conn->tls_cipher, sizeof(conn->tls_cipher), "%s",

@@ -222,6 +222,8 @@ smtp_conn_result(struct smtp_conn *conn)
 	    conn->tls_active ? conn->tls_cipher : "");
 	res->tls_bits = conn->tls_active ? conn->tls_bits : 0;
 	res->tls_verified = conn->tls_active && conn->tls_verified;
+	snprintf(res->tls_dane, sizeof(res->tls_dane), "%s",
+	    conn->tls_active ? conn->tls_dane : "");
 	snprintf(res->auth_mech, sizeof(res->auth_mech), "%s",
 	    conn->authed ? cfg_sasl_name(conn->auth_mech) : "");
 }

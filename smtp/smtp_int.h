@@ -88,12 +88,13 @@ struct smtp_conn {
 	char host[256];
 	char ip[48];
 	uint16_t port;
-	int tls_level; /* enum cfg_tls */
+	int tls_level; /* enum cfg_tls; CFG_TLS_DANE: a TLSA must match */
 	char *cafile;
 	bool plain_only; /* the tls=may plaintext retry */
 	bool tls_active, tls_verified;
 	char tls_proto[32], tls_cipher[96];
 	int tls_bits;
+	char tls_dane[32]; /* the TLSA that matched: "DANE-EE 3 1 1" */
 	struct smtp_ehlo ehlo;
 	unsigned deliveries;
 	bool reused; /* taken from the cache for the current request */
@@ -374,10 +375,13 @@ void smtp_tls_free(struct smtp_tls *);
  * the chain checked against CAFILE ("" = the system's CAs) but the
  * handshake never failing on it: the caller looks at
  * SSL_get_verify_result() afterwards; presenting the client certificate
- * PEM (NULL: none).  NULL with ERR set on failure.
+ * PEM (NULL: none).  With TLSA records (NTLSA > 0) DANE checks the
+ * peer instead (RFC 7672; DANE-EE without name checks).  NULL with ERR
+ * set on failure.
  */
 SSL *smtp_tls_ssl_new(struct smtp_tls *, const char *cafile,
-    const struct cfg_pem *pem, const char *host, char *err, size_t errlen);
+    const struct cfg_pem *pem, const char *host, const struct smtp_tlsa *tlsa,
+    size_t ntlsa, char *err, size_t errlen);
 
 /*
  * Whether CERT's SHA-256 digest, or that of its public key (the DER
