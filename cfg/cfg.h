@@ -72,6 +72,7 @@ enum cfg_key {
 	CFG_SMTP_PORT,
 	CFG_DNS_SERVER,
 	CFG_MAX_CONNECTIONS,
+	CFG_INITIAL_DEST_CONCURRENCY,
 	CFG_MAX_CONNECTIONS_TOTAL,
 	CFG_MAX_DELIVERIES_PER_CONN,
 	CFG_MAX_RCPTS_PER_TXN,
@@ -129,6 +130,15 @@ enum cfg_key {
 	/* observability (issue 15): the daemon's HTTP listener */
 	CFG_HTTP_LISTEN,
 	CFG_HTTP_TOKEN,
+	/* TLS policy (issue 17): DANE's resolver trust */
+	CFG_DNSSEC,
+	CFG_DNSSEC_TRUST_REMOTE,
+	CFG_MTA_STS,
+	CFG_MTA_STS_PORT,
+	CFG_TLSRPT,
+	CFG_TLSRPT_ORGANIZATION,
+	CFG_TLSRPT_CONTACT,
+	CFG_DNSSEC_TRUST_ANCHOR,
 	/* DKIM signing at intake (cfg_dkim.c) */
 	CFG_DKIM_KEY_FILE,
 	CFG_DKIM_SELECTOR,
@@ -147,6 +157,10 @@ enum cfg_tls {
 	 * is set (the certificate must match; no CA or name check), shown
 	 * as "fingerprint" */
 	CFG_TLS_PINNED,
+	/* `tls = dane`: DANE where the MX host has secure usable TLSA
+	 * records, else may; `dane-only`: DANE or nothing (RFC 7672) */
+	CFG_TLS_DANE,
+	CFG_TLS_DANE_ONLY,
 };
 
 /* A parsed `host:port` / `[host]:port`; host is empty when unset. */

@@ -37,7 +37,6 @@ add(struct lines *l, const char *fmt, ...)
 static void
 fmt_val(const struct cfg_def *d, const struct cfg_val *v, char *buf, size_t len)
 {
-	static const char *const tls[] = { "none", "may", "encrypt", "verify" };
 
 	switch (d->type) {
 	case CT_STR:
@@ -54,7 +53,7 @@ fmt_val(const struct cfg_def *d, const struct cfg_val *v, char *buf, size_t len)
 		snprintf(buf, len, "%s", v->i ? "yes" : "no");
 		break;
 	case CT_TLS:
-		snprintf(buf, len, "%s", tls[v->i & 3]);
+		snprintf(buf, len, "%s", cfg_tls_name((enum cfg_tls)v->i));
 		break;
 	case CT_FACILITY:
 		snprintf(buf, len, "%s", log_facility_name((int)v->i));

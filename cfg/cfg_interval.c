@@ -515,16 +515,16 @@ cfg_value_parse(struct cfg *cfg, const struct cfg_def *def, const char *text,
 	}
 	case CT_TLS: {
 		static const char *const lv[] = { "none", "may", "encrypt",
-			"verify" };
+			"verify", NULL, "dane", "dane-only" };
 
-		for (int k = 0; k < 4; k++) {
-			if (strlen(lv[k]) == len &&
+		for (int k = 0; k < 7; k++) {
+			if (lv[k] != NULL && strlen(lv[k]) == len &&
 			    strncasecmp(text, lv[k], len) == 0) {
 				v->i = k;
 				return 0;
 			}
 		}
-		*why = "expected none, may, encrypt or verify";
+		*why = "expected none, may, encrypt, verify, dane or dane-only";
 		return -1;
 	}
 	case CT_HOSTPORT: {

@@ -8,6 +8,7 @@
  * Invariants: a cfg is never modified after cfg_parse_buf() returns; any
  * byte sequence gives either a cfg or a "FILE:LINE: message" error.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -410,6 +411,59 @@ map_check(struct parse *p, const struct cfg *cfg)
 	    (unsigned long long)lo);
 }
 
+/* Is HOST (a dns_server) a loopback address or "localhost"? */
+static bool
+host_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (strcasecmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/*
+ * DANE trusts the resolver's AD bit, which means nothing when it comes
+ * over a network: `tls = dane` or `dane-only` (anywhere) with a
+ * dns_server that is not on loopback is refused unless
+ * dnssec_trust_remote = yes or dnssec = validate (relayq validates).
+ */
+static int
+dane_check(struct parse *p, const struct cfg *cfg)
+{
+	const struct cfg_hostport *dns =
+	    cfg->global.eff[CFG_DNS_SERVER][0][0].hp;
+	const struct cfg_scope *sc = &cfg->global;
+	size_t i = 0;
+
+	if (dns == NULL || dns->host[0] == '\0' || host_loopback(dns->host) ||
+	    cfg->global.eff[CFG_DNSSEC_TRUST_REMOTE][0][0].i ||
+	    strcasecmp(cfg->global.eff[CFG_DNSSEC][0][0].s, "validate") == 0)
+		return 0;
+	do {
+		if (sc->eff[CFG_TLS][0][0].i >= CFG_TLS_DANE) {
+			p->line = p->gline[CFG_DNS_SERVER];
+			return perr(p,
+			    "tls = %s%s%s trusts the AD bit of the resolver, "
+			    "but "
+			    "dns_server %s is not on loopback (run a "
+			    "validating "
+			    "resolver on this host, or set dnssec_trust_remote "
+			    "= yes)",
+			    cfg_tls_name(
+				(enum cfg_tls)sc->eff[CFG_TLS][0][0].i),
+			    sc == &cfg->global ? "" : " for ",
+			    sc == &cfg->global ? "" : sc->name, dns->host);
+		}
+		sc = i < cfg->ndomains ? cfg->domains[i] : NULL;
+		i++;
+	} while (sc != NULL);
+	return 0;
+}
+
 static int
 scope_cmp(const void *a, const void *b)
 {
@@ -481,6 +535,8 @@ cfg_parse_buf(const char *name, const char *buf, size_t len, struct cfg **out,
 	for (size_t i = 0; i < cfg->ndomains; i++)
 		resolve(cfg, cfg->domains[i]);
 	cfg_ident_scopes(cfg);
+	if (dane_check(&p, cfg) < 0)
+		goto fail;
 	*out = cfg;
 	return CFG_OK;
 fail:

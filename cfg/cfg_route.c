@@ -39,9 +39,9 @@ const char *
 cfg_tls_name(enum cfg_tls t)
 {
 	static const char *const names[] = { "none", "may", "encrypt", "verify",
-		"fingerprint" };
+		"fingerprint", "dane", "dane-only" };
 
-	return (unsigned)t <= CFG_TLS_PINNED ? names[t] : "?";
+	return (unsigned)t <= CFG_TLS_DANE_ONLY ? names[t] : "?";
 }
 
 /* ---- list values: words separated by blanks or commas ---- */
@@ -168,7 +168,20 @@ check_relays(const char *s, size_t len, const char **why)
 	return 0;
 }
 
+/* `dnssec`: "ad" (trust the AD bit of the resolver) or "validate"
+ * (validate in-process with libunbound). */
+static int
+check_dnssec(const char *s, size_t len, const char **why)
+{
+	if ((len == 2 && strncasecmp(s, "ad", 2) == 0) ||
+	    (len == 8 && strncasecmp(s, "validate", 8) == 0))
+		return 0;
+	*why = "expected ad or validate";
+	return -1;
+}
+
 int (*const cfg_checks[CFG_NKEYS])(const char *, size_t, const char **) = {
+	[CFG_DNSSEC] = check_dnssec,
 	[CFG_AUTH_MECHANISMS] = check_mechanisms,
 	[CFG_TLS_FINGERPRINT] = check_fingerprints,
 	[CFG_FALLBACK_RELAY] = check_relays,

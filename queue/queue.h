@@ -518,5 +518,25 @@ struct queue_intake_stats {
 };
 void queue_intake_stats_get(
     const struct queue_intake *, struct queue_intake_stats *);
+/* ---- policy records (queue_policy.c): the runner's small persistent
+ * state beside the mail (MTA-STS policies, TLS-RPT counts), opaque
+ * bytes under a text key; the caller versions and validates them ---- */
+
+/* Reads record KEY into *VAL (malloc'd, *LEN bytes); QUEUE_NOTFOUND if
+ * there is none. */
+enum queue_result
+queue_policy_get(struct queue *, const char *key, char **val, size_t *len);
+
+/* Writes record KEY (VAL, LEN bytes), or removes it when VAL is NULL. */
+enum queue_result queue_policy_put(
+    struct queue_txn *, const char *key, const void *val, size_t len);
+
+/* Calls CB(KEY, VAL, LEN, ARG) for each record whose key starts with
+ * PREFIX, in key order, until CB returns false; returns how many it was
+ * called for.  CB must not touch the queue. */
+typedef bool (*queue_policy_cb)(
+    const char *key, const void *val, size_t len, void *arg);
+size_t queue_policy_scan(
+    struct queue *, const char *prefix, queue_policy_cb cb, void *arg);
 
 #endif

@@ -25,7 +25,8 @@
 #include "queue_int.h"
 
 const char *const queue_dbnames[QDB_N] = { "msg", "rcpt", "hist", "body",
-	"sched", "expiry", "lease", "ident", "counts", "meta", "corrupt" };
+	"sched", "expiry", "lease", "ident", "counts", "meta", "corrupt",
+	"policy" };
 
 /* Creates DIR's missing parents (0755) and DIR with MODE exactly (the
  * umask does not interfere): mkdir -p, for the queue and the spool. */
@@ -138,6 +139,10 @@ queue_open(const struct cfg *cfg, bool readonly, char *err, size_t errlen)
 			/* a queue made before `hist`: the daemon creates it
 			 * when it next opens the queue; no history till then */
 			q->nohist = true;
+			continue;
+		}
+		if (rc == MDB_NOTFOUND && readonly && i == QDB_POLICY) {
+			q->nopolicy = true; /* likewise: made by the daemon */
 			continue;
 		}
 		if (rc != 0) {

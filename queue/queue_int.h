@@ -28,6 +28,7 @@ enum qdbi {
 	QDB_COUNTS, /* enum qcount key -> u64 */
 	QDB_META, /* "nextid", "schema", "mstates" -> u64 */
 	QDB_CORRUPT, /* dbname NUL key -> the record set aside */
+	QDB_POLICY, /* "sts:DOMAIN", "rpt:..." -> runner's record (issue 17) */
 	QDB_N
 };
 
@@ -48,6 +49,7 @@ struct queue {
 	const struct cfg *cfg;
 	bool readonly;
 	bool nohist; /* read-only open of a queue made before `hist` existed */
+	bool nopolicy; /* ... or before `policy` existed */
 	char *dir;
 	int wake_fd; /* inotify on queue_dir for the wakeup file */
 	MDB_txn *rtxn; /* the reusable read txn (reset when idle) */

@@ -5,8 +5,9 @@
  * Runner-private: runner_dest_init(), runner_dest_destroy(),
  * runner_dest_get(), runner_dest_enqueue(), runner_dest_putback(),
  * runner_dest_job_move(), runner_dest_kick(), runner_dest_ready_kick(),
- * runner_dest_host_down(), runner_dest_host_clear(), runner_dest_reload(),
- * runner_dest_jobs_drop(), runner_dest_find().
+ * runner_dest_host_down(), runner_dest_host_clear(),
+ * runner_dest_feedback(), runner_dest_reload(), runner_dest_jobs_drop(),
+ * runner_dest_find().
  *
  * The rules.  Which destination a recipient's job goes to is
  * runner_route.c's choice: its lowercased domain (routed by MX), or a
@@ -28,13 +29,22 @@
  * - it has a route: resolved on first use and again once ROUTE_TTL
  *   seconds old (while nothing is in flight); a lookup that fails
  *   bounces (5) every job waiting, or, when it fails for now (4), sends
- *   each to the next fallback relay or defers it;
- * - fewer than max_connections of its requests are in flight, and it
- *   has an idle cached connection or room for a new one under
- *   max_connections and max_connections_total (capped at the
+ *   each to the next fallback relay or defers it; with tls = dane or
+ *   dane-only (DANE, RFC 7672) hosts whose TLSA lookup failed are left
+ *   out of the route, and with dane-only those without secure TLSA
+ *   records too; with an MTA-STS policy in enforce mode (runner_sts.c,
+ *   for a domain routed by MX with tls = may or dane, mta_sts = yes),
+ *   MX hosts that do not match the policy, unless DANE applies to the
+ *   route (DANE wins); no host left defers every job with 4.7.5;
+ * - fewer than its concurrency window of its requests are in flight,
+ *   and it has an idle cached connection or room for a new one under
+ *   that window and max_connections_total (capped at the
  *   connections open while the runner is short of file descriptors,
  *   see runner_job.c); one that waits only for the total goes on the
- *   runner's ready list, kicked when any request ends;
+ *   runner's ready list, kicked when any request ends.  The window
+ *   starts at initial_destination_concurrency and moves between 1 and
+ *   max_connections on each finished request's feedback
+ *   (runner_share.c's rules, runner_dest_feedback());
  * - a token of its max_message_rate bucket (burst = the count); over
  *   the rate it waits on its timer: it is not a failure.
  *
@@ -95,6 +105,7 @@ dest_release(struct dest *d)
 		event_free(d->timer);
 	runner_dns_route_free(d->route);
 	free(d->addrs);
+	free(d->sts);
 	runner_rcfg_unref(d->rc);
 	free(d->key);
 	free(d->lookup);
@@ -188,6 +199,9 @@ runner_dest_get(struct runner *r, const char *key, const struct cfg_scope *sc,
 	d->mx = mx;
 	d->auth = auth;
 	d->fb = fb;
+	runner_conc_init(&d->conc,
+	    (unsigned)cfg_int(sc, CFG_INITIAL_DEST_CONCURRENCY),
+	    (unsigned)cfg_int(sc, CFG_MAX_CONNECTIONS));
 	d->tokens = cfg_rate(sc, CFG_MAX_MESSAGE_RATE).count;
 	d->tokens_us = rq_now_us();
 	d->timer = evtimer_new(r->base, dest_timer_cb, d);
@@ -287,17 +301,152 @@ dest_fail_all(
 	memset(d->wrr, 0, sizeof(d->wrr));
 }
 
+/* Whether D's tls setting is DANE (tls = dane or dane-only). */
+static bool
+dest_dane(const struct dest *d)
+{
+	return cfg_int(d->scope, CFG_TLS) >= CFG_TLS_DANE &&
+	    cfg_str(d->scope, CFG_TLS_FINGERPRINT)[0] == '\0';
+}
+
+/*
+ * Drops from route RT of D the hosts DANE forbids (see the top): a
+ * failed TLSA lookup always, no usable secure TLSA with dane-only;
+ * logs each.  Returns how many addresses are left (RT->why says why
+ * when none is).
+ */
+static size_t
+dest_route_dane(const struct dest *d, struct route *rt)
+{
+	bool only = cfg_int(d->scope, CFG_TLS) == CFG_TLS_DANE_ONLY;
+	size_t i, n = 0;
+
+	if (!dest_dane(d))
+		return rt->naddr;
+	for (i = 0; i < rt->naddr; i++) {
+		struct route_addr *a = &rt->addr[i];
+		const char *why = NULL;
+
+		if (a->dane == ROUTE_DANE_FAIL)
+			why = "TLSA lookup failed (bogus or no answer)";
+		else if (only && a->dane == ROUTE_DANE_NONE)
+			why = a->secure ? "no TLSA record"
+					: "no DNSSEC-secure MX and address";
+		if (why == NULL) {
+			if (n != i)
+				rt->addr[n] = *a;
+			n++;
+			continue;
+		}
+		log_info("smtp", "DANE: %.200s: skipping host %.255s: %s",
+		    d->lookup, a->host, why);
+		snprintf(rt->why, sizeof(rt->why),
+		    "DANE: no usable MX host for %.200s: %.200s: %s", d->lookup,
+		    a->host, why);
+	}
+	rt->naddr = n;
+	return n;
+}
+
+/* Whether MTA-STS applies to D: a domain routed by MX (not a relay),
+ * mta_sts = yes, tls = may or dane, no tls_fingerprint. */
+static bool
+dest_sts_applies(const struct dest *d)
+{
+	int tls = (int)cfg_int(d->scope, CFG_TLS);
+
+	return d->mx && strchr(d->key, '/') == NULL &&
+	    cfg_int(d->scope, CFG_MTA_STS) != 0 &&
+	    (tls == CFG_TLS_MAY || tls == CFG_TLS_DANE) &&
+	    cfg_str(d->scope, CFG_TLS_FINGERPRINT)[0] == '\0';
+}
+
+/*
+ * Applies D's MTA-STS policy to route RT (RFC 8461 4.1, 5): DANE wins
+ * where the route has secure TLSA records; testing only logs what
+ * enforce would do; enforce drops the MX hosts the policy does not name
+ * and sets *ENFORCE (TLS with a valid certificate required).  Returns
+ * how many addresses are left (RT->why says why when none is).
+ */
+static size_t
+dest_route_sts(const struct dest *d, struct route *rt, bool *enforce)
+{
+	const struct sts_policy *p = d->sts;
+	size_t i, n = 0;
+
+	*enforce = false;
+	if (p == NULL)
+		return rt->naddr;
+	for (i = 0; i < rt->naddr; i++)
+		if (rt->addr[i].dane == ROUTE_DANE_MATCH ||
+		    rt->addr[i].dane == ROUTE_DANE_UNUSABLE)
+			return rt->naddr; /* DANE wins (RFC 8461 2) */
+	for (i = 0; i < rt->naddr; i++) {
+		struct route_addr *a = &rt->addr[i];
+
+		if (runner_sts_mx_match(p, a->host)) {
+			if (n != i)
+				rt->addr[n] = *a;
+			n++;
+			continue;
+		}
+		log_info("smtp",
+		    "MTA-STS: %.200s: MX host %.255s is not in the policy (id "
+		    "%s, mode %s)%s",
+		    d->lookup, a->host, p->id, runner_sts_mode_name(p->mode),
+		    p->mode == STS_MODE_ENFORCE ? ": skipped" : "");
+		snprintf(rt->why, sizeof(rt->why),
+		    "MTA-STS: no MX host of %.200s matches its policy (id %s): "
+		    "%.200s",
+		    d->lookup, p->id, a->host);
+		if (p->mode != STS_MODE_ENFORCE)
+			n++; /* testing: report only */
+	}
+	if (p->mode != STS_MODE_ENFORCE)
+		return rt->naddr;
+	*enforce = true;
+	rt->naddr = n;
+	return n;
+}
+
+static void dest_route_cb(void *arg, struct route *rt);
+
+/* The MTA-STS policy of D arrived (P NULL: none): route D now. */
+static void
+dest_sts_cb(void *arg, const struct sts_policy *p)
+{
+	struct dest *d = arg;
+
+	free(d->sts);
+	d->sts = NULL;
+	if (p != NULL) {
+		d->sts = xmalloc(sizeof(*d->sts));
+		*d->sts = *p;
+	}
+	runner_dns_route(d->runner->dns, d->lookup, d->port, d->mx,
+	    dest_dane(d), dest_route_cb, d);
+}
+
 /* The resolver answered for D. */
 static void
 dest_route_cb(void *arg, struct route *rt)
 {
 	struct dest *d = arg;
 	struct runner *r = d->runner;
+	bool enforce = false;
 
 	if (rt->status != ROUTE_OK) {
 		d->rstate = DR_NONE;
 		dest_fail_all(
 		    r, d, rt->status == ROUTE_FAIL ? 5 : 4, rt->dsn, rt->why);
+		runner_dns_route_free(rt);
+		runner_dest_kick(r, d);
+		return;
+	}
+	if (dest_route_dane(d, rt) == 0 ||
+	    dest_route_sts(d, rt, &enforce) == 0) {
+		d->rstate = DR_NONE;
+		dest_fail_all(r, d, 4, "4.7.5", rt->why);
 		runner_dns_route_free(rt);
 		runner_dest_kick(r, d);
 		return;
@@ -310,6 +459,14 @@ dest_route_cb(void *arg, struct route *rt)
 		d->addrs[i].host = rt->addr[i].host;
 		d->addrs[i].sa = rt->addr[i].sa;
 		d->addrs[i].salen = rt->addr[i].salen;
+		d->addrs[i].dane = rt->addr[i].dane == ROUTE_DANE_MATCH
+		    ? SMTP_DANE_MATCH
+		    : rt->addr[i].dane == ROUTE_DANE_UNUSABLE
+		    ? SMTP_DANE_UNUSABLE
+		    : SMTP_DANE_NONE;
+		d->addrs[i].tlsa = rt->addr[i].tlsa;
+		d->addrs[i].ntlsa = rt->addr[i].ntlsa;
+		d->addrs[i].sts_enforce = enforce;
 	}
 	d->route_until = rq_now() + ROUTE_TTL;
 	d->rstate = DR_OK;
@@ -363,6 +520,22 @@ runner_dest_host_clear(struct runner *r, struct dest *d)
 		e->down_until = 0;
 }
 
+/* A request of D ended with RES (D's active count not yet taken down
+ * for it): feeds its outcome to D's concurrency window. */
+void
+runner_dest_feedback(struct dest *d, const struct smtp_result *res)
+{
+	enum runner_conc_event ev = CONC_NEUTRAL;
+
+	if (res->host_down)
+		ev = CONC_FAILURE;
+	else if (res->transactions > 0)
+		ev = CONC_SUCCESS;
+	runner_conc_feedback(&d->conc, ev, d->active,
+	    (unsigned)cfg_int(d->scope, CFG_INITIAL_DEST_CONCURRENCY),
+	    (unsigned)cfg_int(d->scope, CFG_MAX_CONNECTIONS));
+}
+
 /* Looks at D again shortly: it waits for connections that are closing
  * (their end has no callback); only armed while jobs wait. */
 static void
@@ -379,7 +552,14 @@ static void
 dest_resolve(struct runner *r, struct dest *d)
 {
 	d->rstate = DR_RESOLVING;
-	runner_dns_route(r->dns, d->lookup, d->port, d->mx, dest_route_cb, d);
+	if (dest_sts_applies(d)) {
+		runner_sts_lookup(r->sts, d->scope, d->lookup, dest_sts_cb, d);
+		return;
+	}
+	free(d->sts);
+	d->sts = NULL;
+	runner_dns_route(
+	    r->dns, d->lookup, d->port, d->mx, dest_dane(d), dest_route_cb, d);
 }
 
 /*
@@ -512,6 +692,9 @@ runner_dest_kick(struct runner *r, struct dest *d)
 		return;
 	if (r->fd_cap_until > rq_now_us() && maxt > r->fd_cap)
 		maxt = r->fd_cap; /* short of file descriptors */
+	/* no more than the receiver has shown it takes */
+	if (maxc > d->conc.window)
+		maxc = d->conc.window;
 	d->last_used = now;
 	if (!dest_may_submit(r, d, now))
 		return;

@@ -4,7 +4,8 @@
  * ares_timeout()), turned into the ordered route of a destination.
  *
  * Public (runner-private): runner_dns_new(), runner_dns_free(),
- * runner_dns_route(), runner_dns_route_free(), runner_dns_mx_order().
+ * runner_dns_route(), runner_dns_route_free(), runner_dns_mx_order(),
+ * runner_dns_tlsa_parse(), runner_dns_txt().
  *
  * Policy, as Postfix's smtp(8): MX hosts by preference, equal preferences
  * in random order; a domain with no MX (NODATA) is its own host; a null MX
@@ -12,6 +13,20 @@
  * SERVFAIL, timeouts and refusals defer (4.4.3).  A relayhost written
  * `[host]` is not MX-looked-up, and its lookup failures always defer: a
  * typo in the config must not bounce mail.
+ *
+ * DNSSEC (for tls = dane, dane-only): the validating resolver's AD bit
+ * says an answer is secure; c-ares only sees AD in a reply when the
+ * query set it (RFC 6840 5.7), so those queries are built here and sent
+ * with ares_send().  A host is secure when its MX answer (or the domain's
+ * NODATA, or no MX lookup at all for a `[host]`) and all its address
+ * answers carried AD; only then are its TLSA records looked up, as
+ * Postfix does.  A failed (SERVFAIL: bogus) TLSA lookup of a secure host
+ * marks it ROUTE_DANE_FAIL: never to be tried in plaintext.  With
+ * dnssec = validate those queries go to libunbound instead, on the same
+ * event_base, which validates in-process from dnssec_trust_anchor
+ * (forwarding to dns_server, or to /etc/resolv.conf's servers); its
+ * verdict is written into the answer's AD bit (bogus: SERVFAIL), so the
+ * rest of this file does not know the difference.
  *
  * Invariant: a callback never runs from inside runner_dns_route(); a finished
  * lookup is handed back from its own zero-timeout event, so the caller's
@@ -25,6 +40,8 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <unbound-event.h>
+#include <unbound.h>
 
 #include "runner_dns.h"
 
@@ -45,6 +62,15 @@ struct dns_host {
 	unsigned pref;
 	struct ares_addrinfo *ai; /* NULL until answered or on error */
 	int status; /* ARES_* of the address lookup */
+	/* DANE lookups: raw A and AAAA answers, then TLSA */
+	struct sockaddr_storage sa[DNS_MAX_ADDR];
+	socklen_t salen[DNS_MAX_ADDR];
+	size_t nsa;
+	int qpending; /* A/AAAA queries not yet answered */
+	bool secure; /* every address answer had AD */
+	enum route_dane dane;
+	struct smtp_tlsa tlsa[ROUTE_TLSA_MAX];
+	size_t ntlsa;
 };
 
 struct dns_job {
@@ -54,6 +80,8 @@ struct dns_job {
 	uint16_t port;
 	bool mx; /* MX lookup (else address only) */
 	bool fallback; /* no MX: the domain is its own host */
+	bool dane; /* DNSSEC-aware lookups and TLSA (see the top) */
+	bool mx_secure; /* the MX answer (or NODATA) had AD */
 	bool done;
 	dns_route_cb *cb;
 	void *arg;
@@ -67,6 +95,7 @@ struct dns_job {
 struct dns {
 	struct event_base *base;
 	ares_channel ch;
+	struct ub_ctx *ub; /* dnssec = validate; NULL: trust the AD bit */
 	struct event *timer;
 	struct dns_sock *socks;
 	struct dns_job *jobs;
@@ -181,10 +210,50 @@ dns_sock_state(void *data, ares_socket_t fd, int readable, int writable)
 	event_add(s->ev, NULL);
 }
 
+/* Makes DNS's validating libunbound context: trust anchors from TA,
+ * forwarding to SERVER (or resolv.conf's); 0, or -1 with ERR set. */
+static int
+dns_ub_new(struct dns *dns, const struct cfg_hostport *server, const char *ta,
+    char *err, size_t errlen)
+{
+	int rc;
+
+	dns->ub = ub_ctx_create_event(dns->base);
+	if (dns->ub == NULL) {
+		snprintf(err, errlen, "libunbound: cannot create a context");
+		return -1;
+	}
+	/* the forwarder is usually a resolver on this host */
+	ub_ctx_set_option(dns->ub, "do-not-query-localhost:", "no");
+	ub_ctx_set_option(dns->ub, "module-config:", "validator iterator");
+	/* libunbound answers RFC 6761's test. itself (NXDOMAIN); c-ares
+	 * asks the server: both modes must resolve the same names */
+	ub_ctx_set_option(dns->ub, "local-zone:", "test. transparent");
+	if (server != NULL && server->host[0] != '\0') {
+		char fwd[300];
+
+		snprintf(fwd, sizeof(fwd), "%s@%u", server->host,
+		    server->port ? server->port : 53);
+		rc = ub_ctx_set_fwd(dns->ub, fwd);
+	} else {
+		rc = ub_ctx_resolvconf(dns->ub, NULL);
+	}
+	if (rc == 0)
+		rc = ub_ctx_add_ta_file(dns->ub, ta);
+	if (rc != 0) {
+		snprintf(err, errlen, "libunbound (trust anchors %s): %s", ta,
+		    ub_strerror(rc));
+		ub_ctx_delete(dns->ub);
+		dns->ub = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 /* Creates the resolver; see runner_dns.h. */
 struct dns *
 runner_dns_new(struct event_base *base, const struct cfg_hostport *server,
-    char *err, size_t errlen)
+    const char *ta, char *err, size_t errlen)
 {
 	static bool inited;
 	struct ares_options o;
@@ -227,6 +296,11 @@ runner_dns_new(struct event_base *base, const struct cfg_hostport *server,
 			free(dns);
 			return NULL;
 		}
+	}
+	if (ta != NULL && dns_ub_new(dns, server, ta, err, errlen) < 0) {
+		ares_destroy(dns->ch);
+		free(dns);
+		return NULL;
 	}
 	dns->timer = evtimer_new(base, dns_timer_cb, dns);
 	return dns;
@@ -316,6 +390,18 @@ route_addrs_add(struct route *r, const struct dns_host *h, uint16_t port)
 {
 	struct ares_addrinfo_node *n;
 
+	for (size_t i = 0; i < h->nsa && r->naddr < DNS_MAX_ADDR; i++) {
+		struct route_addr *a = &r->addr[r->naddr++];
+
+		memcpy(&a->sa, &h->sa[i], h->salen[i]);
+		a->salen = h->salen[i];
+		snprintf(a->host, sizeof(a->host), "%s", h->name);
+		a->pref = h->pref;
+		a->secure = h->secure && h->job->mx_secure;
+		a->dane = h->dane;
+		memcpy(a->tlsa, h->tlsa, sizeof(a->tlsa));
+		a->ntlsa = h->ntlsa;
+	}
 	for (n = h->ai ? h->ai->nodes : NULL;
 	     n != NULL && r->naddr < DNS_MAX_ADDR; n = n->ai_next) {
 		struct route_addr *a = &r->addr[r->naddr];
@@ -406,6 +492,336 @@ dns_job_build(struct dns_job *j)
 	dns_job_done(j);
 }
 
+#define DNS_T_TLSA 52 /* RFC 6698 */
+
+/* A query handed to libunbound: the c-ares style callback to call. */
+struct dns_ubq {
+	struct dns *dns;
+	ares_callback cb;
+	void *arg;
+};
+
+/* libunbound's answer: its verdict becomes the AD bit (secure), or a
+ * SERVFAIL (bogus), and the c-ares style callback gets the packet. */
+static void
+dns_ub_cb(void *data, int rcode, void *packet, int len, int sec,
+    char *why_bogus, int ratelimited)
+{
+	struct dns_ubq *q = data;
+	unsigned char *buf;
+
+	if (q->dns->dying) {
+		free(q);
+		return;
+	}
+	if (sec == 1 || (rcode != 0 && rcode != 3) || packet == NULL ||
+	    len < 12) {
+		q->cb(q->arg, ARES_ESERVFAIL, 0, NULL, 0);
+		free(q);
+		return;
+	}
+	buf = xmalloc((size_t)len);
+	memcpy(buf, packet, (size_t)len);
+	if (sec == 2)
+		buf[3] |= 0x20;
+	else
+		buf[3] &= (unsigned char)~0x20;
+	q->cb(q->arg, ARES_SUCCESS, 0, buf, len);
+	free(buf);
+	free(q);
+}
+
+/*
+ * Sends a query for NAME and TYPE with the AD bit set (RFC 6840 5.7),
+ * so that a validating resolver says whether its answer is secure (or,
+ * with dnssec = validate, to libunbound); CB gets the raw answer (see
+ * dns_answer_status()).
+ */
+static void
+dns_send_ad(
+    struct dns *dns, const char *name, int type, ares_callback cb, void *arg)
+{
+	unsigned char *q = NULL;
+	int qlen = 0, rc;
+
+	if (dns->ub != NULL) {
+		struct dns_ubq *u = xcalloc(1, sizeof(*u));
+
+		u->dns = dns;
+		u->cb = cb;
+		u->arg = arg;
+		rc = ub_resolve_event(
+		    dns->ub, name, type, ns_c_in, u, dns_ub_cb, NULL);
+		if (rc != 0) {
+			free(u);
+			cb(arg, ARES_ESERVFAIL, 0, NULL, 0);
+		}
+		return;
+	}
+
+	rc = ares_create_query(name, ns_c_in, type, 0, 1, &q, &qlen, 0);
+	if (rc != ARES_SUCCESS) {
+		cb(arg, rc, 0, NULL, 0);
+		return;
+	}
+	q[3] |= 0x20; /* AD */
+	ares_send(dns->ch, q, qlen, cb, arg);
+	ares_free_string(q);
+}
+
+/*
+ * The status ares_query() would give for ares_send()'s STATUS and answer
+ * ABUF (ALEN bytes): NXDOMAIN is ARES_ENOTFOUND, an empty NOERROR
+ * ARES_ENODATA.  *AD gets the answer's AD bit (false on any failure).
+ */
+static int
+dns_answer_status(int status, const unsigned char *abuf, int alen, bool *ad)
+{
+	*ad = false;
+	if (status != ARES_SUCCESS)
+		return status;
+	if (abuf == NULL || alen < 12)
+		return ARES_EBADRESP;
+	switch (abuf[3] & 0x0f) {
+	case 0:
+		*ad = (abuf[3] & 0x20) != 0;
+		return (abuf[6] | abuf[7]) == 0 ? ARES_ENODATA : ARES_SUCCESS;
+	case 3:
+		*ad = (abuf[3] & 0x20) != 0;
+		return ARES_ENOTFOUND;
+	case 2:
+		return ARES_ESERVFAIL;
+	case 4:
+		return ARES_ENOTIMP;
+	case 5:
+		return ARES_EREFUSED;
+	default:
+		return ARES_EBADRESP;
+	}
+}
+
+/* Skips the domain name at *POS of ABUF (LEN bytes); false if malformed. */
+static bool
+dns_name_skip(const unsigned char *abuf, size_t len, size_t *pos)
+{
+	size_t p = *pos;
+
+	while (p < len) {
+		unsigned c = abuf[p];
+
+		if (c == 0) {
+			*pos = p + 1;
+			return true;
+		}
+		if ((c & 0xc0) == 0xc0) {
+			if (p + 2 > len)
+				return false;
+			*pos = p + 2;
+			return true;
+		}
+		if ((c & 0xc0) != 0)
+			return false;
+		p += 1 + c;
+	}
+	return false;
+}
+
+/* Reads TLSA records; see runner_dns.h. */
+int
+runner_dns_tlsa_parse(const unsigned char *abuf, size_t alen,
+    struct smtp_tlsa *out, size_t max, size_t *nall)
+{
+	size_t pos = 12, qd, an, n = 0;
+
+	*nall = 0;
+	if (alen < 12)
+		return -1;
+	qd = (size_t)abuf[4] << 8 | abuf[5];
+	an = (size_t)abuf[6] << 8 | abuf[7];
+	for (size_t i = 0; i < qd; i++) {
+		if (!dns_name_skip(abuf, alen, &pos) || pos + 4 > alen)
+			return -1;
+		pos += 4;
+	}
+	for (size_t i = 0; i < an; i++) {
+		unsigned type, rdlen;
+		const unsigned char *rd;
+
+		if (!dns_name_skip(abuf, alen, &pos) || pos + 10 > alen)
+			return -1;
+		type = (unsigned)abuf[pos] << 8 | abuf[pos + 1];
+		rdlen = (unsigned)abuf[pos + 8] << 8 | abuf[pos + 9];
+		pos += 10;
+		if (pos + rdlen > alen)
+			return -1;
+		rd = abuf + pos;
+		pos += rdlen;
+		if (type != DNS_T_TLSA)
+			continue;
+		if (rdlen < 3)
+			return -1;
+		++*nall;
+		/* RFC 7672 3.1.3: PKIX-TA (0) and PKIX-EE (1) are unusable */
+		if ((rd[0] != 2 && rd[0] != 3) || rd[1] > 1)
+			continue;
+		if (!((rd[2] == 1 && rdlen - 3 == 32) ||
+			(rd[2] == 2 && rdlen - 3 == 64) ||
+			(rd[2] == 0 && rdlen - 3 > 0 &&
+			    rdlen - 3 <= SMTP_TLSA_DATA_MAX)))
+			continue;
+		if (n < max) {
+			out[n].usage = rd[0];
+			out[n].selector = rd[1];
+			out[n].mtype = rd[2];
+			out[n].len = (uint8_t)(rdlen - 3);
+			memcpy(out[n].data, rd + 3, rdlen - 3);
+			n++;
+		}
+	}
+	return (int)n;
+}
+
+/* One host is done (addresses, and TLSA if it was secure). */
+static void
+dns_host_done(struct dns_host *h)
+{
+	struct dns_job *j = h->job;
+
+	if (--j->pending == 0)
+		dns_job_build(j);
+}
+
+/* The TLSA answer of a secure host arrived. */
+static void
+dns_tlsa_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_host *h = arg;
+	bool ad;
+	size_t nall = 0;
+	int n;
+
+	(void)timeouts;
+	if (status == ARES_EDESTRUCTION || h->job->dns->dying)
+		return;
+	status = dns_answer_status(status, abuf, alen, &ad);
+	if (status == ARES_SUCCESS && ad) {
+		n = runner_dns_tlsa_parse(
+		    abuf, (size_t)alen, h->tlsa, ROUTE_TLSA_MAX, &nall);
+		if (n < 0)
+			h->dane = ROUTE_DANE_FAIL;
+		else if (n > 0)
+			h->dane = ROUTE_DANE_MATCH;
+		else if (nall > 0)
+			h->dane = ROUTE_DANE_UNUSABLE;
+		h->ntlsa = n > 0 ? (size_t)n : 0;
+	} else if (status != ARES_SUCCESS && status != ARES_ENODATA &&
+	    status != ARES_ENOTFOUND) {
+		h->dane = ROUTE_DANE_FAIL; /* SERVFAIL: bogus, or no answer */
+	}
+	/* else: secure denial, or an insecure answer: no DANE */
+	dns_host_done(h);
+}
+
+/* Adds the addresses of A or AAAA answer ABUF to H. */
+static void
+dns_host_addrs(
+    struct dns_host *h, int type, const unsigned char *abuf, int alen)
+{
+	uint16_t port = htons(h->job->port);
+	int n = DNS_MAX_ADDR;
+
+	if (type == ns_t_a) {
+		struct ares_addrttl t[DNS_MAX_ADDR];
+
+		if (ares_parse_a_reply(abuf, alen, NULL, t, &n) != ARES_SUCCESS)
+			return;
+		for (int i = 0; i < n && h->nsa < DNS_MAX_ADDR; i++) {
+			struct sockaddr_in *s = (void *)&h->sa[h->nsa];
+
+			memset(s, 0, sizeof(*s));
+			s->sin_family = AF_INET;
+			s->sin_port = port;
+			s->sin_addr = t[i].ipaddr;
+			h->salen[h->nsa++] = sizeof(*s);
+		}
+	} else {
+		struct ares_addr6ttl t[DNS_MAX_ADDR];
+
+		if (ares_parse_aaaa_reply(abuf, alen, NULL, t, &n) !=
+		    ARES_SUCCESS)
+			return;
+		for (int i = 0; i < n && h->nsa < DNS_MAX_ADDR; i++) {
+			struct sockaddr_in6 *s = (void *)&h->sa[h->nsa];
+
+			memset(s, 0, sizeof(*s));
+			s->sin6_family = AF_INET6;
+			s->sin6_port = port;
+			memcpy(&s->sin6_addr, &t[i].ip6addr, 16);
+			h->salen[h->nsa++] = sizeof(*s);
+		}
+	}
+}
+
+/* An A or AAAA answer of H arrived (TYPE in the callback's name). */
+static void
+dns_host_answer(struct dns_host *h, int type, int status,
+    const unsigned char *abuf, int alen)
+{
+	struct dns_job *j = h->job;
+	bool ad;
+
+	if (status == ARES_EDESTRUCTION || j->dns->dying)
+		return;
+	status = dns_answer_status(status, abuf, alen, &ad);
+	if (!ad)
+		h->secure = false;
+	if (status == ARES_SUCCESS)
+		dns_host_addrs(h, type, abuf, alen);
+	/* the host's status: success if any address came, else the worst */
+	if (status == ARES_SUCCESS || h->status == ARES_SUCCESS)
+		h->status = ARES_SUCCESS;
+	else if (dns_temporary(status) || !dns_temporary(h->status))
+		h->status = status;
+	if (--h->qpending > 0)
+		return;
+	if (h->nsa == 0 && h->status == ARES_SUCCESS)
+		h->status = ARES_ENODATA;
+	if (h->nsa > 0 && h->secure && j->mx_secure) {
+		char name[300];
+
+		snprintf(name, sizeof(name), "_%u._tcp.%s", (unsigned)j->port,
+		    h->name);
+		dns_send_ad(j->dns, name, DNS_T_TLSA, dns_tlsa_cb, h);
+		return;
+	}
+	dns_host_done(h);
+}
+
+static void
+dns_a_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	(void)timeouts;
+	dns_host_answer(arg, ns_t_a, status, abuf, alen);
+}
+
+static void
+dns_aaaa_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	(void)timeouts;
+	dns_host_answer(arg, ns_t_aaaa, status, abuf, alen);
+}
+
+/* Starts H's DNSSEC-aware address lookups (A and AAAA, with AD). */
+static void
+dns_host_dnssec(struct dns_host *h)
+{
+	h->secure = true;
+	h->qpending = 2;
+	h->status = ARES_ENODATA;
+	dns_send_ad(h->job->dns, h->name, ns_t_a, dns_a_cb, h);
+	dns_send_ad(h->job->dns, h->name, ns_t_aaaa, dns_aaaa_cb, h);
+}
+
 /* One host's addresses arrived; the last one builds the route. */
 static void
 dns_ai_cb(void *arg, int status, int timeouts, struct ares_addrinfo *res)
@@ -439,6 +855,12 @@ dns_job_addrs(struct dns_job *j)
 	}
 	if (n == 0) {
 		dns_job_build(j);
+		return;
+	}
+	if (j->dane) {
+		/* A callback may run at once (a bad name). */
+		for (i = 0; i < n; i++)
+			dns_host_dnssec(&j->hosts[i]);
 		return;
 	}
 	/* A callback may run at once (numeric host, /etc/hosts). */
@@ -497,6 +919,7 @@ dns_mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	(void)timeouts;
 	if (status == ARES_EDESTRUCTION || j->dns->dying)
 		return;
+	status = dns_answer_status(status, abuf, alen, &j->mx_secure);
 	if (status == ARES_SUCCESS) {
 		status = ares_parse_mx_reply(abuf, alen, &mx);
 		if (status == ARES_SUCCESS && mx == NULL)
@@ -529,10 +952,20 @@ dns_mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 		dns_job_addrs(j);
 }
 
+/* Is HOST an IP address (no DNS, so no DNSSEC either)? */
+static bool
+dns_literal(const char *host)
+{
+	unsigned char b[16];
+
+	return inet_pton(AF_INET, host, b) == 1 ||
+	    inet_pton(AF_INET6, host, b) == 1;
+}
+
 /* Routes HOST; see runner_dns.h. */
 void
 runner_dns_route(struct dns *dns, const char *host, uint16_t port, bool mx,
-    dns_route_cb *cb, void *arg)
+    bool dane, dns_route_cb *cb, void *arg)
 {
 	struct dns_job *j = xcalloc(1, sizeof(*j));
 
@@ -542,18 +975,89 @@ runner_dns_route(struct dns *dns, const char *host, uint16_t port, bool mx,
 	j->mx = mx;
 	j->cb = cb;
 	j->arg = arg;
+	j->dane = dane && !dns_literal(host);
+	j->mx_secure = !mx; /* a [host] has no MX answer to trust */
 	j->next = dns->jobs;
 	if (dns->jobs)
 		dns->jobs->prev = j;
 	dns->jobs = j;
 	if (mx) {
-		ares_query(dns->ch, j->name, ns_c_in, ns_t_mx, dns_mx_cb, j);
+		dns_send_ad(dns, j->name, ns_t_mx, dns_mx_cb, j);
 	} else {
 		j->hosts = xcalloc(1, sizeof(*j->hosts));
 		j->hosts[0].name = xstrdup(j->name);
 		j->nhost = 1;
 		dns_job_addrs(j);
 	}
+	dns_timer_arm(dns);
+}
+
+/* A TXT lookup in flight. */
+struct dns_txt {
+	dns_txt_cb *cb;
+	void *arg;
+	char prefix[32];
+};
+
+/* The TXT answer arrived: pick the one record with the prefix. */
+static void
+dns_txt_answer(
+    void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_txt *t = arg;
+	struct ares_txt_ext *txt = NULL, *x;
+	enum dns_txt_status st = DNS_TXT_NONE;
+	char *text = NULL;
+	size_t plen = strlen(t->prefix), len = 0;
+	int matches = 0;
+
+	(void)timeouts;
+	if (status == ARES_EDESTRUCTION) {
+		free(t);
+		return;
+	}
+	if (status == ARES_SUCCESS &&
+	    ares_parse_txt_reply_ext(abuf, alen, &txt) == ARES_SUCCESS) {
+		/* records come as strings, each record_start'ed */
+		bool in = false;
+
+		for (x = txt; x != NULL; x = x->next) {
+			if (x->record_start) {
+				in = x->length >= plen &&
+				    memcmp(x->txt, t->prefix, plen) == 0;
+				if (in && ++matches > 1)
+					break;
+			}
+			if (!in || len + x->length > 4096)
+				continue;
+			text = realloc(text, len + x->length + 1);
+			if (text == NULL)
+				abort();
+			memcpy(text + len, x->txt, x->length);
+			len += x->length;
+			text[len] = '\0';
+		}
+		ares_free_data(txt);
+		st = matches == 1 && text != NULL ? DNS_TXT_OK : DNS_TXT_NONE;
+	} else if (dns_temporary(status)) {
+		st = DNS_TXT_TEMP;
+	}
+	t->cb(t->arg, st, st == DNS_TXT_OK ? text : NULL);
+	free(text);
+	free(t);
+}
+
+/* Looks up NAME's TXT record with PREFIX; see runner_dns.h. */
+void
+runner_dns_txt(struct dns *dns, const char *name, const char *prefix,
+    dns_txt_cb *cb, void *arg)
+{
+	struct dns_txt *t = xcalloc(1, sizeof(*t));
+
+	t->cb = cb;
+	t->arg = arg;
+	snprintf(t->prefix, sizeof(t->prefix), "%s", prefix);
+	ares_query(dns->ch, name, ns_c_in, ns_t_txt, dns_txt_answer, t);
 	dns_timer_arm(dns);
 }
 
@@ -567,6 +1071,8 @@ runner_dns_free(struct dns *dns)
 		return;
 	dns->dying = true;
 	ares_destroy(dns->ch);
+	if (dns->ub != NULL)
+		ub_ctx_delete(dns->ub); /* pending queries end unanswered */
 	while (dns->jobs != NULL) {
 		struct dns_job *j = dns->jobs;
 

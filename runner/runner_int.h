@@ -30,6 +30,7 @@
 #include "queue.h"
 #include "runner.h"
 #include "runner_dns.h"
+#include "runner_sts.h"
 #include "smtp.h"
 
 /* A configuration with the number of users still holding it. */
@@ -72,6 +73,24 @@ struct job {
 
 enum dest_route_state { DR_NONE, DR_RESOLVING, DR_OK };
 
+/* A destination's concurrency window (runner_share.c): how many
+ * connections it may have now, and the feedback toward the next step. */
+struct runner_conc {
+	unsigned window; /* 1..max_connections */
+	unsigned good; /* successes since the last step (each 1/window) */
+	unsigned bad; /* connection-level failures since the last step */
+};
+
+/* What a finished request says of its destination's concurrency. */
+enum runner_conc_event {
+	CONC_NEUTRAL, /* nothing (a local shortage, a policy failure) */
+	CONC_SUCCESS, /* a session: a MAIL FROM transaction went out */
+	CONC_FAILURE, /* connection-level: no session at any address */
+};
+
+/* How a feedback changed the window. */
+enum runner_conc_step { CONC_SAME, CONC_GREW, CONC_SHRANK };
+
 /* A destination: a domain (by MX), or a relay with its credentials
  * (runner_route.c). */
 struct dest {
@@ -93,6 +112,7 @@ struct dest {
 	size_t nwait;
 	int wrr[CFG_NCLASS]; /* smooth weighted round robin state */
 	unsigned active; /* submitted requests */
+	struct runner_conc conc; /* connections it may have now */
 	int64_t down_until; /* hoststatus: skip until then */
 	int64_t last_used; /* for the janitor */
 	char down_why[SMTP_TEXT_MAX];
@@ -109,6 +129,8 @@ struct dest {
 	 * chain (0: a route, k: the k-th fallback relay) */
 	const struct cfg_auth *auth;
 	int fb;
+	/* MTA-STS (runner_sts.c): the policy of the last route (NULL: none) */
+	struct sts_policy *sts;
 };
 
 /* One recipient's result waiting for the group commit. */
@@ -143,6 +165,8 @@ struct runner {
 	struct smtp_client *smtp;
 	struct dns *dns;
 	struct cluster *cluster; /* cluster_redis: shared limits, or NULL */
+	struct sts *sts; /* MTA-STS policies */
+	struct tlsrpt *tlsrpt; /* TLS-RPT counts and reports; NULL: off */
 
 	struct event *ev_intake, *ev_intake_more, *ev_rescan, *ev_wakeup;
 	struct event *ev_sched, *ev_commit, *ev_expiry, *ev_stop_grace;
@@ -208,6 +232,9 @@ size_t runner_share_pass(
     const struct runner_share_in *, const struct runner_share_ops *);
 int runner_share_wrr_pick(int credit[CFG_NCLASS], const unsigned w[CFG_NCLASS],
     const bool waiting[CFG_NCLASS]);
+void runner_conc_init(struct runner_conc *, unsigned initial, unsigned max);
+enum runner_conc_step runner_conc_feedback(struct runner_conc *,
+    enum runner_conc_event, unsigned busy, unsigned initial, unsigned max);
 
 /* runner_dest.c */
 void runner_dest_init(struct runner *);
@@ -223,6 +250,7 @@ void runner_dest_kick(struct runner *, struct dest *);
 void runner_dest_ready_kick(struct runner *);
 void runner_dest_host_down(
     struct runner *, struct dest *, const struct smtp_result *);
+void runner_dest_feedback(struct dest *, const struct smtp_result *);
 /* Forgets the host status of D (NULL: of every destination), as a
  * flush asks (Postfix's postqueue -f): its jobs go out again at once. */
 void runner_dest_host_clear(struct runner *, struct dest *d);
@@ -256,6 +284,14 @@ runner_cluster_rate(struct runner *, struct dest *, struct cfg_rate *);
 void runner_cluster_host_down(struct runner *, struct dest *, int64_t secs);
 
 /* runner_result.c */
+/* runner_tlsrpt.c: TLS reporting (RFC 8460), on with tlsrpt = yes. */
+struct tlsrpt;
+struct tlsrpt *runner_tlsrpt_new(struct runner *);
+void runner_tlsrpt_free(struct tlsrpt *);
+bool runner_tlsrpt_busy(const struct tlsrpt *);
+void runner_tlsrpt_count(
+    struct runner *, const struct dest *, const struct smtp_result *);
+
 void runner_result_job_done(
     struct runner *, struct job *, const struct smtp_result *);
 void runner_result_job_fail(

@@ -26,6 +26,10 @@
  * capped at those open for FD_CAP_US (none at all for FD_WAIT_US when
  * none is open).
  *
+ * Every finished request feeds its destination's concurrency window
+ * (runner_dest_feedback): a session is success, a host found down is a
+ * connection-level failure.
+ *
  * Invariants: a job holds a reference to its message (runner_sched.c)
  * until runner_job_free(); a job's results are recorded before the job
  * is freed; a finished job frees its slot for its destination, then for
@@ -194,6 +198,7 @@ job_done_cb(void *arg, const struct smtp_result *res)
 	struct runner *r = d->runner;
 	struct dest *fd;
 
+	runner_dest_feedback(d, res);
 	d->active--;
 	r->active--;
 	if (res->host_down &&

@@ -28,6 +28,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -344,7 +345,7 @@ runner_idle_check(struct runner *r)
 	    r->intake_paused)
 		return;
 	if (r->nmsgs > 0 || r->npres > 0 || r->active > 0 ||
-	    runner_sched_busy(r))
+	    runner_sched_busy(r) || runner_tlsrpt_busy(r->tlsrpt))
 		return;
 	now = rq_now();
 	if (queue_due_next(r->q) <= now || expiry_next(r->q) <= now)
@@ -575,10 +576,15 @@ runner_client_open(struct runner *r, const struct cfg *cfg, const char *host)
 	const struct cfg_scope *g = cfg_scope(cfg, NULL);
 	char err[1024];
 
-	r->dns = runner_dns_new(
-	    r->base, cfg_hostport(g, CFG_DNS_SERVER), err, sizeof(err));
+	r->dns = runner_dns_new(r->base, cfg_hostport(g, CFG_DNS_SERVER),
+	    strcasecmp(cfg_str(g, CFG_DNSSEC), "validate") == 0
+		? cfg_str(g, CFG_DNSSEC_TRUST_ANCHOR)
+		: NULL,
+	    err, sizeof(err));
 	if (r->dns == NULL)
 		fatal(RQ_EX_CONFIG, "resolver: %s", err);
+	r->sts = runner_sts_new(r->base, r->dns, r->q);
+	r->tlsrpt = runner_tlsrpt_new(r);
 	r->smtp = smtp_client_new(r->base, host);
 	runner_cluster_open(r, cfg, host);
 
@@ -678,11 +684,13 @@ runner_shutdown(struct runner *r, struct rcfg *first)
 
 	log_info(NULL, "daemon stopped");
 	runner_dest_jobs_drop(r);
-	runner_dns_free(r->dns);
+	runner_dns_free(r->dns); /* first: no resolver callback after */
+	runner_sts_free(r->sts);
 	smtp_client_free(r->smtp); /* may still report results: commit */
 	runner_cluster_close(r); /* the leases go back (closed above) */
 	r->smtp = NULL;
 	runner_result_commit(r, true);
+	runner_tlsrpt_free(r->tlsrpt);
 	probe_stop();
 	runner_http_stop(r);
 	runner_dest_destroy(r);

@@ -253,10 +253,10 @@ result_record(struct runner *r, struct job *j, const struct smtp_result *res,
 	if (res != NULL && !res->reused && res->tls_proto[0] != '\0')
 		log_info("smtp",
 		    "%s TLS connection established to %s: %s with cipher "
-		    "%.96s (%d/%d bits)",
+		    "%.96s (%d/%d bits)%s%s",
 		    res->tls_verified ? "Verified" : "Untrusted", ctx.relay,
 		    res->tls_proto, res->tls_cipher, res->tls_bits,
-		    res->tls_bits);
+		    res->tls_bits, res->tls_dane[0] ? " " : "", res->tls_dane);
 	for (size_t i = 0; i < j->nidx; i++)
 		if (result_rcpt_push(r, j, i, &ctx))
 			any = true;
@@ -273,6 +273,7 @@ runner_result_job_done(
 {
 	if (res->host_down && j->dest != NULL)
 		runner_dest_host_down(r, j->dest, res);
+	runner_tlsrpt_count(r, j->dest, res);
 	result_record(r, j, res, 0, NULL, NULL);
 }
 

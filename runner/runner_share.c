@@ -4,7 +4,8 @@
  * runner_dest.c call and tests/runner/test_runner_share.c checks.
  *
  * Runner-private: runner_class_order[], runner_share_weights(),
- * runner_share_pass(), runner_share_wrr_pick().
+ * runner_share_pass(), runner_share_wrr_pick(), runner_conc_init(),
+ * runner_conc_feedback().
  *
  * The rules.  Each class has the weight priority_weights gives it; the
  * dsn class (the notices relayq sends itself) has normal's.  Ties and
@@ -26,6 +27,18 @@
  * on a tie) goes and gives back the sum of the weights.  Urgent goes
  * first, but over any run of picks each class gets its weighted part,
  * so a flood of one class never starves another.
+ *
+ * Concurrency (as Postfix's qmgr finds a receiver's limit): a
+ * destination starts with a window of initial_destination_concurrency
+ * connections (at most max_connections).  Each request that got a
+ * session is positive feedback of 1/window: a window's worth of them
+ * (counted since the last step) opens it by one, up to max_connections,
+ * and only while the destination has more than window - initial
+ * requests in flight (BUSY), so an idle one does not grow without
+ * proof.  Each connection-level failure is negative feedback of
+ * 1/window: a window's worth closes it by one, never below 1.  Feedback
+ * of one kind restarts the count of the other (hysteresis), so a window
+ * moves only on a run of like results.  Integer counts, no rounding.
  */
 #include "runner_int.h"
 
@@ -123,4 +136,54 @@ runner_share_wrr_pick(int credit[CFG_NCLASS], const unsigned w[CFG_NCLASS],
 	if (best >= 0)
 		credit[best] -= total;
 	return best;
+}
+
+/* Starts window C at INITIAL connections, capped at MAX (at least 1). */
+void
+runner_conc_init(struct runner_conc *c, unsigned initial, unsigned max)
+{
+	c->window = initial < max ? initial : max;
+	if (c->window < 1)
+		c->window = 1;
+	c->good = c->bad = 0;
+}
+
+/*
+ * Applies one request's event EV to window C (BUSY: requests in flight,
+ * this one included; INITIAL, MAX: the settings, see the rules above);
+ * says whether the window moved.
+ */
+enum runner_conc_step
+runner_conc_feedback(struct runner_conc *c, enum runner_conc_event ev,
+    unsigned busy, unsigned initial, unsigned max)
+{
+	if (max < 1)
+		max = 1;
+	if (c->window > max) /* a smaller max_connections */
+		c->window = max;
+	if (c->window < 1)
+		c->window = 1;
+	switch (ev) {
+	case CONC_SUCCESS:
+		c->bad = 0;
+		if (c->window >= max || c->window >= busy + initial)
+			return CONC_SAME;
+		if (++c->good < c->window)
+			return CONC_SAME;
+		c->good = 0;
+		c->window++;
+		return CONC_GREW;
+	case CONC_FAILURE:
+		c->good = 0;
+		if (++c->bad < c->window)
+			return CONC_SAME;
+		c->bad = 0;
+		if (c->window == 1)
+			return CONC_SAME;
+		c->window--;
+		return CONC_SHRANK;
+	case CONC_NEUTRAL:
+		break;
+	}
+	return CONC_SAME;
 }

@@ -89,11 +89,37 @@ enum smtp_ret {
 	SMTP_RET_HDRS,
 };
 
+/* One usable TLSA record (RFC 6698, 7672) of an address: usage 2
+ * (DANE-TA) or 3 (DANE-EE), selector 0 or 1, matching type 1 or 2 (or
+ * 0 when the data fits). */
+#define SMTP_TLSA_DATA_MAX 64
+struct smtp_tlsa {
+	uint8_t usage, selector, mtype;
+	uint8_t len; /* bytes of data */
+	unsigned char data[SMTP_TLSA_DATA_MAX];
+};
+
+/* What DNSSEC said of an address's TLSA records (tls = dane, dane-only). */
+enum smtp_dane {
+	SMTP_DANE_NONE = 0, /* none securely there: dane acts as may */
+	SMTP_DANE_MATCH, /* usable records: TLS, and one must match */
+	SMTP_DANE_UNUSABLE, /* secure records, none usable: TLS without
+			       authentication (RFC 7672 2.2) */
+};
+
 /* One address of a destination, tried in the order given. */
 struct smtp_addr {
 	const char *host; /* name: TLS verify, SNI, logging (copied) */
 	struct sockaddr_storage sa; /* AF_INET or AF_INET6, port set */
 	socklen_t salen;
+	/* DANE, with tls = dane or dane-only only (tlsa copied) */
+	enum smtp_dane dane;
+	const struct smtp_tlsa *tlsa;
+	size_t ntlsa;
+	/* an MTA-STS policy in enforce mode covers the host (RFC 8461 4.2):
+	 * STARTTLS and a certificate valid for the host name are required
+	 * (as verify), unless DANE applies */
+	bool sts_enforce;
 };
 
 /* One recipient. */
@@ -174,6 +200,16 @@ struct smtp_rcpt_result {
 	bool local;
 };
 
+/* A TLS failure of one session, for TLS-RPT (RFC 8460 4.3). */
+#define SMTP_TLS_FAILS_MAX 8
+struct smtp_tls_fail {
+	char host[256];
+	char ip[48];
+	const char *type; /* result-type: "starttls-not-supported",
+			     "certificate-host-mismatch", "certificate-expired",
+			     "certificate-not-trusted", "validation-failure" */
+};
+
 /* The outcome of one request. */
 struct smtp_result {
 	size_t nrcpts;
@@ -190,6 +226,12 @@ struct smtp_result {
 	char tls_cipher[96];
 	int tls_bits;
 	bool tls_verified; /* chain and name (or tls_fingerprint) good */
+	/* The TLSA record that matched ("DANE-EE 3 1 1"), "" for none. */
+	char tls_dane[32];
+	/* The TLS failures of the sessions of this request, in order (the
+	 * first SMTP_TLS_FAILS_MAX). */
+	struct smtp_tls_fail tls_fails[SMTP_TLS_FAILS_MAX];
+	size_t ntls_fails;
 	/* The SASL mechanism the session logged in with ("PLAIN"), "". */
 	char auth_mech[16];
 

@@ -170,6 +170,8 @@ smtp_conn_enter(struct smtp_conn *conn, enum smtp_phase phase)
 	struct evbuffer *out = bufferevent_get_output(conn->bev);
 	struct timeval tv = { 0, 0 };
 
+	if (phase != SMTP_PH_CONNECT && phase != SMTP_PH_GREETING)
+		smtp_pending_remove(conn); /* greeted, or going away */
 	conn->phase = phase;
 	/* The loop's cached time may be stale: never arm a deadline early. */
 	event_base_update_cache_time(conn->client->base);
@@ -254,8 +256,24 @@ conn_tls_settings(struct smtp_conn *conn)
 {
 	const struct smtp_request *r = &conn->req->req;
 
+	const struct smtp_addr *a = &conn->req->addrs[conn->req->addr_idx];
+
 	conn->wrapper = cfg_tls_wrapper(r->scope, conn->port);
 	conn->tls_level = (int)cfg_tls_level(r->scope, r->auth, conn->port);
+	if (conn->tls_level == CFG_TLS_DANE ||
+	    conn->tls_level == CFG_TLS_DANE_ONLY) {
+		/* RFC 7672: the address's TLSA records decide. */
+		if (a->dane == SMTP_DANE_MATCH ||
+		    conn->tls_level == CFG_TLS_DANE_ONLY)
+			conn->tls_level = CFG_TLS_DANE;
+		else if (a->dane == SMTP_DANE_UNUSABLE || conn->wrapper ||
+		    (r->auth != NULL && !cfg_int(r->scope, CFG_AUTH_PLAINTEXT)))
+			conn->tls_level = CFG_TLS_ENCRYPT;
+		else
+			conn->tls_level = CFG_TLS_MAY;
+	}
+	if (a->sts_enforce && conn->tls_level <= CFG_TLS_ENCRYPT)
+		conn->tls_level = CFG_TLS_VERIFY; /* MTA-STS enforce */
 	conn->auth_tls = r->auth != NULL &&
 	    cfg_int(r->scope, CFG_TLS) < CFG_TLS_ENCRYPT &&
 	    conn->tls_level == CFG_TLS_ENCRYPT && !conn->wrapper;
@@ -324,6 +342,7 @@ smtp_conn_connect(struct smtp_conn *conn)
 	}
 	bufferevent_setfd(conn->bev, fd);
 	smtp_conn_enter(conn, SMTP_PH_CONNECT);
+	smtp_pending_add(conn);
 	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 	if (bufferevent_socket_connect(
 		conn->bev, (const struct sockaddr *)&a->sa, (int)a->salen) < 0)
@@ -339,6 +358,7 @@ smtp_conn_close(struct smtp_conn *conn)
 	conn->dead = true;
 	if (conn->phase == SMTP_PH_IDLE)
 		smtp_cache_remove(conn);
+	smtp_pending_remove(conn);
 	smtp_token_cancel(conn);
 	smtp_token_forget(conn);
 	conn->phase = SMTP_PH_CLOSED;
@@ -378,18 +398,41 @@ conn_idle_quit(struct smtp_conn *conn)
 
 /* ---- the handshake ---- */
 
+/* Whether CONN's destination key is a domain routed by MX (not a
+ * "[relay]:port" or a scoped relay key). */
+static bool
+conn_dest_is_domain(const struct smtp_conn *conn)
+{
+	const char *k = conn->req->req.dest_key;
+
+	return k[0] != '\0' && strpbrk(k, "/[]: ") == NULL;
+}
+
 /* Starts the TLS handshake: after "220" to STARTTLS, or at once after
  * connect(2) with implicit TLS. */
 static void
 conn_tls_start(struct smtp_conn *conn)
 {
+	const struct smtp_addr *a = &conn->req->addrs[conn->req->addr_idx];
+	bool dane = conn->tls_level == CFG_TLS_DANE;
 	struct bufferevent *bev;
 	char err[256];
 	SSL *ssl;
 
+	if (dane && a->ntlsa == 0) {
+		/* dane-only without records: nothing could ever match */
+		conn->policy_fail = true;
+		snprintf(err, sizeof(err), "no secure TLSA record for %.200s",
+		    conn->host);
+		smtp_tls_setup_failed(conn, err);
+		return;
+	}
 	ssl = smtp_tls_ssl_new(conn->client->tls, conn->cafile,
-	    cfg_tls_client_cert(conn->req->req.scope), conn->host, err,
-	    sizeof(err));
+	    cfg_tls_client_cert(conn->req->req.scope), conn->host,
+	    dane ? a->tlsa : NULL, dane ? a->ntlsa : 0, err, sizeof(err));
+	if (ssl != NULL && dane && conn_dest_is_domain(conn))
+		/* DANE-TA: the next-hop domain is a name too (as Postfix) */
+		SSL_add1_host(ssl, conn->req->req.dest_key);
 	if (ssl == NULL) {
 		smtp_tls_setup_failed(conn, err);
 		return;
@@ -418,6 +461,19 @@ conn_tls_done(struct smtp_conn *conn)
 
 	conn->tls_active = true;
 	conn->tls_verified = cert != NULL && vr == X509_V_OK;
+	conn->tls_dane[0] = '\0';
+	if (conn->tls_level == CFG_TLS_DANE) {
+		uint8_t u, sel, mt;
+
+		conn->tls_verified = conn->tls_verified &&
+		    SSL_get0_dane_authority(conn->ssl, NULL, NULL) >= 0 &&
+		    SSL_get0_dane_tlsa(conn->ssl, &u, &sel, &mt, NULL, NULL) >=
+			0;
+		if (conn->tls_verified)
+			snprintf(conn->tls_dane, sizeof(conn->tls_dane),
+			    "%s %u %u %u", u == 3 ? "DANE-EE" : "DANE-TA",
+			    (unsigned)u, (unsigned)sel, (unsigned)mt);
+	}
 	snprintf(conn->tls_proto, sizeof(conn->tls_proto), "%s",
 	    SSL_get_version(conn->ssl));
 	snprintf(conn->tls_cipher, sizeof(conn->tls_cipher), "%s",
@@ -640,6 +696,11 @@ conn_reply(struct smtp_conn *conn, const struct smtp_reply *reply)
 	struct smtp_rcpt_result why;
 	int cls = reply->code / 100;
 
+	if (conn->req == NULL && conn->phase == SMTP_PH_GREETING && cls == 2) {
+		/* an orphan (smtp_conn.c): its request went elsewhere */
+		smtp_conn_enter(conn, SMTP_PH_QUIT);
+		return;
+	}
 	if (conn->phase == SMTP_PH_QUIT || conn->req == NULL) {
 		smtp_conn_close(conn);
 		return;
@@ -764,7 +825,9 @@ conn_connected(struct smtp_conn *conn, struct bufferevent *bev)
 
 		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY,
 		    &one, sizeof(one));
-		if (conn->wrapper)
+		if (conn->req == NULL && conn->wrapper)
+			smtp_conn_close(conn); /* an orphan: nothing to say */
+		else if (conn->wrapper)
 			conn_tls_start(conn); /* RFC 8314 implicit TLS */
 		else
 			smtp_conn_enter(conn, SMTP_PH_GREETING);
@@ -894,6 +957,8 @@ smtp_client_shutdown(struct smtp_client *client, bool abort_active,
 		next = TAILQ_NEXT(conn, entry);
 		if (conn->phase == SMTP_PH_IDLE)
 			conn_idle_quit(conn);
+		else if (conn->req == NULL && conn->phase != SMTP_PH_QUIT)
+			smtp_conn_close(conn); /* an orphan, not yet greeted */
 		else if (abort_active && conn->req != NULL)
 			smtp_conn_abort(conn);
 	}

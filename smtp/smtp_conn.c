@@ -10,7 +10,8 @@
  * smtp_client_conn_retire().  Module functions: smtp_dest_attach(),
  * smtp_dest_detach(), smtp_dest_free_all(), smtp_cache_remove(),
  * smtp_conn_settings(), smtp_conn_result(), smtp_conn_req_done(),
- * smtp_req_run(), smtp_addr_next().
+ * smtp_req_run(), smtp_addr_next(), smtp_pending_add(),
+ * smtp_pending_remove().
  *
  * Invariants: dest->nconn counts every open connection of the key
  * (connecting, busy, idle) and a destination is freed with its last one;
@@ -19,7 +20,13 @@
  * before it opens a new one, unless rule 12a of smtp_policy.c said not,
  * and only one that logged in with the request's credentials (or, like
  * the request, with none): connections are never shared between
- * different credentials.
+ * different credentials.  A request is not held by a connection the
+ * server has not greeted on yet (its SYN may have been answered by a
+ * cookie whose final ACK a full accept queue dropped: the server never
+ * saw it): a connection of the same key and credentials that finishes
+ * its request takes the request of the oldest such pending connection,
+ * which goes on without one and says QUIT once it greets (or is closed
+ * when it fails or the client stops); such an orphan reports nothing.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +60,7 @@ smtp_dest_get(struct smtp_client *client, const char *key, bool create)
 	d = xcalloc(1, sizeof(*d));
 	d->key = xstrdup(key);
 	TAILQ_INIT(&d->idle);
+	TAILQ_INIT(&d->pending);
 	d->next = client->buckets[b];
 	client->buckets[b] = d;
 	return d;
@@ -214,6 +222,8 @@ smtp_conn_result(struct smtp_conn *conn)
 	    conn->tls_active ? conn->tls_cipher : "");
 	res->tls_bits = conn->tls_active ? conn->tls_bits : 0;
 	res->tls_verified = conn->tls_active && conn->tls_verified;
+	snprintf(res->tls_dane, sizeof(res->tls_dane), "%s",
+	    conn->tls_active ? conn->tls_dane : "");
 	snprintf(res->auth_mech, sizeof(res->auth_mech), "%s",
 	    conn->authed ? cfg_sasl_name(conn->auth_mech) : "");
 }
@@ -228,7 +238,56 @@ conn_cacheable(const struct smtp_conn *conn)
 		conn->deliveries < (uint64_t)conn->max_deliveries);
 }
 
-/* Finishes CONN's request; the connection goes to the cache or QUITs. */
+void
+smtp_pending_add(struct smtp_conn *conn)
+{
+	if (conn->pending || conn->req == NULL)
+		return;
+	conn->pending = true;
+	TAILQ_INSERT_TAIL(&conn->dest->pending, conn, pending_entry);
+}
+
+void
+smtp_pending_remove(struct smtp_conn *conn)
+{
+	if (!conn->pending)
+		return;
+	conn->pending = false;
+	TAILQ_REMOVE(&conn->dest->pending, conn, pending_entry);
+}
+
+/*
+ * Takes for CONN, which just finished a request and may take another,
+ * the request of the oldest connection of its destination that has not
+ * greeted yet and was made for the same credentials; false when there is
+ * none.  That connection goes on as an orphan (see the top).
+ */
+static bool
+pending_steal(struct smtp_conn *conn)
+{
+	struct smtp_conn *p;
+	struct smtp_req *req;
+
+	TAILQ_FOREACH(p, &conn->dest->pending, pending_entry)
+	if (p->req != NULL && !p->req->no_reuse &&
+	    strcmp(p->auth_id, conn->auth_id) == 0)
+		break;
+	if (p == NULL)
+		return false;
+	req = p->req;
+	p->req = NULL;
+	smtp_pending_remove(p);
+	conn->req = req;
+	conn->reused = true;
+	conn->need_rset = true; /* RSET before the first MAIL FROM */
+	conn->in_txn = false;
+	smtp_conn_settings(conn);
+	smtp_conn_ready(conn);
+	return true;
+}
+
+/* Finishes CONN's request; the connection takes a request waiting on a
+ * connection that has not greeted, or goes to the cache, or QUITs. */
 void
 smtp_conn_req_done(struct smtp_conn *conn)
 {
@@ -242,6 +301,8 @@ smtp_conn_req_done(struct smtp_conn *conn)
 		smtp_conn_enter(conn, SMTP_PH_QUIT);
 		return;
 	}
+	if (pending_steal(conn))
+		return;
 	conn->reused = conn->need_rset = conn->in_txn = false;
 	TAILQ_INSERT_HEAD(&d->idle, conn, idle_entry);
 	d->nidle++;

@@ -42,6 +42,10 @@ struct smtp_dest {
 	char *key;
 	unsigned nconn, nidle;
 	TAILQ_HEAD(, smtp_conn) idle;
+	/* connections with a request that have not greeted yet (connect,
+	 * greeting), oldest first: a connection that finishes its request
+	 * takes the request of the first (smtp_conn_req_done) */
+	TAILQ_HEAD(, smtp_conn) pending;
 	struct smtp_dest *next; /* hash chain */
 };
 
@@ -84,12 +88,13 @@ struct smtp_conn {
 	char host[256];
 	char ip[48];
 	uint16_t port;
-	int tls_level; /* enum cfg_tls */
+	int tls_level; /* enum cfg_tls; CFG_TLS_DANE: a TLSA must match */
 	char *cafile;
 	bool plain_only; /* the tls=may plaintext retry */
 	bool tls_active, tls_verified;
 	char tls_proto[32], tls_cipher[96];
 	int tls_bits;
+	char tls_dane[32]; /* the TLSA that matched: "DANE-EE 3 1 1" */
 	struct smtp_ehlo ehlo;
 	unsigned deliveries;
 	bool reused; /* taken from the cache for the current request */
@@ -101,6 +106,7 @@ struct smtp_conn {
 	bool body_done;
 	bool policy_fail; /* a TLS requirement failed, not the host */
 	bool dead;
+	bool pending; /* on dest->pending */
 	bool retire; /* QUITs after its request (smtp_client_conn_retire) */
 	char *gone_key; /* closed: its key, for the close hook */
 	/* implicit TLS, SMTP AUTH */
@@ -122,6 +128,7 @@ struct smtp_conn {
 	int64_t t_quit, cache_time, max_deliveries;
 	TAILQ_ENTRY(smtp_conn) entry; /* client->conns or client->dead */
 	TAILQ_ENTRY(smtp_conn) idle_entry; /* dest->idle */
+	TAILQ_ENTRY(smtp_conn) pending_entry; /* dest->pending */
 };
 
 struct smtp_client {
@@ -170,6 +177,13 @@ void smtp_conn_ready(struct smtp_conn *);
 
 /* Connects CONN (after its token command, if any). */
 void smtp_conn_connect(struct smtp_conn *);
+
+/* Puts CONN, connecting with a request, on its destination's pending
+ * list (smtp_conn.c). */
+void smtp_pending_add(struct smtp_conn *);
+
+/* Takes CONN off its destination's pending list, if on it. */
+void smtp_pending_remove(struct smtp_conn *);
 
 /* ---- what failures mean (smtp_policy.c) ---- */
 
@@ -361,10 +375,13 @@ void smtp_tls_free(struct smtp_tls *);
  * the chain checked against CAFILE ("" = the system's CAs) but the
  * handshake never failing on it: the caller looks at
  * SSL_get_verify_result() afterwards; presenting the client certificate
- * PEM (NULL: none).  NULL with ERR set on failure.
+ * PEM (NULL: none).  With TLSA records (NTLSA > 0) DANE checks the
+ * peer instead (RFC 7672; DANE-EE without name checks).  NULL with ERR
+ * set on failure.
  */
 SSL *smtp_tls_ssl_new(struct smtp_tls *, const char *cafile,
-    const struct cfg_pem *pem, const char *host, char *err, size_t errlen);
+    const struct cfg_pem *pem, const char *host, const struct smtp_tlsa *tlsa,
+    size_t ntlsa, char *err, size_t errlen);
 
 /*
  * Whether CERT's SHA-256 digest, or that of its public key (the DER

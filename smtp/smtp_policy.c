@@ -53,6 +53,12 @@
  *        nor its public key's is one of them: 4.7.5, QUIT; the reason
  *        gives both digests (smtp_tls_unpinned).  A match counts as
  *        verified; no CA or name is checked.
+ *     h. DANE (tls = dane or dane-only and the address has usable
+ *        TLSA records, or dane-only): TLS is required (a, b) and a
+ *        record must match the certificate (OpenSSL's DANE check, no
+ *        name check for DANE-EE); else 4.7.5 "no TLSA record of H
+ *        matched", QUIT, next address (smtp_tls_unverified).  Secure
+ *        records none of which is usable: as encrypt.
  * 11. Connection trouble is class 4 and closes without QUIT: connect
  *     failed or timed out, 4.4.1 ("connect to H[IP]:PORT: ..."); any
  *     other timeout, 4.4.2 ("conversation with H[IP] timed out: timeout
@@ -270,6 +276,21 @@ smtp_txn_refused(struct smtp_conn *conn)
 	return true;
 }
 
+/* Notes a TLS failure of TYPE (RFC 8460 result-type) for TLS-RPT. */
+static void
+tls_fail_note(struct smtp_conn *conn, const char *type)
+{
+	struct smtp_result *res = &conn->req->result;
+	struct smtp_tls_fail *f;
+
+	if (res->ntls_fails >= SMTP_TLS_FAILS_MAX)
+		return;
+	f = &res->tls_fails[res->ntls_fails++];
+	snprintf(f->host, sizeof(f->host), "%s", conn->host);
+	snprintf(f->ip, sizeof(f->ip), "%s", conn->ip);
+	f->type = type;
+}
+
 /* Rule 10a: encrypt or verify, and the session is still plaintext. */
 bool
 smtp_tls_missing(struct smtp_conn *conn)
@@ -277,6 +298,7 @@ smtp_tls_missing(struct smtp_conn *conn)
 	if (conn->tls_active || conn->tls_level < CFG_TLS_ENCRYPT)
 		return false;
 	conn->policy_fail = true;
+	tls_fail_note(conn, "starttls-not-supported");
 	conn_fail_text(conn, true, "4.7.4",
 	    "TLS is required%s, but was not offered by host %s[%s]",
 	    conn->auth_tls ? " to authenticate (auth_plaintext = no)" : "",
@@ -291,6 +313,7 @@ smtp_starttls_refused(struct smtp_conn *conn, struct smtp_rcpt_result *why)
 	if (conn->tls_level == CFG_TLS_MAY)
 		return true;
 	conn->policy_fail = true;
+	tls_fail_note(conn, "starttls-not-supported");
 	why->cls = 4;
 	smtp_conn_fail(conn, true, why);
 	return false;
@@ -311,13 +334,32 @@ smtp_starttls_injected(struct smtp_conn *conn)
 	    conn->host, conn->ip);
 }
 
-/* Rule 10e: tls=verify wants a certificate (CERT) that verified (VR). */
+/* Rule 10e: tls=verify wants a certificate (CERT) that verified (VR);
+ * DANE (rule 10h) a TLSA record that matched it. */
 bool
 smtp_tls_unverified(struct smtp_conn *conn, X509 *cert, long vr)
 {
+	if (conn->tls_level == CFG_TLS_DANE && !conn->tls_verified) {
+		conn->policy_fail = true;
+		tls_fail_note(conn, "validation-failure");
+		conn_fail_text(conn, true, "4.7.5",
+		    "Server certificate not trusted: %s[%s]: no TLSA record "
+		    "of %s matched: %s",
+		    conn->host, conn->ip, conn->host,
+		    cert == NULL
+			? "no certificate"
+			: X509_verify_cert_error_string(
+			      vr == X509_V_OK ? X509_V_ERR_DANE_NO_MATCH : vr));
+		return true;
+	}
 	if (conn->tls_level != CFG_TLS_VERIFY || conn->tls_verified)
 		return false;
 	conn->policy_fail = true;
+	tls_fail_note(conn,
+	    vr == X509_V_ERR_HOSTNAME_MISMATCH ? "certificate-host-mismatch"
+		: vr == X509_V_ERR_CERT_HAS_EXPIRED
+		? "certificate-expired"
+		: "certificate-not-trusted");
 	conn_fail_text(conn, true, "4.7.5",
 	    "Server certificate not verified: %s[%s]: %s", conn->host, conn->ip,
 	    cert == NULL ? "no certificate"
@@ -368,6 +410,8 @@ conn_tls_failed(struct smtp_conn *conn)
 	    !conn->wrapper)
 		conn->req->plain_retry = true;
 	conn->policy_fail = true;
+	if (conn->req != NULL)
+		tls_fail_note(conn, "validation-failure");
 }
 
 /* Rule 16: whether ERR is a shortage of this host's, not the peer's. */

@@ -82,8 +82,10 @@ smtp_req_free(struct smtp_req *req)
 {
 	size_t i;
 
-	for (i = 0; i < req->req.naddrs; i++)
+	for (i = 0; i < req->req.naddrs; i++) {
 		free((char *)req->addrs[i].host);
+		free((struct smtp_tlsa *)req->addrs[i].tlsa);
+	}
 	for (i = 0; i < req->req.nrcpts; i++) {
 		free((char *)req->rcpts[i].addr);
 		free((char *)req->rcpts[i].orcpt);
@@ -156,6 +158,16 @@ req_copy(struct smtp_req *req, const struct smtp_request *r)
 	for (i = 0; i < r->naddrs; i++) {
 		req->addrs[i] = r->addrs[i];
 		req->addrs[i].host = xstrdup(r->addrs[i].host);
+		if (r->addrs[i].ntlsa > 0) {
+			struct smtp_tlsa *t = xcalloc(
+			    r->addrs[i].ntlsa, sizeof(*t));
+
+			memcpy(t, r->addrs[i].tlsa,
+			    r->addrs[i].ntlsa * sizeof(*t));
+			req->addrs[i].tlsa = t;
+		} else {
+			req->addrs[i].tlsa = NULL;
+		}
 	}
 	req->rcpts = xcalloc(r->nrcpts, sizeof(*req->rcpts));
 	for (i = 0; i < r->nrcpts; i++) {

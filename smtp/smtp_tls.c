@@ -11,6 +11,11 @@
  * pinned fingerprints) what the tls level demands (as Postfix does, so
  * "may" and "encrypt" can log whether the peer was trusted).
  *
+ * DANE (RFC 7672): every context has OpenSSL's DANE support on; an SSL
+ * given TLSA records checks them (usages 2 and 3 only: the caller
+ * filters the others), DANE-EE without name checks, DANE-TA against the
+ * MX host name (and the next-hop domain, added by smtp_client.c).  A record matched when SSL_get0_dane_authority() >= 0.
+ *
  * A client certificate comes as PEM text from the cfg (read at load, so
  * the daemon needs no access to the files after dropping privileges);
  * contexts are keyed by a SHA-256 of that text, so a reload with new
@@ -192,6 +197,11 @@ tls_ctx_get(struct smtp_tls *tls, const char *cafile, const struct cfg_pem *pem,
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (SSL_CTX_dane_enable(ctx) <= 0) {
+		smtp_tls_error(err, errlen, ERR_get_error());
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	if (cafile[0] != '\0')
 		ok = SSL_CTX_load_verify_locations(ctx, cafile, NULL);
 	else
@@ -216,9 +226,35 @@ tls_ctx_get(struct smtp_tls *tls, const char *cafile, const struct cfg_pem *pem,
 	return ctx;
 }
 
+/* Turns DANE on for SSL with HOST's records TLSA (N of them, N > 0);
+ * 0, or -1 with ERR set. */
+static int
+tls_ssl_dane(SSL *ssl, const char *host, const struct smtp_tlsa *tlsa, size_t n,
+    char *err, size_t errlen)
+{
+	size_t i, added = 0;
+
+	if (SSL_dane_enable(ssl, host) <= 0) {
+		smtp_tls_error(err, errlen, ERR_get_error());
+		return -1;
+	}
+	SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	for (i = 0; i < n; i++)
+		if (SSL_dane_tlsa_add(ssl, tlsa[i].usage, tlsa[i].selector,
+			tlsa[i].mtype, tlsa[i].data, tlsa[i].len) > 0)
+			added++;
+	ERR_clear_error(); /* a record OpenSSL found unusable */
+	if (added == 0) {
+		snprintf(err, errlen, "no usable TLSA record for %s", host);
+		return -1;
+	}
+	return 0;
+}
+
 SSL *
 smtp_tls_ssl_new(struct smtp_tls *tls, const char *cafile,
-    const struct cfg_pem *pem, const char *host, char *err, size_t errlen)
+    const struct cfg_pem *pem, const char *host, const struct smtp_tlsa *tlsa,
+    size_t ntlsa, char *err, size_t errlen)
 {
 	SSL_CTX *ctx;
 	SSL *ssl;
@@ -235,7 +271,13 @@ smtp_tls_ssl_new(struct smtp_tls *tls, const char *cafile,
 	}
 	literal = inet_pton(AF_INET, host, ip) == 1 ||
 	    inet_pton(AF_INET6, host, ip) == 1;
-	if (literal) {
+	if (ntlsa > 0) {
+		SSL_set_tlsext_host_name(ssl, host);
+		if (tls_ssl_dane(ssl, host, tlsa, ntlsa, err, errlen) < 0) {
+			SSL_free(ssl);
+			return NULL;
+		}
+	} else if (literal) {
 		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
 	} else {
 		SSL_set_tlsext_host_name(ssl, host);

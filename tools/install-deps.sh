@@ -11,16 +11,19 @@
 # prometheus (its server
 # and promtool) and chromium (headless) are the real consumers of the
 # daemon's metrics and status page (tests/e2e/test_http_*.py).
+# nsd, unbound and ldnsutils run the DNSSEC-signed test zone of the DANE
+# tests (tests/e2e/dnsseclib.py).
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
  libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev libhiredis-dev
- libopendkim-dev"
+ libunbound-dev libopendkim-dev"
 test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  rsyslog
  git git-email libmailtools-perl
  procps
  libidn12 libnss-wrapper
+ nsd unbound ldnsutils
  python3-dkim
  build-essential debhelper lintian debootstrap systemd systemd-container
  redis-server prometheus chromium"

@@ -177,7 +177,7 @@ static const struct {
 	    "\"relative/path\": not an absolute path" },
 	{ "tls = sometimes\n",
 	    "t.conf:1: bad value for tls: \"sometimes\": "
-	    "expected none, may, encrypt or verify" },
+	    "expected none, may, encrypt, verify, dane or dane-only" },
 	{ "notify_postmaster = maybe\n",
 	    "t.conf:1: bad value for "
 	    "notify_postmaster: \"maybe\": expected yes or no" },

@@ -33,7 +33,7 @@ static struct route *
 lookup(struct dns *dns, const char *host, bool mx)
 {
 	got = NULL;
-	runner_dns_route(dns, host, 2525, mx, route_cb, NULL);
+	runner_dns_route(dns, host, 2525, mx, false, route_cb, NULL);
 	event_base_dispatch(base);
 	return got;
 }
@@ -118,7 +118,7 @@ main(void)
 	srv.port = (uint16_t)port;
 
 	/* A dead server: refused or timed out, so defer. */
-	dns = runner_dns_new(base, &srv, err, sizeof(err));
+	dns = runner_dns_new(base, &srv, NULL, err, sizeof(err));
 	CHECK(dns != NULL);
 	r = lookup(dns, "multi.test", true);
 	CHECK(r != NULL && r->status == ROUTE_DEFER);
@@ -186,7 +186,7 @@ main(void)
 	runner_dns_route_free(r);
 
 	/* A lookup still pending when the resolver goes away. */
-	runner_dns_route(dns, "multi.test", 25, true, route_cb, NULL);
+	runner_dns_route(dns, "multi.test", 25, true, false, route_cb, NULL);
 	runner_dns_free(dns);
 
 	kill(pid, SIGTERM);

@@ -6,6 +6,9 @@
  * in-memory budget (free slots, recipient budget, weights and due
  * messages per class in, what each class takes out).  The end-to-end
  * counterpart is test_runner.py test_priority_under_one_connection.
+ * And a destination's concurrency window (runner_conc_*): settings,
+ * requests in flight and a run of results in, each step and the final
+ * window out; its end-to-end counterpart is test_runner_conc.py.
  *
  * Classes are written U (urgent), D (dsn), N (normal), L (non-urgent).
  */
@@ -246,11 +249,77 @@ test_weights(void)
 	cfg_free(cfg);
 }
 
+/*
+ * The concurrency window: from INITIAL (capped at MAX), with BUSY
+ * requests in flight, each letter of EVENTS (S success, F connection
+ * failure, N neutral) fed in turn; STEPS has one letter per event (+
+ * grew, - shrank, . same) and WINDOW is the end.
+ */
+static void
+test_conc(void)
+{
+	static const struct {
+		unsigned initial, max, busy;
+		const char *events, *steps;
+		unsigned window;
+	} t[] = {
+		/* a window's worth of successes opens it by one */
+		{ 5, 20, 100, "", "", 5 },
+		{ 5, 20, 100, "SSSSS", "....+", 6 },
+		{ 5, 20, 100, "SSSSSSSSSSS", "....+.....+", 7 },
+		{ 1, 20, 100, "SSS", "+.+", 3 },
+		/* never above max_connections, whatever the start */
+		{ 5, 5, 100, "SSSSSSSSSS", "..........", 5 },
+		{ 30, 20, 100, "S", ".", 20 },
+		{ 4, 5, 100, "SSSSSSSSSS", "...+......", 5 },
+		/* no growth without demand: window < busy + initial */
+		{ 5, 20, 0, "SSSSSSSSSS", "..........", 5 },
+		{ 5, 20, 1, "SSSSSSSSSSSSSSSSSSSS", "....+...............", 6 },
+		/* a window's worth of failures closes it by one, not below 1 */
+		{ 5, 20, 100, "FFFFF", "....-", 4 },
+		{ 5, 20, 100, "FFFFFFFFF", "....-...-", 3 },
+		{ 2, 20, 100, "FFFFFF", ".-....", 1 },
+		{ 1, 20, 100, "FFFF", "....", 1 },
+		/* one kind restarts the count of the other */
+		{ 5, 20, 100, "SSSSFSSSSS", ".........+", 6 },
+		{ 5, 20, 100, "FFFFSFFFFF", ".........-", 4 },
+		/* neutral results count for nothing and restart nothing */
+		{ 5, 20, 100, "SSNSSS", ".....+", 6 },
+		{ 5, 20, 100, "FFNFFF", ".....-", 4 },
+		/* a start of 0 is 1 */
+		{ 0, 20, 100, "", "", 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct runner_conc c;
+		char steps[64];
+		size_t n = strlen(t[i].events);
+
+		runner_conc_init(&c, t[i].initial, t[i].max);
+		for (size_t k = 0; k < n; k++) {
+			enum runner_conc_event ev = t[i].events[k] == 'S'
+			    ? CONC_SUCCESS
+			    : t[i].events[k] == 'F' ? CONC_FAILURE
+						    : CONC_NEUTRAL;
+			enum runner_conc_step st = runner_conc_feedback(
+			    &c, ev, t[i].busy, t[i].initial, t[i].max);
+
+			steps[k] = st == CONC_GREW ? '+'
+			    : st == CONC_SHRANK	   ? '-'
+						   : '.';
+		}
+		steps[n] = '\0';
+		CHECK_STR(steps, t[i].steps);
+		CHECK_INT(c.window, t[i].window);
+	}
+}
+
 int
 main(void)
 {
 	test_wrr();
 	test_pass();
 	test_weights();
+	test_conc();
 	return rqtest_done();
 }
