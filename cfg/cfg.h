@@ -139,6 +139,11 @@ enum cfg_key {
 	CFG_TLSRPT_ORGANIZATION,
 	CFG_TLSRPT_CONTACT,
 	CFG_DNSSEC_TRUST_ANCHOR,
+	/* DKIM signing at intake (cfg_dkim.c) */
+	CFG_DKIM_KEY_FILE,
+	CFG_DKIM_SELECTOR,
+	CFG_DKIM_DOMAIN,
+	CFG_DKIM_KEY_TABLE,
 	CFG_NKEYS
 };
 
@@ -408,6 +413,57 @@ enum cfg_result cfg_local_load(struct cfg *, char *err, size_t errlen);
  * /file and :include: entries, which relayq skips, and names given
  * twice); N into *N. */
 const char *const *cfg_alias_warnings(const struct cfg *, size_t *n);
+/* ---- DKIM signing keys (cfg_dkim.c) ---- */
+
+enum cfg_dkim_alg {
+	CFG_DKIM_RSA_SHA256 = 1,
+	CFG_DKIM_ED25519_SHA256, /* RFC 8463 */
+};
+
+/* A signing key: mail whose From: domain matches SENDER is signed with
+ * d=DOMAIN s=SELECTOR.  The key is PKCS#8 PEM text in memory kept out
+ * of core dumps; it is never logged. */
+struct cfg_dkim_key {
+	const char *sender; /* "example.com"; ".example.com": subdomains */
+	const char *domain; /* d= */
+	const char *selector; /* s= */
+	enum cfg_dkim_alg alg; /* from the key's type */
+	unsigned bits; /* RSA: the modulus size; Ed25519: 256 */
+	const char *pem; /* NUL-terminated */
+	size_t pemlen;
+	/* Ed25519: the key parsed (an OpenSSL EVP_PKEY *, used read-only by
+	 * any thread, freed with the keys); NULL for RSA */
+	void *evp;
+	const char *key_file;
+	const char *file; /* where it was set: the config or the table */
+	int line;
+};
+
+/* The signing keys of a loaded cfg, shared: reader threads hold a
+ * reference while a reload frees the cfg. */
+struct cfg_dkim;
+
+/* The most signatures one message gets (a table may name an RSA and an
+ * Ed25519 key for one domain: RFC 8463 dual signing). */
+#define CFG_DKIM_SIGS_MAX 4
+
+/* A new reference to CFG's signing keys (after cfg_files_load()), or
+ * NULL when none is configured; give it back with cfg_dkim_release(). */
+struct cfg_dkim *cfg_dkim_hold(const struct cfg *);
+void cfg_dkim_release(struct cfg_dkim *);
+
+/*
+ * The keys for mail whose From: address is in DOMAIN (lowercase), at
+ * most CFG_DKIM_SIGS_MAX into OUT, returns how many (0: unsigned):
+ * dkim_key_table's lines for DOMAIN itself, else those for the nearest
+ * ".parent" entry, else dkim_key_file when DOMAIN is dkim_domain or one
+ * of its subdomains.
+ */
+size_t cfg_dkim_lookup(const struct cfg_dkim *, const char *domain,
+    const struct cfg_dkim_key **out);
+
+/* "rsa-sha256" or "ed25519-sha256" (the a= tag). */
+const char *cfg_dkim_alg_name(enum cfg_dkim_alg);
 
 /* The name of a class ("urgent", "normal", "non-urgent", "dsn"). */
 const char *cfg_class_name(enum cfg_class);

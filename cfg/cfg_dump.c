@@ -131,6 +131,7 @@ cfg_dump(const struct cfg *cfg, FILE *fp)
 		dump_scope(&l, cfg->domains[i], pfx);
 	}
 	cfg_route_dump(cfg, add_line, &l);
+	cfg_dkim_dump(cfg, add_line, &l);
 	qsort(l.v, l.n, sizeof(*l.v), line_cmp);
 	for (size_t i = 0; i < l.n; i++) {
 		fprintf(fp, "%s\n", l.v[i]);

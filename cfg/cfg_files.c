@@ -13,8 +13,10 @@
  * Public: cfg_files_load(), cfg_local_load(), cfg_auth_entries(),
  * cfg_tls_client_cert(), cfg_tls_client_certs(), cfg_http_token().
  * cfg-private: cfg_files_free(), cfg_auth_parse(), cfg_auth_table_free(),
- * cfg_sender_map_parse(), cfg_files_sender_key(), cfg_http_token_parse();
- * the parsers are pure functions over a buffer (unit-tested and fuzzed).
+ * cfg_sender_map_parse(), cfg_files_sender_key(), cfg_http_token_parse(),
+ * and for cfg_dkim.c cfg_files_secret_alloc(), cfg_files_secret_read(),
+ * cfg_files_table_read(); the parsers are pure functions over a buffer
+ * (unit-tested and fuzzed).
  *
  * Invariants: a secret (a password, a token command, a private key) is
  * only ever in memory from secret_alloc(): excluded from core dumps
@@ -43,8 +45,8 @@
 /* ---- memory for secrets ---- */
 
 /* Returns LEN+1 zeroed bytes out of core dumps, owned by F. */
-static char *
-secret_alloc(struct cfg_files *f, size_t len)
+char *
+cfg_files_secret_alloc(struct cfg_files *f, size_t len)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	size_t n = (len + 1 + page - 1) / page * page;
@@ -92,6 +94,7 @@ cfg_files_free(struct cfg_files *f)
 	for (size_t i = 0; i < f->npems; i++)
 		free((char *)f->pems[i].cert);
 	free(f->pems);
+	cfg_dkim_release(f->dkim);
 	for (size_t i = 0; i < f->nsecret; i++) {
 		rq_cleanse(f->secret[i], f->secretlen[i]);
 		munmap(f->secret[i], f->secretlen[i]);
@@ -524,16 +527,17 @@ daemon_uid(const struct cfg *cfg, const char **name)
 }
 
 /*
- * Reads file PATH (set by key K at config line LINE) into a buffer:
- * secret memory when F is given, after the checks of MODE.  *LEN gets
- * the size.  NULL with ERR set ("CONF:LINE: key PATH: why") on error.
+ * Reads file PATH (named by WHAT at line LINE of file WHERE) into a
+ * buffer: secret memory when F is given, after the checks of MODE.
+ * *LEN gets the size.  NULL with ERR set ("WHERE:LINE: WHAT PATH: why")
+ * on error.
  */
 static char *
-file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
-    enum cfg_key k, int line, enum file_check mode, size_t *len, char *err,
-    size_t errlen)
+file_read_at(struct cfg *cfg, struct cfg_files *f, const char *where,
+    const char *what, const char *path, int line, enum file_check mode,
+    size_t *len, char *err, size_t errlen)
 {
-	const char *kname = cfg_defs[k].name, *uname;
+	const char *kname = what, *uname;
 	struct stat st;
 	char *buf;
 	size_t got = 0;
@@ -541,12 +545,12 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		ferr(err, errlen, cfg->path, line, "%s %s: %s", kname, path,
+		ferr(err, errlen, where, line, "%s %s: %s", kname, path,
 		    strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		ferr(err, errlen, cfg->path, line, "%s %s: not a regular file",
+		ferr(err, errlen, where, line, "%s %s: not a regular file",
 		    kname, path);
 		close(fd);
 		return NULL;
@@ -555,7 +559,7 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 		uid_t du = daemon_uid(cfg, &uname);
 
 		if (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) {
-			ferr(err, errlen, cfg->path, line,
+			ferr(err, errlen, where, line,
 			    "%s %s: mode %04o lets group or others read or "
 			    "write it (chmod 600 it)",
 			    kname, path, (unsigned)(st.st_mode & 07777));
@@ -563,7 +567,7 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 			return NULL;
 		}
 		if (st.st_uid != 0 && st.st_uid != du) {
-			ferr(err, errlen, cfg->path, line,
+			ferr(err, errlen, where, line,
 			    "%s %s: owned by uid %ld, not by root or the "
 			    "daemon's user (%s, uid %ld)",
 			    kname, path, (long)st.st_uid,
@@ -572,7 +576,7 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 			return NULL;
 		}
 	} else if (mode == FC_KEY && (st.st_mode & (S_IROTH | S_IWOTH))) {
-		ferr(err, errlen, cfg->path, line,
+		ferr(err, errlen, where, line,
 		    "%s %s: mode %04o lets others read it (chmod o-rwx it)",
 		    kname, path, (unsigned)(st.st_mode & 07777));
 		close(fd);
@@ -580,7 +584,7 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 	} else if (mode == FC_TABLE &&
 	    ((st.st_mode & (S_IWGRP | S_IWOTH)) ||
 		(st.st_uid != 0 && st.st_uid != daemon_uid(cfg, &uname)))) {
-		ferr(err, errlen, cfg->path, line,
+		ferr(err, errlen, where, line,
 		    "%s %s: writable by group or others, or not owned by "
 		    "root or the daemon's user",
 		    kname, path);
@@ -588,13 +592,13 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 		return NULL;
 	}
 	if (st.st_size > FILE_MAX) {
-		ferr(err, errlen, cfg->path, line,
+		ferr(err, errlen, where, line,
 		    "%s %s: file too large (over %d bytes)", kname, path,
 		    FILE_MAX);
 		close(fd);
 		return NULL;
 	}
-	buf = f ? secret_alloc(f, (size_t)st.st_size)
+	buf = f ? cfg_files_secret_alloc(f, (size_t)st.st_size)
 		: xcalloc(1, (size_t)st.st_size + 1);
 	while (got < (size_t)st.st_size) {
 		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
@@ -602,8 +606,8 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ferr(err, errlen, cfg->path, line, "%s %s: %s", kname,
-			    path, strerror(errno));
+			ferr(err, errlen, where, line, "%s %s: %s", kname, path,
+			    strerror(errno));
 			close(fd);
 			if (f == NULL)
 				free(buf);
@@ -616,6 +620,35 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 	close(fd);
 	*len = got;
 	return buf;
+}
+
+/* Reads file PATH (set by key K at config line LINE); see file_read_at(). */
+static char *
+file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
+    enum cfg_key k, int line, enum file_check mode, size_t *len, char *err,
+    size_t errlen)
+{
+	return file_read_at(cfg, f, cfg->path, cfg_defs[k].name, path, line,
+	    mode, len, err, errlen);
+}
+
+/* Reads a private key as auth_file is read (cfg_int.h). */
+char *
+cfg_files_secret_read(struct cfg *cfg, struct cfg_files *f, const char *where,
+    int line, const char *what, const char *path, size_t *len, char *err,
+    size_t errlen)
+{
+	return file_read_at(
+	    cfg, f, where, what, path, line, FC_SECRET, len, err, errlen);
+}
+
+/* Reads a table as sender_relayhost is read (cfg_int.h). */
+char *
+cfg_files_table_read(struct cfg *cfg, const char *where, int line,
+    const char *what, const char *path, size_t *len, char *err, size_t errlen)
+{
+	return file_read_at(
+	    cfg, NULL, where, what, path, line, FC_TABLE, len, err, errlen);
 }
 
 /* Reads auth_file into F. */
@@ -876,6 +909,8 @@ cfg_files_load(struct cfg *cfg, char *err, size_t errlen)
 		r = pem_load(cfg, f, cfg->domains[i], err, errlen);
 	if (r == CFG_OK)
 		r = cfg_local_load(cfg, err, errlen);
+	if (r == CFG_OK)
+		r = cfg_dkim_load(cfg, err, errlen);
 	return r;
 }
 

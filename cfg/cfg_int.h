@@ -122,6 +122,7 @@ struct cfg_files {
 	struct cfg_pem *pems; /* one per distinct cert/key pair */
 	size_t npems;
 	const char *http_token; /* http_token's token (secret memory) */
+	struct cfg_dkim *dkim; /* the signing keys (a reference), or NULL */
 	/* memory holding secrets: out of core dumps, cleansed on free */
 	void **secret;
 	size_t *secretlen;
@@ -131,6 +132,49 @@ struct cfg_files {
 
 /* Frees what cfg_files_load() made, cleansing the secrets. */
 void cfg_files_free(struct cfg_files *);
+
+/* LEN+1 zeroed bytes kept out of core dumps, owned by F (cleansed and
+ * unmapped by cfg_files_free()). */
+char *cfg_files_secret_alloc(struct cfg_files *f, size_t len);
+/* Reads PATH, named by WHAT at line LINE of file WHERE, into F's secret
+ * memory, refused (ERR "WHERE:LINE: WHAT PATH: why") as auth_file is:
+ * not a regular file, group or others may read or write it, owned by
+ * neither root nor the daemon's user.  *LEN gets its size. */
+char *cfg_files_secret_read(struct cfg *, struct cfg_files *f,
+    const char *where, int line, const char *what, const char *path,
+    size_t *len, char *err, size_t errlen);
+/* Reads table PATH (malloc'd, NUL-terminated), refused as
+ * sender_relayhost is: writable by group or others, or owned by neither
+ * root nor the daemon's user. */
+char *cfg_files_table_read(struct cfg *, const char *where, int line,
+    const char *what, const char *path, size_t *len, char *err, size_t errlen);
+
+/* ---- DKIM signing keys (cfg_dkim.c) ---- */
+
+/* One line of dkim_key_table as parsed (strings malloc'd). */
+struct cfg_dkim_entry {
+	char *sender; /* "example.com", or ".example.com" for subdomains */
+	char *selector;
+	char *key_file; /* an absolute path */
+	char *domain; /* d=: the 4th field, else sender without its dot */
+	int line;
+};
+
+/*
+ * Parses dkim_key_table text BUF (LEN bytes): one "SENDER-DOMAIN
+ * SELECTOR KEY-FILE [SIGNING-DOMAIN]" a line, # comments.  *OUT is in
+ * file order; free it with cfg_dkim_entries_free().  Errors:
+ * "NAME:LINE: ...".
+ */
+enum cfg_result
+cfg_dkim_table_parse(const char *name, const char *buf, size_t len,
+    struct cfg_dkim_entry **out, size_t *n, char *err, size_t errlen);
+void cfg_dkim_entries_free(struct cfg_dkim_entry *, size_t n);
+/* Reads and checks dkim_key_file and dkim_key_table into cfg->files. */
+enum cfg_result cfg_dkim_load(struct cfg *, char *err, size_t errlen);
+/* Adds check-config's dkim[...] lines. */
+void cfg_dkim_dump(
+    const struct cfg *, void (*add)(void *arg, const char *line), void *arg);
 
 /*
  * The pure parsers of cfg_files.c (unit tests, fuzzers).  auth_file text

@@ -227,4 +227,17 @@ const struct cfg_def cfg_defs[CFG_NKEYS] = {
 	[CFG_DNSSEC_TRUST_ANCHOR] = { "dnssec_trust_anchor", CT_PATH,
 	    "/usr/share/dns/root.key", 0, 0, 0, 0, NOCLS, NULL,
 	    "trust anchors (DS or DNSKEY records) for dnssec = validate" },
+	/* DKIM signing (issue 17): cfg_dkim.c reads and checks the keys,
+	 * queue/queue_dkim.c signs at intake */
+	[CFG_DKIM_KEY_FILE] = { "dkim_key_file", CT_PATH, "", 0, 0, 0, 0, NOCLS,
+	    NULL, "DKIM private key (PEM, RSA or Ed25519)" },
+	[CFG_DKIM_SELECTOR] = { "dkim_selector", CT_STR, "", 0, 0, 0, 0, NOCLS,
+	    NULL, "the s= of dkim_key_file's signatures" },
+	[CFG_DKIM_DOMAIN] = { "dkim_domain", CT_STR, "", 0, 0, 0, 0, NOCLS,
+	    NULL,
+	    "the d= of dkim_key_file's signatures; mail from it and "
+	    "its subdomains is signed" },
+	[CFG_DKIM_KEY_TABLE] = { "dkim_key_table", CT_PATH, "", 0, 0, 0, 0,
+	    NOCLS, NULL,
+	    "keys by sender domain: DOMAIN SELECTOR KEY-FILE [D-DOMAIN]" },
 };

@@ -8,6 +8,8 @@
  *                          then in flight until its file is gone
  *   queue_intake_read.c    a reader thread checks, reads, parses and
  *                          compresses the file into a ring slot
+ *   queue_dkim.c           (from the reader) DKIM-signs the message as
+ *                          built, just before it is compressed
  *   queue_intake.c         the main thread files the ring in order into
  *                          one write txn, commits, hands the names on
  *   queue_intake_unlink.c  unlinker threads unlink the committed files,
@@ -75,6 +77,9 @@ struct prep {
 	 * reference, so a reload may free their cfg while a reader uses
 	 * them (released by intake_prep_clear()) */
 	struct cfg_local *local;
+	/* the DKIM keys then: a reference, so a reload may free their cfg
+	 * while a reader signs (released by intake_prep_clear()) */
+	struct cfg_dkim *dkim;
 	int64_t due; /* IMP_WAIT, IMP_RETRY: when to look again */
 	uint8_t how; /* enum pn_how: how it was found */
 	enum { PREP_NEW, PREP_BUSY, PREP_DONE } state;
@@ -226,6 +231,24 @@ struct prep *intake_ring_take(struct queue_intake *);
 void intake_ring_pop(struct queue_intake *);
 /* Frees what P holds (not its name) and empties it. */
 void intake_prep_clear(struct prep *);
+
+/* ---- queue_dkim.c: DKIM signing at intake ---- */
+
+/*
+ * Signs the message *MSG (*LEN bytes, malloc'd, as stored: CRLF, header
+ * section first) with DK's keys for its From: domain (DK NULL: none):
+ * *MSG is then a new buffer with the DKIM-Signature fields prepended (the
+ * old one freed) and *LEN its size.  Unchanged when there is no key
+ * (logged once per domain) or signing fails (logged).  IDSTR names the
+ * message in log lines.  Any thread.
+ */
+void intake_dkim_sign(
+    const struct cfg_dkim *dk, const char *idstr, char **msg, size_t *len);
+/* How intake_dkim_sign() reads MSG: returns its number of header
+ * fields, the From: domain (lowercase, "" when none) into DOM, the
+ * body's offset into *BODY.  Pure (the fuzzer's entry point). */
+size_t intake_dkim_from(
+    const char *msg, size_t len, char *dom, size_t domlen, size_t *body);
 
 /* ---- queue_intake.c: the commit loop ---- */
 

@@ -2,8 +2,8 @@
  * queue_intake_read.c - reading and preparing spool files off the write
  * txn: reader threads take the names handed out in a ring, check each
  * file before trusting it, read, parse and build the message as stored
- * (with its queue id) and compress it; the main thread takes the ring
- * in order.
+ * (with its queue id), DKIM-sign it (queue_dkim.c) and compress it; the
+ * main thread takes the ring in order.
  *
  * Public (to the intake files, queue_intake_int.h): intake_readers_start(),
  * intake_readers_stop(), intake_ring_feed(), intake_ring_head(),
@@ -258,6 +258,8 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	snprintf(msgid, sizeof(msgid), "Message-ID: <%s.%s@%s>\r\n", tbuf,
 	    idstr, qi->hostname);
 	body = qp_message_build(buf, got, &p->pr, received, date, msgid, &blen);
+	/* the last change to the bytes: signed as they are stored and sent */
+	intake_dkim_sign(p->dkim, idstr, &body, &blen);
 	qrec_body_encode(&p->rec, body, blen, 1);
 	p->rawlen = blen;
 	free(body);
@@ -278,6 +280,7 @@ intake_prep_clear(struct prep *p)
 	free(p->owner);
 	free(p->rec.p);
 	cfg_local_release(p->local);
+	cfg_dkim_release(p->dkim);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -352,6 +355,7 @@ intake_ring_feed(struct queue_intake *qi)
 		p->maxrcpt = cfg_int(g, CFG_MAX_RECIPIENTS);
 		p->hoplimit = cfg_int(g, CFG_HOPCOUNT_LIMIT);
 		p->local = cfg_local_hold(qi->q->cfg);
+		p->dkim = cfg_dkim_hold(qi->q->cfg);
 		p->state = PREP_NEW;
 		qi->rtail++;
 		added++;

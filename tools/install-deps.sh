@@ -16,7 +16,7 @@
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
  libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev libhiredis-dev
- libunbound-dev"
+ libunbound-dev libopendkim-dev"
 test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  rsyslog
@@ -24,6 +24,7 @@ test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  procps
  libidn12 libnss-wrapper
  nsd unbound ldnsutils
+ python3-dkim
  build-essential debhelper lintian debootstrap systemd systemd-container
  redis-server prometheus chromium"
 case "${1:---test}" in
