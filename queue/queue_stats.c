@@ -196,7 +196,7 @@ queue_stats_rebuild(struct queue *q)
 		    t, mdb_put(t->txn, q->dbi[QDB_META], &mk, &mv, 0), "meta");
 	}
 	if (queue_txn_commit(t) == QUEUE_OK)
-		log_info("queue", "counted the states of %zu messages", msgs);
+		log_info("qmgr", "counted the states of %zu messages", msgs);
 }
 
 /*
