@@ -13,6 +13,8 @@
 # daemon's metrics and status page (tests/e2e/test_http_*.py).
 # nsd, unbound and ldnsutils run the DNSSEC-signed test zone of the DANE
 # tests (tests/e2e/dnsseclib.py).
+# linux-perf and strace are for profiling the benchmarks
+# (tools/bench/prof/).
 set -eu
 build_pkgs="gcc make cmake ninja-build pkg-config liblmdb-dev libevent-dev
  libssl-dev zlib1g-dev libdeflate-dev libc-ares-dev libhiredis-dev
@@ -21,7 +23,7 @@ test_pkgs="$build_pkgs clang libclang-rt-14-dev clang-format lmdb-utils
  postfix python3 python3-aiosmtpd dnsmasq-base bsd-mailx pflogsumm openssl
  rsyslog
  git git-email libmailtools-perl
- procps
+ procps linux-perf strace
  libidn12 libnss-wrapper
  nsd unbound ldnsutils
  python3-dkim
