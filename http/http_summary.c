@@ -7,10 +7,10 @@
  * paged like `mailq --json`; plus what every page reads first
  * (http_view_get) and the destination domains by size.
  *
- * Public: http_summary_json().  http-private: http_view_get(),
- * http_domains_get(), http_domains_free(), http_summary_daemon(),
- * http_page_summary(), http_page_queue(), http_mstate_names,
- * http_age_buckets.
+ * Public: http_summary_json(), http_domains_get(), http_domains_free(),
+ * http_age_buckets (`relayq summary` shows the same table as text).
+ * http-private: http_view_get(), http_summary_daemon(),
+ * http_page_summary(), http_page_queue(), http_mstate_names.
  *
  * Costs: the counts, the message states and the oldest messages are
  * short read transactions (the oldest-message walk bounded per request);
@@ -37,7 +37,8 @@
 
 const char *const http_mstate_names[4] = { "pending", "deferred", "held",
 	"in_flight" };
-const int http_age_buckets[9] = { 5, 10, 20, 40, 80, 160, 320, 640, 1280 };
+const int http_age_buckets[HTTP_AGE_NB - 1] = { 5, 10, 20, 40, 80, 160, 320,
+	640, 1280 };
 
 /* Reads what every page shows; see http_int.h. */
 bool
@@ -134,7 +135,7 @@ dtab_cb(const char *domain, int64_t minute, uint64_t n, void *arg)
 	int64_t age = t->now_min - minute;
 	int b = 0;
 
-	while (b < 9 && age >= http_age_buckets[b])
+	while (b < HTTP_AGE_NB - 1 && age >= http_age_buckets[b])
 		b++;
 	d->n[0] += n;
 	d->n[b + 1] += n;
@@ -157,14 +158,14 @@ dom_cmp(const void *a, const void *b)
  * their age buckets. */
 struct http_domain *
 http_domains_get(struct queue *q, int64_t now, size_t top, size_t *n,
-    uint64_t tot[11], enum queue_result *qr)
+    uint64_t tot[HTTP_AGE_NB + 1], enum queue_result *qr)
 {
 	struct dtab t;
 	struct http_domain *rows;
 	size_t k = 0;
 
 	memset(&t, 0, sizeof(t));
-	memset(tot, 0, 11 * sizeof(*tot));
+	memset(tot, 0, (HTTP_AGE_NB + 1) * sizeof(*tot));
 	t.now_min = now / 60;
 	t.tot = tot;
 	*qr = queue_domain_counts_get(q, dtab_cb, &t);
