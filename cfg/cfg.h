@@ -533,4 +533,18 @@ void rq_cleanse(void *p, size_t n);
 int64_t rq_now(void);
 int64_t rq_now_us(void);
 
+/* ---- shared helpers: text ---- */
+
+/* The length (2-4) of the valid UTF-8 sequence at S, N bytes left, and
+ * its code point in *CP; 0 when there is none (overlong forms,
+ * surrogates and beyond U+10FFFF are not valid). */
+size_t rq_utf8_len(const unsigned char *s, size_t n, unsigned *cp);
+
+/* Where a text writer puts what it writes: N bytes at P, to ARG. */
+typedef void rq_put_fn(void *arg, const char *p, size_t n);
+/* Writes S as a JSON string through PUT (NULL: null): quotes,
+ * backslashes and control bytes escaped, each byte that is not part of
+ * valid UTF-8 as the code point of the same value (as Latin-1). */
+void rq_json_str(rq_put_fn *put, void *arg, const char *s);
+
 #endif

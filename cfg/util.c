@@ -1,9 +1,11 @@
 /*
  * util.c - allocation wrappers that abort on exhaustion, a sanitizer for
- * remote text, and the clock.
+ * remote text, the clock, and the text helpers the layers above share
+ * (UTF-8 decoding, JSON strings).
  *
  * Public: xmalloc(), xcalloc(), xrealloc(), xstrdup(), xstrndup(),
- * rq_sanitize(), rq_cleanse(), rq_now(), rq_now_us().
+ * rq_sanitize(), rq_cleanse(), rq_now(), rq_now_us(), rq_utf8_len(),
+ * rq_json_str().
  */
 #include <stdlib.h>
 #include <string.h>
@@ -105,4 +107,84 @@ rq_cleanse(void *p, size_t n)
 {
 	if (p != NULL && n > 0)
 		explicit_bzero(p, n);
+}
+
+/* Decodes the UTF-8 sequence at S; see cfg.h. */
+size_t
+rq_utf8_len(const unsigned char *s, size_t n, unsigned *cp)
+{
+	size_t len, i;
+	unsigned c = s[0], min;
+
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		c &= 0x1f;
+		min = 0x80;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		c &= 0x0f;
+		min = 0x800;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		c &= 0x07;
+		min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3f);
+	}
+	if (c < min || (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+		return 0;
+	*cp = c;
+	return len;
+}
+
+/* Writes S as a JSON string; see cfg.h. */
+void
+rq_json_str(rq_put_fn *put, void *arg, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *p, *end;
+	unsigned cp;
+
+	if (s == NULL) {
+		put(arg, "null", 4);
+		return;
+	}
+	end = s + strlen(s);
+	put(arg, "\"", 1);
+	for (p = s; *p != '\0';) {
+		unsigned char c = (unsigned char)*p;
+		size_t n;
+
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+			p++;
+			continue;
+		}
+		if (c >= 0x80 &&
+		    (n = rq_utf8_len((const unsigned char *)p,
+			 (size_t)(end - p), &cp)) > 0) {
+			p += n;
+			continue;
+		}
+		put(arg, s, (size_t)(p - s));
+		s = ++p;
+		if (c == '"') {
+			put(arg, "\\\"", 2);
+		} else if (c == '\\') {
+			put(arg, "\\\\", 2);
+		} else {
+			char e[6] = { '\\', 'u', '0', '0', hex[c >> 4],
+				hex[c & 15] };
+
+			put(arg, e, 6);
+		}
+	}
+	put(arg, s, (size_t)(p - s));
+	put(arg, "\"", 1);
 }

@@ -128,6 +128,9 @@ void http_summary_daemon(
 /* Appends the string literal LIT to B. */
 #define HTTP_ADD(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
 
+/* Appends N bytes at P to the evbuffer ARG: the rq_put_fn the
+ * shared writers (rq_json_str, queue_msg_json) are given. */
+void http_put(void *arg, const char *p, size_t n);
 /* S as a JSON string (NULL: null); bytes that are not UTF-8 as the
  * code points of the same value, as mailq --json writes them. */
 void http_json_str(struct evbuffer *, const char *s);
