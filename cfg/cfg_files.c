@@ -38,7 +38,6 @@
 #include "cfg_int.h"
 
 #define FILE_MAX (1024 * 1024) /* bytes of one file */
-#define LINE_MAX_ (4096) /* bytes of one line */
 
 /* ---- memory for secrets ---- */
 
@@ -103,29 +102,8 @@ cfg_files_free(struct cfg_files *f)
 
 /* ---- parsing ---- */
 
-/* Records "NAME:LINE: message" in ERR; returns CFG_ERR_SYNTAX. */
-static enum cfg_result __attribute__((format(printf, 5, 6)))
-ferr(char *err, size_t errlen, const char *name, int line, const char *fmt, ...)
-{
-	va_list ap;
-	int off;
-
-	off = snprintf(err, errlen, "%s:%d: ", name, line);
-	if (off >= 0 && (size_t)off < errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err + off, errlen - (size_t)off, fmt, ap);
-		va_end(ap);
-	}
-	return CFG_ERR_SYNTAX;
-}
-
-/* Copies at most 60 printable bytes of S for an error message. */
-static const char *
-quote(const char *s, size_t len, char *buf, size_t blen)
-{
-	rq_sanitize(buf, blen, s, len < 60 ? len : 60);
-	return buf;
-}
+/* Records "NAME:LINE: message" in ERR; is CFG_ERR_SYNTAX. */
+#define ferr(...) (cfg_file_err(__VA_ARGS__), CFG_ERR_SYNTAX)
 
 /* Normalizes a sender key ("user@domain", "@domain", "<>") of LEN bytes
  * into OUT (lowercase); 0, or -1 when it is not one. */
@@ -278,11 +256,11 @@ auth_line(const char *name, int lno, char *line, size_t len, struct cfg_auth *a,
 			return ferr(err, errlen, name, lno,
 			    "bad sender \"%s\" (expected user@domain, "
 			    "@domain or <>)",
-			    quote(line, klen, q, sizeof(q)));
+			    cfg_quote(line, klen, q, sizeof(q)));
 	} else if (host_key(line, klen, key, sizeof(key), &why) < 0) {
 		return ferr(err, errlen, name, lno,
 		    "bad DESTINATION \"%s\": %s",
-		    quote(line, klen, q, sizeof(q)), why);
+		    cfg_quote(line, klen, q, sizeof(q)), why);
 	}
 	colon = memchr(val, ':', (size_t)(end - val));
 	if (colon == NULL)
@@ -323,36 +301,17 @@ cfg_auth_parse(const char *name, char *buf, size_t len, struct cfg_auth **out,
     size_t *nout, char *err, size_t errlen)
 {
 	struct cfg_auth *v = NULL;
-	size_t n = 0, pos = 0;
-	int lno = 0;
+	struct cfg_lines it = { name, buf, len, err, errlen, 0, 0 };
+	const char *cl;
+	size_t n = 0, llen;
+	enum cfg_lines_result lr;
 	enum cfg_result r = CFG_OK;
 
 	buf[len] = '\0';
-	while (pos < len && r == CFG_OK) {
-		char *line = buf + pos, *nl = memchr(line, '\n', len - pos);
-		size_t llen = nl ? (size_t)(nl - line) : len - pos;
+	while ((lr = cfg_lines_next(&it, &cl, &llen)) == CFG_LINES_OK) {
+		char *line = buf + (cl - buf); /* BUF is ours to cut */
+		int lno = it.lno;
 
-		pos += llen + (nl ? 1 : 0);
-		lno++;
-		if (memchr(line, '\0', llen) != NULL) {
-			r = ferr(err, errlen, name, lno, "NUL byte in line");
-			break;
-		}
-		if (llen > LINE_MAX_) {
-			r = ferr(err, errlen, name, lno,
-			    "line too long (over %d bytes)", LINE_MAX_);
-			break;
-		}
-		while (llen > 0 &&
-		    (line[llen - 1] == '\r' || line[llen - 1] == ' ' ||
-			line[llen - 1] == '\t'))
-			llen--;
-		while (llen > 0 && (*line == ' ' || *line == '\t')) {
-			line++;
-			llen--;
-		}
-		if (llen == 0 || line[0] == '#')
-			continue;
 		v = xrealloc(v, (n + 1) * sizeof(*v));
 		r = auth_line(name, lno, line, llen, &v[n], err, errlen);
 		if (r != CFG_OK)
@@ -378,6 +337,8 @@ cfg_auth_parse(const char *name, char *buf, size_t len, struct cfg_auth **out,
 		}
 		n++;
 	}
+	if (lr == CFG_LINES_BAD)
+		r = CFG_ERR_SYNTAX;
 	if (r != CFG_OK) {
 		cfg_auth_table_free(v, n);
 		return r;
@@ -406,39 +367,19 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
     struct cfg_sender_route **out, size_t *nout, char *err, size_t errlen)
 {
 	struct cfg_sender_route *v = NULL;
-	size_t n = 0, pos = 0;
-	int lno = 0;
+	struct cfg_lines it = { name, buf, len, err, errlen, 0, 0 };
+	const char *line;
+	size_t n = 0, llen;
+	enum cfg_lines_result lr;
 	enum cfg_result r = CFG_OK;
 	char q[128];
 
-	while (pos < len && r == CFG_OK) {
-		const char *line = buf + pos,
-			   *nl = memchr(line, '\n', len - pos);
-		size_t llen = nl ? (size_t)(nl - line) : len - pos, klen = 0;
+	while ((lr = cfg_lines_next(&it, &line, &llen)) == CFG_LINES_OK) {
+		size_t klen = 0;
 		const char *val, *why = NULL;
 		char key[300];
+		int lno = it.lno;
 
-		pos += llen + (nl ? 1 : 0);
-		lno++;
-		if (memchr(line, '\0', llen) != NULL) {
-			r = ferr(err, errlen, name, lno, "NUL byte in line");
-			break;
-		}
-		if (llen > LINE_MAX_) {
-			r = ferr(err, errlen, name, lno,
-			    "line too long (over %d bytes)", LINE_MAX_);
-			break;
-		}
-		while (llen > 0 &&
-		    (line[llen - 1] == '\r' || line[llen - 1] == ' ' ||
-			line[llen - 1] == '\t'))
-			llen--;
-		while (llen > 0 && (*line == ' ' || *line == '\t')) {
-			line++;
-			llen--;
-		}
-		if (llen == 0 || line[0] == '#')
-			continue;
 		while (klen < llen && line[klen] != ' ' && line[klen] != '\t')
 			klen++;
 		val = line + klen;
@@ -453,7 +394,7 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
 			r = ferr(err, errlen, name, lno,
 			    "bad sender \"%s\" (expected user@domain, @domain "
 			    "or <>)",
-			    quote(line, klen, q, sizeof(q)));
+			    cfg_quote(line, klen, q, sizeof(q)));
 			break;
 		}
 		v = xrealloc(v, (n + 1) * sizeof(*v));
@@ -463,7 +404,7 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
 		    v[n].relay.host[0] == '\0') {
 			r = ferr(err, errlen, name, lno,
 			    "bad relay \"%s\" for %s: %s",
-			    quote(
+			    cfg_quote(
 				val, (size_t)(line + llen - val), q, sizeof(q)),
 			    key, why ? why : "empty host name");
 			break;
@@ -481,6 +422,8 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
 		v[n].text = xstrndup(val, (size_t)(line + llen - val));
 		n++;
 	}
+	if (lr == CFG_LINES_BAD)
+		r = CFG_ERR_SYNTAX;
 	if (r != CFG_OK) {
 		for (size_t i = 0; i < n; i++) {
 			free((char *)v[i].key);
@@ -541,13 +484,13 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		ferr(err, errlen, cfg->path, line, "%s %s: %s", kname, path,
-		    strerror(errno));
+		cfg_file_err(err, errlen, cfg->path, line, "%s %s: %s", kname,
+		    path, strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		ferr(err, errlen, cfg->path, line, "%s %s: not a regular file",
-		    kname, path);
+		cfg_file_err(err, errlen, cfg->path, line,
+		    "%s %s: not a regular file", kname, path);
 		close(fd);
 		return NULL;
 	}
@@ -555,7 +498,7 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 		uid_t du = daemon_uid(cfg, &uname);
 
 		if (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) {
-			ferr(err, errlen, cfg->path, line,
+			cfg_file_err(err, errlen, cfg->path, line,
 			    "%s %s: mode %04o lets group or others read or "
 			    "write it (chmod 600 it)",
 			    kname, path, (unsigned)(st.st_mode & 07777));
@@ -563,7 +506,7 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 			return NULL;
 		}
 		if (st.st_uid != 0 && st.st_uid != du) {
-			ferr(err, errlen, cfg->path, line,
+			cfg_file_err(err, errlen, cfg->path, line,
 			    "%s %s: owned by uid %ld, not by root or the "
 			    "daemon's user (%s, uid %ld)",
 			    kname, path, (long)st.st_uid,
@@ -572,7 +515,7 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 			return NULL;
 		}
 	} else if (mode == FC_KEY && (st.st_mode & (S_IROTH | S_IWOTH))) {
-		ferr(err, errlen, cfg->path, line,
+		cfg_file_err(err, errlen, cfg->path, line,
 		    "%s %s: mode %04o lets others read it (chmod o-rwx it)",
 		    kname, path, (unsigned)(st.st_mode & 07777));
 		close(fd);
@@ -580,7 +523,7 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 	} else if (mode == FC_TABLE &&
 	    ((st.st_mode & (S_IWGRP | S_IWOTH)) ||
 		(st.st_uid != 0 && st.st_uid != daemon_uid(cfg, &uname)))) {
-		ferr(err, errlen, cfg->path, line,
+		cfg_file_err(err, errlen, cfg->path, line,
 		    "%s %s: writable by group or others, or not owned by "
 		    "root or the daemon's user",
 		    kname, path);
@@ -588,7 +531,7 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 		return NULL;
 	}
 	if (st.st_size > FILE_MAX) {
-		ferr(err, errlen, cfg->path, line,
+		cfg_file_err(err, errlen, cfg->path, line,
 		    "%s %s: file too large (over %d bytes)", kname, path,
 		    FILE_MAX);
 		close(fd);
@@ -602,8 +545,8 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ferr(err, errlen, cfg->path, line, "%s %s: %s", kname,
-			    path, strerror(errno));
+			cfg_file_err(err, errlen, cfg->path, line, "%s %s: %s",
+			    kname, path, strerror(errno));
 			close(fd);
 			if (f == NULL)
 				free(buf);
