@@ -547,4 +547,20 @@ typedef void rq_put_fn(void *arg, const char *p, size_t n);
  * valid UTF-8 as the code point of the same value (as Latin-1). */
 void rq_json_str(rq_put_fn *put, void *arg, const char *s);
 
+/* The base64 length of N bytes (without the NUL). */
+#define RQ_B64_LEN(n) (((n) + 2) / 3 * 4)
+
+/* Writes base64 (RFC 4648, padded) of IN (LEN bytes) and a NUL to OUT,
+ * which holds RQ_B64_LEN(LEN) + 1 bytes; returns the length. */
+size_t rq_base64_encode(const void *in, size_t len, char *out);
+
+/*
+ * Decodes base64 IN (LEN bytes, padded, no blanks) into OUT (OUTLEN
+ * bytes); *N gets the length.  False when IN is not base64 or does not
+ * fit.  SMTP AUTH's 334 challenges and HTTP Basic credentials
+ * go through this.
+ */
+bool rq_base64_decode(
+    const char *in, size_t len, unsigned char *out, size_t outlen, size_t *n);
+
 #endif

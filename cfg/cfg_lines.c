@@ -71,8 +71,8 @@ cfg_file_verr(char *err, size_t errlen, const char *name, int line,
 
 /* As cfg_file_verr(), with the arguments given. */
 void
-cfg_file_err(char *err, size_t errlen, const char *name, int line,
-    const char *fmt, ...)
+cfg_file_err(
+    char *err, size_t errlen, const char *name, int line, const char *fmt, ...)
 {
 	va_list ap;
 

@@ -5,7 +5,8 @@
  *
  * Public: xmalloc(), xcalloc(), xrealloc(), xstrdup(), xstrndup(),
  * rq_sanitize(), rq_cleanse(), rq_now(), rq_now_us(), rq_utf8_len(),
- * rq_json_str().
+ * rq_json_str(), rq_base64_encode(), rq_base64_decode() (SMTP AUTH's
+ * challenges and responses, HTTP Basic credentials).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -187,4 +188,90 @@ rq_json_str(rq_put_fn *put, void *arg, const char *s)
 	}
 	put(arg, s, (size_t)(p - s));
 	put(arg, "\"", 1);
+}
+
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Writes base64 of IN; see cfg.h. */
+size_t
+rq_base64_encode(const void *in, size_t len, char *out)
+{
+	const unsigned char *p = in;
+	size_t o = 0, i;
+
+	for (i = 0; i + 2 < len; i += 3) {
+		out[o++] = b64[p[i] >> 2];
+		out[o++] = b64[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
+		out[o++] = b64[((p[i + 1] & 15) << 2) | (p[i + 2] >> 6)];
+		out[o++] = b64[p[i + 2] & 63];
+	}
+	if (i < len) {
+		out[o++] = b64[p[i] >> 2];
+		if (i + 1 < len) {
+			out[o++] = b64[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
+			out[o++] = b64[(p[i + 1] & 15) << 2];
+		} else {
+			out[o++] = b64[(p[i] & 3) << 4];
+			out[o++] = '=';
+		}
+		out[o++] = '=';
+	}
+	out[o] = '\0';
+	return o;
+}
+
+/* The value of base64 digit C, or -1. */
+static int
+b64_val(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/* Decodes base64 IN; see cfg.h. */
+bool
+rq_base64_decode(
+    const char *in, size_t len, unsigned char *out, size_t outlen, size_t *n)
+{
+	size_t o = 0;
+
+	*n = 0;
+	if (len % 4 != 0)
+		return false;
+	for (size_t i = 0; i < len; i += 4) {
+		int v[4], pad = 0;
+
+		for (int k = 0; k < 4; k++) {
+			unsigned char c = (unsigned char)in[i + k];
+
+			if (c == '=' && i + 4 == len && k >= 2 &&
+			    (k == 3 || in[i + 3] == '=')) {
+				v[k] = 0;
+				pad++;
+				continue;
+			}
+			if (pad > 0 || (v[k] = b64_val(c)) < 0)
+				return false;
+		}
+		if (o + 3 - (size_t)pad > outlen)
+			return false;
+		out[o++] = (unsigned char)((v[0] << 2) | (v[1] >> 4));
+		if (pad < 2)
+			out[o++] = (unsigned char)(((v[1] & 15) << 4) |
+			    (v[2] >> 2));
+		if (pad < 1)
+			out[o++] = (unsigned char)(((v[2] & 3) << 6) | v[3]);
+	}
+	*n = o;
+	return true;
 }
