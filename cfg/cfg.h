@@ -563,4 +563,16 @@ size_t rq_base64_encode(const void *in, size_t len, char *out);
 bool rq_base64_decode(
     const char *in, size_t len, unsigned char *out, size_t outlen, size_t *n);
 
+/* A growing output buffer: zero it to start; once written to, P holds
+ * LEN bytes and a NUL; the caller frees P. */
+struct rq_buf {
+	char *p;
+	size_t len, cap;
+};
+/* Appends N bytes at S, the string S, formatted text (any length). */
+void rq_buf_add(struct rq_buf *, const char *s, size_t n);
+void rq_buf_str(struct rq_buf *, const char *s);
+void rq_buf_printf(struct rq_buf *, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 #endif

@@ -6,8 +6,12 @@
  * Public: xmalloc(), xcalloc(), xrealloc(), xstrdup(), xstrndup(),
  * rq_sanitize(), rq_cleanse(), rq_now(), rq_now_us(), rq_utf8_len(),
  * rq_json_str(), rq_base64_encode(), rq_base64_decode() (SMTP AUTH's
- * challenges and responses, HTTP Basic credentials).
+ * challenges and responses, HTTP Basic credentials), and the growing
+ * output buffer rq_buf_add(), rq_buf_str(), rq_buf_printf() (DSNs,
+ * rewritten headers).
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -274,4 +278,56 @@ rq_base64_decode(
 	}
 	*n = o;
 	return true;
+}
+
+/* Appends N bytes at S to B; see cfg.h. */
+void
+rq_buf_add(struct rq_buf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+
+		while (b->len + n + 1 > cap)
+			cap *= 2;
+		b->p = xrealloc(b->p, cap);
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+/* Appends the string S to B. */
+void
+rq_buf_str(struct rq_buf *b, const char *s)
+{
+	rq_buf_add(b, s, strlen(s));
+}
+
+/* Appends formatted text to B. */
+void
+rq_buf_printf(struct rq_buf *b, const char *fmt, ...)
+{
+	char small[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	if ((size_t)n < sizeof(small)) {
+		rq_buf_add(b, small, (size_t)n);
+		return;
+	}
+	{
+		char *big = xmalloc((size_t)n + 1);
+
+		va_start(ap, fmt);
+		vsnprintf(big, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+		rq_buf_add(b, big, (size_t)n);
+		free(big);
+	}
 }
