@@ -561,6 +561,24 @@ file_read(struct cfg *cfg, struct cfg_files *f, const char *path,
 	return buf;
 }
 
+/* Reads the file global key K names, checked as FC demands (a secret
+ * into F's secret memory, anything else malloc'd), into *BUF (LEN
+ * bytes); *BUF NULL when the key is empty. */
+static enum cfg_result
+key_file_read(struct cfg *cfg, struct cfg_files *f, enum cfg_key k,
+    enum file_check fc, char **buf, size_t *len, char *err, size_t errlen)
+{
+	const char *path = cfg_str(&cfg->global, k);
+
+	*buf = NULL;
+	*len = 0;
+	if (path[0] == '\0')
+		return CFG_OK;
+	*buf = file_read(cfg, f, path, k, cfg_line(cfg, &cfg->global, k), fc,
+	    len, err, errlen);
+	return *buf != NULL ? CFG_OK : CFG_ERR_FILE;
+}
+
 /* Reads auth_file into F. */
 static enum cfg_result
 auth_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
@@ -570,13 +588,10 @@ auth_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
 	size_t len;
 	enum cfg_result r;
 
-	if (path[0] == '\0')
-		return CFG_OK;
-	buf = file_read(cfg, f, path, CFG_AUTH_FILE,
-	    cfg_line(cfg, &cfg->global, CFG_AUTH_FILE), FC_SECRET, &len, err,
-	    errlen);
-	if (buf == NULL)
-		return CFG_ERR_FILE;
+	r = key_file_read(
+	    cfg, f, CFG_AUTH_FILE, FC_SECRET, &buf, &len, err, errlen);
+	if (r != CFG_OK || buf == NULL)
+		return r;
 	r = cfg_auth_parse(path, buf, len, &f->auth, &f->nauth, err, errlen);
 	if (r != CFG_OK)
 		return r;
@@ -637,13 +652,12 @@ http_token_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
 	int line = cfg_line(cfg, &cfg->global, CFG_HTTP_TOKEN);
 	char *buf;
 	size_t len;
+	enum cfg_result r;
 
-	if (path[0] == '\0')
-		return CFG_OK;
-	buf = file_read(
-	    cfg, f, path, CFG_HTTP_TOKEN, line, FC_SECRET, &len, err, errlen);
-	if (buf == NULL)
-		return CFG_ERR_FILE;
+	r = key_file_read(
+	    cfg, f, CFG_HTTP_TOKEN, FC_SECRET, &buf, &len, err, errlen);
+	if (r != CFG_OK || buf == NULL)
+		return r;
 	if (cfg_http_token_parse(buf, len, &f->http_token, &why) < 0)
 		return ferr(err, errlen, cfg->path, line, "http_token %s: %s",
 		    path, why);
@@ -659,13 +673,10 @@ senders_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
 	size_t len;
 	enum cfg_result r;
 
-	if (path[0] == '\0')
-		return CFG_OK;
-	buf = file_read(cfg, NULL, path, CFG_SENDER_RELAYHOST,
-	    cfg_line(cfg, &cfg->global, CFG_SENDER_RELAYHOST), FC_TABLE, &len,
-	    err, errlen);
-	if (buf == NULL)
-		return CFG_ERR_FILE;
+	r = key_file_read(
+	    cfg, NULL, CFG_SENDER_RELAYHOST, FC_TABLE, &buf, &len, err, errlen);
+	if (r != CFG_OK || buf == NULL)
+		return r;
 	r = cfg_sender_map_parse(
 	    path, buf, len, &f->senders, &f->nsenders, err, errlen);
 	free(buf);
@@ -728,13 +739,12 @@ cluster_password_load(
 	int line = cfg_line(cfg, &cfg->global, CFG_CLUSTER_PASSWORD);
 	char *buf;
 	size_t len, n;
+	enum cfg_result r;
 
-	if (path[0] == '\0')
-		return CFG_OK;
-	buf = file_read(cfg, f, path, CFG_CLUSTER_PASSWORD, line, FC_SECRET,
-	    &len, err, errlen);
-	if (buf == NULL)
-		return CFG_ERR_FILE;
+	r = key_file_read(
+	    cfg, f, CFG_CLUSTER_PASSWORD, FC_SECRET, &buf, &len, err, errlen);
+	if (r != CFG_OK || buf == NULL)
+		return r;
 	for (n = 0; n < len && buf[n] != '\n' && buf[n] != '\r'; n++)
 		if (buf[n] == '\0')
 			break;
@@ -744,23 +754,6 @@ cluster_password_load(
 		    "cluster_password %s: the first line is empty", path);
 	f->cluster_password = buf;
 	return CFG_OK;
-}
-
-/* Reads table KEY (alias_file or sender_map) into a buffer; *BUF NULL
- * when the key is empty. */
-static enum cfg_result
-table_read(struct cfg *cfg, enum cfg_key k, char **buf, size_t *len, char *err,
-    size_t errlen)
-{
-	const char *path = cfg_str(&cfg->global, k);
-
-	*buf = NULL;
-	*len = 0;
-	if (path[0] == '\0')
-		return CFG_OK;
-	*buf = file_read(cfg, NULL, path, k, cfg_line(cfg, &cfg->global, k),
-	    FC_TABLE, len, err, errlen);
-	return *buf != NULL ? CFG_OK : CFG_ERR_FILE;
 }
 
 /* Reads alias_file and sender_map into the cfg's local-mail rules. */
@@ -773,7 +766,8 @@ cfg_local_load(struct cfg *cfg, char *err, size_t errlen)
 	size_t len;
 	enum cfg_result r;
 
-	r = table_read(cfg, CFG_ALIAS_FILE, &buf, &len, err, errlen);
+	r = key_file_read(
+	    cfg, NULL, CFG_ALIAS_FILE, FC_TABLE, &buf, &len, err, errlen);
 	if (r == CFG_OK && buf != NULL) {
 		if (mail_aliases_parse(cfg_str(&cfg->global, CFG_ALIAS_FILE),
 			buf, len, &aliases, err, errlen) != MAIL_TABLE_OK)
@@ -781,7 +775,8 @@ cfg_local_load(struct cfg *cfg, char *err, size_t errlen)
 		free(buf);
 	}
 	if (r == CFG_OK)
-		r = table_read(cfg, CFG_SENDER_MAP, &buf, &len, err, errlen);
+		r = key_file_read(cfg, NULL, CFG_SENDER_MAP, FC_TABLE, &buf,
+		    &len, err, errlen);
 	if (r == CFG_OK && buf != NULL) {
 		if (mail_map_parse(cfg_str(&cfg->global, CFG_SENDER_MAP), buf,
 			len, &map, err, errlen) != MAIL_TABLE_OK)
