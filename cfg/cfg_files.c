@@ -238,15 +238,12 @@ auth_line(const char *name, int lno, char *line, size_t len, struct cfg_auth *a,
     char *err, size_t errlen)
 {
 	char key[300], q[128], *val, *colon, *secret, *end = line + len;
-	size_t klen = 0;
+	size_t klen, voff;
 	const char *why = NULL;
 
 	memset(a, 0, sizeof(*a));
-	while (klen < len && line[klen] != ' ' && line[klen] != '\t')
-		klen++;
-	val = line + klen;
-	while (val < end && (*val == ' ' || *val == '\t'))
-		val++;
+	klen = cfg_line_key(line, len, &voff);
+	val = line + voff;
 	if (val == end)
 		return ferr(err, errlen, name, lno,
 		    "expected DESTINATION user:password or "
@@ -375,16 +372,11 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
 	char q[128];
 
 	while ((lr = cfg_lines_next(&it, &line, &llen)) == CFG_LINES_OK) {
-		size_t klen = 0;
-		const char *val, *why = NULL;
+		size_t voff, klen = cfg_line_key(line, llen, &voff);
+		const char *val = line + voff, *why = NULL;
 		char key[300];
 		int lno = it.lno;
 
-		while (klen < llen && line[klen] != ' ' && line[klen] != '\t')
-			klen++;
-		val = line + klen;
-		while (val < line + llen && (*val == ' ' || *val == '\t'))
-			val++;
 		if (val == line + llen) {
 			r = ferr(err, errlen, name, lno,
 			    "expected SENDER [host]:port");

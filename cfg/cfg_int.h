@@ -198,6 +198,11 @@ enum cfg_lines_result { CFG_LINES_END, CFG_LINES_OK, CFG_LINES_BAD };
 enum cfg_lines_result
 cfg_lines_next(struct cfg_lines *it, const char **line, size_t *n);
 
+/* Splits LINE (N bytes) at its first blank: returns the length of the
+ * key before it and sets *VAL to where the value after the blanks
+ * starts (N: there is none). */
+size_t cfg_line_key(const char *line, size_t n, size_t *val);
+
 /* Writes "NAME:LINE: " and FMT's text into ERR (ERRLEN bytes, cut to
  * fit); cfg_file_verr() is false when not even the prefix fits (then
  * ERR holds it cut short). */

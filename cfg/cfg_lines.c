@@ -1,11 +1,11 @@
 /*
  * cfg_lines.c - what the parsers of the config and of its table files
  * (relayq.conf, auth_file, sender_relayhost, sender_map) share: their
- * lines one at a time, errors in the "FILE:LINE: message" form, and a
+ * lines one at a time, a "KEY VALUE" line split, errors in the "FILE:LINE: message" form, and a
  * bad piece of a line quoted for such an error.
  *
- * cfg-private: cfg_lines_next(), cfg_file_err(), cfg_file_verr(),
- * cfg_quote().
+ * cfg-private: cfg_lines_next(), cfg_line_key(), cfg_file_err(),
+ * cfg_file_verr(), cfg_quote().
  *
  * Invariants: a line holding a NUL byte or longer than CFG_LINE_MAX
  * bytes is an error, never cut short or skipped; what a parser is handed
@@ -54,6 +54,20 @@ cfg_lines_next(struct cfg_lines *it, const char **linep, size_t *np)
 		return CFG_LINES_OK;
 	}
 	return CFG_LINES_END;
+}
+
+/* Splits a "KEY VALUE" line at its first blank; see cfg_int.h. */
+size_t
+cfg_line_key(const char *line, size_t n, size_t *val)
+{
+	size_t k = 0, v;
+
+	while (k < n && line[k] != ' ' && line[k] != '\t')
+		k++;
+	for (v = k; v < n && (line[v] == ' ' || line[v] == '\t'); v++)
+		;
+	*val = v;
+	return k;
 }
 
 /* Writes "NAME:LINE: " and FMT into ERR; see cfg_int.h. */

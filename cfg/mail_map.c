@@ -122,17 +122,11 @@ mail_map_parse(const char *name, const char *buf, size_t len,
 
 	*out = NULL;
 	while ((lr = cfg_lines_next(&it, &l, &n)) == CFG_LINES_OK) {
-		size_t kn = 0, vn;
-		const char *v, *why = NULL;
+		size_t voff, kn = cfg_line_key(l, n, &voff), vn = n - voff;
+		const char *v = l + voff, *why = NULL;
 		char q[128], *key, *val;
 		int lno = it.lno;
 
-		while (kn < n && l[kn] != ' ' && l[kn] != '\t')
-			kn++;
-		v = l + kn;
-		while (v < l + n && (*v == ' ' || *v == '\t'))
-			v++;
-		vn = (size_t)(l + n - v);
 		if (vn == 0 || memchr(v, ' ', vn) || memchr(v, '\t', vn)) {
 			cfg_quote(l, n, q, sizeof(q));
 			r = merr(err, errlen, name, lno,
