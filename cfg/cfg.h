@@ -532,6 +532,8 @@ void rq_cleanse(void *p, size_t n);
 /* The current time in seconds / microseconds (CLOCK_REALTIME). */
 int64_t rq_now(void);
 int64_t rq_now_us(void);
+/* The monotonic clock in microseconds (deadlines, lateness). */
+int64_t rq_mono_us(void);
 
 /* ---- shared helpers: text ---- */
 

@@ -1,14 +1,14 @@
 /*
  * util.c - allocation wrappers that abort on exhaustion, a sanitizer for
- * remote text, the clock, and the text helpers the layers above share
- * (UTF-8 decoding, JSON strings).
+ * remote text, the clocks, and the helpers the layers above share so
+ * that each is written once: UTF-8 decoding, JSON strings (logs, http/,
+ * mailq), base64 (SMTP AUTH, HTTP Basic credentials) and a growing
+ * output buffer (DSNs, intake's rewritten headers).
  *
  * Public: xmalloc(), xcalloc(), xrealloc(), xstrdup(), xstrndup(),
- * rq_sanitize(), rq_cleanse(), rq_now(), rq_now_us(), rq_utf8_len(),
- * rq_json_str(), rq_base64_encode(), rq_base64_decode() (SMTP AUTH's
- * challenges and responses, HTTP Basic credentials), and the growing
- * output buffer rq_buf_add(), rq_buf_str(), rq_buf_printf() (DSNs,
- * rewritten headers).
+ * rq_sanitize(), rq_cleanse(), rq_now(), rq_now_us(), rq_mono_us(),
+ * rq_utf8_len(), rq_json_str(), rq_base64_encode(), rq_base64_decode(),
+ * rq_buf_add(), rq_buf_str(), rq_buf_printf().
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -103,6 +103,16 @@ rq_now_us(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The monotonic clock in microseconds. */
+int64_t
+rq_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
