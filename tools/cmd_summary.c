@@ -3,7 +3,8 @@
  * destination domain x age bucket (the buckets of Postfix's qshape), and
  * messages and recipients by priority x state; `--json` prints the same
  * as one JSON object, written by the builder the daemon's /api/summary
- * uses (http_summary_json), so the two match.
+ * uses (http_summary_json), so the two match; the text's domain table
+ * is the one the status page shows (http_domains_get).
  *
  * Public: cmd_summary().  Reads only the counts the queue keeps up to
  * date in its write transactions (never walks the messages), so it costs
