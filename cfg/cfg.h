@@ -602,5 +602,49 @@ void rq_cleanse(void *p, size_t n);
 /* The current time in seconds / microseconds (CLOCK_REALTIME). */
 int64_t rq_now(void);
 int64_t rq_now_us(void);
+/* The monotonic clock in microseconds (deadlines, lateness). */
+int64_t rq_mono_us(void);
+
+/* ---- shared helpers: text ---- */
+
+/* The length (2-4) of the valid UTF-8 sequence at S, N bytes left, and
+ * its code point in *CP; 0 when there is none (overlong forms,
+ * surrogates and beyond U+10FFFF are not valid). */
+size_t rq_utf8_len(const unsigned char *s, size_t n, unsigned *cp);
+
+/* Where a text writer puts what it writes: N bytes at P, to ARG. */
+typedef void rq_put_fn(void *arg, const char *p, size_t n);
+/* Writes S as a JSON string through PUT (NULL: null): quotes,
+ * backslashes and control bytes escaped, each byte that is not part of
+ * valid UTF-8 as the code point of the same value (as Latin-1). */
+void rq_json_str(rq_put_fn *put, void *arg, const char *s);
+
+/* The base64 length of N bytes (without the NUL). */
+#define RQ_B64_LEN(n) (((n) + 2) / 3 * 4)
+
+/* Writes base64 (RFC 4648, padded) of IN (LEN bytes) and a NUL to OUT,
+ * which holds RQ_B64_LEN(LEN) + 1 bytes; returns the length. */
+size_t rq_base64_encode(const void *in, size_t len, char *out);
+
+/*
+ * Decodes base64 IN (LEN bytes, padded, no blanks) into OUT (OUTLEN
+ * bytes); *N gets the length.  False when IN is not base64 or does not
+ * fit.  SMTP AUTH's 334 challenges and HTTP Basic credentials
+ * go through this.
+ */
+bool rq_base64_decode(
+    const char *in, size_t len, unsigned char *out, size_t outlen, size_t *n);
+
+/* A growing output buffer: zero it to start; once written to, P holds
+ * LEN bytes and a NUL; the caller frees P. */
+struct rq_buf {
+	char *p;
+	size_t len, cap;
+};
+/* Appends N bytes at S, the string S, formatted text (any length). */
+void rq_buf_add(struct rq_buf *, const char *s, size_t n);
+void rq_buf_str(struct rq_buf *, const char *s);
+void rq_buf_printf(struct rq_buf *, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -32,7 +32,6 @@
 
 #include "cfg_int.h"
 
-#define LINE_MAX_ 4096 /* bytes of one table line */
 #define NAME_MAX_ 253 /* bytes of a domain name or selector */
 
 struct cfg_dkim {
@@ -43,21 +42,8 @@ struct cfg_dkim {
 	struct cfg_dkim_key global; /* dkim_key_file (sender NULL: none) */
 };
 
-/* Records "NAME:LINE: message" in ERR; returns CFG_ERR_SYNTAX. */
-static enum cfg_result __attribute__((format(printf, 5, 6)))
-derr(char *err, size_t errlen, const char *name, int line, const char *fmt, ...)
-{
-	va_list ap;
-	int off;
-
-	off = snprintf(err, errlen, "%s:%d: ", name, line);
-	if (off >= 0 && (size_t)off < errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err + off, errlen - (size_t)off, fmt, ap);
-		va_end(ap);
-	}
-	return CFG_ERR_SYNTAX;
-}
+/* Records "NAME:LINE: message" in ERR; CFG_ERR_SYNTAX. */
+#define derr(...) (cfg_file_err(__VA_ARGS__), CFG_ERR_SYNTAX)
 
 const char *
 cfg_dkim_alg_name(enum cfg_dkim_alg a)
@@ -193,36 +179,21 @@ cfg_dkim_table_parse(const char *name, const char *buf, size_t len,
     struct cfg_dkim_entry **out, size_t *nout, char *err, size_t errlen)
 {
 	struct cfg_dkim_entry *v = NULL;
-	size_t n = 0, pos = 0;
-	int lno = 0;
+	struct cfg_lines it = { name, buf, len, err, errlen, 0, 0 };
+	const char *line;
+	size_t n = 0, llen;
+	enum cfg_lines_result lr;
 	enum cfg_result r = CFG_OK;
 
-	while (pos < len && r == CFG_OK) {
-		const char *line = buf + pos,
-			   *nl = memchr(line, '\n', len - pos);
-		size_t llen = nl ? (size_t)(nl - line) : len - pos, same = 0;
+	while (r == CFG_OK &&
+	    (lr = cfg_lines_next(&it, &line, &llen)) != CFG_LINES_END) {
+		size_t same = 0;
+		int lno = it.lno;
 
-		pos += llen + (nl ? 1 : 0);
-		lno++;
-		if (memchr(line, '\0', llen) != NULL) {
-			r = derr(err, errlen, name, lno, "NUL byte in line");
+		if (lr == CFG_LINES_BAD) {
+			r = CFG_ERR_SYNTAX;
 			break;
 		}
-		if (llen > LINE_MAX_) {
-			r = derr(err, errlen, name, lno,
-			    "line too long (over %d bytes)", LINE_MAX_);
-			break;
-		}
-		while (llen > 0 &&
-		    (line[llen - 1] == '\r' || line[llen - 1] == ' ' ||
-			line[llen - 1] == '\t'))
-			llen--;
-		while (llen > 0 && (*line == ' ' || *line == '\t')) {
-			line++;
-			llen--;
-		}
-		if (llen == 0 || line[0] == '#')
-			continue;
 		v = xrealloc(v, (n + 1) * sizeof(*v));
 		r = entry_parse(name, lno, line, llen, &v[n], err, errlen);
 		if (r != CFG_OK)

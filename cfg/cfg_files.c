@@ -40,7 +40,6 @@
 #include "cfg_int.h"
 
 #define FILE_MAX (1024 * 1024) /* bytes of one file */
-#define LINE_MAX_ (4096) /* bytes of one line */
 
 /* ---- memory for secrets ---- */
 
@@ -106,29 +105,8 @@ cfg_files_free(struct cfg_files *f)
 
 /* ---- parsing ---- */
 
-/* Records "NAME:LINE: message" in ERR; returns CFG_ERR_SYNTAX. */
-static enum cfg_result __attribute__((format(printf, 5, 6)))
-ferr(char *err, size_t errlen, const char *name, int line, const char *fmt, ...)
-{
-	va_list ap;
-	int off;
-
-	off = snprintf(err, errlen, "%s:%d: ", name, line);
-	if (off >= 0 && (size_t)off < errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err + off, errlen - (size_t)off, fmt, ap);
-		va_end(ap);
-	}
-	return CFG_ERR_SYNTAX;
-}
-
-/* Copies at most 60 printable bytes of S for an error message. */
-static const char *
-quote(const char *s, size_t len, char *buf, size_t blen)
-{
-	rq_sanitize(buf, blen, s, len < 60 ? len : 60);
-	return buf;
-}
+/* Records "NAME:LINE: message" in ERR; is CFG_ERR_SYNTAX. */
+#define ferr(...) (cfg_file_err(__VA_ARGS__), CFG_ERR_SYNTAX)
 
 /* Normalizes a sender key ("user@domain", "@domain", "<>") of LEN bytes
  * into OUT (lowercase); 0, or -1 when it is not one. */
@@ -263,15 +241,12 @@ auth_line(const char *name, int lno, char *line, size_t len, struct cfg_auth *a,
     char *err, size_t errlen)
 {
 	char key[300], q[128], *val, *colon, *secret, *end = line + len;
-	size_t klen = 0;
+	size_t klen, voff;
 	const char *why = NULL;
 
 	memset(a, 0, sizeof(*a));
-	while (klen < len && line[klen] != ' ' && line[klen] != '\t')
-		klen++;
-	val = line + klen;
-	while (val < end && (*val == ' ' || *val == '\t'))
-		val++;
+	klen = cfg_line_key(line, len, &voff);
+	val = line + voff;
 	if (val == end)
 		return ferr(err, errlen, name, lno,
 		    "expected DESTINATION user:password or "
@@ -281,11 +256,11 @@ auth_line(const char *name, int lno, char *line, size_t len, struct cfg_auth *a,
 			return ferr(err, errlen, name, lno,
 			    "bad sender \"%s\" (expected user@domain, "
 			    "@domain or <>)",
-			    quote(line, klen, q, sizeof(q)));
+			    cfg_quote(line, klen, q, sizeof(q)));
 	} else if (host_key(line, klen, key, sizeof(key), &why) < 0) {
 		return ferr(err, errlen, name, lno,
 		    "bad DESTINATION \"%s\": %s",
-		    quote(line, klen, q, sizeof(q)), why);
+		    cfg_quote(line, klen, q, sizeof(q)), why);
 	}
 	colon = memchr(val, ':', (size_t)(end - val));
 	if (colon == NULL)
@@ -326,36 +301,17 @@ cfg_auth_parse(const char *name, char *buf, size_t len, struct cfg_auth **out,
     size_t *nout, char *err, size_t errlen)
 {
 	struct cfg_auth *v = NULL;
-	size_t n = 0, pos = 0;
-	int lno = 0;
+	struct cfg_lines it = { name, buf, len, err, errlen, 0, 0 };
+	const char *cl;
+	size_t n = 0, llen;
+	enum cfg_lines_result lr;
 	enum cfg_result r = CFG_OK;
 
 	buf[len] = '\0';
-	while (pos < len && r == CFG_OK) {
-		char *line = buf + pos, *nl = memchr(line, '\n', len - pos);
-		size_t llen = nl ? (size_t)(nl - line) : len - pos;
+	while ((lr = cfg_lines_next(&it, &cl, &llen)) == CFG_LINES_OK) {
+		char *line = buf + (cl - buf); /* BUF is ours to cut */
+		int lno = it.lno;
 
-		pos += llen + (nl ? 1 : 0);
-		lno++;
-		if (memchr(line, '\0', llen) != NULL) {
-			r = ferr(err, errlen, name, lno, "NUL byte in line");
-			break;
-		}
-		if (llen > LINE_MAX_) {
-			r = ferr(err, errlen, name, lno,
-			    "line too long (over %d bytes)", LINE_MAX_);
-			break;
-		}
-		while (llen > 0 &&
-		    (line[llen - 1] == '\r' || line[llen - 1] == ' ' ||
-			line[llen - 1] == '\t'))
-			llen--;
-		while (llen > 0 && (*line == ' ' || *line == '\t')) {
-			line++;
-			llen--;
-		}
-		if (llen == 0 || line[0] == '#')
-			continue;
 		v = xrealloc(v, (n + 1) * sizeof(*v));
 		r = auth_line(name, lno, line, llen, &v[n], err, errlen);
 		if (r != CFG_OK)
@@ -381,6 +337,8 @@ cfg_auth_parse(const char *name, char *buf, size_t len, struct cfg_auth **out,
 		}
 		n++;
 	}
+	if (lr == CFG_LINES_BAD)
+		r = CFG_ERR_SYNTAX;
 	if (r != CFG_OK) {
 		cfg_auth_table_free(v, n);
 		return r;
@@ -409,44 +367,19 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
     struct cfg_sender_route **out, size_t *nout, char *err, size_t errlen)
 {
 	struct cfg_sender_route *v = NULL;
-	size_t n = 0, pos = 0;
-	int lno = 0;
+	struct cfg_lines it = { name, buf, len, err, errlen, 0, 0 };
+	const char *line;
+	size_t n = 0, llen;
+	enum cfg_lines_result lr;
 	enum cfg_result r = CFG_OK;
 	char q[128];
 
-	while (pos < len && r == CFG_OK) {
-		const char *line = buf + pos,
-			   *nl = memchr(line, '\n', len - pos);
-		size_t llen = nl ? (size_t)(nl - line) : len - pos, klen = 0;
-		const char *val, *why = NULL;
+	while ((lr = cfg_lines_next(&it, &line, &llen)) == CFG_LINES_OK) {
+		size_t voff, klen = cfg_line_key(line, llen, &voff);
+		const char *val = line + voff, *why = NULL;
 		char key[300];
+		int lno = it.lno;
 
-		pos += llen + (nl ? 1 : 0);
-		lno++;
-		if (memchr(line, '\0', llen) != NULL) {
-			r = ferr(err, errlen, name, lno, "NUL byte in line");
-			break;
-		}
-		if (llen > LINE_MAX_) {
-			r = ferr(err, errlen, name, lno,
-			    "line too long (over %d bytes)", LINE_MAX_);
-			break;
-		}
-		while (llen > 0 &&
-		    (line[llen - 1] == '\r' || line[llen - 1] == ' ' ||
-			line[llen - 1] == '\t'))
-			llen--;
-		while (llen > 0 && (*line == ' ' || *line == '\t')) {
-			line++;
-			llen--;
-		}
-		if (llen == 0 || line[0] == '#')
-			continue;
-		while (klen < llen && line[klen] != ' ' && line[klen] != '\t')
-			klen++;
-		val = line + klen;
-		while (val < line + llen && (*val == ' ' || *val == '\t'))
-			val++;
 		if (val == line + llen) {
 			r = ferr(err, errlen, name, lno,
 			    "expected SENDER [host]:port");
@@ -456,7 +389,7 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
 			r = ferr(err, errlen, name, lno,
 			    "bad sender \"%s\" (expected user@domain, @domain "
 			    "or <>)",
-			    quote(line, klen, q, sizeof(q)));
+			    cfg_quote(line, klen, q, sizeof(q)));
 			break;
 		}
 		v = xrealloc(v, (n + 1) * sizeof(*v));
@@ -466,7 +399,7 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
 		    v[n].relay.host[0] == '\0') {
 			r = ferr(err, errlen, name, lno,
 			    "bad relay \"%s\" for %s: %s",
-			    quote(
+			    cfg_quote(
 				val, (size_t)(line + llen - val), q, sizeof(q)),
 			    key, why ? why : "empty host name");
 			break;
@@ -484,6 +417,8 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
 		v[n].text = xstrndup(val, (size_t)(line + llen - val));
 		n++;
 	}
+	if (lr == CFG_LINES_BAD)
+		r = CFG_ERR_SYNTAX;
 	if (r != CFG_OK) {
 		for (size_t i = 0; i < n; i++) {
 			free((char *)v[i].key);
@@ -545,13 +480,13 @@ file_read_at(struct cfg *cfg, struct cfg_files *f, const char *where,
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		ferr(err, errlen, where, line, "%s %s: %s", kname, path,
+		cfg_file_err(err, errlen, where, line, "%s %s: %s", kname, path,
 		    strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		ferr(err, errlen, where, line, "%s %s: not a regular file",
-		    kname, path);
+		cfg_file_err(err, errlen, where, line,
+		    "%s %s: not a regular file", kname, path);
 		close(fd);
 		return NULL;
 	}
@@ -559,7 +494,7 @@ file_read_at(struct cfg *cfg, struct cfg_files *f, const char *where,
 		uid_t du = daemon_uid(cfg, &uname);
 
 		if (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) {
-			ferr(err, errlen, where, line,
+			cfg_file_err(err, errlen, where, line,
 			    "%s %s: mode %04o lets group or others read or "
 			    "write it (chmod 600 it)",
 			    kname, path, (unsigned)(st.st_mode & 07777));
@@ -567,7 +502,7 @@ file_read_at(struct cfg *cfg, struct cfg_files *f, const char *where,
 			return NULL;
 		}
 		if (st.st_uid != 0 && st.st_uid != du) {
-			ferr(err, errlen, where, line,
+			cfg_file_err(err, errlen, where, line,
 			    "%s %s: owned by uid %ld, not by root or the "
 			    "daemon's user (%s, uid %ld)",
 			    kname, path, (long)st.st_uid,
@@ -576,7 +511,7 @@ file_read_at(struct cfg *cfg, struct cfg_files *f, const char *where,
 			return NULL;
 		}
 	} else if (mode == FC_KEY && (st.st_mode & (S_IROTH | S_IWOTH))) {
-		ferr(err, errlen, where, line,
+		cfg_file_err(err, errlen, where, line,
 		    "%s %s: mode %04o lets others read it (chmod o-rwx it)",
 		    kname, path, (unsigned)(st.st_mode & 07777));
 		close(fd);
@@ -584,7 +519,7 @@ file_read_at(struct cfg *cfg, struct cfg_files *f, const char *where,
 	} else if (mode == FC_TABLE &&
 	    ((st.st_mode & (S_IWGRP | S_IWOTH)) ||
 		(st.st_uid != 0 && st.st_uid != daemon_uid(cfg, &uname)))) {
-		ferr(err, errlen, where, line,
+		cfg_file_err(err, errlen, where, line,
 		    "%s %s: writable by group or others, or not owned by "
 		    "root or the daemon's user",
 		    kname, path);
@@ -592,7 +527,7 @@ file_read_at(struct cfg *cfg, struct cfg_files *f, const char *where,
 		return NULL;
 	}
 	if (st.st_size > FILE_MAX) {
-		ferr(err, errlen, where, line,
+		cfg_file_err(err, errlen, where, line,
 		    "%s %s: file too large (over %d bytes)", kname, path,
 		    FILE_MAX);
 		close(fd);
@@ -606,8 +541,8 @@ file_read_at(struct cfg *cfg, struct cfg_files *f, const char *where,
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ferr(err, errlen, where, line, "%s %s: %s", kname, path,
-			    strerror(errno));
+			cfg_file_err(err, errlen, where, line, "%s %s: %s",
+			    kname, path, strerror(errno));
 			close(fd);
 			if (f == NULL)
 				free(buf);
@@ -651,6 +586,24 @@ cfg_files_table_read(struct cfg *cfg, const char *where, int line,
 	    cfg, NULL, where, what, path, line, FC_TABLE, len, err, errlen);
 }
 
+/* Reads the file global key K names, checked as FC demands (a secret
+ * into F's secret memory, anything else malloc'd), into *BUF (LEN
+ * bytes); *BUF NULL when the key is empty. */
+static enum cfg_result
+key_file_read(struct cfg *cfg, struct cfg_files *f, enum cfg_key k,
+    enum file_check fc, char **buf, size_t *len, char *err, size_t errlen)
+{
+	const char *path = cfg_str(&cfg->global, k);
+
+	*buf = NULL;
+	*len = 0;
+	if (path[0] == '\0')
+		return CFG_OK;
+	*buf = file_read(cfg, f, path, k, cfg_line(cfg, &cfg->global, k), fc,
+	    len, err, errlen);
+	return *buf != NULL ? CFG_OK : CFG_ERR_FILE;
+}
+
 /* Reads auth_file into F. */
 static enum cfg_result
 auth_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
@@ -660,13 +613,10 @@ auth_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
 	size_t len;
 	enum cfg_result r;
 
-	if (path[0] == '\0')
-		return CFG_OK;
-	buf = file_read(cfg, f, path, CFG_AUTH_FILE,
-	    cfg_line(cfg, &cfg->global, CFG_AUTH_FILE), FC_SECRET, &len, err,
-	    errlen);
-	if (buf == NULL)
-		return CFG_ERR_FILE;
+	r = key_file_read(
+	    cfg, f, CFG_AUTH_FILE, FC_SECRET, &buf, &len, err, errlen);
+	if (r != CFG_OK || buf == NULL)
+		return r;
 	r = cfg_auth_parse(path, buf, len, &f->auth, &f->nauth, err, errlen);
 	if (r != CFG_OK)
 		return r;
@@ -727,13 +677,12 @@ http_token_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
 	int line = cfg_line(cfg, &cfg->global, CFG_HTTP_TOKEN);
 	char *buf;
 	size_t len;
+	enum cfg_result r;
 
-	if (path[0] == '\0')
-		return CFG_OK;
-	buf = file_read(
-	    cfg, f, path, CFG_HTTP_TOKEN, line, FC_SECRET, &len, err, errlen);
-	if (buf == NULL)
-		return CFG_ERR_FILE;
+	r = key_file_read(
+	    cfg, f, CFG_HTTP_TOKEN, FC_SECRET, &buf, &len, err, errlen);
+	if (r != CFG_OK || buf == NULL)
+		return r;
 	if (cfg_http_token_parse(buf, len, &f->http_token, &why) < 0)
 		return ferr(err, errlen, cfg->path, line, "http_token %s: %s",
 		    path, why);
@@ -749,13 +698,10 @@ senders_load(struct cfg *cfg, struct cfg_files *f, char *err, size_t errlen)
 	size_t len;
 	enum cfg_result r;
 
-	if (path[0] == '\0')
-		return CFG_OK;
-	buf = file_read(cfg, NULL, path, CFG_SENDER_RELAYHOST,
-	    cfg_line(cfg, &cfg->global, CFG_SENDER_RELAYHOST), FC_TABLE, &len,
-	    err, errlen);
-	if (buf == NULL)
-		return CFG_ERR_FILE;
+	r = key_file_read(
+	    cfg, NULL, CFG_SENDER_RELAYHOST, FC_TABLE, &buf, &len, err, errlen);
+	if (r != CFG_OK || buf == NULL)
+		return r;
 	r = cfg_sender_map_parse(
 	    path, buf, len, &f->senders, &f->nsenders, err, errlen);
 	free(buf);
@@ -818,13 +764,12 @@ cluster_password_load(
 	int line = cfg_line(cfg, &cfg->global, CFG_CLUSTER_PASSWORD);
 	char *buf;
 	size_t len, n;
+	enum cfg_result r;
 
-	if (path[0] == '\0')
-		return CFG_OK;
-	buf = file_read(cfg, f, path, CFG_CLUSTER_PASSWORD, line, FC_SECRET,
-	    &len, err, errlen);
-	if (buf == NULL)
-		return CFG_ERR_FILE;
+	r = key_file_read(
+	    cfg, f, CFG_CLUSTER_PASSWORD, FC_SECRET, &buf, &len, err, errlen);
+	if (r != CFG_OK || buf == NULL)
+		return r;
 	for (n = 0; n < len && buf[n] != '\n' && buf[n] != '\r'; n++)
 		if (buf[n] == '\0')
 			break;
@@ -834,23 +779,6 @@ cluster_password_load(
 		    "cluster_password %s: the first line is empty", path);
 	f->cluster_password = buf;
 	return CFG_OK;
-}
-
-/* Reads table KEY (alias_file or sender_map) into a buffer; *BUF NULL
- * when the key is empty. */
-static enum cfg_result
-table_read(struct cfg *cfg, enum cfg_key k, char **buf, size_t *len, char *err,
-    size_t errlen)
-{
-	const char *path = cfg_str(&cfg->global, k);
-
-	*buf = NULL;
-	*len = 0;
-	if (path[0] == '\0')
-		return CFG_OK;
-	*buf = file_read(cfg, NULL, path, k, cfg_line(cfg, &cfg->global, k),
-	    FC_TABLE, len, err, errlen);
-	return *buf != NULL ? CFG_OK : CFG_ERR_FILE;
 }
 
 /* Reads alias_file and sender_map into the cfg's local-mail rules. */
@@ -863,7 +791,8 @@ cfg_local_load(struct cfg *cfg, char *err, size_t errlen)
 	size_t len;
 	enum cfg_result r;
 
-	r = table_read(cfg, CFG_ALIAS_FILE, &buf, &len, err, errlen);
+	r = key_file_read(
+	    cfg, NULL, CFG_ALIAS_FILE, FC_TABLE, &buf, &len, err, errlen);
 	if (r == CFG_OK && buf != NULL) {
 		if (mail_aliases_parse(cfg_str(&cfg->global, CFG_ALIAS_FILE),
 			buf, len, &aliases, err, errlen) != MAIL_TABLE_OK)
@@ -871,7 +800,8 @@ cfg_local_load(struct cfg *cfg, char *err, size_t errlen)
 		free(buf);
 	}
 	if (r == CFG_OK)
-		r = table_read(cfg, CFG_SENDER_MAP, &buf, &len, err, errlen);
+		r = key_file_read(cfg, NULL, CFG_SENDER_MAP, FC_TABLE, &buf,
+		    &len, err, errlen);
 	if (r == CFG_OK && buf != NULL) {
 		if (mail_map_parse(cfg_str(&cfg->global, CFG_SENDER_MAP), buf,
 			len, &map, err, errlen) != MAIL_TABLE_OK)

@@ -217,4 +217,46 @@ int cfg_cluster_check_redis(const char *s, size_t len, const char **why);
 int cfg_cluster_check_name(const char *s, size_t len, const char **why);
 int cfg_cluster_check_fallback(const char *s, size_t len, const char **why);
 
+/* ---- table files, line by line (cfg_lines.c) ---- */
+
+#define CFG_LINE_MAX 4096 /* bytes of one line of a config or table file */
+
+/* The lines of file NAME's text BUF (LEN bytes): set the first five,
+ * the rest zero. */
+struct cfg_lines {
+	const char *name; /* for errors */
+	const char *buf;
+	size_t len;
+	char *err; /* where an error goes */
+	size_t errlen;
+	size_t pos; /* the next line's first byte */
+	int lno; /* the line last read, from 1 */
+};
+enum cfg_lines_result { CFG_LINES_END, CFG_LINES_OK, CFG_LINES_BAD };
+/*
+ * Sets *LINE and *N to the next line that is not blank or a comment,
+ * CR and blanks trimmed at both ends (IT->lno its number): OK, END past
+ * the last, or BAD with "NAME:LINE: NUL byte in line" or "NAME:LINE:
+ * line too long (over 4096 bytes)" in IT->err.
+ */
+enum cfg_lines_result
+cfg_lines_next(struct cfg_lines *it, const char **line, size_t *n);
+
+/* Splits LINE (N bytes) at its first blank: returns the length of the
+ * key before it and sets *VAL to where the value after the blanks
+ * starts (N: there is none). */
+size_t cfg_line_key(const char *line, size_t n, size_t *val);
+
+/* Writes "NAME:LINE: " and FMT's text into ERR (ERRLEN bytes, cut to
+ * fit); cfg_file_verr() is false when not even the prefix fits (then
+ * ERR holds it cut short). */
+void cfg_file_err(char *err, size_t errlen, const char *name, int line,
+    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+bool cfg_file_verr(char *err, size_t errlen, const char *name, int line,
+    const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+
+/* Copies at most 60 bytes of S (LEN) into BUF for an error message,
+ * control bytes as spaces; returns BUF. */
+const char *cfg_quote(const char *s, size_t len, char *buf, size_t blen);
+
 #endif

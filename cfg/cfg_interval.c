@@ -68,6 +68,18 @@ unit_secs(char ch)
 	}
 }
 
+/* Adds the decimal digits at S[*I..LEN) to *N (advancing *I past
+ * them); false when the number overflows. */
+static bool
+digits_read(const char *s, size_t len, size_t *i, int64_t *n)
+{
+	for (; *i < len && isdigit((unsigned char)s[*i]); (*i)++)
+		if (__builtin_mul_overflow(*n, 10, n) ||
+		    __builtin_add_overflow(*n, s[*i] - '0', n))
+			return false;
+	return true;
+}
+
 /* Parses an interval in sendmail's syntax; see cfg.h. */
 int
 cfg_interval_parse(const char *s, size_t len, int64_t defunit, bool allow_now,
@@ -101,13 +113,9 @@ cfg_interval_parse(const char *s, size_t len, int64_t defunit, bool allow_now,
 				     : "interval must start with a number";
 			return -1;
 		}
-		while (i < len && isdigit((unsigned char)s[i])) {
-			if (__builtin_mul_overflow(n, 10, &n) ||
-			    __builtin_add_overflow(n, s[i] - '0', &n)) {
-				*why = "interval overflows";
-				return -1;
-			}
-			i++;
+		if (!digits_read(s, len, &i, &n)) {
+			*why = "interval overflows";
+			return -1;
 		}
 		if (i == len) {
 			if (parts > 0) {
@@ -182,13 +190,9 @@ parse_uint(
 		*why = "not a number";
 		return -1;
 	}
-	while (i < len && isdigit((unsigned char)s[i])) {
-		if (__builtin_mul_overflow(n, 10, &n) ||
-		    __builtin_add_overflow(n, s[i] - '0', &n)) {
-			*why = "number overflows";
-			return -1;
-		}
-		i++;
+	if (!digits_read(s, len, &i, &n)) {
+		*why = "number overflows";
+		return -1;
 	}
 	if (i == 0) {
 		*why = "not a number";

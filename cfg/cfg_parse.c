@@ -21,7 +21,6 @@
 #include "cfg_int.h"
 
 #define CFG_MAX_FILE (1024 * 1024)
-#define CFG_MAX_LINE 4096
 
 struct parse {
 	struct cfg *cfg;
@@ -46,21 +45,11 @@ cfg_keep(struct cfg *cfg, void *p)
 	return p;
 }
 
-/* Records an error "NAME:LINE: message" and returns -1. */
-static int __attribute__((format(printf, 2, 3)))
-perr(struct parse *p, const char *fmt, ...)
-{
-	va_list ap;
-	int off;
-
-	off = snprintf(p->err, p->errlen, "%s:%d: ", p->name, p->line);
-	if (off < 0 || (size_t)off >= p->errlen)
-		return -1;
-	va_start(ap, fmt);
-	vsnprintf(p->err + off, p->errlen - (size_t)off, fmt, ap);
-	va_end(ap);
-	return -1;
-}
+/* Records an error "NAME:LINE: message" in P; is -1. */
+#define perr(p, ...) \
+	(cfg_file_err( \
+	     (p)->err, (p)->errlen, (p)->name, (p)->line, __VA_ARGS__), \
+	    -1)
 
 /* Copies at most 60 printable bytes of S for quoting in an error. */
 static const char *
@@ -151,7 +140,7 @@ scope_new(struct parse *p, const char *name, size_t len)
 		lname[i] = (char)tolower((unsigned char)lname[i]);
 	for (size_t i = 0; i < cfg->ndomains; i++) {
 		if (strcmp(cfg->domains[i]->name, lname) == 0) {
-			perr(p, "duplicate section [domain %s]", lname);
+			(void)perr(p, "duplicate section [domain %s]", lname);
 			free(lname);
 			return NULL;
 		}
@@ -480,7 +469,10 @@ cfg_parse_buf(const char *name, const char *buf, size_t len, struct cfg **out,
 	struct parse p;
 	struct cfg *cfg = xcalloc(1, sizeof(*cfg));
 	struct cfg_scope *sc = &cfg->global;
-	size_t pos = 0;
+	struct cfg_lines it = { name, buf, len, err, errlen, 0, 0 };
+	const char *line;
+	size_t llen;
+	enum cfg_lines_result lr;
 
 	memset(&p, 0, sizeof(p));
 	p.cfg = cfg;
@@ -489,34 +481,13 @@ cfg_parse_buf(const char *name, const char *buf, size_t len, struct cfg **out,
 	p.errlen = errlen;
 	cfg->path = xstrdup(name);
 	*out = NULL;
-	while (pos < len) {
-		const char *line = buf + pos;
-		const char *nl = memchr(line, '\n', len - pos);
-		size_t llen = nl ? (size_t)(nl - line) : len - pos;
-
-		pos += llen + (nl ? 1 : 0);
-		p.line++;
-		if (memchr(line, '\0', llen) != NULL) {
-			perr(&p, "NUL byte in line");
-			goto fail;
-		}
-		if (llen > CFG_MAX_LINE) {
-			perr(&p, "line too long (over %d bytes)", CFG_MAX_LINE);
-			goto fail;
-		}
-		while (llen > 0 &&
-		    (line[llen - 1] == '\r' || line[llen - 1] == ' ' ||
-			line[llen - 1] == '\t'))
-			llen--;
-		while (llen > 0 && (*line == ' ' || *line == '\t')) {
-			line++;
-			llen--;
-		}
-		if (llen == 0 || line[0] == '#')
-			continue;
+	while ((lr = cfg_lines_next(&it, &line, &llen)) == CFG_LINES_OK) {
+		p.line = it.lno;
 		if (parse_line(&p, line, llen, &sc) < 0)
 			goto fail;
 	}
+	if (lr == CFG_LINES_BAD)
+		goto fail;
 	if (cfg->ndomains > 1)
 		qsort(cfg->domains, cfg->ndomains, sizeof(*cfg->domains),
 		    scope_cmp);

@@ -356,43 +356,6 @@ log_flush_held(void)
 	hold_n = 0;
 }
 
-/* The length of the valid UTF-8 sequence at S (N bytes left), 0 if
- * there is none; its code point in *CP. */
-static size_t
-utf8_len(const unsigned char *s, size_t n, unsigned *cp)
-{
-	size_t len, i;
-	unsigned c = s[0], min;
-
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2;
-		c &= 0x1f;
-		min = 0x80;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		c &= 0x0f;
-		min = 0x800;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		c &= 0x07;
-		min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		c = (c << 6) | (s[i] & 0x3f);
-	}
-	/* overlong forms, surrogates and beyond U+10FFFF are invalid */
-	if (c < min || (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
-		return 0;
-	*cp = c;
-	return len;
-}
-
 size_t
 log_line_escape(char *buf, size_t len)
 {
@@ -407,7 +370,8 @@ log_line_escape(char *buf, size_t len)
 			s[o++] = s[i++];
 			continue;
 		}
-		if (s[i] >= 0x80 && (n = utf8_len(s + i, len - i, &cp)) > 0 &&
+		if (s[i] >= 0x80 &&
+		    (n = rq_utf8_len(s + i, len - i, &cp)) > 0 &&
 		    !(cp >= 0x80 && cp <= 0x9f) && cp != 0x2028 &&
 		    cp != 0x2029) {
 			memmove(s + o, s + i, n);

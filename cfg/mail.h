@@ -102,6 +102,10 @@ enum mail_addr_result mail_addrlist_parse(const char *s, size_t len,
     const struct mail_addr_syntax *syn, mail_addr_fn *fn, void *arg,
     struct mail_addr_error *err);
 
+/* A mail_addr_fn that keeps the one address of a list: a new string in
+ * *(char **)ARG (NULL before); a second address is MAIL_ADDR_TOOMANY. */
+enum mail_addr_result mail_addr_one(void *arg, const char *addr);
+
 /* As mail_addr_fn, and where the address is written in the input: its
  * addr-spec is S[OFF, OFF+LEN) (the local part alone when it was
  * qualified; LEN 0 for the null sender).  Comments or folding inside

@@ -5,7 +5,8 @@
  * recipient arguments, -f and the fields of -t (tools/cmd_send.c).
  *
  * Public: mail_addrlist_parse(), mail_addrlist_spans() (where each
- * address is written, for the header edits of intake), mail_addr_at(),
+ * address is written, for the header edits of intake), mail_addr_one()
+ * (the callback of a value that is one address), mail_addr_at(),
  * mail_addr_set_put(), mail_addr_set_free().
  *
  * The grammar: a list of items separated by commas; an item is a
@@ -673,6 +674,18 @@ addrlist_parse(const char *s, size_t len, const struct mail_addr_syntax *syn,
 	if (r == MAIL_ADDR_BAD && err->why == NULL)
 		err->why = lx.why != NULL ? lx.why : "unparseable address";
 	return r;
+}
+
+/* Keeps the one address of a list; see mail.h. */
+enum mail_addr_result
+mail_addr_one(void *arg, const char *addr)
+{
+	char **out = arg;
+
+	if (*out != NULL)
+		return MAIL_ADDR_TOOMANY;
+	*out = xstrdup(addr);
+	return MAIL_ADDR_OK;
 }
 
 /* Parses an address list; see mail.h. */

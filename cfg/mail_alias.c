@@ -31,35 +31,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cfg.h"
-#include "mail.h"
+#include "cfg_int.h"
 
 #define ALIAS_ADDR_MAX 511 /* the longest address a target may be */
 
-/* Records "NAME:LINE: message" in ERR; returns MAIL_TABLE_BAD. */
-static enum mail_table_result __attribute__((format(printf, 5, 6)))
-terr(char *err, size_t errlen, const char *name, int line, const char *fmt, ...)
-{
-	va_list ap;
-	int off;
-
-	off = snprintf(err, errlen, "%s:%d: ", name, line);
-	if (off >= 0 && (size_t)off < errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err + off, errlen - (size_t)off, fmt, ap);
-		va_end(ap);
-	}
-	return MAIL_TABLE_BAD;
-}
-
-/* Copies at most 60 bytes of S for an error message, controls made
- * spaces. */
-static const char *
-quote(const char *s, size_t len, char *buf, size_t blen)
-{
-	rq_sanitize(buf, blen, s, len < 60 ? len : 60);
-	return buf;
-}
+/* Records "NAME:LINE: message" in ERR; is MAIL_TABLE_BAD. */
+#define terr(...) (cfg_file_err(__VA_ARGS__), MAIL_TABLE_BAD)
 
 /* A table being read. */
 struct aparse {
@@ -76,14 +53,13 @@ warn_add(struct aparse *p, int line, const char *fmt, ...)
 {
 	char buf[512];
 	va_list ap;
-	int off;
+	bool fit;
 
-	off = snprintf(buf, sizeof(buf), "%s:%d: ", p->file, line);
-	if (off < 0 || (size_t)off >= sizeof(buf))
-		return;
 	va_start(ap, fmt);
-	vsnprintf(buf + off, sizeof(buf) - (size_t)off, fmt, ap);
+	fit = cfg_file_verr(buf, sizeof(buf), p->file, line, fmt, ap);
 	va_end(ap);
+	if (!fit)
+		return;
 	p->t->warn = xrealloc(
 	    p->t->warn, (p->t->nwarn + 1) * sizeof(*p->t->warn));
 	p->t->warn[p->t->nwarn++] = xstrdup(buf);
@@ -122,7 +98,8 @@ name_read(struct aparse *p, int line, const char *l, size_t n, char **out,
 		if (i >= n || l[i] != '"') {
 			free(name);
 			return terr(p->err, p->errlen, p->file, line,
-			    "bad quoted name %s", quote(l, n, q, sizeof(q)));
+			    "bad quoted name %s",
+			    cfg_quote(l, n, q, sizeof(q)));
 		}
 		i++;
 	} else {
@@ -133,7 +110,7 @@ name_read(struct aparse *p, int line, const char *l, size_t n, char **out,
 				    "bad alias name \"%s\" (a local name: no "
 				    "'@', blank or control character; quote "
 				    "it for others)",
-				    quote(l, n, q, sizeof(q)));
+				    cfg_quote(l, n, q, sizeof(q)));
 			}
 			name[k++] = (char)tolower((unsigned char)l[i]);
 			i++;
@@ -146,25 +123,12 @@ name_read(struct aparse *p, int line, const char *l, size_t n, char **out,
 		return terr(p->err, p->errlen, p->file, line,
 		    k == 0 ? "empty alias name: %s"
 			   : "expected \"name: address, ...\": %s",
-		    quote(l, n, q, sizeof(q)));
+		    cfg_quote(l, n, q, sizeof(q)));
 	}
 	name[k] = '\0';
 	*out = name;
 	*rest = i + 1;
 	return MAIL_TABLE_OK;
-}
-
-/* Keeps the one address a target holds (mail_addrlist_parse()'s
- * callback): a second is an error. */
-static enum mail_addr_result
-target_addr_found(void *arg, const char *addr)
-{
-	char **out = arg;
-
-	if (*out != NULL)
-		return MAIL_ADDR_TOOMANY;
-	*out = xstrdup(addr);
-	return MAIL_ADDR_OK;
 }
 
 /* True if the N bytes at S are a local name (name_byte_ok bytes, no
@@ -207,7 +171,7 @@ target_read(struct aparse *p, int line, const char *name, const char *s,
 		warn_add(p, line,
 		    "%s: \"%s\" skipped: relayq delivers no mail locally "
 		    "(commands, files and :include: lists are not used)",
-		    name, quote(s, n, q, sizeof(q)));
+		    name, cfg_quote(s, n, q, sizeof(q)));
 		return MAIL_TABLE_OK;
 	}
 	if (n > 1 && s[0] == '\\' && local_name_ok(s + 1, n - 1)) {
@@ -220,13 +184,13 @@ target_read(struct aparse *p, int line, const char *name, const char *s,
 		t->text = xstrndup(s, n);
 		return MAIL_TABLE_OK;
 	}
-	if (mail_addrlist_parse(s, n, &syn, target_addr_found, &addr, &aerr) !=
+	if (mail_addrlist_parse(s, n, &syn, mail_addr_one, &addr, &aerr) !=
 		MAIL_ADDR_OK ||
 	    addr == NULL) {
 		free(addr);
 		return terr(p->err, p->errlen, p->file, line,
 		    "%s: bad address \"%s\"%s%s", name,
-		    quote(s, n, q, sizeof(q)), aerr.why != NULL ? ": " : "",
+		    cfg_quote(s, n, q, sizeof(q)), aerr.why != NULL ? ": " : "",
 		    aerr.why != NULL ? aerr.why : "");
 	}
 	t->kind = MAIL_ALIAS_ADDR;
@@ -316,7 +280,7 @@ entry_read(struct aparse *p, int line, const char *l, size_t n)
 		    inq		    ? "quote"
 			: depth > 0 ? "parenthesis"
 				    : "'<'",
-		    quote(l, n, q, sizeof(q)));
+		    cfg_quote(l, n, q, sizeof(q)));
 	}
 	if (a.n == 0) {
 		enum mail_table_result r = terr(
@@ -421,7 +385,7 @@ mail_aliases_parse(const char *name, const char *buf, size_t len,
 
 			r = terr(err, errlen, name, lno,
 			    "continuation line with no alias before it: %s",
-			    quote(line + k, n - k, q, sizeof(q)));
+			    cfg_quote(line + k, n - k, q, sizeof(q)));
 			break;
 		}
 		if (ll > 0 &&

@@ -22,40 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cfg.h"
-#include "mail.h"
+#include "cfg_int.h"
 
-#define MAP_LINE_MAX 4096
 #define MAP_ADDR_MAX 511
 
-/* Records "NAME:LINE: message" in ERR; returns MAIL_TABLE_BAD. */
-static enum mail_table_result __attribute__((format(printf, 5, 6)))
-merr(char *err, size_t errlen, const char *name, int line, const char *fmt, ...)
-{
-	va_list ap;
-	int off;
-
-	off = snprintf(err, errlen, "%s:%d: ", name, line);
-	if (off >= 0 && (size_t)off < errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err + off, errlen - (size_t)off, fmt, ap);
-		va_end(ap);
-	}
-	return MAIL_TABLE_BAD;
-}
-
-/* Keeps the one address of a value (mail_addrlist_parse()'s callback):
- * a second is too many. */
-static enum mail_addr_result
-value_found(void *arg, const char *addr)
-{
-	char **out = arg;
-
-	if (*out != NULL)
-		return MAIL_ADDR_TOOMANY;
-	*out = xstrdup(addr);
-	return MAIL_ADDR_OK;
-}
+/* Records "NAME:LINE: message" in ERR; is MAIL_TABLE_BAD. */
+#define merr(...) (cfg_file_err(__VA_ARGS__), MAIL_TABLE_BAD)
 
 /* True for a domain as a key or an "@domain" value may name it: labels
  * of letters, digits, '-' and '_', or an address literal. */
@@ -117,7 +89,7 @@ value_read(const char *v, size_t n, const char **why)
 			*c = (char)tolower((unsigned char)*c);
 		return addr;
 	}
-	if (mail_addrlist_parse(v, n, &syn, value_found, &addr, &aerr) !=
+	if (mail_addrlist_parse(v, n, &syn, mail_addr_one, &addr, &aerr) !=
 		MAIL_ADDR_OK ||
 	    addr == NULL) {
 		free(addr);
@@ -142,44 +114,21 @@ mail_map_parse(const char *name, const char *buf, size_t len,
     struct mail_map **out, char *err, size_t errlen)
 {
 	struct mail_map *m = xcalloc(1, sizeof(*m));
-	size_t pos = 0, cap = 0;
-	int lno = 0;
+	struct cfg_lines it = { name, buf, len, err, errlen, 0, 0 };
+	const char *l;
+	size_t n, cap = 0;
+	enum cfg_lines_result lr;
 	enum mail_table_result r = MAIL_TABLE_OK;
 
 	*out = NULL;
-	while (pos < len && r == MAIL_TABLE_OK) {
-		const char *l = buf + pos, *nl = memchr(l, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - l) : len - pos, kn = 0, vn;
-		const char *v, *why = NULL;
+	while ((lr = cfg_lines_next(&it, &l, &n)) == CFG_LINES_OK) {
+		size_t voff, kn = cfg_line_key(l, n, &voff), vn = n - voff;
+		const char *v = l + voff, *why = NULL;
 		char q[128], *key, *val;
+		int lno = it.lno;
 
-		pos += n + 1;
-		lno++;
-		if (memchr(l, '\0', n) != NULL) {
-			r = merr(err, errlen, name, lno, "NUL byte in line");
-			break;
-		}
-		if (n > MAP_LINE_MAX) {
-			r = merr(err, errlen, name, lno,
-			    "line too long (over %d bytes)", MAP_LINE_MAX);
-			break;
-		}
-		while (n > 0 && strchr(" \t\r", l[n - 1]) != NULL)
-			n--;
-		while (n > 0 && (*l == ' ' || *l == '\t')) {
-			l++;
-			n--;
-		}
-		if (n == 0 || l[0] == '#')
-			continue;
-		while (kn < n && l[kn] != ' ' && l[kn] != '\t')
-			kn++;
-		v = l + kn;
-		while (v < l + n && (*v == ' ' || *v == '\t'))
-			v++;
-		vn = (size_t)(l + n - v);
 		if (vn == 0 || memchr(v, ' ', vn) || memchr(v, '\t', vn)) {
-			rq_sanitize(q, sizeof(q), l, n < 60 ? n : 60);
+			cfg_quote(l, n, q, sizeof(q));
 			r = merr(err, errlen, name, lno,
 			    "expected \"KEY ADDRESS\" (KEY user@domain, user "
 			    "or @domain): %s",
@@ -196,7 +145,7 @@ mail_map_parse(const char *name, const char *buf, size_t len,
 				    (size_t)(l + kn - at - 1)) == NULL;
 
 			if (!ok) {
-				rq_sanitize(q, sizeof(q), l, kn < 60 ? kn : 60);
+				cfg_quote(l, kn, q, sizeof(q));
 				r = merr(err, errlen, name, lno,
 				    "bad key \"%s\" (expected user@domain, "
 				    "user or @domain)",
@@ -205,7 +154,7 @@ mail_map_parse(const char *name, const char *buf, size_t len,
 			}
 		}
 		if ((val = value_read(v, vn, &why)) == NULL) {
-			rq_sanitize(q, sizeof(q), v, vn < 60 ? vn : 60);
+			cfg_quote(v, vn, q, sizeof(q));
 			r = merr(err, errlen, name, lno,
 			    "bad address \"%s\": %s", q, why);
 			break;
@@ -236,6 +185,8 @@ mail_map_parse(const char *name, const char *buf, size_t len,
 		m->v[m->n].line = lno;
 		m->n++;
 	}
+	if (lr == CFG_LINES_BAD)
+		r = MAIL_TABLE_BAD;
 	if (r != MAIL_TABLE_OK) {
 		mail_map_free(m);
 		return r;

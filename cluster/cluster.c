@@ -260,7 +260,7 @@ dest_wake(struct cluster *c, struct cdest *d)
 static void
 dest_timer_at(struct cdest *d, int64_t at)
 {
-	int64_t us = at - cluster_mono_us();
+	int64_t us = at - rq_mono_us();
 	struct timeval tv;
 
 	if (evtimer_pending(d->timer, NULL) && d->timer_at <= at)
@@ -398,7 +398,7 @@ share_of(const struct cluster *c, unsigned limit)
 static bool
 contended(const struct cdest *d)
 {
-	return d->contended_us > cluster_mono_us();
+	return d->contended_us > rq_mono_us();
 }
 
 /* The leases D's connections may keep: all it holds, or its share
@@ -447,7 +447,7 @@ acquire_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 	if (reply->element[0]->integer == 0 && reply->elements >= 3 &&
 	    reply->element[1]->type == REDIS_REPLY_STRING) {
 		/* rule 4: another node found it down */
-		d->retry_us = cluster_mono_us() + BACKOFF_MAX_US;
+		d->retry_us = rq_mono_us() + BACKOFF_MAX_US;
 		dest_down_set(
 		    c, d, reply->element[1]->str, reply->element[2]->integer);
 		return;
@@ -464,7 +464,7 @@ acquire_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 		d->retire = true; /* the dispatcher closes what has none */
 	} else if (granted == 0) {
 		/* rule 1: every slot is taken: ask again later */
-		d->retry_us = cluster_mono_us() + d->backoff_us +
+		d->retry_us = rq_mono_us() + d->backoff_us +
 		    (int64_t)(random() % (d->backoff_us / 4 + 1));
 		dest_timer_at(d, d->retry_us);
 		if (d->backoff_us < BACKOFF_MAX_US)
@@ -473,7 +473,7 @@ acquire_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 		d->backoff_us = BACKOFF_MIN_US;
 	}
 	if (granted > 0)
-		d->last_go_us = cluster_mono_us(); /* kept for the jobs */
+		d->last_go_us = rq_mono_us(); /* kept for the jobs */
 	dest_wake(c, d);
 }
 
@@ -515,7 +515,7 @@ cluster_conn_may(struct cluster *c, const char *key, unsigned open,
     unsigned limit, unsigned want)
 {
 	struct cdest *d = dest_get(c, key);
-	int64_t now = cluster_mono_us();
+	int64_t now = rq_mono_us();
 	unsigned cap;
 	size_t n;
 	uint64_t *ids;
@@ -628,7 +628,7 @@ static void
 rate_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 {
 	struct cdest *d = call->arg;
-	int64_t now = cluster_mono_us(), T = d->tok_T;
+	int64_t now = rq_mono_us(), T = d->tok_T;
 	long long n, first, next;
 
 	d->reserving = false;
@@ -709,7 +709,7 @@ cluster_rate_take(
 		return CLUSTER_LOCAL;
 	}
 	d = dest_get(c, key);
-	now = cluster_mono_us();
+	now = rq_mono_us();
 	d->last_used_us = now;
 	tokens_expire(c, d, now);
 	if (d->ntok > 0 && d->tok[d->tok_head] <= now) {
@@ -763,7 +763,7 @@ tick_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 	    : 1;
 	/* back from an outage, a Redis restarted empty counts the nodes as
 	 * they return: the share keeps the count from before meanwhile */
-	if (live >= c->live_nodes || cluster_mono_us() >= c->grace_until_us)
+	if (live >= c->live_nodes || rq_mono_us() >= c->grace_until_us)
 		c->live_nodes = live;
 	for (size_t k = 0; k < call->nkeys && 4 * k + 4 < reply->elements;
 	     k++) {
@@ -784,7 +784,7 @@ tick_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 			dest_down_set(c, d, down->str, pttl->integer);
 		if (wait->type == REDIS_REPLY_INTEGER && wait->integer == 1) {
 			/* rule 1: another node waits: keep to the share */
-			d->contended_us = cluster_mono_us() + CONTENDED_US;
+			d->contended_us = rq_mono_us() + CONTENDED_US;
 			if (d->held > share_of(c, d->limit)) {
 				d->retire = true;
 				dest_wake(c, d);
@@ -895,15 +895,14 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 	size_t nkeys = 0, k = 0;
 	struct ccall *call;
 
-	if (c->settle_until_us != 0 &&
-	    cluster_mono_us() >= c->settle_until_us) {
+	if (c->settle_until_us != 0 && rq_mono_us() >= c->settle_until_us) {
 		/* the settling time (or the grace) is over: waiting
 		 * destinations may use their share (or more) now */
 		c->settle_until_us = 0;
 		c->wake_all = true;
 		event_active(c->ev_dispatch, EV_TIMEOUT, 1);
 	}
-	if (c->grace_until_us != 0 && cluster_mono_us() >= c->grace_until_us) {
+	if (c->grace_until_us != 0 && rq_mono_us() >= c->grace_until_us) {
 		c->grace_until_us = 0;
 		c->wake_all = true;
 		event_active(c->ev_dispatch, EV_TIMEOUT, 1);
@@ -911,7 +910,7 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 	if (!cluster_link_up(c))
 		return;
 	c->tick_n++;
-	tick_reconcile(c, cluster_mono_us());
+	tick_reconcile(c, rq_mono_us());
 	TAILQ_FOREACH(d, &c->all, entry)
 	if (d->held > 0 && !d->adopting)
 		nkeys++;
@@ -991,7 +990,7 @@ cluster_link_changed(struct cluster *c, bool up, const char *why)
 			    c->addr_text, c->name, c->node);
 		c->announced = 1;
 		if (c->fallen)
-			c->grace_until_us = cluster_mono_us() + GRACE_US;
+			c->grace_until_us = rq_mono_us() + GRACE_US;
 		c->up_once = true;
 		adopt_all(c);
 		event_active(c->ev_tick, EV_TIMEOUT, 1);
@@ -1009,7 +1008,7 @@ cluster_link_changed(struct cluster *c, bool up, const char *why)
 
 			/* rule 6: the leases held now bound the node until the
 			 * others are down to their share */
-			c->settle_until_us = cluster_mono_us() +
+			c->settle_until_us = rq_mono_us() +
 			    (settle < SETTLE_MAX_US ? settle : SETTLE_MAX_US);
 			TAILQ_FOREACH(d, &c->all, entry)
 			{

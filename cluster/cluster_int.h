@@ -124,9 +124,6 @@ struct cluster {
 	struct cluster_stats st;
 };
 
-/* The monotonic clock in microseconds. */
-int64_t cluster_mono_us(void);
-
 /* ---- cluster_link.c ---- */
 
 /* Starts connecting (now, or after the retry delay). */

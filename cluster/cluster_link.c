@@ -5,7 +5,7 @@
  * LOAD after NOSCRIPT, and reconnecting.
  *
  * Module functions: cluster_link_start(), cluster_link_up(),
- * cluster_call(), cluster_link_stop(), cluster_mono_us().
+ * cluster_call(), cluster_link_stop().
  *
  * Rules.  hiredis 0.14 has no timeouts of its own in its asynchronous
  * API, so every call (the handshake's too, which covers the connect)
@@ -34,15 +34,6 @@
 
 #define CALL_DEADLINE_US 400000 /* a reply later than this: Redis hung */
 #define RETRY_US 1000000 /* between connection attempts */
-
-int64_t
-cluster_mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 bool
 cluster_link_up(const struct cluster *c)
@@ -80,7 +71,7 @@ deadline_arm(struct cluster *c)
 		evtimer_del(c->ev_deadline);
 		return;
 	}
-	us = call->deadline_us - cluster_mono_us();
+	us = call->deadline_us - rq_mono_us();
 	if (us < 0)
 		us = 0;
 	tv.tv_sec = (time_t)(us / 1000000);
@@ -135,7 +126,7 @@ static void call_reply_cb(redisAsyncContext *, void *, void *);
 static bool
 call_send(struct cluster *c, struct ccall *call)
 {
-	call->deadline_us = cluster_mono_us() + CALL_DEADLINE_US;
+	call->deadline_us = rq_mono_us() + CALL_DEADLINE_US;
 	if (c->ac == NULL ||
 	    redisAsyncCommandArgv(c->ac, call_reply_cb, call, call->argc,
 		(const char **)call->argv, call->argvlen) != REDIS_OK)
@@ -242,7 +233,7 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 	struct cluster *c = arg;
 	struct ccall *call = TAILQ_FIRST(&c->calls);
 
-	if (call != NULL && call->deadline_us <= cluster_mono_us()) {
+	if (call != NULL && call->deadline_us <= rq_mono_us()) {
 		link_fail(c, "no reply within 400 ms");
 		return;
 	}

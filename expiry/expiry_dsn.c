@@ -17,7 +17,6 @@
  */
 #include <ctype.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -29,64 +28,6 @@
 #define DIAG_MAX 500 /* bytes of remote text per field */
 #define ADDR_MAX 300 /* bytes of an address */
 #define WRAP 76 /* columns of the human-readable text and folded fields */
-
-/* A growing output buffer. */
-struct dbuf {
-	char *p;
-	size_t len, cap;
-};
-
-/* Appends N bytes to B. */
-static void
-dbuf_add(struct dbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-
-		while (b->len + n + 1 > cap)
-			cap *= 2;
-		b->p = xrealloc(b->p, cap);
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-/* Appends a NUL-terminated string to B. */
-static void
-dbuf_str(struct dbuf *b, const char *s)
-{
-	dbuf_add(b, s, strlen(s));
-}
-
-/* Appends formatted text to B. */
-static void __attribute__((format(printf, 2, 3)))
-dbuf_printf(struct dbuf *b, const char *fmt, ...)
-{
-	char small[512];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(small, sizeof(small), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		abort();
-	if ((size_t)n < sizeof(small)) {
-		dbuf_add(b, small, (size_t)n);
-		return;
-	}
-	{
-		char *big = xmalloc((size_t)n + 1);
-
-		va_start(ap, fmt);
-		vsnprintf(big, (size_t)n + 1, fmt, ap);
-		va_end(ap);
-		dbuf_add(b, big, (size_t)n);
-		free(big);
-	}
-}
 
 /*
  * Copies untrusted text into BUF (BUFLEN > 0; BUF may be S): at most
@@ -179,39 +120,40 @@ duration_format(char *buf, size_t len, int64_t secs)
  * within WRAP columns where the value allows.
  */
 static void
-field_add(struct dbuf *b, const char *name, const char *value)
+field_add(struct rq_buf *b, const char *name, const char *value)
 {
 	size_t col = strlen(name) + 2;
 	const char *p = value;
 
-	dbuf_str(b, name);
-	dbuf_str(b, ": ");
+	rq_buf_str(b, name);
+	rq_buf_str(b, ": ");
 	while (*p != '\0') {
 		size_t w = strcspn(p, " ");
 
-		dbuf_add(b, p, w);
+		rq_buf_add(b, p, w);
 		col += w;
 		p += w;
 		if (*p == ' ') {
 			size_t nw = strcspn(p + 1, " ");
 
 			if (col + 1 + nw > WRAP && nw > 0) {
-				dbuf_str(b, "\r\n\t"); /* replaces the blank */
+				rq_buf_str(
+				    b, "\r\n\t"); /* replaces the blank */
 				col = 8;
 			} else {
-				dbuf_str(b, " ");
+				rq_buf_str(b, " ");
 				col++;
 			}
 			p++;
 		}
 	}
-	dbuf_str(b, "\r\n");
+	rq_buf_str(b, "\r\n");
 }
 
 /* Appends TEXT as a paragraph wrapped at WRAP, continuation lines
  * indented by 4 blanks, as Postfix writes a recipient's reason. */
 static void
-para_add(struct dbuf *b, const char *text)
+para_add(struct rq_buf *b, const char *text)
 {
 	size_t col = 0;
 	const char *p = text;
@@ -221,20 +163,20 @@ para_add(struct dbuf *b, const char *text)
 		size_t w = strcspn(p, " ");
 
 		if (!first && col + 1 + w > WRAP) {
-			dbuf_str(b, "\r\n    ");
+			rq_buf_str(b, "\r\n    ");
 			col = 4;
 		} else if (!first) {
-			dbuf_str(b, " ");
+			rq_buf_str(b, " ");
 			col++;
 		}
-		dbuf_add(b, p, w);
+		rq_buf_add(b, p, w);
 		col += w;
 		first = false;
 		p += w;
 		while (*p == ' ')
 			p++;
 	}
-	dbuf_str(b, "\r\n");
+	rq_buf_str(b, "\r\n");
 }
 
 /* Returns the RFC 3464 name of an action. */
@@ -397,7 +339,7 @@ expiry_msg_is_bulk(const char *msg, size_t len)
  * out.  HEADERS_ONLY stops at (and leaves out) the empty line.
  */
 static bool
-orig_add(struct dbuf *b, const char *msg, size_t len, size_t limit,
+orig_add(struct rq_buf *b, const char *msg, size_t len, size_t limit,
     bool headers_only)
 {
 	size_t off = 0, out = 0;
@@ -410,8 +352,8 @@ orig_add(struct dbuf *b, const char *msg, size_t len, size_t limit,
 			return false;
 		if (out + body + 2 > limit)
 			return true;
-		dbuf_add(b, msg + off, body);
-		dbuf_str(b, "\r\n");
+		rq_buf_add(b, msg + off, body);
+		rq_buf_str(b, "\r\n");
 		out += body + 2;
 		off += n;
 	}
@@ -468,30 +410,30 @@ static const struct dsn_words words[] = {
 
 /* Appends the human-readable part's text. */
 static void
-text_add(struct dbuf *b, const struct expiry_dsn *d, const char *host)
+text_add(struct rq_buf *b, const struct expiry_dsn *d, const char *host)
 {
 	char dur[64], until[64];
 
-	dbuf_printf(b, "This is the mail system at host %s.\r\n\r\n", host);
+	rq_buf_printf(b, "This is the mail system at host %s.\r\n\r\n", host);
 	switch (d->event) {
 	case EXPIRY_EV_DELAYED:
 		duration_format(dur, sizeof(dur), d->now - d->arrival);
 		duration_format(
 		    until, sizeof(until), d->rcpts[0].retry_until - d->arrival);
-		dbuf_str(b,
+		rq_buf_str(b,
 		    "####################################################"
 		    "################\r\n"
 		    "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND "
 		    "YOUR MESSAGE. #\r\n"
 		    "####################################################"
 		    "################\r\n\r\n");
-		dbuf_printf(b,
+		rq_buf_printf(b,
 		    "Your message could not be delivered for %s.\r\n"
 		    "It will be retried until it is %s old.\r\n",
 		    dur, until);
 		break;
 	case EXPIRY_EV_FAILED:
-		dbuf_str(b,
+		rq_buf_str(b,
 		    "I'm sorry to have to inform you that your message "
 		    "could not\r\n"
 		    "be delivered to one or more recipients. It's attached "
@@ -499,7 +441,7 @@ text_add(struct dbuf *b, const struct expiry_dsn *d, const char *host)
 		break;
 	case EXPIRY_EV_DELIVERED:
 	case EXPIRY_EV_RELAYED:
-		dbuf_str(b,
+		rq_buf_str(b,
 		    "Your message was successfully delivered to the "
 		    "destination(s)\r\n"
 		    "listed below. If the message was delivered to mailbox "
@@ -511,36 +453,36 @@ text_add(struct dbuf *b, const struct expiry_dsn *d, const char *host)
 		break;
 	}
 	if (d->event == EXPIRY_EV_DELAYED || d->event == EXPIRY_EV_FAILED)
-		dbuf_str(b,
+		rq_buf_str(b,
 		    "\r\nFor further assistance, please send mail to "
 		    "postmaster.\r\n\r\n"
 		    "If you do so, please include this problem report. You "
 		    "can\r\n"
 		    "delete your own text from the attached returned "
 		    "message.\r\n");
-	dbuf_str(b, "\r\n                   The mail system\r\n");
+	rq_buf_str(b, "\r\n                   The mail system\r\n");
 	for (size_t i = 0; i < d->nrcpts; i++) {
 		const struct expiry_dsn_rcpt *r = &d->rcpts[i];
 		char addr[ADDR_MAX], why[DIAG_MAX], mta[256];
-		struct dbuf line = { 0 };
+		struct rq_buf line = { 0 };
 
 		text_clean(addr, sizeof(addr), r->addr, false);
 		text_clean(
 		    why, sizeof(why), r->reason ? r->reason : r->diag, false);
 		text_clean(mta, sizeof(mta), r->remote_mta, false);
-		dbuf_str(b, "\r\n");
-		dbuf_printf(&line, "<%s>: ", addr);
+		rq_buf_str(b, "\r\n");
+		rq_buf_printf(&line, "<%s>: ", addr);
 		if (r->action == EXPIRY_ACT_DELIVERED ||
 		    r->action == EXPIRY_ACT_RELAYED) {
 			if (mta[0] != '\0')
-				dbuf_printf(&line, "delivery via %s: ", mta);
-			dbuf_str(&line, why[0] != '\0' ? why : "delivered");
+				rq_buf_printf(&line, "delivery via %s: ", mta);
+			rq_buf_str(&line, why[0] != '\0' ? why : "delivered");
 		} else if (why[0] != '\0') {
-			dbuf_str(&line, why);
+			rq_buf_str(&line, why);
 		} else if (r->action == EXPIRY_ACT_DELAYED) {
-			dbuf_str(&line, "delivery temporarily suspended");
+			rq_buf_str(&line, "delivery temporarily suspended");
 		} else {
-			dbuf_str(&line, "undeliverable");
+			rq_buf_str(&line, "undeliverable");
 		}
 		para_add(b, line.p);
 		free(line.p);
@@ -549,7 +491,7 @@ text_add(struct dbuf *b, const struct expiry_dsn *d, const char *host)
 
 /* Appends the message/delivery-status part's body. */
 static void
-status_add(struct dbuf *b, const struct expiry_dsn *d, const char *host)
+status_add(struct rq_buf *b, const struct expiry_dsn *d, const char *host)
 {
 	char buf[DIAG_MAX + 32], tmp[DIAG_MAX], date[64];
 
@@ -573,7 +515,7 @@ status_add(struct dbuf *b, const struct expiry_dsn *d, const char *host)
 	for (size_t i = 0; i < d->nrcpts; i++) {
 		const struct expiry_dsn_rcpt *r = &d->rcpts[i];
 
-		dbuf_str(b, "\r\n");
+		rq_buf_str(b, "\r\n");
 		if (r->orcpt != NULL && r->orcpt[0] != '\0') {
 			const char *semi = strchr(r->orcpt, ';');
 
@@ -655,7 +597,7 @@ token_make(char *token, const char *boundary)
 char *
 expiry_dsn_build(const struct expiry_dsn *d, size_t *lenp)
 {
-	struct dbuf b = { 0 };
+	struct rq_buf b = { 0 };
 	char host[256], origin[256], sender[ADDR_MAX], date[64], qid[64];
 	char token[17];
 	char bnd[128], stamp[32];
@@ -698,55 +640,55 @@ expiry_dsn_build(const struct expiry_dsn *d, size_t *lenp)
 	date_format(date, sizeof(date), d->now);
 
 	/* The header. */
-	dbuf_printf(
+	rq_buf_printf(
 	    &b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", origin);
-	dbuf_printf(&b, "To: <%s>\r\n", sender);
-	dbuf_printf(&b, "Subject: %s\r\n", w->subject);
-	dbuf_printf(&b, "Date: %s\r\n", date);
-	dbuf_printf(&b, "Message-ID: <%s.%s.%.8s@%s>\r\n", stamp,
+	rq_buf_printf(&b, "To: <%s>\r\n", sender);
+	rq_buf_printf(&b, "Subject: %s\r\n", w->subject);
+	rq_buf_printf(&b, "Date: %s\r\n", date);
+	rq_buf_printf(&b, "Message-ID: <%s.%s.%.8s@%s>\r\n", stamp,
 	    qid[0] ? qid : "x", token, host);
-	dbuf_str(&b, "Auto-Submitted: auto-replied\r\n");
-	dbuf_str(&b, "MIME-Version: 1.0\r\n");
-	dbuf_printf(&b,
+	rq_buf_str(&b, "Auto-Submitted: auto-replied\r\n");
+	rq_buf_str(&b, "MIME-Version: 1.0\r\n");
+	rq_buf_printf(&b,
 	    "Content-Type: multipart/report; report-type=delivery-status;\r\n"
 	    "\tboundary=\"%s\"\r\n",
 	    bnd);
 	if (eight)
-		dbuf_str(&b, "Content-Transfer-Encoding: 8bit\r\n");
-	dbuf_str(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+		rq_buf_str(&b, "Content-Transfer-Encoding: 8bit\r\n");
+	rq_buf_str(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
 	/* 1: the human-readable notification. */
-	dbuf_printf(&b,
+	rq_buf_printf(&b,
 	    "--%s\r\nContent-Description: Notification\r\n"
 	    "Content-Type: text/plain; charset=us-ascii\r\n\r\n",
 	    bnd);
 	text_add(&b, d, host);
 
 	/* 2: the delivery status. */
-	dbuf_printf(&b,
+	rq_buf_printf(&b,
 	    "\r\n--%s\r\nContent-Description: Delivery report\r\n"
 	    "Content-Type: message/delivery-status\r\n\r\n",
 	    bnd);
 	status_add(&b, d, host);
 
 	/* 3: the original, or its header. */
-	dbuf_printf(&b, "\r\n--%s\r\n", bnd);
+	rq_buf_printf(&b, "\r\n--%s\r\n", bnd);
 	if (d->ret_full) {
-		dbuf_printf(&b,
+		rq_buf_printf(&b,
 		    "Content-Description: %s\r\n"
 		    "Content-Type: message/rfc822\r\n",
 		    w->orig_desc);
 	} else {
-		dbuf_printf(&b,
+		rq_buf_printf(&b,
 		    "Content-Description: %s (Headers)\r\n"
 		    "Content-Type: text/rfc822-headers\r\n",
 		    w->orig_desc);
 	}
 	if (eight)
-		dbuf_str(&b, "Content-Transfer-Encoding: 8bit\r\n");
-	dbuf_str(&b, "\r\n");
+		rq_buf_str(&b, "Content-Transfer-Encoding: 8bit\r\n");
+	rq_buf_str(&b, "\r\n");
 	orig_add(&b, d->msg, inc, d->size_limit, !d->ret_full);
-	dbuf_printf(&b, "\r\n--%s--\r\n", bnd);
+	rq_buf_printf(&b, "\r\n--%s--\r\n", bnd);
 	*lenp = b.len;
 	return b.p;
 }

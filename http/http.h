@@ -170,6 +170,24 @@ enum queue_result
 http_summary_json(struct evbuffer *out, struct queue *, const struct cfg *,
     int64_t now, size_t top, struct queue_oldest *oldest, size_t steps);
 
+/*
+ * The biggest destination domains (recipients not yet done), at most
+ * TOP, as qshape shows them (the page, the summaries and `relayq
+ * summary`): sorted by count, then name, each with its recipients by
+ * age in minutes (the HTTP_AGE_NB buckets of http_age_buckets, whose
+ * last is open).  TOT gets the totals; *N how many rows; *QR the read
+ * error.  The array and its names are freed with http_domains_free().
+ */
+#define HTTP_AGE_NB 10 /* age buckets: http_age_buckets[], then beyond */
+extern const int http_age_buckets[HTTP_AGE_NB - 1]; /* minutes, qshape's */
+struct http_domain {
+	char *name;
+	uint64_t n[HTTP_AGE_NB + 1]; /* [0] total, then by age bucket */
+};
+struct http_domain *http_domains_get(struct queue *, int64_t now, size_t top,
+    size_t *n, uint64_t tot[HTTP_AGE_NB + 1], enum queue_result *qr);
+void http_domains_free(struct http_domain *, size_t n);
+
 /* ---- pure parsers (http_parse.c): unit-tested and fuzzed ---- */
 
 /* A parsed http_listen. */

@@ -122,23 +122,15 @@ extern const char *const http_mstate_names[4];
  * destinations, failures, the charts' data (http_summary.c). */
 void http_summary_daemon(
     struct http_req *, const struct http_view *, struct evbuffer *b);
-/* The biggest domains (recipients not yet done), at most TOP, for the
- * page and the summary: sorted by count, then name.  *N gets how many;
- * the array and its names are freed with http_domains_free(). */
-struct http_domain {
-	char *name;
-	uint64_t n[11]; /* [0] total, then by age bucket */
-};
-struct http_domain *http_domains_get(struct queue *, int64_t now, size_t top,
-    size_t *n, uint64_t tot[11], enum queue_result *qr);
-void http_domains_free(struct http_domain *, size_t n);
-extern const int http_age_buckets[9]; /* minutes, qshape's */
 
 /* ---- text writers ---- */
 
 /* Appends the string literal LIT to B. */
 #define HTTP_ADD(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
 
+/* Appends N bytes at P to the evbuffer ARG: the rq_put_fn the
+ * shared writers (rq_json_str, queue_msg_json) are given. */
+void http_put(void *arg, const char *p, size_t n);
 /* S as a JSON string (NULL: null); bytes that are not UTF-8 as the
  * code points of the same value, as mailq --json writes them. */
 void http_json_str(struct evbuffer *, const char *s);

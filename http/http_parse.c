@@ -118,55 +118,6 @@ http_addr_parse(const char *s, struct http_addr *a, const char **why)
 	return 0;
 }
 
-/* The value of base64 digit C, or -1. */
-static int
-b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Decodes base64 S (padded) into OUT (at most OUTLEN-1 bytes and a
- * NUL); returns the length, or -1. */
-static long
-b64_decode(const char *s, char *out, size_t outlen)
-{
-	size_t n = strlen(s), o = 0;
-
-	if (n == 0 || n % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < n; i += 4) {
-		int v[4];
-
-		for (int k = 0; k < 4; k++) {
-			v[k] = b64_val((unsigned char)s[i + k]);
-			if (v[k] < 0 &&
-			    !(s[i + k] == '=' && i + 4 == n && k >= 2))
-				return -1;
-		}
-		if (v[2] < 0 && v[3] >= 0)
-			return -1;
-		if (o + 3 >= outlen)
-			return -1;
-		out[o++] = (char)(v[0] << 2 | v[1] >> 4);
-		if (v[2] >= 0)
-			out[o++] = (char)((v[1] & 15) << 4 | v[2] >> 2);
-		if (v[3] >= 0)
-			out[o++] = (char)((v[2] & 3) << 6 | v[3]);
-	}
-	out[o] = '\0';
-	return (long)o;
-}
-
 /* Whether A (LEN bytes) equals TOKEN, in time independent of where
  * they differ. */
 static bool
@@ -186,7 +137,7 @@ http_auth_ok(const char *auth, const char *token)
 {
 	char buf[2048];
 	const char *colon;
-	long n;
+	size_t n;
 
 	if (auth == NULL || token == NULL || token[0] == '\0')
 		return false;
@@ -201,9 +152,12 @@ http_auth_ok(const char *auth, const char *token)
 	auth += 6;
 	while (*auth == ' ')
 		auth++;
-	if ((n = b64_decode(auth, buf, sizeof(buf))) < 0 ||
-	    memchr(buf, '\0', (size_t)n) != NULL ||
-	    (colon = strchr(buf, ':')) == NULL)
+	/* at most 2046 bytes: what fits whole quanta and a NUL in BUF */
+	if (!rq_base64_decode(
+		auth, strlen(auth), (unsigned char *)buf, sizeof(buf) - 2, &n))
+		return false;
+	buf[n] = '\0';
+	if (memchr(buf, '\0', n) != NULL || (colon = strchr(buf, ':')) == NULL)
 		return false;
 	return same(colon + 1, (size_t)(buf + n - colon - 1), token);
 }

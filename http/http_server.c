@@ -73,16 +73,6 @@ struct http_conn {
 /* A connection quiet for this long may be ended for a newer one. */
 #define EVICT_US 100000
 
-/* The monotonic clock in microseconds. */
-static int64_t
-mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* The unix socket made, to remove at the end. */
 static struct {
 	dev_t dev;
@@ -230,7 +220,7 @@ conn_end(struct http_conn *c)
 static void
 conns_trim(struct http_server *srv)
 {
-	int64_t now = mono_us(), wait = -1;
+	int64_t now = rq_mono_us(), wait = -1;
 
 	for (struct http_conn *c = srv->last;
 	     c != NULL && srv->nlive > HTTP_CONN_MAX; c = c->prev) {
@@ -304,7 +294,7 @@ conn_new(struct event_base *base, void *arg)
 	srv->conns = c;
 	srv->nconn++;
 	srv->nlive++;
-	c->active_us = mono_us();
+	c->active_us = rq_mono_us();
 	evtimer_add(c->deadline, &zero); /* evhttp's connection is made */
 	conns_trim(srv);
 	accept_update(srv);
@@ -380,7 +370,7 @@ dispatch(struct evhttp_request *req, void *arg)
 		}
 		if (!c->ended)
 			evtimer_add(c->deadline, &idle);
-		c->active_us = mono_us();
+		c->active_us = rq_mono_us();
 	}
 	memset(&r, 0, sizeof(r));
 	r.srv = srv;

@@ -7,10 +7,10 @@
  * paged like `mailq --json`; plus what every page reads first
  * (http_view_get) and the destination domains by size.
  *
- * Public: http_summary_json().  http-private: http_view_get(),
- * http_domains_get(), http_domains_free(), http_summary_daemon(),
- * http_page_summary(), http_page_queue(), http_mstate_names,
- * http_age_buckets.
+ * Public: http_summary_json(), http_domains_get(), http_domains_free(),
+ * http_age_buckets (`relayq summary` shows the same table as text).
+ * http-private: http_view_get(), http_summary_daemon(),
+ * http_page_summary(), http_page_queue(), http_mstate_names.
  *
  * Costs: the counts, the message states and the oldest messages are
  * short read transactions (the oldest-message walk bounded per request);
@@ -22,7 +22,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/queue.h>
 
 #include <event2/buffer.h>
@@ -37,7 +36,8 @@
 
 const char *const http_mstate_names[4] = { "pending", "deferred", "held",
 	"in_flight" };
-const int http_age_buckets[9] = { 5, 10, 20, 40, 80, 160, 320, 640, 1280 };
+const int http_age_buckets[HTTP_AGE_NB - 1] = { 5, 10, 20, 40, 80, 160, 320,
+	640, 1280 };
 
 /* Reads what every page shows; see http_int.h. */
 bool
@@ -134,7 +134,7 @@ dtab_cb(const char *domain, int64_t minute, uint64_t n, void *arg)
 	int64_t age = t->now_min - minute;
 	int b = 0;
 
-	while (b < 9 && age >= http_age_buckets[b])
+	while (b < HTTP_AGE_NB - 1 && age >= http_age_buckets[b])
 		b++;
 	d->n[0] += n;
 	d->n[b + 1] += n;
@@ -157,14 +157,14 @@ dom_cmp(const void *a, const void *b)
  * their age buckets. */
 struct http_domain *
 http_domains_get(struct queue *q, int64_t now, size_t top, size_t *n,
-    uint64_t tot[11], enum queue_result *qr)
+    uint64_t tot[HTTP_AGE_NB + 1], enum queue_result *qr)
 {
 	struct dtab t;
 	struct http_domain *rows;
 	size_t k = 0;
 
 	memset(&t, 0, sizeof(t));
-	memset(tot, 0, 11 * sizeof(*tot));
+	memset(tot, 0, (HTTP_AGE_NB + 1) * sizeof(*tot));
 	t.now_min = now / 60;
 	t.tot = tot;
 	*qr = queue_domain_counts_get(q, dtab_cb, &t);
@@ -497,88 +497,11 @@ http_page_summary(struct http_req *r)
 
 struct list {
 	struct evbuffer *b;
-	int cls, state; /* -1: any; state QUEUE_NSTATE: held */
-	const char *domain;
+	struct queue_filter f; /* mailq's filters (no age) */
 	size_t limit, n, scanned, rcpts;
 	uint64_t last; /* the last message looked at */
 	bool full; /* limit reached, or the scan budget */
 };
-
-/* Whether ADDR is in DOMAIN or below it (as mailq --domain). */
-static bool
-in_domain(const char *addr, const char *domain)
-{
-	const char *at = strrchr(addr, '@');
-	size_t n, dn = strlen(domain);
-
-	if (at == NULL)
-		return false;
-	at++;
-	n = strlen(at);
-	if (n == dn)
-		return strcasecmp(at, domain) == 0;
-	return n > dn && at[n - dn - 1] == '.' &&
-	    strcasecmp(at + n - dn, domain) == 0;
-}
-
-/* Whether M passes L's filters (mailq's rules). */
-static bool
-list_matches(const struct list *l, const struct queue_msg *m)
-{
-	bool any_state = l->state < 0, any_dom = l->domain == NULL;
-
-	if (l->cls >= 0 && (int)m->cls != l->cls)
-		return false;
-	if (l->state == QUEUE_NSTATE) {
-		if (!(m->flags & QMSG_HELD))
-			return false;
-		any_state = true;
-	}
-	for (size_t i = 0; i < m->nrcpt && !(any_state && any_dom); i++) {
-		const struct queue_rcpt *rc = &m->rcpts[i];
-		bool st = any_state || (int)rc->state == l->state;
-		bool dm = any_dom || in_domain(rc->addr, l->domain);
-
-		if (st && dm)
-			return true;
-	}
-	return any_state && any_dom;
-}
-
-/* One message as `mailq --json` writes it. */
-static void
-list_msg(struct evbuffer *b, const struct queue_msg *m)
-{
-	evbuffer_add_printf(b,
-	    "{\"queue_id\":\"%s\",\"priority\":\"%s\",\"arrival_time\":%lld,"
-	    "\"message_size\":%llu,\"sender\":",
-	    m->idstr, cfg_class_name(m->cls), (long long)m->arrival,
-	    (unsigned long long)m->size);
-	http_json_str(b, m->sender);
-	evbuffer_add_printf(b, ",\"held\":%s,\"warned\":%s,\"recipients\":[",
-	    (m->flags & QMSG_HELD) ? "true" : "false",
-	    (m->flags & QMSG_WARNED) ? "true" : "false");
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		const struct queue_rcpt *rc = &m->rcpts[i];
-		bool open = rc->state == RCPT_PENDING ||
-		    rc->state == RCPT_DEFERRED;
-
-		evbuffer_add_printf(b, "%s{\"address\":", i ? "," : "");
-		http_json_str(b, rc->addr);
-		evbuffer_add_printf(b,
-		    ",\"state\":\"%s\",\"attempts\":%u,\"next_attempt\":",
-		    queue_state_name(rc->state), (unsigned)rc->attempts);
-		if (open && rc->next_attempt > 0)
-			evbuffer_add_printf(
-			    b, "%lld", (long long)rc->next_attempt);
-		else
-			HTTP_ADD(b, "null");
-		HTTP_ADD(b, ",\"reason\":");
-		http_json_str(b, rc->reply);
-		HTTP_ADD(b, "}");
-	}
-	HTTP_ADD(b, "]}");
-}
 
 /* queue_msgs_scan's callback: lists M when it matches; stops at the limit
  * or the budget. */
@@ -590,9 +513,9 @@ list_cb(const struct queue_msg *m, void *arg)
 	l->last = m->id;
 	l->scanned++;
 	l->rcpts += m->nrcpt;
-	if (list_matches(l, m)) {
+	if (queue_msg_matches(&l->f, m)) {
 		evbuffer_add_printf(l->b, "%s\n", l->n ? "," : "");
-		list_msg(l->b, m);
+		queue_msg_json(m, http_put, l->b);
 		l->n++;
 	}
 	if (l->n >= l->limit || l->scanned >= LIST_SCAN ||
@@ -622,13 +545,13 @@ http_page_queue(struct http_req *r)
 		evbuffer_add_printf(r->out, "bad query string\n");
 		return;
 	}
-	ok = http_query_class(query_get(&q, "class"), &l.cls) &&
-	    http_query_state(query_get(&q, "state"), &l.state) &&
+	ok = http_query_class(query_get(&q, "class"), &l.f.cls) &&
+	    http_query_state(query_get(&q, "state"), &l.f.state) &&
 	    http_query_limit(query_get(&q, "limit"), &l.limit) &&
 	    http_query_after(query_get(&q, "after"), &after);
-	l.domain = query_get(&q, "domain");
-	if (l.domain != NULL && l.domain[0] == '\0')
-		l.domain = NULL;
+	l.f.domain = query_get(&q, "domain");
+	if (l.f.domain != NULL && l.f.domain[0] == '\0')
+		l.f.domain = NULL;
 	if (!ok) {
 		r->code = 400;
 		evbuffer_add_printf(r->out,

@@ -430,6 +430,27 @@ queue_domain_counts_get(struct queue *, queue_domain_cb, void *);
 /* The names of rcpt states ("pending", ...) and of the QRET_* values. */
 const char *queue_state_name(enum queue_rcpt_state);
 
+/* ---- showing a message (queue_show.c): mailq and /api/queue ---- */
+
+/* Which messages a listing shows. */
+struct queue_filter {
+	int cls; /* a class, or -1: any */
+	int state; /* a recipient state, -1: any, QUEUE_NSTATE: held */
+	const char *domain; /* a recipient in it or below it; NULL: any */
+	int64_t older; /* arrival at or before it; 0: any */
+};
+/* Whether M passes F: its class, its age, held, and a recipient in
+ * F's state and domain at once. */
+bool queue_msg_matches(const struct queue_filter *f, const struct queue_msg *m);
+/* The queue Postfix would list M in (postqueue -j's queue_name): "hold"
+ * when held, "active" while a recipient is leased, "deferred" once an
+ * attempt was made, else "incoming". */
+const char *queue_msg_queue_name(const struct queue_msg *m);
+/* Writes M through PUT as one JSON object (no newline): relayq's
+ * names, and postqueue -j's (queue_name, forced_expire, delay_reason)
+ * beside them. */
+void queue_msg_json(const struct queue_msg *m, rq_put_fn *put, void *arg);
+
 /* ---- statistics: the daemon's metrics, `summary --json` ---- */
 
 /*

@@ -354,24 +354,6 @@ env_header(const char *v, size_t n, bool is_rcpt, const char *qualify,
 	return ok;
 }
 
-/* An output buffer. */
-struct obuf {
-	char *p;
-	size_t n, cap;
-};
-
-static void
-ob_put(struct obuf *o, const char *s, size_t n)
-{
-	if (o->n + n + 1 > o->cap) {
-		while (o->n + n + 1 > o->cap)
-			o->cap = o->cap ? o->cap * 2 : 4096;
-		o->p = xrealloc(o->p, o->cap);
-	}
-	memcpy(o->p + o->n, s, n);
-	o->n += n;
-}
-
 static bool
 is_wsp(char c)
 {
@@ -387,7 +369,7 @@ is_wsp(char c)
  * pass: the white space before a fold point was already looked at.
  */
 static bool
-line_fold(const char *l, size_t n, size_t lo, struct obuf *o)
+line_fold(const char *l, size_t n, size_t lo, struct rq_buf *o)
 {
 	size_t start = 0, j = lo > 0 ? lo : 1, bp = 0;
 
@@ -400,13 +382,13 @@ line_fold(const char *l, size_t n, size_t lo, struct obuf *o)
 		if (bp <= start)
 			return false;
 		if (o != NULL) {
-			ob_put(o, l + start, bp - start);
-			ob_put(o, "\r\n", 2);
+			rq_buf_add(o, l + start, bp - start);
+			rq_buf_add(o, "\r\n", 2);
 		}
 		start = bp;
 	}
 	if (o != NULL)
-		ob_put(o, l + start, n - start);
+		rq_buf_add(o, l + start, n - start);
 	return true;
 }
 
@@ -646,7 +628,7 @@ hdr_content_take(struct hdr_parse *h, const struct hdr_field *f, bool *keep)
 struct addr_edits {
 	const struct hdr_parse *h;
 	bool map; /* the sender map applies, not only qualification */
-	struct obuf *o; /* the new field */
+	struct rq_buf *o; /* the new field */
 	const char *v; /* the field's value, where spans start */
 	size_t done; /* bytes of the value copied to o */
 	bool any;
@@ -687,8 +669,8 @@ addr_edit_found(void *arg, const char *addr, size_t off, size_t len)
 		m = NULL;
 	}
 	if (qualified || m != NULL) {
-		ob_put(e->o, e->v + e->done, off - e->done);
-		ob_put(
+		rq_buf_add(e->o, e->v + e->done, off - e->done);
+		rq_buf_add(
 		    e->o, m != NULL ? m : addr, strlen(m != NULL ? m : addr));
 		e->done = off + len;
 		e->any = true;
@@ -710,27 +692,27 @@ hdr_addrs_rewrite(struct hdr_parse *h, const struct hdr_field *f, bool map)
 {
 	const struct mail_addr_syntax syn = { MAIL_ADDR_WORD_LIMIT, h->qualify,
 		QP_ADDR_MAX - 1 };
-	struct obuf o = { NULL, 0, 0 };
+	struct rq_buf o = { NULL, 0, 0 };
 	struct addr_edits e = { h, map, &o, f->v, 0, false };
 	struct mail_addr_error err;
 	size_t head = (size_t)(f->v - (h->buf + f->off));
 
-	ob_put(&o, h->buf + f->off, head);
+	rq_buf_add(&o, h->buf + f->off, head);
 	if (mail_addrlist_spans(f->v, f->vn, &syn, addr_edit_found, &e, &err) !=
 		MAIL_ADDR_OK ||
 	    !e.any) {
 		free(o.p);
 		return false;
 	}
-	ob_put(&o, f->v + e.done, f->vn - e.done);
-	if (!field_lines_ok(o.p, o.n, f->colon, f->namelen, h->r)) {
+	rq_buf_add(&o, f->v + e.done, f->vn - e.done);
+	if (!field_lines_ok(o.p, o.len, f->colon, f->namelen, h->r)) {
 		h->r->why = NULL;
 		free(o.p);
 		return false;
 	}
 	drop_add(h->r, f->off, f->end - f->off);
 	h->r->drop[h->r->ndrop - 1].repl = o.p;
-	h->r->drop[h->r->ndrop - 1].rlen = o.n;
+	h->r->drop[h->r->ndrop - 1].rlen = o.len;
 	return true;
 }
 
@@ -989,7 +971,7 @@ qp_result_free(struct qp_result *r)
 
 /* Copies S with every line ending made CRLF (a last line gets one). */
 static void
-ob_put_crlf(struct obuf *o, const char *s, size_t n)
+ob_put_crlf(struct rq_buf *o, const char *s, size_t n)
 {
 	while (n > 0) {
 		const char *lf = memchr(s, '\n', n);
@@ -997,8 +979,8 @@ ob_put_crlf(struct obuf *o, const char *s, size_t n)
 
 		if (k > 0 && s[k - 1] == '\r')
 			k--;
-		ob_put(o, s, k);
-		ob_put(o, "\r\n", 2);
+		rq_buf_add(o, s, k);
+		rq_buf_add(o, "\r\n", 2);
 		if (lf == NULL)
 			break;
 		n -= (size_t)(lf - s) + 1;
@@ -1009,7 +991,7 @@ ob_put_crlf(struct obuf *o, const char *s, size_t n)
 /* Copies header fields S as ob_put_crlf() does, folding lines over
  * QP_LINE_MAX bytes (the parse refused those it cannot fold). */
 static void
-ob_put_header(struct obuf *o, const char *s, size_t n)
+ob_put_header(struct rq_buf *o, const char *s, size_t n)
 {
 	while (n > 0) {
 		const char *lf = memchr(s, '\n', n);
@@ -1026,11 +1008,11 @@ ob_put_header(struct obuf *o, const char *s, size_t n)
 			if (line_fold(s, ln, lo, NULL))
 				line_fold(s, ln, lo, o);
 			else
-				ob_put(o, s, ln);
+				rq_buf_add(o, s, ln);
 		} else {
-			ob_put(o, s, ln);
+			rq_buf_add(o, s, ln);
 		}
-		ob_put(o, "\r\n", 2);
+		rq_buf_add(o, "\r\n", 2);
 		if (lf == NULL)
 			break;
 		n -= k + 1;
@@ -1043,13 +1025,13 @@ char *
 qp_message_build(const char *buf, size_t len, const struct qp_result *r,
     const char *received, const char *date, const char *msgid, size_t *outlen)
 {
-	struct obuf o = { NULL, 0, 0 };
+	struct rq_buf o = { NULL, 0, 0 };
 	size_t pos = 0, body;
 
 	o.cap = len + len / 32 + 512;
 	o.p = xmalloc(o.cap);
 	if (received != NULL)
-		ob_put(&o, received, strlen(received));
+		rq_buf_add(&o, received, strlen(received));
 	for (size_t k = 0; k < r->ndrop; k++) {
 		ob_put_header(&o, buf + pos, r->drop[k].off - pos);
 		if (r->drop[k].repl != NULL)
@@ -1058,10 +1040,10 @@ qp_message_build(const char *buf, size_t len, const struct qp_result *r,
 	}
 	ob_put_header(&o, buf + pos, r->hdr_end - pos);
 	if (date != NULL && !r->have_date)
-		ob_put(&o, date, strlen(date));
+		rq_buf_add(&o, date, strlen(date));
 	if (msgid != NULL && !r->have_msgid)
-		ob_put(&o, msgid, strlen(msgid));
-	ob_put(&o, "\r\n", 2);
+		rq_buf_add(&o, msgid, strlen(msgid));
+	rq_buf_add(&o, "\r\n", 2);
 	body = r->hdr_end;
 	if (r->have_blank) {
 		const char *lf = memchr(buf + body, '\n', len - body);
@@ -1069,7 +1051,7 @@ qp_message_build(const char *buf, size_t len, const struct qp_result *r,
 		body = lf ? (size_t)(lf - buf) + 1 : len;
 	}
 	ob_put_crlf(&o, buf + body, len - body);
-	o.p[o.n] = '\0';
-	*outlen = o.n;
+	o.p[o.len] = '\0';
+	*outlen = o.len;
 	return o.p;
 }

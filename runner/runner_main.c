@@ -68,21 +68,11 @@ static struct {
 	uint64_t ticks, late100;
 } probe;
 
-/* The monotonic clock in microseconds. */
-static int64_t
-mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* The probe's timer: records how late it runs, and re-arms. */
 static void
 probe_cb(evutil_socket_t fd, short what, void *arg)
 {
-	int64_t now = mono_us(), late = now - probe.due_us;
+	int64_t now = rq_mono_us(), late = now - probe.due_us;
 
 	if (late > probe.max_late_us)
 		probe.max_late_us = late;
@@ -103,7 +93,7 @@ probe_start(struct runner *r)
 		probe.tv.tv_sec = atoi(pr) / 1000;
 		probe.tv.tv_usec = (atoi(pr) % 1000) * 1000;
 		probe.ev = evtimer_new(r->base, probe_cb, NULL);
-		probe.due_us = mono_us() + atoi(pr) * 1000;
+		probe.due_us = rq_mono_us() + atoi(pr) * 1000;
 		evtimer_add(probe.ev, &probe.tv);
 	}
 }

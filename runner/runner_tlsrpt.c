@@ -466,8 +466,8 @@ rpt_mail(
 	glen = libdeflate_gzip_compress(
 	    c, evbuffer_pullup(json, -1), jlen, gz, glen);
 	libdeflate_free_compressor(c);
-	b64 = xmalloc(SMTP_B64_LEN(glen) + 1);
-	smtp_base64_encode(gz, glen, b64);
+	b64 = xmalloc(RQ_B64_LEN(glen) + 1);
+	rq_base64_encode(gz, glen, b64);
 	free(gz);
 	snprintf(
 	    bnd, sizeof(bnd), "tlsrpt-%lld-%d", (long long)now, (int)getpid());

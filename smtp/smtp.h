@@ -419,21 +419,6 @@ void smtp_ehlo_parse(const char *text, size_t len, struct smtp_ehlo *ehlo);
 
 /* ---- SASL (smtp_auth.c), pure, for tests and fuzzers ---- */
 
-/* The base64 length of N bytes (without the NUL). */
-#define SMTP_B64_LEN(n) (((n) + 2) / 3 * 4)
-
-/* Writes base64 (RFC 4648, padded) of IN (LEN bytes) and a NUL to OUT,
- * which holds SMTP_B64_LEN(LEN) + 1 bytes; returns the length. */
-size_t smtp_base64_encode(const void *in, size_t len, char *out);
-
-/*
- * Decodes base64 IN (LEN bytes, padded, no blanks) into OUT (OUTLEN
- * bytes); *N gets the length.  False when IN is not base64 or does not
- * fit.  A 334 challenge's text goes through this.
- */
-bool smtp_base64_decode(
-    const char *in, size_t len, unsigned char *out, size_t outlen, size_t *n);
-
 /*
  * The client's first SASL response for MECH (not base64): PLAIN
  * "\0user\0password" (RFC 4616), XOAUTH2 "user=U\1auth=Bearer T\1\1",

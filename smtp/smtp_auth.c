@@ -3,10 +3,9 @@
  * chosen from EHLO's AUTH list by auth_mechanisms, the exchange (PLAIN
  * with an initial response, LOGIN's two challenges, XOAUTH2 and
  * OAUTHBEARER with a token from the token command, smtp_token.c), and
- * the pure SASL helpers (base64, the client responses).
+ * the pure SASL helper (the client responses; base64 is cfg/util.c's).
  *
- * Public (pure): smtp_base64_encode(), smtp_base64_decode(),
- * smtp_sasl_response().  Module functions: smtp_auth_start(),
+ * Public (pure): smtp_sasl_response().  Module functions: smtp_auth_start(),
  * smtp_auth_reply().
  *
  * The session reaches SMTP_PH_AUTH after EHLO (after TLS when TLS is
@@ -33,92 +32,6 @@ enum auth_step {
 	AUTH_LOGIN_PASS, /* LOGIN: the password is out */
 	AUTH_ENDING, /* an error acknowledgement or "*" is out */
 };
-
-/* ---- base64 (RFC 4648) ---- */
-
-static const char b64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-size_t
-smtp_base64_encode(const void *in, size_t len, char *out)
-{
-	const unsigned char *p = in;
-	size_t o = 0, i;
-
-	for (i = 0; i + 2 < len; i += 3) {
-		out[o++] = b64[p[i] >> 2];
-		out[o++] = b64[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
-		out[o++] = b64[((p[i + 1] & 15) << 2) | (p[i + 2] >> 6)];
-		out[o++] = b64[p[i + 2] & 63];
-	}
-	if (i < len) {
-		out[o++] = b64[p[i] >> 2];
-		if (i + 1 < len) {
-			out[o++] = b64[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
-			out[o++] = b64[(p[i + 1] & 15) << 2];
-		} else {
-			out[o++] = b64[(p[i] & 3) << 4];
-			out[o++] = '=';
-		}
-		out[o++] = '=';
-	}
-	out[o] = '\0';
-	return o;
-}
-
-/* The value of base64 digit C, or -1. */
-static int
-b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-bool
-smtp_base64_decode(
-    const char *in, size_t len, unsigned char *out, size_t outlen, size_t *n)
-{
-	size_t o = 0;
-
-	*n = 0;
-	if (len % 4 != 0)
-		return false;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4], pad = 0;
-
-		for (int k = 0; k < 4; k++) {
-			unsigned char c = (unsigned char)in[i + k];
-
-			if (c == '=' && i + 4 == len && k >= 2 &&
-			    (k == 3 || in[i + 3] == '=')) {
-				v[k] = 0;
-				pad++;
-				continue;
-			}
-			if (pad > 0 || (v[k] = b64_val(c)) < 0)
-				return false;
-		}
-		if (o + 3 - (size_t)pad > outlen)
-			return false;
-		out[o++] = (unsigned char)((v[0] << 2) | (v[1] >> 4));
-		if (pad < 2)
-			out[o++] = (unsigned char)(((v[1] & 15) << 4) |
-			    (v[2] >> 2));
-		if (pad < 1)
-			out[o++] = (unsigned char)(((v[2] & 3) << 6) | v[3]);
-	}
-	*n = o;
-	return true;
-}
 
 /* ---- the client's responses ---- */
 
@@ -210,14 +123,14 @@ auth_send(
     struct smtp_conn *conn, const char *prefix, const void *data, size_t len)
 {
 	size_t plen = prefix ? strlen(prefix) : 0, n;
-	char *line = xmalloc(plen + 1 + SMTP_B64_LEN(len) + 3);
+	char *line = xmalloc(plen + 1 + RQ_B64_LEN(len) + 3);
 
 	memcpy(line, prefix ? prefix : "", plen);
 	n = plen;
 	if (data != NULL) {
 		if (plen > 0)
 			line[n++] = ' ';
-		n += smtp_base64_encode(data, len, line + n);
+		n += rq_base64_encode(data, len, line + n);
 	}
 	memcpy(line + n, "\r\n", 2);
 	n += 2;
@@ -292,7 +205,7 @@ auth_oauth_error(struct smtp_conn *conn, const struct smtp_reply *reply)
 	unsigned char buf[SMTP_REPLY_MAX];
 	size_t n;
 
-	if (smtp_base64_decode(
+	if (rq_base64_decode(
 		reply->text, strlen(reply->text), buf, sizeof(buf), &n))
 		rq_sanitize(conn->auth_err, sizeof(conn->auth_err),
 		    (const char *)buf, n);

@@ -14,7 +14,6 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -161,73 +160,18 @@ tools_out_u64(uint64_t v)
 	tools_out(b + i, (size_t)(23 - i));
 }
 
-/* Returns the length of the valid UTF-8 sequence at P (2-4), or 0. */
-static size_t
-utf8_len(const unsigned char *p)
+/* Passes N bytes at P to tools_out() (an rq_put_fn). */
+static void
+out_put(void *arg, const char *p, size_t n)
 {
-	size_t n;
-	unsigned min;
-	unsigned cp;
-
-	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-		n = 2, cp = p[0] & 0x1f, min = 0x80;
-	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-		n = 3, cp = p[0] & 0x0f, min = 0x800;
-	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-		n = 4, cp = p[0] & 0x07, min = 0x10000;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
+	tools_out(p, n);
 }
 
-/* Writes S as a JSON string (NULL as null); bytes that are not valid
- * UTF-8 are written as the code points of the same value (Latin-1). */
+/* Writes S as a JSON string (NULL as null), as rq_json_str() does. */
 void
 tools_out_json(const char *s)
 {
-	static const char hex[] = "0123456789abcdef";
-	const char *p;
-
-	if (s == NULL) {
-		tools_out("null", 4);
-		return;
-	}
-	tools_out("\"", 1);
-	for (p = s; *p != '\0';) {
-		unsigned char c = (unsigned char)*p;
-		size_t n;
-
-		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-			p++;
-			continue;
-		}
-		if (c >= 0x80 && (n = utf8_len((const unsigned char *)p)) > 0) {
-			p += n;
-			continue;
-		}
-		tools_out(s, (size_t)(p - s));
-		s = ++p;
-		if (c == '"') {
-			tools_out("\\\"", 2);
-		} else if (c == '\\') {
-			tools_out("\\\\", 2);
-		} else {
-			char e[6] = { '\\', 'u', '0', '0', hex[c >> 4],
-				hex[c & 15] };
-
-			tools_out(e, 6);
-		}
-	}
-	tools_out(s, (size_t)(p - s));
-	tools_out("\"", 1);
+	rq_json_str(out_put, NULL, s);
 }
 
 int
@@ -243,10 +187,7 @@ tools_out_done(void)
 
 struct mailq {
 	bool json;
-	int cls; /* -1: any */
-	int state; /* -1: any; QUEUE_NSTATE: held */
-	const char *domain;
-	int64_t older; /* arrival <= older, or 0 */
+	struct queue_filter f; /* which messages are shown */
 	uint64_t nmsg, bytes;
 };
 
@@ -254,126 +195,9 @@ struct mailq {
 static bool
 rcpt_shown(const struct mailq *mq, const struct queue_rcpt *r)
 {
-	if (mq->state >= 0 && mq->state < QUEUE_NSTATE)
-		return (int)r->state == mq->state;
+	if (mq->f.state >= 0 && mq->f.state < QUEUE_NSTATE)
+		return (int)r->state == mq->f.state;
 	return r->state == RCPT_PENDING || r->state == RCPT_DEFERRED;
-}
-
-/* Returns true if the address is in DOMAIN or one of its subdomains. */
-static bool
-in_domain(const char *addr, const char *domain)
-{
-	const char *at = strrchr(addr, '@');
-	size_t n, dn = strlen(domain);
-
-	if (at == NULL)
-		return false;
-	at++;
-	n = strlen(at);
-	if (n == dn)
-		return strcasecmp(at, domain) == 0;
-	return n > dn && at[n - dn - 1] == '.' &&
-	    strcasecmp(at + n - dn, domain) == 0;
-}
-
-/* Returns true if message M passes the filters. */
-static bool
-msg_matches(const struct mailq *mq, const struct queue_msg *m)
-{
-	bool any_state = mq->state < 0, any_dom = mq->domain == NULL;
-
-	if (mq->cls >= 0 && (int)m->cls != mq->cls)
-		return false;
-	if (mq->older > 0 && m->arrival > mq->older)
-		return false;
-	if (mq->state == QUEUE_NSTATE) {
-		if (!(m->flags & QMSG_HELD))
-			return false;
-		any_state = true;
-	}
-	for (size_t i = 0; i < m->nrcpt && !(any_state && any_dom); i++) {
-		const struct queue_rcpt *r = &m->rcpts[i];
-		bool st = mq->state < 0 || mq->state == QUEUE_NSTATE ||
-		    (int)r->state == mq->state;
-		bool dm = mq->domain == NULL || in_domain(r->addr, mq->domain);
-
-		if (st && dm)
-			return true;
-	}
-	return any_state && any_dom;
-}
-
-/*
- * The name of the queue Postfix would list message M in (postqueue -j's
- * queue_name): "hold" when held, "active" while a recipient is out for
- * delivery (leased), "deferred" once an attempt was made, else
- * "incoming" (waiting for its first attempt).
- */
-static const char *
-msg_queue_name(const struct queue_msg *m)
-{
-	bool tried = false;
-
-	if (m->flags & QMSG_HELD)
-		return "hold";
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		if (m->rcpts[i].flags & QRCPT_LEASED)
-			return "active";
-		if (m->rcpts[i].attempts > 0)
-			tried = true;
-	}
-	return tried ? "deferred" : "incoming";
-}
-
-/* Writes one message as a JSON line: relayq's names, and postqueue -j's
- * (queue_name, forced_expire, delay_reason) beside them. */
-static void
-out_json_msg(const struct queue_msg *m)
-{
-	tools_outs("{\"queue_id\":\"");
-	tools_outs(m->idstr);
-	tools_outs("\",\"queue_name\":\"");
-	tools_outs(msg_queue_name(m));
-	tools_outs("\",\"priority\":\"");
-	tools_outs(cfg_class_name(m->cls));
-	tools_outs("\",\"arrival_time\":");
-	tools_out_u64((uint64_t)m->arrival);
-	tools_outs(",\"message_size\":");
-	tools_out_u64(m->size);
-	/* relayq has no forced expiry (postsuper -e): bounce returns now */
-	tools_outs(",\"forced_expire\":false,\"sender\":");
-	tools_out_json(m->sender);
-	tools_outs(
-	    (m->flags & QMSG_HELD) ? ",\"held\":true" : ",\"held\":false");
-	tools_outs((m->flags & QMSG_WARNED) ? ",\"warned\":true"
-					    : ",\"warned\":false");
-	tools_outs(",\"recipients\":[");
-	for (size_t i = 0; i < m->nrcpt; i++) {
-		const struct queue_rcpt *r = &m->rcpts[i];
-		bool open = r->state == RCPT_PENDING ||
-		    r->state == RCPT_DEFERRED;
-
-		tools_outs(i > 0 ? ",{\"address\":" : "{\"address\":");
-		tools_out_json(r->addr);
-		tools_outs(",\"state\":\"");
-		tools_outs(queue_state_name(r->state));
-		tools_outs("\",\"attempts\":");
-		tools_out_u64(r->attempts);
-		tools_outs(",\"next_attempt\":");
-		if (open && r->next_attempt > 0)
-			tools_out_u64((uint64_t)r->next_attempt);
-		else
-			tools_outs("null");
-		tools_outs(",\"reason\":");
-		tools_out_json(r->reply);
-		/* as postqueue -j: a recipient still to do, with a reason */
-		if (r->reply != NULL && open) {
-			tools_outs(",\"delay_reason\":");
-			tools_out_json(r->reply);
-		}
-		tools_outs("}");
-	}
-	tools_outs("]}\n");
 }
 
 /* Copies S into BUF (LEN bytes) safe for a terminal: control bytes and
@@ -405,7 +229,7 @@ out_text_msg(const struct mailq *mq, const struct queue_msg *m)
 		"Fri", "Sat" };
 	static const char *const mon[] = { "Jan", "Feb", "Mar", "Apr", "May",
 		"Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
-	const char *qn = msg_queue_name(m), *shown = "";
+	const char *qn = queue_msg_queue_name(m), *shown = "";
 	char line[2048], when[64], addr[1024], why[1024], id[24];
 	struct tm tm;
 	time_t t = (time_t)m->arrival;
@@ -458,7 +282,7 @@ mailq_cb(const struct queue_msg *m, void *arg)
 {
 	struct mailq *mq = arg;
 
-	if (!msg_matches(mq, m))
+	if (!queue_msg_matches(&mq->f, m))
 		return true;
 	mq->nmsg++;
 	mq->bytes += m->size;
@@ -470,9 +294,10 @@ mailq_cb(const struct queue_msg *m, void *arg)
 		    "--Sender/Recipient------");
 		tools_outs(head);
 	}
-	if (mq->json)
-		out_json_msg(m);
-	else
+	if (mq->json) {
+		queue_msg_json(m, out_put, NULL);
+		tools_out("\n", 1);
+	} else
 		out_text_msg(mq, m);
 	return true;
 }
@@ -500,34 +325,34 @@ mailq_opt(void *arg, int ch, const char *optarg)
 		mq->json = true;
 		break;
 	case 'p':
-		mq->cls = cfg_class_parse(optarg, strlen(optarg));
-		if (mq->cls < 0)
+		mq->f.cls = cfg_class_parse(optarg, strlen(optarg));
+		if (mq->f.cls < 0)
 			return tools_fail(RQ_EX_USAGE, "mailq",
 			    "unknown priority \"%.64s\"", optarg);
 		break;
 	case 's':
 		if (strcmp(optarg, "held") == 0) {
-			mq->state = QUEUE_NSTATE;
+			mq->f.state = QUEUE_NSTATE;
 			break;
 		}
 		for (int st = 0; st < QUEUE_NSTATE; st++)
 			if (strcmp(optarg, queue_state_name(st)) == 0)
-				mq->state = st;
-		if (mq->state < 0)
+				mq->f.state = st;
+		if (mq->f.state < 0)
 			return tools_fail(RQ_EX_USAGE, "mailq",
 			    "unknown state \"%.64s\"", optarg);
 		break;
 	case 'd':
-		mq->domain = optarg;
+		mq->f.domain = optarg;
 		break;
 	case 'o':
 		if (cfg_interval_parse(
 			optarg, strlen(optarg), 1, false, &secs, &why) < 0)
 			return tools_fail(RQ_EX_USAGE, "mailq",
 			    "--older-than \"%.64s\": %s", optarg, why);
-		mq->older = rq_now() - secs;
-		if (mq->older <= 0)
-			mq->older = 1;
+		mq->f.older = rq_now() - secs;
+		if (mq->f.older <= 0)
+			mq->f.older = 1;
 		break;
 	}
 	return RQ_EX_OK;
@@ -558,7 +383,7 @@ static const struct tools_cmd mailq_cmd = {
 int
 cmd_mailq(int argc, char **argv)
 {
-	struct mailq mq = { false, -1, -1, NULL, 0, 0, 0 };
+	struct mailq mq = { false, { -1, -1, NULL, 0 }, 0, 0 };
 	struct tools_opts o;
 	struct cfg *cfg;
 	struct queue *q;

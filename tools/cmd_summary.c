@@ -3,7 +3,8 @@
  * destination domain x age bucket (the buckets of Postfix's qshape), and
  * messages and recipients by priority x state; `--json` prints the same
  * as one JSON object, written by the builder the daemon's /api/summary
- * uses (http_summary_json), so the two match.
+ * uses (http_summary_json), so the two match; the text's domain table
+ * is the one the status page shows (http_domains_get).
  *
  * Public: cmd_summary().  Reads only the counts the queue keeps up to
  * date in its write transactions (never walks the messages), so it costs
@@ -20,96 +21,11 @@
 #include "queue.h"
 #include "tools.h"
 
-#define NBUCKET 10
-static const int bucket_max[NBUCKET - 1] = { 5, 10, 20, 40, 80, 160, 320, 640,
-	1280 };
-
-struct dom {
-	char *name;
-	uint64_t n[NBUCKET + 1]; /* [0] total */
-};
-
-struct shape {
-	struct dom *v; /* open addressing */
-	size_t cap, used;
-	int64_t now_min;
-	uint64_t tot[NBUCKET + 1];
-};
-
-static uint64_t
-str_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (; *s != '\0'; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
-}
-
-/* Returns DOMAIN's row, adding it. */
-static struct dom *
-shape_row(struct shape *sh, const char *domain)
-{
-	size_t i;
-
-	if ((sh->used + 1) * 2 > sh->cap) {
-		struct dom *old = sh->v;
-		size_t ocap = sh->cap;
-
-		sh->cap = ocap ? ocap * 2 : 256;
-		sh->v = xcalloc(sh->cap, sizeof(*sh->v));
-		for (size_t k = 0; k < ocap; k++) {
-			if (old[k].name == NULL)
-				continue;
-			i = str_hash(old[k].name) & (sh->cap - 1);
-			while (sh->v[i].name != NULL)
-				i = (i + 1) & (sh->cap - 1);
-			sh->v[i] = old[k];
-		}
-		free(old);
-	}
-	i = str_hash(domain) & (sh->cap - 1);
-	while (sh->v[i].name != NULL) {
-		if (strcmp(sh->v[i].name, domain) == 0)
-			return &sh->v[i];
-		i = (i + 1) & (sh->cap - 1);
-	}
-	sh->v[i].name = xstrdup(domain);
-	sh->used++;
-	return &sh->v[i];
-}
-
-static void
-shape_cb(const char *domain, int64_t minute, uint64_t n, void *arg)
-{
-	struct shape *sh = arg;
-	int64_t age = sh->now_min - minute;
-	struct dom *d = shape_row(sh, domain[0] ? domain : "(none)");
-	int b = 0;
-
-	while (b < NBUCKET - 1 && age >= bucket_max[b])
-		b++;
-	d->n[0] += n;
-	d->n[b + 1] += n;
-	sh->tot[0] += n;
-	sh->tot[b + 1] += n;
-}
-
-static int
-dom_cmp(const void *a, const void *b)
-{
-	const struct dom *x = a, *y = b;
-
-	if (x->n[0] != y->n[0])
-		return x->n[0] > y->n[0] ? -1 : 1;
-	return strcmp(x->name, y->name);
-}
-
 static void
 print_row(const char *name, const uint64_t *n)
 {
 	printf("%30.30s %7llu", name, (unsigned long long)n[0]);
-	for (int b = 1; b <= NBUCKET; b++)
+	for (int b = 1; b <= HTTP_AGE_NB; b++)
 		printf(" %5llu", (unsigned long long)n[b]);
 	printf("\n");
 }
@@ -189,12 +105,13 @@ cmd_summary(int argc, char **argv)
 {
 	struct tools_opts o;
 	struct summary_args args = { SIZE_MAX, false };
-	struct shape sh;
 	struct queue_counts cn;
 	struct cfg *cfg;
 	struct queue *q;
-	struct dom *rows;
+	struct http_domain *rows = NULL;
 	size_t nrows = 0, top = SIZE_MAX;
+	uint64_t tot[HTTP_AGE_NB + 1] = { 0 };
+	enum queue_result qr = QUEUE_OK;
 	uint64_t tm = 0, tb = 0, ts[QUEUE_NSTATE] = { 0 };
 	int rc;
 
@@ -206,12 +123,11 @@ cmd_summary(int argc, char **argv)
 		return rc;
 	if (args.json)
 		return summary_json(cfg, q, top);
-	memset(&sh, 0, sizeof(sh));
 	memset(&cn, 0, sizeof(cn));
-	sh.now_min = rq_now() / 60;
 	if (q != NULL) {
-		if (queue_domain_counts_get(q, shape_cb, &sh) != QUEUE_OK ||
-		    queue_counts_get(q, &cn) != QUEUE_OK) {
+		rows = http_domains_get(q, rq_now(), top, &nrows, tot, &qr);
+		if (qr != QUEUE_OK || queue_counts_get(q, &cn) != QUEUE_OK) {
+			http_domains_free(rows, nrows);
 			queue_close(q);
 			cfg_free(cfg);
 			return tools_fail(
@@ -220,18 +136,13 @@ cmd_summary(int argc, char **argv)
 		queue_close(q);
 	}
 	cfg_free(cfg);
-	rows = xcalloc(sh.used + 1, sizeof(*rows));
-	for (size_t i = 0; i < sh.cap; i++)
-		if (sh.v[i].name != NULL)
-			rows[nrows++] = sh.v[i];
-	qsort(rows, nrows, sizeof(*rows), dom_cmp);
 	printf("Recipients not yet done, by domain and age (minutes):\n");
 	printf("%30s %7s", "", "T");
-	for (int b = 0; b < NBUCKET - 1; b++)
-		printf(" %5d", bucket_max[b]);
+	for (int b = 0; b < HTTP_AGE_NB - 1; b++)
+		printf(" %5d", http_age_buckets[b]);
 	printf(" %5s\n", "1280+");
-	print_row("TOTAL", sh.tot);
-	for (size_t i = 0; i < nrows && i < top; i++)
+	print_row("TOTAL", tot);
+	for (size_t i = 0; i < nrows; i++)
 		print_row(rows[i].name, rows[i].n);
 	printf("\nBy priority and state:\n");
 	printf("%-11s %9s %10s %9s %9s %9s %9s\n", "priority", "messages",
@@ -253,9 +164,6 @@ cmd_summary(int argc, char **argv)
 	for (int s = 0; s < QUEUE_NSTATE; s++)
 		printf(" %9llu", (unsigned long long)ts[s]);
 	printf("\nheld: %llu\n", (unsigned long long)cn.held);
-	for (size_t i = 0; i < sh.cap; i++)
-		free(sh.v[i].name);
-	free(sh.v);
-	free(rows);
+	http_domains_free(rows, nrows);
 	return fflush(stdout) == 0 ? RQ_EX_OK : RQ_EX_IOERR;
 }

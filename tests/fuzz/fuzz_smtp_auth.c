@@ -26,20 +26,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (smtp_reply_parse((const char *)data, size, &reply, &used) ==
 		SMTP_PARSE_OK &&
 	    reply.code == 334 &&
-	    smtp_base64_decode(
+	    rq_base64_decode(
 		reply.text, strlen(reply.text), dec, sizeof(dec), &n) &&
 	    n > sizeof(dec))
 		abort();
 	/* the decoder on raw bytes, bounded output */
-	if (smtp_base64_decode(
-		(const char *)data, size, dec, sizeof(dec), &n) &&
+	if (rq_base64_decode((const char *)data, size, dec, sizeof(dec), &n) &&
 	    (n > sizeof(dec) || n > size))
 		abort();
 	/* round trip */
-	enc = malloc(SMTP_B64_LEN(size) + 1);
+	enc = malloc(RQ_B64_LEN(size) + 1);
 	raw = malloc(size + 1);
-	if (smtp_base64_encode(data, size, enc) != SMTP_B64_LEN(size) ||
-	    !smtp_base64_decode(enc, SMTP_B64_LEN(size), raw, size, &n) ||
+	if (rq_base64_encode(data, size, enc) != RQ_B64_LEN(size) ||
+	    !rq_base64_decode(enc, RQ_B64_LEN(size), raw, size, &n) ||
 	    n != size || (size > 0 && memcmp(raw, data, size) != 0))
 		abort();
 	free(enc);

@@ -36,11 +36,9 @@ test_base64(void)
 		unsigned char dec[64];
 		size_t n;
 
-		CHECK_INT(
-		    smtp_base64_encode(raw, strlen(raw), out), strlen(enc));
+		CHECK_INT(rq_base64_encode(raw, strlen(raw), out), strlen(enc));
 		CHECK_STR(out, enc);
-		CHECK(
-		    smtp_base64_decode(enc, strlen(enc), dec, sizeof(dec), &n));
+		CHECK(rq_base64_decode(enc, strlen(enc), dec, sizeof(dec), &n));
 		CHECK_INT(n, strlen(raw));
 		CHECK(memcmp(dec, raw, n) == 0);
 	}
@@ -57,7 +55,7 @@ test_base64_bad(void)
 	size_t n = 99;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		bool ok = smtp_base64_decode(
+		bool ok = rq_base64_decode(
 		    bad[i], strlen(bad[i]), dec, sizeof(dec), &n);
 
 		if (ok)
@@ -65,8 +63,8 @@ test_base64_bad(void)
 		CHECK(!ok);
 	}
 	/* 6 bytes need 6: 5 is too small */
-	CHECK(!smtp_base64_decode("Zm9vYmFy", 8, dec, 5, &n));
-	CHECK(smtp_base64_decode("Zm9vYmFy", 8, dec, 6, &n));
+	CHECK(!rq_base64_decode("Zm9vYmFy", 8, dec, 5, &n));
+	CHECK(rq_base64_decode("Zm9vYmFy", 8, dec, 6, &n));
 	CHECK_INT(n, 6);
 }
 
@@ -107,7 +105,7 @@ test_responses(void)
 		    resp_cases[i].host, (uint16_t)resp_cases[i].port, raw,
 		    sizeof(raw));
 
-		smtp_base64_encode(raw, n, b64);
+		rq_base64_encode(raw, n, b64);
 		CHECK_STR(b64, resp_cases[i].want);
 	}
 }
@@ -193,7 +191,7 @@ test_challenge(void)
 	CHECK_INT(smtp_reply_parse(r, strlen(r), &reply, &used), SMTP_PARSE_OK);
 	CHECK_INT(reply.code, 334);
 	CHECK_STR(reply.text, "VXNlcm5hbWU6");
-	CHECK(smtp_base64_decode(
+	CHECK(rq_base64_decode(
 	    reply.text, strlen(reply.text), dec, sizeof(dec), &n));
 	CHECK_INT(n, 9);
 	CHECK(memcmp(dec, "Username:", 9) == 0);
