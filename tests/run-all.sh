@@ -3,14 +3,14 @@
 # installs packages, builds with -Werror and runs ctest; builds the Debian
 # package and tests it in a fresh Debian 12 root (as root; ~4 minutes);
 # builds again with ASan+UBSan and runs the same tests; builds and runs
-# each libFuzzer target for FUZZ_SECONDS (default 30); checks formatting
+# each libFuzzer target for FUZZ_SECONDS (default 20); checks formatting
 # against .clang-format.
 # Usage: bash tests/run-all.sh        (from anywhere; builds in build-ci*/)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 jobs=${JOBS:-$(nproc)}
-fuzz_seconds=${FUZZ_SECONDS:-30}
+fuzz_seconds=${FUZZ_SECONDS:-20}
 t0=$(date +%s)
 step() { printf '\n=== %s (%ds)\n' "$*" $(($(date +%s) - t0)); }
 
