@@ -101,6 +101,21 @@ def windows(times, width=1.0):
     return out
 
 
+def gcra_early(times, rate, burst):
+    """How long before its time the earliest message of TIMES (sorted)
+    came, as the GCRA at RATE a second with BURST (virtual scheduling:
+    T = 1/rate, tau = (burst - 1) T) sees them; 0 when all conform."""
+    T = 1.0 / rate
+    tau = (burst - 1) * T
+    tat, worst = None, 0.0
+    for t in times:
+        if tat is None:
+            tat = t
+        worst = max(worst, (tat - tau) - t)
+        tat = max(tat, t) + T
+    return worst
+
+
 def test_rate_shared():
     """max_message_rate = 30/s over three nodes: the first second holds
     at most the burst (30) and what the rate adds in it (30), every
@@ -132,7 +147,10 @@ def test_rate_shared():
 def test_rate_cost():
     """A 200/s limit shared by three nodes costs tens of Redis calls a
     second, not hundreds (batched reservations), and keeps to the
-    limit (a second holds at most 200 + 1 + 200/100)."""
+    limit: the arrivals conform to the GCRA (200/s, burst 200) up to
+    50 ms of delivery jitter.  A per-second count would not do here: a
+    node slowed down (ASan, load) lets the bucket refill, and a refilled
+    bucket may rightly send a burst."""
     with rqlib.Env() as base:
         redis = cl.Redis(base)
         sink = cl.Sink()
@@ -142,9 +160,9 @@ def test_rate_cost():
             rqlib.check_eq(sink.count(), 1800, "messages at the sink")
             t = sorted(sink.mails)
             span = t[-1] - t[0]
-            later = [n for (s, n) in windows(t) if s >= t[0] + 1.0]
-            rqlib.check(later and max(later) <= 203,
-                        "a later second held %d (> 203)" % max(later))
+            early = gcra_early(t, 200.0, 200)
+            rqlib.check(early <= 0.05, "a message %.3fs before the "
+                        "GCRA (200/s, burst 200) allowed it" % early)
             calls = 0
             for e in envs:
                 m = re.search(r"left the cluster: (\d+) Redis calls",
