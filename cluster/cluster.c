@@ -763,8 +763,14 @@ tick_done(struct cluster *c, struct ccall *call, const redisReply *reply)
 	    : 1;
 	/* back from an outage, a Redis restarted empty counts the nodes as
 	 * they return: the share keeps the count from before meanwhile */
-	if (live >= c->live_nodes || rq_mono_us() >= c->grace_until_us)
+	if ((live >= c->live_nodes || rq_mono_us() >= c->grace_until_us) &&
+	    live != c->live_nodes) {
+		/* the count the shares of cluster_fallback use: logged,
+		 * so that an admin (and a test) knows what it was */
+		log_info("cluster", "%u live node%s in the cluster %s (was %u)",
+		    live, live == 1 ? "" : "s", c->name, c->live_nodes);
 		c->live_nodes = live;
+	}
 	for (size_t k = 0; k < call->nkeys && 4 * k + 4 < reply->elements;
 	     k++) {
 		const redisReply *lost = reply->element[4 * k + 1];

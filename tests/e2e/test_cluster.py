@@ -218,6 +218,15 @@ def lines_of(env, pattern):
     return cl.log_count(env, pattern)
 
 
+def wait_live(envs, n):
+    """Waits until every node's heartbeat has counted N live nodes: the
+    shares of cluster_fallback share are computed from that count, so
+    an outage before it is counted would leave a node a bigger share."""
+    rqlib.wait_for(lambda: all(
+        re.search(r"%d live nodes in the cluster" % n, e.log_text())
+        for e in envs), 30, 0.05, "every node counting %d live nodes" % n)
+
+
 def test_redis_killed_and_back():
     """SIGKILL Redis mid-run: mail keeps flowing under `share` with the
     peak within the limit; Redis restarted empty: the nodes share the
@@ -231,6 +240,7 @@ def test_redis_killed_and_back():
         def chaos():
             rqlib.wait_for(lambda: sink.count() >= 150, 60, 0.05,
                            "150 messages before the kill")
+            wait_live(envs, 3)
             redis.kill(signal.SIGKILL)
             rqlib.wait_for(lambda: all(
                 lines_of(e, r"unreachable .*cluster_fallback share") == 1
@@ -284,6 +294,7 @@ def test_redis_hung():
             rqlib.wait_for(lambda: all("limits shared" in e.log_text()
                                        for e in envs), 20, 0.05, "joined")
             rqlib.wait_for(lambda: sink.count() >= 50, 60, 0.05, "mail")
+            wait_live(envs, 3)
             redis.kill(signal.SIGSTOP)
             t0 = time.monotonic()
             rqlib.wait_for(lambda: all("unreachable" in e.log_text()
