@@ -15,6 +15,7 @@
  * pages when the map allows) for deletes, delivery results and notices.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,8 @@
 #include <unistd.h>
 
 #include "queue_int.h"
+
+#define RSS_FILE_MAX (16u << 20) /* file pages kept resident, at most */
 
 const char *const queue_dbnames[QDB_N] = { "msg", "rcpt", "hist", "body",
 	"sched", "expiry", "lease", "ident", "counts", "meta", "corrupt",
@@ -114,6 +117,7 @@ queue_open(const struct cfg *cfg, bool readonly, char *err, size_t errlen)
 	q->readonly = readonly;
 	q->dir = xstrdup(dir);
 	q->wake_fd = -1;
+	q->statm_fd = -2; /* not opened yet */
 	if ((rc = mdb_env_create(&q->env)) != 0 ||
 	    (rc = mdb_env_set_maxdbs(q->env, QDB_N + 2)) != 0 ||
 	    (rc = mdb_env_set_mapsize(
@@ -191,6 +195,8 @@ queue_close(struct queue *q)
 		mdb_txn_abort(q->rtxn);
 	if (q->wake_fd >= 0)
 		close(q->wake_fd);
+	if (q->statm_fd >= 0)
+		close(q->statm_fd);
 	mdb_env_close(q->env);
 	free(q->dir);
 	free(q);
@@ -290,11 +296,36 @@ map_locate(struct queue *q)
 	fclose(fp);
 }
 
+/* The process's resident file-backed pages in bytes (statm's third
+ * field: RssFile + RssShmem), or SIZE_MAX when it cannot be read. */
+static size_t
+rss_file_bytes(struct queue *q)
+{
+	char buf[128];
+	unsigned long size, res, shared;
+	ssize_t n;
+
+	if (q->statm_fd == -2)
+		q->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	if (q->statm_fd < 0)
+		return SIZE_MAX;
+	n = pread(q->statm_fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return SIZE_MAX;
+	buf[n] = '\0';
+	if (sscanf(buf, "%lu %lu %lu", &size, &res, &shared) != 3)
+		return SIZE_MAX;
+	return (size_t)shared * (size_t)sysconf(_SC_PAGESIZE);
+}
+
 /*
  * Drops the map's pages from this process's resident set (they stay in
- * the page cache and fault back in on use), at most every 25 ms: the
- * map is file-backed and shared, so touching a big queue would otherwise
- * make RSS grow with the queue.
+ * the page cache and fault back in on use) when its file-backed pages
+ * pass RSS_FILE_MAX, looked at every 25 ms at most: the map is
+ * file-backed and shared, so touching a big queue would otherwise make
+ * RSS grow with the queue.  Dropping them only then (not at every look)
+ * keeps the hot pages (the trees' upper levels) mapped between trims:
+ * each trim costs a page fault per page touched again.
  */
 void
 queue_rss_trim(struct queue *q)
@@ -307,6 +338,8 @@ queue_rss_trim(struct queue *q)
 	if (now - q->last_trim < 25000)
 		return;
 	q->last_trim = now;
+	if (rss_file_bytes(q) < RSS_FILE_MAX)
+		return;
 	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
 		return;
 	if (q->map_base == NULL || q->map_size != info.me_mapsize) {

@@ -63,6 +63,7 @@ struct queue {
 	} take_at[CFG_NCLASS];
 	void *map_base; /* where data.mdb is mapped (see queue_rss_trim) */
 	size_t map_len, map_size;
+	int statm_fd; /* /proc/self/statm, opened on the first trim */
 };
 
 /* A count delta, summed in the txn and applied at commit. */
