@@ -149,12 +149,16 @@ conn_body_fill(struct smtp_conn *conn)
 	const struct smtp_req *req = conn->req;
 	struct evbuffer *out = bufferevent_get_output(conn->bev);
 	struct evbuffer_iovec v;
-	size_t n;
+	size_t n, left = req->req.msglen - conn->body_off, blk = BODY_BLOCK;
 
-	if (evbuffer_reserve_space(out, BODY_BLOCK, &v, 1) < 1)
+	/* the encoding at most doubles the rest and adds CRLF ".\r\n": a
+	 * small message reserves what it can need, not a whole block */
+	if (left < (BODY_BLOCK - 5) / 2)
+		blk = 2 * left + 5 < 8 ? 8 : 2 * left + 5;
+	if (evbuffer_reserve_space(out, (ev_ssize_t)blk, &v, 1) < 1)
 		abort();
 	n = smtp_body_encode(req->req.msg, req->req.msglen, &conn->body_off,
-	    &conn->body_bol, v.iov_base, BODY_BLOCK);
+	    &conn->body_bol, v.iov_base, blk);
 	v.iov_len = n;
 	evbuffer_commit_space(out, &v, 1);
 	if (conn->body_off > req->req.msglen) {
