@@ -830,10 +830,10 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_conn *conn = arg;
 
+	/* the event is no longer pending: disabling it costs no syscall */
 	if (conn->direct &&
 	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		bufferevent_disable(
-		    bev, EV_WRITE); /* not pending: no syscall */
+		bufferevent_disable(bev, EV_WRITE);
 	if (conn->dead || conn->phase != SMTP_PH_BODY)
 		return;
 	if (!conn->body_done)
