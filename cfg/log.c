@@ -25,7 +25,8 @@
  * log_hold() buffers lines already escaped.  One line is one write(2) or
  * one datagram, under log_lock, so lines of threads (intake readers, the
  * loop) never interleave, and the destination never changes under a
- * writer.
+ * writer.  The process ID in the identity is read once per process
+ * (log_pid(); pthread_atfork() forgets it in a child), not once a line.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -63,6 +64,10 @@ static char sys_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static char log_host[64] = "localhost";
 static char conv[2 * HOLD_CAP]; /* traditional lines to write */
 static enum log_level log_min = LOG_LVL_INFO;
+
+/* getpid(), cached: 0 until read; a forked child starts again at 0. */
+static pid_t log_pid_cached;
+static pthread_once_t log_pid_once = PTHREAD_ONCE_INIT;
 
 /*
  * log_hold(): lines gathered per thread, written together.  A line is
@@ -388,6 +393,35 @@ log_line_escape(char *buf, size_t len)
 	return o;
 }
 
+/* Forgets the cached process ID in a forked child (an atfork handler). */
+static void
+log_pid_forget(void)
+{
+	__atomic_store_n(&log_pid_cached, 0, __ATOMIC_RELAXED);
+}
+
+/* Registers log_pid_forget() as a child handler of fork(), once. */
+static void
+log_pid_atfork(void)
+{
+	pthread_atfork(NULL, NULL, log_pid_forget);
+}
+
+/* The process ID for the identity: one getpid() per process, not per
+ * line (drain logs two lines a message). */
+static pid_t
+log_pid(void)
+{
+	pid_t pid = __atomic_load_n(&log_pid_cached, __ATOMIC_RELAXED);
+
+	if (pid == 0) {
+		pthread_once(&log_pid_once, log_pid_atfork);
+		pid = getpid();
+		__atomic_store_n(&log_pid_cached, pid, __ATOMIC_RELAXED);
+	}
+	return pid;
+}
+
 /* Formats and writes one line; see cfg.h. */
 void
 log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
@@ -415,7 +449,7 @@ log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
 		return; /* cannot happen in the C locale */
 	body = off;
 	n = snprintf(buf + off, sizeof(buf) - off, " relayq/%.64s[%ld]: %s",
-	    subsys ? subsys : "relayq", (long)getpid(), pfx[lvl]);
+	    subsys ? subsys : "relayq", (long)log_pid(), pfx[lvl]);
 	if (n < 0)
 		return;
 	off += (size_t)n;

@@ -174,10 +174,12 @@ bool qrec_rcpt_peek(const void *, size_t, struct queue_rcpt *head);
 void qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level);
 /* Inflates and checks body record REC of N bytes of message ID into a
  * malloc'd *buf of *len bytes (plus a NUL); QUEUE_CORRUPT, logged, when
- * it is invalid. */
+ * it is invalid (its crc32 is the one checksum checked); safe to call
+ * from any thread. */
 enum queue_result qrec_body_decode(
     uint64_t id, const void *rec, size_t n, char **buf, size_t *len);
-/* Frees the calling thread's compressor (before the thread ends). */
+/* Frees the calling thread's compressors and decompressor (before the
+ * thread ends). */
 void qrec_thread_done(void);
 
 /* ---- queue_env.c: the environment ---- */

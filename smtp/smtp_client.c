@@ -19,11 +19,24 @@
  * top.  Which connection a request gets, and the walk over its addresses,
  * are in smtp_conn.c.
  *
+ * Socket I/O of a plaintext connection is done here, not by the
+ * bufferevent (which still connects, holds the buffers and takes over
+ * under TLS): what the state machine queues in the output is written at
+ * the end of the loop turn that queued it (conn_flush_cb), so pipelined
+ * commands go out in one writev() with no poll for writability first;
+ * the bufferevent's write event is armed only when the socket takes less
+ * than all (EAGAIN, a short write), and disarmed once it is drained.
+ * Replies are read by the connection's own read event into the input
+ * buffer (conn_sock_read_cb), one read() each, without the FIONREAD ioctl
+ * libevent's reader makes first.  A delivery costs then one writev() per
+ * burst, one read() per reply batch, and no epoll_ctl() at all.
+ *
  * Invariants: the timer is armed once per phase (per command, per body
  * block), never by incoming bytes, so a trickling peer cannot stretch a
  * deadline; a closed connection is unlinked at once but freed only in
  * reap_cb(), so no callback frees its own session; done() is only ever
- * called from reap_cb().
+ * called from reap_cb(); whatever enters a direct connection's output
+ * is written in the same loop turn or has the write event armed.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,6 +59,7 @@
 #define BODY_BLOCK 65536 /* bytes queued per body block */
 #define BODY_LOWAT 16384 /* queue the next block below this */
 #define REPLY_PEEK (SMTP_LINE_MAX * SMTP_REPLY_LINES_MAX)
+#define READ_BLOCK 4096 /* bytes read at most per read(2), as libevent */
 
 /* The timeout key of each phase. */
 static const enum cfg_key phase_key[SMTP_NPHASE] = {
@@ -110,6 +124,7 @@ static void conn_read_cb(struct bufferevent *, void *);
 static void conn_write_cb(struct bufferevent *, void *);
 static void conn_event_cb(struct bufferevent *, short, void *);
 static void conn_timer_cb(evutil_socket_t, short, void *);
+static void conn_direct_stop(struct smtp_conn *);
 static void txn_begin(struct smtp_conn *);
 
 /* What PHASE was doing: "sending RCPT TO"; "idle" for none. */
@@ -149,12 +164,16 @@ conn_body_fill(struct smtp_conn *conn)
 	const struct smtp_req *req = conn->req;
 	struct evbuffer *out = bufferevent_get_output(conn->bev);
 	struct evbuffer_iovec v;
-	size_t n;
+	size_t n, left = req->req.msglen - conn->body_off, blk = BODY_BLOCK;
 
-	if (evbuffer_reserve_space(out, BODY_BLOCK, &v, 1) < 1)
+	/* the encoding at most doubles the rest and adds CRLF ".\r\n": a
+	 * small message reserves what it can need, not a whole block */
+	if (left < (BODY_BLOCK - 5) / 2)
+		blk = 2 * left + 5 < 8 ? 8 : 2 * left + 5;
+	if (evbuffer_reserve_space(out, (ev_ssize_t)blk, &v, 1) < 1)
 		abort();
 	n = smtp_body_encode(req->req.msg, req->req.msglen, &conn->body_off,
-	    &conn->body_bol, v.iov_base, BODY_BLOCK);
+	    &conn->body_bol, v.iov_base, blk);
 	v.iov_len = n;
 	evbuffer_commit_space(out, &v, 1);
 	if (conn->body_off > req->req.msglen) {
@@ -363,6 +382,7 @@ smtp_conn_close(struct smtp_conn *conn)
 	smtp_token_forget(conn);
 	conn->phase = SMTP_PH_CLOSED;
 	evtimer_del(conn->timer);
+	conn_direct_stop(conn);
 	if (conn->bev != NULL) {
 		bufferevent_free(conn->bev); /* frees the SSL too */
 		conn->bev = NULL;
@@ -437,6 +457,7 @@ conn_tls_start(struct smtp_conn *conn)
 		smtp_tls_setup_failed(conn, err);
 		return;
 	}
+	conn_direct_stop(conn); /* the filter reads and writes the socket */
 	bev = bufferevent_openssl_filter_new(conn->client->base, conn->bev, ssl,
 	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
@@ -802,18 +823,177 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
-/* Queues more of the body when the output has drained enough. */
+/* Queues more of the body when the output has drained enough; a direct
+ * connection whose output is written goes back to writing at once. */
 static void
 conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_conn *conn = arg;
 
+	/* the event is no longer pending: disabling it costs no syscall */
+	if (conn->direct &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_disable(bev, EV_WRITE);
 	if (conn->dead || conn->phase != SMTP_PH_BODY)
 		return;
 	if (!conn->body_done)
 		smtp_conn_enter(conn, SMTP_PH_BODY);
 	else if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		smtp_conn_enter(conn, SMTP_PH_DOT);
+}
+
+/* ---- plaintext socket I/O (see the top of this file) ---- */
+
+/* Whether ERR is a socket error that only says "not now". */
+static bool
+conn_err_retriable(int err)
+{
+	return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
+
+/*
+ * Writes what CONN's output holds, in one writev(); what the socket does
+ * not take is left to the bufferevent's write event.  Calls
+ * conn_write_cb() as the bufferevent would, when the output is at or
+ * below its low watermark after a write.
+ */
+static void
+conn_out_write(struct smtp_conn *conn)
+{
+	struct bufferevent *bev = conn->bev;
+	struct evbuffer *out = bufferevent_get_output(bev);
+	size_t low = 0;
+	int n, err;
+
+	if (evbuffer_get_length(out) == 0)
+		return;
+	evbuffer_unfreeze(out, 1); /* the bufferevent keeps it frozen */
+	n = evbuffer_write(out, bufferevent_getfd(bev));
+	err = errno;
+	evbuffer_freeze(out, 1);
+	if (n < 0 && !conn_err_retriable(err)) {
+		errno = err; /* conn_event_cb() reports it */
+		conn_event_cb(bev, BEV_EVENT_ERROR | BEV_EVENT_WRITING, conn);
+		return;
+	}
+	if (evbuffer_get_length(out) > 0)
+		bufferevent_enable(bev, EV_WRITE); /* the rest when writable */
+	if (n <= 0)
+		return;
+	bufferevent_getwatermark(bev, EV_WRITE, &low, NULL);
+	if (evbuffer_get_length(out) <= low)
+		conn_write_cb(bev, conn);
+}
+
+/* Writes CONN's output at the end of the loop turn that queued it. */
+static void
+conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_conn *conn = arg;
+
+	(void)fd;
+	(void)what;
+	conn->flush_due = false;
+	if (conn->dead || !conn->direct ||
+	    (bufferevent_get_enabled(conn->bev) & EV_WRITE))
+		return;
+	conn_out_write(conn);
+}
+
+/* Bytes were queued in CONN's output: schedule conn_flush_cb(), unless
+ * it is due already or the write event has the output. */
+static void
+conn_out_cb(
+    struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct smtp_conn *conn = arg;
+
+	(void)buf;
+	if (info->n_added == 0 || conn->flush_due || !conn->direct ||
+	    (bufferevent_get_enabled(conn->bev) & EV_WRITE))
+		return;
+	conn->flush_due = true;
+	event_active(conn->flush, EV_TIMEOUT, 1);
+}
+
+/*
+ * CONN's socket is readable: one read() into the input buffer, then the
+ * replies it completes; end of file and errors go to conn_event_cb() as
+ * the bufferevent would report them.
+ */
+static void
+conn_sock_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_conn *conn = arg;
+	struct bufferevent *bev = conn->bev;
+	struct evbuffer *in;
+	struct evbuffer_iovec v;
+	ssize_t n;
+	int err;
+
+	(void)what;
+	if (conn->dead || !conn->direct)
+		return;
+	in = bufferevent_get_input(bev);
+	evbuffer_unfreeze(in, 0); /* the bufferevent keeps it frozen */
+	if (evbuffer_reserve_space(in, READ_BLOCK, &v, 1) < 1)
+		abort();
+	n = read(fd, v.iov_base, READ_BLOCK);
+	err = errno;
+	if (n > 0) {
+		v.iov_len = (size_t)n;
+		evbuffer_commit_space(in, &v, 1);
+	}
+	evbuffer_freeze(in, 0);
+	if (n > 0) {
+		conn_read_cb(bev, conn);
+		return;
+	}
+	if (n < 0 && conn_err_retriable(err))
+		return;
+	event_del(conn->rev);
+	errno = err;
+	conn_event_cb(bev,
+	    BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
+	    conn);
+}
+
+/* CONN, plaintext, connected: its socket I/O is done here from now on. */
+static void
+conn_direct_start(struct smtp_conn *conn)
+{
+	struct bufferevent *bev = conn->bev;
+	struct event_base *base = conn->client->base;
+
+	conn->rev = event_new(base, bufferevent_getfd(bev),
+	    EV_READ | EV_PERSIST, conn_sock_read_cb, conn);
+	conn->flush = event_new(base, -1, 0, conn_flush_cb, conn);
+	conn->out_cb = evbuffer_add_cb(
+	    bufferevent_get_output(bev), conn_out_cb, conn);
+	if (conn->rev == NULL || conn->flush == NULL || conn->out_cb == NULL)
+		abort();
+	/* ours first, then the bufferevent's off: the poll set stays */
+	event_add(conn->rev, NULL);
+	bufferevent_disable(bev, EV_READ | EV_WRITE);
+	conn->direct = true;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		conn_out_write(conn);
+}
+
+/* Ends CONN's direct I/O (TLS takes the socket, or CONN closes); its
+ * events are freed by reap_cb(). */
+static void
+conn_direct_stop(struct smtp_conn *conn)
+{
+	if (!conn->direct)
+		return;
+	conn->direct = false;
+	conn->flush_due = false;
+	event_del(conn->rev);
+	event_del(conn->flush);
+	evbuffer_remove_cb_entry(
+	    bufferevent_get_output(conn->bev), conn->out_cb);
+	conn->out_cb = NULL;
 }
 
 /* connect(2) or the TLS handshake on BEV completed. */
@@ -825,12 +1005,14 @@ conn_connected(struct smtp_conn *conn, struct bufferevent *bev)
 
 		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY,
 		    &one, sizeof(one));
-		if (conn->req == NULL && conn->wrapper)
+		if (conn->req == NULL && conn->wrapper) {
 			smtp_conn_close(conn); /* an orphan: nothing to say */
-		else if (conn->wrapper)
+		} else if (conn->wrapper) {
 			conn_tls_start(conn); /* RFC 8314 implicit TLS */
-		else
+		} else {
+			conn_direct_start(conn);
 			smtp_conn_enter(conn, SMTP_PH_GREETING);
+		}
 	} else if (conn->phase == SMTP_PH_TLS) {
 		conn_tls_done(conn);
 	}
@@ -891,6 +1073,10 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 			client->close_cb(client->close_arg, conn->gone_key);
 		free(conn->gone_key);
 		event_free(conn->timer);
+		if (conn->rev != NULL)
+			event_free(conn->rev);
+		if (conn->flush != NULL)
+			event_free(conn->flush);
 		free(conn->cafile);
 		free(conn->auth_id);
 		free(conn->helo);

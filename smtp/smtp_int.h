@@ -31,6 +31,7 @@
 
 struct bufferevent;
 struct evbuffer;
+struct evbuffer_cb_entry;
 struct event;
 
 #define SMTP_DEST_BUCKETS 1024
@@ -124,6 +125,15 @@ struct smtp_conn {
 	struct smtp_token *tok; /* the token command, while it runs */
 	size_t body_off;
 	bool body_bol;
+	/* plaintext socket I/O done by smtp_client.c, not the bufferevent
+	 * (from connect to STARTTLS or the end): the socket's read event,
+	 * the write of the output at the end of the loop turn, the output's
+	 * callback that schedules it */
+	bool direct;
+	bool flush_due;
+	struct event *rev;
+	struct event *flush;
+	struct evbuffer_cb_entry *out_cb;
 	/* copies of the settings an idle connection still needs */
 	int64_t t_quit, cache_time, max_deliveries;
 	TAILQ_ENTRY(smtp_conn) entry; /* client->conns or client->dead */

@@ -1,5 +1,8 @@
 /* fuzz_smtp_ehlo.c - libFuzzer target: any bytes as an EHLO reply's
- * capability lines, and as a message body for the DATA encoder. */
+ * capability lines, and as a message body for the DATA encoder, whose
+ * output (in blocks of 64 bytes) must be what a byte-at-a-time encoder
+ * makes of the same body, and the 8-bit scan, which must agree with a
+ * plain loop. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -8,31 +11,65 @@
 #include "smtp.h"
 #include "smtp_int.h"
 
+/* The encoder written the plain way: all of IN into OUT (2 * LEN + 5
+ * bytes); returns the length. */
+static size_t
+encode_ref(const uint8_t *in, size_t len, uint8_t *out)
+{
+	size_t o = 0;
+	int bol = 1;
+
+	for (size_t i = 0; i < len; i++) {
+		if (in[i] == '\r' || in[i] == '\n') {
+			if (in[i] == '\r' && i + 1 < len && in[i + 1] == '\n')
+				i++;
+			out[o++] = '\r';
+			out[o++] = '\n';
+			bol = 1;
+			continue;
+		}
+		if (bol && in[i] == '.')
+			out[o++] = '.';
+		out[o++] = in[i];
+		bol = 0;
+	}
+	if (!bol) {
+		out[o++] = '\r';
+		out[o++] = '\n';
+	}
+	memcpy(out + o, ".\r\n", 3);
+	return o + 3;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct smtp_ehlo e;
-	char out[64];
-	size_t off = 0, n, i;
-	bool bol = true, prev_cr = false;
-	unsigned long long dots = 0;
+	uint8_t *ref = malloc(2 * size + 5), *all = malloc(2 * size + 5 + 64);
+	size_t off = 0, n, o = 0, want;
+	bool bol = true, high = false;
 
+	if (ref == NULL || all == NULL)
+		abort();
 	smtp_ehlo_parse((const char *)data, size, &e);
 	if (!e.size && e.size_max != 0)
 		abort();
-	/* the encoder: CR only before LF, and it terminates */
+	/* the encoder: terminates, and says what the reference says */
 	while (off <= size) {
 		n = smtp_body_encode(
-		    (const char *)data, size, &off, &bol, out, sizeof(out));
-		if (n == 0 || n > sizeof(out))
+		    (const char *)data, size, &off, &bol, (char *)all + o, 64);
+		if (n == 0 || n > 64 || o + n > 2 * size + 5)
 			abort();
-		for (i = 0; i < n; i++) {
-			if (prev_cr && out[i] != '\n')
-				abort();
-			prev_cr = out[i] == '\r';
-			dots += out[i] == '.';
-		}
+		o += n;
 	}
-	(void)dots;
+	want = encode_ref(data, size, ref);
+	if (o != want || memcmp(all, ref, want) != 0)
+		abort();
+	for (size_t i = 0; i < size; i++)
+		high = high || data[i] >= 0x80;
+	if (smtp_body_8bit((const char *)data, size) != high)
+		abort();
+	free(ref);
+	free(all);
 	return 0;
 }

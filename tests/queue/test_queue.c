@@ -5,7 +5,7 @@
  * leases, recipient updates and removal, hold/release/flush, the expiry
  * index, counts, paged scans, corrupt records, and the per-recipient
  * attempt history (kept to the newest QUEUE_HIST_MAX, removed with the
- * message).
+ * message), and the body record's decoder over valid and damaged records.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cfg.h"
 #include "queue.h"
@@ -897,6 +898,153 @@ test_mapfull(void)
 	cfg_free(cfg);
 }
 
+/* ---- body records ---- */
+
+static const char body_text[] =
+    "From: a@b.test\r\nSubject: body\r\n\r\n"
+    "line one\r\n.dot line\r\n\xc3\xa9t\xc3\xa9\r\n"
+    "line one\r\nline one\r\nline one\r\nline one\r\nline one\r\n";
+
+/* How a case damages a good level-LEVEL record of body_text. */
+enum body_damage {
+	BD_NONE,
+	BD_CRC, /* a bit of the record's crc32 flipped */
+	BD_DATA, /* a bit of the deflate data flipped */
+	BD_TRUNC, /* the last byte (of the trailer) gone */
+	BD_TRAIL, /* a byte after the stream */
+	BD_LONGER, /* raw length one more than the data inflates to */
+	BD_SHORTER, /* raw length one less */
+	BD_FDICT, /* the zlib header asks for a preset dictionary */
+	BD_METHOD, /* the zlib header's method is not deflate */
+	BD_VERSION, /* the record's version byte */
+	BD_STORED, /* method 0, the text as is */
+	BD_STORED_CRC, /* method 0, crc32 wrong */
+	BD_ZLIB, /* the stream written by zlib's compress2() */
+	BD_EMPTY, /* an empty body */
+};
+
+static const struct {
+	enum body_damage damage;
+	int level;
+	enum queue_result want;
+} body_cases[] = {
+	{ BD_NONE, 1, QUEUE_OK },
+	{ BD_NONE, 6, QUEUE_OK },
+	{ BD_NONE, 12, QUEUE_OK },
+	{ BD_EMPTY, 1, QUEUE_OK },
+	{ BD_STORED, 0, QUEUE_OK },
+	{ BD_ZLIB, 1, QUEUE_OK },
+	{ BD_ZLIB, 9, QUEUE_OK },
+	{ BD_CRC, 1, QUEUE_CORRUPT },
+	{ BD_DATA, 1, QUEUE_CORRUPT },
+	{ BD_TRUNC, 1, QUEUE_CORRUPT },
+	{ BD_TRAIL, 1, QUEUE_CORRUPT },
+	{ BD_LONGER, 1, QUEUE_CORRUPT },
+	{ BD_SHORTER, 1, QUEUE_CORRUPT },
+	{ BD_FDICT, 1, QUEUE_CORRUPT },
+	{ BD_METHOD, 1, QUEUE_CORRUPT },
+	{ BD_VERSION, 1, QUEUE_CORRUPT },
+	{ BD_STORED_CRC, 0, QUEUE_CORRUPT },
+};
+
+/* Makes case I's record in B. */
+static void
+body_case_make(struct qbuf *b, size_t i)
+{
+	size_t len = body_cases[i].damage == BD_EMPTY ? 0 : strlen(body_text);
+	uint32_t crc = (uint32_t)crc32(0, (const Bytef *)body_text, (uInt)len);
+	uLongf zlen;
+	int f;
+
+	qrec_body_encode(b, body_text, len, body_cases[i].level);
+	switch (body_cases[i].damage) {
+	case BD_CRC:
+		b->p[10] ^= 0x01;
+		break;
+	case BD_DATA:
+		b->p[14 + 4] ^= 0x10;
+		break;
+	case BD_TRUNC:
+		b->n--;
+		break;
+	case BD_TRAIL:
+		qbuf_u8(b, 0);
+		break;
+	case BD_LONGER:
+	case BD_SHORTER:
+		qbe64_put(b->p + 2,
+		    len + (body_cases[i].damage == BD_LONGER ? 1 : -1));
+		break;
+	case BD_FDICT:
+		/* FDICT set, FCHECK still right: only the flag refuses */
+		f = (b->p[15] | 0x20) & 0xe0;
+		b->p[15] = (uint8_t)(f +
+		    (31 - ((b->p[14] << 8) | f) % 31) % 31);
+		break;
+	case BD_METHOD:
+		b->p[14] = (uint8_t)((b->p[14] & 0xf0) | 7);
+		b->p[15] = (uint8_t)(b->p[15] & 0xe0);
+		b->p[15] = (uint8_t)(b->p[15] +
+		    (31 - ((b->p[14] << 8) | b->p[15]) % 31) % 31);
+		break;
+	case BD_VERSION:
+		b->p[0]++;
+		break;
+	case BD_STORED:
+	case BD_STORED_CRC:
+		b->n = 14;
+		b->p[1] = 0;
+		qbe32_put(b->p + 10,
+		    crc ^ (body_cases[i].damage == BD_STORED_CRC ? 1u : 0u));
+		qbuf_put(b, body_text, len);
+		break;
+	case BD_ZLIB:
+		zlen = compressBound((uLong)len);
+		b->n = 14;
+		if (b->cap < 14 + zlen) {
+			b->cap = 14 + zlen;
+			b->p = realloc(b->p, b->cap);
+		}
+		if (compress2(b->p + 14, &zlen, (const Bytef *)body_text,
+			(uLong)len, body_cases[i].level) != Z_OK)
+			abort();
+		b->n = 14 + zlen;
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+test_body_records(void)
+{
+	for (size_t i = 0; i < sizeof(body_cases) / sizeof(body_cases[0]);
+	     i++) {
+		struct qbuf b = { NULL, 0, 0 };
+		char *out = NULL;
+		size_t len = 99;
+		enum queue_result r;
+
+		body_case_make(&b, i);
+		r = qrec_body_decode(1, b.p, b.n, &out, &len);
+		if (r != body_cases[i].want)
+			fprintf(stderr, "body case %zu\n", i);
+		CHECK_INT(r, body_cases[i].want);
+		if (r == QUEUE_OK) {
+			size_t want = body_cases[i].damage == BD_EMPTY
+			    ? 0
+			    : strlen(body_text);
+
+			CHECK_INT(len, want);
+			CHECK(memcmp(out, body_text, want) == 0);
+			CHECK(out[len] == '\0');
+		}
+		free(out);
+		free(b.p);
+	}
+	qrec_thread_done();
+}
+
 int
 main(void)
 {
@@ -911,6 +1059,7 @@ main(void)
 	test_addrlists();
 	test_messages();
 	test_build();
+	test_body_records();
 	test_queue_db();
 	test_history();
 	test_mapfull();

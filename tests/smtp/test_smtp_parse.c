@@ -1,8 +1,10 @@
 /*
  * test_smtp_parse.c - table-driven unit tests for the smtp module's pure
  * functions: the reply parser, the EHLO keyword parser and the DATA
- * encoder (CRLF and dot-stuffing).
+ * encoder (CRLF and dot-stuffing), also against a byte-at-a-time
+ * reference over generated bodies, and the 8-bit scan.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,6 +236,112 @@ test_body_table(void)
 	CHECK(smtp_body_8bit("ab\xc3\xa9", 4));
 }
 
+/* The encoder as a byte-at-a-time loop (what smtp_body_encode() does,
+ * written the plain way): the whole of IN into OUT; returns the length. */
+static size_t
+body_encode_ref(const char *in, size_t len, char *out)
+{
+	size_t o = 0;
+	bool bol = true;
+
+	for (size_t i = 0; i < len; i++) {
+		if (in[i] == '\r' || in[i] == '\n') {
+			if (in[i] == '\r' && i + 1 < len && in[i + 1] == '\n')
+				i++;
+			out[o++] = '\r';
+			out[o++] = '\n';
+			bol = true;
+			continue;
+		}
+		if (bol && in[i] == '.')
+			out[o++] = '.';
+		out[o++] = in[i];
+		bol = false;
+	}
+	if (!bol) {
+		out[o++] = '\r';
+		out[o++] = '\n';
+	}
+	memcpy(out + o, ".\r\n", 3);
+	return o + 3;
+}
+
+/* Bodies made of pieces (CRLF text, bare CR and LF, dots at line
+ * starts, long lines, 8-bit bytes, NULs) as a seeded generator picks
+ * them, each encoded in blocks of several sizes: the same bytes as the
+ * reference. */
+static void
+test_body_generated(void)
+{
+	static const char *const pieces[] = { "abc", "\r\n", "\r", "\n", ".",
+		"..", "\r\n.", "\n.\r", "\xc3\xa9", "x\0y",
+		"0123456789012345678901234567890123456789012345678901234567" };
+	static const size_t blks[] = { 8, 9, 13, 64, 100, 4096, 65536 };
+	uint32_t seed = 12345;
+	char *in = xmalloc(70000), *ref = xmalloc(2 * 70000 + 8);
+
+	for (int round = 0; round < 300; round++) {
+		size_t len = 0, want, n;
+		size_t target = round < 200 ? (size_t)(round * 7) : 60000;
+
+		while (len < target) {
+			size_t k, pl;
+
+			seed = seed * 1103515245u + 12345u;
+			k = (seed >> 16) % (sizeof(pieces) / sizeof(pieces[0]));
+			pl = k == 9 ? 3 : strlen(pieces[k]);
+			if (len + pl > 70000)
+				break;
+			memcpy(in + len, pieces[k], pl);
+			len += pl;
+		}
+		want = body_encode_ref(in, len, ref);
+		for (size_t b = 0; b < sizeof(blks) / sizeof(blks[0]); b++) {
+			size_t off = 0, o = 0, cap = 2 * len + 8;
+			char *out = xmalloc(cap + blks[b]);
+			bool bol = true;
+
+			while (off <= len) {
+				n = smtp_body_encode(
+				    in, len, &off, &bol, out + o, blks[b]);
+				if (n == 0)
+					break;
+				o += n;
+			}
+			CHECK_INT(o, want);
+			CHECK(o == want && memcmp(out, ref, want) == 0);
+			free(out);
+		}
+	}
+	free(in);
+	free(ref);
+}
+
+/* The 8-bit scan: one high byte anywhere (each offset of a few 64-byte
+ * steps, and in the tail) is found; none, none found. */
+static void
+test_body_8bit(void)
+{
+	char buf[300];
+	bool all = true;
+
+	memset(buf, 'a', sizeof(buf));
+	for (size_t len = 0; len <= sizeof(buf); len++)
+		if (smtp_body_8bit(buf, len))
+			all = false;
+	CHECK(all);
+	for (size_t at = 0; at < sizeof(buf); at++) {
+		for (size_t len = at + 1; len <= sizeof(buf); len += 37) {
+			buf[at] = (char)0x80;
+			if (!smtp_body_8bit(buf, len) ||
+			    smtp_body_8bit(buf, at))
+				all = false;
+			buf[at] = 'a';
+		}
+	}
+	CHECK(all);
+}
+
 /* Checks that phase names exist for every phase. */
 static void
 test_phase_names(void)
@@ -254,6 +362,8 @@ main(void)
 	test_reply_bounds();
 	test_ehlo_table();
 	test_body_table();
+	test_body_generated();
+	test_body_8bit();
 	test_phase_names();
 	return rqtest_done();
 }
