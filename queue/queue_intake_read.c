@@ -16,7 +16,9 @@
  * fstat must match lstat before and after the read: a file that changed
  * is looked at again later, never queued half-written.  [rhead, rnext)
  * of the ring is handed out or done, [rnext, rtail) waits for a reader;
- * readers stop while RING_BYTES of prepared files wait to be filed.
+ * readers stop while RING_BYTES of prepared files wait to be filed.  The
+ * main thread gives each dropped slot's record buffer back to a pool
+ * (RECPOOL, under rmu) that the readers compress into next.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -211,6 +213,9 @@ prep_run(struct queue_intake *qi, struct prep *p)
 		}
 		return;
 	}
+	/* before any read: a name swapped between the lstat and the open
+	 * (say a hard link to a device its owner can open) is never read
+	 * from; the fstat after the read alone would only catch it after */
 	if (!file_same(fd, st)) {
 		close(fd);
 		p->r = IMP_RETRY; /* it changed under us: look again later */
