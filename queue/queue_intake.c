@@ -126,6 +126,8 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 	struct queue_msg m;
 	char loop[160] = "";
 	char ebuf[QUEUE_ESC_MAX], idstr[17];
+	uint8_t iv[16]; /* the identity's value: id(8) time(8) */
+	int rc;
 
 	if (p->r != IMP_QUEUED)
 		return p->r;
@@ -133,10 +135,28 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 	if ((size_t)st->st_size * 2 + 4096 > b->budget)
 		return IMP_NOROOM;
 	b->budget -= (size_t)st->st_size * 2 + 4096;
+	/* the identity first, with MDB_NOOVERWRITE: one lookup says whether
+	 * the file was queued already and records it if not (the txn is
+	 * aborted as a whole if storing the message fails after) */
+	qbe64_put(iv, p->id);
+	qbe64_put(iv + 8, (uint64_t)t->now);
 	key.mv_size = p->iklen;
 	key.mv_data = p->ik;
-	if (mdb_get(t->txn, t->q->dbi[QDB_IDENT], &key, &val) == 0 &&
-	    val.mv_size >= 8) {
+	val.mv_size = sizeof(iv);
+	val.mv_data = iv;
+	rc = mdb_put(t->txn, t->q->dbi[QDB_IDENT], &key, &val, MDB_NOOVERWRITE);
+	if (rc == MDB_KEYEXIST && val.mv_size < 8) {
+		/* a value too short to name a message: replaced, as any
+		 * identity not recorded */
+		val.mv_size = sizeof(iv);
+		val.mv_data = iv;
+		rc = mdb_put(t->txn, t->q->dbi[QDB_IDENT], &key, &val, 0);
+	}
+	if (rc != 0 && rc != MDB_KEYEXIST) {
+		queue_txn_fail(t, rc, "ident");
+		return IMP_RETRY;
+	}
+	if (rc == MDB_KEYEXIST) {
 		uint64_t id = qbe64_get(val.mv_data);
 
 		if (id >= b->first_id)
@@ -201,18 +221,6 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 		    "delays=0/0/0/0, dsn=5.4.6, status=bounced (%s)",
 		    m.idstr, m.rcpts[i].addr, loop);
 	free(m.rcpts);
-	{
-		uint8_t v[16];
-		MDB_val iv = { 16, v };
-
-		qbe64_put(v, m.id);
-		qbe64_put(v + 8, (uint64_t)t->now);
-		key.mv_size = p->iklen;
-		key.mv_data = p->ik;
-		queue_txn_fail(t,
-		    mdb_put(t->txn, t->q->dbi[QDB_IDENT], &key, &iv, 0),
-		    "ident");
-	}
 	if (t->err != QUEUE_OK)
 		return IMP_RETRY;
 	{
@@ -348,7 +356,6 @@ intake_fill(struct queue_intake *qi, struct batch *b)
 		} else {
 			intake_flight_end(qi, p->name, false);
 		}
-		intake_prep_clear(p);
 		intake_ring_pop(qi);
 	}
 }

@@ -32,6 +32,11 @@
 
 #define RING 2048 /* files handed to the readers ahead of the txn */
 #define MAXREADERS 8
+/* Record buffers kept for the readers to reuse (a buffer allocated by a
+ * reader and freed by the main thread costs both a trip through the
+ * other's malloc arena); larger ones are freed. */
+#define RECPOOL 64
+#define RECPOOL_MAXCAP (64u << 10)
 #define UNLINKERS 8 /* unlink(2) is latency-bound: it scales with threads */
 
 /*
@@ -153,6 +158,8 @@ struct queue_intake {
 	struct prep ring[RING];
 	size_t rhead, rnext, rtail;
 	size_t rbytes; /* memory held by prepared files not yet filed */
+	struct qbuf recpool[RECPOOL]; /* record buffers to reuse (rmu) */
+	size_t nrecpool;
 	bool noatime_no; /* O_NOATIME was refused once: stop asking */
 	/* the unlinkers (queue_intake_unlink.c): unlink committed files and
 	 * fsync incoming/ while the next batch is read; hand back the
@@ -227,7 +234,8 @@ void intake_ring_feed(struct queue_intake *);
 bool intake_ring_head(struct queue_intake *, uint64_t *first_id);
 /* The oldest file in the ring, prepared (here, if no reader took it). */
 struct prep *intake_ring_take(struct queue_intake *);
-/* Drops the oldest file of the ring (taken by intake_ring_take()). */
+/* Drops the oldest file of the ring (taken by intake_ring_take()),
+ * freeing what it holds (not its name). */
 void intake_ring_pop(struct queue_intake *);
 /* Frees what P holds (not its name) and empties it. */
 void intake_prep_clear(struct prep *);

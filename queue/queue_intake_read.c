@@ -16,7 +16,9 @@
  * fstat must match lstat before and after the read: a file that changed
  * is looked at again later, never queued half-written.  [rhead, rnext)
  * of the ring is handed out or done, [rnext, rtail) waits for a reader;
- * readers stop while RING_BYTES of prepared files wait to be filed.
+ * readers stop while RING_BYTES of prepared files wait to be filed.  The
+ * main thread gives each dropped slot's record buffer back to a pool
+ * (RECPOOL, under rmu) that the readers compress into next.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -105,6 +107,27 @@ file_same(int fd, const struct stat *st)
 static __thread char *buf; /* the file being read, per thread */
 static __thread size_t bufcap;
 
+/* The arrival second the strings below were made for, per thread. */
+static __thread int64_t tsec = -1;
+static __thread char trfc[64], tstamp[32];
+
+/* Formats arrival time NOW (unix seconds) for the Date: field (trfc) and
+ * the Message-ID (tstamp), once per second and thread: the files of a
+ * backlog share their arrival second. */
+static void
+time_strings(int64_t now)
+{
+	time_t t = (time_t)now;
+	struct tm tm;
+
+	if (now == tsec)
+		return;
+	localtime_r(&t, &tm);
+	strftime(trfc, sizeof(trfc), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	strftime(tstamp, sizeof(tstamp), "%Y%m%d%H%M%S", &tm);
+	tsec = now;
+}
+
 /*
  * Prepares spool file P->name (any thread): checks it, reads it, parses
  * it, builds the message as stored with P's id and arrival time, and
@@ -115,11 +138,9 @@ prep_run(struct queue_intake *qi, struct prep *p)
 {
 	struct stat *st = &p->st;
 	size_t got = 0, blen;
-	char why[200], received[600], date[100], msgid[400], tbuf[64];
+	char why[200], received[600], date[100], msgid[400];
 	char idstr[17], *body, ename[QUEUE_ESC_MAX];
-	struct tm tm;
 	struct qp_ctx ctx;
-	time_t now;
 	int fd, err;
 
 	p->r = IMP_SKIP;
@@ -192,6 +213,9 @@ prep_run(struct queue_intake *qi, struct prep *p)
 		}
 		return;
 	}
+	/* before any read: a name swapped between the lstat and the open
+	 * (say a hard link to a device its owner can open) is never read
+	 * from; the fstat after the read alone would only catch it after */
 	if (!file_same(fd, st)) {
 		close(fd);
 		p->r = IMP_RETRY; /* it changed under us: look again later */
@@ -247,15 +271,12 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	if (p->pr.sender == NULL)
 		p->owner = owner_sender(st->st_uid, &ctx);
 	queue_id_format(p->id, idstr);
-	now = (time_t)p->now;
-	localtime_r(&now, &tm);
-	strftime(tbuf, sizeof(tbuf), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	time_strings(p->now);
 	snprintf(received, sizeof(received),
 	    "Received: by %s (relayq, from userid %u)\r\n\tid %s; %s\r\n",
-	    qi->hostname, (unsigned)st->st_uid, idstr, tbuf);
-	snprintf(date, sizeof(date), "Date: %s\r\n", tbuf);
-	strftime(tbuf, sizeof(tbuf), "%Y%m%d%H%M%S", &tm);
-	snprintf(msgid, sizeof(msgid), "Message-ID: <%s.%s@%s>\r\n", tbuf,
+	    qi->hostname, (unsigned)st->st_uid, idstr, trfc);
+	snprintf(date, sizeof(date), "Date: %s\r\n", trfc);
+	snprintf(msgid, sizeof(msgid), "Message-ID: <%s.%s@%s>\r\n", tstamp,
 	    idstr, qi->hostname);
 	body = qp_message_build(buf, got, &p->pr, received, date, msgid, &blen);
 	/* the last change to the bytes: signed as they are stored and sent */
@@ -294,6 +315,8 @@ ring_run_next(struct queue_intake *qi)
 	struct prep *p = &qi->ring[qi->rnext++ % RING];
 
 	p->state = PREP_BUSY;
+	if (p->rec.p == NULL && qi->nrecpool > 0)
+		p->rec = qi->recpool[--qi->nrecpool];
 	pthread_mutex_unlock(&qi->rmu);
 	prep_run(qi, p);
 	pthread_mutex_lock(&qi->rmu);
@@ -397,13 +420,26 @@ intake_ring_take(struct queue_intake *qi)
 	return p;
 }
 
-/* Drops the oldest file of the ring (taken by intake_ring_take()). */
+/* Drops the oldest file of the ring (taken by intake_ring_take()): what
+ * it holds is freed, its record buffer kept for a reader to reuse. */
 void
 intake_ring_pop(struct queue_intake *qi)
 {
+	/* no reader touches the head slot: it is cleared outside rmu */
+	struct prep *p = &qi->ring[qi->rhead % RING];
+	struct qbuf rec = p->rec;
+
+	memset(&p->rec, 0, sizeof(p->rec));
+	intake_prep_clear(p);
 	pthread_mutex_lock(&qi->rmu);
+	if (rec.p != NULL && rec.cap <= RECPOOL_MAXCAP &&
+	    qi->nrecpool < RECPOOL) {
+		qi->recpool[qi->nrecpool++] = rec;
+		rec.p = NULL;
+	}
 	qi->rhead++;
 	pthread_mutex_unlock(&qi->rmu);
+	free(rec.p);
 }
 
 bool
@@ -442,4 +478,6 @@ intake_readers_stop(struct queue_intake *qi)
 	/* files prepared but not filed stay in incoming/ for next time */
 	for (; qi->rhead != qi->rtail; qi->rhead++)
 		intake_prep_clear(&qi->ring[qi->rhead % RING]);
+	while (qi->nrecpool > 0)
+		free(qi->recpool[--qi->nrecpool].p);
 }
