@@ -301,7 +301,8 @@ void runner_result_job_done(
 void runner_result_job_fail(
     struct runner *, struct job *, int cls, const char *dsn, const char *why);
 void runner_result_commit(struct runner *, bool all);
-size_t runner_result_put(struct runner *, struct queue_txn *, size_t *ends);
+enum queue_result
+runner_result_put(struct runner *, struct queue_txn *, size_t *n, size_t *ends);
 void runner_result_done(struct runner *, size_t n, enum queue_result);
 enum queue_result runner_result_txn_commit(struct runner *, struct queue_txn *);
 void runner_result_msg_done(struct runner *, uint64_t id);

@@ -577,36 +577,36 @@ runner_result_commit(struct runner *r, bool all)
 /*
  * Writes a chunk of the waiting results (as runner_result_commit()
  * would commit: their delivery lines are logged now) into TXN, a
- * scheduling pass's transaction; sets *ENDS to the messages of the
- * chunk that leave memory once it is committed.  Returns the chunk's
- * size, for runner_result_done().
+ * scheduling pass's transaction; sets *N to the chunk's size (for
+ * runner_result_done()) and *ENDS to its messages that leave memory
+ * once it is committed.  Not QUEUE_OK: TXN must be aborted.
  */
-size_t
-runner_result_put(struct runner *r, struct queue_txn *txn, size_t *ends)
+enum queue_result
+runner_result_put(
+    struct runner *r, struct queue_txn *txn, size_t *n, size_t *ends)
 {
 	const struct pres *base = r->pres + r->phead;
-	size_t n = r->npres - r->phead;
 
+	*n = r->npres - r->phead;
 	*ends = 0;
 	if (r->ev_commit)
 		evtimer_del(r->ev_commit);
-	if (n == 0)
-		return 0;
-	n = result_chunk(r, false);
-	for (size_t i = 0; i < n; i++)
+	if (*n == 0)
+		return QUEUE_OK;
+	*n = result_chunk(r, false);
+	for (size_t i = 0; i < *n; i++)
 		if (base[i].msg_end)
 			(*ends)++;
-	result_log_lines(base, n);
-	/* an error sticks in TXN: its commit fails, see runner_result_done */
-	result_txn_put(r, txn, base, n, rq_now());
-	return n;
+	result_log_lines(base, *n);
+	return result_txn_put(r, txn, base, *n, rq_now());
 }
 
 /*
  * The N results runner_result_put() wrote are over: QR is the result of
- * their transaction's commit.  When it failed, they are written again in
- * a transaction of their own (what else was in it, the pass's take, is
- * what may have failed), else logged as lost.
+ * their transaction (its commit, or the put that aborted it).  When it
+ * failed, they are written again in a transaction of their own (what
+ * else was in it, the pass's take, may be what failed), and logged as
+ * lost if that fails too.
  */
 void
 runner_result_done(struct runner *r, size_t n, enum queue_result qr)

@@ -315,7 +315,13 @@ sched_take_txn(
 		runner_result_commit(r, false);
 		return 0;
 	}
-	n = runner_result_put(r, p->txn, &ends);
+	qr = runner_result_put(r, p->txn, &n, &ends);
+	if (qr != QUEUE_OK) {
+		queue_txn_abort(p->txn);
+		p->txn = NULL;
+		runner_result_done(r, n, qr);
+		return 0;
+	}
 	in->room = p->room = sched_room(r, ends);
 	in->rcpts = RUNNER_TAKE_RCPTS;
 	if (in->room > 0)
