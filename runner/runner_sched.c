@@ -363,8 +363,11 @@ runner_sched_pass(struct runner *r, bool commit)
 			runner_result_commit(r, false);
 		return;
 	}
-	/* A pass that commits anyway takes what fits: it costs no fsync. */
-	room = commit ? runner_sched_room(r) > 0 : sched_room_enough(r);
+	/* A pass that commits anyway takes what fits (it costs no fsync)
+	 * once there is a slot per class: each class with due work takes
+	 * at least one (runner_share_pass()). */
+	room = commit ? runner_sched_room(r) >= CFG_NCLASS
+		      : sched_room_enough(r);
 	if (!room || !sched_due(r, p.now, in.due)) {
 		if (commit) {
 			/* arms the next pass and checks for idle itself */
