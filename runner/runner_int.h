@@ -194,6 +194,7 @@ struct runner {
 	struct pres *pres;
 	size_t phead, npres, apres, nends;
 	int64_t commit_us; /* what a commit takes (us), smoothed */
+	int64_t pres_first_us; /* when the oldest came (us); 0: long ago */
 	int64_t sched_at; /* when ev_sched fires (us), INT64_MAX: unarmed */
 	struct runner_http *http; /* the HTTP listener, or NULL */
 };

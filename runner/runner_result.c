@@ -43,12 +43,34 @@
 #define COMMIT_MAX 2000 /* or this many */
 #define NO_RCPT UINT32_MAX /* a pres that only reschedules */
 
+static int64_t result_commit_delay(const struct runner *);
+
+/* Whether no more results can come soon: no session, and every message
+ * in memory done (its end waits for this commit). */
+static bool
+result_last(const struct runner *r)
+{
+	return r->active == 0 && r->nends >= r->nmsgs;
+}
+
 /* The commit timer: a chunk of the waiting results, in a scheduling
- * pass's transaction when it takes work (runner_sched.c). */
+ * pass's transaction when it takes work (runner_sched.c).  Armed at once
+ * when nothing more was coming (result_last()): if work came since, they
+ * wait for the rest of their delay. */
 static void
 commit_cb(evutil_socket_t fd, short what, void *arg)
 {
-	runner_sched_pass(arg, true);
+	struct runner *r = arg;
+	int64_t left = r->pres_first_us + result_commit_delay(r) - rq_now_us();
+	struct timeval tv = { 0, 0 };
+
+	if (!result_last(r) && !r->stopping && r->pres_first_us != 0 &&
+	    left > 0 && r->npres - r->phead < COMMIT_MAX) {
+		tv.tv_usec = (suseconds_t)left;
+		evtimer_add(r->ev_commit, &tv);
+		return;
+	}
+	runner_sched_pass(r, true);
 }
 
 /* The retry delay after ATTEMPTS tries: retry.min * 2^(n-1), capped at
@@ -105,6 +127,8 @@ pres_push(struct runner *r, uint64_t id, uint32_t idx, enum queue_rcpt_state st,
 {
 	struct pres *p;
 
+	if (r->npres == r->phead)
+		r->pres_first_us = rq_now_us();
 	if (r->npres == r->apres && r->phead > 0) {
 		/* what was committed makes room (amortised O(1)) */
 		memmove(r->pres, r->pres + r->phead,
@@ -139,9 +163,10 @@ result_commit_delay(const struct runner *r)
 	return d > COMMIT_DELAY_MAX_US ? COMMIT_DELAY_MAX_US : d;
 }
 
-/* Commits on the next loop turn when many results wait, else within
- * result_commit_delay(); never from here (a turn that gets many results
- * does not commit them all at once). */
+/* Commits on the next loop turn when many results wait or no more can
+ * come soon (result_last()), else within result_commit_delay(); never
+ * from here (a turn that gets many results does not commit them all at
+ * once). */
 static void
 result_schedule_commit(struct runner *r)
 {
@@ -150,7 +175,7 @@ result_schedule_commit(struct runner *r)
 
 	if (r->ev_commit == NULL)
 		r->ev_commit = evtimer_new(r->base, commit_cb, r);
-	if (r->npres - r->phead >= COMMIT_MAX)
+	if (r->npres - r->phead >= COMMIT_MAX || result_last(r))
 		evtimer_add(r->ev_commit, &zero);
 	else if (!evtimer_pending(r->ev_commit, NULL))
 		evtimer_add(r->ev_commit, &tv);
@@ -514,6 +539,7 @@ result_chunk_drop(struct runner *r, size_t n)
 		}
 	}
 	r->phead += n;
+	r->pres_first_us = 0; /* the rest's age is not kept: it goes soon */
 	if (r->phead == r->npres) {
 		r->phead = r->npres = 0;
 		if (r->apres > 65536) {
