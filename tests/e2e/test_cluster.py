@@ -229,8 +229,19 @@ def test_redis_killed_and_back():
                          "cluster_lease_time = 3s\n")
 
         def chaos():
+            # Every node must have counted the three live before the
+            # kill (its fallback share is the limit over the nodes its
+            # last tick saw): three heartbeats in Redis, then a few ticks
+            # (TICK_US 0.5 s).  Killed earlier, a node that saw itself
+            # alone takes the whole limit (issue 18: a faster drain
+            # reached the 150 messages within 1.5 s of the start).
+            rqlib.wait_for(lambda: redis.cli("ZCARD", "relayq:nodes") == "3",
+                           10, 0.05, "three nodes before the kill")
+            formed = time.time()
             rqlib.wait_for(lambda: sink.count() >= 150, 60, 0.05,
                            "150 messages before the kill")
+            time.sleep(max(0.0, formed + 1.5 - time.time()))
+            rqlib.check(sink.count() < 1400, "mail still flowing at the kill")
             redis.kill(signal.SIGKILL)
             rqlib.wait_for(lambda: all(
                 lines_of(e, r"unreachable .*cluster_fallback share") == 1
