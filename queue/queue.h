@@ -222,6 +222,14 @@ struct queue_take {
  */
 size_t queue_due_take_rcpts(struct queue *, enum cfg_class, int64_t now,
     int64_t lease_until, struct queue_take *out, size_t max, size_t *budget);
+/*
+ * As queue_due_take_rcpts(), inside the caller's write txn (so that a
+ * take shares one commit, one fsync, with other writes, e.g. delivery
+ * results); the leases hold once that txn commits, and nothing is
+ * leased if it does not.  Returns 0 once the txn has an error.
+ */
+size_t queue_txn_take_rcpts(struct queue_txn *, enum cfg_class, int64_t now,
+    int64_t lease_until, struct queue_take *out, size_t max, size_t *budget);
 /* At start-up: every leased recipient becomes due now. */
 void queue_leases_recover(struct queue *);
 

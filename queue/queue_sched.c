@@ -5,9 +5,9 @@
  * (reschedule, hold, release, flush).
  *
  * Public: queue_due_next(), queue_due_next_class(), queue_due_take(),
- * queue_due_take_rcpts(), queue_leases_recover(), queue_msg_reschedule(),
- * queue_msg_hold(), queue_msg_release(), queue_msg_flush(); (to queue/,
- * queue_int.h) queue_sched_set().
+ * queue_due_take_rcpts(), queue_txn_take_rcpts(), queue_leases_recover(),
+ * queue_msg_reschedule(), queue_msg_hold(), queue_msg_release(),
+ * queue_msg_flush(); (to queue/, queue_int.h) queue_sched_set().
  *
  * Invariants: a message has a schedule entry cls|due|id exactly when it
  * is not held and has a recipient pending or deferred, and msg.due names
@@ -335,10 +335,10 @@ take_msg(struct queue_txn *t, struct queue_msg *m, int64_t now,
 }
 
 size_t
-queue_due_take_rcpts(struct queue *q, enum cfg_class cls, int64_t now,
+queue_txn_take_rcpts(struct queue_txn *t, enum cfg_class cls, int64_t now,
     int64_t lease_until, struct queue_take *out, size_t max, size_t *budget)
 {
-	struct queue_txn *t;
+	struct queue *q = t->q;
 	MDB_cursor *c;
 	uint8_t k[17];
 	MDB_val key = { 17, k }, val;
@@ -347,7 +347,7 @@ queue_due_take_rcpts(struct queue *q, enum cfg_class cls, int64_t now,
 	size_t ncand = 0, n = 0;
 	int rc;
 
-	if (max == 0 || *budget == 0 || (t = queue_txn_begin(q)) == NULL)
+	if (max == 0 || *budget == 0 || t->err != QUEUE_OK)
 		return 0;
 	cand = xcalloc(max, sizeof(*cand));
 	cdue = xcalloc(max, sizeof(*cdue));
@@ -398,6 +398,19 @@ queue_due_take_rcpts(struct queue *q, enum cfg_class cls, int64_t now,
 	}
 	free(cand);
 	free(cdue);
+	return t->err == QUEUE_OK ? n : 0;
+}
+
+size_t
+queue_due_take_rcpts(struct queue *q, enum cfg_class cls, int64_t now,
+    int64_t lease_until, struct queue_take *out, size_t max, size_t *budget)
+{
+	struct queue_txn *t;
+	size_t n;
+
+	if (max == 0 || *budget == 0 || (t = queue_txn_begin(q)) == NULL)
+		return 0;
+	n = queue_txn_take_rcpts(t, cls, now, lease_until, out, max, budget);
 	if (queue_txn_commit(t) != QUEUE_OK)
 		return 0;
 	return n;

@@ -189,9 +189,12 @@ struct runner {
 	struct dest *ready; /* destinations that may submit */
 	unsigned active; /* requests submitted, all destinations */
 
-	/* results waiting for the commit: pres[phead..npres) */
+	/* results waiting for the commit: pres[phead..npres), nends of
+	 * them the end of a message (which leaves memory at the commit) */
 	struct pres *pres;
-	size_t phead, npres, apres;
+	size_t phead, npres, apres, nends;
+	int64_t commit_us; /* what a commit takes (us), smoothed */
+	int64_t pres_first_us; /* when the oldest came (us); 0: long ago */
 	int64_t sched_at; /* when ev_sched fires (us), INT64_MAX: unarmed */
 	struct runner_http *http; /* the HTTP listener, or NULL */
 };
@@ -205,6 +208,8 @@ void runner_sched_init(struct runner *);
 void runner_sched_destroy(struct runner *);
 void runner_sched_arm(struct runner *);
 void runner_sched_kick(struct runner *);
+void runner_sched_pass(struct runner *, bool commit);
+size_t runner_sched_room(const struct runner *);
 bool runner_sched_busy(const struct runner *);
 void runner_rmsg_release(struct runner *, struct rmsg *);
 void runner_rmsg_end(struct runner *, uint64_t id);
@@ -297,6 +302,10 @@ void runner_result_job_done(
 void runner_result_job_fail(
     struct runner *, struct job *, int cls, const char *dsn, const char *why);
 void runner_result_commit(struct runner *, bool all);
+enum queue_result
+runner_result_put(struct runner *, struct queue_txn *, size_t *n, size_t *ends);
+void runner_result_done(struct runner *, size_t n, enum queue_result);
+enum queue_result runner_result_txn_commit(struct runner *, struct queue_txn *);
 void runner_result_msg_done(struct runner *, uint64_t id);
 int64_t runner_result_backoff(const struct cfg_scope *, uint32_t attempts);
 void runner_result_format_delay(char *buf, size_t len, double secs);

@@ -218,7 +218,7 @@ job_done_cb(void *arg, const struct smtp_result *res)
 		runner_dest_putback(d, back);
 	runner_dest_kick(r, d);
 	runner_dest_ready_kick(r);
-	if (r->max_msgs - r->nmsgs >= r->max_msgs / 4)
+	if (runner_sched_room(r) >= r->max_msgs / 4)
 		runner_sched_kick(r);
 }
 

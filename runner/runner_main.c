@@ -16,11 +16,11 @@
  * Public: runner_main(); runner-private: runner_idle_check(),
  * runner_rcfg_unref().
  *
- * Invariants: no write transaction spans a loop turn (intake, takes and
- * result commits each open and commit their own); a stop finishes the
- * commit in progress, lets sessions end politely (STOP_GRACE_SECS) and
- * commits every result before exiting 0; a bad config on SIGHUP is
- * refused and the old one kept.
+ * Invariants: no write transaction spans a loop turn (intake, and result
+ * commits with the takes of a scheduling pass, each open and commit
+ * their own); a stop finishes the commit in progress, lets sessions end
+ * politely (STOP_GRACE_SECS) and commits every result before exiting 0;
+ * a bad config on SIGHUP is refused and the old one kept.
  */
 #include <ctype.h>
 #include <errno.h>

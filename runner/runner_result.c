@@ -6,7 +6,8 @@
  * logged in Postfix's layout.
  *
  * Runner-private: runner_result_job_done(), runner_result_job_fail(),
- * runner_result_commit(), runner_result_msg_done(),
+ * runner_result_commit(), runner_result_put(), runner_result_done(),
+ * runner_result_txn_commit(), runner_result_msg_done(),
  * runner_result_backoff(), runner_result_format_delay().
  *
  * Invariants: nothing is acted upon before its commit (the log lines
@@ -16,10 +17,14 @@
  * during a stop, temporary results of aborted sessions are not recorded
  * (the recipients keep their leases and are retried at once on restart,
  * without an attempt counted), nor are those the client did not try (put
- * back by runner_job.c); results wait at most COMMIT_DELAY_US, and a
- * transaction takes about COMMIT_MAX of them (whole jobs), the rest on
- * the next loop turns; a result costs O(1) in its message's size, and a
- * message's recipients are walked once when it leaves memory.
+ * back by runner_job.c); results wait at most COMMIT_RATIO times what a
+ * commit takes, within [COMMIT_DELAY_US, COMMIT_DELAY_MAX_US] (so that
+ * a slow fsync carries more of them, and the loop spends at most about
+ * a tenth of its time committing them), or until a scheduling pass
+ * takes work (its take goes in the same transaction, runner_sched.c);
+ * a transaction takes about COMMIT_MAX of them (whole jobs), the rest
+ * on the next loop turns; a result costs O(1) in its message's size,
+ * and a message's recipients are walked once when it leaves memory.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -30,15 +35,42 @@
 #include "expiry.h"
 #include "runner_int.h"
 
-#define COMMIT_DELAY_US 25000 /* results wait at most this long */
+#define COMMIT_DELAY_US 25000 /* results wait at least this long */
+#define COMMIT_DELAY_MAX_US 100000 /* and at most this long */
+/* The wait is this many times a commit's duration (smoothed), so that
+ * commits take at most about 1/(COMMIT_RATIO+1) of the loop's time. */
+#define COMMIT_RATIO 10
 #define COMMIT_MAX 2000 /* or this many */
 #define NO_RCPT UINT32_MAX /* a pres that only reschedules */
 
-/* The commit timer: a chunk of the waiting results. */
+static int64_t result_commit_delay(const struct runner *);
+
+/* Whether no more results can come soon: no session, and every message
+ * in memory done (its end waits for this commit). */
+static bool
+result_last(const struct runner *r)
+{
+	return r->active == 0 && r->nends >= r->nmsgs;
+}
+
+/* The commit timer: a chunk of the waiting results, in a scheduling
+ * pass's transaction when it takes work (runner_sched.c).  Armed at once
+ * when nothing more was coming (result_last()): if work came since, they
+ * wait for the rest of their delay. */
 static void
 commit_cb(evutil_socket_t fd, short what, void *arg)
 {
-	runner_result_commit(arg, false);
+	struct runner *r = arg;
+	int64_t left = r->pres_first_us + result_commit_delay(r) - rq_now_us();
+	struct timeval tv = { 0, 0 };
+
+	if (!result_last(r) && !r->stopping && r->pres_first_us != 0 &&
+	    left > 0 && r->npres - r->phead < COMMIT_MAX) {
+		tv.tv_usec = (suseconds_t)left;
+		evtimer_add(r->ev_commit, &tv);
+		return;
+	}
+	runner_sched_pass(r, true);
 }
 
 /* The retry delay after ATTEMPTS tries: retry.min * 2^(n-1), capped at
@@ -95,6 +127,8 @@ pres_push(struct runner *r, uint64_t id, uint32_t idx, enum queue_rcpt_state st,
 {
 	struct pres *p;
 
+	if (r->npres == r->phead)
+		r->pres_first_us = rq_now_us();
 	if (r->npres == r->apres && r->phead > 0) {
 		/* what was committed makes room (amortised O(1)) */
 		memmove(r->pres, r->pres + r->phead,
@@ -117,17 +151,31 @@ pres_push(struct runner *r, uint64_t id, uint32_t idx, enum queue_rcpt_state st,
 	p->log = log;
 }
 
-/* Commits on the next loop turn when many results wait, else within
- * COMMIT_DELAY_US; never from here (a turn that gets many results does
- * not commit them all at once). */
+/* How long results wait for their commit: COMMIT_RATIO times what a
+ * commit takes, within [COMMIT_DELAY_US, COMMIT_DELAY_MAX_US]. */
+static int64_t
+result_commit_delay(const struct runner *r)
+{
+	int64_t d = r->commit_us * COMMIT_RATIO;
+
+	if (d < COMMIT_DELAY_US)
+		return COMMIT_DELAY_US;
+	return d > COMMIT_DELAY_MAX_US ? COMMIT_DELAY_MAX_US : d;
+}
+
+/* Commits on the next loop turn when many results wait or no more can
+ * come soon (result_last()), else within result_commit_delay(); never
+ * from here (a turn that gets many results does not commit them all at
+ * once). */
 static void
 result_schedule_commit(struct runner *r)
 {
-	struct timeval tv = { 0, COMMIT_DELAY_US }, zero = { 0, 0 };
+	int64_t d = result_commit_delay(r);
+	struct timeval tv = { 0, (suseconds_t)d }, zero = { 0, 0 };
 
 	if (r->ev_commit == NULL)
 		r->ev_commit = evtimer_new(r->base, commit_cb, r);
-	if (r->npres - r->phead >= COMMIT_MAX)
+	if (r->npres - r->phead >= COMMIT_MAX || result_last(r))
 		evtimer_add(r->ev_commit, &zero);
 	else if (!evtimer_pending(r->ev_commit, NULL))
 		evtimer_add(r->ev_commit, &tv);
@@ -294,6 +342,7 @@ runner_result_msg_done(struct runner *r, uint64_t id)
 	pres_push(r, id, NO_RCPT, RCPT_PENDING, 0, NULL, NULL, NULL);
 	r->pres[r->npres - 1].job_end = true;
 	r->pres[r->npres - 1].msg_end = true;
+	r->nends++;
 	result_schedule_commit(r);
 }
 
@@ -390,25 +439,21 @@ result_log_lines(const struct pres *base, size_t n)
 }
 
 /*
- * Writes the N results at BASE in one transaction: each recipient's
- * record, then the hooks (notices, new schedules) of their messages;
- * the results of a message deleted meanwhile or set aside are dropped.
- * NOW: the time of the commit (seconds).
+ * Writes the N results at BASE into TXN: each recipient's record, then
+ * the hooks (notices, new schedules) of their messages; the results of
+ * a message deleted meanwhile or set aside are dropped.  NOW: the time
+ * of the commit (seconds).
  */
 static enum queue_result
-result_txn_write(
-    struct runner *r, const struct pres *base, size_t n, int64_t now)
+result_txn_put(struct runner *r, struct queue_txn *txn, const struct pres *base,
+    size_t n, int64_t now)
 {
-	struct queue_txn *txn;
 	enum queue_result qr = QUEUE_OK;
 	uint64_t gone = 0; /* a message found deleted */
 	bool have_gone = false;
 	size_t i, nh = 0;
 	struct hook *hooks;
 
-	txn = queue_txn_begin(r->q);
-	if (txn == NULL)
-		return QUEUE_ERR;
 	hooks = xcalloc(n, sizeof(*hooks));
 	for (i = 0; i < n && qr == QUEUE_OK; i++) {
 		const struct pres *p = &base[i];
@@ -440,11 +485,41 @@ result_txn_write(
 	if (qr == QUEUE_OK)
 		qr = result_hooks(r, txn, hooks, nh, now);
 	free(hooks);
-	if (qr == QUEUE_OK)
-		qr = queue_txn_commit(txn);
-	else
-		queue_txn_abort(txn);
 	return qr;
+}
+
+/* Commits TXN and adds its duration to the smoothed commit time that
+ * sets how long results wait (result_commit_delay()). */
+enum queue_result
+runner_result_txn_commit(struct runner *r, struct queue_txn *txn)
+{
+	int64_t t0 = rq_now_us(), d;
+	enum queue_result qr = queue_txn_commit(txn);
+
+	d = rq_now_us() - t0;
+	if (d < 0)
+		d = 0;
+	r->commit_us = r->commit_us == 0 ? d : (r->commit_us * 7 + d) / 8;
+	return qr;
+}
+
+/* Writes the N results at BASE in a transaction of their own (see
+ * result_txn_put()) and commits it. */
+static enum queue_result
+result_txn_write(
+    struct runner *r, const struct pres *base, size_t n, int64_t now)
+{
+	struct queue_txn *txn = queue_txn_begin(r->q);
+	enum queue_result qr;
+
+	if (txn == NULL)
+		return QUEUE_ERR;
+	qr = result_txn_put(r, txn, base, n, now);
+	if (qr != QUEUE_OK) {
+		queue_txn_abort(txn);
+		return qr;
+	}
+	return runner_result_txn_commit(r, txn);
 }
 
 /* The N results at the head of the list are done with (committed or
@@ -458,10 +533,13 @@ result_chunk_drop(struct runner *r, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		free(base[i].log);
 		free(base[i].reply);
-		if (base[i].msg_end)
+		if (base[i].msg_end) {
+			r->nends--;
 			runner_rmsg_end(r, base[i].id);
+		}
 	}
 	r->phead += n;
+	r->pres_first_us = 0; /* the rest's age is not kept: it goes soon */
 	if (r->phead == r->npres) {
 		r->phead = r->npres = 0;
 		if (r->apres > 65536) {
@@ -469,6 +547,27 @@ result_chunk_drop(struct runner *r, size_t n)
 			r->pres = NULL;
 			r->apres = 0;
 		}
+	}
+}
+
+/* The chunk of N results at the head is done with, QR the result of its
+ * commit: logs a failure, drops the chunk, and leaves the rest to the
+ * next loop turn (other events go in between). */
+static void
+result_chunk_end(struct runner *r, size_t n, enum queue_result qr)
+{
+	struct timeval zero = { 0, 0 };
+
+	if (qr != QUEUE_OK)
+		log_err("qmgr",
+		    "cannot commit %zu delivery results (queue error %d): "
+		    "they are retried when their lease ends",
+		    n, (int)qr);
+	result_chunk_drop(r, n);
+	if (r->npres > 0) {
+		if (r->ev_commit == NULL)
+			r->ev_commit = evtimer_new(r->base, commit_cb, r);
+		evtimer_add(r->ev_commit, &zero);
 	}
 }
 
@@ -486,7 +585,6 @@ runner_result_commit(struct runner *r, bool all)
 	enum queue_result qr;
 	int64_t now = rq_now();
 	size_t n;
-	struct timeval zero = { 0, 0 };
 
 	if (r->ev_commit)
 		evtimer_del(r->ev_commit);
@@ -495,19 +593,53 @@ runner_result_commit(struct runner *r, bool all)
 	n = result_chunk(r, all);
 	result_log_lines(r->pres + r->phead, n);
 	qr = result_txn_write(r, r->pres + r->phead, n, now);
-	if (qr != QUEUE_OK)
-		log_err("qmgr",
-		    "cannot commit %zu delivery results (queue error %d): "
-		    "they are retried when their lease ends",
-		    n, (int)qr);
-	result_chunk_drop(r, n);
-	if (r->npres > 0) {
-		/* the rest on the next turn: other events go in between */
-		if (r->ev_commit == NULL)
-			r->ev_commit = evtimer_new(r->base, commit_cb, r);
-		evtimer_add(r->ev_commit, &zero);
+	result_chunk_end(r, n, qr);
+	if (r->npres > 0)
 		return;
-	}
 	runner_sched_arm(r);
 	runner_idle_check(r);
+}
+
+/*
+ * Writes a chunk of the waiting results (as runner_result_commit()
+ * would commit: their delivery lines are logged now) into TXN, a
+ * scheduling pass's transaction; sets *N to the chunk's size (for
+ * runner_result_done()) and *ENDS to its messages that leave memory
+ * once it is committed.  Not QUEUE_OK: TXN must be aborted.
+ */
+enum queue_result
+runner_result_put(
+    struct runner *r, struct queue_txn *txn, size_t *n, size_t *ends)
+{
+	const struct pres *base = r->pres + r->phead;
+
+	*n = r->npres - r->phead;
+	*ends = 0;
+	if (r->ev_commit)
+		evtimer_del(r->ev_commit);
+	if (*n == 0)
+		return QUEUE_OK;
+	*n = result_chunk(r, false);
+	for (size_t i = 0; i < *n; i++)
+		if (base[i].msg_end)
+			(*ends)++;
+	result_log_lines(base, *n);
+	return result_txn_put(r, txn, base, *n, rq_now());
+}
+
+/*
+ * The N results runner_result_put() wrote are over: QR is the result of
+ * their transaction (its commit, or the put that aborted it).  When it
+ * failed, they are written again in a transaction of their own (what
+ * else was in it, the pass's take, may be what failed), and logged as
+ * lost if that fails too.
+ */
+void
+runner_result_done(struct runner *r, size_t n, enum queue_result qr)
+{
+	if (n == 0)
+		return;
+	if (qr != QUEUE_OK)
+		qr = result_txn_write(r, r->pres + r->phead, n, rq_now());
+	result_chunk_end(r, n, qr);
 }

@@ -5,22 +5,28 @@
  * runner_dest.c (its destination's wait list).
  *
  * Runner-private: runner_sched_init(), runner_sched_destroy(),
- * runner_sched_arm(), runner_sched_kick(), runner_sched_busy(),
- * runner_rmsg_release(), runner_rmsg_end().
+ * runner_sched_arm(), runner_sched_kick(), runner_sched_pass(),
+ * runner_sched_room(), runner_sched_busy(), runner_rmsg_release(),
+ * runner_rmsg_end().
  *
  * The rules.  Leased messages are kept in memory up to a budget
- * (max_msgs: 4 x max_connections_total, between 2,000 and 20,000).  A
- * pass runs when a quarter of the budget is free (or less than a
- * quarter is in use); it first commits a chunk of the waiting results
- * (so that they are seen soon), then takes due work class by class as
+ * (max_msgs: 4 x max_connections_total, between 2,000 and 20,000); a
+ * message whose results wait for their commit counts as free (it leaves
+ * memory at that commit).  A pass runs when a quarter of the budget is
+ * free (or less than a quarter is in use), or when the commit timer
+ * fires (runner_result.c) and any of it is free: then the take shares
+ * the commit it would have cost.  It takes due work class by class as
  * runner_share.c decides: each class with due work its weighted share
  * of the free slots and of RUNNER_TAKE_RCPTS recipients, and what a
  * class leaves to the others in the order urgent, dsn, normal,
- * non-urgent.  A take leases the due recipients for delivery_lease in
- * one transaction (queue_due_take_rcpts, so that a crash means a
- * retry), loads only those it leased and appends them to the message in
- * memory; a message with more due recipients than the budget is taken
- * a slice at a time, over the next passes.
+ * non-urgent.  A pass is one write transaction: a chunk of the waiting
+ * results first, then the takes, which lease the due recipients for
+ * delivery_lease (queue_txn_take_rcpts, so that a crash means a retry);
+ * once it is committed (one fsync) the pass loads only the recipients
+ * leased and appends them to the message in memory; a message with
+ * more due recipients than the budget is taken a slice at a time, over
+ * the next passes.  A pass with nothing to take commits nothing: the
+ * results wait for the commit timer.
  *
  * Invariants: the loop never polls: ev_sched is armed at the next due
  * time (or not at all while the budget is (nearly) full: a finished job
@@ -39,7 +45,7 @@
 
 #include "runner_int.h"
 
-#define TAKE_MAX 1024 /* ids per queue_due_take_rcpts() call */
+#define TAKE_MAX 1024 /* ids per queue_txn_take_rcpts() call */
 
 /* A message id's bucket of r->msgs (Fibonacci hashing). */
 static unsigned
@@ -194,25 +200,39 @@ sched_take_one(struct runner *r, const struct queue_take *tk, int64_t now_us)
 	runner_rmsg_release(r, m);
 }
 
-/* Takes up to N due messages of class C, and at most *BUDGET
- * recipients (taken down by those leased); returns how many messages. */
+/* A scheduling pass, for the runner_share_ops callbacks: its takes go
+ * into TXN, and their recipients are loaded once it is committed. */
+struct sched_pass {
+	struct runner *r;
+	int64_t now, lease_until;
+	struct queue_txn *txn;
+	struct queue_take *tk; /* what the takes leased, ntk of them */
+	size_t ntk, atk;
+	size_t room; /* message slots left */
+};
+
+/* runner_share_ops.take: takes up to N due messages of class C into the
+ * pass's transaction, and at most *RCPTS recipients (taken down by those
+ * leased); returns how many messages. */
 static size_t
-sched_take(
-    struct runner *r, enum cfg_class c, size_t n, int64_t now, size_t *budget)
+sched_pass_take(void *arg, enum cfg_class c, size_t n, size_t *rcpts)
 {
-	struct queue_take tk[TAKE_MAX];
-	int64_t lease = cfg_time(
-	    cfg_scope(r->rc->cfg, NULL), CFG_DELIVERY_LEASE, CFG_NORMAL, false);
-	int64_t now_us = rq_now_us();
+	struct sched_pass *p = arg;
 	size_t got, total = 0;
 
-	while (n > 0 && *budget > 0) {
+	while (n > 0 && *rcpts > 0) {
 		size_t want = n < TAKE_MAX ? n : TAKE_MAX;
 
-		got = queue_due_take_rcpts(
-		    r->q, c, now, now + lease, tk, want, budget);
-		for (size_t i = 0; i < got; i++)
-			sched_take_one(r, &tk[i], now_us);
+		if (p->ntk + want > p->atk) {
+			p->atk = p->ntk + want;
+			p->tk = xrealloc(p->tk, p->atk * sizeof(*p->tk));
+		}
+		got = queue_txn_take_rcpts(p->txn, c, p->now, p->lease_until,
+		    p->tk + p->ntk, want, rcpts);
+		p->ntk += got;
+		/* a slot each (a slice of a message in memory takes none:
+		 * the budget is a bound, not an exact count) */
+		p->room -= got < p->room ? got : p->room;
 		total += got;
 		n -= got;
 		if (got < want)
@@ -221,60 +241,147 @@ sched_take(
 	return total;
 }
 
-/* A scheduling pass, for the runner_share_ops callbacks. */
-struct sched_pass {
-	struct runner *r;
-	int64_t now;
-};
-
-/* runner_share_ops.take: sched_take() at the pass's time. */
-static size_t
-sched_pass_take(void *arg, enum cfg_class c, size_t n, size_t *rcpts)
-{
-	struct sched_pass *p = arg;
-
-	return sched_take(p->r, c, n, p->now, rcpts);
-}
-
 /* runner_share_ops.room: the free part of the in-memory budget. */
 static size_t
 sched_pass_room(void *arg)
 {
 	struct sched_pass *p = arg;
 
-	return p->r->max_msgs > p->r->nmsgs ? p->r->max_msgs - p->r->nmsgs : 0;
+	return p->room;
 }
 
-/* One scheduling pass: take due work within the in-memory budget. */
-static void
-sched_run(struct runner *r)
+/* The free part of the in-memory budget, counting as free the messages
+ * whose end waits for the commit of their results (ENDS of them). */
+static size_t
+sched_room(const struct runner *r, size_t ends)
+{
+	size_t used = r->nmsgs > ends ? r->nmsgs - ends : 0;
+
+	return r->max_msgs > used ? r->max_msgs - used : 0;
+}
+
+/* The free part of the in-memory budget, the messages whose end waits
+ * for its commit counted as free (a finished job kicks a pass with it). */
+size_t
+runner_sched_room(const struct runner *r)
+{
+	return sched_room(r, r->nends);
+}
+
+/* Whether a pass may take now: a quarter of the budget is free, or less
+ * than a quarter is in use (the messages ending counted as free). */
+static bool
+sched_room_enough(const struct runner *r)
+{
+	size_t chunk = r->max_msgs / 4, room = sched_room(r, r->nends);
+
+	return room > 0 && (room >= chunk || r->max_msgs - room < chunk);
+}
+
+/* Whether any class has work due at NOW (one read of the schedule per
+ * class); fills DUE. */
+static bool
+sched_due(struct runner *r, int64_t now, bool due[CFG_NCLASS])
+{
+	bool any = false;
+
+	for (int i = 0; i < CFG_NCLASS; i++) {
+		enum cfg_class c = runner_class_order[i];
+
+		due[c] = queue_due_next_class(r->q, c) <= now;
+		any = any || due[c];
+	}
+	return any;
+}
+
+/*
+ * Takes due work in the transaction that commits a chunk of the waiting
+ * results (one commit, one fsync, for both): the results first, so that
+ * the slots of the messages they end count as free; the recipients
+ * leased are loaded once it is committed.  IN: what is due and its
+ * weights.  Returns the messages taken.
+ */
+static size_t
+sched_take_txn(
+    struct runner *r, struct sched_pass *p, struct runner_share_in *in)
+{
+	struct runner_share_ops ops = { sched_pass_take, sched_pass_room, p };
+	int64_t now_us = rq_now_us();
+	enum queue_result qr = QUEUE_ERR;
+	size_t n, ends, took = 0;
+
+	p->txn = queue_txn_begin(r->q);
+	if (p->txn == NULL) {
+		runner_result_commit(r, false);
+		return 0;
+	}
+	qr = runner_result_put(r, p->txn, &n, &ends);
+	if (qr != QUEUE_OK) {
+		queue_txn_abort(p->txn);
+		p->txn = NULL;
+		runner_result_done(r, n, qr);
+		return 0;
+	}
+	in->room = p->room = sched_room(r, ends);
+	in->rcpts = RUNNER_TAKE_RCPTS;
+	if (in->room > 0)
+		took = runner_share_pass(in, &ops);
+	qr = runner_result_txn_commit(r, p->txn);
+	p->txn = NULL;
+	/* the results' messages leave memory (or stay, retaken) first */
+	runner_result_done(r, n, qr);
+	if (qr == QUEUE_OK)
+		for (size_t i = 0; i < p->ntk; i++)
+			sched_take_one(r, &p->tk[i], now_us);
+	free(p->tk);
+	return qr == QUEUE_OK ? took : 0;
+}
+
+/*
+ * A scheduling pass (see the rules above).  COMMIT: the commit timer's
+ * (results must be committed now), else the scheduling timer's, which
+ * leaves the results to the commit timer when there is nothing to take:
+ * a message stays in memory until its results are committed, and a take
+ * hands out none of its recipients in memory again (rmsg_add).
+ */
+void
+runner_sched_pass(struct runner *r, bool commit)
 {
 	const struct cfg_scope *g = cfg_scope(r->rc->cfg, NULL);
-	struct sched_pass p = { r, rq_now() };
-	struct runner_share_ops ops = { sched_pass_take, sched_pass_room, &p };
+	struct sched_pass p;
 	struct runner_share_in in;
-	size_t chunk = r->max_msgs / 4, took = 0;
+	size_t took = 0;
+	bool room;
 
-	r->sched_at = INT64_MAX;
-	if (r->stopping)
+	if (!commit)
+		r->sched_at = INT64_MAX;
+	memset(&p, 0, sizeof(p));
+	p.r = r;
+	p.now = rq_now();
+	if (r->stopping) {
+		if (commit)
+			runner_result_commit(r, false);
 		return;
-	/* The results so far first (a chunk of them: a backlog goes on
-	 * over the next turns), so that they are seen soon.  Those still
-	 * waiting are no matter: a message stays in memory until its
-	 * results are committed, and a take hands out none of its
-	 * recipients in memory again (rmsg_add). */
-	runner_result_commit(r, false);
-	in.room = sched_pass_room(&p);
-	in.rcpts = RUNNER_TAKE_RCPTS;
-	if (in.room > 0 && (in.room >= chunk || r->nmsgs < chunk)) {
-		runner_share_weights(g, in.weight);
-		for (int i = 0; i < CFG_NCLASS; i++) {
-			enum cfg_class c = runner_class_order[i];
-
-			in.due[c] = queue_due_next_class(r->q, c) <= p.now;
-		}
-		took = runner_share_pass(&in, &ops);
 	}
+	/* A pass that commits anyway takes what fits (it costs no fsync)
+	 * once there is a slot per class: each class with due work takes
+	 * at least one (runner_share_pass()). */
+	room = commit ? runner_sched_room(r) >= CFG_NCLASS
+		      : sched_room_enough(r);
+	if (!room || !sched_due(r, p.now, in.due)) {
+		if (commit) {
+			/* arms the next pass and checks for idle itself */
+			runner_result_commit(r, false);
+			return;
+		}
+		sched_arm_int(r, true);
+		runner_idle_check(r);
+		return;
+	}
+	runner_share_weights(g, in.weight);
+	p.lease_until = p.now +
+	    cfg_time(g, CFG_DELIVERY_LEASE, CFG_NORMAL, false);
+	took = sched_take_txn(r, &p, &in);
 	/* Work taken and room left (e.g. every job failed at once): look
 	 * again now (the next turn); nothing taken though due: in a
 	 * second. */
@@ -286,7 +393,7 @@ sched_run(struct runner *r)
 static void
 sched_cb(evutil_socket_t fd, short what, void *arg)
 {
-	sched_run(arg);
+	runner_sched_pass(arg, false);
 }
 
 /* Arms ev_sched for AT_US unless it fires earlier already. */
@@ -314,7 +421,6 @@ static void
 sched_arm_int(struct runner *r, bool after_run)
 {
 	int64_t next, now_us = rq_now_us();
-	size_t chunk = r->max_msgs / 4;
 
 	if (r->stopping)
 		return;
@@ -322,7 +428,7 @@ sched_arm_int(struct runner *r, bool after_run)
 	if (next == INT64_MAX)
 		return;
 	if (next * 1000000 <= now_us) {
-		if (r->nmsgs > 0 && r->max_msgs - r->nmsgs < chunk)
+		if (r->nmsgs > 0 && !sched_room_enough(r))
 			return;
 		sched_at(r, after_run ? now_us + 1000000 : now_us);
 		return;

@@ -4,7 +4,8 @@
  * a temporary directory: takes under a recipient budget (slices, the
  * resume point, the schedule and lease entries meanwhile),
  * queue_msg_load_leased(), queue_txn_load_rcpts(), results, flush and
- * removal of a message with many recipients, counts kept right.
+ * removal of a message with many recipients, counts kept right; a take
+ * in the transaction that records results (queue_txn_take_rcpts()).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +219,66 @@ test_recover_between_slices(struct queue *q)
 	}
 }
 
+/*
+ * A take inside a write txn that also records results (a scheduling
+ * pass, issue 18): it sees the results (a message they end is gone, a
+ * deferred recipient is not due), and its leases hold only once that
+ * txn commits: an abort leases nothing and loses no recipient.
+ */
+static void
+test_take_in_results_txn(struct queue *q)
+{
+	uint64_t a = insert(q, 3), b = insert(q, 2), c;
+	int64_t now = rq_now(), until = now + 600;
+	struct queue_take tk[4];
+	struct queue_msg *m;
+	size_t budget = 100;
+	struct queue_txn *t;
+
+	CHECK_INT(
+	    queue_due_take_rcpts(q, CFG_NORMAL, now, until, tk, 4, &budget), 2);
+	c = insert(q, 4); /* due now, not leased yet */
+	for (int commit = 0; commit < 2; commit++) {
+		t = queue_txn_begin(q);
+		for (uint32_t i = 0; i < 3; i++)
+			CHECK_INT(queue_rcpt_update(t, a, i, RCPT_DELIVERED, 0,
+				      "250 ok", "2.0.0"),
+			    QUEUE_OK);
+		for (uint32_t i = 0; i < 2; i++)
+			CHECK_INT(queue_rcpt_update(t, b, i, RCPT_DEFERRED,
+				      now + 3600, "451 later", "4.0.0"),
+			    QUEUE_OK);
+		CHECK_INT(queue_msg_reschedule(t, a), QUEUE_OK);
+		CHECK_INT(queue_msg_reschedule(t, b), QUEUE_OK);
+		budget = 100;
+		CHECK_INT(queue_txn_take_rcpts(
+			      t, CFG_NORMAL, now, until, tk, 4, &budget),
+		    1);
+		CHECK_INT(tk[0].id, c);
+		CHECK_INT(tk[0].lo, 0);
+		CHECK_INT(tk[0].hi, 4);
+		CHECK_INT(budget, 96);
+		if (commit) {
+			CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+			break;
+		}
+		queue_txn_abort(t);
+		/* nothing of it holds: a and b still leased, c due */
+		CHECK_INT(count_state(q, a, RCPT_PENDING, QRCPT_LEASED), 3);
+		CHECK_INT(count_state(q, b, RCPT_PENDING, QRCPT_LEASED), 2);
+		CHECK_INT(count_state(q, c, RCPT_PENDING, QRCPT_LEASED), 0);
+		CHECK_INT(queue_due_next_class(q, CFG_NORMAL) <= now, 1);
+	}
+	CHECK_INT(queue_msg_load(q, a, &m), QUEUE_NOTFOUND);
+	CHECK_INT(count_state(q, b, RCPT_DEFERRED, 0), 2);
+	CHECK_INT(count_state(q, c, RCPT_PENDING, QRCPT_LEASED), 4);
+	CHECK_INT(queue_due_next_class(q, CFG_NORMAL), until);
+	t = queue_txn_begin(q);
+	CHECK_INT(queue_msg_remove(t, b), QUEUE_OK);
+	CHECK_INT(queue_msg_remove(t, c), QUEUE_OK);
+	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
+}
+
 int
 main(void)
 {
@@ -235,6 +296,7 @@ main(void)
 	if (q != NULL) {
 		test_take_slices(q);
 		test_recover_between_slices(q);
+		test_take_in_results_txn(q);
 		queue_close(q);
 	}
 	cfg_free(cfg);
