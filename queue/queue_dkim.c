@@ -152,9 +152,16 @@ from_domain(const char *v, size_t len, char *dom, size_t domlen)
 	n = strlen(dom);
 	if (n > 0 && dom[n - 1] == '.')
 		dom[n - 1] = '\0';
-	for (char *p = dom; *p != '\0'; p++)
+	for (char *p = dom; *p != '\0'; p++) {
+		if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+			/* what the address parser let through from a broken
+			 * field ("e [$]"): no key is for it */
+			dom[0] = '\0';
+			return;
+		}
 		if (*p >= 'A' && *p <= 'Z')
 			*p = (char)(*p - 'A' + 'a');
+	}
 }
 
 /* A header field of the stored message: [off, off+len) without its
