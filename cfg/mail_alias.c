@@ -74,6 +74,8 @@ name_byte_ok(unsigned char c)
 	    (c != 0 && strchr("!#$%&'*+-/=?^_`{|}~.", c) != NULL);
 }
 
+#define ALIAS_NAME_MAX 511 /* bytes of a name, as looked up */
+
 /*
  * Reads the name at the start of logical line L (N bytes) into a new
  * lowercase string *OUT and sets *REST past its ':'.  A quoted name
@@ -123,6 +125,12 @@ name_read(struct aparse *p, int line, const char *l, size_t n, char **out,
 		return terr(p->err, p->errlen, p->file, line,
 		    k == 0 ? "empty alias name: %s"
 			   : "expected \"name: address, ...\": %s",
+		    cfg_quote(l, n, q, sizeof(q)));
+	}
+	if (k > ALIAS_NAME_MAX) {
+		free(name);
+		return terr(p->err, p->errlen, p->file, line,
+		    "alias name longer than %d bytes: %s", ALIAS_NAME_MAX,
 		    cfg_quote(l, n, q, sizeof(q)));
 	}
 	name[k] = '\0';
@@ -430,7 +438,7 @@ mail_aliases_free(struct mail_aliases *t)
 const struct mail_alias *
 mail_aliases_find(const struct mail_aliases *t, const char *local, size_t n)
 {
-	char key[512];
+	char key[ALIAS_NAME_MAX + 1];
 	size_t k = 0, lo = 0, hi;
 
 	if (t == NULL || n == 0)
