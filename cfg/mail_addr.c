@@ -413,8 +413,16 @@ domain_parse(struct lex *lx, struct abuf *b)
 	const char *end;
 
 	abuf_span(b, t);
-	if (t.type == T_DOMLIT)
+	if (t.type == T_DOMLIT) {
+		/* no blank in a literal: no SMTP peer takes one (RFC 5321
+		 * address-literal), and a domain is one word everywhere */
+		if (memchr(t.p, ' ', t.n) != NULL ||
+		    memchr(t.p, '\t', t.n) != NULL) {
+			lx->why = "blank in an address literal";
+			return false;
+		}
 		return abuf_cat(b, t.p, t.n, lax);
+	}
 	if (t.type != T_ATOM || !abuf_cat(b, t.p, t.n, lax))
 		return false;
 	end = t.p + t.n;

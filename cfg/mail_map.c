@@ -30,16 +30,25 @@
 #define merr(...) (cfg_file_err(__VA_ARGS__), MAIL_TABLE_BAD)
 
 /* True for a domain as a key or an "@domain" value may name it: labels
- * of letters, digits, '-' and '_', or an address literal. */
+ * of letters, digits, '-' and '_', or an address literal of printable
+ * bytes (RFC 5322 dtext: no blank, control, '[', ']' or '\\'). */
 static bool
 domain_ok(const char *s, size_t n)
 {
 	if (n == 0 || n > 253)
 		return false;
-	if (s[0] == '[')
-		return n > 2 && s[n - 1] == ']' &&
-		    memchr(s + 1, '[', n - 2) == NULL &&
-		    memchr(s + 1, ']', n - 2) == NULL;
+	if (s[0] == '[') {
+		if (n <= 2 || s[n - 1] != ']')
+			return false;
+		for (size_t i = 1; i + 1 < n; i++) {
+			unsigned char c = (unsigned char)s[i];
+
+			if (c <= 0x20 || c >= 0x7f || c == '[' || c == ']' ||
+			    c == '\\')
+				return false;
+		}
+		return true;
+	}
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 

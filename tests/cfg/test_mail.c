@@ -91,6 +91,12 @@ static const struct {
 	/* MAIL_ADDR_PLAIN_LITERAL */
 	{ INTAKE, 511, "a@[1[2]", MAIL_ADDR_OK, "a@[1[2]" },
 	{ SEND, 254, "a@[1[2]", MAIL_ADDR_BAD, "" },
+	/* no blank in a literal, in either syntax */
+	{ INTAKE, 511, "a@[1 2]", MAIL_ADDR_BAD, "" },
+	{ SEND, 254, "a@[1\t2]", MAIL_ADDR_BAD, "" },
+	{ INTAKE, 511, "x@[$% <@@e [$]", MAIL_ADDR_BAD, "" },
+	{ INTAKE, 511, "a@[10.0.0.1], b@[IPv6:::1]", MAIL_ADDR_OK,
+	    "a@[10.0.0.1] b@[IPv6:::1]" },
 	/* MAIL_ADDR_STRICT_DOTS */
 	{ INTAKE, 511, ".a@b, a.@b", MAIL_ADDR_OK, ".a@b a.@b" },
 	{ SEND, 254, ".a@b", MAIL_ADDR_BAD, "" },

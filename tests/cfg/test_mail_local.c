@@ -164,6 +164,10 @@ static const struct {
 	{ "\"a\" b@c.d\n", "t:1:" },
 	{ "@ b@c.d\n", "t:1:" },
 	{ "a @bad..dom\n", "t:1:" },
+	{ "a @[10.0.0.1]\n", NULL },
+	{ "a @[\033]\n", "t:1:" },
+	{ "a @[1 2]\n", "t:1:" },
+	{ "a@[\\x] b@c.d\n", "t:1:" },
 };
 
 static void
