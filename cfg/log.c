@@ -438,22 +438,40 @@ log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
 	size_t off, body;
 	int n;
 
+	/* the stamp is made once a second a thread (localtime_r() takes
+	 * the time zone's lock): a busy loop logs thousands of lines a
+	 * second */
+	static __thread time_t stamp_at = -1;
+	static __thread char stamp[STAMP_LEN + 1];
+
 	if (lvl > log_min || (unsigned)lvl > LOG_LVL_DEBUG)
 		return;
 	now = time(NULL);
-	localtime_r(&now, &tm);
+	if (now != stamp_at) {
+		localtime_r(&now, &tm);
+		if (strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm) !=
+		    STAMP_LEN)
+			return; /* cannot happen in the C locale */
+		stamp_at = now;
+	}
 	buf[0] = (char)('0' + sev[lvl]);
 	buf[1] = ' ';
-	off = 2 + strftime(buf + 2, sizeof(buf) - 2, "%b %e %H:%M:%S", &tm);
-	if (off != 2 + STAMP_LEN)
-		return; /* cannot happen in the C locale */
+	memcpy(buf + 2, stamp, STAMP_LEN);
+	off = 2 + STAMP_LEN;
 	body = off;
 	n = snprintf(buf + off, sizeof(buf) - off, " relayq/%.64s[%ld]: %s",
 	    subsys ? subsys : "relayq", (long)log_pid(), pfx[lvl]);
 	if (n < 0)
 		return;
 	off += (size_t)n;
-	if (off < sizeof(buf) - 1) {
+	if (off < sizeof(buf) - 1 && strcmp(fmt, "%s") == 0) {
+		/* a line made by the caller (the delivery lines): copied */
+		const char *t = va_arg(ap, const char *);
+		size_t tn = strnlen(t, sizeof(buf) - 1 - off);
+
+		memcpy(buf + off, t, tn);
+		off += tn;
+	} else if (off < sizeof(buf) - 1) {
 		n = vsnprintf(buf + off, sizeof(buf) - off, fmt, ap);
 		if (n < 0)
 			n = 0;

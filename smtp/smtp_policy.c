@@ -149,30 +149,68 @@ smtp_why_set(struct smtp_rcpt_result *r, int cls, const char *status,
 	r->phase_name = smtp_phase_name(phase);
 }
 
-/* Rule 1: fills R from REPLY, the server's answer to PHASE. */
+/* Appends the N bytes at P to BUF (LEN bytes, *O used), cut to fit. */
+static void
+why_cat(char *buf, size_t len, size_t *o, const char *p, size_t n)
+{
+	if (*o + n > len - 1)
+		n = len - 1 - *o;
+	memcpy(buf + *o, p, n);
+	*o += n;
+}
+
+/* Rule 1: fills R from REPLY, the server's answer to PHASE.  Every
+ * reply passes here (four a delivery): no printf on the way of a 2xx
+ * or 3xx. */
 void
 smtp_why_reply(struct smtp_rcpt_result *r, const struct smtp_conn *conn,
     const struct smtp_reply *reply, enum smtp_phase phase)
 {
 	int cls = reply->code / 100;
 	char st[16], buf[SMTP_REPLY_MAX + 32];
+	size_t o = 0, sn;
 
 	if (cls != 2 && cls != 5)
 		cls = 4;
-	if (reply->status[0] != '\0')
-		snprintf(st, sizeof(st), "%s", reply->status);
-	else
-		snprintf(st, sizeof(st), "%d.0.0", cls);
-	snprintf(buf, sizeof(buf), "%d %s%s%s", reply->code, st,
-	    reply->text[0] ? " " : "", reply->text);
-	if (cls == 2)
-		smtp_why_set(r, 2, st, phase, "%s", buf);
-	else
+	if (reply->status[0] != '\0') {
+		sn = strnlen(reply->status, sizeof(st) - 1);
+		memcpy(st, reply->status, sn);
+	} else {
+		st[0] = (char)('0' + cls);
+		memcpy(st + 1, ".0.0", 4);
+		sn = 5;
+	}
+	st[sn] = '\0';
+	if (reply->code >= 100 && reply->code <= 999) {
+		char code[4] = { (char)('0' + reply->code / 100),
+			(char)('0' + reply->code / 10 % 10),
+			(char)('0' + reply->code % 10), ' ' };
+
+		why_cat(buf, sizeof(buf), &o, code, 4);
+	} else {
+		o = (size_t)snprintf(buf, sizeof(buf), "%d ", reply->code);
+	}
+	why_cat(buf, sizeof(buf), &o, st, sn);
+	if (reply->text[0] != '\0') {
+		why_cat(buf, sizeof(buf), &o, " ", 1);
+		why_cat(buf, sizeof(buf), &o, reply->text,
+		    strnlen(reply->text, sizeof(reply->text)));
+	}
+	buf[o] = '\0';
+	if (cls == 2) {
+		memset(r, 0, sizeof(*r));
+		r->cls = 2;
+		memcpy(r->status, st, sn + 1);
+		rq_sanitize(r->text, sizeof(r->text), buf, o);
+		r->phase = phase;
+		r->phase_name = smtp_phase_name(phase);
+	} else {
 		smtp_why_set(r, cls, st, phase,
 		    "host %s[%s] said: %s (in reply to %s command)", conn->host,
 		    conn->ip, buf, smtp_phase_name(phase));
+	}
 	r->code = reply->code;
-	rq_sanitize(r->reply, sizeof(r->reply), buf, strlen(buf));
+	rq_sanitize(r->reply, sizeof(r->reply), buf, o);
 }
 
 /* Fails CONN, in its phase, with class 4, STATUS and the text FMT. */

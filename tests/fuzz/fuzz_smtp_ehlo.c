@@ -1,45 +1,16 @@
 /* fuzz_smtp_ehlo.c - libFuzzer target: any bytes as an EHLO reply's
  * capability lines, and as a message body for the DATA encoder, whose
  * output (in blocks of 64 bytes) must be what a byte-at-a-time encoder
- * makes of the same body, and the 8-bit scan, which must agree with a
- * plain loop. */
+ * (tests/lib/body_ref.h) makes of the same body, and the 8-bit scan,
+ * which must agree with a plain loop. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "body_ref.h"
 #include "smtp.h"
 #include "smtp_int.h"
-
-/* The encoder written the plain way: all of IN into OUT (2 * LEN + 5
- * bytes); returns the length. */
-static size_t
-encode_ref(const uint8_t *in, size_t len, uint8_t *out)
-{
-	size_t o = 0;
-	int bol = 1;
-
-	for (size_t i = 0; i < len; i++) {
-		if (in[i] == '\r' || in[i] == '\n') {
-			if (in[i] == '\r' && i + 1 < len && in[i + 1] == '\n')
-				i++;
-			out[o++] = '\r';
-			out[o++] = '\n';
-			bol = 1;
-			continue;
-		}
-		if (bol && in[i] == '.')
-			out[o++] = '.';
-		out[o++] = in[i];
-		bol = 0;
-	}
-	if (!bol) {
-		out[o++] = '\r';
-		out[o++] = '\n';
-	}
-	memcpy(out + o, ".\r\n", 3);
-	return o + 3;
-}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -62,7 +33,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		o += n;
 	}
-	want = encode_ref(data, size, ref);
+	want = body_encode_ref((const char *)data, size, (char *)ref);
 	if (o != want || memcmp(all, ref, want) != 0)
 		abort();
 	for (size_t i = 0; i < size; i++)

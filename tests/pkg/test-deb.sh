@@ -206,8 +206,15 @@ expect_mode /var/spool/relayq relayq:relayq 755
 expect_mode /var/spool/relayq/incoming relayq:relayq 3733
 expect_mode /var/spool/relayq/tmp relayq:relayq 3733
 expect_mode /var/spool/relayq/bad relayq:relayq 700
+# /etc/aliases made when missing (Debian Policy 11.6), and it checks
+grep -q '^postmaster: *root$' "$root/etc/aliases" ||
+    fail "/etc/aliases has no postmaster: root"
+in_root newaliases >"$work/newaliases.txt" 2>&1 || {
+	cat "$work/newaliases.txt"
+	fail "newaliases on the /etc/aliases postinst made"
+}
 echo "links, man pages, conffile, enabled unit, user relayq ($uid)," \
-    "directories: ok"
+    "directories, /etc/aliases: ok"
 
 step "relayhost on the host's loopback; relayq check-config"
 port=$(free_port)
@@ -382,6 +389,8 @@ for d in /etc/relayq /var/lib/relayq /var/spool/relayq; do
 done
 in_root getent passwd relayq >/dev/null ||
     fail "purge removed the user (Debian MTAs keep theirs)"
+[ -f "$root/etc/aliases" ] ||
+    fail "purge removed /etc/aliases (the system's, not relayq's)"
 st=$(in_root dpkg-query -W -f='${db:Status-Status}' relayq 2>/dev/null || true)
 [ -z "$st" ] || [ "$st" = not-installed ] || fail "relayq is $st after purge"
 kill "$sink_pid"

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "body_ref.h"
 #include "rqtest.h"
 #include "smtp_int.h"
 
@@ -234,36 +235,6 @@ test_body_table(void)
 	}
 	CHECK(!smtp_body_8bit("abc\r\n", 5));
 	CHECK(smtp_body_8bit("ab\xc3\xa9", 4));
-}
-
-/* The encoder as a byte-at-a-time loop (what smtp_body_encode() does,
- * written the plain way): the whole of IN into OUT; returns the length. */
-static size_t
-body_encode_ref(const char *in, size_t len, char *out)
-{
-	size_t o = 0;
-	bool bol = true;
-
-	for (size_t i = 0; i < len; i++) {
-		if (in[i] == '\r' || in[i] == '\n') {
-			if (in[i] == '\r' && i + 1 < len && in[i + 1] == '\n')
-				i++;
-			out[o++] = '\r';
-			out[o++] = '\n';
-			bol = true;
-			continue;
-		}
-		if (bol && in[i] == '.')
-			out[o++] = '.';
-		out[o++] = in[i];
-		bol = false;
-	}
-	if (!bol) {
-		out[o++] = '\r';
-		out[o++] = '\n';
-	}
-	memcpy(out + o, ".\r\n", 3);
-	return o + 3;
 }
 
 /* Bodies made of pieces (CRLF text, bare CR and LF, dots at line
