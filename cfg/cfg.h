@@ -431,8 +431,8 @@ struct cfg_dkim_key {
 	unsigned bits; /* RSA: the modulus size; Ed25519: 256 */
 	const char *pem; /* NUL-terminated */
 	size_t pemlen;
-	/* Ed25519: the key parsed (an OpenSSL EVP_PKEY *, used read-only by
-	 * any thread, freed with the keys); NULL for RSA */
+	/* the key parsed (an OpenSSL EVP_PKEY *, used read-only by any
+	 * thread, freed with the keys): what signs */
 	void *evp;
 	const char *key_file;
 	const char *file; /* where it was set: the config or the table */

@@ -304,10 +304,7 @@ key_load(struct cfg *cfg, struct cfg_dkim *dk, const char *where,
 	memcpy((char *)k->pem, data, (size_t)n);
 	k->pemlen = (size_t)n;
 	BIO_free(b);
-	if (k->alg == CFG_DKIM_ED25519_SHA256)
-		k->evp = pk; /* signed with by OpenSSL (queue_dkim.c) */
-	else
-		EVP_PKEY_free(pk);
+	k->evp = pk; /* signed with by OpenSSL (queue_dkim.c) */
 	return CFG_OK;
 }
 
