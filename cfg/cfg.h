@@ -594,6 +594,9 @@ char *xstrndup(const char *, size_t);
 /* Copies remote text into BUF: at most LEN-1 bytes, CR/LF/NUL/controls
  * turned into spaces, so it is safe for a log line or a DSN. */
 void rq_sanitize(char *buf, size_t len, const char *s, size_t slen);
+/* Lowers the ASCII letters of S in place (names, domains, keys: any
+ * case, C locale); returns S. */
+char *rq_lower(char *s);
 
 /* Overwrites N bytes at P with zeros the compiler cannot drop (secrets
  * after use). */

@@ -88,11 +88,7 @@ name_ok(const char *s, size_t len, bool leading_dot)
 static char *
 lower_dup(const char *s, size_t len)
 {
-	char *d = xstrndup(s, len);
-
-	for (char *p = d; *p != '\0'; p++)
-		*p = (char)tolower((unsigned char)*p);
-	return d;
+	return rq_lower(xstrndup(s, len));
 }
 
 void

@@ -151,8 +151,7 @@ host_key(const char *s, size_t len, char *out, size_t outlen, const char **why)
 		return -1;
 	}
 	cfg_hostport_format(&hp, out, outlen);
-	for (char *p = out; *p != '\0'; p++)
-		*p = (char)tolower((unsigned char)*p);
+	rq_lower(out);
 	return 0;
 }
 

@@ -93,10 +93,7 @@ value_read(const char *v, size_t n, const char **why)
 			*why = "bad domain";
 			return NULL;
 		}
-		addr = xstrndup(v, n);
-		for (char *c = addr; *c; c++)
-			*c = (char)tolower((unsigned char)*c);
-		return addr;
+		return rq_lower(xstrndup(v, n));
 	}
 	if (mail_addrlist_parse(v, n, &syn, mail_addr_one, &addr, &aerr) !=
 		MAIL_ADDR_OK ||
@@ -168,9 +165,7 @@ mail_map_parse(const char *name, const char *buf, size_t len,
 			    "bad address \"%s\": %s", q, why);
 			break;
 		}
-		key = xstrndup(l, kn);
-		for (char *c = key; *c; c++)
-			*c = (char)tolower((unsigned char)*c);
+		key = rq_lower(xstrndup(l, kn));
 		for (size_t i = 0; i < m->n; i++) {
 			if (strcmp(m->v[i].key, key) == 0) {
 				r = merr(err, errlen, name, lno,

@@ -6,10 +6,11 @@
  * output buffer (DSNs, intake's rewritten headers).
  *
  * Public: xmalloc(), xcalloc(), xrealloc(), xstrdup(), xstrndup(),
- * rq_sanitize(), rq_cleanse(), rq_now(), rq_now_us(), rq_mono_us(),
+ * rq_sanitize(), rq_lower(), rq_cleanse(), rq_now(), rq_now_us(), rq_mono_us(),
  * rq_utf8_len(), rq_json_str(), rq_base64_encode(), rq_base64_decode(),
  * rq_buf_add(), rq_buf_str(), rq_buf_printf().
  */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,14 @@ rq_sanitize(char *buf, size_t len, const char *s, size_t slen)
 		buf[o++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
 	}
 	buf[o] = '\0';
+}
+
+char *
+rq_lower(char *s)
+{
+	for (char *p = s; *p != '\0'; p++)
+		*p = (char)tolower((unsigned char)*p);
+	return s;
 }
 
 int64_t
