@@ -6,8 +6,9 @@
  * output buffer (DSNs, intake's rewritten headers).
  *
  * Public: xmalloc(), xcalloc(), xrealloc(), xstrdup(), xstrndup(),
- * rq_sanitize(), rq_lower(), rq_cleanse(), rq_now(), rq_now_us(), rq_mono_us(),
- * rq_utf8_len(), rq_json_str(), rq_base64_encode(), rq_base64_decode(),
+ * rq_sanitize(), rq_lower(), rq_cleanse(), rq_now(), rq_now_us(),
+ * rq_mono_us(), rq_utf8_len(), rq_json_str(), rq_base64_encode(),
+ * rq_base64_decode(),
  * rq_buf_add(), rq_buf_str(), rq_buf_printf().
  */
 #include <ctype.h>
