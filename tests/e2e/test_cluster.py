@@ -419,6 +419,48 @@ def test_fallback_hold():
             env.close()
 
 
+def test_fallback_local():
+    """cluster_fallback = local, Redis killed mid-run: each node goes on
+    with its own full limits (two nodes, max_connections = 2: up to 4
+    sessions at the sink where the cluster allowed 2), logged once, and
+    delivers everything."""
+    with rqlib.Env() as base:
+        redis = cl.Redis(base)
+        sink = cl.Sink(delay=0.05)
+        envs = nodes_for(redis, sink, "max_connections = 2\n"
+                         "cluster_lease_time = 3s\n"
+                         "cluster_fallback = local\n", names=("n1", "n2"))
+
+        def chaos():
+            rqlib.wait_for(lambda: sink.count() >= 40, 60, 0.05,
+                           "40 messages before the kill")
+            wait_live(envs, 2)
+            rqlib.check(sink.stats()[1] <= 2,
+                        "peak %d over the shared limit 2" % sink.stats()[1])
+            redis.kill(signal.SIGKILL)
+            rqlib.wait_for(lambda: all(
+                lines_of(e, r"unreachable .*cluster_fallback local") == 1
+                for e in envs), 5, 0.05, "every node in fallback")
+            # past the settling time (cluster_lease_time), then the peak
+            # anew: each node at its own limit
+            time.sleep(3.5)
+            with sink.lock:
+                sink.peak = sink.cur
+            rqlib.wait_for(lambda: sink.stats()[1] >= 3, 20, 0.02,
+                           "more sessions than the shared limit (local)")
+        try:
+            run_nodes(envs, 300, 240, chaos)
+            rqlib.check_eq(sink.count(), 600, "messages at the sink")
+            rqlib.check(sink.stats()[1] <= 4,
+                        "peak %d over the nodes' own limits" % sink.stats()[1])
+            for e in envs:
+                rqlib.check_eq(lines_of(e, r"unreachable"), 1,
+                               "fallback logged once")
+        finally:
+            sink.stop()
+            close_all(envs)
+
+
 def test_password_and_checks():
     """cluster_password: a file with the secret rules (0600, owned by
     root or the daemon's user); AUTH with it; a wrong one keeps the node
