@@ -467,7 +467,11 @@ log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
 	if (off < sizeof(buf) - 1 && strcmp(fmt, "%s") == 0) {
 		/* a line made by the caller (the delivery lines): copied */
 		const char *t = va_arg(ap, const char *);
-		size_t tn = strnlen(t, sizeof(buf) - 1 - off);
+		size_t tn;
+
+		if (t == NULL)
+			t = "(null)"; /* as printf */
+		tn = strnlen(t, sizeof(buf) - 1 - off);
 
 		memcpy(buf + off, t, tn);
 		off += tn;
