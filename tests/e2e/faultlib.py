@@ -144,14 +144,22 @@ class FaultServer:
                               what="faultsmtp connection %d to close" % conn)
 
     def max_concurrent(self):
-        """The largest number of connections open at the same time."""
-        cur = best = 0
+        """The largest number of connections the client held at the same
+        time.  A connection counts from its connect until its QUIT (or
+        its close, without one): after QUIT the client closes as soon as
+        the 221 comes, while the server logs its own close only once
+        its output is flushed (10 ms on), so a new connection the
+        client opens at once may be logged before it."""
+        open_ = set()
+        best = 0
         for e in self.events():
             if e["event"] == "connect":
-                cur += 1
-                best = max(best, cur)
-            elif e["event"] == "close":
-                cur -= 1
+                open_.add(e["conn"])
+                best = max(best, len(open_))
+            elif e["event"] == "close" or (
+                    e["event"] == "cmd" and
+                    e["data"].strip().upper() == "QUIT"):
+                open_.discard(e["conn"])
         return best
 
     def messages(self):
