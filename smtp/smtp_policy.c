@@ -130,6 +130,20 @@
 
 static const char ABORTED[] = "delivery aborted: the client is shutting down";
 
+/* Fills R as the reason TEXT (N bytes, controls made blanks), class
+ * CLS, status STATUS, in PHASE. */
+static void
+why_fill(struct smtp_rcpt_result *r, int cls, const char *status,
+    enum smtp_phase phase, const char *text, size_t n)
+{
+	memset(r, 0, sizeof(*r));
+	r->cls = cls;
+	memcpy(r->status, status, strnlen(status, sizeof(r->status) - 1));
+	rq_sanitize(r->text, sizeof(r->text), text, n);
+	r->phase = phase;
+	r->phase_name = smtp_phase_name(phase);
+}
+
 /* Fills R as the reason text FMT, class CLS, status STATUS, in PHASE. */
 void
 smtp_why_set(struct smtp_rcpt_result *r, int cls, const char *status,
@@ -138,15 +152,10 @@ smtp_why_set(struct smtp_rcpt_result *r, int cls, const char *status,
 	va_list ap;
 	char buf[SMTP_TEXT_MAX];
 
-	memset(r, 0, sizeof(*r));
-	r->cls = cls;
-	snprintf(r->status, sizeof(r->status), "%s", status);
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	rq_sanitize(r->text, sizeof(r->text), buf, strlen(buf));
-	r->phase = phase;
-	r->phase_name = smtp_phase_name(phase);
+	why_fill(r, cls, status, phase, buf, strlen(buf));
 }
 
 /* Appends the N bytes at P to BUF (LEN bytes, *O used), cut to fit. */
@@ -198,12 +207,7 @@ smtp_why_reply(struct smtp_rcpt_result *r, const struct smtp_conn *conn,
 	}
 	buf[o] = '\0';
 	if (cls == 2) {
-		memset(r, 0, sizeof(*r));
-		r->cls = 2;
-		memcpy(r->status, st, sn + 1);
-		rq_sanitize(r->text, sizeof(r->text), buf, o);
-		r->phase = phase;
-		r->phase_name = smtp_phase_name(phase);
+		why_fill(r, 2, st, phase, buf, o);
 	} else {
 		smtp_why_set(r, cls, st, phase,
 		    "host %s[%s] said: %s (in reply to %s command)", conn->host,
