@@ -179,7 +179,7 @@ runner_cluster_rate(struct runner *r, struct dest *d, struct cfg_rate *rate)
 	if (r->cluster == NULL)
 		return RUNNER_RATE_LOCAL;
 	maxc = (unsigned)cfg_int(d->scope, CFG_MAX_CONNECTIONS);
-	want = maxc > d->active ? maxc - d->active : 1;
+	want = maxc > runner_dest_busy(d) ? maxc - runner_dest_busy(d) : 1;
 	if (want > d->nwait)
 		want = (unsigned)d->nwait;
 	switch (cluster_rate_take(r->cluster, d->key, rate, want)) {

@@ -531,7 +531,7 @@ runner_dest_feedback(struct dest *d, const struct smtp_result *res)
 		ev = CONC_FAILURE;
 	else if (res->transactions > 0)
 		ev = CONC_SUCCESS;
-	runner_conc_feedback(&d->conc, ev, d->active,
+	runner_conc_feedback(&d->conc, ev, runner_dest_busy(d),
 	    (unsigned)cfg_int(d->scope, CFG_INITIAL_DEST_CONCURRENCY),
 	    (unsigned)cfg_int(d->scope, CFG_MAX_CONNECTIONS));
 }
@@ -698,12 +698,34 @@ runner_dest_kick(struct runner *r, struct dest *d)
 	d->last_used = now;
 	if (!dest_may_submit(r, d, now))
 		return;
-	while (d->nwait > 0 && d->active < maxc) {
+	while (d->nwait > 0 && runner_dest_busy(d) < maxc) {
 		if (!dest_conn_free(r, d, maxc, maxt) ||
 		    !dest_rate_take(d, rate))
 			break;
 		runner_job_submit(r, dest_pop(r, d));
 	}
+}
+
+/*
+ * The SMTP client's next hook: the connection of job REQ_ARG is about to
+ * send its dot and may carry another job of the same destination behind
+ * it (its MAIL FROM, RCPT TO and DATA go out with the dot).  That job
+ * takes no connection, so the window and the connection limits do not
+ * apply; whether the destination may submit at all, and its rate, do.
+ */
+void
+runner_dest_next(void *arg, void *req_arg)
+{
+	struct runner *r = arg;
+	struct job *j = req_arg;
+	struct dest *d = j->dest;
+
+	if (r->stopping || d->nwait == 0 || d->rstate != DR_OK ||
+	    d->down_until > rq_now() ||
+	    !dest_rate_take(d, cfg_rate(d->scope, CFG_MAX_MESSAGE_RATE)))
+		return;
+	d->last_used = rq_now();
+	runner_job_submit(r, dest_pop(r, d));
 }
 
 /* After a reload: destinations keep their old settings until empty. */

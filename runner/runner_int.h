@@ -112,6 +112,10 @@ struct dest {
 	size_t nwait;
 	int wrr[CFG_NCLASS]; /* smooth weighted round robin state */
 	unsigned active; /* submitted requests */
+	/* of those, riding behind another on its connection (SMTP_SUBMIT_
+	 * NEXT) until that one is done: active - chained connections are
+	 * in use (runner_dest_busy) */
+	unsigned chained;
 	struct runner_conc conc; /* connections it may have now */
 	int64_t down_until; /* hoststatus: skip until then */
 	int64_t last_used; /* for the janitor */
@@ -252,6 +256,16 @@ void runner_dest_putback(struct dest *, struct job *);
 void runner_dest_job_move(
     struct runner *, struct job *, struct dest *, const char *why);
 void runner_dest_kick(struct runner *, struct dest *);
+/* The SMTP client's next hook (smtp_client_on_next): ARG the runner,
+ * REQ_ARG the job about to send its dot. */
+void runner_dest_next(void *arg, void *req_arg);
+/* D's connections in use: its requests in flight but those riding
+ * behind another. */
+static inline unsigned
+runner_dest_busy(const struct dest *d)
+{
+	return d->active - d->chained;
+}
 void runner_dest_ready_kick(struct runner *);
 void runner_dest_host_down(
     struct runner *, struct dest *, const struct smtp_result *);

@@ -201,6 +201,8 @@ job_done_cb(void *arg, const struct smtp_result *res)
 	runner_dest_feedback(d, res);
 	d->active--;
 	r->active--;
+	if (res->next_taken)
+		d->chained--; /* the job behind it has the connection now */
 	if (res->host_down &&
 	    (fd = runner_route_fallback(r, d, j->m->msg->sender)) != NULL) {
 		/* Unreachable: the next fallback relay takes the job. */
@@ -321,9 +323,10 @@ runner_job_submit(struct runner *r, struct job *j)
 	sr = smtp_request_submit(r->smtp, &req);
 	job_rcpts_free(rc, j->nidx);
 	free(envid);
-	if (sr == SMTP_SUBMIT_OK) {
+	if (sr == SMTP_SUBMIT_OK || sr == SMTP_SUBMIT_NEXT) {
 		d->active++;
 		r->active++;
+		d->chained += sr == SMTP_SUBMIT_NEXT;
 		return;
 	}
 	if (sr == SMTP_SUBMIT_SHUTDOWN) {

@@ -236,6 +236,10 @@ struct smtp_result {
 	char auth_mech[16];
 
 	bool reused; /* the message went over a cached connection */
+	/* A request the next hook submitted (SMTP_SUBMIT_NEXT, see
+	 * smtp_client_on_next()) rode behind this one on its connection:
+	 * with this done() that request is the connection's own. */
+	bool next_taken;
 	/* The server that took the message offered DSN, so NOTIFY and
 	 * ORCPT went on with it (a DSN "relayed" rather than "delivered"). */
 	bool dsn_offered;
@@ -259,6 +263,9 @@ enum smtp_submit_result {
 	SMTP_SUBMIT_OK = 0, /* done() will be called exactly once */
 	SMTP_SUBMIT_INVALID, /* bad request (no address/recipient...) */
 	SMTP_SUBMIT_SHUTDOWN, /* smtp_client_shutdown() was called */
+	/* as OK, and it rides behind the request of the connection whose
+	 * next hook asked for it (smtp_client_on_next()) */
+	SMTP_SUBMIT_NEXT,
 };
 
 /*
@@ -309,6 +316,27 @@ struct smtp_client_stats {
 	uint64_t timeouts[SMTP_NPHASE]; /* phase deadlines that passed */
 };
 void smtp_client_stats_get(struct smtp_client *, struct smtp_client_stats *);
+
+/*
+ * The next hook: NEXT(ARG, REQ_ARG) is called when a connection,
+ * PIPELINING, is about to send the final dot of the last transaction of
+ * the request whose arg is REQ_ARG, and may carry another request right
+ * behind it (max_deliveries_per_connection, the cache time and
+ * retirement allow it; no request of its destination waits on a
+ * connection that has not greeted, which would be taken first).  A
+ * request NEXT submits for the same dest_key, credentials and helo_name
+ * returns SMTP_SUBMIT_NEXT:
+ * its MAIL FROM, RCPT TO and DATA go out behind the dot in the same
+ * write (RFC 2920: the content may be the first "command" of a group),
+ * it needs no connection of its own, and its done() comes after that of
+ * the request it rode behind, whose result says next_taken.  Should the
+ * connection fail before the server answered its MAIL FROM, the request
+ * runs again elsewhere, as after a cached connection's failed RSET (no
+ * attempt counted).  NEXT may submit nothing, or a request that goes
+ * the usual way (SMTP_SUBMIT_OK).  NULL turns it off.
+ */
+void smtp_client_on_next(
+    struct smtp_client *, void (*next)(void *arg, void *req_arg), void *arg);
 
 /*
  * Calls CLOSED(ARG, KEY) from the event loop (the reaper: never inside

@@ -126,6 +126,7 @@ static void conn_event_cb(struct bufferevent *, short, void *);
 static void conn_timer_cb(evutil_socket_t, short, void *);
 static void conn_direct_stop(struct smtp_conn *);
 static void txn_begin(struct smtp_conn *);
+static void txn_next_send(struct smtp_conn *);
 
 /* What PHASE was doing: "sending RCPT TO"; "idle" for none. */
 const char *
@@ -179,6 +180,7 @@ conn_body_fill(struct smtp_conn *conn)
 	if (conn->body_off > req->req.msglen) {
 		conn->body_done = true;
 		bufferevent_setwatermark(conn->bev, EV_WRITE, 0, 0);
+		txn_next_send(conn);
 	}
 }
 
@@ -208,12 +210,12 @@ smtp_conn_enter(struct smtp_conn *conn, enum smtp_phase phase)
 		break;
 	case SMTP_PH_MAIL:
 		if (!conn->pipe_sent)
-			smtp_cmd_mail(conn, out);
+			smtp_cmd_mail(conn, conn->req, out);
 		break;
 	case SMTP_PH_RCPT:
 		if (!conn->pipe_sent)
-			smtp_cmd_rcpt(
-			    conn, out, conn->req->txn[conn->req->rcpt_pos]);
+			smtp_cmd_rcpt(conn, conn->req, out,
+			    conn->req->txn[conn->req->rcpt_pos]);
 		break;
 	case SMTP_PH_DATA:
 		if (!conn->pipe_sent)
@@ -394,6 +396,13 @@ smtp_conn_close(struct smtp_conn *conn)
 	}
 	smtp_dest_detach(conn);
 	event_active(conn->client->reap, EV_TIMEOUT, 1);
+	if (conn->next != NULL) {
+		/* riding behind a request that ended without rule 12 */
+		struct smtp_req *next = conn->next;
+
+		conn->next = NULL;
+		smtp_next_rerun(next);
+	}
 }
 
 /* Ends CONN's session: QUIT when POLITE and still in step, else close. */
@@ -557,6 +566,20 @@ txn_pick(struct smtp_req *req)
 	return req->ntxn > 0;
 }
 
+/* Counts and resets a new transaction of CONN's request. */
+static void
+txn_reset(struct smtp_conn *conn)
+{
+	struct smtp_req *req = conn->req;
+
+	req->result.transactions++;
+	req->rcpt_pos = 0;
+	req->txn_accepted = 0;
+	req->mail_failed = false;
+	conn->dot_discard = false;
+	conn->pipe_sent = false;
+}
+
 /*
  * Starts CONN's request's next transaction (RSET first on a cached
  * connection), or finishes the request when no recipient is left or the
@@ -571,22 +594,68 @@ txn_begin(struct smtp_conn *conn)
 		smtp_conn_req_done(conn);
 		return;
 	}
-	req->result.transactions++;
-	req->rcpt_pos = 0;
-	req->txn_accepted = 0;
-	req->mail_failed = false;
-	conn->dot_discard = false;
-	conn->pipe_sent = false;
+	txn_reset(conn);
 	conn->reuse_rset = conn->need_rset;
 	conn->need_rset = false;
 	if (!conn->reuse_rset)
 		conn->in_txn = true;
 	if (conn->ehlo.pipelining) {
 		/* RFC 2920: RSET, MAIL, every RCPT and DATA in one write. */
-		smtp_cmd_pipeline(conn, bufferevent_get_output(conn->bev));
+		smtp_cmd_pipeline(conn, req, bufferevent_get_output(conn->bev),
+		    conn->reuse_rset);
 		conn->pipe_sent = true;
 	}
 	smtp_conn_enter(conn, conn->reuse_rset ? SMTP_PH_RSET : SMTP_PH_MAIL);
+}
+
+/*
+ * The dot of CONN's last transaction is queued: a request that may ride
+ * behind it (smtp_conn_next_take) has its MAIL FROM, RCPT TO and DATA
+ * queued right after the dot, in the same write (RFC 2920 lets the
+ * content start a group), unless the server cannot take it (rules 8, 9,
+ * dealt with when its turn comes).
+ */
+static void
+txn_next_send(struct smtp_conn *conn)
+{
+	struct smtp_req *next;
+
+	if (conn->dot_discard || !smtp_conn_next_take(conn))
+		return;
+	next = conn->next;
+	conn->next_sent = txn_pick(next) && smtp_txn_fits(conn, next);
+	if (conn->next_sent)
+		smtp_cmd_pipeline(
+		    conn, next, bufferevent_get_output(conn->bev), false);
+}
+
+/*
+ * The dot was answered: the request riding behind takes CONN over.  Its
+ * commands went out with the dot: their replies are next (rule 12a until
+ * MAIL FROM is answered); else its first transaction starts now, with
+ * RSET as on any reused connection.
+ */
+static void
+txn_next_begin(struct smtp_conn *conn)
+{
+	bool sent = conn->next_sent;
+	struct smtp_req *req;
+
+	conn->next_sent = false;
+	smtp_conn_req_pass(conn);
+	if (!sent) {
+		conn->need_rset = true;
+		smtp_conn_ready(conn);
+		return;
+	}
+	req = conn->req;
+	smtp_conn_result(conn);
+	req->result.t_ready = rq_now_us();
+	req->session_seen = true;
+	txn_reset(conn);
+	conn->reuse_rset = false;
+	conn->in_txn = conn->chained = conn->pipe_sent = true;
+	smtp_conn_enter(conn, SMTP_PH_MAIL);
 }
 
 /* The 354 came: send the body, a block at a time. */
@@ -637,6 +706,7 @@ reply_starttls(struct smtp_conn *conn, int cls, struct smtp_rcpt_result *why)
 static void
 reply_mail(struct smtp_conn *conn, int cls, struct smtp_rcpt_result *why)
 {
+	conn->chained = false; /* the server has seen this transaction */
 	if (cls != 2)
 		smtp_sender_refused(conn->req, why);
 	/* Pipelined RCPT replies are still due after a refusal. */
@@ -692,7 +762,10 @@ reply_dot(struct smtp_conn *conn, struct smtp_rcpt_result *why)
 		return;
 	}
 	smtp_dot_replied(conn->req, why);
-	txn_begin(conn);
+	if (conn->next != NULL)
+		txn_next_begin(conn);
+	else
+		txn_begin(conn);
 }
 
 /* RSET: MAIL FROM on a reused connection, else the next transaction. */

@@ -29,12 +29,11 @@ xtext_add(struct evbuffer *buf, const char *s)
 	free(x);
 }
 
-/* Appends the MAIL FROM command of CONN's request to OUT. */
+/* Appends the MAIL FROM command of REQ, on CONN, to OUT. */
 void
-smtp_cmd_mail(struct smtp_conn *conn, struct evbuffer *out)
+smtp_cmd_mail(const struct smtp_conn *conn, const struct smtp_req *req,
+    struct evbuffer *out)
 {
-	const struct smtp_req *req = conn->req;
-
 	evbuffer_add_printf(out, "MAIL FROM:<%s>", req->req.sender);
 	if (conn->ehlo.size)
 		evbuffer_add_printf(out, " SIZE=%zu", req->req.msglen);
@@ -77,11 +76,12 @@ notify_add(struct evbuffer *out, unsigned notify)
 		evbuffer_add_printf(out, "%sDELAY", sep);
 }
 
-/* Appends the RCPT TO command for recipient I to OUT. */
+/* Appends the RCPT TO command for REQ's recipient I to OUT. */
 void
-smtp_cmd_rcpt(struct smtp_conn *conn, struct evbuffer *out, size_t i)
+smtp_cmd_rcpt(const struct smtp_conn *conn, const struct smtp_req *req,
+    struct evbuffer *out, size_t i)
 {
-	const struct smtp_rcpt *r = &conn->req->rcpts[i];
+	const struct smtp_rcpt *r = &req->rcpts[i];
 
 	evbuffer_add_printf(out, "RCPT TO:<%s>", r->addr);
 	if (conn->ehlo.dsn && r->notify != 0)
@@ -98,18 +98,18 @@ smtp_cmd_rcpt(struct smtp_conn *conn, struct evbuffer *out, size_t i)
 	evbuffer_add(out, "\r\n", 2);
 }
 
-/* Appends the transaction in one write: RSET first on a cached
- * connection, MAIL FROM, every RCPT TO and DATA. */
+/* Appends REQ's transaction in one write: RSET first if RSET (a
+ * cached connection), MAIL FROM, every RCPT TO and DATA. */
 void
-smtp_cmd_pipeline(struct smtp_conn *conn, struct evbuffer *out)
+smtp_cmd_pipeline(const struct smtp_conn *conn, const struct smtp_req *req,
+    struct evbuffer *out, bool rset)
 {
-	const struct smtp_req *req = conn->req;
 	size_t i;
 
-	if (conn->reuse_rset)
+	if (rset)
 		evbuffer_add_printf(out, "RSET\r\n");
-	smtp_cmd_mail(conn, out);
+	smtp_cmd_mail(conn, req, out);
 	for (i = 0; i < req->ntxn; i++)
-		smtp_cmd_rcpt(conn, out, req->txn[i]);
+		smtp_cmd_rcpt(conn, req, out, req->txn[i]);
 	evbuffer_add_printf(out, "DATA\r\n");
 }

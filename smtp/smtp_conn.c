@@ -6,10 +6,11 @@
  * smtp_client.c; what a failure means is in smtp_policy.c.
  *
  * Public functions: smtp_client_conn_count(), smtp_client_conn_idle(),
- * smtp_client_conn_total(), smtp_client_on_close(),
+ * smtp_client_conn_total(), smtp_client_on_close(), smtp_client_on_next(),
  * smtp_client_conn_retire().  Module functions: smtp_dest_attach(),
  * smtp_dest_detach(), smtp_dest_free_all(), smtp_cache_remove(),
  * smtp_conn_settings(), smtp_conn_result(), smtp_conn_req_done(),
+ * smtp_conn_req_pass(), smtp_conn_next_take(), smtp_conn_next_fits(),
  * smtp_req_run(), smtp_addr_next(), smtp_pending_add(),
  * smtp_pending_remove().
  *
@@ -23,10 +24,15 @@
  * different credentials.  A request is not held by a connection the
  * server has not greeted on yet (its SYN may have been answered by a
  * cookie whose final ACK a full accept queue dropped: the server never
- * saw it): a connection of the same key and credentials that finishes
- * its request takes the request of the oldest such pending connection,
+ * saw it): a connection of the same key, credentials and helo_name that
+ * finishes its request, or is about to send the dot of its last
+ * transaction, takes the request of the oldest such pending connection,
  * which goes on without one and says QUIT once it greets (or is closed
  * when it fails or the client stops); such an orphan reports nothing.
+ * A connection about to send that dot with no such request to take asks
+ * the next hook (smtp_client_on_next) for one to carry behind it; a
+ * request riding behind another is on no idle or pending list, and a
+ * connection carries at most one.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,26 +263,39 @@ smtp_pending_remove(struct smtp_conn *conn)
 }
 
 /*
- * Takes for CONN, which just finished a request and may take another,
- * the request of the oldest connection of its destination that has not
- * greeted yet and was made for the same credentials; false when there is
- * none.  That connection goes on as an orphan (see the top).
+ * Takes for CONN the request of the oldest connection of its destination
+ * that has not greeted yet and was made for the same credentials and
+ * helo_name, or NULL.  That connection goes on as an orphan (see the
+ * top).
  */
-static bool
-pending_steal(struct smtp_conn *conn)
+static struct smtp_req *
+pending_take(struct smtp_conn *conn)
 {
 	struct smtp_conn *p;
 	struct smtp_req *req;
 
 	TAILQ_FOREACH(p, &conn->dest->pending, pending_entry)
 	if (p->req != NULL && !p->req->no_reuse &&
-	    strcmp(p->auth_id, conn->auth_id) == 0)
+	    strcmp(p->auth_id, conn->auth_id) == 0 &&
+	    strcmp(p->helo, conn->helo) == 0)
 		break;
 	if (p == NULL)
-		return false;
+		return NULL;
 	req = p->req;
 	p->req = NULL;
 	smtp_pending_remove(p);
+	return req;
+}
+
+/* CONN, which just finished a request and may take another, takes a
+ * request waiting on a connection that has not greeted; false if none. */
+static bool
+pending_steal(struct smtp_conn *conn)
+{
+	struct smtp_req *req = pending_take(conn);
+
+	if (req == NULL)
+		return false;
 	conn->req = req;
 	conn->reused = true;
 	conn->need_rset = true; /* RSET before the first MAIL FROM */
@@ -307,6 +326,81 @@ smtp_conn_req_done(struct smtp_conn *conn)
 	TAILQ_INSERT_HEAD(&d->idle, conn, idle_entry);
 	d->nidle++;
 	smtp_conn_enter(conn, SMTP_PH_IDLE);
+}
+
+/* Finishes CONN's request; the one riding behind it takes its place
+ * (its transaction is started by the caller). */
+void
+smtp_conn_req_pass(struct smtp_conn *conn)
+{
+	struct smtp_req *req = conn->req;
+
+	conn->req = conn->next;
+	conn->next = NULL;
+	conn->deliveries++;
+	smtp_req_complete(req);
+	conn->reused = true;
+	conn->need_rset = conn->in_txn = false;
+	smtp_conn_settings(conn);
+}
+
+/* Whether REQ may ride behind CONN's request: the same destination,
+ * credentials and helo_name, and REQ may take a used connection. */
+bool
+smtp_conn_next_fits(const struct smtp_conn *conn, const struct smtp_req *req)
+{
+	const char *id = req->req.auth ? req->req.auth->id : "";
+
+	return conn->next == NULL && !conn->dead && !req->no_reuse &&
+	    strcmp(conn->dest->key, req->req.dest_key) == 0 &&
+	    strcmp(conn->auth_id, id) == 0 &&
+	    strcmp(conn->helo, smtp_req_helo(req)) == 0;
+}
+
+/*
+ * Whether CONN may carry a request behind its current one, after the
+ * dot of this transaction: PIPELINING, the connection may be cached
+ * after this request and one more (max_deliveries_per_connection), and
+ * this transaction is the request's last.  Then it takes a request
+ * waiting on a connection that has not greeted, else asks the next hook
+ * for one.  True when CONN->next is set.
+ */
+bool
+smtp_conn_next_take(struct smtp_conn *conn)
+{
+	struct smtp_client *client = conn->client;
+	const struct smtp_req *req = conn->req;
+	size_t i, open = 0, in_txn = 0;
+
+	if (conn->next != NULL)
+		return true;
+	if (!conn->ehlo.pipelining || !conn_cacheable(conn) ||
+	    (conn->max_deliveries > 0 &&
+		conn->deliveries + 1 >= (uint64_t)conn->max_deliveries))
+		return false;
+	/* the last transaction: nobody without a result outside it */
+	for (i = 0; i < req->req.nrcpts; i++)
+		open += req->res[i].cls == 0;
+	for (i = 0; i < req->ntxn; i++)
+		in_txn += req->res[req->txn[i]].cls == 0;
+	if (open != in_txn)
+		return false;
+	if ((conn->next = pending_take(conn)) != NULL)
+		return true;
+	if (client->next_cb == NULL)
+		return false;
+	client->next_to = conn;
+	client->next_cb(client->next_arg, conn->req->req.arg);
+	client->next_to = NULL;
+	return conn->next != NULL && !conn->dead;
+}
+
+void
+smtp_client_on_next(struct smtp_client *client,
+    void (*next)(void *arg, void *req_arg), void *arg)
+{
+	client->next_cb = next;
+	client->next_arg = arg;
 }
 
 /* Takes the newest idle connection of REQ's destination that logged in

@@ -15,8 +15,9 @@
  *   smtp_parse.c   the pure parsers (public: smtp.h)
  *
  * Ownership: the client owns every struct smtp_conn and smtp_req; a
- * request is attached to at most one connection at a time (conn->req and
- * nothing else points back); a closed connection and a finished request
+ * request is attached to at most one connection at a time, as its
+ * request (conn->req) or as the one riding behind it (conn->next), and
+ * nothing else points back; a closed connection and a finished request
  * are freed only by the client's reaper, never inside a callback.
  */
 #ifndef RELAYQ_SMTP_INT_H
@@ -86,6 +87,14 @@ struct smtp_conn {
 	SSL *ssl;
 	enum smtp_phase phase;
 	struct smtp_req *req;
+	/* The request riding behind req (smtp_client_on_next): it becomes
+	 * req once the dot is answered; next_sent: its MAIL FROM, RCPT TO
+	 * and DATA went out behind the dot. */
+	struct smtp_req *next;
+	bool next_sent;
+	/* req rode behind the previous request and the server has not
+	 * answered its MAIL FROM yet (rule 12a, as a reuse RSET) */
+	bool chained;
 	char host[256];
 	char ip[48];
 	uint16_t port;
@@ -159,6 +168,10 @@ struct smtp_client {
 	void *sd_arg;
 	void (*close_cb)(void *, const char *); /* smtp_client_on_close */
 	void *close_arg;
+	void (*next_cb)(void *, void *); /* smtp_client_on_next */
+	void *next_arg;
+	/* while next_cb runs: the connection a fitting request rides on */
+	struct smtp_conn *next_to;
 	uint64_t timeouts[SMTP_NPHASE]; /* deadlines passed (smtp_stats.c) */
 };
 
@@ -229,6 +242,14 @@ void smtp_dot_replied(struct smtp_req *, const struct smtp_rcpt_result *why);
 
 /* Rules 8, 9: whether CONN's request cannot go to this server at all. */
 bool smtp_txn_refused(struct smtp_conn *);
+
+/* Rules 8, 9 asked without an answer: whether REQ could go to CONN's
+ * server (nothing is set). */
+bool smtp_txn_fits(const struct smtp_conn *, const struct smtp_req *req);
+
+/* Rule 12a: REQ, riding behind a request on a connection that failed
+ * before the server answered REQ's MAIL FROM, runs again. */
+void smtp_next_rerun(struct smtp_req *);
 
 /* Rule 10a: fails CONN and returns true if TLS is required but absent. */
 bool smtp_tls_missing(struct smtp_conn *);
@@ -308,6 +329,18 @@ void smtp_conn_result(struct smtp_conn *);
 /* Finishes CONN's request; the connection goes to the cache or QUITs. */
 void smtp_conn_req_done(struct smtp_conn *);
 
+/* Finishes CONN's request; the one riding behind it takes its place. */
+void smtp_conn_req_pass(struct smtp_conn *);
+
+/* Whether CONN may carry a request behind its current one (see
+ * smtp_client_on_next); then takes one waiting on a connection that has
+ * not greeted, else asks the next hook.  True when CONN->next is set. */
+bool smtp_conn_next_take(struct smtp_conn *);
+
+/* Whether REQ may ride behind CONN's request (the next hook runs for
+ * CONN): same destination, credentials and helo_name. */
+bool smtp_conn_next_fits(const struct smtp_conn *, const struct smtp_req *);
+
 /* Starts (or restarts) REQ: on an idle cached connection if any. */
 void smtp_req_run(struct smtp_req *);
 /* What a connection for REQ says in EHLO/HELO: its scope's helo_name,
@@ -340,14 +373,17 @@ void smtp_req_free(struct smtp_req *);
 
 /* ---- commands (smtp_cmd.c) ---- */
 
-/* Appends the MAIL FROM command of CONN's request to OUT. */
-void smtp_cmd_mail(struct smtp_conn *, struct evbuffer *out);
+/* Appends the MAIL FROM command of REQ, on CONN, to OUT. */
+void smtp_cmd_mail(
+    const struct smtp_conn *, const struct smtp_req *req, struct evbuffer *out);
 
-/* Appends the RCPT TO command for recipient I to OUT. */
-void smtp_cmd_rcpt(struct smtp_conn *, struct evbuffer *out, size_t i);
+/* Appends the RCPT TO command for REQ's recipient I to OUT. */
+void smtp_cmd_rcpt(const struct smtp_conn *, const struct smtp_req *req,
+    struct evbuffer *out, size_t i);
 
-/* Appends the whole transaction (RSET if due, MAIL, RCPTs, DATA). */
-void smtp_cmd_pipeline(struct smtp_conn *, struct evbuffer *out);
+/* Appends REQ's whole transaction (RSET if RSET, MAIL, RCPTs, DATA). */
+void smtp_cmd_pipeline(const struct smtp_conn *, const struct smtp_req *req,
+    struct evbuffer *out, bool rset);
 
 /* ---- SMTP AUTH (smtp_auth.c) and the token command (smtp_token.c) */
 

@@ -295,27 +295,46 @@ smtp_dot_replied(struct smtp_req *req, const struct smtp_rcpt_result *why)
 }
 
 /* Rules 8 and 9: SIZE over the server's limit, SMTPUTF8 not offered. */
-bool
-smtp_txn_refused(struct smtp_conn *conn)
+static bool
+txn_refusal(const struct smtp_conn *conn, const struct smtp_req *req,
+    struct smtp_rcpt_result *why)
 {
-	struct smtp_req *req = conn->req;
-	struct smtp_rcpt_result why;
-
 	if (conn->ehlo.size && conn->ehlo.size_max > 0 &&
 	    req->req.msglen > conn->ehlo.size_max)
-		smtp_why_set(&why, 5, "5.3.4", SMTP_PH_MAIL,
+		smtp_why_set(why, 5, "5.3.4", SMTP_PH_MAIL,
 		    "message size %zu exceeds size limit %llu of server "
 		    "%s[%s]",
 		    req->req.msglen, (unsigned long long)conn->ehlo.size_max,
 		    conn->host, conn->ip);
 	else if (req->utf8_addrs && !conn->ehlo.smtputf8)
-		smtp_why_set(&why, 5, "5.6.7", SMTP_PH_MAIL,
+		smtp_why_set(why, 5, "5.6.7", SMTP_PH_MAIL,
 		    "SMTPUTF8 is required, but was not offered by host %s[%s]",
 		    conn->host, conn->ip);
 	else
 		return false;
-	smtp_rcpt_set_rest(req, &why);
 	return true;
+}
+
+/* Rules 8, 9: whether CONN's request cannot go to this server at all
+ * (then every recipient left has that result). */
+bool
+smtp_txn_refused(struct smtp_conn *conn)
+{
+	struct smtp_rcpt_result why;
+
+	if (!txn_refusal(conn, conn->req, &why))
+		return false;
+	smtp_rcpt_set_rest(conn->req, &why);
+	return true;
+}
+
+/* Rules 8, 9, asked for REQ before it rides behind CONN's request. */
+bool
+smtp_txn_fits(const struct smtp_conn *conn, const struct smtp_req *req)
+{
+	struct smtp_rcpt_result why;
+
+	return !txn_refusal(conn, req, &why);
 }
 
 /* Notes a TLS failure of TYPE (RFC 8460 result-type) for TLS-RPT. */
@@ -645,6 +664,17 @@ req_retry_reuse(struct smtp_req *req)
 	smtp_req_run(req);
 }
 
+/* Rule 12a: REQ rode behind a request on a connection that failed
+ * before the server answered REQ's MAIL FROM (or before REQ's turn). */
+void
+smtp_next_rerun(struct smtp_req *req)
+{
+	smtp_txn_void(req);
+	if (++req->reuse_retries >= REUSE_RETRIES)
+		req->no_reuse = true;
+	smtp_req_run(req);
+}
+
 /* Rule 12b: whether a failure in PHASE came before the content went
  * out (IN_TXN: a MAIL FROM went out on this connection). */
 static bool
@@ -664,27 +694,32 @@ void
 smtp_conn_fail(
     struct smtp_conn *conn, bool polite, const struct smtp_rcpt_result *why)
 {
-	struct smtp_req *req = conn->req;
-	bool reuse = conn->reuse_rset, in_txn = conn->in_txn;
+	struct smtp_req *req = conn->req, *next = conn->next;
+	bool reuse = conn->reuse_rset || conn->chained, in_txn = conn->in_txn;
+	bool policy = conn->policy_fail;
 	enum smtp_phase ph = conn->phase;
 
-	conn->req = NULL;
+	conn->req = conn->next = NULL;
+	conn->chained = false;
 	smtp_conn_leave(conn, polite);
-	if (req == NULL)
-		return;
-	smtp_txn_void(req);
-	if (reuse && !req->client->aborting) {
+	if (req == NULL) {
+		/* nothing */
+	} else if (reuse && !req->client->aborting) {
+		smtp_txn_void(req);
 		req_retry_reuse(req);
-		return;
-	}
-	if (before_content(in_txn, ph)) {
+	} else if (before_content(in_txn, ph)) {
+		smtp_txn_void(req);
 		req->last = *why;
-		req->last_policy = conn->policy_fail;
+		req->last_policy = policy;
 		smtp_addr_next(req);
-		return;
+	} else {
+		smtp_txn_void(req);
+		smtp_rcpt_set_rest(req, why);
+		smtp_req_complete(req);
 	}
-	smtp_rcpt_set_rest(req, why);
-	smtp_req_complete(req);
+	/* the request riding behind: its turn never came */
+	if (next != NULL)
+		smtp_next_rerun(next);
 }
 
 /* Rule 13: the last failure for everyone left; maybe the host is down. */

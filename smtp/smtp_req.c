@@ -214,6 +214,13 @@ smtp_request_submit(struct smtp_client *client, const struct smtp_request *r)
 	req->utf8_addrs = request_utf8(r);
 	req->result.t_submit = rq_now_us();
 	snprintf(req->result.host, sizeof(req->result.host), "none");
+	if (client->next_to != NULL &&
+	    smtp_conn_next_fits(client->next_to, req)) {
+		/* asked for by the next hook: it rides behind */
+		client->next_to->next = req;
+		client->next_to->req->result.next_taken = true;
+		return SMTP_SUBMIT_NEXT;
+	}
 	smtp_req_run(req);
 	return SMTP_SUBMIT_OK;
 }

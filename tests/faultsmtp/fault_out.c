@@ -6,6 +6,9 @@
  *   connect  DATA = the peer, "127.0.0.1:PORT" or "[::1]:PORT"
  *   cmd      a command line as received, without CRLF (at most 1000
  *            bytes); the final dot of a message is "."
+ *   pipelined  after a "." cmd: DATA = the bytes that had come with the
+ *            dot, before its reply was sent (at most 1000): the client
+ *            pipelined its next commands behind the message
  *   reply    bytes as sent (at most 1000; a partial reply is two events,
  *            a trickled one is logged when it starts)
  *   data     "start": the first data bytes of a message arrived

@@ -912,10 +912,17 @@ command_run(struct fault_session *s, const char *l, size_t len)
 static void
 data_end(struct fault_session *s)
 {
+	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct reply r;
 	uint64_t limit = s->srv->script->size_limit;
 
 	sess_event(s, "cmd", ".", 1);
+	if (evbuffer_get_length(in) > 0) {
+		char ahead[1000];
+		ev_ssize_t n = evbuffer_copyout(in, ahead, sizeof(ahead));
+
+		sess_event(s, "pipelined", ahead, n > 0 ? (size_t)n : 0);
+	}
 	if (limit > 0 && s->dsize > limit + 3)
 		reply_set(
 		    s, &r, "552", "5.3.4 Message size exceeds fixed limit");

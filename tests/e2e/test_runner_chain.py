@@ -1,0 +1,300 @@
+"""The next message behind the dot: a connection about to send the final
+dot of its message takes the next message of its destination and sends
+its MAIL FROM, RCPT TO and DATA in the same write (RFC 2920, the
+content may start a group).  What holds: it happens (and only with
+PIPELINING), nothing is lost or sent twice, and when the connection
+fails before the server answered the riding message's MAIL FROM, that
+message goes again at once on another connection, no attempt counted;
+a real Postfix smtpd with smtpd_forbid_unauth_pipelining = yes takes it.
+
+Counts are scaled down when RELAYQ_SANITIZE=1 (ASan+UBSan build)."""
+import grp
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import faultlib
+import rqlib
+from rqlib import check, check_eq
+from test_runner_lib import SANITIZE, deliveries, drop, run_idle
+
+
+def relay(port, extra=""):
+    # retries an hour away: a deferral shows, it is not hidden by a retry
+    return ("relayhost = [127.0.0.1]:%d\nretry.min = 1h\nretry.max = 2h\n"
+            "%s" % (port, extra))
+
+
+def rcpts_received(srv):
+    """The RCPT TO address of every message the server kept, in order."""
+    out = []
+    for env_lines, _ in srv.messages():
+        rc = [x for x in env_lines if x.upper().startswith("RCPT")]
+        out.append(rc[0].split("<", 1)[1].split(">", 1)[0])
+    return out
+
+
+def test_next_rides_behind_the_dot():
+    """One connection, N messages: every message after the first has its
+    MAIL FROM, RCPT TO and DATA in the same packet as the previous dot,
+    no RSET in between, each message received once and logged sent at
+    its first try."""
+    n = 20 if SANITIZE else 40
+    with rqlib.Env() as env:
+        srv = faultlib.start(env, "")
+        env.write_conf(relay(srv.port, "max_connections = 1\n"))
+        want = set()
+        for i in range(n):
+            drop(env, "u%d@dst.test" % i)
+            want.add("u%d@dst.test" % i)
+        run_idle(env)
+        got = rcpts_received(srv)
+        check_eq(sorted(got), sorted(want), "recipients received")
+        check_eq(len(srv.conns()), 1, "connections")
+        cmds = [c.upper() for c in srv.cmds()]
+        check_eq([c for c in cmds if c == "RSET"], [], "RSET commands")
+        piped = srv.events("pipelined")
+        # the first message has none before it; the runner may have had
+        # only some in memory when the first dots went
+        check(len(piped) >= n - 3,
+              "%d of %d dots carried the next message" % (len(piped), n))
+        for e in piped:
+            data = e["data"].upper()
+            check(data.startswith("MAIL FROM:<SENDER@SRC.TEST>"), data)
+            check("\r\nRCPT TO:<" in data and data.endswith("DATA\r\n"),
+                  "not a whole transaction behind the dot: %r" % data)
+        ds = deliveries(env)
+        check_eq(sorted(d["to"] for d in ds), sorted(want), "sent lines")
+        check_eq(set(d["status"] for d in ds), {"sent"}, "statuses")
+        check_eq(set(d["tries"] for d in ds), {1}, "tries")
+
+
+def test_no_pipelining_no_riding():
+    """A server without PIPELINING gets one command at a time: nothing
+    behind the dot, every message delivered."""
+    with rqlib.Env() as env:
+        srv = faultlib.start(env, "ehlo 8BITMIME\nehlo ENHANCEDSTATUSCODES\n")
+        env.write_conf(relay(srv.port, "max_connections = 1\n"))
+        for i in range(10):
+            drop(env, "u%d@dst.test" % i)
+        run_idle(env)
+        check_eq(len(srv.messages()), 10, "messages received")
+        check_eq(srv.events("pipelined"), [], "pipelined after the dot")
+        check_eq(set(d["status"] for d in deliveries(env)), {"sent"},
+                 "statuses")
+
+
+def test_421_to_the_riding_mail():
+    """The server answers the riding message's MAIL FROM with 421 and
+    closes (as one that takes a message per connection): that message
+    goes again on a new connection at once, no attempt counted; nothing
+    is deferred."""
+    with rqlib.Env() as env:
+        srv = faultlib.start(env, "on MAIL 2 reply 421 4.7.0 one per "
+                             "connection\n")
+        env.write_conf(relay(srv.port, "max_connections = 1\n"))
+        want = set()
+        for i in range(6):
+            drop(env, "u%d@dst.test" % i)
+            want.add("u%d@dst.test" % i)
+        t0 = time.time()
+        run_idle(env, timeout=60)
+        took = time.time() - t0
+        got = rcpts_received(srv)
+        check_eq(sorted(got), sorted(want), "each received once")
+        check(len(srv.conns()) >= 2, "connections: %s" % srv.conns())
+        # the 421 went to a MAIL that came behind a dot
+        piped = [e for e in srv.events("pipelined", conn=1)]
+        check(piped, "conn 1: nothing rode behind its first dot")
+        ds = deliveries(env)
+        check_eq(set(d["status"] for d in ds), {"sent"},
+                 "statuses: %s" % [d["line"] for d in ds
+                                   if d["status"] != "sent"])
+        check_eq(set(d["tries"] for d in ds), {1}, "tries")
+        check(took < 30, "took %.1fs" % took)
+
+
+def test_dot_lost_riding_goes_elsewhere():
+    """The connection is lost at the first dot, with the next message
+    already behind it: the first is deferred (it may have arrived), the
+    riding one is delivered on a new connection at its first try."""
+    with rqlib.Env() as env:
+        srv = faultlib.start(env, "on DOT 1 conn 1 drop\n")
+        env.write_conf(relay(srv.port, "max_connections = 1\n"))
+        for i in range(4):
+            drop(env, "u%d@dst.test" % i)
+        run_idle(env, timeout=60)
+        ds = deliveries(env)
+        deferred = [d for d in ds if d["status"] == "deferred"]
+        sent = [d for d in ds if d["status"] == "sent"]
+        check_eq(len(deferred), 1, "deferred lines: %s" %
+                 [d["line"] for d in ds])
+        check("lost connection" in deferred[0]["reason"] and
+              "end of data" in deferred[0]["reason"], deferred[0]["line"])
+        check_eq(len(sent), 3, "sent lines")
+        check_eq(set(d["tries"] for d in sent), {1}, "tries of the sent")
+        check(srv.events("pipelined", conn=1),
+              "conn 1: nothing rode behind the dot")
+        check_eq(sorted(rcpts_received(srv)),
+                 sorted(d["to"] for d in sent), "received = sent")
+
+
+def test_dot_refused_riding_goes_on():
+    """A 451 to the first dot defers that message only; the riding one
+    goes on over the same connection."""
+    with rqlib.Env() as env:
+        srv = faultlib.start(env, "on DOT 1 reply 451 4.3.0 not now\n")
+        env.write_conf(relay(srv.port, "max_connections = 1\n"))
+        for i in range(4):
+            drop(env, "u%d@dst.test" % i)
+        run_idle(env, timeout=60)
+        ds = deliveries(env)
+        check_eq(sorted(d["status"] for d in ds),
+                 ["deferred", "sent", "sent", "sent"], "statuses")
+        check_eq(len(srv.conns()), 1, "connections")
+        check_eq(len(srv.messages()), 3, "messages kept by the server")
+
+
+def test_dot_timeout_riding_goes_elsewhere():
+    """The first dot is never answered (timeout.datafinal): that message
+    is deferred with the timeout; the one behind it is delivered on a
+    new connection at its first try."""
+    with rqlib.Env() as env:
+        srv = faultlib.start(env, "on DOT 1 conn 1 stall 30\n")
+        env.write_conf(relay(srv.port, "max_connections = 1\n"
+                             "timeout.datafinal = 2s\n"))
+        for i in range(3):
+            drop(env, "u%d@dst.test" % i)
+        run_idle(env, timeout=60)
+        ds = deliveries(env)
+        deferred = [d for d in ds if d["status"] == "deferred"]
+        sent = [d for d in ds if d["status"] == "sent"]
+        check_eq(len(deferred), 1, "deferred: %s" % [d["line"] for d in ds])
+        check("timeout after end of DATA" in deferred[0]["reason"],
+              deferred[0]["line"])
+        check_eq(len(sent), 2, "sent")
+        check_eq(set(d["tries"] for d in sent), {1}, "tries")
+
+
+POSTFIX_MASTER = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+anvil     unix  -       -       n       -       1       anvil
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+POSTFIX_MAIN = """\
+compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = receiver.test
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_recipient_restrictions = permit_mynetworks, reject
+# what it receives stays on hold: counted, never delivered
+smtpd_data_restrictions = check_client_access static:HOLD
+smtpd_forbid_unauth_pipelining = yes
+smtpd_discard_ehlo_keywords =
+in_flow_delay = 0
+queue_minfree = 0
+biff = no
+maillog_file_prefixes = {dir}
+maillog_file = {dir}/maillog
+"""
+
+
+def maillog(d):
+    with open(os.path.join(d, "maillog"), errors="replace") as f:
+        return f.read()
+
+
+def test_postfix_smtpd_takes_it():
+    """Postfix's smtpd, with smtpd_forbid_unauth_pipelining = yes (the
+    default from 3.9: it hangs up on a client that pipelines where RFC
+    2920 does not allow), takes every message, each once."""
+    postfix = shutil.which("postfix") or "/usr/sbin/postfix"
+    n = 20 if SANITIZE else 60
+    with rqlib.Env() as env:
+        # Postfix's daemons, as user postfix, must reach it: not under
+        # the test's private (0700) directory
+        d = tempfile.mkdtemp(prefix="relayq-test-postfix-")
+        os.chmod(d, 0o755)
+        for sub in ("conf", "data", "queue"):
+            os.makedirs(os.path.join(d, sub))
+        port = rqlib.free_port()
+        with open(os.path.join(d, "conf", "main.cf"), "w") as f:
+            f.write(POSTFIX_MAIN.format(dir=d))
+        with open(os.path.join(d, "conf", "master.cf"), "w") as f:
+            f.write(POSTFIX_MASTER.format(port=port))
+        os.chown(os.path.join(d, "data"), pwd.getpwnam("postfix").pw_uid,
+                 grp.getgrnam("postfix").gr_gid)
+        conf = os.path.join(d, "conf")
+        r = subprocess.run([postfix, "-c", conf, "start"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        check_eq(r.returncode, 0, "postfix start: %s" % r.stdout.decode())
+        try:
+            rqlib.wait_port(port)
+            env.write_conf(relay(port, "max_connections = 2\n"))
+            for i in range(n):
+                drop(env, "u%d@dst.test" % i)
+            run_idle(env, timeout=120)
+
+            def held():
+                return sum(len(files) for _, _, files in
+                           os.walk(os.path.join(d, "queue", "hold")))
+            rqlib.wait_for(lambda: held() >= n, 30,
+                           what="%d messages on hold" % n)
+            time.sleep(0.5)
+            check_eq(held(), n, "messages Postfix queued")
+            ds = deliveries(env)
+            check_eq(len(ds), n, "delivery lines")
+            check_eq(set(d_["status"] for d_ in ds), {"sent"}, "statuses")
+            # (wait_port's probe connected and left: "after CONNECT")
+            log = [x for x in maillog(d).splitlines()
+                   if "after CONNECT" not in x]
+            for bad in ("pipelining", "synchronization", "lost connection"):
+                check(not [x for x in log if bad in x],
+                      "Postfix logged %r:\n%s" % (bad, "\n".join(
+                          x for x in log if bad in x)[:2000]))
+            sessions = [x for x in log if "disconnect from" in x and
+                        "commands=0/0" not in x]
+            check(1 <= len(sessions) <= 2, "sessions: %s" % sessions)
+            for x in sessions:
+                check(" rset=" not in x, "RSET between messages: " + x)
+            # the guard is on: EHLO and NOOP in one write is refused
+            with socket.create_connection(("127.0.0.1", port), 10) as c:
+                c.recv(1000)
+                c.sendall(b"EHLO x.test\r\nNOOP\r\n")
+                time.sleep(0.5)
+                c.recv(4000)
+            rqlib.wait_for(lambda: "improper command pipelining" in
+                           maillog(d), 10, what="Postfix's refusal of "
+                           "pipelining after EHLO")
+        finally:
+            subprocess.run([postfix, "-c", conf, "stop"],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    rqlib.main(globals())
