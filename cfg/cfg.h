@@ -597,6 +597,9 @@ void rq_sanitize(char *buf, size_t len, const char *s, size_t slen);
 /* Lowers the ASCII letters of S in place (names, domains, keys: any
  * case, C locale); returns S. */
 char *rq_lower(char *s);
+/* Writes V in decimal at P (room for 20 digits, no NUL); returns how
+ * many digits it wrote.  For text made once a message: no printf. */
+size_t rq_utoa(char *p, uint64_t v);
 
 /* Overwrites N bytes at P with zeros the compiler cannot drop (secrets
  * after use). */

@@ -98,6 +98,21 @@ rq_lower(char *s)
 	return s;
 }
 
+size_t
+rq_utoa(char *p, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	for (i = 0; i < n; i++)
+		p[i] = tmp[n - 1 - i];
+	return n;
+}
+
 int64_t
 rq_now(void)
 {

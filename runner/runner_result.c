@@ -140,6 +140,29 @@ runner_result_format_delay(char *buf, size_t len, double secs)
 	buf[n] = '\0';
 }
 
+/* Appends N bytes of S at *P, never past END; *P advances.  The
+ * delivery line is made of these, not printf: one a recipient. */
+static void
+line_add(char **p, const char *end, const char *s, size_t n)
+{
+	size_t room = (size_t)(end - *p);
+
+	if (n > room)
+		n = room;
+	memcpy(*p, s, n);
+	*p += n;
+}
+#define LINE_LIT(p, end, s) line_add((p), (end), (s), sizeof(s) - 1)
+#define LINE_STR(p, end, s) line_add((p), (end), (s), strlen(s))
+
+/* Appends V in decimal at *P if it fits before END. */
+static void
+line_num(char **p, const char *end, uint64_t v)
+{
+	if (end - *p >= 20)
+		*p += rq_utoa(*p, v);
+}
+
 /* Queues one result for the next commit. */
 static void
 pres_push(struct runner *r, uint64_t id, uint32_t idx, enum queue_rcpt_state st,
@@ -167,7 +190,11 @@ pres_push(struct runner *r, uint64_t id, uint32_t idx, enum queue_rcpt_state st,
 	p->state = st;
 	p->next_attempt = next;
 	p->reply = reply ? xstrdup(reply) : NULL;
-	snprintf(p->dsn, sizeof(p->dsn), "%s", dsn ? dsn : "");
+	if (dsn != NULL) {
+		size_t n = strnlen(dsn, sizeof(p->dsn) - 1);
+
+		memcpy(p->dsn, dsn, n); /* the memset put the NUL */
+	}
 	p->log = log;
 }
 
@@ -223,11 +250,20 @@ result_ctx_delays(struct result_ctx *ctx, const struct job *j)
 	int64_t t_done = res ? res->t_done : ctx->now_us;
 	double a, b, c, dd, total;
 
-	if (res != NULL && res->ip[0] != '\0')
-		snprintf(ctx->relay, sizeof(ctx->relay), "%s[%s]:%u", res->host,
-		    res->ip, (unsigned)res->port);
-	else
-		snprintf(ctx->relay, sizeof(ctx->relay), "none");
+	if (res != NULL && res->ip[0] != '\0') {
+		/* "%s[%s]:%u" */
+		char *p = ctx->relay,
+		     *end = ctx->relay + sizeof(ctx->relay) - 1;
+
+		LINE_STR(&p, end, res->host);
+		LINE_LIT(&p, end, "[");
+		LINE_STR(&p, end, res->ip);
+		LINE_LIT(&p, end, "]:");
+		line_num(&p, end, res->port);
+		*p = '\0';
+	} else {
+		memcpy(ctx->relay, "none", 5);
+	}
 	a = (double)(m->taken_us - msg->arrival * 1000000) / 1e6;
 	b = (double)((j->submit_us ? j->submit_us : ctx->now_us) -
 		m->taken_us) /
@@ -264,7 +300,7 @@ result_rcpt_push(struct runner *r, const struct job *j, size_t i,
 	enum queue_rcpt_state state;
 	int64_t next = 0;
 	const char *status;
-	char *line;
+	char *line, *p, *end;
 	size_t len;
 
 	if (res != NULL && res->rcpts[i].local)
@@ -287,13 +323,36 @@ result_rcpt_push(struct runner *r, const struct job *j, size_t i,
 			   999999) /
 		    1000000;
 	}
-	len = strlen(q->addr) + strlen(why) + 512;
+	/* "%s: to=<%.400s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s,
+	 * status=%s (%s), tries=%u" */
+	len = strlen(q->addr) + strlen(why) + sizeof(ctx->relay) + 256;
 	line = xmalloc(len);
-	snprintf(line, len,
-	    "%s: to=<%.400s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, "
-	    "dsn=%s, status=%s (%s), tries=%u",
-	    msg->idstr, q->addr, ctx->relay, ctx->total, ctx->a, ctx->b, ctx->c,
-	    ctx->d, dsn, status, why, q->attempts + 1);
+	p = line;
+	end = line + len - 1;
+	LINE_STR(&p, end, msg->idstr);
+	LINE_LIT(&p, end, ": to=<");
+	line_add(&p, end, q->addr, strnlen(q->addr, 400));
+	LINE_LIT(&p, end, ">, relay=");
+	LINE_STR(&p, end, ctx->relay);
+	LINE_LIT(&p, end, ", delay=");
+	LINE_STR(&p, end, ctx->total);
+	LINE_LIT(&p, end, ", delays=");
+	LINE_STR(&p, end, ctx->a);
+	LINE_LIT(&p, end, "/");
+	LINE_STR(&p, end, ctx->b);
+	LINE_LIT(&p, end, "/");
+	LINE_STR(&p, end, ctx->c);
+	LINE_LIT(&p, end, "/");
+	LINE_STR(&p, end, ctx->d);
+	LINE_LIT(&p, end, ", dsn=");
+	LINE_STR(&p, end, dsn);
+	LINE_LIT(&p, end, ", status=");
+	LINE_STR(&p, end, status);
+	LINE_LIT(&p, end, " (");
+	LINE_STR(&p, end, why);
+	LINE_LIT(&p, end, "), tries=");
+	line_num(&p, end, (uint64_t)q->attempts + 1);
+	*p = '\0';
 	pres_push(r, msg->id, q->idx, state, next, reply, dsn, line);
 	r->pres[r->npres - 1].cls = (uint8_t)msg->cls;
 	r->pres[r->npres - 1].delay_us = ctx->now_us - msg->arrival * 1000000;

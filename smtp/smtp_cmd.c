@@ -19,6 +19,16 @@
 #include "mail.h"
 #include "smtp_int.h"
 
+/* Appends the string literal S to OUT. */
+#define ADD_LIT(out, s) evbuffer_add((out), (s), sizeof(s) - 1)
+
+/* Appends the string S to OUT. */
+static void
+str_add(struct evbuffer *out, const char *s)
+{
+	evbuffer_add(out, s, strlen(s));
+}
+
 /* Appends "xtext" (RFC 3461) of S to BUF. */
 static void
 xtext_add(struct evbuffer *buf, const char *s)
@@ -34,20 +44,27 @@ void
 smtp_cmd_mail(const struct smtp_conn *conn, const struct smtp_req *req,
     struct evbuffer *out)
 {
-	evbuffer_add_printf(out, "MAIL FROM:<%s>", req->req.sender);
-	if (conn->ehlo.size)
-		evbuffer_add_printf(out, " SIZE=%zu", req->req.msglen);
+	char num[24];
+
+	/* no printf: this runs for every message */
+	ADD_LIT(out, "MAIL FROM:<");
+	str_add(out, req->req.sender);
+	ADD_LIT(out, ">");
+	if (conn->ehlo.size) {
+		ADD_LIT(out, " SIZE=");
+		evbuffer_add(out, num, rq_utoa(num, req->req.msglen));
+	}
 	if (conn->ehlo.eightbitmime && req->eight_bit)
-		evbuffer_add_printf(out, " BODY=8BITMIME");
+		ADD_LIT(out, " BODY=8BITMIME");
 	if (req->utf8_addrs)
-		evbuffer_add_printf(out, " SMTPUTF8");
+		ADD_LIT(out, " SMTPUTF8");
 	if (conn->ehlo.dsn) {
 		if (req->req.ret == SMTP_RET_FULL)
-			evbuffer_add_printf(out, " RET=FULL");
+			ADD_LIT(out, " RET=FULL");
 		else if (req->req.ret == SMTP_RET_HDRS)
-			evbuffer_add_printf(out, " RET=HDRS");
+			ADD_LIT(out, " RET=HDRS");
 		if (req->req.envid != NULL) {
-			evbuffer_add_printf(out, " ENVID=");
+			ADD_LIT(out, " ENVID=");
 			xtext_add(out, req->req.envid);
 		}
 	}
@@ -61,7 +78,7 @@ notify_add(struct evbuffer *out, unsigned notify)
 	const char *sep = " NOTIFY=";
 
 	if (notify & SMTP_NOTIFY_NEVER) {
-		evbuffer_add_printf(out, " NOTIFY=NEVER");
+		ADD_LIT(out, " NOTIFY=NEVER");
 		return;
 	}
 	if (notify & SMTP_NOTIFY_SUCCESS) {
@@ -83,7 +100,9 @@ smtp_cmd_rcpt(const struct smtp_conn *conn, const struct smtp_req *req,
 {
 	const struct smtp_rcpt *r = &req->rcpts[i];
 
-	evbuffer_add_printf(out, "RCPT TO:<%s>", r->addr);
+	ADD_LIT(out, "RCPT TO:<");
+	str_add(out, r->addr);
+	ADD_LIT(out, ">");
 	if (conn->ehlo.dsn && r->notify != 0)
 		notify_add(out, r->notify);
 	if (conn->ehlo.dsn && r->orcpt != NULL) {
@@ -107,9 +126,9 @@ smtp_cmd_pipeline(const struct smtp_conn *conn, const struct smtp_req *req,
 	size_t i;
 
 	if (rset)
-		evbuffer_add_printf(out, "RSET\r\n");
+		ADD_LIT(out, "RSET\r\n");
 	smtp_cmd_mail(conn, req, out);
 	for (i = 0; i < req->ntxn; i++)
 		smtp_cmd_rcpt(conn, req, out, req->txn[i]);
-	evbuffer_add_printf(out, "DATA\r\n");
+	ADD_LIT(out, "DATA\r\n");
 }

@@ -3,6 +3,7 @@
  * interval syntax, every value type, fallbacks (domain -> global, class ->
  * plain -> class default, .first -> plain), and every error case.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,27 @@ test_intervals(void)
 				fprintf(stderr, "  input \"%s\": %s\n",
 				    intervals[i].in, why ? why : "(null)");
 		}
+	}
+}
+
+/* rq_utoa: decimal digits without a NUL, against printf. */
+static void
+test_utoa(void)
+{
+	static const uint64_t v[] = { 0, 7, 10, 99, 4096, 1000000007,
+		UINT64_MAX };
+	char got[32], want[32];
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		size_t n;
+
+		memset(got, 'x', sizeof(got));
+		n = rq_utoa(got, v[i]);
+		snprintf(want, sizeof(want), "%llu", (unsigned long long)v[i]);
+		CHECK_INT(n, strlen(want));
+		CHECK(got[n] == 'x'); /* nothing beyond the digits */
+		got[n] = '\0';
+		CHECK_STR(got, want);
 	}
 }
 
@@ -434,6 +456,7 @@ main(void)
 {
 	test_intervals();
 	test_interval_format();
+	test_utoa();
 	test_classes();
 	test_errors();
 	test_defaults();
