@@ -300,6 +300,7 @@ result_rcpt_push(struct runner *r, const struct job *j, size_t i,
 	enum queue_rcpt_state state;
 	int64_t next = 0;
 	const char *status;
+	const char *delays[4] = { ctx->a, ctx->b, ctx->c, ctx->d };
 	char *line, *p, *end;
 	size_t len;
 
@@ -336,14 +337,10 @@ result_rcpt_push(struct runner *r, const struct job *j, size_t i,
 	LINE_STR(&p, end, ctx->relay);
 	LINE_LIT(&p, end, ", delay=");
 	LINE_STR(&p, end, ctx->total);
-	LINE_LIT(&p, end, ", delays=");
-	LINE_STR(&p, end, ctx->a);
-	LINE_LIT(&p, end, "/");
-	LINE_STR(&p, end, ctx->b);
-	LINE_LIT(&p, end, "/");
-	LINE_STR(&p, end, ctx->c);
-	LINE_LIT(&p, end, "/");
-	LINE_STR(&p, end, ctx->d);
+	for (size_t k = 0; k < 4; k++) {
+		LINE_STR(&p, end, k == 0 ? ", delays=" : "/");
+		LINE_STR(&p, end, delays[k]);
+	}
 	LINE_LIT(&p, end, ", dsn=");
 	LINE_STR(&p, end, dsn);
 	LINE_LIT(&p, end, ", status=");

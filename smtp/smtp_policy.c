@@ -654,18 +654,9 @@ smtp_conn_abort(struct smtp_conn *conn)
 	conn_fail_text(conn, false, "4.3.2", "%s", ABORTED);
 }
 
-/* Rule 12a: a cached connection failed; run REQ again, maybe fresh. */
-static void
-req_retry_reuse(struct smtp_req *req)
-{
-	req->result.transactions--;
-	if (++req->reuse_retries >= REUSE_RETRIES)
-		req->no_reuse = true;
-	smtp_req_run(req);
-}
-
 /* Rule 12a: REQ rode behind a request on a connection that failed
- * before the server answered REQ's MAIL FROM (or before REQ's turn). */
+ * before the server answered REQ's MAIL FROM (or before REQ's turn);
+ * run it again, on a fresh connection after REUSE_RETRIES of these. */
 void
 smtp_next_rerun(struct smtp_req *req)
 {
@@ -673,6 +664,15 @@ smtp_next_rerun(struct smtp_req *req)
 	if (++req->reuse_retries >= REUSE_RETRIES)
 		req->no_reuse = true;
 	smtp_req_run(req);
+}
+
+/* Rule 12a: a cached connection failed; run REQ again, not counting
+ * the transaction it had begun. */
+static void
+req_retry_reuse(struct smtp_req *req)
+{
+	req->result.transactions--;
+	smtp_next_rerun(req);
 }
 
 /* Rule 12b: whether a failure in PHASE came before the content went
@@ -705,7 +705,6 @@ smtp_conn_fail(
 	if (req == NULL) {
 		/* nothing */
 	} else if (reuse && !req->client->aborting) {
-		smtp_txn_void(req);
 		req_retry_reuse(req);
 	} else if (before_content(in_txn, ph)) {
 		smtp_txn_void(req);
