@@ -322,8 +322,9 @@ void smtp_client_stats_get(struct smtp_client *, struct smtp_client_stats *);
  * PIPELINING, is about to send the final dot of the last transaction of
  * the request whose arg is REQ_ARG, and may carry another request right
  * behind it (max_deliveries_per_connection, the cache time and
- * retirement allow it; no request of its destination waits on a
- * connection that has not greeted, which would be taken first).  A
+ * retirement allow it; no request of its destination has waited 1 s
+ * (SMTP_PENDING_TAKE_US) on a connection that has not greeted, which
+ * would be taken first).  A
  * request NEXT submits for the same dest_key, credentials and helo_name
  * returns SMTP_SUBMIT_NEXT:
  * its MAIL FROM, RCPT TO and DATA go out behind the dot in the same

@@ -26,13 +26,16 @@
  * cookie whose final ACK a full accept queue dropped: the server never
  * saw it): a connection of the same key, credentials and helo_name that
  * finishes its request, or is about to send the dot of its last
- * transaction, takes the request of the oldest such pending connection,
- * which goes on without one and says QUIT once it greets (or is closed
- * when it fails or the client stops); such an orphan reports nothing.
- * A connection about to send that dot with no such request to take asks
- * the next hook (smtp_client_on_next) for one to carry behind it; a
- * request riding behind another is on no idle or pending list, and a
- * connection carries at most one.
+ * transaction, takes the request of the oldest such pending connection
+ * that has waited SMTP_PENDING_TAKE_US for its greeting (not sooner: a
+ * greeting normally comes first, and taking the request of a connection
+ * about to greet would waste that connection and make the runner open
+ * another, over and over); that connection goes on without one and says
+ * QUIT once it greets (or is closed when it fails or the client stops);
+ * such an orphan reports nothing.  A connection about to send that dot
+ * with no such request to take asks the next hook (smtp_client_on_next)
+ * for one to carry behind it; a request riding behind another is on no
+ * idle or pending list, and a connection carries at most one.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,6 +253,7 @@ smtp_pending_add(struct smtp_conn *conn)
 	if (conn->pending || conn->req == NULL)
 		return;
 	conn->pending = true;
+	conn->pending_us = rq_now_us();
 	TAILQ_INSERT_TAIL(&conn->dest->pending, conn, pending_entry);
 }
 
@@ -264,22 +268,25 @@ smtp_pending_remove(struct smtp_conn *conn)
 
 /*
  * Takes for CONN the request of the oldest connection of its destination
- * that has not greeted yet and was made for the same credentials and
- * helo_name, or NULL.  That connection goes on as an orphan (see the
- * top).
+ * that has waited SMTP_PENDING_TAKE_US and not greeted yet and was made
+ * for the same credentials and helo_name, or NULL.  That connection goes
+ * on as an orphan (see the top).
  */
 static struct smtp_req *
 pending_take(struct smtp_conn *conn)
 {
+	int64_t before = rq_now_us() - SMTP_PENDING_TAKE_US;
 	struct smtp_conn *p;
 	struct smtp_req *req;
 
+	/* oldest first: the rest waited less */
 	TAILQ_FOREACH(p, &conn->dest->pending, pending_entry)
-	if (p->req != NULL && !p->req->no_reuse &&
-	    strcmp(p->auth_id, conn->auth_id) == 0 &&
-	    strcmp(p->helo, conn->helo) == 0)
+	if (p->pending_us > before ||
+	    (p->req != NULL && !p->req->no_reuse &&
+		strcmp(p->auth_id, conn->auth_id) == 0 &&
+		strcmp(p->helo, conn->helo) == 0))
 		break;
-	if (p == NULL)
+	if (p == NULL || p->pending_us > before)
 		return NULL;
 	req = p->req;
 	p->req = NULL;
@@ -361,9 +368,10 @@ smtp_conn_next_fits(const struct smtp_conn *conn, const struct smtp_req *req)
  * Whether CONN may carry a request behind its current one, after the
  * dot of this transaction: PIPELINING, the connection may be cached
  * after this request and one more (max_deliveries_per_connection), and
- * this transaction is the request's last.  Then it takes a request
- * waiting on a connection that has not greeted, else asks the next hook
- * for one.  True when CONN->next is set.
+ * this transaction is the request's last.  Then it takes a request that
+ * has waited long enough on a connection that has not greeted
+ * (pending_take()), else asks the next hook for one.  True when
+ * CONN->next is set.
  */
 bool
 smtp_conn_next_take(struct smtp_conn *conn)

@@ -36,6 +36,11 @@ struct evbuffer_cb_entry;
 struct event;
 
 #define SMTP_DEST_BUCKETS 1024
+/* A request waits this long on a connection that has not greeted before
+ * another connection of its destination may take it (smtp_conn.c): a
+ * greeting normally comes sooner, and a connection whose request was
+ * taken is wasted (it only says QUIT). */
+#define SMTP_PENDING_TAKE_US 1000000
 
 struct smtp_conn;
 
@@ -117,6 +122,7 @@ struct smtp_conn {
 	bool policy_fail; /* a TLS requirement failed, not the host */
 	bool dead;
 	bool pending; /* on dest->pending */
+	int64_t pending_us; /* since when (rq_now_us()) */
 	bool retire; /* QUITs after its request (smtp_client_conn_retire) */
 	char *gone_key; /* closed: its key, for the close hook */
 	/* implicit TLS, SMTP AUTH */
