@@ -76,28 +76,10 @@ smtp_req_complete(struct smtp_req *req)
 	event_active(client->reap, EV_TIMEOUT, 1);
 }
 
-/* Frees REQ and its copies. */
+/* Frees REQ and its copies (one block: req_new()). */
 void
 smtp_req_free(struct smtp_req *req)
 {
-	size_t i;
-
-	for (i = 0; i < req->req.naddrs; i++) {
-		free((char *)req->addrs[i].host);
-		free((struct smtp_tlsa *)req->addrs[i].tlsa);
-	}
-	for (i = 0; i < req->req.nrcpts; i++) {
-		free((char *)req->rcpts[i].addr);
-		free((char *)req->rcpts[i].orcpt);
-	}
-	free(req->addrs);
-	free(req->rcpts);
-	free(req->res);
-	free(req->accepted);
-	free(req->txn);
-	free((char *)req->req.dest_key);
-	free((char *)req->req.sender);
-	free((char *)req->req.envid);
 	free(req);
 }
 
@@ -144,41 +126,98 @@ request_ok(const struct smtp_request *r)
 	return true;
 }
 
-/* Copies R's strings, addresses and recipients into REQ. */
-static void
-req_copy(struct smtp_req *req, const struct smtp_request *r)
+/* N rounded up to the alignment of every piece of a request's block. */
+static size_t
+req_align(size_t n)
 {
-	size_t i;
+	return (n + 15) & ~(size_t)15;
+}
 
+/* The bytes of a copy of the string S in a request's block. */
+static size_t
+req_strsize(const char *s)
+{
+	return s != NULL ? req_align(strlen(s) + 1) : 0;
+}
+
+/* Takes N bytes (aligned) off the block at *P. */
+static void *
+req_take(char **p, size_t n)
+{
+	void *q = *p;
+
+	*p += req_align(n);
+	return q;
+}
+
+/* A copy of S (NULL for NULL) taken off the block at *P. */
+static char *
+req_strcopy(char **p, const char *s)
+{
+	size_t n;
+
+	if (s == NULL)
+		return NULL;
+	n = strlen(s) + 1;
+	return memcpy(req_take(p, n), s, n);
+}
+
+/*
+ * A new request for R, zeroed, in one block with the copies it keeps
+ * (its strings, addresses, TLSA records and recipients) and its arrays
+ * (results, accepted, the transaction's recipients): one allocation per
+ * request, freed by smtp_req_free().
+ */
+static struct smtp_req *
+req_new(const struct smtp_request *r)
+{
+	size_t n = req_align(sizeof(struct smtp_req)), i;
+	struct smtp_req *req;
+	char *p;
+
+	n += req_align(r->naddrs * sizeof(*req->addrs));
+	for (i = 0; i < r->naddrs; i++)
+		n += req_strsize(r->addrs[i].host) +
+		    req_align(r->addrs[i].ntlsa * sizeof(struct smtp_tlsa));
+	n += req_align(r->nrcpts * sizeof(*req->rcpts)) +
+	    req_align(r->nrcpts * sizeof(*req->res)) +
+	    req_align(r->nrcpts * sizeof(*req->accepted)) +
+	    req_align(r->nrcpts * sizeof(*req->txn));
+	for (i = 0; i < r->nrcpts; i++)
+		n += req_strsize(r->rcpts[i].addr) +
+		    req_strsize(r->rcpts[i].orcpt);
+	n += req_strsize(r->dest_key) + req_strsize(r->sender) +
+	    req_strsize(r->envid);
+	p = xcalloc(1, n);
+	req = req_take(&p, sizeof(*req));
 	req->req = *r;
-	req->req.dest_key = xstrdup(r->dest_key);
-	req->req.sender = xstrdup(r->sender);
-	req->req.envid = r->envid ? xstrdup(r->envid) : NULL;
-	req->addrs = xcalloc(r->naddrs, sizeof(*req->addrs));
+	req->addrs = req_take(&p, r->naddrs * sizeof(*req->addrs));
 	for (i = 0; i < r->naddrs; i++) {
 		req->addrs[i] = r->addrs[i];
-		req->addrs[i].host = xstrdup(r->addrs[i].host);
-		if (r->addrs[i].ntlsa > 0) {
-			struct smtp_tlsa *t = xcalloc(
-			    r->addrs[i].ntlsa, sizeof(*t));
-
-			memcpy(t, r->addrs[i].tlsa,
-			    r->addrs[i].ntlsa * sizeof(*t));
-			req->addrs[i].tlsa = t;
-		} else {
-			req->addrs[i].tlsa = NULL;
-		}
+		req->addrs[i].host = req_strcopy(&p, r->addrs[i].host);
+		req->addrs[i].tlsa = NULL;
+		if (r->addrs[i].ntlsa > 0)
+			req->addrs[i].tlsa = memcpy(
+			    req_take(&p,
+				r->addrs[i].ntlsa * sizeof(struct smtp_tlsa)),
+			    r->addrs[i].tlsa,
+			    r->addrs[i].ntlsa * sizeof(struct smtp_tlsa));
 	}
-	req->rcpts = xcalloc(r->nrcpts, sizeof(*req->rcpts));
+	req->rcpts = req_take(&p, r->nrcpts * sizeof(*req->rcpts));
 	for (i = 0; i < r->nrcpts; i++) {
 		req->rcpts[i] = r->rcpts[i];
-		req->rcpts[i].addr = xstrdup(r->rcpts[i].addr);
-		req->rcpts[i].orcpt = r->rcpts[i].orcpt
-		    ? xstrdup(r->rcpts[i].orcpt)
-		    : NULL;
+		req->rcpts[i].addr = req_strcopy(&p, r->rcpts[i].addr);
+		req->rcpts[i].orcpt = req_strcopy(&p, r->rcpts[i].orcpt);
 	}
+	req->res = req_take(&p, r->nrcpts * sizeof(*req->res));
+	req->accepted = req_take(&p, r->nrcpts * sizeof(*req->accepted));
+	req->txn = req_take(&p, r->nrcpts * sizeof(*req->txn));
+	req->req.dest_key = req_strcopy(&p, r->dest_key);
+	req->req.sender = req_strcopy(&p, r->sender);
+	req->req.envid = req_strcopy(&p, r->envid);
 	req->req.addrs = req->addrs;
 	req->req.rcpts = req->rcpts;
+	return req;
 }
 
 /* Whether R's sender or a recipient needs SMTPUTF8 (non-ASCII). */
@@ -204,12 +243,8 @@ smtp_request_submit(struct smtp_client *client, const struct smtp_request *r)
 		return SMTP_SUBMIT_SHUTDOWN;
 	if (!request_ok(r))
 		return SMTP_SUBMIT_INVALID;
-	req = xcalloc(1, sizeof(*req));
+	req = req_new(r);
 	req->client = client;
-	req_copy(req, r);
-	req->res = xcalloc(r->nrcpts, sizeof(*req->res));
-	req->accepted = xcalloc(r->nrcpts, sizeof(*req->accepted));
-	req->txn = xcalloc(r->nrcpts, sizeof(*req->txn));
 	req->eight_bit = smtp_body_8bit(r->msg, r->msglen);
 	req->utf8_addrs = request_utf8(r);
 	req->result.t_submit = rq_now_us();
