@@ -7,7 +7,7 @@
  * runner_dest_job_move(), runner_dest_kick(), runner_dest_ready_kick(),
  * runner_dest_host_down(), runner_dest_host_clear(),
  * runner_dest_feedback(), runner_dest_reload(), runner_dest_jobs_drop(),
- * runner_dest_find().
+ * runner_dest_find(), runner_dest_next(), runner_dest_idle().
  *
  * The rules.  Which destination a recipient's job goes to is
  * runner_route.c's choice: its lowercased domain (routed by MX), or a
@@ -722,6 +722,34 @@ runner_dest_next(void *arg, void *req_arg)
 
 	if (r->stopping || d->nwait == 0 || d->rstate != DR_OK ||
 	    d->down_until > rq_now() ||
+	    !dest_rate_take(d, cfg_rate(d->scope, CFG_MAX_MESSAGE_RATE)))
+		return;
+	d->last_used = rq_now();
+	runner_job_submit(r, dest_pop(r, d));
+}
+
+/*
+ * The SMTP client's idle hook: a connection of KEY greeted with no job
+ * (the one it was opened for went behind another connection's dot
+ * meanwhile).  It takes the destination's next job when the window has
+ * room for it, as a connection opened for it would have; else it QUITs.
+ * It is already open, so the connection limits (and a cluster's lease)
+ * do not apply to it; the destination's state and rate do.
+ */
+void
+runner_dest_idle(void *arg, const char *key)
+{
+	struct runner *r = arg;
+	struct dest *d = runner_dest_find(r, key);
+	unsigned maxc;
+
+	if (d == NULL || r->stopping || d->nwait == 0 || d->rstate != DR_OK ||
+	    d->down_until > rq_now())
+		return;
+	maxc = (unsigned)cfg_int(d->scope, CFG_MAX_CONNECTIONS);
+	if (maxc > d->conc.window)
+		maxc = d->conc.window;
+	if (runner_dest_busy(d) >= maxc ||
 	    !dest_rate_take(d, cfg_rate(d->scope, CFG_MAX_MESSAGE_RATE)))
 		return;
 	d->last_used = rq_now();

@@ -259,6 +259,7 @@ void runner_dest_kick(struct runner *, struct dest *);
 /* The SMTP client's next hook (smtp_client_on_next): ARG the runner,
  * REQ_ARG the job about to send its dot. */
 void runner_dest_next(void *arg, void *req_arg);
+void runner_dest_idle(void *arg, const char *key);
 /* D's connections in use: its requests in flight but those riding
  * behind another. */
 static inline unsigned

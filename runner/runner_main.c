@@ -577,6 +577,7 @@ runner_client_open(struct runner *r, const struct cfg *cfg, const char *host)
 	r->tlsrpt = runner_tlsrpt_new(r);
 	r->smtp = smtp_client_new(r->base, host);
 	smtp_client_on_next(r->smtp, runner_dest_next, r);
+	smtp_client_on_idle(r->smtp, runner_dest_idle, r);
 	runner_cluster_open(r, cfg, host);
 
 	r->max_msgs = (size_t)cfg_int(g, CFG_MAX_CONNECTIONS_TOTAL) * 4;

@@ -340,6 +340,18 @@ void smtp_client_on_next(
     struct smtp_client *, void (*next)(void *arg, void *req_arg), void *arg);
 
 /*
+ * The idle hook: IDLE(ARG, KEY) is called when a connection of
+ * destination KEY has greeted (2xx) with no request of its own (another
+ * connection took it meanwhile: see smtp_client_on_next()).  A request
+ * IDLE submits for KEY with the credentials and helo_name that
+ * connection was made for takes it (SMTP_SUBMIT_OK; no new connection):
+ * its EHLO follows.  If IDLE submits none, the connection says QUIT.
+ * KEY is valid during the call.  NULL turns it off.
+ */
+void smtp_client_on_idle(
+    struct smtp_client *, void (*idle)(void *arg, const char *key), void *arg);
+
+/*
  * Calls CLOSED(ARG, KEY) from the event loop (the reaper: never inside
  * a bufferevent callback) once a connection of destination KEY is gone
  * (the count above no longer has it); KEY is valid during the call.

@@ -790,8 +790,10 @@ conn_reply(struct smtp_conn *conn, const struct smtp_reply *reply)
 	struct smtp_rcpt_result why;
 	int cls = reply->code / 100;
 
-	if (conn->req == NULL && conn->phase == SMTP_PH_GREETING && cls == 2) {
-		/* an orphan (smtp_conn.c): its request went elsewhere */
+	if (conn->req == NULL && conn->phase == SMTP_PH_GREETING && cls == 2 &&
+	    !smtp_conn_adopt(conn)) {
+		/* an orphan (smtp_conn.c): its request went elsewhere, and
+		 * none is waiting for it */
 		smtp_conn_enter(conn, SMTP_PH_QUIT);
 		return;
 	}

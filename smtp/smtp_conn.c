@@ -7,10 +7,11 @@
  *
  * Public functions: smtp_client_conn_count(), smtp_client_conn_idle(),
  * smtp_client_conn_total(), smtp_client_on_close(), smtp_client_on_next(),
- * smtp_client_conn_retire().  Module functions: smtp_dest_attach(),
- * smtp_dest_detach(), smtp_dest_free_all(), smtp_cache_remove(),
- * smtp_conn_settings(), smtp_conn_result(), smtp_conn_req_done(),
- * smtp_conn_req_pass(), smtp_conn_next_take(), smtp_conn_next_fits(),
+ * smtp_client_on_idle(), smtp_client_conn_retire().  Module functions:
+ * smtp_dest_attach(), smtp_dest_detach(), smtp_dest_free_all(),
+ * smtp_cache_remove(), smtp_conn_settings(), smtp_conn_result(),
+ * smtp_conn_req_done(), smtp_conn_req_pass(), smtp_conn_next_take(),
+ * smtp_conn_next_fits(), smtp_conn_fits(), smtp_conn_adopt(),
  * smtp_req_run(), smtp_addr_next(), smtp_pending_add(),
  * smtp_pending_remove().
  *
@@ -30,9 +31,10 @@
  * that has waited SMTP_PENDING_TAKE_US for its greeting (not sooner: a
  * greeting normally comes first, and taking the request of a connection
  * about to greet would waste that connection and make the runner open
- * another, over and over); that connection goes on without one and says
- * QUIT once it greets (or is closed when it fails or the client stops);
- * such an orphan reports nothing.  A connection about to send that dot
+ * another, over and over); that connection goes on without one, and once
+ * it greets asks the idle hook (smtp_client_on_idle) for a request of
+ * its destination, or says QUIT when none comes (it is closed when it
+ * fails or the client stops before); such an orphan reports nothing.  A connection about to send that dot
  * with no such request to take asks the next hook (smtp_client_on_next)
  * for one to carry behind it; a request riding behind another is on no
  * idle or pending list, and a connection carries at most one.
@@ -351,17 +353,56 @@ smtp_conn_req_pass(struct smtp_conn *conn)
 	smtp_conn_settings(conn);
 }
 
-/* Whether REQ may ride behind CONN's request: the same destination,
- * credentials and helo_name, and REQ may take a used connection. */
+/* Whether REQ may go on CONN, made for another request: the same
+ * destination, credentials and helo_name, and REQ may take a connection
+ * made for another. */
 bool
-smtp_conn_next_fits(const struct smtp_conn *conn, const struct smtp_req *req)
+smtp_conn_fits(const struct smtp_conn *conn, const struct smtp_req *req)
 {
 	const char *id = req->req.auth ? req->req.auth->id : "";
 
-	return conn->next == NULL && !conn->dead && !req->no_reuse &&
+	return !conn->dead && !req->no_reuse &&
 	    strcmp(conn->dest->key, req->req.dest_key) == 0 &&
 	    strcmp(conn->auth_id, id) == 0 &&
 	    strcmp(conn->helo, smtp_req_helo(req)) == 0;
+}
+
+/* Whether REQ may ride behind CONN's request (smtp_conn_fits()). */
+bool
+smtp_conn_next_fits(const struct smtp_conn *conn, const struct smtp_req *req)
+{
+	return conn->next == NULL && smtp_conn_fits(conn, req);
+}
+
+/*
+ * CONN, an orphan (see the top) that just greeted, asks the idle hook
+ * for a request of its destination; true when it got one, whose
+ * handshake it goes on with (EHLO next), as a connection made for it.
+ */
+bool
+smtp_conn_adopt(struct smtp_conn *conn)
+{
+	struct smtp_client *client = conn->client;
+
+	if (client->idle_cb == NULL || client->aborting ||
+	    client->shutting_down || conn->dead || conn->retire)
+		return false;
+	client->adopt_to = conn;
+	client->idle_cb(client->idle_arg, conn->dest->key);
+	client->adopt_to = NULL;
+	if (conn->req == NULL)
+		return false;
+	smtp_conn_settings(conn);
+	smtp_conn_result(conn);
+	return true;
+}
+
+void
+smtp_client_on_idle(struct smtp_client *client,
+    void (*idle)(void *arg, const char *key), void *arg)
+{
+	client->idle_cb = idle;
+	client->idle_arg = arg;
 }
 
 /*

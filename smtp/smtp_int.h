@@ -178,6 +178,10 @@ struct smtp_client {
 	void *next_arg;
 	/* while next_cb runs: the connection a fitting request rides on */
 	struct smtp_conn *next_to;
+	void (*idle_cb)(void *, const char *); /* smtp_client_on_idle */
+	void *idle_arg;
+	/* while idle_cb runs: the orphan a fitting request takes */
+	struct smtp_conn *adopt_to;
 	uint64_t timeouts[SMTP_NPHASE]; /* deadlines passed (smtp_stats.c) */
 };
 
@@ -346,6 +350,8 @@ bool smtp_conn_next_take(struct smtp_conn *);
 /* Whether REQ may ride behind CONN's request (the next hook runs for
  * CONN): same destination, credentials and helo_name. */
 bool smtp_conn_next_fits(const struct smtp_conn *, const struct smtp_req *);
+bool smtp_conn_fits(const struct smtp_conn *, const struct smtp_req *);
+bool smtp_conn_adopt(struct smtp_conn *);
 
 /* Starts (or restarts) REQ: on an idle cached connection if any. */
 void smtp_req_run(struct smtp_req *);

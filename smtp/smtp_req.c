@@ -249,6 +249,12 @@ smtp_request_submit(struct smtp_client *client, const struct smtp_request *r)
 	req->utf8_addrs = request_utf8(r);
 	req->result.t_submit = rq_now_us();
 	snprintf(req->result.host, sizeof(req->result.host), "none");
+	if (client->adopt_to != NULL && client->adopt_to->req == NULL &&
+	    smtp_conn_fits(client->adopt_to, req)) {
+		/* asked for by the idle hook: it takes that connection */
+		client->adopt_to->req = req;
+		return SMTP_SUBMIT_OK;
+	}
 	if (client->next_to != NULL &&
 	    smtp_conn_next_fits(client->next_to, req)) {
 		/* asked for by the next hook: it rides behind */

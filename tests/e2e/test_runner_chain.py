@@ -115,6 +115,35 @@ def test_no_connection_wasted():
         check_eq(len(conns), 5, "sessions")
 
 
+def test_orphan_takes_work():
+    """A server that greets the first connection at once and the others
+    only after 1.5 s, and takes 20 ms a message: the first connection
+    takes the messages of the others once they have waited 1 s for
+    their greeting (as for a server that never greets); when those
+    greet, each takes the next waiting message instead of saying QUIT
+    (and the runner, its window full of them, opened no others): 5
+    sessions, each carrying mail, every message delivered once."""
+    n = 100 if SANITIZE else 200
+    with rqlib.Env() as env:
+        srv = faultlib.start(env, "on CONNECT stall 1.5\n"
+                             "on CONNECT conn 1 stall 0\n"
+                             "on DOT stall 0.02\n")
+        skip = queued(env, n, srv.port, "max_connections = 5\n"
+                      "initial_destination_concurrency = 5\n")
+        run_idle(env)
+        got = rcpts_received(srv)
+        check_eq(sorted(got), sorted("u%d@dst.test" % i for i in range(n)),
+                 "recipients received")
+        ds = deliveries(env)[skip:]
+        check_eq(set(d["status"] for d in ds), {"sent"}, "statuses")
+        conns = srv.conns()
+        idle = [c for c in conns
+                if not any(x.upper().startswith("MAIL")
+                           for x in srv.cmds(c))]
+        check_eq(idle, [], "sessions that carried no mail")
+        check_eq(len(conns), 5, "sessions")
+
+
 def test_no_pipelining_no_riding():
     """A server without PIPELINING gets one command at a time: nothing
     behind the dot, every message delivered."""
