@@ -86,6 +86,28 @@ def test_next_rides_behind_the_dot():
         check_eq(set(d["tries"] for d in ds), {2}, "tries")
 
 
+def five_busy_sessions(n, script):
+    """N messages queued, then delivered with the window at 5 from the
+    start to a faultsmtp running SCRIPT: every one received once and
+    logged sent, over 5 sessions that each carried mail."""
+    with rqlib.Env() as env:
+        srv = faultlib.start(env, script)
+        skip = queued(env, n, srv.port, "max_connections = 5\n"
+                      "initial_destination_concurrency = 5\n")
+        run_idle(env)
+        got = rcpts_received(srv)
+        check_eq(sorted(got), sorted("u%d@dst.test" % i for i in range(n)),
+                 "recipients received")
+        ds = deliveries(env)[skip:]
+        check_eq(len(ds), n, "delivery lines")
+        check_eq(set(d["status"] for d in ds), {"sent"}, "statuses")
+        conns = srv.conns()
+        idle = [c for c in conns if not any(
+            x.upper().startswith("MAIL") for x in srv.cmds(c))]
+        check_eq(idle, [], "sessions that carried no mail")
+        check_eq(len(conns), 5, "sessions")
+
+
 def test_no_connection_wasted():
     """Many messages over max_connections = 5 (the window at 5 from the
     start) to a server that greets the first connection at once and the
@@ -96,23 +118,8 @@ def test_no_connection_wasted():
     nothing to do but QUIT, and the runner would open another in its
     place, over and over (issue 18: 400-3,300 sessions for 30,000
     messages at concurrency 20)."""
-    n = 100 if SANITIZE else 400
-    with rqlib.Env() as env:
-        srv = faultlib.start(env, "on CONNECT stall 0.3\n"
-                             "on CONNECT conn 1 stall 0\n")
-        skip = queued(env, n, srv.port, "max_connections = 5\n"
-                      "initial_destination_concurrency = 5\n")
-        run_idle(env)
-        check_eq(len(srv.messages()), n, "messages received")
-        ds = deliveries(env)[skip:]
-        check_eq(len(ds), n, "delivery lines")
-        check_eq(set(d["status"] for d in ds), {"sent"}, "statuses")
-        conns = srv.conns()
-        idle = [c for c in conns
-                if not any(x.upper().startswith("MAIL")
-                           for x in srv.cmds(c))]
-        check_eq(idle, [], "sessions that carried no mail")
-        check_eq(len(conns), 5, "sessions")
+    five_busy_sessions(100 if SANITIZE else 400,
+                       "on CONNECT stall 0.3\non CONNECT conn 1 stall 0\n")
 
 
 def test_orphan_takes_work():
@@ -123,25 +130,9 @@ def test_orphan_takes_work():
     greet, each takes the next waiting message instead of saying QUIT
     (and the runner, its window full of them, opened no others): 5
     sessions, each carrying mail, every message delivered once."""
-    n = 100 if SANITIZE else 200
-    with rqlib.Env() as env:
-        srv = faultlib.start(env, "on CONNECT stall 1.5\n"
-                             "on CONNECT conn 1 stall 0\n"
-                             "on DOT stall 0.02\n")
-        skip = queued(env, n, srv.port, "max_connections = 5\n"
-                      "initial_destination_concurrency = 5\n")
-        run_idle(env)
-        got = rcpts_received(srv)
-        check_eq(sorted(got), sorted("u%d@dst.test" % i for i in range(n)),
-                 "recipients received")
-        ds = deliveries(env)[skip:]
-        check_eq(set(d["status"] for d in ds), {"sent"}, "statuses")
-        conns = srv.conns()
-        idle = [c for c in conns
-                if not any(x.upper().startswith("MAIL")
-                           for x in srv.cmds(c))]
-        check_eq(idle, [], "sessions that carried no mail")
-        check_eq(len(conns), 5, "sessions")
+    five_busy_sessions(100 if SANITIZE else 200,
+                       "on CONNECT stall 1.5\non CONNECT conn 1 stall 0\n"
+                       "on DOT stall 0.02\n")
 
 
 def test_no_pipelining_no_riding():
