@@ -677,24 +677,30 @@ dest_rate_take(struct dest *d, struct cfg_rate rate)
 	return true;
 }
 
+/* The connections D may use at once: max_connections, and no more than
+ * the receiver has shown it takes (its window). */
+static unsigned
+dest_conn_max(const struct dest *d)
+{
+	unsigned maxc = (unsigned)cfg_int(d->scope, CFG_MAX_CONNECTIONS);
+
+	return maxc > d->conc.window ? d->conc.window : maxc;
+}
+
 /* Submits what D may submit now; arms its timer when it must wait. */
 void
 runner_dest_kick(struct runner *r, struct dest *d)
 {
-	const struct cfg_scope *sc = d->scope;
 	const struct cfg_scope *g = cfg_scope(d->rc->cfg, NULL);
-	unsigned maxc = (unsigned)cfg_int(sc, CFG_MAX_CONNECTIONS);
+	unsigned maxc = dest_conn_max(d);
 	unsigned maxt = (unsigned)cfg_int(g, CFG_MAX_CONNECTIONS_TOTAL);
-	struct cfg_rate rate = cfg_rate(sc, CFG_MAX_MESSAGE_RATE);
+	struct cfg_rate rate = cfg_rate(d->scope, CFG_MAX_MESSAGE_RATE);
 	int64_t now = rq_now();
 
 	if (r->stopping)
 		return;
 	if (r->fd_cap_until > rq_now_us() && maxt > r->fd_cap)
 		maxt = r->fd_cap; /* short of file descriptors */
-	/* no more than the receiver has shown it takes */
-	if (maxc > d->conc.window)
-		maxc = d->conc.window;
 	d->last_used = now;
 	if (!dest_may_submit(r, d, now))
 		return;
@@ -707,6 +713,22 @@ runner_dest_kick(struct runner *r, struct dest *d)
 }
 
 /*
+ * Submits D's next job for a connection that is already there (the next
+ * and idle hooks): the connection limits do not apply to it; whether the
+ * destination may submit at all (a route, not down), and its rate, do.
+ */
+static void
+dest_submit_on_conn(struct runner *r, struct dest *d)
+{
+	if (r->stopping || d->nwait == 0 || d->rstate != DR_OK ||
+	    d->down_until > rq_now() ||
+	    !dest_rate_take(d, cfg_rate(d->scope, CFG_MAX_MESSAGE_RATE)))
+		return;
+	d->last_used = rq_now();
+	runner_job_submit(r, dest_pop(r, d));
+}
+
+/*
  * The SMTP client's next hook: the connection of job REQ_ARG is about to
  * send its dot and may carry another job of the same destination behind
  * it (its MAIL FROM, RCPT TO and DATA go out with the dot).  That job
@@ -716,16 +738,9 @@ runner_dest_kick(struct runner *r, struct dest *d)
 void
 runner_dest_next(void *arg, void *req_arg)
 {
-	struct runner *r = arg;
 	struct job *j = req_arg;
-	struct dest *d = j->dest;
 
-	if (r->stopping || d->nwait == 0 || d->rstate != DR_OK ||
-	    d->down_until > rq_now() ||
-	    !dest_rate_take(d, cfg_rate(d->scope, CFG_MAX_MESSAGE_RATE)))
-		return;
-	d->last_used = rq_now();
-	runner_job_submit(r, dest_pop(r, d));
+	dest_submit_on_conn(arg, j->dest);
 }
 
 /*
@@ -741,19 +756,9 @@ runner_dest_idle(void *arg, const char *key)
 {
 	struct runner *r = arg;
 	struct dest *d = runner_dest_find(r, key);
-	unsigned maxc;
 
-	if (d == NULL || r->stopping || d->nwait == 0 || d->rstate != DR_OK ||
-	    d->down_until > rq_now())
-		return;
-	maxc = (unsigned)cfg_int(d->scope, CFG_MAX_CONNECTIONS);
-	if (maxc > d->conc.window)
-		maxc = d->conc.window;
-	if (runner_dest_busy(d) >= maxc ||
-	    !dest_rate_take(d, cfg_rate(d->scope, CFG_MAX_MESSAGE_RATE)))
-		return;
-	d->last_used = rq_now();
-	runner_job_submit(r, dest_pop(r, d));
+	if (d != NULL && runner_dest_busy(d) < dest_conn_max(d))
+		dest_submit_on_conn(r, d);
 }
 
 /* After a reload: destinations keep their old settings until empty. */

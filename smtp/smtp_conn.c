@@ -34,10 +34,11 @@
  * another, over and over); that connection goes on without one, and once
  * it greets asks the idle hook (smtp_client_on_idle) for a request of
  * its destination, or says QUIT when none comes (it is closed when it
- * fails or the client stops before); such an orphan reports nothing.  A connection about to send that dot
- * with no such request to take asks the next hook (smtp_client_on_next)
- * for one to carry behind it; a request riding behind another is on no
- * idle or pending list, and a connection carries at most one.
+ * fails or the client stops before); such an orphan reports nothing.
+ * A connection about to send that dot with no such request to take
+ * asks the next hook (smtp_client_on_next) for one to carry behind it;
+ * a request riding behind another is on no idle or pending list, and a
+ * connection carries at most one.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,18 +278,23 @@ smtp_pending_remove(struct smtp_conn *conn)
 static struct smtp_req *
 pending_take(struct smtp_conn *conn)
 {
-	int64_t before = rq_now_us() - SMTP_PENDING_TAKE_US;
+	int64_t before;
 	struct smtp_conn *p;
 	struct smtp_req *req;
 
-	/* oldest first: the rest waited less */
+	if (TAILQ_EMPTY(&conn->dest->pending))
+		return NULL;
+	before = rq_now_us() - SMTP_PENDING_TAKE_US;
 	TAILQ_FOREACH(p, &conn->dest->pending, pending_entry)
-	if (p->pending_us > before ||
-	    (p->req != NULL && !p->req->no_reuse &&
-		strcmp(p->auth_id, conn->auth_id) == 0 &&
-		strcmp(p->helo, conn->helo) == 0))
-		break;
-	if (p == NULL || p->pending_us > before)
+	{
+		if (p->pending_us > before)
+			return NULL; /* oldest first: the rest waited less */
+		if (p->req != NULL && !p->req->no_reuse &&
+		    strcmp(p->auth_id, conn->auth_id) == 0 &&
+		    strcmp(p->helo, conn->helo) == 0)
+			break;
+	}
+	if (p == NULL)
 		return NULL;
 	req = p->req;
 	p->req = NULL;

@@ -350,7 +350,10 @@ bool smtp_conn_next_take(struct smtp_conn *);
 /* Whether REQ may ride behind CONN's request (the next hook runs for
  * CONN): same destination, credentials and helo_name. */
 bool smtp_conn_next_fits(const struct smtp_conn *, const struct smtp_req *);
+/* Whether REQ may go on CONN, made for another request. */
 bool smtp_conn_fits(const struct smtp_conn *, const struct smtp_req *);
+/* An orphan that just greeted asks the idle hook for a request; true
+ * when it got one (its handshake goes on). */
 bool smtp_conn_adopt(struct smtp_conn *);
 
 /* Starts (or restarts) REQ: on an idle cached connection if any. */
