@@ -12,7 +12,7 @@
  * Public: queue_intake_open(), queue_intake_fd(), queue_intake_run(),
  * queue_intake_rescan(), queue_intake_close(),
  * queue_intake_stats_get(); (to the intake files)
- * intake_id_take().
+ * intake_id_room(), intake_id_take().
  *
  * One run: list (names from inotify, a due rescan, the settle list),
  * pause while the disk or the map has no room, fill a txn from the ring
@@ -30,7 +30,13 @@
  * stored message with its queue id, so ids are handed out from ranges
  * reserved by an earlier, committed txn (see intake_id_take()): no other
  * writer can allocate them, and a range lost to a crash or a failed txn
- * is just never used.
+ * is just never used.  Each class has ranges of its own, and a reader
+ * takes its file's id once the parse has told the class: a class's
+ * messages sit together in every tree keyed by id, so when one class is
+ * delivered ahead of the others (a backlog drained by priority) its
+ * removals free whole pages instead of rewriting pages the other
+ * classes still fill.  Within a class ids grow with arrival, give or
+ * take the files the readers prepare at once.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,58 +53,112 @@
 
 /* ---- queue ids ---- */
 
-/* Reserves the first id range (a txn of its own). */
+/* Reserves the first id range of each class (a txn of its own; before
+ * the readers start). */
 static void
 ids_initial(struct queue_intake *qi)
 {
 	struct queue_txn *t = queue_txn_begin(qi->q);
-	uint64_t first;
+	uint64_t first[CFG_NCLASS];
 
 	if (t == NULL)
 		return;
-	first = queue_id_reserve(t, IDRANGE);
-	if (queue_txn_commit(t) == QUEUE_OK) {
-		qi->id_next = first;
-		qi->id_end = first + IDRANGE;
+	for (int c = 0; c < CFG_NCLASS; c++)
+		first[c] = queue_id_reserve(t, IDRANGE);
+	if (queue_txn_commit(t) != QUEUE_OK)
+		return;
+	for (int c = 0; c < CFG_NCLASS; c++) {
+		qi->id_next[c] = first[c];
+		qi->id_end[c] = first[c] + IDRANGE;
 	}
 }
 
-/* Moves to the spare id range when the usable one is used up. */
-bool
-intake_id_take(struct queue_intake *qi, uint64_t *id)
+/* The ids class C has left, usable and spare (under rmu). */
+static uint64_t
+ids_left(const struct queue_intake *qi, int c)
 {
-	if (qi->id_next == qi->id_end) {
-		if (qi->id_spare == qi->id_spare_end)
+	return (qi->id_end[c] - qi->id_next[c]) +
+	    (qi->id_spare_end[c] - qi->id_spare[c]);
+}
+
+bool
+intake_id_room(const struct queue_intake *qi)
+{
+	for (int c = 0; c < CFG_NCLASS; c++)
+		if (ids_left(qi, c) <= qi->noid)
 			return false;
-		qi->id_next = qi->id_spare;
-		qi->id_end = qi->id_spare_end;
-		qi->id_spare = qi->id_spare_end = 0;
-	}
-	*id = qi->id_next++;
 	return true;
 }
 
-/* Reserves the next id range in T when the ids left run low. */
+/* Moves to the class's spare range when its usable one is used up. */
+bool
+intake_id_take(struct queue_intake *qi, enum cfg_class cls, uint64_t *id)
+{
+	int c = (unsigned)cls < CFG_NCLASS ? (int)cls : CFG_NORMAL;
+
+	if (qi->id_next[c] == qi->id_end[c]) {
+		if (qi->id_spare[c] == qi->id_spare_end[c])
+			return false;
+		qi->id_next[c] = qi->id_spare[c];
+		qi->id_end[c] = qi->id_spare_end[c];
+		qi->id_spare[c] = qi->id_spare_end[c] = 0;
+	}
+	*id = qi->id_next[c]++;
+	return true;
+}
+
+/* Reserves in T the next id range of each class whose ids left run
+ * low. */
 static void
 ids_reserve(struct queue_intake *qi, struct queue_txn *t)
 {
-	qi->id_res = qi->id_res_end = 0;
-	if (qi->id_spare != qi->id_spare_end ||
-	    qi->id_end - qi->id_next >= IDRANGE / 2)
-		return;
-	qi->id_res = queue_id_reserve(t, IDRANGE);
-	qi->id_res_end = qi->id_res + IDRANGE;
+	bool low[CFG_NCLASS];
+
+	pthread_mutex_lock(&qi->rmu);
+	for (int c = 0; c < CFG_NCLASS; c++)
+		low[c] = qi->id_spare[c] == qi->id_spare_end[c] &&
+		    qi->id_end[c] - qi->id_next[c] < IDRANGE / 2;
+	pthread_mutex_unlock(&qi->rmu);
+	for (int c = 0; c < CFG_NCLASS; c++) {
+		qi->id_res[c] = qi->id_res_end[c] = 0;
+		if (!low[c])
+			continue;
+		qi->id_res[c] = queue_id_reserve(t, IDRANGE);
+		qi->id_res_end[c] = qi->id_res[c] + IDRANGE;
+	}
 }
 
-/* T committed: its reservation becomes the spare range. */
+/* Whether the open txn reserves ids. */
+static bool
+ids_reserving(const struct queue_intake *qi)
+{
+	for (int c = 0; c < CFG_NCLASS; c++)
+		if (qi->id_res[c] != qi->id_res_end[c])
+			return true;
+	return false;
+}
+
+/* The open txn reserves nothing (it failed, or committed). */
+static void
+ids_drop(struct queue_intake *qi)
+{
+	for (int c = 0; c < CFG_NCLASS; c++)
+		qi->id_res[c] = qi->id_res_end[c] = 0;
+}
+
+/* T committed: its reservations become the spare ranges. */
 static void
 ids_committed(struct queue_intake *qi)
 {
-	if (qi->id_res != qi->id_res_end) {
-		qi->id_spare = qi->id_res;
-		qi->id_spare_end = qi->id_res_end;
+	pthread_mutex_lock(&qi->rmu);
+	for (int c = 0; c < CFG_NCLASS; c++) {
+		if (qi->id_res[c] != qi->id_res_end[c]) {
+			qi->id_spare[c] = qi->id_res[c];
+			qi->id_spare_end[c] = qi->id_res_end[c];
+		}
 	}
-	qi->id_res = qi->id_res_end = 0;
+	pthread_mutex_unlock(&qi->rmu);
+	ids_drop(qi);
 }
 
 /* ---- filing one file ---- */
@@ -106,7 +166,6 @@ ids_committed(struct queue_intake *qi)
 /* A write txn being filled with prepared files (see intake_fill()). */
 struct batch {
 	struct queue_txn *t;
-	uint64_t first_id; /* the queue id of the first file taken */
 	size_t max; /* files at most */
 	size_t budget; /* map room left */
 	char **names; /* the files filed (flying), to unlink after commit */
@@ -159,8 +218,9 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 	if (rc == MDB_KEYEXIST) {
 		uint64_t id = qbe64_get(val.mv_data);
 
-		if (id >= b->first_id)
-			return IMP_SKIP; /* already in this very txn */
+		for (size_t i = 0; i < b->n; i++)
+			if (b->ids[i] == id)
+				return IMP_SKIP; /* already in this very txn */
 		/* committed before a crash, not unlinked: finish the job */
 		queue_id_format(id, idstr);
 		if (unlinkat(qi->din, p->name, 0) == 0)
@@ -390,7 +450,7 @@ intake_empty(struct queue_intake *qi, struct batch *b)
 static enum queue_intake_result
 intake_rollback(struct queue_intake *qi, struct batch *b, enum queue_result r)
 {
-	qi->id_res = qi->id_res_end = 0;
+	ids_drop(qi);
 	for (size_t i = 0; i < b->n; i++)
 		intake_flight_end(qi, b->names[i], true);
 	batch_free(b);
@@ -456,7 +516,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	memset(&b, 0, sizeof(b));
 	b.max = batch_size(qi, max_files);
 	intake_ring_feed(qi);
-	ring_empty = !intake_ring_head(qi, &b.first_id);
+	ring_empty = !intake_ring_head(qi);
 	intake_unlink_collect(qi, ring_empty);
 	if (ring_empty && qi->head == qi->tail) {
 		intake_idents_flush(qi);
@@ -474,7 +534,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	ids_reserve(qi, b.t);
 	intake_fill(qi, &b);
 	if (b.n == 0 && b.t->err == QUEUE_OK && qi->idents.n == 0 &&
-	    qi->id_res == qi->id_res_end)
+	    !ids_reserving(qi))
 		return intake_empty(qi, &b);
 	queue_tally_add(b.t, QTALLY_INTAKE, b.n);
 	r = queue_txn_commit(b.t);

@@ -8,9 +8,9 @@
  * intake_stuck_report(), intake_stuck_rotate(), intake_stuck_free();
  * (to queue/, queue_int.h) queue_name_escape().
  *
- * Invariants: a name in bad/ is the queue ID the reader was given for
- * the file (from a reserved range, never a message's) or 16 hex digits
- * from a counter, never the submitter's; NAME.reason is created first
+ * Invariants: a name in bad/ is 16 hex digits from a counter (a file's
+ * queue id is taken only once its parse succeeded), never the
+ * submitter's; NAME.reason is created first
  * with O_EXCL|O_NOFOLLOW|O_NONBLOCK (it never opens what is there, so a
  * planted FIFO cannot block a thread) and the entry is renamed without
  * replacing anything (RENAME_NOREPLACE, or a check and a rename under
@@ -92,9 +92,8 @@ bad_rename(struct queue_intake *qi, const char *name, const char *target)
 
 /*
  * Moves entry NAME (its lstat ST) from incoming/ into bad/ untouched,
- * under a name the daemon picks: the queue ID it was given (ID, never
- * used for a message; as Postfix names corrupt/ files), else or on a
- * clash 16 hex digits from a counter; with NAME.reason beside it saying
+ * under a name the daemon picks: 16 hex digits from a counter (the next
+ * on a clash); with NAME.reason beside it saying
  * WHY and naming the original (escaped).
  * The reason file is created first (O_EXCL: it never opens what is
  * there, so a planted FIFO cannot block), then the entry is renamed
@@ -102,7 +101,7 @@ bad_rename(struct queue_intake *qi, const char *name, const char *target)
  * entry that cannot be moved is logged once (any thread).
  */
 enum bad_result
-intake_bad_move(struct queue_intake *qi, const char *name, uint64_t id,
+intake_bad_move(struct queue_intake *qi, const char *name,
     const struct stat *st, const char *why)
 {
 	char target[20], rpath[32], ename[QUEUE_ESC_MAX], ewhy[QUEUE_ESC_MAX];
@@ -113,9 +112,8 @@ intake_bad_move(struct queue_intake *qi, const char *name, uint64_t id,
 	queue_name_escape(ename, name);
 	queue_name_escape(ewhy, why);
 	for (int tries = 0; tries < 1000 && !renamed; tries++) {
-		uint64_t seq = tries == 0 && id != 0
-		    ? id
-		    : __atomic_fetch_add(&qi->badseq, 1, __ATOMIC_RELAXED);
+		uint64_t seq = __atomic_fetch_add(
+		    &qi->badseq, 1, __ATOMIC_RELAXED);
 
 		snprintf(
 		    target, sizeof(target), "%016llX", (unsigned long long)seq);

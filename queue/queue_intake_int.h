@@ -74,7 +74,8 @@ enum import_result { IMP_QUEUED, IMP_SKIP, IMP_RETRY, IMP_WAIT, IMP_NOROOM };
  * main thread when no reader took it yet). */
 struct prep {
 	char *name; /* flying: owned by the name set */
-	uint64_t id; /* its queue id, from a committed reservation */
+	uint64_t id; /* its queue id, from a committed reservation of its
+		      * class (taken after the parse; 0 before) */
 	int64_t now; /* arrival */
 	int64_t maxsize; /* max_message_size when it was handed out */
 	int64_t maxrcpt, hoplimit; /* max_recipients, hopcount_limit then */
@@ -126,10 +127,19 @@ struct queue_intake {
 	bool paused; /* for want of map room, or by a queue error */
 	bool nospace; /* paused for want of disk space (min_free_space) */
 	size_t batch_limit; /* shrinks on map full, grows back */
-	/* queue ids: [id_next, id_end) usable; [id_spare, id_spare_end) a
-	 * committed range for after it; [id_res, id_res_end) reserved in
-	 * the open txn, usable once it commits */
-	uint64_t id_next, id_end, id_spare, id_spare_end, id_res, id_res_end;
+	/* queue ids, a range per class (enum cfg_class): [id_next, id_end)
+	 * usable; [id_spare, id_spare_end) a committed range for after it;
+	 * [id_res, id_res_end) reserved in the open txn, usable once it
+	 * commits (main thread only).  A reader takes its file's id once
+	 * the parse has told the class (intake_id_take()), so that a
+	 * class's messages sit together in the queue's trees.  noid: files
+	 * handed to the readers and not yet prepared; the ring is fed only
+	 * while every class has an id for each of them.  id_next, id_end,
+	 * id_spare, id_spare_end and noid are under rmu. */
+	uint64_t id_next[CFG_NCLASS], id_end[CFG_NCLASS];
+	uint64_t id_spare[CFG_NCLASS], id_spare_end[CFG_NCLASS];
+	uint64_t id_res[CFG_NCLASS], id_res_end[CFG_NCLASS];
+	size_t noid;
 	/* names (queue_intake_names.c) */
 	int ifd; /* inotify */
 	bool rescan;
@@ -230,8 +240,8 @@ void intake_readers_start(struct queue_intake *);
 void intake_readers_stop(struct queue_intake *);
 /* Hands pending names to the readers while the ring and the ids last. */
 void intake_ring_feed(struct queue_intake *);
-/* Whether the ring holds a file; its queue id into *FIRST_ID. */
-bool intake_ring_head(struct queue_intake *, uint64_t *first_id);
+/* Whether the ring holds a file. */
+bool intake_ring_head(struct queue_intake *);
 /* The oldest file in the ring, prepared (here, if no reader took it). */
 struct prep *intake_ring_take(struct queue_intake *);
 /* Drops the oldest file of the ring (taken by intake_ring_take()),
@@ -260,8 +270,13 @@ size_t intake_dkim_from(
 
 /* ---- queue_intake.c: the commit loop ---- */
 
-/* The next queue id from a committed range; false when none is left. */
-bool intake_id_take(struct queue_intake *, uint64_t *id);
+/* Whether every class has a queue id left for one more file handed to
+ * the readers (under rmu). */
+bool intake_id_room(const struct queue_intake *);
+/* The next queue id of class CLS from its committed ranges (under rmu);
+ * false when none is left, which intake_id_room() keeps from happening
+ * to a file it let in. */
+bool intake_id_take(struct queue_intake *, enum cfg_class cls, uint64_t *id);
 
 /* ---- queue_intake_unlink.c: unlinks after the commit, identities ---- */
 
@@ -295,12 +310,12 @@ void intake_idents_prune(struct queue_intake *);
 enum bad_result { BAD_MOVED, BAD_GONE, BAD_STUCK };
 /*
  * Moves entry NAME (its lstat ST, or NULL) to bad/ untouched, under a
- * name the daemon picks (ID first when not 0), with NAME.reason saying
+ * name the daemon picks (16 hex digits), with NAME.reason saying
  * WHY; BAD_GONE when it went meanwhile, BAD_STUCK (logged once) when it
  * cannot be moved.  Any thread.
  */
 enum bad_result intake_bad_move(struct queue_intake *, const char *name,
-    uint64_t id, const struct stat *, const char *why);
+    const struct stat *, const char *why);
 /* Logs a warning about entry NAME (lstat ST, or NULL) unless it was
  * logged while the entry was there before (any thread). */
 void intake_stuck_report(struct queue_intake *, const char *name,

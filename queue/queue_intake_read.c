@@ -142,6 +142,7 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	char idstr[17], *body, ename[QUEUE_ESC_MAX];
 	struct qp_ctx ctx;
 	int fd, err;
+	bool ok;
 
 	p->r = IMP_SKIP;
 	if (fstatat(qi->din, p->name, st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -151,7 +152,7 @@ prep_run(struct queue_intake *qi, struct prep *p)
 		return;
 	}
 	if (!S_ISREG(st->st_mode)) {
-		intake_bad_move(qi, p->name, p->id, st,
+		intake_bad_move(qi, p->name, st,
 		    S_ISDIR(st->st_mode)       ? "not a regular file: directory"
 			: S_ISLNK(st->st_mode) ? "not a regular file: symlink"
 			: S_ISFIFO(st->st_mode) ? "not a regular file: fifo"
@@ -176,18 +177,18 @@ prep_run(struct queue_intake *qi, struct prep *p)
 		}
 		snprintf(why, sizeof(why), "file has %lu hard links",
 		    (unsigned long)st->st_nlink);
-		intake_bad_move(qi, p->name, p->id, st, why);
+		intake_bad_move(qi, p->name, st, why);
 		return;
 	}
 	if (st->st_size == 0) {
-		intake_bad_move(qi, p->name, p->id, st, "empty file");
+		intake_bad_move(qi, p->name, st, "empty file");
 		return;
 	}
 	if (st->st_size > p->maxsize) {
 		snprintf(why, sizeof(why),
 		    "message too large: %lld bytes, max_message_size is %lld",
 		    (long long)st->st_size, (long long)p->maxsize);
-		intake_bad_move(qi, p->name, p->id, st, why);
+		intake_bad_move(qi, p->name, st, why);
 		return;
 	}
 	p->iklen = intake_ident_key(p->ik, st, p->name);
@@ -197,12 +198,12 @@ prep_run(struct queue_intake *qi, struct prep *p)
 		if (err == ENOENT)
 			return;
 		if (err == ELOOP) {
-			intake_bad_move(qi, p->name, p->id, st,
-			    "not a regular file: symlink");
+			intake_bad_move(
+			    qi, p->name, st, "not a regular file: symlink");
 		} else if (err == EACCES || err == EPERM) {
 			snprintf(
 			    why, sizeof(why), "cannot open: %s", strerror(err));
-			intake_bad_move(qi, p->name, p->id, st, why);
+			intake_bad_move(qi, p->name, st, why);
 		} else {
 			/* EMFILE, a lease (EWOULDBLOCK), ...: the daemon's
 			 * trouble, not the file's: again later */
@@ -263,9 +264,22 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	ctx.qualify = ctx.ml->origin;
 	ctx.max_rcpt = (size_t)p->maxrcpt;
 	if (qp_message_parse_ctx(buf, got, &ctx, &p->pr) != QP_OK) {
-		intake_bad_move(qi, p->name, p->id, st, p->pr.why);
+		intake_bad_move(qi, p->name, st, p->pr.why);
 		qp_result_free(&p->pr);
 		memset(&p->pr, 0, sizeof(p->pr));
+		return;
+	}
+	/* the id from the class's range: a class's messages sit together
+	 * in the trees, so a class delivered ahead of the others frees
+	 * whole pages (intake_id_room() kept one for this file) */
+	pthread_mutex_lock(&qi->rmu);
+	ok = intake_id_take(qi, (enum cfg_class)p->pr.cls, &p->id);
+	pthread_mutex_unlock(&qi->rmu);
+	if (!ok) {
+		qp_result_free(&p->pr);
+		memset(&p->pr, 0, sizeof(p->pr));
+		p->r = IMP_RETRY;
+		p->due = rq_now() + 1;
 		return;
 	}
 	if (p->pr.sender == NULL)
@@ -320,6 +334,7 @@ ring_run_next(struct queue_intake *qi)
 	pthread_mutex_unlock(&qi->rmu);
 	prep_run(qi, p);
 	pthread_mutex_lock(&qi->rmu);
+	qi->noid--;
 	p->state = PREP_DONE;
 	qi->rbytes += p->held = p->rec.cap;
 }
@@ -362,17 +377,16 @@ intake_ring_feed(struct queue_intake *qi)
 	pthread_mutex_lock(&qi->rmu);
 	while (qi->rtail - qi->rhead < RING) {
 		struct prep *p = &qi->ring[qi->rtail % RING];
-		uint64_t id;
 		char *name;
 		enum pn_how how;
 
-		if (qi->head == qi->tail || !intake_id_take(qi, &id))
+		if (qi->head == qi->tail || !intake_id_room(qi))
 			break;
 		name = intake_name_pop(qi, &how);
 		memset(p, 0, sizeof(*p));
 		p->name = name;
 		p->how = (uint8_t)how;
-		p->id = id;
+		qi->noid++;
 		p->now = now;
 		p->maxsize = maxsize;
 		p->maxrcpt = cfg_int(g, CFG_MAX_RECIPIENTS);
@@ -443,13 +457,12 @@ intake_ring_pop(struct queue_intake *qi)
 }
 
 bool
-intake_ring_head(struct queue_intake *qi, uint64_t *first_id)
+intake_ring_head(struct queue_intake *qi)
 {
 	bool any;
 
 	pthread_mutex_lock(&qi->rmu);
 	any = qi->rhead != qi->rtail;
-	*first_id = any ? qi->ring[qi->rhead % RING].id : 0;
 	pthread_mutex_unlock(&qi->rmu);
 	return any;
 }

@@ -83,7 +83,7 @@ job_unlink(struct queue_intake *qi, struct unlink_job *j, size_t a, size_t b,
 		    "changed after it was queued as %s (the queued copy is "
 		    "what was read)",
 		    idstr);
-		if (intake_bad_move(qi, j->names[i], 0, &st, why) == BAD_MOVED)
+		if (intake_bad_move(qi, j->names[i], &st, why) == BAD_MOVED)
 			qbuf_put(done, k, n + 2);
 	}
 }

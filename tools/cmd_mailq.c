@@ -361,8 +361,9 @@ mailq_opt(void *arg, int ch, const char *optarg)
 static const struct tools_cmd mailq_cmd = {
 	"usage: relayq mailq [-c FILE] [--json] [--priority P] [--state S]\n"
 	"                    [--domain D] [--older-than INTERVAL]\n"
-	"Lists the queue, oldest first, as Postfix's postqueue -p does: one\n"
-	"block per message (queue ID, `*` while in delivery, `!` when held;\n"
+	"Lists the queue as Postfix's postqueue -p does, in queue ID order\n"
+	"(by arrival within a priority class): one block per message\n"
+	"(queue ID, `*` while in delivery, `!` when held;\n"
 	"size, arrival time, sender, then the priority class), then each\n"
 	"recipient not yet done, after a `(reason)` line.\n"
 	"  --json            one JSON object per message per line\n"

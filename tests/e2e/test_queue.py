@@ -124,6 +124,41 @@ def test_classes_json():
         stop(env, p)
 
 
+def test_class_ids():
+    """Queue ids come from a range per class: sorted by id, each class's
+    messages form one block (so a class delivered ahead of the others
+    frees whole pages of the trees), and within a class ids grow with
+    arrival, across a restart too."""
+    classes = ("urgent", "normal", "non-urgent")
+    with rqlib.Env(CONF) as env:
+        os.makedirs(os.path.join(env.spool, "incoming"), exist_ok=True)
+        os.makedirs(os.path.join(env.spool, "tmp"), exist_ok=True)
+        for i in range(30):
+            drop(env, "m%02d" % i, "From: s%d@a.test\nTo: r%d@b.test\n"
+                 "Priority: %s\n\nbody %d\n" % (i, i, classes[i % 3], i))
+        p = start(env)
+        msgs = queued(env, 30)
+        check_eq(len(msgs), 30, "messages")
+        order = [m["priority"] for m in
+                 sorted(msgs, key=lambda m: int(m["queue_id"], 16))]
+        runs = [c for j, c in enumerate(order) if j == 0 or order[j - 1] != c]
+        check_eq(sorted(runs), sorted(classes),
+                 "one block of ids per class: %s" % order)
+        last = {c: max(int(m["queue_id"], 16) for m in msgs
+                       if m["priority"] == c) for c in classes}
+        stop(env, p)
+        p = start(env)
+        for i, c in enumerate(classes):
+            drop(env, "late%d" % i, "From: late%d@a.test\nTo: r@b.test\n"
+                 "Priority: %s\n\nlate\n" % (i, c))
+        msgs = queued(env, 33)
+        for m in msgs:
+            if m["sender"].startswith("late"):
+                check(int(m["queue_id"], 16) > last[m["priority"]],
+                      "a later %s message has a larger id" % m["priority"])
+        stop(env, p)
+
+
 BAD = [
     ("norcpt", b"From: a@b.test\nSubject: x\n\nbody\n", "no recipients"),
     ("badaddr", b"From: a@b.test\nTo: <broken@\n\nbody\n", "address"),
