@@ -107,6 +107,14 @@ intake_id_take(struct queue_intake *qi, enum cfg_class cls, uint64_t *id)
 	return true;
 }
 
+/* The open txn reserves nothing (it failed, or committed). */
+static void
+ids_drop(struct queue_intake *qi)
+{
+	for (int c = 0; c < CFG_NCLASS; c++)
+		qi->id_res[c] = qi->id_res_end[c] = 0;
+}
+
 /* Reserves in T the next id range of each class whose ids left run
  * low. */
 static void
@@ -119,12 +127,12 @@ ids_reserve(struct queue_intake *qi, struct queue_txn *t)
 		low[c] = qi->id_spare[c] == qi->id_spare_end[c] &&
 		    qi->id_end[c] - qi->id_next[c] < IDRANGE / 2;
 	pthread_mutex_unlock(&qi->rmu);
+	ids_drop(qi);
 	for (int c = 0; c < CFG_NCLASS; c++) {
-		qi->id_res[c] = qi->id_res_end[c] = 0;
-		if (!low[c])
-			continue;
-		qi->id_res[c] = queue_id_reserve(t, IDRANGE);
-		qi->id_res_end[c] = qi->id_res[c] + IDRANGE;
+		if (low[c]) {
+			qi->id_res[c] = queue_id_reserve(t, IDRANGE);
+			qi->id_res_end[c] = qi->id_res[c] + IDRANGE;
+		}
 	}
 }
 
@@ -136,14 +144,6 @@ ids_reserving(const struct queue_intake *qi)
 		if (qi->id_res[c] != qi->id_res_end[c])
 			return true;
 	return false;
-}
-
-/* The open txn reserves nothing (it failed, or committed). */
-static void
-ids_drop(struct queue_intake *qi)
-{
-	for (int c = 0; c < CFG_NCLASS; c++)
-		qi->id_res[c] = qi->id_res_end[c] = 0;
 }
 
 /* T committed: its reservations become the spare ranges. */
