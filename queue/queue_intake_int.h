@@ -37,7 +37,11 @@
  * other's malloc arena); larger ones are freed. */
 #define RECPOOL 64
 #define RECPOOL_MAXCAP (64u << 10)
-#define UNLINKERS 8 /* unlink(2) is latency-bound: it scales with threads */
+/* unlink(2) is latency-bound (on ext4 without a journal, mounted
+ * discard, it waits for the block's discard): it scales with threads up
+ * to about 8, where the disk sets the rate (design.md, "A seventh
+ * round") */
+#define UNLINKERS 8
 
 /*
  * The most names kept pending: beyond it a name is left for a later
