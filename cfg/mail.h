@@ -184,6 +184,12 @@ bool mail_notify_parse(const char *s, size_t n, unsigned flags, unsigned *bits);
 /* Writes BITS as a NOTIFY value ("NEVER", "SUCCESS,DELAY") into BUF. */
 void mail_notify_format(unsigned bits, char *buf, size_t len);
 
+/* The NOTIFY of a recipient given twice (0: not given): every condition
+ * either copy asked for (not given counts as FAILURE,DELAY, relayq's
+ * default), so no notice asked for is lost; NEVER only when both say
+ * NEVER. */
+unsigned mail_notify_merge(unsigned a, unsigned b);
+
 /* ---- header fields (mail_field.c) ---- */
 
 /* The length of the field name LINE starts with: its run of printable

@@ -141,6 +141,19 @@ mail_notify_parse(const char *s, size_t n, unsigned flags, unsigned *bits)
 	return true;
 }
 
+/* Merges two NOTIFYs; see mail.h. */
+unsigned
+mail_notify_merge(unsigned a, unsigned b)
+{
+	const unsigned dflt = MAIL_NOTIFY_FAILURE | MAIL_NOTIFY_DELAY;
+	unsigned u;
+
+	if (a == b)
+		return a;
+	u = ((a ? a : dflt) | (b ? b : dflt)) & ~MAIL_NOTIFY_NEVER;
+	return u ? u : MAIL_NOTIFY_NEVER;
+}
+
 /* Formats NOTIFY bits; see mail.h. */
 void
 mail_notify_format(unsigned bits, char *buf, size_t len)

@@ -54,6 +54,20 @@ static int64_t expiry_backoff_until;
 _Static_assert(QTALLY_DSN + EXPIRY_EV_RELAYED < QTALLY_RUNNER,
     "a tally slot for every notice event");
 
+/* Logs R of M returned to its sender, in the delivery log's layout
+ * (tries last, as pflogsumm wants; the status as Postfix's). */
+static void
+log_expired(const struct queue_msg *m, const struct queue_rcpt *r, int64_t now,
+    const char *status, const char *why)
+{
+	long long d = (long long)(now - m->arrival);
+
+	log_info("qmgr",
+	    "%s: to=<%.200s>, relay=none, delay=%lld, delays=%lld/0/0/0, "
+	    "dsn=%s, status=expired, returned to sender (%.200s), tries=%u",
+	    m->idstr, r->addr, d, d, status, why, r->attempts);
+}
+
 /* A notice's recipient being collected, with the buffers behind it. */
 struct nrcpt {
 	struct expiry_dsn_rcpt r;
@@ -465,12 +479,7 @@ return_msg(struct queue_txn *txn, const struct cfg *cfg,
 		if (live) {
 			res = queue_rcpt_update(txn, m->id, r->idx,
 			    RCPT_BOUNCED, 0, reason, status);
-			log_info("qmgr",
-			    "%s: to=<%.200s>, relay=none, delay=%lld, "
-			    "tries=%u, dsn=%s, status=expired, returned to "
-			    "sender (%.200s)",
-			    m->idstr, r->addr, (long long)(now - m->arrival),
-			    r->attempts, status,
+			log_expired(m, r, now, status,
 			    r->reply ? r->reply : "never tried");
 		}
 		if (res == QUEUE_OK)
@@ -732,7 +741,7 @@ after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
     int64_t now)
 {
 	struct nrcpt *fail, *ok;
-	size_t nf = 0, nok = 0, nrelayed = 0;
+	size_t nf = 0, nok = 0;
 	enum queue_result res = QUEUE_OK;
 	uint64_t id = m->id;
 	bool ret_now;
@@ -761,12 +770,7 @@ after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
 
 			res = queue_rcpt_update(
 			    txn, id, r->idx, RCPT_BOUNCED, 0, NULL, st);
-			log_info("qmgr",
-			    "%s: to=<%.200s>, relay=none, delay=%lld, "
-			    "tries=%u, dsn=%s, status=expired, returned to "
-			    "sender (%.200s)",
-			    m->idstr, r->addr, (long long)(now - m->arrival),
-			    r->attempts, st, r->reply ? r->reply : "");
+			log_expired(m, r, now, st, r->reply ? r->reply : "");
 			if (res == QUEUE_OK)
 				res = rcpt_mark_reported(txn, id, r->idx);
 			if (res == QUEUE_OK && notify_failure(m, r))
@@ -788,22 +792,19 @@ after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
 		if (r->state == RCPT_BOUNCED && notify_failure(m, r)) {
 			nrcpt_fill(&fail[nf++], m, r, EXPIRY_ACT_FAILED, NULL);
 		} else if (r->state == RCPT_DELIVERED &&
-		    (r->notify & QNOTIFY_SUCCESS)) {
-			enum expiry_action a = EXPIRY_ACT_DELIVERED;
-
-			if (r->flags & QRCPT_RELAYED_DSN) {
-				a = EXPIRY_ACT_RELAYED;
-				nrelayed++;
-			}
-			nrcpt_fill(&ok[nok++], m, r, a, NULL);
+		    (r->notify & QNOTIFY_SUCCESS) &&
+		    !(r->flags & QRCPT_RELAYED_DSN)) {
+			/* Handed to a next hop without DSN: "relayed"
+			 * (RFC 3461 5.2.3).  A hop that offered DSN took
+			 * NOTIFY with the message, and the success notice
+			 * is its to send, as with Postfix's smtp. */
+			nrcpt_fill(&ok[nok++], m, r, EXPIRY_ACT_RELAYED, NULL);
 		}
 	}
 	if (res == QUEUE_OK && nf > 0)
 		res = report(txn, cfg, m, EXPIRY_EV_FAILED, fail, nf, now);
 	if (res == QUEUE_OK && nok > 0)
-		res = report(txn, cfg, m,
-		    nrelayed == nok ? EXPIRY_EV_RELAYED : EXPIRY_EV_DELIVERED,
-		    ok, nok, now);
+		res = report(txn, cfg, m, EXPIRY_EV_RELAYED, ok, nok, now);
 	free(fail);
 	free(ok);
 	queue_msg_free(m);

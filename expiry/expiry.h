@@ -39,8 +39,9 @@
 enum expiry_event {
 	EXPIRY_EV_DELAYED, /* queuewarn: Action: delayed */
 	EXPIRY_EV_FAILED, /* 5xx, queuereturn, relayq bounce: failed */
-	EXPIRY_EV_DELIVERED, /* NOTIFY=SUCCESS: delivered */
-	EXPIRY_EV_RELAYED, /* NOTIFY=SUCCESS, the next hop took DSN: relayed */
+	EXPIRY_EV_DELIVERED, /* NOTIFY=SUCCESS at final delivery (relayq,
+				which hands every message on, sends none) */
+	EXPIRY_EV_RELAYED, /* NOTIFY=SUCCESS, handed to a hop without DSN */
 };
 
 /* The RFC 3464 Action of one recipient (the same names). */

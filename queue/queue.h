@@ -73,7 +73,7 @@ enum queue_rcpt_state {
 #define QRCPT_LEASED 0x01u /* taken by queue_due_take(): deliver this one */
 #define QRCPT_NOTIFIED \
 	0x02u /* a DSN has reported this recipient's final state */
-#define QRCPT_RELAYED_DSN 0x04u /* the next hop took NOTIFY (DSN "relayed") */
+#define QRCPT_RELAYED_DSN 0x04u /* the next hop took NOTIFY: no own notice */
 #define QRCPT_WARNED 0x08u /* a delay warning has listed this recipient */
 
 /* One recipient.  Strings are owned by the enclosing queue_msg. */
@@ -371,10 +371,14 @@ void queue_txn_abort(struct queue_txn *);
 
 /* ---- hold / release / flush (used by the commands) ---- */
 
-/* Puts a message on hold: off the schedule and the expiry index. */
-enum queue_result queue_msg_hold(struct queue_txn *, uint64_t id);
-/* Releases a held message: rescheduled and its expiry entries restored. */
-enum queue_result queue_msg_release(struct queue_txn *, uint64_t id);
+/* Puts a message on hold: off the schedule and the expiry index.
+ * *CHANGED (if not NULL) says whether it was not held before. */
+enum queue_result
+queue_msg_hold(struct queue_txn *, uint64_t id, bool *changed);
+/* Releases a held message: rescheduled and its expiry entries restored.
+ * *CHANGED (if not NULL) says whether it was held. */
+enum queue_result
+queue_msg_release(struct queue_txn *, uint64_t id, bool *changed);
 /* Makes the message's deferred and pending recipients due at NOW. */
 enum queue_result queue_msg_flush(struct queue_txn *, uint64_t id, int64_t now);
 

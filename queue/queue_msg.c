@@ -515,9 +515,9 @@ queue_msg_flags_set(
 	struct queue_msg *m;
 	enum queue_result r;
 
-	if ((set & QMSG_HELD) && queue_msg_hold(t, id) != QUEUE_OK)
+	if ((set & QMSG_HELD) && queue_msg_hold(t, id, NULL) != QUEUE_OK)
 		return t->err != QUEUE_OK ? t->err : QUEUE_NOTFOUND;
-	if ((clear & QMSG_HELD) && queue_msg_release(t, id) != QUEUE_OK)
+	if ((clear & QMSG_HELD) && queue_msg_release(t, id, NULL) != QUEUE_OK)
 		return t->err != QUEUE_OK ? t->err : QUEUE_NOTFOUND;
 	set &= ~QMSG_HELD;
 	clear &= ~QMSG_HELD;

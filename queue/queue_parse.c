@@ -50,21 +50,6 @@
 #define QP_ADDR_MAX 512 /* an address has fewer bytes */
 #define QP_XTEXT_MAX 500 /* bytes of an ENVID or ORCPT as received */
 
-/* The NOTIFY of a recipient given twice: every condition either copy
- * asked for (not given counts as FAILURE,DELAY, relayq's default), so no
- * notice asked for is lost; NEVER only when both say NEVER. */
-static unsigned
-notify_merge(unsigned a, unsigned b)
-{
-	const unsigned dflt = QNOTIFY_FAILURE | QNOTIFY_DELAY;
-	unsigned u;
-
-	if (a == b)
-		return a;
-	u = ((a ? a : dflt) | (b ? b : dflt)) & ~QNOTIFY_NEVER;
-	return u ? u : QNOTIFY_NEVER;
-}
-
 enum merge_result { RM_ADDED, RM_MERGED, RM_TOOMANY };
 
 /*
@@ -87,7 +72,7 @@ rcpt_merge(
 		rc = &r->rcpts[i];
 		if (rc->orcpt == NULL && orcpt != NULL)
 			rc->orcpt = xstrdup(orcpt);
-		rc->notify = notify_merge(rc->notify, notify);
+		rc->notify = mail_notify_merge(rc->notify, notify);
 		return RM_MERGED;
 	case MAIL_SET_FULL:
 		snprintf(r->whybuf, sizeof(r->whybuf),
@@ -458,6 +443,10 @@ struct hdr_parse {
 	bool xrcpt; /* X-Receiver given: To/Cc/Bcc name no recipient */
 	bool have_from, have_sender;
 	struct qp_span from, sender; /* the first From: and Sender: values */
+	/* the recipients of Resent-To:, -Cc: and -Bcc:, which replace those
+	 * of To:, Cc: and Bcc: when there are any (as sendmail -t) */
+	struct qp_result resent;
+	bool have_resent;
 };
 
 /* One header field with its continuation lines, at [off, end) of the
@@ -564,6 +553,13 @@ hdr_field_is(
 	return mail_field_is(h->buf + f->off, f->namelen, name);
 }
 
+/* Whether C is folding white space (a line end of a folded field too). */
+static bool
+is_fws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
 /*
  * Where the priority class is decided: the Priority: header (RFC 2156
  * "urgent", "normal", "non-urgent", any case, or a class name).  dsn is
@@ -573,18 +569,33 @@ hdr_field_is(
 static void
 priority_header_read(struct qp_result *r, const char *v, size_t vn)
 {
-	int c = cfg_class_parse(v, vn);
+	size_t i = 0, t, depth = 0;
+	int c;
 
+	/* the word, after folding white space and comments (a structured
+	 * field, RFC 2156): "Priority:\n urgent (asap)" is urgent */
+	for (; i < vn; i++) {
+		if (v[i] == '(')
+			depth++;
+		else if (v[i] == ')' && depth > 0)
+			depth--;
+		else if (depth == 0 && !is_fws(v[i]))
+			break;
+	}
+	for (t = i; t < vn && !is_fws(v[t]) && v[t] != '('; t++)
+		;
+	c = cfg_class_parse(v + i, t - i);
 	if (c >= 0 && c != CFG_DSN)
 		r->cls = c;
 }
 
 /*
  * Takes what a field of the message says: the recipients of every To:,
- * Cc: and Bcc: (unless X-Receiver named them), the first From: and
- * Sender:, the priority class, whether Date: and Message-ID: are there,
- * and the hop count (Received:).  *KEEP is cleared for Bcc:, which is
- * left out.  False (r->why set) on a bad recipient list.
+ * Cc: and Bcc: and of their Resent- fields (unless X-Receiver named
+ * them), the first From: and Sender:, the priority class, whether Date:
+ * and Message-ID: are there, and the hop count (Received:).  *KEEP is
+ * cleared for Bcc: and Resent-Bcc:, which are left out.  False (r->why
+ * set) on a bad recipient list.
  */
 static bool
 hdr_content_take(struct hdr_parse *h, const struct hdr_field *f, bool *keep)
@@ -594,11 +605,23 @@ hdr_content_take(struct hdr_parse *h, const struct hdr_field *f, bool *keep)
 
 	if (hdr_field_is(h, f, "Received"))
 		r->nreceived++;
-	if (hdr_field_is(h, f, "Bcc")) {
+	if (hdr_field_is(h, f, "Bcc") || hdr_field_is(h, f, "Resent-Bcc")) {
 		drop_add(r, f->off, f->end - f->off);
 		*keep = false;
 	}
-	if (hdr_field_is(h, f, "To") || hdr_field_is(h, f, "Cc") ||
+	if (hdr_field_is(h, f, "Resent-To") ||
+	    hdr_field_is(h, f, "Resent-Cc") ||
+	    hdr_field_is(h, f, "Resent-Bcc")) {
+		h->have_resent = true;
+		if (!h->xrcpt &&
+		    !qp_addrlist_parse(
+			f->v, f->vn, h->qualify, &h->resent, &why)) {
+			/* why may be in h->resent, which goes */
+			snprintf(r->whybuf, sizeof(r->whybuf), "%s", why);
+			r->why = r->whybuf;
+			return false;
+		}
+	} else if (hdr_field_is(h, f, "To") || hdr_field_is(h, f, "Cc") ||
 	    hdr_field_is(h, f, "Bcc")) {
 		/* every one of them, as many as there are (up to max_rcpt) */
 		if (!h->xrcpt &&
@@ -888,6 +911,22 @@ rcpts_alias_expand(struct hdr_parse *h)
 	return ok;
 }
 
+/* Swaps the recipient lists of A and B. */
+static void
+rcpts_swap(struct qp_result *a, struct qp_result *b)
+{
+	struct qp_result t = *a;
+
+	a->rcpts = b->rcpts;
+	a->nrcpt = b->nrcpt;
+	a->rcap = b->rcap;
+	a->addrs = b->addrs;
+	b->rcpts = t.rcpts;
+	b->nrcpt = t.nrcpt;
+	b->rcap = t.rcap;
+	b->addrs = t.addrs;
+}
+
 /* Parses a message with what CTX says; see queue_parse.h.  The steps:
  * read each header field (hdr_field_next), take it (hdr_field_take: the
  * envelope, the recipients, the priority class, the address edits...),
@@ -914,10 +953,18 @@ qp_message_parse_ctx(
 	h.ml = ctx->qualify != NULL ? ctx->ml : NULL;
 	h.r = r;
 	h.leading = true;
+	h.resent.max_rcpt = ctx->max_rcpt;
 	while ((next = hdr_field_next(&h, &f)) == HDR_FIELD)
 		if (!hdr_field_take(&h, &f))
-			return QP_BAD;
-	if (next == HDR_BAD || !sender_from_fields(&h))
+			break;
+	if (next == HDR_FIELD || next == HDR_BAD) {
+		qp_result_free(&h.resent);
+		return QP_BAD;
+	}
+	if (h.have_resent && !h.xrcpt)
+		rcpts_swap(r, &h.resent); /* the To/Cc/Bcc ones go */
+	qp_result_free(&h.resent);
+	if (!sender_from_fields(&h))
 		return QP_BAD;
 	sender_map_apply(&h);
 	if (!rcpts_alias_expand(&h))

@@ -499,13 +499,15 @@ queue_leases_recover(struct queue *q)
 /* ---- hold, release, flush ---- */
 
 enum queue_result
-queue_msg_hold(struct queue_txn *t, uint64_t id)
+queue_msg_hold(struct queue_txn *t, uint64_t id, bool *changed)
 {
 	struct queue_msg *m;
 	enum queue_result r = queue_env_get(t, id, &m);
 
 	if (r != QUEUE_OK)
 		return r;
+	if (changed != NULL)
+		*changed = !(m->flags & QMSG_HELD);
 	if (!(m->flags & QMSG_HELD)) {
 		queue_sched_set(t, m, 0);
 		queue_expiry_index(t, m, false);
@@ -522,13 +524,15 @@ queue_msg_hold(struct queue_txn *t, uint64_t id)
 }
 
 enum queue_result
-queue_msg_release(struct queue_txn *t, uint64_t id)
+queue_msg_release(struct queue_txn *t, uint64_t id, bool *changed)
 {
 	struct queue_msg *m;
 	enum queue_result r = queue_env_get(t, id, &m);
 
 	if (r != QUEUE_OK)
 		return r;
+	if (changed != NULL)
+		*changed = (m->flags & QMSG_HELD) != 0;
 	if (m->flags & QMSG_HELD) {
 		queue_stats_env(t, m, -1);
 		m->flags &= ~QMSG_HELD;

@@ -83,15 +83,42 @@ smtp_req_free(struct smtp_req *req)
 	free(req);
 }
 
-/* Whether S is safe inside <...> on a command line. */
+/* Whether S is safe inside <...> on a command line: no control bytes,
+ * and '<' and '>' only inside a quoted string (a local part such as
+ * "a>b", which RFC 5321's qtextSMTP allows), so the path ends at its
+ * own '>'. */
 static bool
 addr_ok(const char *s)
 {
+	bool quoted = false;
+
 	if (s == NULL)
 		return false;
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s < 0x20 || *s == '<' || *s == '>' ||
-		    *s == 0x7f)
+	for (bool pair = false; *s != '\0'; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+		if (pair)
+			pair = false; /* the second byte of a quoted pair */
+		else if (quoted && *s == '\\')
+			pair = true;
+		else if (*s == '"')
+			quoted = !quoted;
+		else if (!quoted && (*s == '<' || *s == '>'))
+			return false;
+	}
+	return !quoted;
+}
+
+/* Whether ORCPT's address type (before ';', sent as it is) is an atom;
+ * the address after it, as ENVID, goes out xtext-encoded, so any byte is
+ * safe there. */
+static bool
+orcpt_ok(const char *s)
+{
+	const char *semi = strchr(s, ';');
+
+	for (const char *p = s; semi != NULL && p < semi; p++)
+		if (*p <= ' ' || *p >= 0x7f || *p == '=')
 			return false;
 	return true;
 }
@@ -105,7 +132,7 @@ request_ok(const struct smtp_request *r)
 	if (r->naddrs == 0 || r->nrcpts == 0 || r->addrs == NULL ||
 	    r->rcpts == NULL || r->dest_key == NULL || r->scope == NULL ||
 	    r->done == NULL || (r->msg == NULL && r->msglen > 0) ||
-	    !addr_ok(r->sender) || (r->envid != NULL && !addr_ok(r->envid)))
+	    !addr_ok(r->sender))
 		return false;
 	if (r->auth != NULL &&
 	    (r->auth->user == NULL || r->auth->id == NULL ||
@@ -121,7 +148,7 @@ request_ok(const struct smtp_request *r)
 	}
 	for (i = 0; i < r->nrcpts; i++)
 		if (!addr_ok(r->rcpts[i].addr) ||
-		    (r->rcpts[i].orcpt != NULL && !addr_ok(r->rcpts[i].orcpt)))
+		    (r->rcpts[i].orcpt != NULL && !orcpt_ok(r->rcpts[i].orcpt)))
 			return false;
 	return true;
 }

@@ -98,17 +98,20 @@ ctl_opt(void *arg, int ch, const char *optarg)
 }
 
 /* Applies OP to message ID in T; a flush leaves a flush note for ID
- * when NOTE (not when one note covers every message). */
+ * when NOTE (not when one note covers every message).  *CHANGED: false
+ * for a hold of a held message or a release of one not held. */
 static enum queue_result
-apply(enum ctl_op op, struct queue_txn *t, uint64_t id, int64_t now, bool note)
+apply(enum ctl_op op, struct queue_txn *t, uint64_t id, int64_t now, bool note,
+    bool *changed)
 {
 	enum queue_result r;
 
+	*changed = true;
 	switch (op) {
 	case CTL_HOLD:
-		return queue_msg_hold(t, id);
+		return queue_msg_hold(t, id, changed);
 	case CTL_RELEASE:
-		return queue_msg_release(t, id);
+		return queue_msg_release(t, id, changed);
 	case CTL_DELETE:
 		return queue_msg_remove(t, id);
 	case CTL_FLUSH:
@@ -136,9 +139,11 @@ apply_ids(enum ctl_op op, struct queue *q, const uint64_t *ids, size_t n,
 		if (t == NULL)
 			return RQ_EX_TEMPFAIL;
 		for (; i < end; i++) {
-			r = apply(op, t, ids[i], now, note);
+			bool changed;
+
+			r = apply(op, t, ids[i], now, note, &changed);
 			if (r == QUEUE_OK) {
-				done++;
+				done += changed; /* as postsuper: what moved */
 			} else if (r == QUEUE_NOTFOUND || r == QUEUE_CORRUPT) {
 				fprintf(stderr,
 				    "relayq %s: %016llX: no such message\n",
@@ -300,6 +305,14 @@ ids_unique(struct id_list *l)
 	l->n = n + 1;
 }
 
+static bool ctl_silent; /* see cmd_flush_silent() */
+
+void
+cmd_flush_silent(void)
+{
+	ctl_silent = true;
+}
+
 static int
 ctl_main(enum ctl_op op, int argc, char **argv)
 {
@@ -369,9 +382,10 @@ ctl_main(enum ctl_op op, int argc, char **argv)
 	queue_close(q);
 	cfg_free(cfg);
 	free(ids);
-	fprintf(stderr, "relayq %s: %llu message%s %s\n", name,
-	    (unsigned long long)ndone, ndone == 1 ? "" : "s",
-	    ctl_text[op].done);
+	if (!ctl_silent)
+		fprintf(stderr, "relayq %s: %llu message%s %s\n", name,
+		    (unsigned long long)ndone, ndone == 1 ? "" : "s",
+		    ctl_text[op].done);
 	if (rc != RQ_EX_OK)
 		return rc;
 	return missing ? EX_NOSUCHMSG : RQ_EX_OK;

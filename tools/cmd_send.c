@@ -14,9 +14,9 @@
  * message.
  *
  * Header edits (everything else is copied byte for byte): a leading
- * mbox "From " line is dropped; Bcc:, Resent-Bcc:, X-Sender: and
- * X-Receiver: fields are removed (the last two would be read as
- * envelope); From: is added when missing; an empty line is added when
+ * mbox "From " line is dropped; Bcc:, Resent-Bcc: and leading X-Sender:
+ * and X-Receiver: fields are removed (the last two would be read as
+ * envelope; intake reads no others); From: is added when missing; an empty line is added when
  * the header section does not end with one.  Added lines use the line
  * ending of the message's first line.  A bare CR (not followed by LF) is
  * a line end, as on intake, and is written as an LF, so that -t, the Bcc:
@@ -68,10 +68,12 @@ struct rcpt_list {
 	size_t max;
 	size_t found; /* addresses the last parse found, duplicates too */
 	struct mail_addr_error err; /* of the last parse */
-	/* -bs: each address's NOTIFY and ORCPT (by set index; NULL:
-	 * none), from its RCPT TO */
-	const char **notify, **orcpt;
+	/* -bs: each address's NOTIFY bits and ORCPT (by set index; 0 and
+	 * NULL: none), from its RCPT TO */
+	unsigned *notify;
+	const char **orcpt;
 	size_t nparam;
+	size_t *hit, nhit, hitcap; /* set indexes the last parse found */
 };
 
 /* A growable byte buffer. */
@@ -105,6 +107,7 @@ static const char *spool_user = "";
 /* The reason of the last failure, and whether to print it. */
 static char why_last[1024];
 static bool why_quiet;
+static bool why_big; /* the last failure: over max_message_size */
 
 /* Says why a submission fails (to standard error unless send_quiet());
  * returns CODE. */
@@ -113,6 +116,7 @@ send_fail(int code, const char *fmt, ...)
 {
 	va_list ap;
 
+	why_big = false;
 	va_start(ap, fmt);
 	vsnprintf(why_last, sizeof(why_last), fmt, ap);
 	va_end(ap);
@@ -125,6 +129,12 @@ const char *
 send_why(void)
 {
 	return why_last;
+}
+
+bool
+send_too_large(void)
+{
+	return why_big;
 }
 
 void
@@ -195,11 +205,18 @@ static enum mail_addr_result
 rcpt_found(void *arg, const char *addr)
 {
 	struct rcpt_list *list = arg;
+	size_t idx;
 
-	if (mail_addr_set_put(&list->set, addr, list->max, NULL) ==
+	if (mail_addr_set_put(&list->set, addr, list->max, &idx) ==
 	    MAIL_SET_FULL)
 		return MAIL_ADDR_TOOMANY;
 	list->found++;
+	if (list->nhit == list->hitcap) {
+		list->hitcap = list->hitcap ? list->hitcap * 2 : 4;
+		list->hit = xrealloc(
+		    list->hit, list->hitcap * sizeof(*list->hit));
+	}
+	list->hit[list->nhit++] = idx;
 	return MAIL_ADDR_OK;
 }
 
@@ -215,7 +232,7 @@ rcpts_parse(
 	const struct mail_addr_syntax syn = { SEND_ADDR_SYNTAX, domain,
 		ADDR_MAX };
 
-	list->found = 0;
+	list->found = list->nhit = 0;
 	return mail_addrlist_parse(s, len, &syn, rcpt_found, list, &list->err);
 }
 
@@ -508,6 +525,7 @@ buf_add(struct buf *b, const char *p, size_t len)
 struct hfield {
 	size_t off, len; /* the whole field, line endings included */
 	size_t namelen;
+	size_t value; /* where the value starts: after the colon */
 };
 
 /* The header section as read, before edits. */
@@ -521,14 +539,21 @@ struct header {
 
 /*
  * Returns the length of the field name if LINE starts a header field
- * ("Name:" with printable non-colon characters), else 0.
+ * ("Name:" with printable non-colon characters, or the obsolete "Name :"
+ * of RFC 5322 4.5, which intake takes too), else 0; *VALUE is set to the
+ * offset after the colon.
  */
 static size_t
-field_name_len(const char *line, size_t len)
+field_name_len(const char *line, size_t len, size_t *value)
 {
-	size_t n = mail_field_name_len(line, len);
+	size_t n = mail_field_name_len(line, len), c = n;
 
-	return n < len && line[n] == ':' ? n : 0;
+	while (c < len && (line[c] == ' ' || line[c] == '\t'))
+		c++;
+	if (n == 0 || c >= len || line[c] != ':')
+		return 0;
+	*value = c + 1;
+	return n;
 }
 
 /* Returns true if field F is named NAME (any case). */
@@ -822,9 +847,13 @@ addr_fail(const struct submit *s, enum mail_addr_result r, const char *where,
 static int
 too_large(const struct submit *s)
 {
-	return send_fail(RQ_EX_DATAERR,
-	    "message too large (max_message_size is %llu bytes)",
+	int rc = send_fail(RQ_EX_DATAERR,
+	    "message too large (max_message_size is %llu bytes, the "
+	    "envelope lines included)",
 	    (unsigned long long)s->w->max);
+
+	why_big = true;
+	return rc;
 }
 
 /*
@@ -887,7 +916,7 @@ header_read(struct submit *s, ssize_t *pending)
 	*pending = -1;
 	while ((n = input_line(s)) >= 0) {
 		const char *l = s->line;
-		size_t len = (size_t)n, nl;
+		size_t len = (size_t)n, nl, vo;
 
 		if (!s->bol) {
 			/* The rest of a long line: of the field being read,
@@ -909,13 +938,14 @@ header_read(struct submit *s, ssize_t *pending)
 		}
 		if ((l[0] == ' ' || l[0] == '\t') && h->n > 0) {
 			h->f[h->n - 1].len += len;
-		} else if ((nl = field_name_len(l, len)) > 0) {
+		} else if ((nl = field_name_len(l, len, &vo)) > 0) {
 			if (h->n == h->cap) {
 				h->cap = h->cap ? h->cap * 2 : 32;
 				h->f = xrealloc(h->f, h->cap * sizeof(*h->f));
 			}
 			h->f[h->n].off = h->raw.len;
 			h->f[h->n].len = len;
+			h->f[h->n].value = vo;
 			h->f[h->n++].namelen = nl;
 		} else {
 			h->blank_seen = is_blank_line(l, len);
@@ -945,10 +975,12 @@ header_extract(struct submit *s)
 	const char *const *names = plain;
 	struct header *h = &s->h;
 
+	/* Resent- recipients replace the others only when there are any
+	 * (a Resent-From: alone changes nothing), as Postfix. */
 	for (size_t i = 0; i < h->n; i++)
-		if (h->f[i].namelen > 7 &&
-		    strncasecmp(h->raw.p + h->f[i].off, "Resent-", 7) == 0)
-			names = resent;
+		for (int k = 0; k < 3; k++)
+			if (field_is(h, &h->f[i], resent[k]))
+				names = resent;
 	for (size_t i = 0; i < h->n; i++) {
 		const struct hfield *f = &h->f[i];
 
@@ -957,15 +989,14 @@ header_extract(struct submit *s)
 
 			if (!field_is(h, f, names[k]))
 				continue;
-			r = rcpts_parse(&s->rcpts,
-			    h->raw.p + f->off + f->namelen + 1,
-			    f->len - f->namelen - 1, s->origin);
+			r = rcpts_parse(&s->rcpts, h->raw.p + f->off + f->value,
+			    f->len - f->value, s->origin);
 			if (r == MAIL_ADDR_BAD)
 				return send_fail(RQ_EX_DATAERR,
 				    "bad address in the %s: header", names[k]);
 			if (r != MAIL_ADDR_OK)
 				return addr_fail(s, r, "address in the header",
-				    h->raw.p + f->off + f->namelen + 1);
+				    h->raw.p + f->off + f->value);
 		}
 	}
 	return RQ_EX_OK;
@@ -978,7 +1009,7 @@ header_write(struct submit *s)
 	const char *eol = s->h.eol_crlf ? "\r\n" : "\n";
 	struct header *h = &s->h;
 	struct wfile *w = s->w;
-	bool has_from = false;
+	bool has_from = false, leading = true;
 
 	wfile_puts(w, "X-Sender: <");
 	wfile_puts(w, s->sender.p);
@@ -994,11 +1025,14 @@ header_write(struct submit *s)
 	wfile_puts(w, eol);
 	for (size_t i = 0; i < s->rcpts.set.n; i++) {
 		const char *nt = s->notify, *orcpt = NULL;
+		char own[32];
 
 		if (i < s->rcpts.nparam) {
-			if (s->rcpts.notify[i] != NULL &&
-			    s->rcpts.notify[i][0] != '\0')
-				nt = s->rcpts.notify[i];
+			if (s->rcpts.notify[i] != 0) {
+				mail_notify_format(
+				    s->rcpts.notify[i], own, sizeof(own));
+				nt = own;
+			}
 			orcpt = s->rcpts.orcpt[i];
 		}
 		wfile_puts(w, "X-Receiver: <");
@@ -1016,11 +1050,16 @@ header_write(struct submit *s)
 	}
 	for (size_t i = 0; i < h->n; i++) {
 		const struct hfield *f = &h->f[i];
+		bool env = field_is(h, f, "X-Sender") ||
+		    field_is(h, f, "X-Receiver");
 
 		if (field_is(h, f, "From"))
 			has_from = true;
+		/* Leading X-Sender/X-Receiver would join the envelope
+		 * written above; intake reads no others, which stay. */
+		leading = leading && env;
 		if (field_is(h, f, "Bcc") || field_is(h, f, "Resent-Bcc") ||
-		    field_is(h, f, "X-Sender") || field_is(h, f, "X-Receiver"))
+		    leading)
 			continue;
 		wfile_put(w, h->raw.p + f->off, f->len);
 	}
@@ -1040,6 +1079,11 @@ header_write(struct submit *s)
 		} else {
 			wfile_puts(w, s->sender.p);
 		}
+		wfile_puts(w, eol);
+	} else if (!has_from) {
+		/* The null sender: MAILER-DAEMON, as Postfix's cleanup. */
+		wfile_puts(w, "From: MAILER-DAEMON@");
+		wfile_puts(w, s->origin);
 		wfile_puts(w, eol);
 	}
 	if (!h->blank_seen)
@@ -1133,22 +1177,39 @@ spool_commit(struct submit *s)
 	return RQ_EX_OK;
 }
 
-/* Gives the addresses RCPT argument I added (from set index BEFORE on)
- * its NOTIFY and ORCPT (-bs: one RCPT TO each). */
+/* Gives the addresses RCPT argument I named their NOTIFY and ORCPT (-bs:
+ * one RCPT TO each): those it added (set index BEFORE on) take them, an
+ * address named before merges them as intake does (mail_notify_merge(),
+ * the first ORCPT stays). */
 static void
 rcpt_params_set(struct submit *s, size_t before, int i)
 {
 	struct rcpt_list *l = &s->rcpts;
+	const char *nt = s->o.rcpt_notify ? s->o.rcpt_notify[i] : NULL;
+	const char *orcpt = s->o.rcpt_orcpt ? s->o.rcpt_orcpt[i] : NULL;
+	unsigned bits = 0;
 
+	if (nt != NULL && !mail_notify_parse(nt, strlen(nt), 0, &bits))
+		bits = 0; /* checked by the caller */
 	l->notify = xrealloc(l->notify, l->set.n * sizeof(*l->notify));
 	l->orcpt = xrealloc(l->orcpt, l->set.n * sizeof(*l->orcpt));
-	for (size_t k = l->nparam; k < l->set.n; k++)
-		l->notify[k] = l->orcpt[k] = NULL;
-	for (size_t k = before; k < l->set.n; k++) {
-		l->notify[k] = s->o.rcpt_notify ? s->o.rcpt_notify[i] : NULL;
-		l->orcpt[k] = s->o.rcpt_orcpt ? s->o.rcpt_orcpt[i] : NULL;
+	for (size_t k = l->nparam; k < l->set.n; k++) {
+		l->notify[k] = 0;
+		l->orcpt[k] = NULL;
 	}
 	l->nparam = l->set.n;
+	for (size_t h = 0; h < l->nhit; h++) {
+		size_t k = l->hit[h];
+
+		if (k >= before) {
+			l->notify[k] = bits;
+			l->orcpt[k] = orcpt;
+			continue;
+		}
+		l->notify[k] = mail_notify_merge(l->notify[k], bits);
+		if (l->orcpt[k] == NULL)
+			l->orcpt[k] = orcpt;
+	}
 }
 
 /* Checks the options and works out the sender and command-line rcpts. */
@@ -1176,10 +1237,11 @@ submit_prepare(struct submit *s)
 		mail_notify_format(notify, s->notify, sizeof(s->notify));
 	}
 	if (o->envid != NULL) {
-		if (strlen(o->envid) > ENVID_MAX || !is_printable(o->envid))
+		if (o->envid[0] == '\0' || strlen(o->envid) > ENVID_MAX ||
+		    !is_printable(o->envid))
 			return send_fail(RQ_EX_USAGE,
-			    "-V: the envelope id must be printable ASCII, at "
-			    "most %d characters",
+			    "-V: the envelope id must be printable ASCII, 1 "
+			    "to %d characters",
 			    ENVID_MAX);
 		s->envid = mail_xtext_encode(o->envid);
 	}
@@ -1241,6 +1303,7 @@ submit_free(struct submit *s)
 	tmp_dfd = inc_dfd = -1;
 	mail_addr_set_free(&s->rcpts.set);
 	free(s->rcpts.notify);
+	free(s->rcpts.hit);
 	free(s->rcpts.orcpt);
 	free(s->envid);
 	free(s->h.raw.p);
@@ -1269,8 +1332,10 @@ mode_run(const struct send_opts *o)
 	}
 	argv[argc] = NULL;
 	optind = 1;
-	return o->mode == MODE_MAILQ ? cmd_mailq(argc, argv)
-				     : cmd_flush(argc, argv);
+	if (o->mode == MODE_MAILQ)
+		return cmd_mailq(argc, argv);
+	cmd_flush_silent();
+	return cmd_flush(argc, argv);
 }
 
 /* Submits one message; see cmd_send.h.  The steps: the envelope

@@ -63,6 +63,9 @@ bool send_addr_ok(const struct cfg *, const char *addr, bool sender);
 /* The reason of the last failure ("" after success). */
 const char *send_why(void);
 
+/* Whether the last failure was a message over max_message_size. */
+bool send_too_large(void);
+
 /* From now on failures are not printed: the caller says them (-bs puts
  * them in its replies). */
 void send_quiet(void);

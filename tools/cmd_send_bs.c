@@ -443,6 +443,8 @@ submit_reply(struct bs *s, int rc)
 			why[n] = ' ';
 	if (rc == RQ_EX_TEMPFAIL || rc == RQ_EX_IOERR || rc == RQ_EX_OSERR)
 		reply(s, "451 4.3.0 Error: %s", why);
+	else if (send_too_large())
+		reply(s, "552 5.3.4 Error: %s", why); /* RFC 1870 */
 	else
 		reply(s, "554 5.6.0 Error: %s", why);
 }

@@ -12,6 +12,7 @@
  * oldest message of each class (a walk in arrival order that stops at
  * the first of each).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,10 +79,17 @@ summary_opt(void *arg, int ch, const char *optarg)
 {
 	struct summary_args *a = arg;
 
-	if (ch == 'j')
+	char *end;
+
+	if (ch == 'j') {
 		a->json = true;
-	else
-		a->top = (size_t)strtoull(optarg, NULL, 10);
+		return RQ_EX_OK;
+	}
+	errno = 0;
+	a->top = (size_t)strtoull(optarg, &end, 10);
+	if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0' || errno != 0)
+		return tools_fail(RQ_EX_USAGE, "summary",
+		    "--top: \"%.40s\" is not a number of domains", optarg);
 	return RQ_EX_OK;
 }
 

@@ -94,6 +94,9 @@ int cmd_hold(int argc, char **argv);
 int cmd_release(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
 int cmd_flush(int argc, char **argv);
+/* From now on flush says nothing on success (sendmail -q, which cron
+ * runs, is silent as Postfix's). */
+void cmd_flush_silent(void);
 int cmd_run(int argc, char **argv);
 int cmd_bounce(int argc, char **argv);
 int cmd_send(int argc, char **argv);

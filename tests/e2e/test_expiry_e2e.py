@@ -216,6 +216,13 @@ def test_per_class_warn_and_return():
         check_eq(log.count("sender non-delivery notification"), 3,
                  "log: non-delivery")
         check_eq(log.count("status=expired, returned to sender"), 3, "log")
+        # the delivery log's layout: delays= before dsn=, tries= last
+        lines = [l for l in log.splitlines() if "status=expired" in l]
+        for l in lines:
+            check(re.search(r": to=<[^>]*>, relay=none, delay=\d+, "
+                            r"delays=\d+/0/0/0, dsn=4\.\d\.\d+, "
+                            r"status=expired, returned to sender \(.*\), "
+                            r"tries=\d+$", l), l)
 
 
 def test_5xx_bounce_at_once_mixed_recipients():
@@ -332,13 +339,13 @@ def test_precedence_bulk_no_warning():
 
 
 def test_success_notice():
-    """NOTIFY=SUCCESS: a delivered notice when the next hop accepts it."""
+    """NOTIFY=SUCCESS to a next hop without DSN: a notice saying Action:
+    relayed (RFC 3461 5.2.3), for that recipient alone."""
     with Setup(dest_script="hostname dest\n") as s:
         s.start()
         drop(s.env, [("ok@dest.test", "NOTIFY=SUCCESS"), "quiet@dest.test"])
         (d,) = s.wait_dsns(1, timeout=30)
-        # The next hop does not offer DSN: relayq reports delivery itself.
-        check_eq(d.action, "delivered", "Action")
+        check_eq(d.action, "relayed", "Action")
         check_eq([r["addr"] for r in d.rcpts], ["ok@dest.test"], "named")
         check(d.rcpts[0]["status"].startswith("2."), "Status")
         time.sleep(2)
@@ -347,17 +354,20 @@ def test_success_notice():
 
 def test_relayed_notice():
     """NOTIFY=SUCCESS to a next hop that offers DSN: NOTIFY goes on with
-    the message and the sender hears Action: relayed (RFC 3464)."""
+    the message and relayq sends no notice of its own (the next hop's to
+    send, as Postfix's smtp does)."""
     with Setup(dest_script="hostname dest\n"
                "ehlo PIPELINING DSN ENHANCEDSTATUSCODES\n") as s:
         s.start()
         drop(s.env, [("ok@dest.test", "NOTIFY=SUCCESS")])
-        (d,) = s.wait_dsns(1, timeout=30)
-        check_eq(d.action, "relayed", "Action")
+        rqlib.wait_for(lambda: "removed" in s.env.log_text(), 30,
+                       what="message removed")
+        time.sleep(2)
         rcpts = [e["data"] for e in s.dest.events()
                  if e["event"] == "cmd" and e["data"].startswith("RCPT")]
         check(any("NOTIFY=SUCCESS" in c for c in rcpts),
               "NOTIFY passed on: %r" % rcpts)
+        check_eq(len(s.dsns()), 0, "notices")
 
 
 def relayq_has(cmd):

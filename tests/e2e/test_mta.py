@@ -431,6 +431,13 @@ def test_bs_with_smtplib():
         except smtplib.SMTPSenderRefused as ex:
             check_eq(ex.smtp_code, 552, "too large (SIZE)")
         try:
+            # Under SIZE, over it with the envelope lines: 552 too.
+            s.sendmail("app@example.org", ["a@x.test"],
+                       "\r\n" + "x" * (100 * 1024 - 20))
+            raise Fail("a message over max_message_size was taken")
+        except smtplib.SMTPDataError as ex:
+            check_eq(ex.smtp_code, 552, "too large with the envelope")
+        try:
             s.sendmail("app@example.org", ["bad address <"], "x")
             raise Fail("a bad recipient was taken")
         except smtplib.SMTPRecipientsRefused:
@@ -460,7 +467,8 @@ def test_bs_pipelining():
         # everything in one write: the replies come in order
         sock.sendall(b"EHLO c\r\nMAIL FROM:<s@x.test>\r\n"
                      b"RCPT TO:<a@x.test>\r\nRCPT TO:<bad <>\r\n"
-                     b"RCPT TO:<b@x.test> NOTIFY=NEVER\r\nDATA\r\n")
+                     b"RCPT TO:<b@x.test> NOTIFY=NEVER\r\n"
+                     b"RCPT TO:<b@X.TEST> NOTIFY=delay\r\nDATA\r\n")
         lines = []
         while True:
             line = f.readline()
@@ -469,7 +477,7 @@ def test_bs_pipelining():
                 break
         codes = [l[:4] for l in lines if l[3:4] == b" "]
         check_eq(codes, [b"250 ", b"250 ", b"250 ", b"501 ", b"250 ",
-                         b"354 "], "replies: %r" % lines)
+                         b"250 ", b"354 "], "replies: %r" % lines)
         sock.sendall(b"Subject: p\r\n\r\n..x\r\n.\r\nMAIL FROM:<>\r\n"
                      b"RCPT TO:<c@x.test>\r\nDATA\r\n")
         check(f.readline().startswith(b"250 2.0.0"), "queued")
@@ -487,7 +495,10 @@ def test_bs_pipelining():
             with open(os.path.join(e.spool, "incoming", n), "rb") as fh:
                 texts.append(fh.read())
         first = [t for t in texts if b"Subject: p" in t][0]
-        check(b"X-Receiver: <b@x.test> NOTIFY=NEVER" in first, first)
+        # named twice: the NOTIFYs merged as intake merges them
+        check(b"X-Receiver: <b@x.test> NOTIFY=DELAY\r\n" in first, first)
+        check(first.count(b"b@x.test") + first.count(b"b@X.TEST") == 1,
+              first)
         check(b"\n.x\r\n" in first or b"\r\n.x\r\n" in first, first)
         second = [t for t in texts if b"Subject: q" in t][0]
         check(second.startswith(b"X-Sender: <>"), second[:80])

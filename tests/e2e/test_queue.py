@@ -243,7 +243,13 @@ def test_commands():
         check(re.search(r"^ {47}r0@b\.test$", out, re.M),
               "recipient indented: " + out)
         # hold: ! in mailq, held in JSON, --state held
-        env.run("hold", ids[0], check_rc=0)
+        c = env.run("hold", ids[0], check_rc=0)
+        check(b"1 message placed on hold" in c.stderr, c.stderr)
+        # held already: nothing moves, and the count says so (postsuper)
+        c = env.run("hold", ids[0], check_rc=0)
+        check(b"0 messages placed on hold" in c.stderr, c.stderr)
+        c = env.run("release", ids[1], check_rc=0)
+        check(b"0 messages released" in c.stderr, c.stderr)
         out = env.run("mailq", check_rc=0).stdout.decode()
         check(ids[0] + "!" in out, "held marker")
         m0 = [m for m in mailq_json(env) if m["queue_id"] == ids[0]][0]
@@ -262,7 +268,8 @@ def test_commands():
         m0 = [m for m in mailq_json(env) if m["queue_id"] == ids[0]][0]
         check(all(r["attempts"] == 1 for r in m0["recipients"]),
               "held message not retried")
-        env.run("release", ids[0] + "!", check_rc=0)
+        c = env.run("release", ids[0] + "!", check_rc=0)
+        check(b"1 message released" in c.stderr, c.stderr)
         m0 = [m for m in mailq_json(env) if m["queue_id"] == ids[0]][0]
         check_eq(m0["held"], False, "released")
         # show

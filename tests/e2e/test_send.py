@@ -99,7 +99,8 @@ def test_crlf_input_keeps_crlf():
         send(e, ["-f", "<>", "x@example.com"], body)
         data = only_file(e)
         check_eq(data, b"X-Sender: <>\r\nX-Receiver: <x@example.com>\r\n"
-                 b"Subject: crlf\r\n\r\nbody\r\n", "crlf file")
+                 b"Subject: crlf\r\nFrom: MAILER-DAEMON@relayq.test\r\n"
+                 b"\r\nbody\r\n", "crlf file")
 
 
 def test_default_sender_and_from_added():
@@ -125,6 +126,14 @@ def test_default_sender_and_from_added():
         check(rest.startswith(b"From: Some One <"), rest)
         check(rest.endswith(b">\n\nno header here\n"),
               "blank line added before a body with no header: %r" % rest)
+    for null in ("<>", ""):
+        with spool_env() as e:
+            # The null sender: From: MAILER-DAEMON@origin, as Postfix.
+            send(e, ["-f", null, "a@b.example"], b"Subject: n\n\nhi\n")
+            env, rest = split_envelope(only_file(e))
+            check_eq(env[0], "X-Sender: <>", "null sender")
+            check_eq(rest, b"Subject: n\nFrom: MAILER-DAEMON@relayq.test"
+                     b"\n\nhi\n", "From: added for <>")
 
 
 def test_extract_t_bcc_groups_resent():
@@ -144,10 +153,31 @@ def test_extract_t_bcc_groups_resent():
             "extra@example.org", "jd@example.com", "a@example.com",
             "b@example.com", "hidden@example.net"]), "-t recipients")
         check(b"Bcc" not in rest and b"hidden" not in rest, "Bcc removed")
-        check(b"injected" not in rest, "X-Receiver in input removed")
+        # Not at the top: kept, and not read as envelope (intake reads
+        # leading ones only).
+        check(b"X-Receiver: <injected@evil.example>\n" in rest, rest)
         check(b"mbox-line" not in rest, "mbox From line dropped")
         check(rest.startswith(b"From: me@example.org\nTo: \"Doe, John\""),
               rest)
+    with spool_env() as e:
+        # Leading X-Sender/X-Receiver of the input would join the
+        # envelope: removed.  "Bcc :" (RFC 5322 4.5) is a field too.
+        send(e, ["-t"], b"X-Receiver: <lead@evil.example>\n"
+             b"X-Sender: <s@evil.example>\nTo: to@example.com\n"
+             b"Bcc : hid@example.net\nSubject: s\n\nx\n")
+        env, rest = split_envelope(only_file(e))
+        check_eq(sorted(l for l in env if l.startswith("X-Receiver")),
+                 ["X-Receiver: <hid@example.net>",
+                  "X-Receiver: <to@example.com>"], "recipients")
+        check(b"evil" not in rest and b"hid" not in rest, rest)
+        check(rest.startswith(b"To: to@example.com\nSubject: s\n"), rest)
+    with spool_env() as e:
+        # Resent-From: alone does not switch to Resent- recipients.
+        send(e, ["-t"], b"To: old@example.com\nResent-From: r@example.org"
+             b"\n\nx\n")
+        env, _ = split_envelope(only_file(e))
+        check_eq([l for l in env if l.startswith("X-Receiver")],
+                 ["X-Receiver: <old@example.com>"], "no Resent-To")
     with spool_env() as e:
         # With Resent- fields, only the Resent- recipients count.
         send(e, ["-t"], b"To: old@example.com\nResent-From: r@example.org\n"
@@ -289,7 +319,8 @@ def test_exit_65_bad_address_and_size():
         p = send(e, ["r@example.com"], b"\n" + b"x" * 5000, rc=65)
         check(b"too large" in p.stderr, p.stderr)
         check_eq(incoming(e) + tmpfiles(e), [], "nothing left")
-        hdr = b"X-Sender: <>\nX-Receiver: <r@example.com>\n"
+        hdr = (b"X-Sender: <>\nX-Receiver: <r@example.com>\n"
+               b"From: MAILER-DAEMON@relayq.test\n")
         send(e, ["-f", "<>", "r@example.com"],
              b"\n" + b"x" * (4096 - len(hdr) - 1))
         check_eq(len(only_file(e)), 4096, "exactly max_message_size")
@@ -613,6 +644,7 @@ def test_sendmail_bp_q():
         p = subprocess.run([link, "-q"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=env)
         check_eq(p.returncode, 0, p.stderr)
+        check_eq(p.stdout + p.stderr, b"", "-q is silent (cron)")
         check(next_attempt() <= time.time() + 1, "due now after -q")
 
 

@@ -217,6 +217,26 @@ def test_ehlo_rejected_helo_fallback():
         check_eq(cmds[2], "MAIL FROM:<sender@example.org>")
 
 
+def test_quoted_angle_brackets():
+    """A quoted local part with '<' or '>' (RFC 5321 qtextSMTP) goes out
+    as given, and the other recipients of the transaction with it."""
+    with rqlib.Env() as env:
+        srv = fault(env, EHLO)
+        r = smtpc(env, [addr(srv)], conf=BASE,
+                  rcpts=('"a>b"@example.org', "plain@example.org",
+                         '"c<d \\" e"@example.org'),
+                  args=("-f", '"s>t"@example.org', "-V", "a<b>+c"))
+        check_eq([x["cls"] for x in r.results[0]["rcpts"]], [2, 2, 2])
+        cmds = srv.cmds(1)
+        check(cmds[1].startswith('MAIL FROM:<"s>t"@example.org> '),
+              repr(cmds))
+        # An ENVID goes out xtext-encoded: '<' and '>' are xchars.
+        check(cmds[1].endswith(" ENVID=a<b>+2Bc"), repr(cmds))
+        for a in ('"a>b"@example.org', "plain@example.org",
+                  '"c<d \\" e"@example.org'):
+            check("RCPT TO:<%s>" % a in cmds, repr(cmds))
+
+
 def test_next_address():
     """Connection refused, then a 421 greeting, then a good server: the
     message goes to the third address; connections are tried in order."""

@@ -261,6 +261,39 @@ test_results_once(void)
 	queue_empty();
 }
 
+/* NOTIFY=SUCCESS handed to a next hop that took NOTIFY (it offered DSN):
+ * no notice of relayq's own, as with Postfix; without that flag the
+ * notice says Action: relayed. */
+static void
+test_success_to_dsn_hop(void)
+{
+	static const char *const rc[] = { "d@example.net", "n@example.net" };
+	static const unsigned nt[] = { QNOTIFY_SUCCESS, QNOTIFY_SUCCESS };
+	uint64_t id = msg_add("alice@example.org", 1, rc, nt, 2, NULL);
+	struct queue_txn *txn = queue_txn_begin(q);
+	struct count c;
+	char *b;
+
+	for (uint32_t i = 0; i < 2; i++)
+		CHECK_INT(queue_rcpt_update(txn, id, i, RCPT_DELIVERED, 0,
+			      "250 2.0.0 Ok", "2.0.0"),
+		    QUEUE_OK);
+	CHECK_INT(
+	    queue_rcpt_flags_set(txn, id, 0, QRCPT_RELAYED_DSN, 0), QUEUE_OK);
+	CHECK_INT(expiry_after_results(txn, cfg, id, now), QUEUE_OK);
+	CHECK_INT(queue_msg_reschedule(txn, id), QUEUE_OK);
+	CHECK_INT(queue_txn_commit(txn), QUEUE_OK);
+	c = census();
+	CHECK_INT(c.dsn, 1);
+	CHECK_INT(c.other, 0);
+	b = notice_body(c.last_dsn);
+	CHECK(b != NULL && strstr(b, "Action: relayed") != NULL);
+	CHECK(b != NULL && strstr(b, "n@example.net") != NULL);
+	CHECK(b != NULL && strstr(b, "d@example.net") == NULL);
+	free(b);
+	queue_empty();
+}
+
 /* Held messages do not expire; expiry_bounce_now() returns at once. */
 static void
 test_hold_and_bounce_now(void)
@@ -271,7 +304,7 @@ test_hold_and_bounce_now(void)
 	struct count c;
 	char *b;
 
-	CHECK_INT(queue_msg_hold(txn, id), QUEUE_OK);
+	CHECK_INT(queue_msg_hold(txn, id, NULL), QUEUE_OK);
 	CHECK_INT(queue_txn_commit(txn), QUEUE_OK);
 	CHECK(expiry_next(q) == INT64_MAX);
 	expiry_run(q, cfg, now + 1000);
@@ -377,6 +410,7 @@ main(void)
 	test_warn_then_return();
 	test_who_not();
 	test_results_once();
+	test_success_to_dsn_hop();
 	test_hold_and_bounce_now();
 	test_leased_left_alone();
 	test_return_now();

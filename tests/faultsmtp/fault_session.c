@@ -512,7 +512,8 @@ deliver(struct fault_session *s, const struct fault_action *act,
 	abort();
 }
 
-/* Finds the address inside "<...>" (or the bare word) after ARG. */
+/* Finds the address inside "<...>" (or the bare word) after ARG; a '>'
+ * in a quoted string ("a>b"@x) does not end it. */
 static bool
 addr_parse(const char *arg, size_t len, const char **a, size_t *alen,
     const char **params)
@@ -522,8 +523,14 @@ addr_parse(const char *arg, size_t len, const char **a, size_t *alen,
 	while (p < end && *p == ' ')
 		p++;
 	if (p < end && *p == '<') {
-		q = memchr(p, '>', (size_t)(end - p));
-		if (q == NULL)
+		bool quoted = false;
+
+		for (q = p + 1; q < end && (quoted || *q != '>'); q++)
+			if (quoted && *q == '\\' && q + 1 < end)
+				q++;
+			else if (*q == '"')
+				quoted = !quoted;
+		if (q == end)
 			return false;
 		*a = p + 1;
 		*alen = (size_t)(q - p - 1);

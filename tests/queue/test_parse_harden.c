@@ -440,6 +440,44 @@ test_stored(void)
 	free(out);
 	free(c);
 	qp_result_free(&r);
+	/* Resent-To/Cc/Bcc replace To/Cc/Bcc (as sendmail -t); Resent-Bcc:
+	 * is removed like Bcc:; a Resent-From: alone changes nothing */
+	in = "To: old@b.test\nResent-From: f@a.test\nResent-To: new@b.test\n"
+	     "Resent-Bcc: hid@x.test\nBcc: ob@x.test\n\nx\n";
+	CHECK_INT(parse_copy(in, strlen(in), 0, &r, &c), QP_OK);
+	u = rcpts_joined(&r);
+	CHECK_STR(u, "new@b.test hid@x.test");
+	free(u);
+	out = qp_message_build(c, strlen(c), &r, NULL, NULL, NULL, &n);
+	CHECK(strstr(out, "hid@") == NULL && strstr(out, "ob@") == NULL);
+	CHECK(strstr(out, "Resent-To: new@b.test") != NULL);
+	free(out);
+	free(c);
+	qp_result_free(&r);
+	in = "To: old@b.test\nResent-From: f@a.test\n\nx\n";
+	CHECK_INT(parse_copy(in, strlen(in), 0, &r, &c), QP_OK);
+	u = rcpts_joined(&r);
+	CHECK_STR(u, "old@b.test");
+	free(u);
+	free(c);
+	qp_result_free(&r);
+	/* with X-Receiver, Resent-Bcc: is removed and names no one */
+	in = "X-Receiver: <r@b.test>\nResent-Bcc: hid@x.test\n\nx\n";
+	CHECK_INT(parse_copy(in, strlen(in), 0, &r, &c), QP_OK);
+	u = rcpts_joined(&r);
+	CHECK_STR(u, "r@b.test");
+	free(u);
+	out = qp_message_build(c, strlen(c), &r, NULL, NULL, NULL, &n);
+	CHECK(strstr(out, "hid@") == NULL);
+	free(out);
+	free(c);
+	qp_result_free(&r);
+	/* a bad Resent- list: the reason survives the parse */
+	in = "Resent-To: <broken\n\nx\n";
+	CHECK_INT(parse_copy(in, strlen(in), 0, &r, &c), QP_BAD);
+	CHECK(r.why != NULL && r.why[0] != '\0');
+	free(c);
+	qp_result_free(&r);
 	/* the mbox line is left out of what is stored */
 	in = "X-Receiver: <r@b.test>\nFrom r@b.test Sat Jan  1 00:00:00 2000\n"
 	     "Subject: s\n\nb\n";

@@ -110,6 +110,13 @@ static const struct {
 	    "t@b.test", "s@a.test", CFG_NONURGENT, NULL },
 	{ "To: t@b.test\nPriority: whatever\n\n", "t@b.test", NULL, CFG_NORMAL,
 	    NULL },
+	/* folded, and with a comment: the word counts (RFC 2156) */
+	{ "To: t@b.test\nPriority:\n urgent\n\n", "t@b.test", NULL, CFG_URGENT,
+	    NULL },
+	{ "To: t@b.test\nPriority: (asap) non-urgent (later)\n\n", "t@b.test",
+	    NULL, CFG_NONURGENT, NULL },
+	{ "To: t@b.test\nPriority: urgent-ish\n\n", "t@b.test", NULL,
+	    CFG_NORMAL, NULL },
 	{ "X-Sender: <>\nX-Receiver: <r@b.test>\n\n", "r@b.test", "",
 	    CFG_NORMAL, NULL },
 	{ "", NULL, NULL, 0, "empty" },
@@ -444,7 +451,7 @@ test_queue_db(void)
 
 	/* hold: off the schedule and the expiry index; flush; release */
 	t = queue_txn_begin(q);
-	CHECK_INT(queue_msg_hold(t, ids[0]), QUEUE_OK);
+	CHECK_INT(queue_msg_hold(t, ids[0], NULL), QUEUE_OK);
 	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
 	CHECK_INT(queue_due_next_class(q, CFG_URGENT), INT64_MAX);
 	queue_counts_get(q, &cn);
@@ -452,7 +459,7 @@ test_queue_db(void)
 	CHECK_INT(queue_expiry_due_list(q, INT64_MAX - 1, ev, 8), 2);
 	t = queue_txn_begin(q);
 	CHECK_INT(queue_msg_flush(t, ids[0], now), QUEUE_OK);
-	CHECK_INT(queue_msg_release(t, ids[0]), QUEUE_OK);
+	CHECK_INT(queue_msg_release(t, ids[0], NULL), QUEUE_OK);
 	CHECK_INT(queue_txn_commit(t), QUEUE_OK);
 	CHECK_INT(queue_due_next_class(q, CFG_URGENT), now);
 	CHECK_INT(queue_expiry_due_list(q, INT64_MAX - 1, ev, 8), 4);
