@@ -190,7 +190,7 @@ mailname_read(char *out, size_t len)
 {
 	char path[4096], line[300];
 	FILE *fp;
-	size_t n;
+	size_t n, start;
 
 	snprintf(path, sizeof(path), "%s/mailname", etc_dir());
 	if ((fp = fopen(path, "re")) == NULL)
@@ -203,10 +203,13 @@ mailname_read(char *out, size_t len)
 	n = strcspn(line, "\r\n");
 	while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t'))
 		n--;
+	if (n > 0 && line[n - 1] == '.')
+		n--; /* "example.org." is the same name */
 	line[n] = '\0';
-	if (!domain_ok(line, n))
+	start = strspn(line, " \t");
+	if (!domain_ok(line + start, n - start))
 		return false;
-	snprintf(out, len, "%s", line);
+	snprintf(out, len, "%s", line + start);
 	return true;
 }
 
@@ -218,6 +221,28 @@ cfg_ident_check_domain(const char *s, size_t len, const char **why)
 {
 	if (len > 0 && !domain_ok(s, len)) {
 		*why = "not a domain name";
+		return -1;
+	}
+	return 0;
+}
+
+/* user: a user name as useradd(8) makes them (letters, digits, '_',
+ * '-', '.', not starting with '-'), so that a '#' comment after the value
+ * (kept as part of it) is an error here, not at the start of `run`. */
+int
+cfg_ident_check_user(const char *s, size_t len, const char **why)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!isalnum(c) && c != '_' && c != '.' &&
+		    (c != '-' || i == 0) && (c != '$' || i + 1 != len)) {
+			*why = "not a user name";
+			return -1;
+		}
+	}
+	if (len > 32) {
+		*why = "not a user name (over 32 characters)";
 		return -1;
 	}
 	return 0;

@@ -95,6 +95,7 @@ void cfg_ident_scopes(struct cfg *);
 void cfg_local_set(struct cfg *, struct mail_aliases *, struct mail_map *);
 /* The checks of origin, helo_name, postmaster and local_fallback. */
 int cfg_ident_check_domain(const char *s, size_t len, const char **why);
+int cfg_ident_check_user(const char *s, size_t len, const char **why);
 int cfg_ident_check_helo(const char *s, size_t len, const char **why);
 int cfg_ident_check_addr(const char *s, size_t len, const char **why);
 

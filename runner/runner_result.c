@@ -301,11 +301,18 @@ result_rcpt_push(struct runner *r, const struct job *j, size_t i,
 	int64_t next = 0;
 	const char *status;
 	const char *delays[4] = { ctx->a, ctx->b, ctx->c, ctx->d };
-	char *line, *p, *end;
+	char *line, *p, *end, soft[16];
 	size_t len;
 
 	if (res != NULL && res->rcpts[i].local)
 		return false; /* not tried: put back (runner_job.c) */
+	if (cls != 2 && cls != 5 && dsn[0] != '4' && dsn[0] != '\0') {
+		/* Deferred on a 2xx or 5xx reply (out of step, or a 554
+		 * greeting): a 4.X.Y status, as Postfix's smtp makes it,
+		 * so that a delay notice never says 2.0.0 or 5.7.1. */
+		snprintf(soft, sizeof(soft), "4%s", dsn + 1);
+		dsn = soft;
+	}
 	if (cls == 2) {
 		state = RCPT_DELIVERED;
 		status = "sent";

@@ -398,9 +398,12 @@ int smtp_tls_cert_check(const struct cfg_pem *pem, char *err, size_t errlen);
 
 /* ---- the pure parsers (smtp_parse.c), for tests and fuzzers ---- */
 
-/* Bounds on what a server may send: longer replies are an error. */
-#define SMTP_LINE_MAX 512 /* bytes per reply line, CRLF included */
-#define SMTP_REPLY_LINES_MAX 100 /* lines per multi-line reply */
+/* Bounds on what a server may send: longer replies are an error.  A
+ * line may be of any length within them (its text is kept truncated),
+ * as Postfix's smtp takes long lines: a 250 to the final dot with a long
+ * text is a 250 (else the message would go again). */
+#define SMTP_REPLY_BYTES_MAX 65536 /* one reply, line ends included */
+#define SMTP_REPLY_LINES_MAX 1000 /* lines per multi-line reply */
 
 enum smtp_parse_result {
 	SMTP_PARSE_OK = 0, /* a complete reply */
@@ -425,9 +428,10 @@ struct smtp_reply {
  * Parses one complete reply from the start of BUF (LEN bytes).  On
  * SMTP_PARSE_OK fills *REPLY and sets *USED to the bytes consumed (every
  * line through the final CRLF; a bare LF ends a line too).  On
- * SMTP_PARSE_MORE nothing is consumed.  A line longer than SMTP_LINE_MAX
- * or more than SMTP_REPLY_LINES_MAX lines give SMTP_PARSE_TOO_LONG even
- * before the line ends, so a caller's buffer stays bounded.
+ * SMTP_PARSE_MORE nothing is consumed.  A reply over
+ * SMTP_REPLY_BYTES_MAX bytes or SMTP_REPLY_LINES_MAX lines gives
+ * SMTP_PARSE_TOO_LONG even before its line ends, so a caller's buffer
+ * stays bounded.
  */
 enum smtp_parse_result smtp_reply_parse(
     const char *buf, size_t len, struct smtp_reply *reply, size_t *used);

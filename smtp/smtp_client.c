@@ -58,7 +58,7 @@
 
 #define BODY_BLOCK 65536 /* bytes queued per body block */
 #define BODY_LOWAT 16384 /* queue the next block below this */
-#define REPLY_PEEK (SMTP_LINE_MAX * SMTP_REPLY_LINES_MAX)
+#define REPLY_PEEK SMTP_REPLY_BYTES_MAX
 #define READ_BLOCK 4096 /* bytes read at most per read(2), as libevent */
 
 /* The timeout key of each phase. */

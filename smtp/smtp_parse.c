@@ -4,7 +4,7 @@
  * AUTH mechanisms of RFC 4954), plus the phase names (smtp_phase_name).
  *
  * Invariants: no allocation, no global state; input is untrusted and
- * never read past LEN; a reply is bounded by SMTP_LINE_MAX bytes per line
+ * never read past LEN; a reply is bounded by SMTP_REPLY_BYTES_MAX bytes
  * and SMTP_REPLY_LINES_MAX lines, and the verdict "too long" is reached
  * without waiting for the line end, so a caller's buffer stays bounded.
  */
@@ -152,11 +152,14 @@ smtp_reply_parse(
 		int c;
 		bool last;
 
-		n = avail < SMTP_LINE_MAX ? avail : SMTP_LINE_MAX;
+		n = SMTP_REPLY_BYTES_MAX - off; /* off <= the bound */
+		if (avail < n)
+			n = avail;
 		nl = memchr(line, '\n', n);
 		if (nl == NULL)
-			return avail >= SMTP_LINE_MAX ? SMTP_PARSE_TOO_LONG
-						      : SMTP_PARSE_MORE;
+			return off + avail >= SMTP_REPLY_BYTES_MAX
+			    ? SMTP_PARSE_TOO_LONG
+			    : SMTP_PARSE_MORE;
 		llen = (size_t)(nl - line);
 		off += llen + 1;
 		if (llen > 0 && line[llen - 1] == '\r')

@@ -562,12 +562,12 @@ smtp_conn_timed_out(struct smtp_conn *conn)
 void
 smtp_reply_malformed(struct smtp_conn *conn, bool bad)
 {
-	const char *what = bad ? "malformed" : "overlong";
+	const char *what = bad ? "a malformed" : "an overlong";
 
 	log_warn("smtp", "%s[%s]: %s reply while %s", conn->host, conn->ip,
-	    what, smtp_phase_while(conn->phase));
+	    what + (bad ? 2 : 3), smtp_phase_while(conn->phase));
 	conn_fail_text(conn, false, "4.5.0",
-	    "host %s[%s] sent a %s reply (in reply to %s "
+	    "host %s[%s] sent %s reply (in reply to %s "
 	    "command)",
 	    conn->host, conn->ip, what, smtp_phase_name(conn->phase));
 }

@@ -68,6 +68,11 @@ def test_env_and_global_option():
 
 ERRORS = [
     ("bogus_key = 1\n", "C:1: unknown key \"bogus_key\""),
+    # '#' after a value is part of it (as in main.cf)
+    ("user = relayq  # runs as\n",
+     "C:1: bad value for user: \"relayq  # runs as\": not a user name"),
+    ("hostname = bad host!\n",
+     "C:1: bad value for hostname: \"bad host!\": not a domain name"),
     ("# c\nmax_connections = lots\n",
      "C:2: bad value for max_connections: \"lots\": not a number"),
     ("retry.min = 5m\nretry.min = 6m\n",

@@ -129,6 +129,25 @@ def test_origin_from_mailname():
                 p = e.run("check-config")
                 check_eq(p.returncode, 78, bad)
                 check(b"relayq.conf:5:" in p.stderr, p.stderr)
+            # hostname is checked as origin is (it goes into EHLO,
+            # Received:, Message-ID: and the defaults)
+            conf(e)
+            with open(e.conf) as f:
+                text = f.read()
+            with open(e.conf, "w") as f:
+                f.write(text.replace("hostname = relayq.test",
+                                     "hostname = bad host!"))
+            p = e.run("check-config")
+            check_eq(p.returncode, 78, "hostname")
+            check(b"hostname" in p.stderr and b"not a domain name" in
+                  p.stderr, p.stderr)
+    finally:
+        etc_reset()
+    # as Debian's Postfix reads it: blanks around it and a final dot
+    etc_reset(mailname="  mail.example.net.\n")
+    try:
+        with Env() as e:
+            check_eq(settings(e)["origin"], "mail.example.net", "origin")
     finally:
         etc_reset()
 

@@ -222,6 +222,23 @@ def test_hoststatus_skip():
         stop(p)
 
 
+def test_deferred_status_is_4xx():
+    """A 554 greeting defers (the host may come back) with a 4.X.Y
+    status, as Postfix's smtp: never dsn=5.7.1 with status=deferred."""
+    with rqlib.Env() as env:
+        srv = faultlib.start(env, "on CONNECT reply 554 5.7.1 go away\n")
+        env.write_conf(relay(srv.port))
+        drop(env, "a@dst.test")
+        p = start(env)
+        rqlib.wait_for(lambda: len(deliveries(env)) >= 1, 20,
+                       what="deferral")
+        d = deliveries(env)[0]
+        check_eq(d["status"], "deferred", d["line"])
+        check(", dsn=4.7.1, " in d["line"], d["line"])
+        check("554 5.7.1 go away" in d["reason"], d["line"])
+        stop(p)
+
+
 def test_sighup_reload():
     """SIGHUP loads a new config (mail goes to the new relayhost); a bad
     config is refused, logged, and the old one kept."""

@@ -176,8 +176,11 @@ REPLIES = [
     ("on RCPT endless", "", 4, 0, "RCPT TO", "overlong reply", False),
     ("on EHLO raw 250-a\\r\\n251 b\\r\\n", "", 4, 0, "EHLO",
      "malformed reply", True),
-    ("on RCPT reply 250 " + "x" * 600, "", 4, 0, "RCPT TO",
-     "overlong reply", False),
+    # a long line is a reply like any other (its text cut): a 550 bounces
+    ("on RCPT reply 550 5.1.1 " + "x" * 3000, "", 5, 550, "RCPT TO",
+     "550 5.1.1 xxx", False),
+    ("on DOT reply 250 2.0.0 " + "y" * 3000, "", 2, 250, "end of DATA",
+     "250 2.0.0 yyy", False),
     ("on MAIL drop", "", 4, 0, "MAIL FROM",
      "lost connection with 127.0.0.1[127.0.0.1] while sending MAIL FROM",
      False),

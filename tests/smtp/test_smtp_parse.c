@@ -94,21 +94,34 @@ test_reply_bounds(void)
 	size_t used, n;
 	int i;
 
-	/* exactly SMTP_LINE_MAX bytes with CRLF is fine */
-	memset(buf, 'x', SMTP_LINE_MAX);
-	memcpy(buf, "250 ", 4);
-	memcpy(buf + SMTP_LINE_MAX - 2, "\r\n", 2);
-	CHECK_INT(
-	    smtp_reply_parse(buf, SMTP_LINE_MAX, &r, &used), SMTP_PARSE_OK);
-	CHECK_INT(used, SMTP_LINE_MAX);
+	/* a long line is fine (its text truncated): a 250 stays a 250 */
+	memset(buf, 'x', 5000);
+	memcpy(buf, "250 2.0.0 ", 10);
+	memcpy(buf + 4998, "\r\n", 2);
+	CHECK_INT(smtp_reply_parse(buf, 5000, &r, &used), SMTP_PARSE_OK);
+	CHECK_INT(used, 5000);
+	CHECK_INT(r.code, 250);
+	CHECK_STR(r.status, "2.0.0");
 	CHECK(strlen(r.text) < sizeof(r.text));
-	/* one more byte is too long, even before the line ends */
-	memset(buf, 'x', SMTP_LINE_MAX + 1);
+	/* exactly SMTP_REPLY_BYTES_MAX bytes with CRLF is fine */
+	memset(buf, 'x', SMTP_REPLY_BYTES_MAX);
 	memcpy(buf, "250 ", 4);
-	CHECK_INT(smtp_reply_parse(buf, SMTP_LINE_MAX, &r, &used),
+	memcpy(buf + SMTP_REPLY_BYTES_MAX - 2, "\r\n", 2);
+	CHECK_INT(smtp_reply_parse(buf, SMTP_REPLY_BYTES_MAX, &r, &used),
+	    SMTP_PARSE_OK);
+	CHECK_INT(used, SMTP_REPLY_BYTES_MAX);
+	/* one more byte is too long, even before the line ends */
+	memset(buf, 'x', SMTP_REPLY_BYTES_MAX + 1);
+	memcpy(buf, "250 ", 4);
+	CHECK_INT(smtp_reply_parse(buf, SMTP_REPLY_BYTES_MAX, &r, &used),
 	    SMTP_PARSE_TOO_LONG);
-	CHECK_INT(smtp_reply_parse(buf, SMTP_LINE_MAX - 1, &r, &used),
+	CHECK_INT(smtp_reply_parse(buf, SMTP_REPLY_BYTES_MAX - 1, &r, &used),
 	    SMTP_PARSE_MORE);
+	/* so is a multi-line reply that ends past the bound */
+	memcpy(buf, "250-", 4);
+	memcpy(buf + 1000, "\r\n250-", 6);
+	CHECK_INT(smtp_reply_parse(buf, SMTP_REPLY_BYTES_MAX + 1, &r, &used),
+	    SMTP_PARSE_TOO_LONG);
 	/* an endless line */
 	memset(buf, 'A', 100000);
 	CHECK_INT(
