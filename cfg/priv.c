@@ -28,6 +28,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <linux/capability.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
 #include "cfg.h"
 #include "priv.h"
 
@@ -379,14 +383,37 @@ priv_log_prepare(
 	return PRIV_OK;
 }
 
+/*
+ * After setuid() with PR_SET_KEEPCAPS: CAP_LEASE alone, in the permitted
+ * and effective sets (intake asks for a read lease to tell a spool file
+ * still open for writing; any other power is gone).
+ */
+static void
+lease_cap_keep(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	memset(d, 0, sizeof(d));
+	d[CAP_LEASE / 32].permitted = 1u << (CAP_LEASE % 32);
+	d[CAP_LEASE / 32].effective = 1u << (CAP_LEASE % 32);
+	(void)syscall(SYS_capset, &h, d);
+}
+
 bool
-priv_switch(const struct priv_id *id)
+priv_switch(const struct priv_id *id, bool lease)
 {
 	int rc = id->name[0] != '\0' ? initgroups(id->name, id->gid)
 				     : setgroups(1, &id->gid);
+	bool keep = lease && rc == 0 && id->uid != 0 && geteuid() == 0 &&
+	    prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) == 0;
 
 	if (rc != 0 || setgid(id->gid) != 0 || setuid(id->uid) != 0)
 		return false;
+	if (keep) {
+		lease_cap_keep();
+		(void)prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+	}
 	/* never able to become root again */
 	if (id->uid != 0 && (setuid(0) == 0 || geteuid() == 0)) {
 		errno = EPERM;

@@ -82,8 +82,10 @@ enum priv_result priv_root_dir(const char *path, enum priv_dir kind,
 enum priv_result priv_log_prepare(
     const char *path, const struct priv_id *id, char *why, size_t len);
 
-/* Becomes ID for good (groups, gid, uid); false, with errno, if not. */
-bool priv_switch(const struct priv_id *id);
+/* Becomes ID for good (groups, gid, uid); false, with errno, if not.
+ * LEASE: from root to another user, CAP_LEASE is kept (and nothing
+ * else), for intake's check of files still open for writing. */
+bool priv_switch(const struct priv_id *id, bool lease);
 
 /*
  * As the daemon (after the switch): creates directory PATH of KIND when

@@ -91,6 +91,28 @@ file_settled(const struct stat *st, bool renamed_ok, int64_t *due)
 	return false;
 }
 
+/*
+ * Whether spool file NAME is open for writing now: a read lease cannot be
+ * had then (F_SETLEASE, EAGAIN).  Taken and given back at once; the
+ * daemon ignores SIGIO, the signal a lease break would send.  False when
+ * the kernel does not say (a file of another user's, without CAP_LEASE:
+ * the settle time alone decides).
+ */
+static bool
+file_writing(struct queue_intake *qi, const char *name)
+{
+	int fd = spool_open(qi, name);
+	bool busy;
+
+	if (fd < 0)
+		return false; /* the read that follows says why */
+	busy = fcntl(fd, F_SETLEASE, F_RDLCK) != 0 && errno == EAGAIN;
+	if (!busy)
+		(void)fcntl(fd, F_SETLEASE, F_UNLCK);
+	close(fd);
+	return busy;
+}
+
 /* Whether the file read (FD) is still as lstat saw it (ST) before. */
 static bool
 file_same(int fd, const struct stat *st)
@@ -178,6 +200,14 @@ prep_run(struct queue_intake *qi, struct prep *p)
 		snprintf(why, sizeof(why), "file has %lu hard links",
 		    (unsigned long)st->st_nlink);
 		intake_bad_move(qi, p->name, st, why);
+		return;
+	}
+	/* found by a listing (no close or rename seen), or empty: not
+	 * while a writer still has it open, however long it pauses */
+	if ((p->how == PN_LISTED || st->st_size == 0) &&
+	    file_writing(qi, p->name)) {
+		p->r = IMP_WAIT;
+		p->due = rq_now() + SETTLE_SECS;
 		return;
 	}
 	if (st->st_size == 0) {

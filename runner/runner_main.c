@@ -437,7 +437,7 @@ runner_privs_drop(const struct cfg *cfg, const char *hostname)
 		fatal(RQ_EX_CONFIG, "%s", why);
 	if (priv_log_prepare(log_file, &id, why, sizeof(why)) != PRIV_OK)
 		fatal(RQ_EX_CONFIG, "%s", why);
-	if (id.root_start && !priv_switch(&id))
+	if (id.root_start && !priv_switch(&id, true))
 		fatal(RQ_EX_OSERR, "cannot switch to user %.64s: %s", id.name,
 		    strerror(errno));
 	if (log_open(log_file, (int)cfg_int(g, CFG_SYSLOG_FACILITY), hostname) <
@@ -512,6 +512,7 @@ runner_process_init(const struct cfg *cfg, char *host, size_t hostlen)
 	const char *hostname = cfg_str(cfg_scope(cfg, NULL), CFG_HOSTNAME);
 
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGIO, SIG_IGN); /* a lease break (intake's file_writing()) */
 	srandom((unsigned)(rq_now_us() ^ getpid()));
 	srand48((long)(rq_now_us() ^ getpid()));
 	if (hostname[0] == '\0') {

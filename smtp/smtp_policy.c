@@ -468,8 +468,14 @@ static void
 conn_tls_failed(struct smtp_conn *conn)
 {
 	if (conn->tls_level == CFG_TLS_MAY && conn->req != NULL &&
-	    !conn->wrapper)
+	    !conn->wrapper) {
 		conn->req->plain_retry = true;
+		/* the downgrade is said, as Postfix says it */
+		log_warn("smtp",
+		    "%s[%s]: TLS handshake failed; trying again without "
+		    "TLS (tls = may)",
+		    conn->host, conn->ip);
+	}
 	conn->policy_fail = true;
 	if (conn->req != NULL)
 		tls_fail_note(conn, "validation-failure");

@@ -34,7 +34,7 @@ tools_become(const char *cmd, const char *dir, uid_t uid, gid_t gid)
 	id.gid = pw != NULL ? pw->pw_gid : gid;
 	if (pw != NULL)
 		snprintf(id.name, sizeof(id.name), "%s", pw->pw_name);
-	if (!priv_switch(&id))
+	if (!priv_switch(&id, false))
 		return tools_fail(RQ_EX_OSERR, cmd,
 		    "cannot become uid %u, the owner of %s: %s", (unsigned)uid,
 		    dir, strerror(errno));

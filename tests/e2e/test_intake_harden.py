@@ -307,6 +307,35 @@ def test_writer_every_millisecond():
     writer_test(0.001, seconds=5)
 
 
+def test_writer_pauses():
+    """A writer that holds its file open in incoming/ and pauses longer
+    than the settle time and several rescans: the file is not taken (and
+    an empty one not moved to bad/) until it is closed: the kernel
+    refuses a read lease while a file is open for writing."""
+    with rqlib.Env(CONF) as env:
+        p = start(env)
+        drop(env, "probe", "From: p@x.test\nTo: r@y.test\n\nprobe\n")
+        wait_for(lambda: len(mailq(env)) == 1, 10, what="probe queued")
+        inc = os.path.join(env.spool, "incoming")
+        fa = open(os.path.join(inc, "paused"), "wb")
+        fb = open(os.path.join(inc, "empty"), "wb")
+        fa.write(b"From: w@x.test\nTo: r@y.test\nSubject: paused\n\n")
+        fa.flush()
+        time.sleep(8)   # settle (5 s) and rescans (1 s) pass
+        check_eq(len(mailq(env)), 1, "nothing taken while open")
+        check_eq(rqlib.bad_files(env), {}, "bad/ while open")
+        fa.write(b"the rest of it\n")
+        fa.close()
+        fb.write(b"From: e@x.test\nTo: r@y.test\n\nlate\n")
+        fb.close()
+        wait_for(lambda: len(mailq(env)) == 3 and not incoming(env), 20,
+                 what="both taken once closed")
+        msgs = [m for m in mailq(env) if m["sender"] == "w@x.test"]
+        check(b"the rest of it" in bodies(env, msgs)[0], "whole message")
+        check_eq(rqlib.bad_files(env), {}, "bad/")
+        stop(p)
+
+
 def test_pickup_line():
     """A relayq/pickup line with the spool file's owner, then the qmgr
     line; pflogsumm counts the message as received."""

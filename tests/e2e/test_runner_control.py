@@ -104,8 +104,13 @@ def test_user_switch():
                        "user = nobody\n" % rqlib.free_port())
         p = start(env)
         with open("/proc/%d/status" % p.pid) as f:
-            uid = [l.split()[1] for l in f if l.startswith("Uid:")][0]
+            status = f.read().splitlines()
+        uid = [l.split()[1] for l in status if l.startswith("Uid:")][0]
         check_eq(uid, str(pwd.getpwnam("nobody").pw_uid), "uid")
+        # one capability is kept: CAP_LEASE (intake's writer check)
+        caps = dict(l.split(":\t") for l in status if l.startswith("Cap"))
+        for k in ("CapPrm", "CapEff"):
+            check_eq(caps[k], "%016x" % (1 << 28), k)
         check("running as nobody" in env.log_text(), "start-up line")
         drop(env, "u@dst.test")
         rqlib.wait_for(lambda: deliveries(env), 20, what="a delivery line")

@@ -528,6 +528,8 @@ def test_tls_may_falls_back_to_plaintext():
         check_eq(r.results[0]["tls"], "")
         check_eq(len(srv.conns()), 2)
         check("STARTTLS" not in srv.cmds(2))
+        check("TLS handshake failed; trying again without TLS" in
+              r.stderr, r.stderr)
         srv2 = fault(env, EHLO + "ehlo STARTTLS\non STARTTLS tlsstall 10",
                      tls=True)
         r = smtpc(env, [addr(srv2)], conf="tls = encrypt\n"

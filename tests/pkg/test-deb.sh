@@ -241,8 +241,15 @@ u_stop=$(unit_val TimeoutStopSec)
 u_stop=${u_stop%s}
 [ -n "$u_user" ] && [ -n "$u_start" ] || fail "no User=/ExecStart= in the unit"
 setpriv_args=(--reuid="$u_user" --regid="${u_group:-$u_user}" --init-groups)
-grep -q '^CapabilityBoundingSet=$' "$unit" &&
-    setpriv_args+=(--bounding-set=-all --inh-caps=-all)
+if grep -q '^CapabilityBoundingSet=$' "$unit"; then
+	setpriv_args+=(--bounding-set=-all --inh-caps=-all)
+	u_caps=0000000000000000
+elif grep -q '^CapabilityBoundingSet=CAP_LEASE$' "$unit" &&
+	grep -q '^AmbientCapabilities=CAP_LEASE$' "$unit"; then
+	setpriv_args+=(--bounding-set=-all,+lease --inh-caps=-all,+lease
+	    --ambient-caps=-all,+lease)
+	u_caps=0000000010000000 # CAP_LEASE alone
+fi
 [ "$(unit_val NoNewPrivileges)" = yes ] && setpriv_args+=(--no-new-privs)
 # as_unit COMMAND-LINE: sets cmd to run it as the unit runs its Exec*=
 # lines (every program on the way execs the next: one pid)
@@ -268,6 +275,10 @@ daemon_start() { # LOG
 	    fail "the daemon runs as uid $ruid/$euid, not relayq ($uid)"
 	grep -q '^NoNewPrivs:.*1' "/proc/$daemon_pid/status" ||
 	    fail "no_new_privs is not set"
+	[ -z "${u_caps:-}" ] ||
+	    grep -q "^CapEff:[[:space:]]*$u_caps\$" "/proc/$daemon_pid/status" ||
+	    fail "the daemon's capabilities are not $u_caps: $(grep Cap \
+		"/proc/$daemon_pid/status")"
 }
 daemon_stop() { # LOG: SIGTERM; must exit 0 within TimeoutStopSec
 	local rc=0 end=$(($(date +%s) + ${u_stop:-90}))
