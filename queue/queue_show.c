@@ -47,7 +47,11 @@ queue_msg_matches(const struct queue_filter *f, const struct queue_msg *m)
 	}
 	for (size_t i = 0; i < m->nrcpt && !(any_state && any_dom); i++) {
 		const struct queue_rcpt *r = &m->rcpts[i];
-		bool st = any_state || (int)r->state == f->state;
+		/* without --state, a domain matches the recipients not yet
+		 * done (what qshape counts, what waits for that domain) */
+		bool st = any_state
+		    ? r->state == RCPT_PENDING || r->state == RCPT_DEFERRED
+		    : (int)r->state == f->state;
 		bool dm = any_dom || addr_in_domain(r->addr, f->domain);
 
 		if (st && dm)

@@ -32,7 +32,7 @@ static const struct tools_cmd bounce_cmd = {
 	"delivered, and the message leaves the queue.  No notice goes\n"
 	"to the null sender or to recipients with NOTIFY=NEVER.\n"
 	"  -c FILE  the config file\n"
-	"Exit 0 when every message was returned; 66 when one was not\n"
+	"Exit 0 when every message was returned; 67 when one was not\n"
 	"in the queue; 75 on a queue error; 77 without permission.\n",
 	NULL,
 	bounce_longopts,
@@ -54,9 +54,10 @@ cmd_bounce(int argc, char **argv)
 	for (int i = o.first; i < argc; i++) {
 		uint64_t id;
 
-		if (!queue_id_parse(argv[i], &id))
+		if (!tools_queue_id(argv[i], strlen(argv[i]), &id))
 			return tools_fail(RQ_EX_USAGE, "bounce",
-			    "not a queue ID: \"%.64s\"", argv[i]);
+			    "\"%.64s\" is not a queue ID (16 hex digits)",
+			    argv[i]);
 	}
 	/* as the queue's owner; the queue's "removed" and the notice lines
 	 * go to the daemon's log, as postsuper's go to syslog */
@@ -74,7 +75,7 @@ cmd_bounce(int argc, char **argv)
 		char idstr[17];
 		enum queue_result res;
 
-		queue_id_parse(argv[i], &id);
+		tools_queue_id(argv[i], strlen(argv[i]), &id);
 		queue_id_format(id, idstr);
 		res = q != NULL ? expiry_bounce_now(q, cfg, id)
 				: QUEUE_NOTFOUND; /* no queue yet */
@@ -85,7 +86,7 @@ cmd_bounce(int argc, char **argv)
 		case QUEUE_NOTFOUND:
 			tools_fail(0, "bounce", "%s: no such message", idstr);
 			if (rc == RQ_EX_OK)
-				rc = RQ_EX_NOINPUT;
+				rc = EX_NOSUCHMSG;
 			break;
 		default:
 			tools_fail(

@@ -24,7 +24,6 @@
 #include "tools.h"
 
 #define CTL_BATCH 1000
-#define EX_NOSUCHMSG 67 /* sysexits EX_NOUSER: addressee (message) unknown */
 
 enum ctl_op { CTL_HOLD, CTL_RELEASE, CTL_DELETE, CTL_FLUSH };
 
@@ -222,26 +221,16 @@ struct id_list {
 	size_t n, cap;
 };
 
-/* Adds the queue ID in WORD[0..LEN) to L: 16 hex digits, with mailq's
- * marks after it allowed (`*` in delivery, `!` held, Postfix's `#`).
+/* Adds the queue ID in WORD[0..LEN) to L (see tools_queue_id()).
  * Returns 0, or 64 after saying why. */
 static int
 ids_add(const char *cmd, struct id_list *l, const char *word, size_t len)
 {
-	char buf[17];
-	size_t n = len;
-
-	while (n > 0 && strchr("*!#", word[n - 1]) != NULL)
-		n--;
-	if (n != 16 || len - n > 3)
-		n = 0;
-	memcpy(buf, word, n);
-	buf[n] = '\0';
 	if (l->n == l->cap) {
 		l->cap = l->cap ? 2 * l->cap : 64;
 		l->v = xrealloc(l->v, l->cap * sizeof(*l->v));
 	}
-	if (n == 0 || !queue_id_parse(buf, &l->v[l->n]))
+	if (!tools_queue_id(word, len, &l->v[l->n]))
 		return tools_fail(RQ_EX_USAGE, cmd,
 		    "\"%.*s\" is not a queue ID (16 hex digits)",
 		    (int)(len < 64 ? len : 64), word);

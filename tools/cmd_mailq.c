@@ -371,6 +371,7 @@ static const struct tools_cmd mailq_cmd = {
 	"  --state S         pending, deferred, delivered, bounced or held:\n"
 	"                    messages with a recipient in that state\n"
 	"  --domain D        messages with a recipient in D or below it\n"
+	"                    not yet done (with --state: in that state)\n"
 	"  --older-than I    arrived at least I ago (e.g. 30m, 2h, 1d;\n"
 	"                    a bare number is seconds)\n"
 	"Reads with short transactions; safe while `relayq run` runs.\n"

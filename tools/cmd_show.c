@@ -15,8 +15,6 @@
 #include "queue.h"
 #include "tools.h"
 
-#define EX_NOSUCHMSG 67 /* sysexits EX_NOUSER: addressee (message) unknown */
-
 /* printf into the buffered output. */
 static void __attribute__((format(printf, 1, 2)))
 tools_printf(const char *fmt, ...)
@@ -233,7 +231,8 @@ cmd_show(int argc, char **argv)
 		return tools_usage_fail(&show_cmd);
 	ids = xcalloc((size_t)(argc - o.first), sizeof(*ids));
 	for (int i = o.first; i < argc; i++) {
-		if (!queue_id_parse(argv[i], &ids[i - o.first])) {
+		if (!tools_queue_id(
+			argv[i], strlen(argv[i]), &ids[i - o.first])) {
 			free(ids);
 			return tools_fail(RQ_EX_USAGE, "show",
 			    "\"%.64s\" is not a queue ID (16 hex digits)",

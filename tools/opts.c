@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "queue.h"
 #include "tools.h"
 
 /* CMD's long options after --help, in a new array the caller frees. */
@@ -31,6 +32,22 @@ longopts_merge(const struct tools_cmd *cmd)
 	if (n > 0)
 		memcpy(v + 1, cmd->longopts, n * sizeof(*v));
 	return v;
+}
+
+/* Parses a queue ID as mailq prints it; see tools.h. */
+bool
+tools_queue_id(const char *word, size_t len, uint64_t *id)
+{
+	char buf[17];
+	size_t n = len;
+
+	while (n > 0 && strchr("*!#", word[n - 1]) != NULL)
+		n--;
+	if (n != 16 || len - n > 3)
+		return false;
+	memcpy(buf, word, n);
+	buf[n] = '\0';
+	return queue_id_parse(buf, id);
 }
 
 /* Prints CMD's usage to standard error; returns 64. */

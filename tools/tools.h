@@ -61,6 +61,14 @@ bool tools_opts_parse(const struct tools_cmd *cmd, int argc, char **argv,
 /* Prints CMD's usage to stderr; returns 64 (RQ_EX_USAGE). */
 int tools_usage_fail(const struct tools_cmd *cmd);
 
+/* Exit code for a queue ID not in the queue (sysexits' EX_NOUSER: the
+ * addressee, here the message, is unknown): every queue command. */
+#define EX_NOSUCHMSG 67
+
+/* Parses queue ID WORD (LEN bytes): 16 hex digits, with mailq's marks
+ * after it allowed (`*` in delivery, `!` held, Postfix's `#`). */
+bool tools_queue_id(const char *word, size_t len, uint64_t *id);
+
 /* Prints "relayq COMMAND: message" to stderr; returns CODE. */
 int tools_fail(int code, const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -378,7 +378,7 @@ def relayq_has(cmd):
 
 def test_relayq_bounce():
     """`relayq bounce ID` returns a deferred message at once and removes
-    it; an unknown ID exits 66."""
+    it; an unknown ID exits 67, as in the other queue commands."""
     with Setup() as s:
         s.start()
         drop(s.env, ["slow@dest.test", "slow2@dest.test"],
@@ -399,7 +399,7 @@ def test_relayq_bounce():
                  "smtp; 451 4.3.0 try again later", "last reply kept")
         check(re.search(r"%s: removed" % ids[0], s.env.log_text()),
               "original removed")
-        s.env.run("bounce", ids[0], check_rc=66)
+        s.env.run("bounce", ids[0], check_rc=67)
         s.env.run("bounce", "nothex", check_rc=64)
         # nothing more: no warning for the returned message
         time.sleep(7)

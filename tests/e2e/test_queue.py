@@ -273,6 +273,12 @@ def test_commands():
         m0 = [m for m in mailq_json(env) if m["queue_id"] == ids[0]][0]
         check_eq(m0["held"], False, "released")
         # show
+        # mailq's marks after an ID are taken by show too; an ID not in
+        # the queue is 67 in every queue command
+        check_eq(env.run("show", ids[2] + "*", check_rc=0).stdout,
+                 env.run("show", ids[2], check_rc=0).stdout, "ID*")
+        for cmd in ("show", "hold", "release", "delete", "bounce"):
+            env.run(cmd, "0123456789ABCDEF", check_rc=67)
         out = env.run("show", ids[2], check_rc=0).stdout
         check(b"sender: <s2@a.test>" in out, "show sender")
         check(b"recipient: <r2@b.test>" in out, "show rcpt")

@@ -665,6 +665,37 @@ hist_count(struct queue *q, uint64_t id)
 	return n;
 }
 
+/* mailq's filters: without --state, --domain matches recipients not yet
+ * done only (a message delivered there and waiting elsewhere is not
+ * listed for that domain). */
+static void
+test_filter_match(void)
+{
+	struct queue_rcpt r[2];
+	struct queue_msg m = { 0 };
+	struct queue_filter f = { -1, -1, "done.test", 0 };
+
+	memset(r, 0, sizeof(r));
+	r[0].addr = (char *)"a@mx.done.test";
+	r[0].state = RCPT_DELIVERED;
+	r[1].addr = (char *)"b@wait.test";
+	r[1].state = RCPT_DEFERRED;
+	m.cls = CFG_NORMAL;
+	m.nrcpt = 2;
+	m.rcpts = r;
+	CHECK(!queue_msg_matches(&f, &m));
+	f.domain = "wait.test";
+	CHECK(queue_msg_matches(&f, &m));
+	f.domain = "done.test";
+	f.state = RCPT_DELIVERED;
+	CHECK(queue_msg_matches(&f, &m));
+	f.domain = "ait.test"; /* not a parent domain */
+	f.state = -1;
+	CHECK(!queue_msg_matches(&f, &m));
+	f.domain = NULL;
+	CHECK(queue_msg_matches(&f, &m));
+}
+
 /* Inserts a message to RCPTS recipients at a.test; returns its id. */
 static uint64_t
 hist_msg(struct queue *q, size_t nrcpt)
@@ -1065,6 +1096,7 @@ main(void)
 	test_name_escape();
 	test_addrlists();
 	test_messages();
+	test_filter_match();
 	test_build();
 	test_body_records();
 	test_queue_db();
