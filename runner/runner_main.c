@@ -343,6 +343,35 @@ runner_idle_check(struct runner *r)
 	runner_stop(r, "idle (--exit-when-idle)");
 }
 
+/* Says which keys of NEW that only a restart applies differ from OLD's:
+ * the reload keeps the running values of those. */
+static void
+reload_restart_keys(const struct cfg *old, const struct cfg *new)
+{
+	static const struct {
+		int key;
+		const char *name;
+	} keys[] = { { CFG_SPOOL_DIR, "spool_dir" },
+		{ CFG_QUEUE_DIR, "queue_dir" }, { CFG_USER, "user" },
+		{ CFG_QUEUE_MAP_SIZE, "queue_map_size" },
+		{ CFG_HTTP_LISTEN, "http_listen" } };
+	const struct cfg_scope *o = cfg_scope(old, NULL);
+	const struct cfg_scope *n = cfg_scope(new, NULL);
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		int k = keys[i].key;
+		bool same = k == CFG_QUEUE_MAP_SIZE
+		    ? cfg_int(o, k) == cfg_int(n, k)
+		    : strcmp(cfg_str(o, k), cfg_str(n, k)) == 0;
+
+		if (!same)
+			log_warn(NULL,
+			    "%s changed: the new value takes effect at the "
+			    "next start (a reload keeps the running one)",
+			    keys[i].name);
+	}
+}
+
 /* Reloads the config; a bad one is refused and the old one kept. */
 static void
 runner_reload(struct runner *r)
@@ -370,6 +399,7 @@ runner_reload(struct runner *r)
 		cfg_str(g, CFG_HOSTNAME)) < 0)
 		log_warn(NULL, "cannot open log_file %.200s: %s",
 		    cfg_str(g, CFG_LOG_FILE), strerror(errno));
+	reload_restart_keys(r->rc->cfg, n);
 	rc = xcalloc(1, sizeof(*rc));
 	rc->cfg = n;
 	rc->refs = 1;

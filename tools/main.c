@@ -2,7 +2,8 @@
  * main.c - the relayq binary: dispatches `relayq COMMAND` to its
  * subcommand, and acts as `relayq mailq` / `relayq send` when invoked
  * through a link named mailq / sendmail, and as `relayq send -bi`
- * (check alias_file) when invoked as newaliases.
+ * (check alias_file) when invoked as newaliases (a suffix after a '.',
+ * as in sendmail.relayq, does not count).
  *
  * Only commands that work are listed in the table (and so in --help).
  */
@@ -124,9 +125,19 @@ int
 main(int argc, char **argv)
 {
 	const char *base = strrchr(argv[0], '/');
+	char name[32];
+	size_t n;
 	int i = 1;
 
 	base = base ? base + 1 : argv[0];
+	/* the name up to its first '.': "sendmail.relayq", as an
+	 * alternatives(8) setup may name the link, is sendmail */
+	n = strcspn(base, ".");
+	if (n > 0 && n < sizeof(name)) {
+		memcpy(name, base, n);
+		name[n] = '\0';
+		base = name;
+	}
 	if (strcmp(base, "mailq") == 0) {
 		argv[0] = (char *)"mailq";
 		return dispatch("mailq", argc, argv);

@@ -249,10 +249,14 @@ def test_sighup_reload():
         p = start(env)
         drop(env, "one@dst.test")
         rqlib.wait_for(lambda: len(dumps(d1)) == 1, 20, what="first to 1")
-        env.write_conf(relay(port2))
+        env.write_conf(relay(port2, "queue_map_size = 2g\n"))
         p.send_signal(signal.SIGHUP)
         rqlib.wait_for(lambda: "reloaded configuration" in env.log_text(),
                        10, what="reload line")
+        # a key only a restart applies: said, not silently kept
+        check("queue_map_size changed: the new value takes effect at the "
+              "next start" in env.log_text(), "restart-only key")
+        check("spool_dir changed" not in env.log_text(), "spool_dir")
         drop(env, "two@dst.test")
         rqlib.wait_for(lambda: len(dumps(d2)) == 1, 20, what="second to 2")
         with open(env.conf, "a") as f:

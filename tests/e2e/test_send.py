@@ -635,6 +635,12 @@ def test_sendmail_bp_q():
               p.stdout)
         mq = e.run("mailq", check_rc=0)
         check_eq(p.stdout, mq.stdout, "-bp output is mailq's")
+        # an alternatives(8)-style name is sendmail too
+        alt = os.path.join(e.dir, "sendmail.relayq")
+        os.symlink(os.path.abspath(rqlib.BIN), alt)
+        p = subprocess.run([alt, "-bp"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env)
+        check_eq((p.returncode, p.stdout), (0, mq.stdout), "sendmail.relayq")
 
         def next_attempt():
             q = e.run("mailq", "--json", check_rc=0).stdout.decode()
