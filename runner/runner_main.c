@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -574,6 +576,44 @@ runner_new(
 	return r;
 }
 
+/*
+ * One daemon per queue, as Postfix's master.lock: an exclusive flock on
+ * QUEUE_DIR/run.lock, held until exit, with the pid in it.  A second
+ * `relayq run` on the same queue exits 75 naming the first (it would
+ * otherwise take the first one's leases back and send their mail
+ * again).  The descriptor is left open on purpose.
+ */
+static void
+runner_lock(const struct cfg *cfg)
+{
+	const char *dir = cfg_str(cfg_scope(cfg, NULL), CFG_QUEUE_DIR);
+	char path[4096], pid[32] = "";
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/run.lock", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		fatal(RQ_EX_CANTCREAT, "cannot open %.200s: %s", path,
+		    strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int err = errno;
+
+		n = (int)pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
+		if (err == EWOULDBLOCK)
+			fatal(RQ_EX_TEMPFAIL,
+			    "another relayq run uses queue_dir %.200s (pid "
+			    "%.20s): not started",
+			    dir, pid[0] ? pid : "?");
+		fatal(RQ_EX_CANTCREAT, "cannot lock %.200s: %s", path,
+		    strerror(err));
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		log_warn(
+		    NULL, "cannot write %.200s: %s", path, strerror(errno));
+}
+
 /* Opens the queue and the spool intake (as the daemon's user). */
 static void
 runner_queue_open(struct runner *r, const struct cfg *cfg)
@@ -583,6 +623,7 @@ runner_queue_open(struct runner *r, const struct cfg *cfg)
 	r->q = queue_open(cfg, false, err, sizeof(err));
 	if (r->q == NULL)
 		fatal(RQ_EX_CANTCREAT, "cannot open the queue: %s", err);
+	runner_lock(cfg); /* queue_dir exists now; nothing changed yet */
 	r->qi = queue_intake_open(r->q, cfg);
 	if (r->qi == NULL)
 		fatal(RQ_EX_CANTCREAT, "cannot open the spool %.200s",

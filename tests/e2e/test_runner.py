@@ -239,6 +239,23 @@ def test_deferred_status_is_4xx():
         stop(p)
 
 
+def test_one_daemon_per_queue():
+    """A second `relayq run` on the same queue exits 75 and names the
+    first (it would take the first one's leases back); once the first
+    stops, a new one starts."""
+    with rqlib.Env() as env:
+        env.write_conf(relay(rqlib.free_port(), "retry.min = 1h\n"))
+        p = start(env)
+        q = env.run("run", "--exit-when-idle", timeout=30)
+        check_eq(q.returncode, 75, q.stderr)
+        check(b"another relayq run uses queue_dir" in q.stderr and
+              (b"pid %d" % p.pid) in q.stderr, q.stderr)
+        check(p.poll() is None, "the first one runs on")
+        stop(p)
+        q = env.run("run", "--exit-when-idle", timeout=30)
+        check_eq(q.returncode, 0, q.stderr)
+
+
 def test_sighup_reload():
     """SIGHUP loads a new config (mail goes to the new relayhost); a bad
     config is refused, logged, and the old one kept."""
