@@ -1016,17 +1016,28 @@ qp_result_free(struct qp_result *r)
 	r->nrcpt = r->ndrop = r->rcap = r->dcap = 0;
 }
 
-/* Copies S with every line ending made CRLF (a last line gets one). */
+/*
+ * Copies body S with every line ending made CRLF (a last line gets one)
+ * and a line over QP_LINE_MAX bytes broken by CRLF SPACE, as Postfix's
+ * smtp_line_length_limit does (the least harm to MIME; RFC 5321 4.5.3.1.6
+ * allows no longer line).  Done here, before DKIM signs the message and
+ * its size is taken, not on the wire.
+ */
 static void
-ob_put_crlf(struct rq_buf *o, const char *s, size_t n)
+ob_put_body(struct rq_buf *o, const char *s, size_t n)
 {
 	while (n > 0) {
 		const char *lf = memchr(s, '\n', n);
-		size_t k = lf ? (size_t)(lf - s) : n;
+		size_t k = lf ? (size_t)(lf - s) : n, put = 0, w;
 
 		if (k > 0 && s[k - 1] == '\r')
 			k--;
-		rq_buf_add(o, s, k);
+		for (w = QP_LINE_MAX; k - put > w; w = QP_LINE_MAX - 1) {
+			rq_buf_add(o, s + put, w);
+			rq_buf_add(o, "\r\n ", 3);
+			put += w;
+		}
+		rq_buf_add(o, s + put, k - put);
 		rq_buf_add(o, "\r\n", 2);
 		if (lf == NULL)
 			break;
@@ -1035,7 +1046,7 @@ ob_put_crlf(struct rq_buf *o, const char *s, size_t n)
 	}
 }
 
-/* Copies header fields S as ob_put_crlf() does, folding lines over
+/* Copies header fields S with CRLF line ends, folding lines over
  * QP_LINE_MAX bytes (the parse refused those it cannot fold). */
 static void
 ob_put_header(struct rq_buf *o, const char *s, size_t n)
@@ -1097,7 +1108,7 @@ qp_message_build(const char *buf, size_t len, const struct qp_result *r,
 
 		body = lf ? (size_t)(lf - buf) + 1 : len;
 	}
-	ob_put_crlf(&o, buf + body, len - body);
+	ob_put_body(&o, buf + body, len - body);
 	o.p[o.len] = '\0';
 	*outlen = o.len;
 	return o.p;

@@ -504,6 +504,41 @@ test_stored(void)
 	free(c);
 	qp_result_free(&r);
 
+	/* a body line over 998 bytes is broken by CRLF SPACE (Postfix's
+	 * smtp_line_length_limit): no line over 998, nothing lost */
+	{
+		char *line = xmalloc(2501), *p2, *joined;
+		size_t jn = 0;
+
+		memset(line, 'q', 2500);
+		line[2500] = '\0';
+		line[998] = 'A'; /* the first byte of the second piece */
+		in = c = fmt("To: a@b.test\n\n%s\nshort\n", line);
+		CHECK_INT(qp_message_parse(in, strlen(in), NULL, 0, &r), QP_OK);
+		out = qp_message_build(
+		    in, strlen(in), &r, NULL, NULL, NULL, &n);
+		for (p2 = out; (u = strstr(p2, "\r\n")) != NULL; p2 = u + 2)
+			CHECK(u - p2 <= 998);
+		CHECK(strstr(out, "\r\n A") != NULL);
+		joined = xmalloc(n + 1);
+		for (size_t i = 0; i < n; i++) {
+			if (i + 2 < n && memcmp(out + i, "\r\n ", 3) == 0) {
+				i += 2;
+				continue;
+			}
+			joined[jn++] = out[i];
+		}
+		joined[jn] = '\0';
+		want = fmt("To: a@b.test\r\n\r\n%s\r\nshort\r\n", line);
+		CHECK_STR(joined, want);
+		free(want);
+		free(joined);
+		free(out);
+		free(c);
+		free(line);
+		qp_result_free(&r);
+	}
+
 	/* long lines are folded; unfolding gives back what was parsed, and
 	 * the stored message parses to the same recipients */
 	for (size_t k = 0; k < sizeof(longs) / sizeof(longs[0]); k++) {
