@@ -406,6 +406,8 @@ warn_msg(struct queue_txn *txn, const struct cfg *cfg,
 	*done = true;
 	if (m->flags & (QMSG_HELD | QMSG_WARNED))
 		return QUEUE_OK;
+	if (m->flags & QMSG_RETURNED) /* returned meanwhile: no warning */
+		return queue_msg_flags_set(txn, m->id, QMSG_WARNED, 0);
 	/* No warning to the null sender, nor just before the return (a
 	 * message released from hold, or a daemon that was down). */
 	if (m->sender[0] == '\0' || (m->return_at != 0 && m->return_at <= now))
@@ -454,12 +456,14 @@ warn_msg(struct queue_txn *txn, const struct cfg *cfg,
 static enum queue_result
 return_msg(struct queue_txn *txn, const struct cfg *cfg,
     const struct queue_msg *m, const char *status, const char *reason,
-    bool last, int64_t now)
+    bool last, int64_t now, size_t *inflight)
 {
 	struct nrcpt *rc = xcalloc(m->nrcpt ? m->nrcpt : 1, sizeof(*rc));
 	size_t nr = 0;
 	enum queue_result res = QUEUE_OK;
 
+	if (inflight != NULL)
+		*inflight = 0;
 	log_hold();
 	for (size_t i = 0; i < m->nrcpt && res == QUEUE_OK; i++) {
 		const struct queue_rcpt *r = &m->rcpts[i];
@@ -470,8 +474,11 @@ return_msg(struct queue_txn *txn, const struct cfg *cfg,
 		 * expiry_after_results() if that is a deferral (the message
 		 * is then marked RETURNED), never bounced while it may be
 		 * being delivered. */
-		if (live && (r->flags & QRCPT_LEASED))
+		if (live && (r->flags & QRCPT_LEASED)) {
+			if (inflight != NULL)
+				++*inflight;
 			continue;
+		}
 		/* A bounce not reported yet (none should be: it is reported
 		 * in the transaction that records it) goes along. */
 		if (!live && !(r->state == RCPT_BOUNCED && rcpt_unreported(r)))
@@ -575,7 +582,8 @@ event_handle(struct queue_txn *txn, const struct cfg *cfg,
 	} else if (!(pk.fresh &&
 		       cfg_time(cfg_scope(cfg, NULL), CFG_T_QUEUERETURN, m->cls,
 			   false) == 0)) {
-		res = return_msg(txn, cfg, m, "4.4.7", NULL, !pk.more, now);
+		res = return_msg(
+		    txn, cfg, m, "4.4.7", NULL, !pk.more, now, NULL);
 		done = !pk.more;
 	}
 	if (res == QUEUE_OK && done) {
@@ -766,7 +774,8 @@ after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
 			const char *st = r->dsn_status[0] == '4' &&
 				!(m->flags & QMSG_RETURNED)
 			    ? r->dsn_status
-			    : "4.4.7";
+			    : (m->flags & QMSG_ADMIN_RETURN) ? "5.0.0"
+							     : "4.4.7";
 
 			res = queue_rcpt_update(
 			    txn, id, r->idx, RCPT_BOUNCED, 0, NULL, st);
@@ -813,13 +822,15 @@ after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
 
 /* Returns a message to its sender now; see expiry.h. */
 enum queue_result
-expiry_bounce_now(struct queue *q, const struct cfg *cfg, uint64_t id)
+expiry_bounce_now(
+    struct queue *q, const struct cfg *cfg, uint64_t id, size_t *inflight)
 {
 	struct queue_txn *txn = queue_txn_begin(q);
 	struct queue_msg *m = NULL;
 	enum queue_result res;
 	int64_t now = rq_now();
 
+	*inflight = 0;
 	if (txn == NULL)
 		return QUEUE_ERR;
 	res = queue_txn_load(txn, id, &m);
@@ -828,7 +839,12 @@ expiry_bounce_now(struct queue *q, const struct cfg *cfg, uint64_t id)
 		res = return_msg(txn, cfg, m, "5.0.0",
 		    "message returned to sender by the mail system "
 		    "administrator",
-		    true, now);
+		    true, now, inflight);
+		/* what is in flight returns as 5.0.0 when its attempt ends
+		 * in a deferral (postsuper -e's forced_expire) */
+		if (res == QUEUE_OK && *inflight > 0)
+			res = queue_msg_flags_set(
+			    txn, id, QMSG_ADMIN_RETURN, 0);
 		queue_msg_free(m);
 	}
 	if (res != QUEUE_OK) {

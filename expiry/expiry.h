@@ -175,9 +175,12 @@ enum queue_result expiry_after_rcpts(struct queue_txn *, const struct cfg *,
 /*
  * `relayq bounce ID`: returns every recipient of message ID not yet
  * delivered to its sender now (Action: failed), and removes the message,
- * in one transaction.  Returns QUEUE_OK, QUEUE_NOTFOUND or an error.
+ * in one transaction.  *INFLIGHT: recipients in delivery now, left to
+ * their attempt: returned (5.0.0) when it ends in a deferral, and the
+ * message leaves the queue then.  Returns QUEUE_OK, QUEUE_NOTFOUND or
+ * an error.
  */
-enum queue_result
-expiry_bounce_now(struct queue *, const struct cfg *, uint64_t id);
+enum queue_result expiry_bounce_now(
+    struct queue *, const struct cfg *, uint64_t id, size_t *inflight);
 
 #endif

@@ -57,6 +57,8 @@ enum queue_rcpt_state {
 #define QMSG_WARNED 0x02u /* the delay warning has been sent */
 #define QMSG_RETURNED 0x04u /* the bounce (return) has been sent */
 #define QMSG_TAKEN 0x08u /* taken for delivery at least once */
+#define QMSG_ADMIN_RETURN \
+	0x10u /* relayq bounce: what is in flight returns with 5.0.0 */
 
 /* queue_msg.ret (RFC 3461 RET=) */
 #define QRET_NONE 0

@@ -115,8 +115,11 @@ queue_msg_json(const struct queue_msg *m, rq_put_fn *put, void *arg)
 	put_u64(put, arg, (uint64_t)m->arrival);
 	PUT_LIT(",\"message_size\":");
 	put_u64(put, arg, m->size);
-	/* relayq has no forced expiry (postsuper -e): bounce returns now */
-	PUT_LIT(",\"forced_expire\":false,\"sender\":");
+	/* as postsuper -e: returned when its attempt in flight ends */
+	if (m->flags & QMSG_ADMIN_RETURN)
+		PUT_LIT(",\"forced_expire\":true,\"sender\":");
+	else
+		PUT_LIT(",\"forced_expire\":false,\"sender\":");
 	rq_json_str(put, arg, m->sender);
 	if (m->flags & QMSG_HELD)
 		PUT_LIT(",\"held\":true");

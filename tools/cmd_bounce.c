@@ -74,14 +74,21 @@ cmd_bounce(int argc, char **argv)
 		uint64_t id;
 		char idstr[17];
 		enum queue_result res;
+		size_t inflight = 0;
 
 		tools_queue_id(argv[i], strlen(argv[i]), &id);
 		queue_id_format(id, idstr);
-		res = q != NULL ? expiry_bounce_now(q, cfg, id)
+		res = q != NULL ? expiry_bounce_now(q, cfg, id, &inflight)
 				: QUEUE_NOTFOUND; /* no queue yet */
 		switch (res) {
 		case QUEUE_OK:
-			printf("%s: returned to sender\n", idstr);
+			if (inflight == 0)
+				printf("%s: returned to sender\n", idstr);
+			else
+				printf("%s: returned to sender; %zu "
+				       "recipient%s in delivery now: "
+				       "returned if that attempt fails\n",
+				    idstr, inflight, inflight == 1 ? "" : "s");
 			break;
 		case QUEUE_NOTFOUND:
 			tools_fail(0, "bounce", "%s: no such message", idstr);

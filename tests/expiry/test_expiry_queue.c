@@ -302,6 +302,7 @@ test_hold_and_bounce_now(void)
 	uint64_t id = msg_add("alice@example.org", 100, rc, NULL, 1, NULL);
 	struct queue_txn *txn = queue_txn_begin(q);
 	struct count c;
+	size_t inflight;
 	char *b;
 
 	CHECK_INT(queue_msg_hold(txn, id, NULL), QUEUE_OK);
@@ -309,14 +310,15 @@ test_hold_and_bounce_now(void)
 	CHECK(expiry_next(q) == INT64_MAX);
 	expiry_run(q, cfg, now + 1000);
 	CHECK_INT(census().dsn, 0);
-	CHECK_INT(expiry_bounce_now(q, cfg, id), QUEUE_OK);
+	CHECK_INT(expiry_bounce_now(q, cfg, id, &inflight), QUEUE_OK);
+	CHECK_INT(inflight, 0);
 	c = census();
 	CHECK_INT(c.dsn, 1);
 	CHECK_INT(c.other, 0);
 	b = notice_body(c.last_dsn);
 	CHECK(b != NULL && strstr(b, "administrator") != NULL);
 	free(b);
-	CHECK_INT(expiry_bounce_now(q, cfg, id), QUEUE_NOTFOUND);
+	CHECK_INT(expiry_bounce_now(q, cfg, id, &inflight), QUEUE_NOTFOUND);
 	queue_empty();
 }
 
@@ -345,6 +347,46 @@ test_leased_left_alone(void)
 	c = census();
 	CHECK_INT(c.other, 0);
 	CHECK(c.dsn >= 1);
+	queue_empty();
+}
+
+/* relayq bounce of a message in delivery: the recipient in flight is
+ * left to its attempt (forced_expire), then returned with 5.0.0 at its
+ * deferral, with no delay warning in between. */
+static void
+test_bounce_in_flight(void)
+{
+	static const char *const rc[] = { "f@example.net" };
+	uint64_t ids[4];
+	uint64_t id = msg_add("alice@example.org", 100, rc, NULL, 1, NULL);
+	struct queue_txn *txn;
+	struct queue_msg *m;
+	struct count c;
+	size_t inflight;
+	char *b;
+
+	CHECK_INT(queue_due_take(q, CFG_NORMAL, now, now + 600, ids, 4), 1);
+	CHECK_INT(expiry_bounce_now(q, cfg, id, &inflight), QUEUE_OK);
+	CHECK_INT(inflight, 1);
+	CHECK_INT(queue_msg_load(q, id, &m), QUEUE_OK);
+	CHECK((m->flags & QMSG_ADMIN_RETURN) && (m->flags & QMSG_RETURNED));
+	queue_msg_free(m);
+	expiry_run(q, cfg, now + 7 * 86400); /* past queuewarn */
+	CHECK_INT(census().dsn, 0);
+	txn = queue_txn_begin(q);
+	CHECK_INT(queue_rcpt_update(txn, id, 0, RCPT_DEFERRED, now + 60,
+		      "451 4.3.0 later", "4.3.0"),
+	    QUEUE_OK);
+	CHECK_INT(expiry_after_results(txn, cfg, id, now), QUEUE_OK);
+	CHECK_INT(queue_msg_reschedule(txn, id), QUEUE_OK);
+	CHECK_INT(queue_txn_commit(txn), QUEUE_OK);
+	c = census();
+	CHECK_INT(c.other, 0);
+	CHECK_INT(c.dsn, 1);
+	b = notice_body(c.last_dsn);
+	CHECK(b != NULL && strstr(b, "Status: 5.0.0") != NULL);
+	CHECK(b != NULL && strstr(b, "Action: failed") != NULL);
+	free(b);
 	queue_empty();
 }
 
@@ -413,6 +455,7 @@ main(void)
 	test_success_to_dsn_hop();
 	test_hold_and_bounce_now();
 	test_leased_left_alone();
+	test_bounce_in_flight();
 	test_return_now();
 	queue_close(q);
 	cfg_free(cfg);
