@@ -162,6 +162,9 @@ enum queue_intake_result
 queue_intake_run(struct queue_intake *, size_t max_files);
 /* Makes the next run list the whole of incoming/ (the rescan timer). */
 void queue_intake_rescan(struct queue_intake *);
+/* Whether incoming/ and bad/ are still the directories intake opened
+ * (not removed, or renamed and made anew); if not, WHY names the one. */
+bool queue_intake_dirs_same(const struct queue_intake *, const char **why);
 void queue_intake_close(struct queue_intake *);
 
 /* ---- control notifications ---- */

@@ -619,6 +619,31 @@ queue_intake_rescan(struct queue_intake *qi)
 	qi->rescan = true;
 }
 
+/* Whether the directory at PATH is the one open as FD. */
+static bool
+dir_same(const char *path, int fd)
+{
+	struct stat a, b;
+
+	return fd < 0 ||
+	    (lstat(path, &a) == 0 && fstat(fd, &b) == 0 &&
+		a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+}
+
+bool
+queue_intake_dirs_same(const struct queue_intake *qi, const char **why)
+{
+	if (!dir_same(qi->incoming, qi->din)) {
+		*why = qi->incoming;
+		return false;
+	}
+	if (!dir_same(qi->bad, qi->dbad)) {
+		*why = qi->bad;
+		return false;
+	}
+	return true;
+}
+
 void
 queue_intake_close(struct queue_intake *qi)
 {

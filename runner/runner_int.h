@@ -179,6 +179,7 @@ struct runner {
 	bool intake_idle; /* the spool has been emptied once */
 	bool intake_paused;
 	bool stopping, stopped;
+	int exit_code; /* of a clean stop: 0, or 75 (see rescan_cb) */
 
 	struct rmsg *msgs[RUNNER_HASH]; /* leased messages by id */
 	size_t nmsgs, max_msgs;

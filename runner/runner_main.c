@@ -207,14 +207,29 @@ intake_cb(evutil_socket_t fd, short what, void *arg)
 	intake_step(arg);
 }
 
+static void runner_stop(struct runner *r, const char *why);
+
 /* The periodic rescan of incoming/ (inotify can overflow). */
 static void
 rescan_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct runner *r = arg;
+	const char *why;
 
 	if (r->qi == NULL || r->stopping)
 		return;
+	if (!queue_intake_dirs_same(r->qi, &why)) {
+		/* removed, or renamed and made anew: what is dropped into
+		 * the new one would wait unseen; a restart (systemd's
+		 * Restart=on-failure) opens it */
+		log_err("pickup",
+		    "%.200s is not the directory opened at start (removed "
+		    "or replaced): stopping, to be started again",
+		    why);
+		r->exit_code = RQ_EX_TEMPFAIL;
+		runner_stop(r, "spool directory replaced");
+		return;
+	}
 	queue_intake_rescan(r->qi);
 	intake_step(r);
 }
@@ -744,7 +759,7 @@ runner_loop(struct runner *r)
 static int
 runner_shutdown(struct runner *r, struct rcfg *first)
 {
-	int code = r->stopped ? RQ_EX_OK : RQ_EX_SOFTWARE;
+	int code = r->stopped ? r->exit_code : RQ_EX_SOFTWARE;
 
 	log_info(NULL, "daemon stopped");
 	runner_dest_jobs_drop(r);

@@ -336,6 +336,27 @@ def test_writer_pauses():
         stop(p)
 
 
+def test_incoming_replaced():
+    """incoming/ renamed away and made anew while the daemon runs: the
+    daemon does not go on watching the old one unseen; it stops with 75
+    (systemd starts it again) and says why."""
+    with rqlib.Env(CONF) as env:
+        p = start(env)
+        drop(env, "one", "From: p@x.test\nTo: r@y.test\n\none\n")
+        wait_for(lambda: len(mailq(env)) == 1, 10, what="one queued")
+        inc = os.path.join(env.spool, "incoming")
+        os.rename(inc, inc + ".old")
+        os.mkdir(inc, 0o1733)
+        check_eq(p.wait(20), 75, "exit status")
+        check("is not the directory opened at start" in env.log_text(),
+              "logged")
+        # started again, it takes what is in the new one
+        drop(env, "two", "From: p@x.test\nTo: r@y.test\n\ntwo\n")
+        p = start(env)
+        wait_for(lambda: len(mailq(env)) == 2, 10, what="two queued")
+        stop(p)
+
+
 def test_pickup_line():
     """A relayq/pickup line with the spool file's owner, then the qmgr
     line; pflogsumm counts the message as received."""
