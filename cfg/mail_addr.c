@@ -142,7 +142,7 @@ lex_quoted_byte(struct lex *lx, char open)
 		    (lx->s[j + 1] != ' ' && lx->s[j + 1] != '\t'))
 			return "CR/LF/NUL in an address";
 	} else if ((c < 0x20 && c != '\t') || c == 0x7f) {
-		return "CR/LF/NUL in an address";
+		return "control character in an address";
 	}
 	return NULL;
 }

@@ -271,14 +271,16 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 	}
 	/* who handed it in, as Postfix's pickup logs it; then the qmgr line */
 	queue_id_format(m.id, idstr);
-	queue_txn_log_as(t, "pickup", "%s: uid=%u from=<%s>", idstr,
-	    (unsigned)st->st_uid,
-	    queue_name_escape(ebuf, m.sender ? m.sender : ""));
+	/* the sender as the qmgr line has it (the log escapes what
+	 * needs it and keeps UTF-8), so that both name it the same */
+	queue_txn_log_as(t, "pickup", "%s: uid=%u from=<%.300s>", idstr,
+	    (unsigned)st->st_uid, m.sender ? m.sender : "");
 	queue_msg_store_rec(t, &m, p->rec.p, p->rec.n, p->rawlen);
 	for (size_t i = 0; loop[0] != '\0' && i < m.nrcpt; i++)
 		queue_txn_log(t,
 		    "%s: to=<%.400s>, relay=none, delay=0, "
-		    "delays=0/0/0/0, dsn=5.4.6, status=bounced (%s)",
+		    "delays=0/0/0/0, dsn=5.4.6, status=bounced (%s), "
+		    "tries=0",
 		    m.idstr, m.rcpts[i].addr, loop);
 	free(m.rcpts);
 	if (t->err != QUEUE_OK)

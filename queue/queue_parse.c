@@ -295,7 +295,10 @@ env_header(const char *v, size_t n, bool is_rcpt, const char *qualify,
 		return false;
 	}
 	if (!env_addr_ok(a, an)) {
-		r->why = "CR/LF/NUL in an address";
+		r->why = memchr(a, '\r', an) || memchr(a, '\n', an) ||
+			memchr(a, '\0', an)
+		    ? "CR/LF/NUL in an address"
+		    : "control character in an address";
 		return false;
 	}
 	if (!is_rcpt && an == 0) {

@@ -386,6 +386,15 @@ def test_pickup_line():
                           out.stdout.decode(errors="replace"), re.M)
             check(m is not None, "pflogsumm prints received")
             check_eq(int(m.group(1)), 1, "pflogsumm received")
+        # a UTF-8 sender: both lines name it the same way
+        p = start(env)
+        drop(env, "m2", "X-Sender: <j\u00f6rg@a.test>\n"
+             "X-Receiver: <r@b.test>\n\nbody\n")
+        wait_for(lambda: len(mailq(env)) == 2, 10, what="queued")
+        stop(p)
+        text = env.log_text()
+        check("uid=%d from=<j\u00f6rg@a.test>" % os.getuid() in text and
+              ": from=<j\u00f6rg@a.test>, size=" in text, "UTF-8 sender")
 
 
 def stop_all(env):
