@@ -599,6 +599,7 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 		goto fail;
 	}
 	intake_watch_start(qi);
+	intake_bad_sweep(qi);
 	intake_idents_prune(qi);
 	ids_initial(qi);
 	intake_unlinkers_start(qi);

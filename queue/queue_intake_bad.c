@@ -19,6 +19,7 @@
  * fingerprints (name hash, dev, ino) are kept for two listings, at most
  * STUCK_MAX a listing.  Any thread.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -90,6 +91,58 @@ bad_rename(struct queue_intake *qi, const char *name, const char *target)
 	return rc;
 }
 
+/* Whether bad/TARGET is the entry ST describes (no ST: not known). */
+static bool
+bad_moved_is(struct queue_intake *qi, const char *target, const struct stat *st)
+{
+	struct stat now;
+
+	if (st == NULL)
+		return true;
+	return fstatat(qi->dbad, target, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+}
+
+/*
+ * Removes what a daemon killed between a reason file and its move left
+ * in bad/: an empty NAME.reason with no NAME beside it (start-up only).
+ */
+void
+intake_bad_sweep(struct queue_intake *qi)
+{
+	int fd = openat(qi->dbad, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	if (d == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name);
+		char entry[64];
+		struct stat st;
+
+		if (n != 16 + 7 || strcmp(de->d_name + 16, ".reason") != 0)
+			continue;
+		memcpy(entry, de->d_name, 16);
+		entry[16] = '\0';
+		if (fstatat(qi->dbad, entry, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+		    errno != ENOENT ||
+		    fstatat(qi->dbad, de->d_name, &st, AT_SYMLINK_NOFOLLOW) !=
+			0 ||
+		    !S_ISREG(st.st_mode) || st.st_size != 0)
+			continue;
+		if (unlinkat(qi->dbad, de->d_name, 0) == 0)
+			log_info("pickup",
+			    "removed bad/%s: left empty by a "
+			    "stop before its move",
+			    de->d_name);
+	}
+	closedir(d);
+}
+
 /*
  * Moves entry NAME (its lstat ST) from incoming/ into bad/ untouched,
  * under a name the daemon picks: 16 hex digits from a counter (the next
@@ -148,6 +201,21 @@ intake_bad_move(struct queue_intake *qi, const char *name,
 		    "%s: cannot move to bad/: %s (%s)", ename, strerror(err),
 		    ewhy);
 		return BAD_STUCK;
+	}
+	if (!bad_moved_is(qi, target, st)) {
+		/* another entry took the name between the check and the
+		 * move: it was not judged; back where it was, to be looked
+		 * at as itself (else kept here, saying so) */
+		if (renameat2(qi->dbad, target, qi->din, name,
+			RENAME_NOREPLACE) == 0) {
+			close(fd);
+			(void)unlinkat(qi->dbad, rpath, 0);
+			return BAD_GONE;
+		}
+		queue_name_escape(ewhy,
+		    "replaced under its name while it was checked; not "
+		    "looked at");
+		why = "replaced";
 	}
 	n = snprintf(text, sizeof(text), "%s\nname: %s\nuid: %u\n", ewhy, ename,
 	    st != NULL ? (unsigned)st->st_uid : 0u);

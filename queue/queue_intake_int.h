@@ -320,6 +320,9 @@ enum bad_result { BAD_MOVED, BAD_GONE, BAD_STUCK };
  */
 enum bad_result intake_bad_move(struct queue_intake *, const char *name,
     const struct stat *, const char *why);
+/* At start: removes empty NAME.reason files with no NAME (a stop
+ * between the two steps of a move). */
+void intake_bad_sweep(struct queue_intake *);
 /* Logs a warning about entry NAME (lstat ST, or NULL) unless it was
  * logged while the entry was there before (any thread). */
 void intake_stuck_report(struct queue_intake *, const char *name,

@@ -357,6 +357,27 @@ def test_incoming_replaced():
         stop(p)
 
 
+def test_orphan_reason_swept():
+    """An empty NAME.reason with no NAME in bad/ (a daemon killed between
+    the two steps of a move) is removed at start; the rest stay."""
+    with rqlib.Env(CONF) as env:
+        bad = os.path.join(env.spool, "bad")
+        os.makedirs(bad, 0o700)
+        for name, data in (("00000000000000A1.reason", b""),
+                           ("00000000000000A2.reason", b"why\n"),
+                           ("00000000000000A3.reason", b""),
+                           ("00000000000000A3", b"the entry\n")):
+            with open(os.path.join(bad, name), "wb") as f:
+                f.write(data)
+        p = start(env)
+        wait_for(lambda: "removed bad/00000000000000A1.reason" in
+                 env.log_text(), 10, what="sweep")
+        check_eq(sorted(os.listdir(bad)),
+                 ["00000000000000A2.reason", "00000000000000A3",
+                  "00000000000000A3.reason"], "bad/ after the sweep")
+        stop(p)
+
+
 def test_pickup_line():
     """A relayq/pickup line with the spool file's owner, then the qmgr
     line; pflogsumm counts the message as received."""
