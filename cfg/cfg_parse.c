@@ -311,6 +311,11 @@ resolve(struct cfg *cfg, struct cfg_scope *sc)
 					} else if (nfirst && d->first_def) {
 						v = def_val(
 						    cfg, d, d->first_def);
+						/* never longer than the
+						 * plain value set: connect =
+						 * 3s makes iconnect 3s */
+						if (i < n && cand[i]->v.i < v.i)
+							v = cand[i]->v;
 					} else if (i < n) {
 						v = cand[i]->v;
 					} else if ((d->flags & CF_CLASS) &&

@@ -123,6 +123,25 @@ def test_errors():
         d.close()
 
 
+def test_iconnect_default_never_longer_than_connect():
+    """timeout.iconnect's default (10s) never exceeds a shorter
+    timeout.connect: with connect = 3s a first attempt waits 3s too, as
+    sendmail, where iconnect falls back to connect."""
+    d = rqlib.Env()
+    try:
+        for connect, first in (("3s", "3"), ("60s", "10")):
+            path = os.path.join(d.dir, "c.conf")
+            with open(path, "w") as f:
+                f.write("timeout.connect = %s\n" % connect)
+            p = relayq("check-config", "-c", path)
+            check_eq(p.returncode, 0, p.stderr)
+            out = p.stdout.decode()
+            check("timeout.connect.first.normal = %s\n" % first in out,
+                  "first attempt with connect = %s" % connect)
+    finally:
+        d.close()
+
+
 def test_random_bytes_never_crash():
     d = rqlib.Env()
     rnd = random.Random(1234)
