@@ -222,14 +222,17 @@ parse_line(struct parse *p, const char *s, size_t len, struct cfg_scope **sc)
 		return perr(p, "duplicate key \"%s\" (first set on line %d)",
 		    quote(key, klen, q, sizeof(q)), p->rawline[k][var]);
 	if (cfg_value_parse(p->cfg, &cfg_defs[k], val, vlen, &v, &why) < 0) {
+		char kq[128]; /* the key as written: timeout.iconnect */
+
+		quote(key, klen, kq, sizeof(kq));
 		if (strcmp(why, "value out of range") == 0)
 			return perr(p,
 			    "bad value for %s: \"%s\": out of range"
 			    " (%lld..%lld)",
-			    cfg_defs[k].name, quote(val, vlen, q, sizeof(q)),
+			    kq, quote(val, vlen, q, sizeof(q)),
 			    (long long)cfg_defs[k].min,
 			    (long long)cfg_defs[k].max);
-		return perr(p, "bad value for %s: \"%s\": %s", cfg_defs[k].name,
+		return perr(p, "bad value for %s: \"%s\": %s", kq,
 		    quote(val, vlen, q, sizeof(q)), why);
 	}
 	(*sc)->raw[k][var].set = true;
@@ -254,6 +257,29 @@ def_val(struct cfg *cfg, const struct cfg_def *d, const char *text)
 		abort();
 	}
 	return v;
+}
+
+/* retry.max below retry.min in scope SC is an error, at the line that
+ * set one of them there (retry.max's first; a [domain] section's own
+ * line, else the global one). */
+static int
+retry_check(struct parse *p, const struct cfg_scope *sc)
+{
+	int64_t lo = sc->eff[CFG_RETRY_MIN][0][0].i;
+	int64_t hi = sc->eff[CFG_RETRY_MAX][0][0].i;
+	const int keys[2] = { CFG_RETRY_MAX, CFG_RETRY_MIN };
+
+	if (hi >= lo)
+		return 0;
+	p->line = 0;
+	for (int i = 0; i < 2 && p->line == 0; i++)
+		if (sc->raw[keys[i]][CFG_VAR(0, 0)].set)
+			p->line = sc->raw[keys[i]][CFG_VAR(0, 0)].line;
+	for (int i = 0; i < 2 && p->line == 0; i++)
+		p->line = p->gline[keys[i]];
+	return perr(p, "retry.max (%llds) is less than retry.min (%llds)%s%s%s",
+	    (long long)hi, (long long)lo, sc->name ? " in [domain " : "",
+	    sc->name ? sc->name : "", sc->name ? "]" : "");
 }
 
 /* Fills SC->eff from its raw settings, the global scope and defaults. */
@@ -499,17 +525,15 @@ cfg_parse_buf(const char *name, const char *buf, size_t len, struct cfg **out,
 	resolve(cfg, &cfg->global);
 	/* hostname, origin, postmaster, alias_file, helo_name derived */
 	cfg_ident_resolve(cfg);
-	if (cfg->global.eff[CFG_RETRY_MAX][0][0].i <
-	    cfg->global.eff[CFG_RETRY_MIN][0][0].i) {
-		p.line = 0;
-		snprintf(
-		    err, errlen, "%s: retry.max is less than retry.min", name);
+	if (retry_check(&p, &cfg->global) < 0)
 		goto fail;
-	}
 	if (map_check(&p, cfg) < 0)
 		goto fail;
-	for (size_t i = 0; i < cfg->ndomains; i++)
+	for (size_t i = 0; i < cfg->ndomains; i++) {
 		resolve(cfg, cfg->domains[i]);
+		if (retry_check(&p, cfg->domains[i]) < 0)
+			goto fail;
+	}
 	cfg_ident_scopes(cfg);
 	if (dane_check(&p, cfg) < 0)
 		goto fail;

@@ -245,7 +245,14 @@ static const struct {
 	    "t.conf:2: duplicate key \"timeout.connect.first\" (first set on "
 	    "line 1)" },
 	{ "retry.min = 2h\nretry.max = 1h\n",
-	    "t.conf: retry.max is less than retry.min" },
+	    "t.conf:2: retry.max (3600s) is less than retry.min (7200s)" },
+	{ "[domain a.test]\nretry.min = 5h\n",
+	    "t.conf:2: retry.max (14400s) is less than retry.min (18000s) in "
+	    "[domain a.test]" },
+	/* the key as written, not the one it is another name for */
+	{ "timeout.iconnect = 5x\n",
+	    "t.conf:1: bad value for timeout.iconnect: \"5x\": unknown unit "
+	    "(use s, m, h, d or w)" },
 };
 
 static void
