@@ -775,6 +775,11 @@ runner_shutdown(struct runner *r, struct rcfg *first)
 	runner_dest_destroy(r);
 	runner_sched_destroy(r);
 	queue_intake_close(r->qi);
+	/* a clean stop gives back the leases of what never went out (its
+	 * results are committed above): mailq shows no '*' while no daemon
+	 * runs, and the next start sends them at once all the same */
+	if (r->stopped)
+		queue_leases_recover(r->q);
 	queue_close(r->q);
 	for (int i = 0; i < 3; i++)
 		event_free(r->ev_sig[i]);

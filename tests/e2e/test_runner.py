@@ -347,6 +347,9 @@ def test_sigterm_while_busy():
         check("stopping: SIGTERM" in env.log_text(), "no stop line")
         quits = [c for c in srv.cmds() if c.upper().startswith("QUIT")]
         check(len(quits) >= 1, "no QUIT after SIGTERM")
+        # stopped cleanly: nothing shows as in delivery ('*')
+        mq = env.run("mailq", check_rc=0).stdout.decode()
+        check(not re.search(r"^[0-9A-F]{16}\*", mq, re.M), mq)
         run_idle(env)
         got = set()
         for env_lines, raw in srv.messages():
