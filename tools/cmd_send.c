@@ -157,7 +157,8 @@ usage(FILE *fp)
 	    "  -f SENDER  envelope sender (-f '<>': null sender); default\n"
 	    "             LOGIN@origin; -r is the same\n"
 	    "  -F NAME    full name for the From: header added when the\n"
-	    "             message has none (else $NAME)\n"
+	    "             message has none (else $NAME, else without -f\n"
+	    "             the login's full name from the password file)\n"
 	    "  -t         also take recipients from To:, Cc:, Bcc: (or\n"
 	    "             Resent-To:, -Cc:, -Bcc: when present)\n"
 	    "  -i, -oi    a line with a single \".\" does not end the "
@@ -719,6 +720,7 @@ struct submit {
 	struct buf sender;
 	char notify[32];
 	char *envid; /* -V as xtext */
+	char *gecos; /* the login's full name (passwd), when -f is not given */
 	char *line; /* LINE_CHUNK + 1 bytes */
 	struct buf written; /* the header section as written */
 	bool bol, next_bol; /* s->line starts a line; the next one will */
@@ -1070,6 +1072,8 @@ header_write(struct submit *s)
 
 		if (name == NULL)
 			name = getenv("NAME");
+		if (name == NULL || name[0] == '\0')
+			name = s->gecos;
 		wfile_puts(w, "From: ");
 		if (name != NULL && name[0] != '\0') {
 			wfile_put_name(w, name);
@@ -1268,6 +1272,12 @@ submit_prepare(struct submit *s)
 		str_printf(&a, "%s@%s", login, s->origin);
 		buf_add(&s->sender, a, strlen(a));
 		free(a);
+		/* the full name From: gets without -F or $NAME, as Postfix's
+		 * sendmail takes it: the GECOS field up to its first comma */
+		if (pw != NULL && pw->pw_gecos != NULL &&
+		    strcspn(pw->pw_gecos, ",") > 0)
+			s->gecos = xstrndup(
+			    pw->pw_gecos, strcspn(pw->pw_gecos, ","));
 	}
 	for (int i = 0; i < o->nrcpt; i++) {
 		const char *r = o->rcpts[i];
@@ -1306,6 +1316,7 @@ submit_free(struct submit *s)
 	free(s->rcpts.hit);
 	free(s->rcpts.orcpt);
 	free(s->envid);
+	free(s->gecos);
 	free(s->h.raw.p);
 	free(s->h.f);
 	free(s->sender.p);

@@ -113,6 +113,16 @@ def test_default_sender_and_from_added():
                        "X-Receiver: <root@relayq.test>"], "envelope")
         check_eq(rest, b'Subject: s\nFrom: "Joe Q. User" <%s@relayq.test>'
                  b"\n\nhi\n" % login.encode(), "From: added, -F quoted")
+    gecos = pwd.getpwuid(os.getuid()).pw_gecos.split(",")[0]
+    if gecos:
+        with spool_env() as e:
+            # neither -F nor NAME: the password file's full name
+            send(e, ["a@b.example"], b"Subject: s\n\nhi\n",
+                 env={"NAME": ""})
+            _, rest = split_envelope(only_file(e))
+            check(rest.startswith(b"Subject: s\nFrom: ") and
+                  gecos.encode() in rest.split(b"\n")[1] and
+                  b"<%s@relayq.test>" % login.encode() in rest, rest)
     with spool_env() as e:
         # NAME is used without -F; an existing From: is never touched.
         send(e, ["a@b.example"], b"From: x@y.example\n\nhi\n",
