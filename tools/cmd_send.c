@@ -101,6 +101,7 @@ static char tmp_path[4096];
 static char tmp_name[256];
 static int tmp_dfd = -1, inc_dfd = -1;
 static volatile sig_atomic_t tmp_armed;
+static const char *volatile farewell; /* see send_alarm_farewell() */
 /* The `user` key: the owner tmp/ and incoming/ must have, when set. */
 static const char *spool_user = "";
 
@@ -635,10 +636,17 @@ wfile_puts(struct wfile *w, const char *s)
 static void
 on_signal(int sig)
 {
-	(void)sig;
 	if (tmp_armed)
 		(void)unlinkat(tmp_dfd, tmp_name, 0);
+	if (sig == SIGALRM && farewell != NULL)
+		(void)!write(STDOUT_FILENO, farewell, strlen(farewell));
 	_exit(RQ_EX_TEMPFAIL);
+}
+
+void
+send_alarm_farewell(const char *msg)
+{
+	farewell = msg;
 }
 
 /* Installs on_signal() for the signals that end a submission. */
@@ -935,8 +943,12 @@ header_read(struct submit *s, ssize_t *pending)
 			h->eol_crlf = len >= 2 && l[len - 2] == '\r' &&
 			    l[len - 1] == '\n';
 			first = false;
-			if (mail_mbox_from_is(l, len))
-				continue; /* mbox separator, as Postfix */
+			/* an mbox separator, or its quoted ">From " form:
+			 * dropped, as Postfix's sendmail drops them */
+			if (mail_mbox_from_is(l, len) ||
+			    (len > 1 && l[0] == '>' &&
+				mail_mbox_from_is(l + 1, len - 1)))
+				continue;
 		}
 		if ((l[0] == ' ' || l[0] == '\t') && h->n > 0) {
 			h->f[h->n - 1].len += len;
@@ -1419,6 +1431,12 @@ cmd_send(int argc, char **argv)
 		usage(stdout);
 		return RQ_EX_OK;
 	}
+	/* as Postfix's sendmail: -t only in delivery mode */
+	if (o.extract &&
+	    (o.mode == MODE_SMTP || o.mode == MODE_VERIFY ||
+		o.mode == MODE_ALIASES))
+		return send_fail(
+		    RQ_EX_USAGE, "-t can be used only in delivery mode");
 	if (o.mode == MODE_MAILQ || o.mode == MODE_FLUSH)
 		return mode_run(&o);
 	if (o.mode == MODE_QINTERVAL)

@@ -70,6 +70,11 @@ bool send_too_large(void);
  * them in its replies). */
 void send_quiet(void);
 
+/* What SIGALRM (the -bs idle timeout) writes to standard output before
+ * send ends (75): a 421 reply, as Postfix's smtpd says goodbye.  MSG
+ * must live as long as the process. */
+void send_alarm_farewell(const char *msg);
+
 /* Runs -bs: an SMTP server on standard input and output that submits
  * each message with send_submit() (cmd_send_bs.c). */
 int send_smtp_run(const struct cfg *, const struct send_opts *o);

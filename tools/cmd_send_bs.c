@@ -256,10 +256,33 @@ printable(const char *s, size_t n)
 }
 
 /* MAIL FROM:<addr> [SIZE=] [BODY=] [RET=] [ENVID=] [SMTPUTF8]. */
+/* Whether parameter K was given before in this command (SEEN: the
+ * names so far, each between spaces, upper case); adds it. */
+static bool
+param_seen(char seen[128], const char *k)
+{
+	char w[24];
+	size_t n = strlen(k);
+
+	if (n + 2 >= sizeof(w))
+		return false;
+	w[0] = ' ';
+	for (size_t i = 0; i < n; i++)
+		w[i + 1] = (char)toupper((unsigned char)k[i]);
+	w[n + 1] = ' ';
+	w[n + 2] = '\0';
+	if (strstr(seen, w) != NULL)
+		return true;
+	if (strlen(seen) + n + 2 < 128)
+		strcat(seen[0] ? seen : strcpy(seen, " "), w + 1);
+	return false;
+}
+
 static void
 cmd_mail(struct bs *s, const char *arg)
 {
 	char *addr = NULL, *params, *k, *v, *copy = NULL;
+	char seen[128] = "";
 
 	/* no HELO required first, as Postfix (smtpd_helo_required = no) */
 	if (s->have_mail) {
@@ -278,7 +301,16 @@ cmd_mail(struct bs *s, const char *arg)
 	}
 	txn_reset(s);
 	while (param_next(&params, &k, &v)) {
-		if (strcasecmp(k, "SIZE") == 0 && v != NULL) {
+		if (param_seen(seen, k)) {
+			reply(s, "501 5.5.4 Duplicate parameter: %.64s", k);
+			goto bad;
+		}
+		if (strcasecmp(k, "SIZE") == 0 &&
+		    (v == NULL || v[strspn(v, "0123456789")] != '\0' ||
+			v[0] == '\0')) {
+			reply(s, "501 5.5.4 Bad SIZE parameter");
+			goto bad;
+		} else if (strcasecmp(k, "SIZE") == 0) {
 			if (strtoull(v, NULL, 10) > s->max_size) {
 				reply(s,
 				    "552 5.3.4 Message size exceeds fixed "
@@ -594,6 +626,13 @@ send_smtp_run(const struct cfg *cfg, const struct send_opts *o)
 	if (s->max_rcpt == 0)
 		s->max_rcpt = (size_t)-1;
 	send_quiet();
+	{
+		static char bye[300];
+
+		snprintf(bye, sizeof(bye),
+		    "421 4.4.2 %.200s Error: timeout exceeded\r\n", s->host);
+		send_alarm_farewell(bye);
+	}
 	reply(s, "220 %s ESMTP relayq", s->host);
 	while (line_read(s, line, &toolong)) {
 		if (toolong) {

@@ -523,6 +523,28 @@ def test_bs_pipelining():
         check(second.startswith(b"X-Sender: <>"), second[:80])
 
 
+def test_bs_params_and_idle_timeout():
+    """-bs: SIZE must be a number and a parameter comes once (501); at
+    the idle timeout (SIGALRM) the client hears 421 before the end (75),
+    as from Postfix's smtpd."""
+    etc_reset()
+    with Env() as e:
+        spool(e)
+        p, sock = bs_session(e)
+        f = sock.makefile("rb")
+        check(f.readline().startswith(b"220 "), "greeting")
+        sock.sendall(b"EHLO c\r\nMAIL FROM:<s@x.test> SIZE=abc\r\n"
+                     b"MAIL FROM:<s@x.test> RET=FULL RET=HDRS\r\n")
+        lines = []
+        while len([l for l in lines if l[3:4] == b" "]) < 3:
+            lines.append(f.readline())
+        codes = [l[:3] for l in lines if l[3:4] == b" "]
+        check_eq(codes, [b"250", b"501", b"501"], "replies: %r" % lines)
+        p.send_signal(signal.SIGALRM)
+        check(f.readline().startswith(b"421 4.4.2 "), "421 at the timeout")
+        check_eq(p.wait(30), 75, "exit status")
+
+
 def test_q_interval_ignored():
     """-q with an interval is not supported: ignored, as Postfix's
     sendmail (relayq run retries on its own schedule)."""

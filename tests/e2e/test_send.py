@@ -302,7 +302,18 @@ def test_exit_64_usage():
         send(e, ["--bogus", "r@example.com"], b"x\n", rc=64)
         send(e, ["-f"], b"x\n", rc=64)
         send(e, ["-bx"], b"x\n", rc=64)
+        # -t only in delivery mode, as Postfix's sendmail
+        for mode in ("-bs", "-bv", "-bi"):
+            p = send(e, ["-t", mode, "r@example.com"], b"x\n", rc=64)
+            check(b"-t can be used only in delivery mode" in p.stderr,
+                  p.stderr)
         check_eq(incoming(e) + tmpfiles(e), [], "nothing left")
+    with spool_env() as e:
+        # a leading quoted mbox line (">From ") goes too
+        send(e, ["r@example.com"], b">From x Mon Nov 30 00:00:00 2026\n"
+             b"Subject: q\n\nb\n")
+        _, rest = split_envelope(only_file(e))
+        check(rest.startswith(b"Subject: q\n"), rest)
 
 
 def test_exit_65_bad_address_and_size():
