@@ -143,8 +143,11 @@ queue_msg_json(const struct queue_msg *m, rq_put_fn *put, void *arg)
 		put_str(put, arg, queue_state_name(r->state));
 		PUT_LIT("\",\"attempts\":");
 		put_u64(put, arg, r->attempts);
+		/* null while in delivery (its time is the lease's end) or
+		 * held (nothing is tried then) */
 		PUT_LIT(",\"next_attempt\":");
-		if (open && r->next_attempt > 0)
+		if (open && r->next_attempt > 0 && !(r->flags & QRCPT_LEASED) &&
+		    !(m->flags & QMSG_HELD))
 			put_u64(put, arg, (uint64_t)r->next_attempt);
 		else
 			PUT_LIT("null");

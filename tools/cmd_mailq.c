@@ -319,7 +319,16 @@ mailq_opt(void *arg, int ch, const char *optarg)
 	struct mailq *mq = arg;
 	const char *why;
 	int64_t secs;
+	static unsigned given; /* each filter once: no silent last-wins */
+	const char *name = ch == 'p' ? "--priority"
+	    : ch == 's'		     ? "--state"
+	    : ch == 'd'		     ? "--domain"
+	    : ch == 'o'		     ? "--older-than"
+				     : NULL;
 
+	if (name != NULL && (given & (1u << (ch & 31))))
+		return tools_fail(RQ_EX_USAGE, "mailq", "%s given twice", name);
+	given |= 1u << (ch & 31);
 	switch (ch) {
 	case 'j':
 		mq->json = true;
@@ -343,6 +352,9 @@ mailq_opt(void *arg, int ch, const char *optarg)
 			    "unknown state \"%.64s\"", optarg);
 		break;
 	case 'd':
+		if (optarg[0] == '\0')
+			return tools_fail(
+			    RQ_EX_USAGE, "mailq", "--domain: empty domain");
 		mq->f.domain = optarg;
 		break;
 	case 'o':

@@ -111,6 +111,10 @@ def test_classes_json():
                                           ".ignored")), ".file ignored")
         check_eq(len(mailq_json(env, "--priority", "urgent")), 2, "filter")
         check_eq(len(mailq_json(env, "--domain", "c.test")), 1, "domain")
+        # a filter given twice, or an empty domain: 64, not last-wins
+        env.run("mailq", "--priority", "normal", "--priority", "urgent",
+                check_rc=64)
+        env.run("mailq", "--domain", "", check_rc=64)
         check_eq(len(mailq_json(env, "--older-than", "1h")), 0, "older")
         check_eq(len(mailq_json(env, "--older-than", "0s")), 5, "older 0")
         log = env.log_text()
@@ -254,6 +258,8 @@ def test_commands():
         check(ids[0] + "!" in out, "held marker")
         m0 = [m for m in mailq_json(env) if m["queue_id"] == ids[0]][0]
         check_eq(m0["held"], True, "held in JSON")
+        check(all(r["next_attempt"] is None for r in m0["recipients"]),
+              "no next attempt while held")
         check_eq([m["queue_id"] for m in mailq_json(env, "--state", "held")],
                  [ids[0]], "--state held")
         # flush is seen by the daemon within a second: attempts go to 2
