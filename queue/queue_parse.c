@@ -279,6 +279,25 @@ env_params(const char *p, size_t n, struct qp_result *r, struct qp_rcpt *rc)
 	return true;
 }
 
+/* Says which parameters of envelope field NAME were refused (P, PN
+ * bytes) and what the field takes; false. */
+static bool
+env_param_bad(struct qp_result *r, const char *name, const char *p, size_t pn)
+{
+	while (pn > 0 && strchr(" \t\r\n", p[pn - 1]) != NULL)
+		pn--;
+	while (pn > 0 && strchr(" \t\r\n", p[0]) != NULL) {
+		p++;
+		pn--;
+	}
+	snprintf(r->whybuf, sizeof(r->whybuf),
+	    "bad parameter in %s: \"%.*s\" (it takes <address> then %s)", name,
+	    (int)(pn < 60 ? pn : 60), p,
+	    name[2] == 'S' ? "RET= and ENVID=" : "NOTIFY= and ORCPT=");
+	r->why = r->whybuf;
+	return false;
+}
+
 /* Handles X-Sender (is_rcpt false) or X-Receiver; sets why on error. */
 static bool
 env_header(const char *v, size_t n, bool is_rcpt, const char *qualify,
@@ -304,10 +323,8 @@ env_header(const char *v, size_t n, bool is_rcpt, const char *qualify,
 	if (!is_rcpt && an == 0) {
 		free(r->sender);
 		r->sender = xstrdup("");
-		if (!env_params(p, pn, r, NULL)) {
-			r->why = "bad parameter in X-Sender";
-			return false;
-		}
+		if (!env_params(p, pn, r, NULL))
+			return env_param_bad(r, "X-Sender", p, pn);
 		return true;
 	}
 	memset(&tmp, 0, sizeof(tmp));
@@ -323,15 +340,13 @@ env_header(const char *v, size_t n, bool is_rcpt, const char *qualify,
 		free(r->sender);
 		r->sender = xstrdup(tmp.rcpts[0].addr);
 		qp_result_free(&tmp);
-		if (!env_params(p, pn, r, NULL)) {
-			r->why = "bad parameter in X-Sender";
-			return false;
-		}
+		if (!env_params(p, pn, r, NULL))
+			return env_param_bad(r, "X-Sender", p, pn);
 		return true;
 	}
 	ok = env_params(p, pn, r, &rc);
 	if (!ok) {
-		r->why = "bad parameter in X-Receiver";
+		env_param_bad(r, "X-Receiver", p, pn);
 	} else if (rcpt_merge(r, tmp.rcpts[0].addr, rc.orcpt, rc.notify) ==
 	    RM_TOOMANY) {
 		r->why = r->whybuf;

@@ -134,7 +134,12 @@ static const struct {
 	    "control character in an address" },
 	{ "To: <a@b.test\n\n", NULL, NULL, 0, "address" },
 	{ "X-Receiver: <r@b.test> NOTIFY=BOGUS\n\n", NULL, NULL, 0,
-	    "parameter" },
+	    "bad parameter in X-Receiver: \"NOTIFY=BOGUS\" (it takes "
+	    "<address> then NOTIFY= and ORCPT=)" },
+	/* a display name is not an SMTP path: the reason says what is */
+	{ "X-Sender: Joe <j@a.test>\nX-Receiver: <r@b.test>\n\n", NULL, NULL, 0,
+	    "bad parameter in X-Sender: \"<j@a.test>\" (it takes <address> "
+	    "then RET= and ENVID=)" },
 };
 
 static void
