@@ -127,14 +127,38 @@ cfg_files_sender_key(const char *s, size_t len, char *out, size_t outlen)
 
 		if (ch <= 0x20 || ch == 0x7f || ch == '<' || ch == '>')
 			return -1;
+		if (ch == '@' && at != NULL)
+			return -1; /* a@b@c */
 		if (ch == '@')
 			at = s + i;
+		/* the domain is a domain name: "me@example.com:PW" (a
+		 * credentials line with its fields swapped) is no key */
+		if (at != NULL && at != s + i && !isalnum(ch) && ch != '-' &&
+		    ch != '.')
+			return -1;
 		out[i] = (char)tolower(ch);
 	}
 	out[len] = '\0';
 	if (at == NULL || at == s + len - 1)
 		return -1;
 	return 0;
+}
+
+/* Quotes S (LEN bytes) for an error about a field that may be a
+ * misplaced user:password: what follows a ':' is shown only when it is a
+ * port (digits), else cut ("..."), so that no message shows a password. */
+static const char *
+quote_nosecret(const char *s, size_t len, char *q, size_t qlen)
+{
+	const char *c = memchr(s, ':', len);
+	size_t d = c != NULL ? (size_t)(s + len - c - 1) : 0;
+
+	if (c == NULL || (d > 0 && strspn(c + 1, "0123456789") >= d))
+		return cfg_quote(s, len, q, qlen);
+	cfg_quote(s, (size_t)(c - s), q, qlen);
+	if (strlen(q) + 5 < qlen)
+		strcat(q, ":...");
+	return q;
 }
 
 /* Normalizes a host DESTINATION ("[host]:port", "host") into OUT;
@@ -255,11 +279,11 @@ auth_line(const char *name, int lno, char *line, size_t len, struct cfg_auth *a,
 			return ferr(err, errlen, name, lno,
 			    "bad sender \"%s\" (expected user@domain, "
 			    "@domain or <>)",
-			    cfg_quote(line, klen, q, sizeof(q)));
+			    quote_nosecret(line, klen, q, sizeof(q)));
 	} else if (host_key(line, klen, key, sizeof(key), &why) < 0) {
 		return ferr(err, errlen, name, lno,
 		    "bad DESTINATION \"%s\": %s",
-		    cfg_quote(line, klen, q, sizeof(q)), why);
+		    quote_nosecret(line, klen, q, sizeof(q)), why);
 	}
 	colon = memchr(val, ':', (size_t)(end - val));
 	if (colon == NULL)
@@ -398,7 +422,7 @@ cfg_sender_map_parse(const char *name, const char *buf, size_t len,
 		    v[n].relay.host[0] == '\0') {
 			r = ferr(err, errlen, name, lno,
 			    "bad relay \"%s\" for %s: %s",
-			    cfg_quote(
+			    quote_nosecret(
 				val, (size_t)(line + llen - val), q, sizeof(q)),
 			    key, why ? why : "empty host name");
 			break;
@@ -479,8 +503,16 @@ file_read_at(struct cfg *cfg, struct cfg_files *f, const char *where,
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		cfg_file_err(err, errlen, where, line, "%s %s: %s", kname, path,
-		    strerror(errno));
+		int e = errno;
+
+		/* a root-owned secret is read at start, before the switch
+		 * to `user`; a reload runs as that user */
+		cfg_file_err(err, errlen, where, line, "%s %s: %s%s", kname,
+		    path, strerror(e),
+		    e == EACCES && geteuid() != 0
+			? " (a reload reads it as the daemon's user: make it "
+			  "that user's, mode 0600, or restart instead)"
+			: "");
 		return NULL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {

@@ -238,7 +238,9 @@ bool
 smtp_reply_ends_session(struct smtp_conn *conn, const struct smtp_reply *reply,
     struct smtp_rcpt_result *why)
 {
-	if (reply->code != 421 &&
+	/* a 421 to AUTH ("too many bad logins") is an authentication
+	 * failure (rule 15b): the host is not marked down for it */
+	if ((reply->code != 421 || conn->phase == SMTP_PH_AUTH) &&
 	    (reply->code / 100 != 3 || conn->phase == SMTP_PH_DATA ||
 		conn->phase == SMTP_PH_AUTH))
 		return false;
@@ -597,17 +599,25 @@ smtp_auth_unavailable(struct smtp_conn *conn, const enum cfg_sasl *m, size_t n)
 		snprintf(want + strlen(want), sizeof(want) - strlen(want),
 		    "%s%s", i ? " " : "", cfg_sasl_name(m[i]));
 	conn->policy_fail = true;
+	/* the user and the credentials file in the log only: the reason
+	 * goes into notices to the sender, mailq and show */
+	log_warn("smtp",
+	    "%s[%s]:%u: no usable AUTH (offered: %.200s) for %.200s",
+	    conn->host, conn->ip, conn->port,
+	    conn->ehlo.auth_offered && conn->ehlo.auth_list[0] != '\0'
+		? conn->ehlo.auth_list
+		: "none",
+	    conn->req->req.auth->id);
 	if (!conn->ehlo.auth_offered || conn->ehlo.auth_list[0] == '\0')
 		conn_fail_text(conn, true, "4.7.0",
 		    "host %s[%s] offers no AUTH, but credentials are "
-		    "configured for it (%s)",
-		    conn->host, conn->ip, conn->req->req.auth->id);
+		    "configured for it",
+		    conn->host, conn->ip);
 	else
 		conn_fail_text(conn, true, "4.7.0",
 		    "host %s[%s] offers AUTH %s, none of %s that "
-		    "auth_mechanisms allows for %s",
-		    conn->host, conn->ip, conn->ehlo.auth_list, want,
-		    conn->req->req.auth->id);
+		    "auth_mechanisms allows",
+		    conn->host, conn->ip, conn->ehlo.auth_list, want);
 }
 
 /* Rule 15b: AUTH refused: class 4, logged once, no other address. */
@@ -648,9 +658,14 @@ smtp_token_failed(struct smtp_conn *conn, const char *why)
 
 	conn->policy_fail = true;
 	conn->req->stop_walk = true;
+	/* the command, the user and its error output in the log only */
+	log_warn("smtp",
+	    "cannot get a token for %.200s: the token command "
+	    "%.200s %.300s",
+	    a->id, a->argv[0], why);
 	conn_fail_text(conn, false, "4.7.0",
-	    "cannot get a token for %s: the token command %.200s %s", a->id,
-	    a->argv[0], why);
+	    "SASL authentication failed: cannot get a token (the token "
+	    "command failed; the log says why)");
 }
 
 /* Rule 14: the client is shutting down and aborts CONN's request. */

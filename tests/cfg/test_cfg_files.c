@@ -68,6 +68,13 @@ static const struct auth_case auth_cases[] = {
 	    { NULL }, 0 },
 	{ "@ u:" SECRET, "1: bad sender \"@\"", NULL, NULL, NULL, { NULL }, 0 },
 	{ "user@ u:" SECRET, "1: bad sender", NULL, NULL, NULL, { NULL }, 0 },
+	/* fields swapped or misplaced: refused, the password never quoted */
+	{ "me@example.com:" SECRET " [h]:587",
+	    "1: bad sender \"me@example.com:...\"", NULL, NULL, NULL, { NULL },
+	    0 },
+	{ "me:" SECRET " [h]:587", "1: bad DESTINATION \"me:...\"", NULL, NULL,
+	    NULL, { NULL }, 0 },
+	{ "a@b@c u:" SECRET, "1: bad sender", NULL, NULL, NULL, { NULL }, 0 },
 	{ "[h] u:|relative/cmd " SECRET,
 	    "1: the token command must be an "
 	    "absolute path",
@@ -167,6 +174,10 @@ static const struct sender_case sender_cases[] = {
 	    0 },
 	{ "@a.example [h:25\n", "1: bad relay \"[h:25\" for @a.example", NULL,
 	    NULL, 0, false, 0 },
+	/* a credentials file given as sender_relayhost: no password shown */
+	{ "b@a.example billing:Secr3t\n",
+	    "1: bad relay \"billing:...\" for b@a.example", NULL, NULL, 0,
+	    false, 0 },
 	{ "@a.example [h]:25\n@A.example [i]:25\n",
 	    "2: duplicate sender \"@a.example\"", NULL, NULL, 0, false, 0 },
 };

@@ -42,6 +42,9 @@ def authenticator(server, session, envelope, mechanism, data):
                     "tls": tls_of(server, session)})
     if ok:
         return AuthResult(success=True, auth_data=data)
+    if cfg.get("fail_reply"):
+        return AuthResult(success=False, handled=False,
+                          message=cfg["fail_reply"])
     return AuthResult(success=False, handled=False)
 
 class Handler:
@@ -141,11 +144,11 @@ class AuthServer:
     (cert, key) for STARTTLS, or implicit TLS with implicit=True;
     exclude: mechanisms not offered; client_ca: require a client
     certificate signed by it; require_tls: AUTH offered only over
-    (STARTTLS) TLS."""
+    (STARTTLS) TLS; fail_reply: the reply to a failed AUTH (else 535)."""
 
     def __init__(self, env, users=None, tokens=None, cert=None,
                  implicit=False, exclude=(), client_ca=None,
-                 require_tls=True, oauth=False):
+                 require_tls=True, oauth=False, fail_reply=None):
         srv = os.path.join(env.dir, "srv")   # secrets live here
         os.makedirs(srv, exist_ok=True)
         script = os.path.join(srv, "aio_auth.py")
@@ -163,7 +166,7 @@ class AuthServer:
                        "key": cert[1] if cert else None,
                        "implicit": implicit, "exclude": list(exclude),
                        "client_ca": client_ca, "require_tls": require_tls,
-                       "oauth": oauth}, f)
+                       "oauth": oauth, "fail_reply": fail_reply}, f)
         self.proc = env.spawn(["/usr/bin/python3", script, conf],
                               stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)

@@ -120,8 +120,13 @@ def test_login_only_and_plain_only_servers():
         rc = r.one()
         check_eq(rc["cls"], 4)
         check_eq(rc["status"], "4.7.0")
-        authlib.reason_has(rc["text"], r"offers AUTH LOGIN, none of PLAIN",
-                           r"user \(.*auth:2\)")
+        authlib.reason_has(rc["text"], r"offers AUTH LOGIN, none of PLAIN")
+        # the user and the credentials file in the log, never in the
+        # reason (which goes into notices, mailq and show)
+        check("user" not in rc["text"] and "auth:2" not in rc["text"],
+              rc["text"])
+        check(re.search(r"no usable AUTH \(offered: LOGIN\) for user "
+                        r"\(.*auth:2\)", r.stderr), r.stderr)
         check_eq(len(login_only.attempts()), 1, "no second AUTH")
         check_eq(r.results[0]["host_down"], False)
         assert_no_secret(env, [PASSWORD], outputs(runs))
@@ -156,6 +161,27 @@ def test_wrong_password_defers_once():
         check_eq(len(warn), 1, "one log line per connection: %r" % warn)
         check("PLAIN authentication failed for user (" in warn[0], warn)
         assert_no_secret(env, [PASSWORD], outputs([r]))
+
+
+def test_421_to_auth_is_an_auth_failure():
+    """A 421 to AUTH ("too many bad logins") is an authentication
+    failure like a 535: "SASL authentication failed", logged, no other
+    address tried, the host not marked down."""
+    with rqlib.Env() as env:
+        _, cert, _, _ = authlib.certs(env)
+        srv = AuthServer(env, users={"user": "the-right-one"}, cert=cert,
+                         fail_reply="421 4.7.0 too many bad logins")
+        af = authlib.auth_file(env, ["[127.0.0.1]:%d user:%s" %
+                                     (srv.port, PASSWORD)])
+        addr = "localhost@127.0.0.1:%d" % srv.port
+        r = run(env, srv, "auth_file = %s\n" % af, addrs=[addr, addr])
+        rc = r.one()
+        check_eq(rc["cls"], 4, rc["text"])
+        check(rc["text"].startswith("SASL authentication failed; host "
+                                    "localhost[127.0.0.1] said: 421 "), rc)
+        check_eq(r.results[0]["host_down"], False)
+        check_eq(len(srv.attempts()), 1, "one AUTH: no other address")
+        check("authentication failed for user (" in r.stderr, r.stderr)
 
 
 def test_no_tls_never_sends_the_password():
@@ -336,9 +362,12 @@ def test_token_command_failures():
             check_eq(rc["cls"], 4, cmd)
             check_eq(rc["status"], "4.7.0")
             check_eq(rc["phase"], "token command")
-            authlib.reason_has(rc["text"], r"^cannot get a token for u "
-                               r"\(.*auth:2\): the token command " +
-                               re.escape(cmd), why)
+            authlib.reason_has(rc["text"], r"^SASL authentication failed: "
+                               r"cannot get a token")
+            check(cmd not in rc["text"], rc["text"])
+            check(re.search(r"cannot get a token for u \(.*auth:2\): the "
+                            r"token command " + re.escape(cmd) + r".*" + why,
+                            r.stderr, re.M), r.stderr)
             check_eq(r.results[0]["host_down"], False)
             check_eq(r.results[0]["ip"], "127.0.0.1")
             if cmd == slow:
