@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <openssl/sha.h>
 #include <unbound-event.h>
 #include <unbound.h>
 
@@ -666,10 +667,19 @@ runner_dns_tlsa_parse(const unsigned char *abuf, size_t alen,
 			continue;
 		if (!((rd[2] == 1 && rdlen - 3 == 32) ||
 			(rd[2] == 2 && rdlen - 3 == 64) ||
-			(rd[2] == 0 && rdlen - 3 > 0 &&
-			    rdlen - 3 <= SMTP_TLSA_DATA_MAX)))
+			(rd[2] == 0 && rdlen - 3 > 0)))
 			continue;
-		if (n < max) {
+		if (n < max && rd[2] == 0 && rdlen - 3 > SMTP_TLSA_DATA_MAX) {
+			/* full data longer than kept (a key or a whole
+			 * certificate): matched as its SHA-512 (type 2),
+			 * which OpenSSL computes of the same bytes */
+			out[n].usage = rd[0];
+			out[n].selector = rd[1];
+			out[n].mtype = 2;
+			out[n].len = 64;
+			SHA512(rd + 3, rdlen - 3, out[n].data);
+			n++;
+		} else if (n < max) {
 			out[n].usage = rd[0];
 			out[n].selector = rd[1];
 			out[n].mtype = rd[2];

@@ -88,7 +88,8 @@ void runner_dns_route(struct dns *, const char *host, uint16_t port, bool mx,
 /*
  * Reads the TLSA records (RFC 6698) of DNS answer ABUF (ALEN bytes): the
  * usable ones for DANE (RFC 7672: usage 2 or 3, selector 0 or 1, matching
- * type 1 or 2 of the right length, or 0 up to SMTP_TLSA_DATA_MAX bytes),
+ * type 1 or 2 of the right length, or 0: up to SMTP_TLSA_DATA_MAX bytes
+ * as they are, longer as their SHA-512 with type 2, the same match),
  * at most MAX into OUT.  Returns how many usable ones; *NALL gets how
  * many TLSA records there were in all; -1 when ABUF is malformed.
  */

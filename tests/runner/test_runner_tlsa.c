@@ -1,11 +1,13 @@
 /*
  * test_runner_tlsa.c - runner_dns_tlsa_parse(), table-driven: answers
  * built here byte by byte, with the usable records counted (usages 2 and
- * 3 only, selectors 0 and 1, matching types of the right length) and
- * malformed answers refused.
+ * 3 only, selectors 0 and 1, matching types of the right length; full
+ * data longer than kept as its SHA-512) and malformed answers refused.
  */
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/sha.h>
 
 #include "rqtest.h"
 #include "runner_dns.h"
@@ -84,7 +86,7 @@ main(void)
 		{ 2, 1, 1, 32, 1 }, /* DANE-TA */
 		{ 3, 1, 2, 64, 1 }, /* SHA-512 */
 		{ 3, 1, 0, 40, 1 }, /* full data that fits */
-		{ 3, 1, 0, 70, 0 }, /* full data too long to keep */
+		{ 3, 1, 0, 70, 2 }, /* full data longer than kept: SHA-512 */
 		{ 3, 1, 1, 31, 0 }, /* wrong length for SHA-256 */
 		{ 3, 1, 2, 32, 0 }, /* wrong length for SHA-512 */
 		{ 3, 1, 3, 32, 0 }, /* unknown matching type */
@@ -103,9 +105,17 @@ main(void)
 		    one[i].usage, one[i].selector, one[i].mtype, one[i].len);
 		len = answer(buf, rrs, 1);
 		CHECK_INT(runner_dns_tlsa_parse(buf, len, out, 4, &nall),
-		    one[i].usable);
+		    one[i].usable != 0);
 		CHECK_INT(nall, 1);
-		if (one[i].usable) {
+		if (one[i].usable == 2) {
+			/* matched as type 2, the SHA-512 of the same bytes */
+			unsigned char md[64];
+
+			SHA512(rrs[0].rdata + 3, one[i].len, md);
+			CHECK_INT(out[0].mtype, 2);
+			CHECK_INT(out[0].len, 64);
+			CHECK(memcmp(out[0].data, md, 64) == 0);
+		} else if (one[i].usable) {
 			CHECK_INT(out[0].usage, one[i].usage);
 			CHECK_INT(out[0].selector, one[i].selector);
 			CHECK_INT(out[0].mtype, one[i].mtype);
