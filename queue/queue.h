@@ -162,6 +162,11 @@ enum queue_intake_result
 queue_intake_run(struct queue_intake *, size_t max_files);
 /* Makes the next run list the whole of incoming/ (the rescan timer). */
 void queue_intake_rescan(struct queue_intake *);
+/* Signs MSG (*LENP bytes, CRLF, malloc'd), a message relayq makes
+ * itself (a TLS report), as intake signs mail (dkim_key_file, the table):
+ * *MSGP may be replaced.  IDSTR names it in the log. */
+void queue_dkim_sign(
+    const struct cfg *cfg, const char *idstr, char **msgp, size_t *lenp);
 /* Whether incoming/ and bad/ are still the directories intake opened
  * (not removed, or renamed and made anew); if not, WHY names the one. */
 bool queue_intake_dirs_same(const struct queue_intake *, const char **why);

@@ -522,3 +522,14 @@ intake_dkim_sign(
 	*msgp = out;
 	*lenp = sigs.n + len;
 }
+
+/* Signs a message relayq makes itself; see queue.h. */
+void
+queue_dkim_sign(
+    const struct cfg *cfg, const char *idstr, char **msgp, size_t *lenp)
+{
+	struct cfg_dkim *dk = cfg_dkim_hold(cfg);
+
+	intake_dkim_sign(dk, idstr, msgp, lenp);
+	cfg_dkim_release(dk);
+}

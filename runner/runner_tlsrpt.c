@@ -584,8 +584,11 @@ rpt_txt_cb(void *arg, enum dns_txt_status st, const char *text)
 	snprintf(e.day, sizeof(e.day), "%.8s", s->key + 4);
 	snprintf(e.domain, sizeof(e.domain), "%s", colon ? colon + 1 : "");
 	if (st == DNS_TXT_OK && rpt_record_parse(s->val, s->len, &e) == 0 &&
-	    rpt_rua_mailto(text, rua, sizeof(rua)))
+	    rpt_rua_mailto(text, rua, sizeof(rua))) {
 		mail = rpt_mail(t, &e, rua, &mlen);
+		/* receivers ignore an unsigned report (RFC 8460 5.3) */
+		queue_dkim_sign(t->r->rc->cfg, "TLS-RPT", &mail, &mlen);
+	}
 	if ((txn = queue_txn_begin(t->r->q)) == NULL) {
 		free(mail);
 		rpt_send_free(s);

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dnsseclib  # noqa: E402
 import faultlib  # noqa: E402
 import rqlib  # noqa: E402
+import test_dkim  # noqa: E402
 from rqlib import check, check_eq  # noqa: E402
 from test_runner_lib import deliveries, drop, run_idle  # noqa: E402
 
@@ -98,11 +99,18 @@ def test_tlsrpt():
             "mx-rpt A 127.0.0.4",
         ])
         dns = dnsseclib.start(env, {"test.": zone}, signed=["test."])
+        # reports are DKIM-signed like mail (RFC 8460 5.3): a key for the
+        # hostname's domain, their From:
+        key, pub = test_dkim.keygen(env, "rpt", "ed25519")
+        dz = test_dkim.Zone(env)
+        dz.publish("rpt", "relayq.test", "ed25519", pub)
         env.write_conf("dns_server = 127.0.0.1:%d\nsmtp_port = %d\n"
                        "tls = dane\nretry.min = 1h\ntimeout.hoststatus = 0\n"
                        "tlsrpt = yes\ntlsrpt_organization = Relayq Test\n"
-                       "tlsrpt_contact = mailto:tls@relayq.test\n" %
-                       (dns.port, port))
+                       "tlsrpt_contact = mailto:tls@relayq.test\n"
+                       "dkim_key_file = %s\ndkim_selector = rpt\n"
+                       "dkim_domain = relayq.test\n" %
+                       (dns.port, port, key))
         drop(env, "m@match.test")
         drop(env, "w@wrong.test")
         drop(env, "q@quiet.test")
@@ -144,7 +152,10 @@ def test_tlsrpt():
             check("RCPT TO:<rpt@reports.test>" in " ".join(envl), envl)
             check("MAIL FROM:<>" in " ".join(envl), envl)
             body = raw[:-5] if raw.endswith(b"\r\n.\r\n") else raw
-            m = email.message_from_bytes(body.replace(b"\r\n..", b"\r\n."))
+            unstuffed = body.replace(b"\r\n..", b"\r\n.")
+            check(test_dkim.verifies(dz, test_dkim.crlf(unstuffed)),
+                  "report DKIM-signed and verified: %r" % unstuffed[:300])
+            m = email.message_from_bytes(unstuffed)
             check_eq(m.get_content_type(), "multipart/report", "type")
             check_eq(m.get_param("report-type"), "tlsrpt", "report-type")
             parts = [p for p in m.walk()
