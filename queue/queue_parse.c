@@ -367,28 +367,45 @@ is_wsp(char c)
  * Folds header line L of N bytes (no line end) into pieces of at most
  * QP_LINE_MAX bytes: each CRLF goes before white space that follows a
  * non-blank, at offset LO or later (past the field's colon on its first
- * line), as late as it can.  Appends the pieces to O, or only checks
+ * line), as late as it can; where there is none, CRLF and a space go
+ * after a comma (an address list written "a@x,b@x,...").  Appends the pieces to O, or only checks
  * when O is NULL.  False when a piece cannot be made short enough.  One
  * pass: the white space before a fold point was already looked at.
  */
 static bool
 line_fold(const char *l, size_t n, size_t lo, struct rq_buf *o)
 {
-	size_t start = 0, j = lo > 0 ? lo : 1, bp = 0;
+	size_t start = 0, j = lo > 0 ? lo : 1, bp = 0, cp = 0, add = 0;
 
-	while (n - start > QP_LINE_MAX) {
-		size_t lim = start + QP_LINE_MAX; /* a fold at lim: 998 bytes */
+	/* ADD: the piece begins with a space a comma fold put there */
+	while (n - start + add > QP_LINE_MAX) {
+		size_t lim = start + QP_LINE_MAX - add; /* a fold at lim */
 
-		for (; j <= lim; j++)
+		for (; j <= lim; j++) {
 			if (is_wsp(l[j]) && !is_wsp(l[j - 1]))
 				bp = j;
-		if (bp <= start)
-			return false;
-		if (o != NULL) {
-			rq_buf_add(o, l + start, bp - start);
-			rq_buf_add(o, "\r\n", 2);
+			else if (l[j - 1] == ',' && !is_wsp(l[j]))
+				cp = j; /* "a@x,b@x": after the comma */
 		}
-		start = bp;
+		if (bp > start) {
+			if (o != NULL) {
+				rq_buf_add(o, l + start, bp - start);
+				rq_buf_add(o, "\r\n", 2);
+			}
+			start = bp;
+			add = 0;
+		} else if (cp > start) {
+			/* no white space: a fold after a comma, with the
+			 * space it needs (an address list means the same) */
+			if (o != NULL) {
+				rq_buf_add(o, l + start, cp - start);
+				rq_buf_add(o, "\r\n ", 3);
+			}
+			start = cp;
+			add = 1;
+		} else {
+			return false;
+		}
 	}
 	if (o != NULL)
 		rq_buf_add(o, l + start, n - start);
@@ -417,7 +434,8 @@ field_lines_ok(
 		    !line_fold(f + off, ln, first ? colon + 1 : 1, NULL)) {
 			snprintf(r->whybuf, sizeof(r->whybuf),
 			    "header line too long: %zu bytes in the %.*s: "
-			    "field, with no white space to fold it at (at "
+			    "field, with no white space or comma to fold it at "
+			    "(at "
 			    "most %d bytes a line)",
 			    ln, (int)(namelen > 60 ? 60 : namelen), f,
 			    QP_LINE_MAX);

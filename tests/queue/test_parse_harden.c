@@ -504,6 +504,36 @@ test_stored(void)
 	free(c);
 	qp_result_free(&r);
 
+	/* an address list with no white space: folded after a comma */
+	{
+		char *val = xstrdup("");
+
+		for (int i = 0; i < 300; i++) {
+			char *v = fmt("%s%sw%d@b.test", val, i ? "," : "", i);
+
+			free(val);
+			val = v;
+		}
+		in = c = fmt("From: s@a.test\nTo: %s\n\nbody\n", val);
+		CHECK_INT(qp_message_parse(in, strlen(in), NULL, 0, &r), QP_OK);
+		CHECK_INT(r.nrcpt, 300);
+		out = qp_message_build(
+		    in, strlen(in), &r, NULL, NULL, NULL, &n);
+		for (char *p2 = out, *e2; (e2 = strstr(p2, "\r\n")) != NULL;
+		     p2 = e2 + 2)
+			CHECK(e2 - p2 <= 998);
+		CHECK(strstr(out, ",\r\n w") != NULL);
+		CHECK_INT(qp_message_parse(out, n, NULL, 0, &r2), QP_OK);
+		CHECK_INT(r2.nrcpt, 300);
+		for (size_t i = 0; i < r.nrcpt && i < r2.nrcpt; i++)
+			CHECK_STR(r2.rcpts[i].addr, r.rcpts[i].addr);
+		qp_result_free(&r2);
+		qp_result_free(&r);
+		free(out);
+		free(c);
+		free(val);
+	}
+
 	/* a body line over 998 bytes is broken by CRLF SPACE (Postfix's
 	 * smtp_line_length_limit): no line over 998, nothing lost */
 	{
