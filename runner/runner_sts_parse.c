@@ -145,11 +145,12 @@ runner_sts_policy_parse(
 				*why = "mode given twice";
 				return -1;
 			}
-			if (vn == 7 && memcmp(v, "enforce", 7) == 0)
+			/* any case: "Enforce" refused would fail open */
+			if (vn == 7 && strncasecmp(v, "enforce", 7) == 0)
 				p->mode = STS_MODE_ENFORCE;
-			else if (vn == 7 && memcmp(v, "testing", 7) == 0)
+			else if (vn == 7 && strncasecmp(v, "testing", 7) == 0)
 				p->mode = STS_MODE_TESTING;
-			else if (vn == 4 && memcmp(v, "none", 4) == 0)
+			else if (vn == 4 && strncasecmp(v, "none", 4) == 0)
 				p->mode = STS_MODE_NONE;
 			else {
 				*why = "unknown mode";

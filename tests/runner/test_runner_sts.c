@@ -42,6 +42,9 @@ main(void)
 		    STS_MODE_TESTING, 1, 1 },
 		{ "version: STSv1\nmode: none\nmax_age: 86400\n", 0,
 		    STS_MODE_NONE, 86400, 0 },
+		/* a mode in another case is still that mode (never open) */
+		{ "version: STSv1\nmode: Enforce\nmx: a.b\nmax_age: 1\n", 0,
+		    STS_MODE_ENFORCE, 1, 1 },
 		{ "version: STSv1\nmode: enforce\nmx: a.b\nmax_age: "
 		  "99999999\nfoo: bar\n",
 		    0, STS_MODE_ENFORCE, STS_MAX_AGE_MAX, 1 },
