@@ -486,8 +486,11 @@ rpt_mail(
 	    "Content-Transfer-Encoding: base64\r\n"
 	    "Content-Disposition: attachment;\r\n"
 	    "\tfilename=\"%s!%s!%lld!%lld.json.gz\"\r\n\r\n",
-	    pm, rua, date, e->domain, org, id, e->domain, org, id, bnd, bnd,
-	    org, bnd, org, e->domain, (long long)start,
+	    /* the submitter is a domain (RFC 8460 5.3, the file name's
+	     * "sender"): the hostname; the organization's name stays in
+	     * the text and the JSON */
+	    pm, rua, date, e->domain, host, id, e->domain, host, id, bnd, bnd,
+	    org, bnd, host, e->domain, (long long)start,
 	    (long long)(start + 86399));
 	for (size_t o = 0, n = strlen(b64); o < n; o += 76)
 		evbuffer_add_printf(m, "%.76s\r\n", b64 + o);

@@ -162,8 +162,10 @@ def test_tlsrpt():
                      if p.get_content_type() == "application/tlsrpt+gzip"]
             check_eq(len(parts), 1, "one gzip'd JSON part")
             fname = parts[0].get_filename()
-            check(fname.startswith("Relayq Test!") and
-                  fname.endswith(".json.gz"), fname)
+            # the submitter is a domain (RFC 8460 5.3): the hostname
+            check(fname.startswith("relayq.test!%s!" % m["TLS-Report-Domain"])
+                  and fname.endswith(".json.gz"), fname)
+            check_eq(m["TLS-Report-Submitter"], "relayq.test", "submitter")
             text = gzip.decompress(base64.b64decode(parts[0].get_payload()))
             try:
                 js = json.loads(text)
