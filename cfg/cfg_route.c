@@ -468,8 +468,9 @@ route_lines(const struct cfg *cfg, const char *name, const char *domain,
 	add(arg, line);
 	n = cfg_fallback_relays(rt.scope, fb, CFG_FALLBACK_MAX);
 	for (size_t i = 0; i < n; i++) {
+		/* by the relay alone, as runner_route_fallback() */
 		const struct cfg_auth *a = cfg_auth_lookup(
-		    cfg, sender, &fb[i], fb[i].port);
+		    cfg, NULL, &fb[i], fb[i].port);
 
 		describe(rt.scope, a, fb[i].port, desc, sizeof(desc));
 		cfg_hostport_format(&fb[i], relay, sizeof(relay));

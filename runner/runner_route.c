@@ -77,7 +77,10 @@ runner_route_fallback(struct runner *r, struct dest *d, const char *sender)
 	n = cfg_fallback_relays(d->scope, fb, CFG_FALLBACK_MAX);
 	if ((size_t)d->fb >= n)
 		return NULL;
-	auth = cfg_auth_lookup(r->rc->cfg, sender, &fb[d->fb], fb[d->fb].port);
+	/* the fallback's own credentials (by relay), never the sender's:
+	 * those are for the sender's provider, not for this host */
+	(void)sender;
+	auth = cfg_auth_lookup(r->rc->cfg, NULL, &fb[d->fb], fb[d->fb].port);
 	return relay_dest(
 	    r, d->scope, &fb[d->fb], fb[d->fb].port, auth, d->fb + 1);
 }

@@ -234,9 +234,12 @@ def test_fallback_relays():
         dnsport, mxport = rqlib.free_port(), closed_port()
         dnsmasq(env, dnsport, ["--mx-host=mx.test,mxdead.test,10",
                                "--host-record=mxdead.test,127.0.0.4"])
+        # g@g.test's sender has an account of its own (for its provider):
+        # the fallback relay still gets only its own credentials
         af = authlib.auth_file(env, [
             "[127.0.0.1]:%d fb:%s" % (fauth.port, PW_B),
-            "[127.0.0.1]:%d x:%s" % (bad.port, PASSWORD)])
+            "[127.0.0.1]:%d x:%s" % (bad.port, PASSWORD),
+            "g-sender@src.test own:%s" % PASSWORD])
         env.write_conf(
             "relayhost = [127.0.0.1]:%d\nauth_file = %s\n"
             "fallback_relay = [127.0.0.1]:%d, [127.0.0.1]:%d\n"
@@ -250,12 +253,12 @@ def test_fallback_relays():
              h550.port, bad.port, mxport))
         p = start(env)
         try:
-            for r in ("a@dst.test", "g@g.test", "h@h.test", "i@i.test",
-                      "m@mx.test"):
+            for r in ("a@dst.test", "h@h.test", "i@i.test", "m@mx.test"):
                 drop(env, r)
+            drop(env, "g@g.test", sender="g-sender@src.test")
             rqlib.wait_for(lambda: len(by_rcpt(env)) >= 5, 60,
                            what="five results")
-            drop(env, "g2@g.test")
+            drop(env, "g2@g.test", sender="g-sender@src.test")
             drop(env, "a2@dst.test")
             rqlib.wait_for(lambda: len(by_rcpt(env)) >= 7, 60,
                            what="seven results")
@@ -296,6 +299,8 @@ def test_fallback_relays():
                   in l for l in moves), moves)
         check(any("said: 421 4.3.2 busy" in l and "trying fallback relay "
                   "[127.0.0.1]:%d" % fauth.port in l for l in moves), moves)
+        check(all(a["login"] == "fb" for a in fauth.attempts()),
+              "the fallback got only its own account: %r" % fauth.attempts())
         assert_no_secret(env, SECRETS, [p.stdout.read(), p.stderr.read()],
                          users=("fb", "x"))
 
