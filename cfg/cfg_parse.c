@@ -556,7 +556,8 @@ cfg_load(const char *path, struct cfg **out, char *err, size_t errlen)
 	enum cfg_result r;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(
+	    path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO: no wait */
 	if (fd < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return CFG_ERR_FILE;

@@ -151,6 +151,10 @@ void http_server_free(struct http_server *);
  * http_token.  0, or -1 with ERR "FILE:LINE: message".
  */
 int http_cfg_check(const struct cfg *, char *err, size_t errlen);
+/* The same check for the listener LISTEN, which a reload keeps: a new
+ * config may not drop the token of a listener that is not loopback. */
+int http_cfg_check_at(
+    const struct cfg *, const char *listen, char *err, size_t errlen);
 
 /* ---- the summary (http_summary.c) ---- */
 

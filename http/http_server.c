@@ -329,6 +329,8 @@ reason(int code)
 		return "Unauthorized";
 	case 404:
 		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
 	case 503:
 		return "Service Unavailable";
 	default:
@@ -357,6 +359,7 @@ dispatch(struct evhttp_request *req, void *arg)
 	const char *token = cfg_http_token(srv->cfg);
 	struct timeval idle = { HTTP_IDLE_SECS, 0 };
 	struct http_req r;
+	enum evhttp_cmd_type cmd;
 	size_t i;
 
 	if (c != NULL) {
@@ -382,7 +385,12 @@ dispatch(struct evhttp_request *req, void *arg)
 	evhttp_add_header(oh, "X-Content-Type-Options", "nosniff");
 	evhttp_add_header(oh, "Content-Security-Policy",
 	    "default-src 'none'; style-src 'unsafe-inline'");
-	if (token != NULL &&
+	cmd = evhttp_request_get_command(req);
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		r.code = 405;
+		evhttp_add_header(oh, "Allow", "GET, HEAD");
+		evbuffer_add_printf(r.out, "method not allowed\n");
+	} else if (token != NULL &&
 	    !http_auth_ok(
 		evhttp_find_header(
 		    evhttp_request_get_input_headers(req), "Authorization"),
@@ -406,6 +414,15 @@ dispatch(struct evhttp_request *req, void *arg)
 	}
 	evhttp_add_header(oh, "Content-Type",
 	    r.code == 200 ? r.ctype : "text/plain; charset=utf-8");
+	if (cmd == EVHTTP_REQ_HEAD) {
+		/* the headers of a GET, its length, and no body */
+		char n[24];
+		size_t len = evbuffer_get_length(r.out);
+
+		snprintf(n, sizeof(n), "%zu", len);
+		evhttp_add_header(oh, "Content-Length", n);
+		evbuffer_drain(r.out, len);
+	}
 	evhttp_send_reply(req, r.code, reason(r.code), r.out);
 	evbuffer_free(r.out);
 }
@@ -584,7 +601,12 @@ http_server_new(struct event_base *base, const struct cfg *cfg, struct queue *q,
 	evhttp_set_max_headers_size(srv->http, HTTP_HEADERS_MAX);
 	evhttp_set_max_body_size(srv->http, 0);
 	evhttp_set_timeout(srv->http, HTTP_IDLE_SECS);
-	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	/* every method reaches dispatch(), which answers all but GET and
+	 * HEAD with 405 and Allow (RFC 9110 15.5.6), not evhttp's 501 */
+	evhttp_set_allowed_methods(srv->http,
+	    EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+		EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+		EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_bevcb(srv->http, conn_new, srv);
 	evhttp_set_gencb(srv->http, dispatch, srv);
 	srv->bound = evhttp_accept_socket_with_handle(srv->http, fd);
@@ -649,8 +671,16 @@ http_server_free(struct http_server *srv)
 int
 http_cfg_check(const struct cfg *cfg, char *err, size_t errlen)
 {
+	return http_cfg_check_at(
+	    cfg, cfg_str(cfg_scope(cfg, NULL), CFG_HTTP_LISTEN), err, errlen);
+}
+
+int
+http_cfg_check_at(
+    const struct cfg *cfg, const char *listen, char *err, size_t errlen)
+{
 	const struct cfg_scope *g = cfg_scope(cfg, NULL);
-	const char *listen = cfg_str(g, CFG_HTTP_LISTEN), *why;
+	const char *why;
 	struct http_addr a;
 
 	if (listen[0] == '\0')
@@ -663,10 +693,13 @@ http_cfg_check(const struct cfg *cfg, char *err, size_t errlen)
 	}
 	if (!a.loopback && cfg_str(g, CFG_HTTP_TOKEN)[0] == '\0') {
 		snprintf(err, errlen,
-		    "%s:%d: http_listen %.200s is not a loopback address: "
+		    "%s:%d: http_listen %.200s%s is not a loopback address: "
 		    "set http_token (anyone who can reach it would read the "
 		    "queue)",
-		    cfg_path(cfg), cfg_line(cfg, g, CFG_HTTP_LISTEN), listen);
+		    cfg_path(cfg), cfg_line(cfg, g, CFG_HTTP_LISTEN), listen,
+		    strcmp(listen, cfg_str(g, CFG_HTTP_LISTEN)) != 0
+			? " (the listener until a restart)"
+			: "");
 		return -1;
 	}
 	return 0;

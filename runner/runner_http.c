@@ -199,6 +199,17 @@ runner_http_reload(struct runner *r)
 	http_server_cfg_set(r->http->srv, r->rc->cfg);
 }
 
+/* Whether config N may be loaded with the listener running now (its
+ * address kept until a restart); 0, or -1 with ERR. */
+int
+runner_http_reload_check(
+    const struct runner *r, const struct cfg *n, char *err, size_t errlen)
+{
+	if (r->http == NULL)
+		return 0;
+	return http_cfg_check_at(n, r->http->listen, err, errlen);
+}
+
 /* Counts a result just queued for the commit: recipient Q of MSG is now
  * in state ST, with DSN and WHY. */
 void

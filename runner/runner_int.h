@@ -329,6 +329,8 @@ void runner_result_format_delay(char *buf, size_t len, double secs);
 /* runner_http.c */
 void runner_http_start(struct runner *, const struct cfg *);
 void runner_http_reload(struct runner *);
+int runner_http_reload_check(
+    const struct runner *, const struct cfg *n, char *err, size_t errlen);
 void runner_http_result(struct runner *, const struct queue_msg *,
     const struct queue_rcpt *, enum queue_rcpt_state, const char *dsn,
     const char *why);

@@ -403,8 +403,10 @@ runner_reload(struct runner *r)
 		    err);
 		return;
 	}
-	/* auth_file, sender_relayhost and client certificates too */
-	if (runner_cfg_prepare(n, err, sizeof(err)) < 0) {
+	/* auth_file, sender_relayhost and client certificates too; and
+	 * the listener kept from the start still needs its token */
+	if (runner_cfg_prepare(n, err, sizeof(err)) < 0 ||
+	    runner_http_reload_check(r, n, err, sizeof(err)) < 0) {
 		log_err(NULL, "reload refused, keeping the running config: %s",
 		    err);
 		cfg_free(n);

@@ -119,6 +119,18 @@ def test_errors():
                  "missing file message")
         p = relayq("check-config", "-c", d.dir)
         check_eq(p.returncode, 78, "directory as config")
+        # a FIFO as the config or as a file it names: refused, no hang
+        fifo = os.path.join(d.dir, "fifo")
+        os.mkfifo(fifo)
+        p = relayq("check-config", "-c", fifo)
+        check_eq(p.returncode, 78, "FIFO as config")
+        path = os.path.join(d.dir, "f.conf")
+        with open(path, "w") as f:
+            f.write("http_listen = 127.0.0.1:9650\nhttp_token = %s\n"
+                    % fifo)
+        p = relayq("check-config", "-c", path)
+        check_eq(p.returncode, 78, "FIFO as http_token")
+        check(b"not a regular file" in p.stderr, p.stderr)
     finally:
         d.close()
 

@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 
 #include "cfg_int.h"
+#include "http.h"
 #include "http_int.h"
 #include "rqtest.h"
 
@@ -331,6 +332,26 @@ test_token(void)
 	}
 }
 
+/* A reload keeps the running listener: a new config may not drop the
+ * token of one that is not loopback, whatever its own http_listen. */
+static void
+test_reload_keeps_token(void)
+{
+	static const char conf[] = "http_listen = 127.0.0.1:9650\n";
+	struct cfg *cfg;
+	char err[512];
+
+	CHECK_INT(
+	    cfg_parse_buf("n.conf", conf, strlen(conf), &cfg, err, sizeof(err)),
+	    CFG_OK);
+	CHECK_INT(http_cfg_check(cfg, err, sizeof(err)), 0);
+	CHECK_INT(
+	    http_cfg_check_at(cfg, "127.0.0.1:9650", err, sizeof(err)), 0);
+	CHECK_INT(http_cfg_check_at(cfg, "0.0.0.0:9650", err, sizeof(err)), -1);
+	CHECK(strstr(err, "the listener until a restart") != NULL);
+	cfg_free(cfg);
+}
+
 /* The bad/ reasons intake's refusals are counted under (queue). */
 static void
 test_bad_reasons(void)
@@ -477,6 +498,7 @@ main(void)
 	test_query();
 	test_writers();
 	test_token();
+	test_reload_keeps_token();
 	test_bad_reasons();
 	test_delay_buckets();
 	test_stats();
