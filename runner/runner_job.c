@@ -55,9 +55,11 @@ runner_job_free(struct runner *r, struct job *j)
 	free(j);
 }
 
-/* Bounces recipient I of M at once: no domain to route to. */
+/* Bounces recipient I of M at once (DSN, WHY): an address no SMTP
+ * server could be given, which no retry mends. */
 static void
-job_fail_no_domain(struct runner *r, struct rmsg *m, size_t i)
+job_fail_address(struct runner *r, struct rmsg *m, size_t i, const char *dsn,
+    const char *why)
 {
 	struct job *j = xcalloc(1, sizeof(*j));
 
@@ -68,8 +70,7 @@ job_fail_no_domain(struct runner *r, struct rmsg *m, size_t i)
 	j->idx[0] = (uint32_t)i;
 	j->nidx = j->aidx = 1;
 	j->dest = NULL;
-	runner_result_job_fail(
-	    r, j, 5, "5.1.3", "bad address syntax: no domain");
+	runner_result_job_fail(r, j, 5, dsn, why);
 	runner_job_free(r, j);
 }
 
@@ -122,7 +123,21 @@ runner_job_add(struct runner *r, struct rmsg *m, size_t i, struct job ***jobs,
 	size_t k, n;
 
 	if (at == NULL || at[1] == '\0') {
-		job_fail_no_domain(r, m, i);
+		job_fail_address(
+		    r, m, i, "5.1.3", "bad address syntax: no domain");
+		return NULL;
+	}
+	/* what intake took but no SMTP command line can carry (a '<' in
+	 * a domain literal, say): returned now, alone; the others go */
+	if (!smtp_path_ok(q->addr)) {
+		job_fail_address(r, m, i, "5.1.3",
+		    "bad address syntax: cannot be given to an SMTP server");
+		return NULL;
+	}
+	if (!smtp_path_ok(m->msg->sender)) {
+		job_fail_address(r, m, i, "5.1.7",
+		    "bad sender address syntax: cannot be given to an SMTP "
+		    "server");
 		return NULL;
 	}
 	n = strlen(at + 1);

@@ -259,6 +259,11 @@ struct smtp_result {
 	int64_t t_done;
 };
 
+/* Whether ADDR can go inside <...> on a MAIL or RCPT command line (no
+ * control byte; '<' and '>' only in a quoted string): a request with
+ * one that cannot is refused (SMTP_SUBMIT_INVALID). */
+bool smtp_path_ok(const char *addr);
+
 enum smtp_submit_result {
 	SMTP_SUBMIT_OK = 0, /* done() will be called exactly once */
 	SMTP_SUBMIT_INVALID, /* bad request (no address/recipient...) */

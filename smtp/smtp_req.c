@@ -87,8 +87,8 @@ smtp_req_free(struct smtp_req *req)
  * and '<' and '>' only inside a quoted string (a local part such as
  * "a>b", which RFC 5321's qtextSMTP allows), so the path ends at its
  * own '>'. */
-static bool
-addr_ok(const char *s)
+bool
+smtp_path_ok(const char *s)
 {
 	bool quoted = false;
 
@@ -132,7 +132,7 @@ request_ok(const struct smtp_request *r)
 	if (r->naddrs == 0 || r->nrcpts == 0 || r->addrs == NULL ||
 	    r->rcpts == NULL || r->dest_key == NULL || r->scope == NULL ||
 	    r->done == NULL || (r->msg == NULL && r->msglen > 0) ||
-	    !addr_ok(r->sender))
+	    !smtp_path_ok(r->sender))
 		return false;
 	if (r->auth != NULL &&
 	    (r->auth->user == NULL || r->auth->id == NULL ||
@@ -147,7 +147,7 @@ request_ok(const struct smtp_request *r)
 			return false;
 	}
 	for (i = 0; i < r->nrcpts; i++)
-		if (!addr_ok(r->rcpts[i].addr) ||
+		if (!smtp_path_ok(r->rcpts[i].addr) ||
 		    (r->rcpts[i].orcpt != NULL && !orcpt_ok(r->rcpts[i].orcpt)))
 			return false;
 	return true;

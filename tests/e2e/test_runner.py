@@ -239,6 +239,35 @@ def test_deferred_status_is_4xx():
         stop(p)
 
 
+def test_address_no_smtp_line_can_carry():
+    """An address intake takes but no MAIL/RCPT line can carry (a '<' in
+    a domain literal) is returned at once (5.1.3; 5.1.7 for the sender),
+    alone: the other recipients of the message are delivered, and no
+    retry waits for what none could mend."""
+    with rqlib.Env() as env:
+        _, port, dd = sink(env)
+        env.write_conf(relay(port, "retry.min = 1h\n"))
+        for name, text in (("m1", "From: a@b.test\nTo: d5@[<x>], "
+                                  "ok@c.test\nSubject: one\n\nb\n"),
+                           ("m2", "From: x@[<y>]\nTo: ok2@c.test\n"
+                                  "Subject: two\n\nb\n")):
+            tmp = os.path.join(env.spool, "tmp", name)
+            os.makedirs(os.path.dirname(tmp), exist_ok=True)
+            os.makedirs(os.path.join(env.spool, "incoming"), exist_ok=True)
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.rename(tmp, os.path.join(env.spool, "incoming", name))
+        run_idle(env)
+        log = env.log_text()
+        check(re.search(r"to=<d5@\[<x>\]>, relay=none, .*dsn=5\.1\.3, "
+                        r"status=bounced", log), log)
+        ds = {d["to"]: d for d in deliveries(env)}
+        check_eq(ds["ok@c.test"]["status"], "sent", ds["ok@c.test"]["line"])
+        check_eq((ds["ok2@c.test"]["status"], ds["ok2@c.test"]["dsn"]),
+                 ("bounced", "5.1.7"), ds["ok2@c.test"]["line"])
+        check("internal error" not in env.log_text(), "no internal error")
+
+
 def test_one_daemon_per_queue():
     """A second `relayq run` on the same queue exits 75 and names the
     first (it would take the first one's leases back); once the first
