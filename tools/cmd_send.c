@@ -286,6 +286,7 @@ send_addr_ok(const struct cfg *cfg, const char *addr, bool sender)
 	ok = rcpts_parse(&l, addr, strlen(addr), origin) == MAIL_ADDR_OK &&
 	    l.found == 1;
 	mail_addr_set_free(&l.set);
+	free(l.hit);
 	return ok;
 }
 
