@@ -151,9 +151,12 @@ static const char *
 quote_nosecret(const char *s, size_t len, char *q, size_t qlen)
 {
 	const char *c = memchr(s, ':', len);
-	size_t d = c != NULL ? (size_t)(s + len - c - 1) : 0;
+	size_t d = c != NULL ? (size_t)(s + len - c - 1) : 0, k = 0;
 
-	if (c == NULL || (d > 0 && strspn(c + 1, "0123456789") >= d))
+	/* S is not NUL-terminated at LEN: count within it */
+	while (k < d && c[1 + k] >= '0' && c[1 + k] <= '9')
+		k++;
+	if (c == NULL || (d > 0 && k == d))
 		return cfg_quote(s, len, q, qlen);
 	cfg_quote(s, (size_t)(c - s), q, qlen);
 	if (strlen(q) + 5 < qlen)
