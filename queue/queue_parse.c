@@ -284,9 +284,12 @@ env_params(const char *p, size_t n, struct qp_result *r, struct qp_rcpt *rc)
 static bool
 env_param_bad(struct qp_result *r, const char *name, const char *p, size_t pn)
 {
-	while (pn > 0 && strchr(" \t\r\n", p[pn - 1]) != NULL)
+	while (pn > 0 &&
+	    (p[pn - 1] == ' ' || p[pn - 1] == '\t' || p[pn - 1] == '\r' ||
+		p[pn - 1] == '\n'))
 		pn--;
-	while (pn > 0 && strchr(" \t\r\n", p[0]) != NULL) {
+	while (pn > 0 &&
+	    (p[0] == ' ' || p[0] == '\t' || p[0] == '\r' || p[0] == '\n')) {
 		p++;
 		pn--;
 	}
