@@ -370,8 +370,12 @@ def test_orphan_reason_swept():
             with open(os.path.join(bad, name), "wb") as f:
                 f.write(data)
         p = start(env)
-        wait_for(lambda: "removed bad/00000000000000A1.reason" in
-                 env.log_text(), 10, what="sweep")
+        # the sweep is at start; "daemon started" comes once the signals
+        # are handled (a SIGTERM before would kill it outright)
+        wait_for(lambda: "daemon started" in env.log_text(), 10,
+                 what="started")
+        check("removed bad/00000000000000A1.reason" in env.log_text(),
+              "sweep logged")
         check_eq(sorted(os.listdir(bad)),
                  ["00000000000000A2.reason", "00000000000000A3",
                   "00000000000000A3.reason"], "bad/ after the sweep")
