@@ -289,9 +289,7 @@ dest_fail_all(
 	struct dest *fd;
 
 	while ((j = dest_pop(r, d)) != NULL) {
-		if (cls == 4 &&
-		    (fd = runner_route_fallback(r, d, j->m->msg->sender)) !=
-			NULL) {
+		if (cls == 4 && (fd = runner_route_fallback(r, d)) != NULL) {
 			runner_dest_job_move(r, j, fd, why);
 			continue;
 		}

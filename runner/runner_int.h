@@ -282,8 +282,7 @@ struct dest *runner_dest_find(struct runner *, const char *key);
 /* runner_route.c */
 struct dest *
 runner_route_dest(struct runner *, const char *domain, const char *sender);
-struct dest *
-runner_route_fallback(struct runner *, struct dest *, const char *sender);
+struct dest *runner_route_fallback(struct runner *, struct dest *);
 
 /* runner_job.c */
 struct job *runner_job_add(struct runner *, struct rmsg *, size_t i,

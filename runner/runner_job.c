@@ -218,8 +218,7 @@ job_done_cb(void *arg, const struct smtp_result *res)
 	r->active--;
 	if (res->next_taken)
 		d->chained--; /* the job behind it has the connection now */
-	if (res->host_down &&
-	    (fd = runner_route_fallback(r, d, j->m->msg->sender)) != NULL) {
+	if (res->host_down && (fd = runner_route_fallback(r, d)) != NULL) {
 		/* Unreachable: the next fallback relay takes the job. */
 		runner_dest_host_down(r, d, res);
 		runner_dest_job_move(

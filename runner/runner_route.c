@@ -63,10 +63,11 @@ runner_route_dest(struct runner *r, const char *domain, const char *sender)
 	return relay_dest(r, rt.scope, rt.relay, rt.port, rt.auth, 0);
 }
 
-/* The next destination of D's fallback_relay chain for mail from
- * SENDER, or NULL when there is none (or D is of an older config). */
+/* The next destination of D's fallback_relay chain (with that relay's
+ * own credentials), or NULL when there is none (or D is of an older
+ * config). */
 struct dest *
-runner_route_fallback(struct runner *r, struct dest *d, const char *sender)
+runner_route_fallback(struct runner *r, struct dest *d)
 {
 	struct cfg_hostport fb[CFG_FALLBACK_MAX];
 	const struct cfg_auth *auth;
@@ -79,7 +80,6 @@ runner_route_fallback(struct runner *r, struct dest *d, const char *sender)
 		return NULL;
 	/* the fallback's own credentials (by relay), never the sender's:
 	 * those are for the sender's provider, not for this host */
-	(void)sender;
 	auth = cfg_auth_lookup(r->rc->cfg, NULL, &fb[d->fb], fb[d->fb].port);
 	return relay_dest(
 	    r, d->scope, &fb[d->fb], fb[d->fb].port, auth, d->fb + 1);
