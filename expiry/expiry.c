@@ -55,12 +55,17 @@ _Static_assert(QTALLY_DSN + EXPIRY_EV_RELAYED < QTALLY_RUNNER,
     "a tally slot for every notice event");
 
 /* Logs R of M returned to its sender, in the delivery log's layout
- * (tries last, as pflogsumm wants; the status as Postfix's). */
+ * (tries last, as pflogsumm wants; the status as Postfix's), and counts
+ * it in TXN (relayq_deliveries_total{status="expired"}). */
 static void
-log_expired(const struct queue_msg *m, const struct queue_rcpt *r, int64_t now,
-    const char *status, const char *why)
+log_expired(struct queue_txn *txn, const struct queue_msg *m,
+    const struct queue_rcpt *r, int64_t now, const char *status,
+    const char *why)
 {
 	long long d = (long long)(now - m->arrival);
+
+	if (m->cls < CFG_NCLASS)
+		queue_tally_add(txn, QTALLY_EXPIRED + (unsigned)m->cls, 1);
 
 	log_info("qmgr",
 	    "%s: to=<%.200s>, relay=none, delay=%lld, delays=%lld/0/0/0, "
@@ -486,7 +491,7 @@ return_msg(struct queue_txn *txn, const struct cfg *cfg,
 		if (live) {
 			res = queue_rcpt_update(txn, m->id, r->idx,
 			    RCPT_BOUNCED, 0, reason, status);
-			log_expired(m, r, now, status,
+			log_expired(txn, m, r, now, status,
 			    r->reply ? r->reply : "never tried");
 		}
 		if (res == QUEUE_OK)
@@ -779,7 +784,8 @@ after_results(struct queue_txn *txn, const struct cfg *cfg, struct queue_msg *m,
 
 			res = queue_rcpt_update(
 			    txn, id, r->idx, RCPT_BOUNCED, 0, NULL, st);
-			log_expired(m, r, now, st, r->reply ? r->reply : "");
+			log_expired(
+			    txn, m, r, now, st, r->reply ? r->reply : "");
 			if (res == QUEUE_OK)
 				res = rcpt_mark_reported(txn, id, r->idx);
 			if (res == QUEUE_OK && notify_failure(m, r))

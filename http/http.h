@@ -71,8 +71,8 @@ enum http_result { HTTP_SENT, HTTP_DEFERRED, HTTP_BOUNCED };
 #define HTTP_TALLY_RESULT(c, k) (QTALLY_RUNNER + (c)*HTTP_TALLY_CLASS + (k))
 #define HTTP_TALLY_DELAY(c, b) (HTTP_TALLY_RESULT(c, HTTP_NRESULT) + (b))
 #define HTTP_TALLY_DELAY_MS(c) HTTP_TALLY_DELAY(c, HTTP_DELAY_NB + 1)
-_Static_assert(HTTP_TALLY_DELAY_MS(CFG_NCLASS - 1) < QUEUE_TALLY_MAX,
-    "the runner's tallies fit the queue's");
+_Static_assert(HTTP_TALLY_DELAY_MS(CFG_NCLASS - 1) < QTALLY_FINAL,
+    "the runner's tallies fit below the others' final results");
 /* The delay bucket (0 .. HTTP_DELAY_NB) of a final result DELAY_US
  * microseconds after its message's arrival. */
 unsigned http_delay_bucket(int64_t delay_us);
@@ -215,6 +215,16 @@ int http_addr_parse(const char *s, struct http_addr *, const char **why);
  * user: what a browser can send).  Compares in constant time.
  */
 bool http_auth_ok(const char *auth, const char *token);
+
+/*
+ * Whether Host header value HOST (NULL: none, as HTTP/1.0 clients send)
+ * names what a listener without a token answers: an IPv4 or [IPv6]
+ * literal, "localhost" or a name under it (RFC 6761), or MYNAME (the
+ * daemon's hostname), any of them with a :port.  A page a browser got
+ * from elsewhere and that DNS rebinding pointed at 127.0.0.1 carries its
+ * own name, and is refused (the queue's addresses are not its to read).
+ */
+bool http_host_ok(const char *host, const char *myname);
 
 /*
  * Parses an /api/queue query value: a class ("urgent", ...; -1 when

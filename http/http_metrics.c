@@ -181,11 +181,18 @@ metrics_runner(struct http_req *r, const struct http_view *v)
 	family(b, "relayq_deliveries_total", "counter",
 	    "Delivery attempts of recipients by priority class and result "
 	    "(one per line of the delivery log).");
-	for (int c = 0; c < CFG_NCLASS; c++)
+	for (int c = 0; c < CFG_NCLASS; c++) {
 		for (int k = 0; k < HTTP_NRESULT; k++)
 			sample(b, "relayq_deliveries_total",
-			    (double)t[HTTP_TALLY_RESULT(c, k)], 2, "class",
-			    cfg_class_name(c), "status", results[k]);
+			    (double)(t[HTTP_TALLY_RESULT(c, k)] +
+				(k == HTTP_BOUNCED ? t[QTALLY_LOOP + c] : 0)),
+			    2, "class", cfg_class_name(c), "status",
+			    results[k]);
+		/* returned by expiry (timeout.queuereturn, `relayq bounce`) */
+		sample(b, "relayq_deliveries_total",
+		    (double)t[QTALLY_EXPIRED + c], 2, "class",
+		    cfg_class_name(c), "status", "expired");
+	}
 	family(b, "relayq_delivery_delay_seconds", "histogram",
 	    "Time from a message's arrival to a recipient's final result "
 	    "(sent or bounced).");

@@ -4,7 +4,8 @@
  * query values.  No I/O, no allocation: unit-tested
  * (tests/http/test_http_parse.c) and fuzzed (tests/fuzz/fuzz_http.c).
  *
- * Public: http_addr_parse(), http_auth_ok(), http_query_class(),
+ * Public: http_addr_parse(), http_auth_ok(), http_host_ok(),
+ * http_query_class(),
  * http_query_state(), http_query_limit(), http_query_after().
  *
  * Invariants: a token is compared in time that depends on its length
@@ -160,6 +161,54 @@ http_auth_ok(const char *auth, const char *token)
 	if (memchr(buf, '\0', n) != NULL || (colon = strchr(buf, ':')) == NULL)
 		return false;
 	return same(colon + 1, (size_t)(buf + n - colon - 1), token);
+}
+
+/* Whether Host value HOST names this listener; see http.h. */
+bool
+http_host_ok(const char *host, const char *myname)
+{
+	char name[256];
+	const char *end, *colon;
+	size_t n;
+	struct in_addr v4;
+	struct in6_addr v6;
+
+	if (host == NULL)
+		return true;
+	if (host[0] == '[') {
+		end = strchr(host, ']');
+		if (end == NULL || (size_t)(end - host - 1) >= sizeof(name))
+			return false;
+		n = (size_t)(end - host - 1);
+		memcpy(name, host + 1, n);
+		name[n] = '\0';
+		if (end[1] != '\0' &&
+		    (end[1] != ':' ||
+			!port_parse(
+			    end + 2, strlen(end + 2), &(uint16_t){ 0 })))
+			return false;
+		return inet_pton(AF_INET6, name, &v6) == 1;
+	}
+	colon = strchr(host, ':');
+	n = colon ? (size_t)(colon - host) : strlen(host);
+	if (n == 0 || n >= sizeof(name))
+		return false;
+	if (colon != NULL &&
+	    !port_parse(colon + 1, strlen(colon + 1), &(uint16_t){ 0 }))
+		return false;
+	memcpy(name, host, n);
+	name[n] = '\0';
+	if (inet_pton(AF_INET, name, &v4) == 1)
+		return true;
+	if (name[n - 1] == '.') /* the root's dot */
+		name[--n] = '\0';
+	if (n == 0)
+		return false;
+	if (strcasecmp(name, "localhost") == 0 ||
+	    (n > 10 && strcasecmp(name + n - 10, ".localhost") == 0))
+		return true;
+	return myname != NULL && myname[0] != '\0' &&
+	    strcasecmp(name, myname) == 0;
 }
 
 /* Parses a class= value (NULL: any). */

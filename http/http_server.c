@@ -1,7 +1,8 @@
 /*
  * http_server.c - the listener: binds http_listen (TCP, or a unix
  * socket made as the daemon's user, mode 0660), hands connections to
- * evhttp within bounds, checks the token, routes GET /metrics, /,
+ * evhttp within bounds, checks the token (without one, that the Host
+ * header names this host: http_host_ok()), routes GET /metrics, /,
  * /api/summary and /api/queue to their pages, and checks the config
  * (http_cfg_check).
  *
@@ -327,6 +328,8 @@ reason(int code)
 		return "Bad Request";
 	case 401:
 		return "Unauthorized";
+	case 403:
+		return "Forbidden";
 	case 404:
 		return "Not Found";
 	case 405:
@@ -390,6 +393,15 @@ dispatch(struct evhttp_request *req, void *arg)
 		r.code = 405;
 		evhttp_add_header(oh, "Allow", "GET, HEAD");
 		evbuffer_add_printf(r.out, "method not allowed\n");
+	} else if (token == NULL && !srv->addr.unix_path &&
+	    !http_host_ok(evhttp_find_header(
+			      evhttp_request_get_input_headers(req), "Host"),
+		cfg_str(cfg_scope(srv->cfg, NULL), CFG_HOSTNAME))) {
+		/* a name not ours: DNS rebinding (http_host_ok()) */
+		r.code = 403;
+		evbuffer_add_printf(r.out,
+		    "Host names neither this host nor a loopback address "
+		    "(a listener with http_token answers any name)\n");
 	} else if (token != NULL &&
 	    !http_auth_ok(
 		evhttp_find_header(

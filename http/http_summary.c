@@ -501,15 +501,20 @@ struct list {
 	size_t limit, n, scanned, rcpts;
 	uint64_t last; /* the last message looked at */
 	bool full; /* limit reached, or the scan budget */
+	bool more; /* and a message follows (the page has a "next") */
 };
 
-/* queue_msgs_scan's callback: lists M when it matches; stops at the limit
- * or the budget. */
+/* queue_msgs_scan's callback: lists M when it matches; at the limit or
+ * the budget, looks whether another message follows, and stops. */
 static bool
 list_cb(const struct queue_msg *m, void *arg)
 {
 	struct list *l = arg;
 
+	if (l->full) {
+		l->more = true;
+		return false;
+	}
 	l->last = m->id;
 	l->scanned++;
 	l->rcpts += m->nrcpt;
@@ -519,16 +524,14 @@ list_cb(const struct queue_msg *m, void *arg)
 		l->n++;
 	}
 	if (l->n >= l->limit || l->scanned >= LIST_SCAN ||
-	    l->rcpts >= LIST_RCPTS) {
+	    l->rcpts >= LIST_RCPTS)
 		l->full = true;
-		return false;
-	}
 	return true;
 }
 
 /* GET /api/queue?class=&state=&domain=&limit=&after=: messages in id
  * (= arrival) order, as mailq --json writes them, with "next" (the
- * `after` of the next page, or null at the end). */
+ * `after` of the next page, or null when no message follows). */
 void
 http_page_queue(struct http_req *r)
 {
@@ -564,9 +567,10 @@ http_page_queue(struct http_req *r)
 	r->ctype = "application/json";
 	l.b = r->out;
 	HTTP_ADD(r->out, "{\"messages\":[");
-	queue_msgs_scan(r->srv->q, after + 1, list_cb, &l);
+	if (after != UINT64_MAX) /* the last ID: nothing after it */
+		queue_msgs_scan(r->srv->q, after + 1, list_cb, &l);
 	HTTP_ADD(r->out, "\n],\"next\":");
-	if (l.full) {
+	if (l.more) {
 		queue_id_format(l.last, next);
 		evbuffer_add_printf(r->out, "\"%s\"}\n", next);
 	} else {

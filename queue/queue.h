@@ -539,15 +539,23 @@ const char *queue_bad_reason_name(enum queue_bad_reason);
  * transaction that carries its events, so they hold what was committed
  * and outlive the process (the daemon's metrics counters).  Slots
  * [0, QUEUE_TALLY_MAX): QTALLY_INTAKE (messages taken in, by intake),
- * QTALLY_DSN + an expiry event (notices queued, by expiry/), and from
- * QTALLY_RUNNER on the runner's delivery results (runner_http.c).
+ * QTALLY_DSN + an expiry event (notices queued, by expiry/), from
+ * QTALLY_RUNNER on the runner's delivery results (runner_http.c), and
+ * from QTALLY_FINAL on the final results given outside the runner, per
+ * class: bounced by intake (a mail loop, QTALLY_LOOP + class) and
+ * returned by expiry (status=expired, QTALLY_EXPIRED + class).
  */
 #define QUEUE_TALLY_MAX 128
 enum queue_tally_slot {
 	QTALLY_INTAKE = 0,
 	QTALLY_DSN = 1, /* 1..4 */
 	QTALLY_RUNNER = 8,
+	QTALLY_FINAL = 112,
+	QTALLY_LOOP = QTALLY_FINAL, /* + class */
+	QTALLY_EXPIRED = QTALLY_FINAL + CFG_NCLASS, /* + class */
 };
+_Static_assert(QTALLY_EXPIRED + CFG_NCLASS <= QUEUE_TALLY_MAX,
+    "the final-result tallies fit");
 /* Adds N to tally SLOT in T (applied at its commit). */
 void queue_tally_add(struct queue_txn *, unsigned slot, uint64_t n);
 /* Every tally, in one read txn, into OUT (absent: 0). */

@@ -268,6 +268,9 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 		}
 		m.warn_at = 0;
 		m.return_at = p->now;
+		if (m.cls < CFG_NCLASS)
+			queue_tally_add(
+			    t, QTALLY_LOOP + (unsigned)m.cls, m.nrcpt);
 	}
 	/* who handed it in, as Postfix's pickup logs it; then the qmgr line */
 	queue_id_format(m.id, idstr);

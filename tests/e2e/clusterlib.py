@@ -286,11 +286,17 @@ def start_node(env, idle=True):
     return env.start(*args)
 
 
-def wait_exit(p, timeout, what):
-    """Waits for node process P; checks it exited 0."""
+def wait_exit(p, timeout, what, env=None):
+    """Waits for node process P; checks it exited 0.  On a timeout the
+    tail of ENV's log and its queue are shown (what kept it busy)."""
     try:
         rc = p.wait(timeout)
     except subprocess.TimeoutExpired:
+        if env is not None:
+            q = env.run("mailq", timeout=30)
+            print("  %s log tail:\n%s\n  %s mailq:\n%s" % (
+                what, env.log_text()[-6000:], what,
+                q.stdout.decode(errors="replace")[-3000:]))
         raise rqlib.Fail("%s did not finish within %ds" % (what, timeout))
     if rc != 0:
         raise rqlib.Fail("%s exited %d: %s" % (

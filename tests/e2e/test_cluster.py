@@ -39,7 +39,7 @@ def run_nodes(envs, per_node, timeout, during=None):
     if during:
         during()
     for i, p in enumerate(procs):
-        cl.wait_exit(p, timeout, "node %d" % (i + 1))
+        cl.wait_exit(p, timeout, "node %d" % (i + 1), envs[i])
 
 
 def test_connections_shared():

@@ -291,14 +291,21 @@ def test_metrics_and_apis():
         a = json.loads(ok(port, "/api/queue"))
         check_eq(a["messages"], want, "/api/queue vs mailq --json")
         check_eq(a["next"], None, "one page")
-        got, after = [], ""
+        got, after, pages = [], "", 0
         for _ in range(10):
             pg = json.loads(ok(port, "/api/queue?limit=1" + after))
             got += pg["messages"]
+            pages += 1
             if pg["next"] is None:
                 break
             after = "&after=" + pg["next"]
         check_eq(got, want, "paged one by one")
+        # the last page says so: no empty page after it
+        check_eq(pages, len(want), "pages of one")
+        full = json.loads(ok(port, "/api/queue?limit=%d" % len(want)))
+        check_eq(full["next"], None, "an exact last page")
+        check_eq(json.loads(ok(port, "/api/queue?after=FFFFFFFFFFFFFFFF")),
+                 {"messages": [], "next": None}, "after the last ID")
         flt = json.loads(ok(port, "/api/queue?class=urgent&state=deferred"
                             "&domain=dst.test"))["messages"]
         check_eq([x["queue_id"] for x in flt],
@@ -402,8 +409,9 @@ def test_restart_keeps_counters_recomputes_gauges():
         ids = {x["recipients"][0]["address"]: x["queue_id"] for x in q}
         env.run("bounce", ids["d3@dst.test"], check_rc=0)
         env.run("hold", ids["d0@dst.test"], check_rc=0)
-        # the notice's attempt (deferred) makes 6 results
-        committed(port, 6)
+        # the return (status=expired) and the notice's attempt
+        # (deferred) make 7 results
+        committed(port, 7)
         m1 = rqlib.wait_for(lambda: (lambda m: m if sample(
             m, "relayq_queue_messages", **{"class": "urgent",
                                            "state": "held"}) == 1 else None)(
@@ -411,6 +419,8 @@ def test_restart_keeps_counters_recomputes_gauges():
         check_eq(sample(m1, "relayq_dsn_total", type="failure"), 1, "dsn")
         check_eq(sample(m1, "relayq_deliveries_total", **{
             "class": "urgent", "status": "sent"}), 1, "sent")
+        check_eq(sample(m1, "relayq_deliveries_total", **{
+            "class": "urgent", "status": "expired"}), 1, "returned")
         check_eq(sample(m1, "relayq_delivery_delay_seconds_count",
                         **{"class": "urgent"}), 1, "histogram")
         stop(p)
@@ -433,16 +443,88 @@ def test_restart_keeps_counters_recomputes_gauges():
             c2 = {k: v for k, v in m2.items() if k[0] == name}
             check(len(c1) > 0, name)
             check_eq(c2, c1, name + " after the restart")
-        check_eq(total(m2, "relayq_deliveries_total"), 6, "6 results")
+        check_eq(total(m2, "relayq_deliveries_total"), 7, "7 results")
         check_eq(sample(m2, "relayq_intake_messages_total"), 5, "intake")
         check(sample(m2, "process_start_time_seconds") >
               sample(m1, "process_start_time_seconds"), "new start time")
         # and on from there
         drop(env, "t@ok.test", priority="normal")
-        m3 = committed(port, 7)
+        m3 = committed(port, 8)
         check_eq(sample(m3, "relayq_intake_messages_total"), 6, "intake+1")
         check_eq(sample(m3, "relayq_delivery_delay_seconds_count",
                         **{"class": "normal"}), 1, "normal histogram")
+        stop(p)
+
+
+def test_final_results_outside_the_runner():
+    """relayq_deliveries_total counts every line of the delivery log:
+    a mail loop bounced at intake (status=bounced) and a message
+    returned by `relayq bounce` (status=expired) too, by class."""
+    port = rqlib.free_port()
+    closed = rqlib.free_port()
+    with rqlib.Env() as env:
+        env.write_conf(relay(closed) + httplib.http_conf(port)[0] +
+                       "retry.min = 1h\nhopcount_limit = 3\n")
+        # null senders: no notice adds results of its own
+        drop(env, "loop@dst.test", sender="", priority="normal",
+             headers=["Received: by a.test", "Received: by b.test",
+                      "Received: by c.test"])
+        drop(env, "late@dst.test", sender="", priority="non-urgent")
+        p = start(env)
+        committed(port, 2)  # the loop's bounce, the first deferral
+        q = httplib.mailq(env)
+        check_eq(len(q), 1, "the deferred message is left")
+        env.run("bounce", q[0]["queue_id"], check_rc=0)
+        m = committed(port, 3)
+        check_eq(sample(m, "relayq_deliveries_total", **{
+            "class": "normal", "status": "bounced"}), 1, "the loop")
+        check_eq(sample(m, "relayq_deliveries_total", **{
+            "class": "non-urgent", "status": "deferred"}), 1, "deferred")
+        check_eq(sample(m, "relayq_deliveries_total", **{
+            "class": "non-urgent", "status": "expired"}), 1, "returned")
+        lines = [l for l in env.log_text().splitlines()
+                 if re.search(r": to=<[^>]*>, .* status=\w+[ ,]", l)]
+        check_eq(total(m, "relayq_deliveries_total"), len(lines),
+                 "a result per delivery log line")
+        stop(p)
+
+
+def test_host_header():
+    """A loopback listener without http_token answers only requests
+    whose Host names it (a literal address, localhost, the hostname
+    relayq.test):
+    a page DNS rebinding pointed at 127.0.0.1 gets 403 and nothing of
+    the queue.  With a token, any name (the token is the check)."""
+    port = rqlib.free_port()
+    with rqlib.Env() as env:
+        env.write_conf(relay(rqlib.free_port()) + httplib.http_conf(port)[0]
+                       + "retry.min = 1h\n")
+        drop(env, "secret-rcpt@dst.test")
+        p = start(env)
+        rqlib.wait_for(lambda: len(httplib.mailq(env)) == 1, 20, what="q")
+        for host in ("127.0.0.1:%d" % port, "localhost:%d" % port,
+                     "relayq.test:%d" % port, "[::1]:%d" % port):
+            st, _, body = get(port, "/api/queue", headers={"Host": host})
+            check_eq(st, 200, host)
+            check(b"secret-rcpt" in body, host)
+        for host in ("evil.example:%d" % port, "evil.example",
+                     "relayq.test.evil.example:%d" % port):
+            for path in ("/api/queue", "/", "/metrics"):
+                st, _, body = get(port, path, headers={"Host": host})
+                check_eq(st, 403, "%s %s" % (host, path))
+                check(b"secret-rcpt" not in body and
+                      b"Host names neither" in body, body[:200])
+        # with a token: the token decides, whatever the name
+        tok = token_file(env, "t0k-en")
+        env.write_conf(relay(rqlib.free_port()) + httplib.http_conf(port)[0]
+                       + "retry.min = 1h\n"
+                       "http_token = %s\n" % tok)
+        p.send_signal(signal.SIGHUP)
+        rqlib.wait_for(lambda: get(port, "/metrics")[0] == 401, 20,
+                       what="the token in force")
+        st, _, _ = get(port, "/api/queue", headers={
+            "Host": "evil.example", "Authorization": "Bearer t0k-en"})
+        check_eq(st, 200, "a token's request under any name")
         stop(p)
 
 

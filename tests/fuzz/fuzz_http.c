@@ -1,7 +1,8 @@
 /*
  * fuzz_http.c - libFuzzer target for the HTTP listener's parsers of
  * untrusted text (http_parse.c): http_listen, the Authorization header
- * against a token, the /api/queue query values; and the writers that
+ * against a token, the Host header, the /api/queue query values; and
+ * the writers that
  * put untrusted text into JSON, HTML and Prometheus labels.  Never reads
  * or writes out of bounds; a token is accepted only when the header
  * really carries it.
@@ -31,6 +32,10 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 		abort();
 	if (http_auth_ok(s, "tok") && strstr(s, "tok") == NULL &&
 	    strncasecmp(s, "Basic ", 6) != 0)
+		abort();
+	/* a name with a dot or a colon in it is never "localhost" */
+	if (http_host_ok(s, "h.test") && strcasestr(s, "localhost") == NULL &&
+	    strcasestr(s, "h.test") == NULL && strpbrk(s, ".:") == NULL)
 		abort();
 	(void)http_query_class(s, &v);
 	(void)http_query_state(s, &v);

@@ -137,6 +137,56 @@ test_auth(void)
 	CHECK(!http_auth_ok("Bearer ", ""));
 }
 
+/* The Host names a listener without a token answers. */
+static void
+test_host(void)
+{
+	static const struct {
+		const char *host;
+		int ok;
+	} t[] = {
+		{ NULL, 1 },
+		{ "127.0.0.1", 1 },
+		{ "127.0.0.1:9650", 1 },
+		{ "10.1.2.3:80", 1 },
+		{ "[::1]", 1 },
+		{ "[::1]:9650", 1 },
+		{ "localhost", 1 },
+		{ "LOCALHOST:9650", 1 },
+		{ "localhost.:9650", 1 },
+		{ "app.localhost", 1 },
+		{ "mx1.example.org", 1 },
+		{ "MX1.Example.ORG.:9650", 1 },
+		{ "evil.example", 0 },
+		{ "evil.example:9650", 0 },
+		{ "mx1.example.org.evil.example", 0 },
+		{ "localhost.evil.example", 0 },
+		{ "evillocalhost", 0 },
+		{ "", 0 },
+		{ ":9650", 0 },
+		{ ".", 0 },
+		{ "127.0.0.1:", 0 },
+		{ "127.0.0.1:99999", 0 },
+		{ "127.0.0.1:80x", 0 },
+		{ "[::1", 0 },
+		{ "[::1]x", 0 },
+		{ "[evil.example]", 0 },
+		{ "[::1]:0", 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		bool r = http_host_ok(t[i].host, "mx1.example.org");
+
+		if ((int)r != t[i].ok)
+			fprintf(stderr, "host \"%s\"\n",
+			    t[i].host ? t[i].host : "(none)");
+		CHECK_INT(r, t[i].ok);
+	}
+	CHECK(!http_host_ok("mx1.example.org", ""));
+	CHECK(!http_host_ok("mx1.example.org", NULL));
+	CHECK(http_host_ok("localhost", NULL));
+}
+
 /* /api/queue's query values. */
 static void
 test_query(void)
@@ -495,6 +545,7 @@ main(void)
 {
 	test_addr();
 	test_auth();
+	test_host();
 	test_query();
 	test_writers();
 	test_token();
