@@ -464,6 +464,9 @@ dest_route_cb(void *arg, struct route *rt)
 		    : SMTP_DANE_NONE;
 		d->addrs[i].tlsa = rt->addr[i].tlsa;
 		d->addrs[i].ntlsa = rt->addr[i].ntlsa;
+		d->addrs[i].tlsa_base = rt->addr[i].tlsa_base[0] != '\0'
+		    ? rt->addr[i].tlsa_base
+		    : NULL;
 		d->addrs[i].sts_enforce = enforce;
 	}
 	d->route_until = rq_now() + ROUTE_TTL;

@@ -20,7 +20,11 @@
  * with ares_send().  A host is secure when its MX answer (or the domain's
  * NODATA, or no MX lookup at all for a `[host]`) and all its address
  * answers carried AD; only then are its TLSA records looked up, as
- * Postfix does.  A failed (SERVFAIL: bogus) TLSA lookup of a secure host
+ * Postfix does.  A host whose addresses came through a (secure) CNAME
+ * chain has its TLSA records looked up at the chain's target first,
+ * then, when there are none there (or only insecure ones), at its own
+ * name (RFC 7672 2.2.2); the target is then the TLSA base domain,
+ * which the certificate may name too (route_addr.tlsa_base).  A failed (SERVFAIL: bogus) TLSA lookup of a secure host
  * marks it ROUTE_DANE_FAIL: never to be tried in plaintext.  With
  * dnssec = validate those queries go to libunbound instead, on the same
  * event_base, which validates in-process from dnssec_trust_anchor
@@ -72,6 +76,8 @@ struct dns_host {
 	enum route_dane dane;
 	struct smtp_tlsa tlsa[ROUTE_TLSA_MAX];
 	size_t ntlsa;
+	char *cname; /* the CNAME chain's target, when not NAME */
+	bool tlsa_at_cname; /* the TLSA query out is the target's */
 };
 
 struct dns_job {
@@ -321,6 +327,7 @@ dns_job_free(struct dns_job *j)
 		j->next->prev = j->prev;
 	for (size_t i = 0; i < j->nhost; i++) {
 		free(j->hosts[i].name);
+		free(j->hosts[i].cname);
 		if (j->hosts[i].ai)
 			ares_freeaddrinfo(j->hosts[i].ai);
 	}
@@ -402,6 +409,8 @@ route_addrs_add(struct route *r, const struct dns_host *h, uint16_t port)
 		a->dane = h->dane;
 		memcpy(a->tlsa, h->tlsa, sizeof(a->tlsa));
 		a->ntlsa = h->ntlsa;
+		snprintf(a->tlsa_base, sizeof(a->tlsa_base), "%s",
+		    h->tlsa_at_cname ? h->cname : "");
 	}
 	for (n = h->ai ? h->ai->nodes : NULL;
 	     n != NULL && r->naddr < DNS_MAX_ADDR; n = n->ai_next) {
@@ -701,6 +710,21 @@ dns_host_done(struct dns_host *h)
 		dns_job_build(j);
 }
 
+static void dns_tlsa_cb(void *, int, int, unsigned char *, int);
+
+/* Looks up H's TLSA records: at its CNAME target AT_CNAME, else at its
+ * name. */
+static void
+dns_tlsa_send(struct dns_host *h, bool at_cname)
+{
+	char name[300];
+
+	h->tlsa_at_cname = at_cname;
+	snprintf(name, sizeof(name), "_%u._tcp.%s", (unsigned)h->job->port,
+	    at_cname ? h->cname : h->name);
+	dns_send_ad(h->job->dns, name, DNS_T_TLSA, dns_tlsa_cb, h);
+}
+
 /* The TLSA answer of a secure host arrived. */
 static void
 dns_tlsa_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
@@ -714,6 +738,14 @@ dns_tlsa_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	if (status == ARES_EDESTRUCTION || h->job->dns->dying)
 		return;
 	status = dns_answer_status(status, abuf, alen, &ad);
+	if (h->tlsa_at_cname &&
+	    (status == ARES_ENODATA || status == ARES_ENOTFOUND ||
+		(status == ARES_SUCCESS && !ad))) {
+		/* none (securely) at the target: the name's own (RFC 7672
+		 * 2.2.2) */
+		dns_tlsa_send(h, false);
+		return;
+	}
 	if (status == ARES_SUCCESS && ad) {
 		n = runner_dns_tlsa_parse(
 		    abuf, (size_t)alen, h->tlsa, ROUTE_TLSA_MAX, &nall);
@@ -732,6 +764,74 @@ dns_tlsa_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	dns_host_done(h);
 }
 
+/* Whether names A and B are the same (case, a final dot aside). */
+static bool
+dns_name_same(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la > 0 && a[la - 1] == '.')
+		la--;
+	if (lb > 0 && b[lb - 1] == '.')
+		lb--;
+	return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/* The target of the CNAME chain in answer ABUF; see runner_dns.h. */
+bool
+runner_dns_cname_target(const unsigned char *abuf, size_t alen,
+    const char *name, char *out, size_t outlen)
+{
+	ns_msg msg;
+	ns_rr rr;
+	char cur[NS_MAXDNAME], target[NS_MAXDNAME];
+	int an;
+	bool moved = false;
+
+	if (alen > 65535 || ns_initparse(abuf, (int)alen, &msg) < 0)
+		return false;
+	snprintf(cur, sizeof(cur), "%s", name);
+	an = ns_msg_count(msg, ns_s_an);
+	/* a chain is at most as long as the answer section: a loop ends */
+	for (int pass = 0; pass < an; pass++) {
+		bool step = false;
+
+		for (int i = 0; i < an && !step; i++) {
+			if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
+				return false;
+			if (ns_rr_type(rr) != ns_t_cname ||
+			    !dns_name_same(ns_rr_name(rr), cur))
+				continue;
+			if (ns_name_uncompress(ns_msg_base(msg),
+				ns_msg_end(msg), ns_rr_rdata(rr), target,
+				sizeof(target)) < 0)
+				return false;
+			snprintf(cur, sizeof(cur), "%s", target);
+			step = moved = true;
+		}
+		if (!step)
+			break;
+	}
+	if (!moved || cur[0] == '\0' || dns_name_same(cur, name) ||
+	    strlen(cur) >= outlen)
+		return false;
+	memcpy(out, cur, strlen(cur) + 1);
+	return true;
+}
+
+/* Notes the target of the CNAME chain answer ABUF (to an address query
+ * for H's name) followed, if any. */
+static void
+dns_host_cname(struct dns_host *h, const unsigned char *abuf, int alen)
+{
+	char target[NS_MAXDNAME];
+
+	if (h->cname == NULL && alen > 0 &&
+	    runner_dns_cname_target(
+		abuf, (size_t)alen, h->name, target, sizeof(target)))
+		h->cname = xstrdup(target);
+}
+
 /* Adds the addresses of A or AAAA answer ABUF to H. */
 static void
 dns_host_addrs(
@@ -740,6 +840,7 @@ dns_host_addrs(
 	uint16_t port = htons(h->job->port);
 	int n = DNS_MAX_ADDR;
 
+	dns_host_cname(h, abuf, alen);
 	if (type == ns_t_a) {
 		struct ares_addrttl t[DNS_MAX_ADDR];
 
@@ -797,11 +898,7 @@ dns_host_answer(struct dns_host *h, int type, int status,
 	if (h->nsa == 0 && h->status == ARES_SUCCESS)
 		h->status = ARES_ENODATA;
 	if (h->nsa > 0 && h->secure && j->mx_secure) {
-		char name[300];
-
-		snprintf(name, sizeof(name), "_%u._tcp.%s", (unsigned)j->port,
-		    h->name);
-		dns_send_ad(j->dns, name, DNS_T_TLSA, dns_tlsa_cb, h);
+		dns_tlsa_send(h, h->cname != NULL);
 		return;
 	}
 	dns_host_done(h);

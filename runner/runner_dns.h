@@ -44,6 +44,9 @@ struct route_addr {
 	enum route_dane dane;
 	struct smtp_tlsa tlsa[ROUTE_TLSA_MAX];
 	size_t ntlsa;
+	/* the TLSA base domain when it is not HOST: the target of HOST's
+	 * CNAME chain, where the records were found (RFC 7672 2.2.2) */
+	char tlsa_base[256];
 };
 
 struct route {
@@ -95,6 +98,15 @@ void runner_dns_route(struct dns *, const char *host, uint16_t port, bool mx,
  */
 int runner_dns_tlsa_parse(const unsigned char *abuf, size_t alen,
     struct smtp_tlsa *out, size_t max, size_t *nall);
+
+/*
+ * The target of the CNAME chain that DNS answer ABUF (ALEN bytes) to a
+ * query for NAME follows: true with it in OUT (OUTLEN bytes), false when
+ * there is none (no CNAME owned by NAME, a chain back to NAME, a
+ * malformed answer, a target that does not fit).
+ */
+bool runner_dns_cname_target(const unsigned char *abuf, size_t alen,
+    const char *name, char *out, size_t outlen);
 
 /* The outcome of runner_dns_txt(). */
 enum dns_txt_status {

@@ -116,6 +116,10 @@ struct smtp_addr {
 	enum smtp_dane dane;
 	const struct smtp_tlsa *tlsa;
 	size_t ntlsa;
+	/* the TLSA base domain when not HOST (HOST's CNAME target, where
+	 * the records were): sent as SNI, and a name the certificate may
+	 * carry besides HOST (RFC 7672 3.2.2); NULL: HOST (copied) */
+	const char *tlsa_base;
 	/* an MTA-STS policy in enforce mode covers the host (RFC 8461 4.2):
 	 * STARTTLS and a certificate valid for the host name are required
 	 * (as verify), unless DANE applies */

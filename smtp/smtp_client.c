@@ -456,9 +456,14 @@ conn_tls_start(struct smtp_conn *conn)
 		smtp_tls_setup_failed(conn, err);
 		return;
 	}
+	/* DANE at a CNAME target: that is the base domain (SNI, a name),
+	 * and the MX name a name too */
 	ssl = smtp_tls_ssl_new(conn->client->tls, conn->cafile,
-	    cfg_tls_client_cert(conn->req->req.scope), conn->host,
+	    cfg_tls_client_cert(conn->req->req.scope),
+	    dane && a->tlsa_base != NULL ? a->tlsa_base : conn->host,
 	    dane ? a->tlsa : NULL, dane ? a->ntlsa : 0, err, sizeof(err));
+	if (ssl != NULL && dane && a->tlsa_base != NULL)
+		SSL_add1_host(ssl, conn->host);
 	if (ssl != NULL && dane && conn_dest_is_domain(conn))
 		/* DANE-TA: the next-hop domain is a name too (as Postfix) */
 		SSL_add1_host(ssl, conn->req->req.dest_key);

@@ -205,6 +205,7 @@ req_new(const struct smtp_request *r)
 	n += req_align(r->naddrs * sizeof(*req->addrs));
 	for (i = 0; i < r->naddrs; i++)
 		n += req_strsize(r->addrs[i].host) +
+		    req_strsize(r->addrs[i].tlsa_base) +
 		    req_align(r->addrs[i].ntlsa * sizeof(struct smtp_tlsa));
 	n += req_align(r->nrcpts * sizeof(*req->rcpts)) +
 	    req_align(r->nrcpts * sizeof(*req->res)) +
@@ -222,6 +223,8 @@ req_new(const struct smtp_request *r)
 	for (i = 0; i < r->naddrs; i++) {
 		req->addrs[i] = r->addrs[i];
 		req->addrs[i].host = req_strcopy(&p, r->addrs[i].host);
+		req->addrs[i].tlsa_base = req_strcopy(
+		    &p, r->addrs[i].tlsa_base);
 		req->addrs[i].tlsa = NULL;
 		if (r->addrs[i].ntlsa > 0)
 			req->addrs[i].tlsa = memcpy(

@@ -11,12 +11,16 @@ a second MX, delivered there), STARTTLS stripped by the path (deferred
 authentication, as Postfix), TLSA records in an unsigned zone (ignored:
 tls = dane acts as may), a bogus TLSA RRset (the host is skipped, never
 contacted, 4.7.5), secure NODATA (no TLSA: may with dane, deferred with
-dane-only); and check-config's refusal of dane with a remote resolver.
+dane-only), an MX host that is a CNAME (RFC 7672 2.2.2: the target's
+TLSA records first, a wrong one at the alias ignored; the alias's when
+the target has none; DANE-TA with the target's name in the
+certificate); and check-config's refusal of dane with a remote resolver.
 All again with dnssec = validate (libunbound in-process, forwarding to
 nsd directly).
 Run with /usr/bin/python3.
 """
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -83,9 +87,11 @@ def dane_world(dns_conf):
             ca=(ca2, ca2.replace(".pem", ".key")))
         _, tanh_cert, tanh_key = faultlib.make_cert(
             certs, "tanexthop.test", ca=(ca2, ca2.replace(".pem", ".key")))
+        _, real3_cert, real3_key = faultlib.make_cert(
+            certs, "mx-real3.test", ca=(ca2, ca2.replace(".pem", ".key")))
         # DANE-TA servers send the trust anchor in their chain (RFC 7671)
         ta_cert, tabad_cert = chain(ta_cert, ca2), chain(tabad_cert, ca2)
-        tanh_cert = chain(tanh_cert, ca2)
+        tanh_cert, real3_cert = chain(tanh_cert, ca2), chain(real3_cert, ca2)
         ok = mx_server(env, "127.0.0.2", port, (ok_cert, ok_key))
         wrong = mx_server(env, "127.0.0.3", port, (wrong_cert, wrong_key))
         plain = mx_server(env, "127.0.0.4", port, (ok_cert, ok_key),
@@ -96,6 +102,9 @@ def dane_world(dns_conf):
         ta = mx_server(env, "127.0.0.8", port, (ta_cert, ta_key))
         tabad = mx_server(env, "127.0.0.9", port, (tabad_cert, tabad_key))
         tanh = mx_server(env, "127.0.0.10", port, (tanh_cert, tanh_key))
+        real = mx_server(env, "127.0.0.11", port, (ok_cert, ok_key))
+        real2 = mx_server(env, "127.0.0.12", port, (ok_cert, ok_key))
+        real3 = mx_server(env, "127.0.0.13", port, (real3_cert, real3_key))
         spki_ok = dnsseclib.tlsa_spki(ok_cert)
         spki_ca2 = dnsseclib.tlsa_spki(ca2)
         t = "_%d._tcp." % port
@@ -136,6 +145,23 @@ def dane_world(dns_conf):
             "tanexthop MX 10 mx-tanh.test.",
             "mx-tanh A 127.0.0.10",
             t + "mx-tanh TLSA 2 1 1 " + spki_ca2,
+            # the MX host a CNAME: the target's records first (a wrong
+            # one at the alias must not count), ...
+            "cname MX 10 mx-alias.test.",
+            "mx-alias CNAME mx-real.test.",
+            "mx-real A 127.0.0.11",
+            t + "mx-real TLSA 3 1 1 " + spki_ok,
+            t + "mx-alias TLSA 3 1 1 " + "00" * 32,
+            # ... the alias's when the target has none, ...
+            "cnamefb MX 10 mx-alias2.test.",
+            "mx-alias2 CNAME mx-real2.test.",
+            "mx-real2 A 127.0.0.12",
+            t + "mx-alias2 TLSA 3 1 1 " + spki_ok,
+            # ... and DANE-TA names the target (the TLSA base domain)
+            "cnameta MX 10 mx-alias3.test.",
+            "mx-alias3 CNAME mx-real3.test.",
+            "mx-real3 A 127.0.0.13",
+            t + "mx-real3 TLSA 2 1 1 " + spki_ca2,
         ])
         insecure = "\n".join([
             "plain MX 10 mx.insecure.",
@@ -151,7 +177,8 @@ def dane_world(dns_conf):
         rcpts = ["m@match.test", "w@wrongonly.test", "n@nexthop.test",
                  "s@stripped.test", "u@usage1.test", "d@nodata.test",
                  "o@nodataonly.test", "b@bogus.test", "p@plain.insecure",
-                 "a@ta.test", "x@tabad.test", "h@tanexthop.test"]
+                 "a@ta.test", "x@tabad.test", "h@tanexthop.test",
+                 "c@cname.test", "f@cnamefb.test", "t@cnameta.test"]
         for r in rcpts:
             drop(env, r)
         run_idle(env, timeout=90)
@@ -212,6 +239,16 @@ def dane_world(dns_conf):
         h = ds["h@tanexthop.test"]
         check_eq(h["status"], "sent", h["line"])
         check_eq(len(tanh.messages()), 1, "at the next-hop-named MX")
+        # CNAME'd MX hosts (RFC 7672 2.2.2)
+        for rc, srv, host in (("c@cname.test", real, "mx-alias.test"),
+                              ("f@cnamefb.test", real2, "mx-alias2.test"),
+                              ("t@cnameta.test", real3, "mx-alias3.test")):
+            check_eq(ds[rc]["status"], "sent", ds[rc]["line"])
+            check_eq(len(srv.messages()), 1, "%s at its server" % rc)
+            check(re.search(r"Verified TLS connection established to "
+                            r"%s\[127\.0\.0\.1[123]\]:%d.*DANE-(EE 3|TA 2) "
+                            % (re.escape(host), port), log),
+                  "%s not DANE-verified:\n%s" % (rc, log))
 
 
 def test_check_config_remote_resolver():

@@ -1,8 +1,11 @@
 /* fuzz_runner_tlsa.c - libFuzzer target: any bytes as the DNS answer to
- * a TLSA query, read by runner_dns_tlsa_parse(). */
+ * a TLSA query, read by runner_dns_tlsa_parse(), and to an address
+ * query, whose CNAME chain runner_dns_cname_target() follows. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "runner_dns.h"
 
@@ -20,5 +23,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    out[i].selector > 1 || out[i].mtype > 2 ||
 		    out[i].len == 0 || out[i].len > SMTP_TLSA_DATA_MAX)
 			abort();
+	/* the same bytes as an address answer that may hold a CNAME
+	 * chain: a target that fits, NUL-terminated, never the name */
+	{
+		char target[256];
+
+		if (runner_dns_cname_target(
+			data, size, "mx.example", target, sizeof(target)) &&
+		    (memchr(target, '\0', sizeof(target)) == NULL ||
+			target[0] == '\0' ||
+			strcasecmp(target, "mx.example") == 0))
+			abort();
+	}
 	return 0;
 }
