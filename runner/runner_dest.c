@@ -367,12 +367,13 @@ dest_sts_applies(const struct dest *d)
  * how many addresses are left (RT->why says why when none is).
  */
 static size_t
-dest_route_sts(const struct dest *d, struct route *rt, bool *enforce)
+dest_route_sts(
+    const struct dest *d, struct route *rt, bool *enforce, bool *testing)
 {
 	const struct sts_policy *p = d->sts;
 	size_t i, n = 0;
 
-	*enforce = false;
+	*enforce = *testing = false;
 	if (p == NULL)
 		return rt->naddr;
 	for (i = 0; i < rt->naddr; i++)
@@ -400,8 +401,10 @@ dest_route_sts(const struct dest *d, struct route *rt, bool *enforce)
 		if (p->mode != STS_MODE_ENFORCE)
 			n++; /* testing: report only */
 	}
-	if (p->mode != STS_MODE_ENFORCE)
+	if (p->mode != STS_MODE_ENFORCE) {
+		*testing = p->mode == STS_MODE_TESTING;
 		return rt->naddr;
+	}
 	*enforce = true;
 	rt->naddr = n;
 	return n;
@@ -431,7 +434,7 @@ dest_route_cb(void *arg, struct route *rt)
 {
 	struct dest *d = arg;
 	struct runner *r = d->runner;
-	bool enforce = false;
+	bool enforce = false, testing = false;
 
 	if (rt->status != ROUTE_OK) {
 		d->rstate = DR_NONE;
@@ -442,7 +445,7 @@ dest_route_cb(void *arg, struct route *rt)
 		return;
 	}
 	if (dest_route_dane(d, rt) == 0 ||
-	    dest_route_sts(d, rt, &enforce) == 0) {
+	    dest_route_sts(d, rt, &enforce, &testing) == 0) {
 		d->rstate = DR_NONE;
 		dest_fail_all(r, d, 4, "4.7.5", rt->why);
 		runner_dns_route_free(rt);
@@ -468,6 +471,7 @@ dest_route_cb(void *arg, struct route *rt)
 		    ? rt->addr[i].tlsa_base
 		    : NULL;
 		d->addrs[i].sts_enforce = enforce;
+		d->addrs[i].sts_testing = testing;
 	}
 	d->route_until = rq_now() + ROUTE_TTL;
 	d->rstate = DR_OK;

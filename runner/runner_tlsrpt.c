@@ -304,8 +304,17 @@ runner_tlsrpt_count(
 	rpt_day(rq_now(), day);
 	e = rpt_entry_get(t, day, d->lookup);
 	rpt_policy_set(e, d);
-	if (res->tls_proto[0] != '\0' && !res->reused)
-		e->ok++;
+	if (res->tls_proto[0] != '\0' && !res->reused) {
+		/* a session is a success or a failure: one with TLS up that
+		 * failed all the same (MTA-STS testing) is a failure */
+		bool failed = false;
+
+		for (size_t i = 0; i < res->ntls_fails; i++)
+			failed = failed ||
+			    strcmp(res->tls_fails[i].ip, res->ip) == 0;
+		if (!failed)
+			e->ok++;
+	}
 	for (size_t i = 0; i < res->ntls_fails; i++) {
 		const struct smtp_tls_fail *sf = &res->tls_fails[i];
 		size_t k;

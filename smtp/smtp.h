@@ -124,6 +124,10 @@ struct smtp_addr {
 	 * STARTTLS and a certificate valid for the host name are required
 	 * (as verify), unless DANE applies */
 	bool sts_enforce;
+	/* a policy in testing mode covers it: what enforce would refuse
+	 * (no STARTTLS, a certificate that does not verify) is logged and
+	 * reported (TLS-RPT), and the message goes anyway */
+	bool sts_testing;
 };
 
 /* One recipient. */

@@ -517,6 +517,9 @@ conn_tls_done(struct smtp_conn *conn)
 	if (smtp_tls_unpinned(conn, cert) ||
 	    smtp_tls_unverified(conn, cert, vr))
 		return;
+	if (conn->req->addrs[conn->req->addr_idx].sts_testing &&
+	    !conn->tls_verified)
+		smtp_sts_testing_fail(conn, false, cert, vr);
 	memset(&conn->ehlo, 0, sizeof(conn->ehlo));
 	/* Implicit TLS comes before the greeting; STARTTLS after EHLO. */
 	smtp_conn_enter(conn, conn->wrapper ? SMTP_PH_GREETING : SMTP_PH_EHLO);
@@ -545,6 +548,9 @@ conn_after_ehlo(struct smtp_conn *conn)
 	}
 	if (smtp_tls_missing(conn))
 		return;
+	if (!conn->tls_active && want && !conn->ehlo.starttls &&
+	    conn->req->addrs[conn->req->addr_idx].sts_testing)
+		smtp_sts_testing_fail(conn, true, NULL, 0);
 	if (conn->req->req.auth != NULL && !conn->authed) {
 		smtp_auth_start(conn);
 		return;

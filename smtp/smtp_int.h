@@ -274,6 +274,12 @@ void smtp_starttls_injected(struct smtp_conn *);
  * and does not. */
 bool smtp_tls_unverified(struct smtp_conn *, X509 *cert, long vr);
 
+/* Rule 10i: notes, for an address under an MTA-STS policy in testing
+ * mode, what enforce would have refused: no STARTTLS (CERT NULL, VR
+ * ignored), or certificate CERT with verify result VR. */
+void
+smtp_sts_testing_fail(struct smtp_conn *, bool starttls, X509 *cert, long vr);
+
 /* Rule 10f: TLS could not be set up here (ERR: why, or NULL). */
 void smtp_tls_setup_failed(struct smtp_conn *, const char *err);
 

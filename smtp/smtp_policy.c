@@ -59,6 +59,10 @@
  *        name check for DANE-EE); else 4.7.5 "no TLSA record of H
  *        matched", QUIT, next address (smtp_tls_unverified).  Secure
  *        records none of which is usable: as encrypt.
+ *     i. An MTA-STS policy in testing mode (tls stays may): what
+ *        enforce would refuse (no STARTTLS; a certificate whose chain or
+ *        name does not check out) is logged and noted for TLS-RPT as a
+ *        failure, and the session goes on (smtp_sts_testing_fail).
  * 11. Connection trouble is class 4 and closes without QUIT: connect
  *     failed or timed out, 4.4.1 ("connect to H[IP]:PORT: ..."); any
  *     other timeout, 4.4.2 ("conversation with H[IP] timed out: timeout
@@ -397,6 +401,30 @@ smtp_starttls_injected(struct smtp_conn *conn)
 	    conn->host, conn->ip);
 }
 
+/* The RFC 8460 result-type of verify result VR. */
+static const char *
+verify_fail_type(long vr)
+{
+	return vr == X509_V_ERR_HOSTNAME_MISMATCH ? "certificate-host-mismatch"
+	    : vr == X509_V_ERR_CERT_HAS_EXPIRED	  ? "certificate-expired"
+						  : "certificate-not-trusted";
+}
+
+/* Rule 10i: see smtp_int.h. */
+void
+smtp_sts_testing_fail(
+    struct smtp_conn *conn, bool starttls, X509 *cert, long vr)
+{
+	tls_fail_note(
+	    conn, starttls ? "starttls-not-supported" : verify_fail_type(vr));
+	log_info("smtp",
+	    "MTA-STS testing: %s[%s]: %s; enforce would defer the mail",
+	    conn->host, conn->ip,
+	    starttls	       ? "STARTTLS not offered"
+		: cert == NULL ? "no certificate"
+			       : X509_verify_cert_error_string(vr));
+}
+
 /* Rule 10e: tls=verify wants a certificate (CERT) that verified (VR);
  * DANE (rule 10h) a TLSA record that matched it. */
 bool
@@ -418,11 +446,7 @@ smtp_tls_unverified(struct smtp_conn *conn, X509 *cert, long vr)
 	if (conn->tls_level != CFG_TLS_VERIFY || conn->tls_verified)
 		return false;
 	conn->policy_fail = true;
-	tls_fail_note(conn,
-	    vr == X509_V_ERR_HOSTNAME_MISMATCH ? "certificate-host-mismatch"
-		: vr == X509_V_ERR_CERT_HAS_EXPIRED
-		? "certificate-expired"
-		: "certificate-not-trusted");
+	tls_fail_note(conn, verify_fail_type(vr));
 	conn_fail_text(conn, true, "4.7.5",
 	    "Server certificate not verified: %s[%s]: %s", conn->host, conn->ip,
 	    cert == NULL ? "no certificate"

@@ -7,7 +7,8 @@ by openssl now.
 Cases: enforce with a foreign MX (skipped; never contacted; with only the
 foreign MX: deferred 4.7.5), an MX whose certificate is not trusted under
 enforce (deferred 4.7.5), testing mode (delivered to the foreign MX,
-logged), a redirect, a wrong Content-Type and an oversized policy (all
+logged; to an MX with an untrusted certificate, delivered, logged and
+counted for TLS-RPT as a failed session), a redirect, a wrong Content-Type and an oversized policy (all
 refused: no policy), SNI sent; the policy cached in LMDB and still
 enforced after a restart with the policy server down, kept when the TXT
 id changes while the server is down (a failed refresh), and replaced
@@ -23,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dnsseclib  # noqa: E402
 import faultlib  # noqa: E402
 import rqlib  # noqa: E402
+import test_tlsrpt  # noqa: E402
 from rqlib import check, check_eq  # noqa: E402
 from test_runner_lib import deliveries, drop, run_idle  # noqa: E402
 
@@ -124,7 +126,7 @@ def test_mta_sts():
             certs, "mx-foreign.test", ca=cak)
         _, bad_cert, bad_key = faultlib.make_cert(certs, "mx-bad.test")
         domains = ["enforce", "onlyforeign", "untrusted", "testing",
-                   "redirect", "ctype", "big"]
+                   "testbad", "redirect", "ctype", "big"]
         _, web_cert, web_key = faultlib.make_cert(
             certs, "mta-sts.enforce.test",
             ["mta-sts.%s.test" % d for d in domains], ca=cak)
@@ -146,6 +148,7 @@ def test_mta_sts():
                  "onlyforeign MX 10 mx-foreign.test.",
                  "untrusted MX 10 mx-bad.test.",
                  "testing MX 10 mx-foreign.test.",
+                 "testbad MX 10 mx-bad.test.",
                  "redirect MX 10 mx-foreign.test.",
                  "ctype MX 10 mx-foreign.test.",
                  "big MX 10 mx-foreign.test."]
@@ -161,6 +164,8 @@ def test_mta_sts():
                                        policy("enforce", ["*.test"])],
             "mta-sts.testing.test": [200, "text/plain",
                                      policy("testing", ["mx-good.test"])],
+            "mta-sts.testbad.test": [200, "text/plain",
+                                     policy("testing", ["*.test"])],
             "mta-sts.redirect.test": [301, "text/plain", only_good],
             "mta-sts.ctype.test": [200, "text/html", only_good],
             "mta-sts.big.test": [200, "text/plain",
@@ -169,7 +174,8 @@ def test_mta_sts():
         web = PolicyServer(env, https, web_cert, web_key, table)
         conf = ("dns_server = 127.0.0.1:%d\nsmtp_port = %d\n"
                 "mta_sts_port = %d\ntls_ca_file = %s\nretry.min = 1h\n"
-                "timeout.hoststatus = 0\n" % (dns.port, port, https, ca))
+                "timeout.hoststatus = 0\ntlsrpt = yes\n" %
+                (dns.port, port, https, ca))
         env.write_conf(conf)
         rcpts = ["e@%s.test" % d for d in domains]
         for r in rcpts:
@@ -205,6 +211,24 @@ def test_mta_sts():
         check("mx-foreign.test" in t["relay"], t["line"])
         check("MTA-STS: testing.test: MX host mx-foreign.test is not in "
               "the policy (id 20261129, mode testing)" in log, log)
+        # testing, an untrusted certificate: delivered, logged, and a
+        # failed session for TLS-RPT (what enforce would have refused)
+        tb = ds["e@testbad.test"]
+        check_eq(tb["status"], "sent", tb["line"])
+        check("MTA-STS testing: mx-bad.test[127.0.0.4]: " in log and
+              "enforce would defer the mail" in log, log)
+        recs = dict(test_tlsrpt.policy_dump(env)[0])
+        day = [k for k in recs if k.startswith("rpt:") and
+               k.endswith(":testbad.test")]
+        check_eq(len(day), 1, "a count record: %r" % recs)
+        rec = recs[day[0]]
+        check(rec.startswith("rpt1 sts 0 1\n"), rec)
+        check("f certificate-not-trusted mx-bad.test 127.0.0.4 1\n" in rec,
+              rec)
+        good_rec = [v for k, v in recs.items()
+                    if k.startswith("rpt:") and k.endswith(":enforce.test")]
+        check(good_rec and good_rec[0].startswith("rpt1 sts 1 0\n"),
+              "enforce.test: %r" % good_rec)
         # redirect, wrong content type, too big: no policy, delivered
         for d, why in (("redirect", "HTTP status 301"),
                        ("ctype", "Content-Type is not text/plain"),
