@@ -256,7 +256,10 @@ dest_wake(struct cluster *c, struct cdest *d)
 	event_active(c->ev_dispatch, EV_TIMEOUT, 1);
 }
 
-/* Wakes D at AT (mono us) unless it wakes earlier anyway. */
+/* Wakes D at AT (mono us) unless it wakes earlier anyway.  D has one
+ * timer for all its deadlines (a backoff, a token, the next rate
+ * call): a wake for an earlier one finds AT not reached, and whoever
+ * waits for AT must then call again (or D would sleep for good). */
 static void
 dest_timer_at(struct cdest *d, int64_t at)
 {
@@ -547,8 +550,13 @@ cluster_conn_may(struct cluster *c, const char *key, unsigned open,
 		d->last_go_us = now;
 		return CLUSTER_GO;
 	}
-	if (d->acquiring || now < d->retry_us)
+	if (d->acquiring)
 		return CLUSTER_WAIT;
+	if (now < d->retry_us) {
+		/* woken for another deadline: this one again */
+		dest_timer_at(d, d->retry_us);
+		return CLUSTER_WAIT;
+	}
 	cap = now < c->grace_until_us || contended(d) ? share_of(c, limit)
 						      : limit;
 	if (d->held >= cap)
@@ -722,8 +730,12 @@ cluster_rate_take(
 		dest_timer_at(d, d->tok[d->tok_head]);
 		return CLUSTER_WAIT;
 	}
-	if (d->reserving || now < d->rate_retry_us)
+	if (d->reserving)
 		return CLUSTER_WAIT;
+	if (now < d->rate_retry_us) {
+		dest_timer_at(d, d->rate_retry_us); /* as above */
+		return CLUSTER_WAIT;
+	}
 	reserve_send(c, d, rate, want ? want : 1);
 	return CLUSTER_WAIT;
 }
