@@ -59,6 +59,9 @@ enum queue_rcpt_state {
 #define QMSG_TAKEN 0x08u /* taken for delivery at least once */
 #define QMSG_ADMIN_RETURN \
 	0x10u /* relayq bounce: what is in flight returns with 5.0.0 */
+/* a TLS-RPT report: delivered despite TLS failures (RFC 8460 3): by MX,
+ * with tls = may at most, no DANE, no MTA-STS */
+#define QMSG_TLS_RELAXED 0x20u
 
 /* queue_msg.ret (RFC 3461 RET=) */
 #define QRET_NONE 0

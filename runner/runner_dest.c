@@ -303,7 +303,7 @@ dest_fail_all(
 static bool
 dest_dane(const struct dest *d)
 {
-	return cfg_int(d->scope, CFG_TLS) >= CFG_TLS_DANE &&
+	return !d->tls_relaxed && cfg_int(d->scope, CFG_TLS) >= CFG_TLS_DANE &&
 	    cfg_str(d->scope, CFG_TLS_FINGERPRINT)[0] == '\0';
 }
 
@@ -353,7 +353,7 @@ dest_sts_applies(const struct dest *d)
 {
 	int tls = (int)cfg_int(d->scope, CFG_TLS);
 
-	return d->mx && strchr(d->key, '/') == NULL &&
+	return d->mx && !d->tls_relaxed && strchr(d->key, '/') == NULL &&
 	    cfg_int(d->scope, CFG_MTA_STS) != 0 &&
 	    (tls == CFG_TLS_MAY || tls == CFG_TLS_DANE) &&
 	    cfg_str(d->scope, CFG_TLS_FINGERPRINT)[0] == '\0';

@@ -102,6 +102,9 @@ struct dest {
 	uint16_t port;
 	bool mx; /* MX lookup of lookup */
 	bool retired; /* made with an older config: takes no new jobs */
+	/* TLS-RPT reports' MX destination (QMSG_TLS_RELAXED, key
+	 * "tlsrpt/DOMAIN"): tls = may at most, no DANE, no MTA-STS */
+	bool tls_relaxed;
 	struct rcfg *rc;
 	const struct cfg_scope *scope;
 	enum dest_route_state rstate;
@@ -280,8 +283,8 @@ void runner_dest_jobs_drop(struct runner *);
 struct dest *runner_dest_find(struct runner *, const char *key);
 
 /* runner_route.c */
-struct dest *
-runner_route_dest(struct runner *, const char *domain, const char *sender);
+struct dest *runner_route_dest(
+    struct runner *, const char *domain, const char *sender, bool tls_relaxed);
 struct dest *runner_route_fallback(struct runner *, struct dest *);
 
 /* runner_job.c */

@@ -146,7 +146,8 @@ runner_job_add(struct runner *r, struct rmsg *m, size_t i, struct job ***jobs,
 	for (k = 0; k < n; k++)
 		dom[k] = (char)tolower((unsigned char)at[1 + k]);
 	dom[n] = '\0';
-	d = runner_route_dest(r, dom, m->msg->sender);
+	d = runner_route_dest(
+	    r, dom, m->msg->sender, (m->msg->flags & QMSG_TLS_RELAXED) != 0);
 	j = job_of_take(r, m, d, jobs, njobs, ajobs);
 	if (j->nidx == j->aidx) {
 		j->aidx = j->aidx ? j->aidx * 2 : 8;
@@ -317,6 +318,7 @@ runner_job_submit(struct runner *r, struct job *j)
 	req.addrs = d->addrs;
 	req.naddrs = d->route->naddr;
 	req.scope = d->scope;
+	req.tls_relaxed = d->tls_relaxed;
 	req.cls = m->msg->cls;
 	req.first_attempt = first;
 	req.sender = m->msg->sender;

@@ -272,8 +272,9 @@ runner_flush_notes(struct runner *r)
 				dom[j] = (char)tolower(
 				    (unsigned char)at[1 + j]);
 			dom[j] = '\0';
-			runner_dest_host_clear(
-			    r, runner_route_dest(r, dom, m->sender));
+			runner_dest_host_clear(r,
+			    runner_route_dest(r, dom, m->sender,
+				(m->flags & QMSG_TLS_RELAXED) != 0));
 		}
 		queue_msg_free(m);
 	}

@@ -50,13 +50,25 @@ relay_dest(struct runner *r, const struct cfg_scope *sc,
 }
 
 /* The destination of mail from SENDER to DOMAIN under the current
- * config, made if new. */
+ * config, made if new; TLS_RELAXED: a TLS-RPT report's (by MX, its own
+ * destination, whose TLS failures do not hold it back: RFC 8460 3; a
+ * relay is the admin's own path and keeps its settings). */
 struct dest *
-runner_route_dest(struct runner *r, const char *domain, const char *sender)
+runner_route_dest(
+    struct runner *r, const char *domain, const char *sender, bool tls_relaxed)
 {
 	struct cfg_route rt;
+	struct dest *d;
+	char key[300];
 
 	cfg_route_get(r->rc->cfg, domain, sender, &rt);
+	if (rt.relay == NULL && tls_relaxed) {
+		snprintf(key, sizeof(key), "tlsrpt/%s", domain);
+		d = runner_dest_get(
+		    r, key, rt.scope, domain, rt.port, true, NULL, 0);
+		d->tls_relaxed = true;
+		return d;
+	}
 	if (rt.relay == NULL)
 		return runner_dest_get(
 		    r, domain, rt.scope, domain, rt.port, true, NULL, 0);

@@ -613,6 +613,7 @@ rpt_txt_cb(void *arg, enum dns_txt_status st, const char *text)
 		er.addr = rua;
 		er.notify = QNOTIFY_NEVER;
 		env.cls = CFG_DSN;
+		env.flags = QMSG_TLS_RELAXED; /* RFC 8460 3 */
 		env.sender = (char *)"";
 		env.uid = (uint32_t)getuid();
 		env.nrcpt = 1;

@@ -153,6 +153,9 @@ struct smtp_request {
 	 * recipients still without a result to the next address. */
 	const struct smtp_addr *addrs;
 	size_t naddrs; /* >= 1 */
+	/* TLS at most as tls = may, whatever the scope says (a TLS-RPT
+	 * report, RFC 8460 3: delivered despite TLS failures) */
+	bool tls_relaxed;
 
 	/* Effective settings: every timeout is cfg_time(scope, CFG_T_x,
 	 * cls, first_attempt); tls, tls_ca_file, max_recipients_per_

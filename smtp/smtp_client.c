@@ -295,6 +295,8 @@ conn_tls_settings(struct smtp_conn *conn)
 	}
 	if (a->sts_enforce && conn->tls_level <= CFG_TLS_ENCRYPT)
 		conn->tls_level = CFG_TLS_VERIFY; /* MTA-STS enforce */
+	if (r->tls_relaxed && conn->tls_level > CFG_TLS_MAY && !conn->wrapper)
+		conn->tls_level = CFG_TLS_MAY;
 	conn->auth_tls = r->auth != NULL &&
 	    cfg_int(r->scope, CFG_TLS) < CFG_TLS_ENCRYPT &&
 	    conn->tls_level == CFG_TLS_ENCRYPT && !conn->wrapper;

@@ -109,15 +109,21 @@ def test_tlsrpt():
                        "tlsrpt = yes\ntlsrpt_organization = Relayq Test\n"
                        "tlsrpt_contact = mailto:tls@relayq.test\n"
                        "dkim_key_file = %s\ndkim_selector = rpt\n"
-                       "dkim_domain = relayq.test\n" %
+                       "dkim_domain = relayq.test\n"
+                       # the rua's MX offers no STARTTLS: its mail is
+                       # held by this, its reports are not (RFC 8460 3)
+                       "[domain reports.test]\ntls = verify\n" %
                        (dns.port, port, key))
         drop(env, "m@match.test")
         drop(env, "w@wrong.test")
         drop(env, "q@quiet.test")
+        drop(env, "x@reports.test")
         run_idle(env, timeout=90)
         ds = {d["to"]: d for d in deliveries(env)}
         for r in ("m@match.test", "w@wrong.test", "q@quiet.test"):
             check_eq(ds[r]["status"], "sent", ds[r]["line"])
+        x = ds["x@reports.test"]
+        check_eq((x["status"], x["dsn"]), ("deferred", "4.7.4"), x["line"])
 
         # the day's counts, in LMDB
         now = datetime.datetime.now(datetime.timezone.utc)
