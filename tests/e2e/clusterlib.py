@@ -294,9 +294,11 @@ def wait_exit(p, timeout, what, env=None):
     except subprocess.TimeoutExpired:
         if env is not None:
             q = env.run("mailq", timeout=30)
-            print("  %s log tail:\n%s\n  %s mailq:\n%s" % (
+            v = env.run("cluster", timeout=30)
+            print("  %s log tail:\n%s\n  %s mailq:\n%s\n  cluster:\n%s" % (
                 what, env.log_text()[-6000:], what,
-                q.stdout.decode(errors="replace")[-3000:]))
+                q.stdout.decode(errors="replace")[-3000:],
+                v.stdout.decode(errors="replace")[-3000:]))
         raise rqlib.Fail("%s did not finish within %ds" % (what, timeout))
     if rc != 0:
         raise rqlib.Fail("%s exited %d: %s" % (
