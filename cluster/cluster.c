@@ -85,7 +85,11 @@
  * lost (closed after their message); hooks are called only from the
  * dispatcher (its own loop turn), never from a runner call or a hiredis
  * callback; a destination's state is freed only when it holds nothing,
- * has no call out and no connection.
+ * has no call out and no connection; a destination told to wait is
+ * woken again: by the answer of its call out, by its timer (armed for
+ * the deadline it waits for, again when a wake for another deadline
+ * comes first), by one of its connections closing, or by the link's
+ * change (wake_all).
  */
 #include <ctype.h>
 #include <stdlib.h>
