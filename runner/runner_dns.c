@@ -24,8 +24,9 @@
  * chain has its TLSA records looked up at the chain's target first,
  * then, when there are none there (or only insecure ones), at its own
  * name (RFC 7672 2.2.2); the target is then the TLSA base domain,
- * which the certificate may name too (route_addr.tlsa_base).  A failed (SERVFAIL: bogus) TLSA lookup of a secure host
- * marks it ROUTE_DANE_FAIL: never to be tried in plaintext.  With
+ * which the certificate may name too (route_addr.tlsa_base).  A failed
+ * (SERVFAIL: bogus) TLSA lookup of a secure host marks it
+ * ROUTE_DANE_FAIL: never to be tried in plaintext.  With
  * dnssec = validate those queries go to libunbound instead, on the same
  * event_base, which validates in-process from dnssec_trust_anchor
  * (forwarding to dns_server, or to /etc/resolv.conf's servers); its
@@ -52,6 +53,7 @@
 
 #define DNS_MAX_ADDR 16 /* addresses tried per route */
 #define DNS_MAX_MX 10 /* MX hosts looked up per domain */
+#define DNS_CNAME_MAX 16 /* CNAME links followed to a TLSA base */
 
 struct dns_sock {
 	struct dns_sock *next;
@@ -792,8 +794,9 @@ runner_dns_cname_target(const unsigned char *abuf, size_t alen,
 		return false;
 	snprintf(cur, sizeof(cur), "%s", name);
 	an = ns_msg_count(msg, ns_s_an);
-	/* a chain is at most as long as the answer section: a loop ends */
-	for (int pass = 0; pass < an; pass++) {
+	/* resolvers follow a dozen links or so: a longer chain (or a
+	 * loop) is not followed further, and the work stays linear */
+	for (int pass = 0; pass < an && pass < DNS_CNAME_MAX; pass++) {
 		bool step = false;
 
 		for (int i = 0; i < an && !step; i++) {
