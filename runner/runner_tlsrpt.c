@@ -288,6 +288,29 @@ rpt_policy_set(struct rpt_entry *e, const struct dest *d)
 	snprintf(e->ptype, sizeof(e->ptype), "no-policy-found");
 }
 
+/* Counts a failed session of E: result-type TYPE at MX host MX (IP). */
+static void
+rpt_fail_add(
+    struct rpt_entry *e, const char *type, const char *mx, const char *ip)
+{
+	size_t k;
+
+	e->fail++;
+	for (k = 0; k < e->nf; k++)
+		if (strcmp(e->f[k].type, type) == 0 &&
+		    strcmp(e->f[k].mx, mx) == 0 && strcmp(e->f[k].ip, ip) == 0)
+			break;
+	if (k == e->nf) {
+		if (e->nf == RPT_FAILS)
+			return;
+		snprintf(e->f[k].type, sizeof(e->f[k].type), "%s", type);
+		snprintf(e->f[k].mx, sizeof(e->f[k].mx), "%s", mx);
+		snprintf(e->f[k].ip, sizeof(e->f[k].ip), "%s", ip);
+		e->nf++;
+	}
+	e->f[k].n++;
+}
+
 /* Counts the sessions of result RES of destination D; see the top. */
 void
 runner_tlsrpt_count(
@@ -306,37 +329,25 @@ runner_tlsrpt_count(
 	rpt_policy_set(e, d);
 	if (res->tls_proto[0] != '\0' && !res->reused) {
 		/* a session is a success or a failure: one with TLS up that
-		 * failed all the same (MTA-STS testing) is a failure */
-		bool failed = false;
+		 * failed all the same (MTA-STS testing) is a failure, and so
+		 * is one with an MX host a testing policy does not name (its
+		 * validation failed, RFC 8461 5: enforce would skip it) */
+		bool failed = strcmp(e->ptype, "sts") == 0 &&
+		    d->sts->mode == STS_MODE_TESTING &&
+		    !runner_sts_mx_match(d->sts, res->host);
 
+		if (failed)
+			rpt_fail_add(
+			    e, "validation-failure", res->host, res->ip);
 		for (size_t i = 0; i < res->ntls_fails; i++)
 			failed = failed ||
 			    strcmp(res->tls_fails[i].ip, res->ip) == 0;
 		if (!failed)
 			e->ok++;
 	}
-	for (size_t i = 0; i < res->ntls_fails; i++) {
-		const struct smtp_tls_fail *sf = &res->tls_fails[i];
-		size_t k;
-
-		e->fail++;
-		for (k = 0; k < e->nf; k++)
-			if (strcmp(e->f[k].type, sf->type) == 0 &&
-			    strcmp(e->f[k].mx, sf->host) == 0 &&
-			    strcmp(e->f[k].ip, sf->ip) == 0)
-				break;
-		if (k == e->nf) {
-			if (e->nf == RPT_FAILS)
-				continue;
-			snprintf(
-			    e->f[k].type, sizeof(e->f[k].type), "%s", sf->type);
-			snprintf(
-			    e->f[k].mx, sizeof(e->f[k].mx), "%s", sf->host);
-			snprintf(e->f[k].ip, sizeof(e->f[k].ip), "%s", sf->ip);
-			e->nf++;
-		}
-		e->f[k].n++;
-	}
+	for (size_t i = 0; i < res->ntls_fails; i++)
+		rpt_fail_add(e, res->tls_fails[i].type, res->tls_fails[i].host,
+		    res->tls_fails[i].ip);
 	e->dirty = true;
 }
 

@@ -7,8 +7,8 @@ by openssl now.
 Cases: enforce with a foreign MX (skipped; never contacted; with only the
 foreign MX: deferred 4.7.5), an MX whose certificate is not trusted under
 enforce (deferred 4.7.5), testing mode (delivered to the foreign MX,
-logged; to an MX with an untrusted certificate, delivered, logged and
-counted for TLS-RPT as a failed session), a redirect, a wrong Content-Type and an oversized policy (all
+logged and counted for TLS-RPT as a failed session; to an MX with an
+untrusted certificate, the same), a redirect, a wrong Content-Type and an oversized policy (all
 refused: no policy), SNI sent; the policy cached in LMDB and still
 enforced after a restart with the policy server down, kept when the TXT
 id changes while the server is down (a failed refresh), and replaced
@@ -225,6 +225,13 @@ def test_mta_sts():
         check(rec.startswith("rpt1 sts 0 1\n"), rec)
         check("f certificate-not-trusted mx-bad.test 127.0.0.4 1\n" in rec,
               rec)
+        # testing, an MX host the policy does not name: a failed
+        # session too (its validation failed: enforce would skip it)
+        tr = [v for k, v in recs.items()
+              if k.startswith("rpt:") and k.endswith(":testing.test")]
+        check(tr and tr[0].startswith("rpt1 sts 0 1\n") and
+              "f validation-failure mx-foreign.test 127.0.0.3 1\n" in tr[0],
+              "testing.test: %r" % tr)
         good_rec = [v for k, v in recs.items()
                     if k.startswith("rpt:") and k.endswith(":enforce.test")]
         check(good_rec and good_rec[0].startswith("rpt1 sts 1 0\n"),
