@@ -279,17 +279,21 @@ env_params(const char *p, size_t n, struct qp_result *r, struct qp_rcpt *rc)
 	return true;
 }
 
+/* Whether C is folding white space (a line end of a folded field too). */
+static bool
+is_fws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
 /* Says which parameters of envelope field NAME were refused (P, PN
  * bytes) and what the field takes; false. */
 static bool
 env_param_bad(struct qp_result *r, const char *name, const char *p, size_t pn)
 {
-	while (pn > 0 &&
-	    (p[pn - 1] == ' ' || p[pn - 1] == '\t' || p[pn - 1] == '\r' ||
-		p[pn - 1] == '\n'))
+	while (pn > 0 && is_fws(p[pn - 1]))
 		pn--;
-	while (pn > 0 &&
-	    (p[0] == ' ' || p[0] == '\t' || p[0] == '\r' || p[0] == '\n')) {
+	while (pn > 0 && is_fws(p[0])) {
 		p++;
 		pn--;
 	}
@@ -590,13 +594,6 @@ hdr_field_is(
     const struct hdr_parse *h, const struct hdr_field *f, const char *name)
 {
 	return mail_field_is(h->buf + f->off, f->namelen, name);
-}
-
-/* Whether C is folding white space (a line end of a folded field too). */
-static bool
-is_fws(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
 /*
