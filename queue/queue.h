@@ -146,6 +146,10 @@ enum queue_intake_result {
 	/* map full, min_free_space, or files still settling: files stay
 	 * in incoming/; call again in a second */
 	QI_PAUSED,
+	/* waiting for the unlinkers (committed files not yet removed, or
+	 * too many of them): call again when queue_intake_wake_fd() is
+	 * readable */
+	QI_WAIT,
 };
 
 /*
@@ -157,6 +161,9 @@ enum queue_intake_result {
 struct queue_intake *queue_intake_open(struct queue *, const struct cfg *);
 /* The inotify fd the event loop watches for readability, or -1. */
 int queue_intake_fd(const struct queue_intake *);
+/* An fd readable when intake, having returned QI_WAIT, can go on (the
+ * unlinkers finished a batch), or -1; queue_intake_run() empties it. */
+int queue_intake_wake_fd(const struct queue_intake *);
 /*
  * Drains inotify events and imports up to max_files files, many per
  * commit (intake_batch).  Returns quickly: QI_MORE means call again soon.

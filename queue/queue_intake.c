@@ -9,7 +9,8 @@
  * threads (queue_intake_unlink.c); a file that cannot be queued goes to
  * bad/ (queue_intake_bad.c).
  *
- * Public: queue_intake_open(), queue_intake_fd(), queue_intake_run(),
+ * Public: queue_intake_open(), queue_intake_fd(), queue_intake_wake_fd(),
+ * queue_intake_run(),
  * queue_intake_rescan(), queue_intake_close(),
  * queue_intake_stats_get(); (to the intake files)
  * intake_id_room(), intake_id_take().
@@ -171,9 +172,20 @@ struct batch {
 	char **names; /* the files filed (flying), to unlink after commit */
 	uint64_t *ids; /* their queue ids */
 	size_t n;
+	size_t nleft; /* of them, leftovers queued before (IMP_LEFTOVER) */
 	struct qbuf keys; /* their identity keys: u16 len | key, repeated */
 	bool noroom; /* stopped for want of map room */
 };
+
+/* Adds P's identity key to the keys of B's files to unlink. */
+static void
+batch_key_add(struct batch *b, const struct prep *p)
+{
+	uint8_t hdr[2] = { (uint8_t)(p->iklen >> 8), (uint8_t)p->iklen };
+
+	qbuf_put(&b->keys, hdr, 2);
+	qbuf_put(&b->keys, p->ik, p->iklen);
+}
 
 /* Files prepared file P into B's txn (main thread). */
 static enum import_result
@@ -221,17 +233,15 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 		for (size_t i = 0; i < b->n; i++)
 			if (b->ids[i] == id)
 				return IMP_SKIP; /* already in this very txn */
-		/* committed before a crash, not unlinked: finish the job */
+		/* committed before a crash or a stop, not removed: the
+		 * unlinkers finish the job (the main thread never waits for
+		 * an unlink; after a crash there can be UNLINK_TRAIL) */
 		queue_id_format(id, idstr);
-		if (unlinkat(qi->din, p->name, 0) == 0)
-			log_info("pickup", "%s: already queued as %s: removed",
-			    queue_name_escape(ebuf, p->name), idstr);
-		else if (errno != ENOENT)
-			intake_stuck_report(qi, p->name, st,
-			    "%s: already queued as %s, cannot remove: %s",
-			    queue_name_escape(ebuf, p->name), idstr,
-			    strerror(errno));
-		return IMP_SKIP;
+		log_info("pickup", "%s: already queued as %s: to be removed",
+		    queue_name_escape(ebuf, p->name), idstr);
+		p->id = id;
+		batch_key_add(b, p);
+		return IMP_LEFTOVER;
 	}
 	memset(&m, 0, sizeof(m));
 	m.id = p->id;
@@ -288,13 +298,7 @@ prep_store(struct queue_intake *qi, struct batch *b, struct prep *p)
 	free(m.rcpts);
 	if (t->err != QUEUE_OK)
 		return IMP_RETRY;
-	{
-		uint8_t hdr[2] = { (uint8_t)(p->iklen >> 8),
-			(uint8_t)p->iklen };
-
-		qbuf_put(&b->keys, hdr, 2);
-		qbuf_put(&b->keys, p->ik, p->iklen);
-	}
+	batch_key_add(b, p);
 	return IMP_QUEUED;
 }
 
@@ -368,6 +372,25 @@ intake_idle(const struct queue_intake *qi)
 	return qi->nsettle > 0 ? QI_PAUSED : QI_IDLE;
 }
 
+/*
+ * No file to take: the identities of the files the unlinkers removed
+ * are deleted (a txn per job they finish: one for a whole burst's would
+ * touch every leaf of the tree at once), and intake waits for them
+ * (without blocking the caller's loop: a burst's removals can take
+ * seconds); once they are done, intake is idle.
+ */
+static enum queue_intake_result
+intake_rest(struct queue_intake *qi)
+{
+	intake_unlink_collect(qi);
+	intake_idents_flush(qi);
+	if (qi->trail > 0)
+		return intake_unlink_wake_arm(qi) ? QI_WAIT : QI_MORE;
+	if (qi->head != qi->tail)
+		return QI_MORE; /* a file came under a name unlinked */
+	return intake_idle(qi);
+}
+
 /* ---- the commit loop ---- */
 
 /* How many files the next txn may take: intake_batch, less after
@@ -409,9 +432,11 @@ intake_fill(struct queue_intake *qi, struct batch *b)
 			b->noroom = true; /* P stays first in the ring */
 			break;
 		}
-		if (ir == IMP_QUEUED || b->t->err != QUEUE_OK) {
-			/* queued, or to put back when the txn fails: flying
-			 * until unlinked */
+		if (ir == IMP_QUEUED || ir == IMP_LEFTOVER ||
+		    b->t->err != QUEUE_OK) {
+			/* queued (now or before), or to put back when the
+			 * txn fails: flying until unlinked */
+			b->nleft += ir == IMP_LEFTOVER;
 			b->ids[b->n] = p->id;
 			b->names[b->n++] = p->name;
 		} else if (ir == IMP_WAIT || ir == IMP_RETRY) {
@@ -443,7 +468,7 @@ intake_empty(struct queue_intake *qi, struct batch *b)
 	if (b->noroom)
 		return intake_pause(qi);
 	return qi->head == qi->tail && qi->rhead == qi->rtail && !qi->rescan
-	    ? intake_idle(qi)
+	    ? intake_rest(qi)
 	    : QI_MORE;
 }
 
@@ -477,8 +502,7 @@ intake_rollback(struct queue_intake *qi, struct batch *b, enum queue_result r)
 /*
  * The commit succeeded: the files go to the unlinkers (unlinked only if
  * still the very file read), their identities in a later txn.  When
- * nothing else waits, the unlinks are let finish and their identities
- * deleted now.
+ * nothing else waits, intake rests (intake_rest()).
  */
 static enum queue_intake_result
 intake_handoff(struct queue_intake *qi, struct batch *b)
@@ -487,7 +511,7 @@ intake_handoff(struct queue_intake *qi, struct batch *b)
 	    cfg_scope(qi->q->cfg, NULL), CFG_INTAKE_BATCH);
 
 	ids_committed(qi);
-	qi->nqueued += b->n;
+	qi->nqueued += b->n - b->nleft;
 	if (qi->paused) {
 		qi->paused = false;
 		log_info("pickup", "queue has room again: intake resumed");
@@ -498,12 +522,7 @@ intake_handoff(struct queue_intake *qi, struct batch *b)
 	intake_unlink_push(qi, b->names, b->ids, b->n, b->keys);
 	if (qi->head != qi->tail || qi->rhead != qi->rtail || qi->rescan)
 		return QI_MORE;
-	/* idle: let the unlinks finish and drop their identities */
-	intake_unlink_collect(qi, true);
-	intake_idents_flush(qi);
-	if (qi->head != qi->tail)
-		return QI_MORE; /* a file came under a name unlinked */
-	return intake_idle(qi);
+	return intake_rest(qi);
 }
 
 enum queue_intake_result
@@ -513,20 +532,21 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	enum queue_result r;
 	bool ring_empty;
 
+	intake_unlink_wake_clear(qi);
 	intake_names_list(qi);
 	if (!space_ok(qi)) {
-		intake_unlink_collect(qi, false);
+		intake_unlink_collect(qi);
 		return QI_PAUSED;
 	}
+	intake_unlink_collect(qi);
+	if (qi->trail >= UNLINK_TRAIL && intake_unlink_wake_arm(qi))
+		return QI_WAIT; /* the removals are too far behind */
 	memset(&b, 0, sizeof(b));
 	b.max = batch_size(qi, max_files);
 	intake_ring_feed(qi);
 	ring_empty = !intake_ring_head(qi);
-	intake_unlink_collect(qi, ring_empty);
-	if (ring_empty && qi->head == qi->tail) {
-		intake_idents_flush(qi);
-		return intake_idle(qi);
-	}
+	if (ring_empty && qi->head == qi->tail)
+		return intake_rest(qi);
 	b.budget = queue_room_get(qi->q);
 	if (qi->paused &&
 	    b.budget < (size_t)cfg_int(
@@ -541,7 +561,7 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 	if (b.n == 0 && b.t->err == QUEUE_OK && qi->idents.n == 0 &&
 	    !ids_reserving(qi))
 		return intake_empty(qi, &b);
-	queue_tally_add(b.t, QTALLY_INTAKE, b.n);
+	queue_tally_add(b.t, QTALLY_INTAKE, b.n - b.nleft);
 	r = queue_txn_commit(b.t);
 	if (r != QUEUE_OK)
 		return intake_rollback(qi, &b, r);
@@ -560,7 +580,7 @@ queue_intake_open(struct queue *q, const struct cfg *cfg)
 	char path[4096];
 
 	qi->q = q;
-	qi->din = qi->dbad = qi->ifd = -1;
+	qi->din = qi->dbad = qi->ifd = qi->wakefd = -1;
 	qi->rescan = true;
 	qi->scap = 1024;
 	pthread_mutex_init(&qi->rmu, NULL);
@@ -617,6 +637,12 @@ int
 queue_intake_fd(const struct queue_intake *qi)
 {
 	return qi->ifd;
+}
+
+int
+queue_intake_wake_fd(const struct queue_intake *qi)
+{
+	return qi->wakefd;
 }
 
 void

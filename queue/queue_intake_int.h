@@ -42,6 +42,15 @@
  * to about 8, where the disk sets the rate (design.md, "A seventh
  * round") */
 #define UNLINKERS 8
+/*
+ * The most committed files whose removal may trail the commits (their
+ * names stay in flight, about 130 bytes each): on a disk that removes
+ * files more slowly than intake reads and commits them, a burst is
+ * queued at intake's rate and its files removed behind it; past this
+ * many, intake waits for the unlinkers (QI_WAIT), so it goes at the
+ * disk's removal rate (design.md, "An eighth round").
+ */
+#define UNLINK_TRAIL 65536
 
 /*
  * The most names kept pending: beyond it a name is left for a later
@@ -71,8 +80,16 @@ enum pn_how { PN_LISTED = 0, PN_READY = 1, PN_FIRST = 2 };
 
 /* IMP_RETRY: changed while read, look again later; IMP_WAIT: only a
  * listing found it and it may still be written: look again at its due
- * time. */
-enum import_result { IMP_QUEUED, IMP_SKIP, IMP_RETRY, IMP_WAIT, IMP_NOROOM };
+ * time; IMP_LEFTOVER: queued before a crash or a stop and not removed:
+ * removed by the unlinkers after this commit, as a file just queued. */
+enum import_result {
+	IMP_QUEUED,
+	IMP_SKIP,
+	IMP_RETRY,
+	IMP_WAIT,
+	IMP_NOROOM,
+	IMP_LEFTOVER,
+};
 
 /* A spool file on its way in, prepared by a reader thread (or by the
  * main thread when no reader took it yet). */
@@ -185,6 +202,10 @@ struct queue_intake {
 	pthread_cond_t cv;
 	struct unlink_job *jobs, **jobs_tail;
 	size_t njobs;
+	size_t trail; /* names handed to the unlinkers, not yet collected
+		       * (main thread only) */
+	int wakefd; /* eventfd: a job finished while want_wake (mu) */
+	bool want_wake;
 	struct unlink_job *finished; /* done: their flights end (under mu) */
 	struct qbuf done; /* identities unlinked and synced (under mu) */
 	bool sync_failing; /* an fsync of incoming/ failed: logged (mu) */
@@ -297,8 +318,16 @@ void intake_unlinkers_stop(struct queue_intake *);
 void intake_unlink_push(struct queue_intake *, char **names, uint64_t *ids,
     size_t n, struct qbuf keys);
 /* Takes over the identities whose unlinks are durable, and ends the
- * flights of the names unlinked; with WAIT, once every job is done. */
-void intake_unlink_collect(struct queue_intake *, bool wait);
+ * flights of the names unlinked. */
+void intake_unlink_collect(struct queue_intake *);
+/*
+ * Asks the unlinkers to make the wake fd readable when they finish the
+ * next job; false (nothing asked) when one finished since the last
+ * collect, so the caller goes on at once.
+ */
+bool intake_unlink_wake_arm(struct queue_intake *);
+/* Empties the wake fd. */
+void intake_unlink_wake_clear(struct queue_intake *);
 /* Builds the identity key of a spool file (dev, ino, size, mtime, name);
  * returns its length (at most 432). */
 size_t intake_ident_key(uint8_t *k, const struct stat *st, const char *name);

@@ -15,14 +15,18 @@
  * error the identities stay until the next start prunes them), so a
  * file found again with a recorded identity is a leftover of a crash
  * and is just unlinked.  A file written to after it was read and queued
- * goes to bad/.  The unlinks trail the commits by at most UNLINK_JOBS
- * batches; the names of a job stay in flight until the main thread has
- * collected the job.
+ * goes to bad/.  The unlinks trail the commits by at most about
+ * UNLINK_TRAIL names (a batch more: intake checks before each); the
+ * names of a job stay in flight until the main thread has collected
+ * the job: a burst is queued at the rate the readers and the commits
+ * give, its files removed behind it, and the main thread never waits
+ * for an unlink (intake_unlink_wake_arm()).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -41,7 +45,6 @@ struct unlink_job {
 	struct qbuf done; /* identities of the files unlinked (under mu) */
 };
 
-#define UNLINK_JOBS 4 /* committed batches the unlinks may trail by */
 #define UNLINK_CHUNK 32
 
 /*
@@ -146,11 +149,11 @@ unlinker(void *arg)
 		struct unlink_job *j;
 		size_t a, b;
 
+		if (qi->th_stop)
+			break; /* what is left is removed at the next start */
 		for (j = qi->jobs; j != NULL && j->claimed == j->n; j = j->next)
 			;
 		if (j == NULL) {
-			if (qi->th_stop && qi->jobs == NULL)
-				break;
 			pthread_cond_wait(&qi->cv, &qi->mu);
 			continue;
 		}
@@ -185,6 +188,10 @@ unlinker(void *arg)
 		qi->njobs--;
 		j->next = qi->finished;
 		qi->finished = j;
+		if (qi->want_wake) {
+			qi->want_wake = false;
+			(void)eventfd_write(qi->wakefd, 1);
+		}
 		pthread_cond_broadcast(&qi->cv);
 	}
 	pthread_mutex_unlock(&qi->mu);
@@ -192,8 +199,8 @@ unlinker(void *arg)
 	return NULL;
 }
 
-/* Hands a job to the unlinkers (or runs it here without threads); waits
- * while they are UNLINK_JOBS batches behind. */
+/* Hands a job to the unlinkers (or runs it here without threads); its
+ * names count in the trail until collected. */
 static void
 job_push(struct queue_intake *qi, struct unlink_job *j)
 {
@@ -218,9 +225,8 @@ job_push(struct queue_intake *qi, struct unlink_job *j)
 		job_free(j);
 		return;
 	}
+	qi->trail += j->n;
 	pthread_mutex_lock(&qi->mu);
-	while (qi->njobs >= UNLINK_JOBS)
-		pthread_cond_wait(&qi->cv, &qi->mu);
 	j->next = NULL;
 	*qi->jobs_tail = j;
 	qi->jobs_tail = &j->next;
@@ -232,15 +238,13 @@ job_push(struct queue_intake *qi, struct unlink_job *j)
 /* Takes over the identities the unlinkers finished, and ends the
  * flights of the names of the jobs done. */
 void
-intake_unlink_collect(struct queue_intake *qi, bool wait)
+intake_unlink_collect(struct queue_intake *qi)
 {
 	struct unlink_job *fin;
 
 	if (!qi->th_on)
 		return;
 	pthread_mutex_lock(&qi->mu);
-	while (wait && qi->njobs > 0)
-		pthread_cond_wait(&qi->cv, &qi->mu);
 	qbuf_put(&qi->idents, qi->done.p, qi->done.n);
 	qi->done.n = 0;
 	fin = qi->finished;
@@ -252,8 +256,34 @@ intake_unlink_collect(struct queue_intake *qi, bool wait)
 		fin = j->next;
 		for (size_t i = 0; i < j->n; i++)
 			intake_flight_end(qi, j->names[i], false);
+		qi->trail -= j->n;
 		job_free(j);
 	}
+}
+
+bool
+intake_unlink_wake_arm(struct queue_intake *qi)
+{
+	bool armed = false;
+
+	if (!qi->th_on)
+		return false;
+	pthread_mutex_lock(&qi->mu);
+	if (qi->finished == NULL && qi->done.n == 0 && qi->njobs > 0) {
+		qi->want_wake = true;
+		armed = true;
+	}
+	pthread_mutex_unlock(&qi->mu);
+	return armed;
+}
+
+void
+intake_unlink_wake_clear(struct queue_intake *qi)
+{
+	eventfd_t v;
+
+	if (qi->wakefd >= 0)
+		(void)eventfd_read(qi->wakefd, &v);
 }
 
 /* ---- identities ---- */
@@ -384,6 +414,11 @@ intake_unlinkers_start(struct queue_intake *qi)
 	pthread_mutex_init(&qi->mu, NULL);
 	pthread_cond_init(&qi->cv, NULL);
 	qi->jobs_tail = &qi->jobs;
+	/* without it intake could not wait for the unlinkers: it unlinks
+	 * in the main thread instead */
+	qi->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (qi->wakefd < 0)
+		return;
 	for (qi->nth = 0; qi->nth < UNLINKERS; qi->nth++)
 		if (pthread_create(&qi->th[qi->nth], NULL, unlinker, qi) != 0)
 			break;
@@ -400,12 +435,31 @@ intake_unlinkers_stop(struct queue_intake *qi)
 		pthread_mutex_unlock(&qi->mu);
 		for (int i = 0; i < qi->nth; i++)
 			pthread_join(qi->th[i], NULL);
-		intake_unlink_collect(qi, false);
+		intake_unlink_collect(qi);
+		/* A stop does not wait for a trail of removals (on a slow disk
+		 * it can take seconds): their files stay, and so do their
+		 * identities, so the next start removes them as already
+		 * queued; those removed already are pruned then. */
+		if (qi->trail > 0)
+			log_info("pickup",
+			    "%zu spool files queued but not yet removed: "
+			    "removed at the next start",
+			    qi->trail);
+		while (qi->jobs != NULL) {
+			struct unlink_job *j = qi->jobs;
+
+			qi->jobs = j->next;
+			job_free(j); /* its names are the name set's */
+		}
+		qi->trail = 0;
 		qi->th_on = false;
 		pthread_mutex_destroy(&qi->mu);
 		pthread_cond_destroy(&qi->cv);
 		intake_idents_flush(qi);
 	}
+	if (qi->wakefd >= 0)
+		close(qi->wakefd);
+	qi->wakefd = -1;
 	free(qi->done.p);
 	free(qi->idents.p);
 }

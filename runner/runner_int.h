@@ -176,6 +176,7 @@ struct runner {
 	struct tlsrpt *tlsrpt; /* TLS-RPT counts and reports; NULL: off */
 
 	struct event *ev_intake, *ev_intake_more, *ev_rescan, *ev_wakeup;
+	struct event *ev_intake_wake; /* the unlinkers caught up (QI_WAIT) */
 	struct event *ev_sched, *ev_commit, *ev_expiry, *ev_stop_grace;
 	struct event *ev_janitor;
 	struct event *ev_sig[3];

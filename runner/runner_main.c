@@ -189,6 +189,10 @@ intake_step(struct runner *r)
 		r->intake_paused = true;
 		evtimer_add(r->ev_intake_more, &onesec);
 		break;
+	case QI_WAIT:
+		/* the spool files' removals trail: ev_intake_wake */
+		r->intake_paused = true;
+		break;
 	case QI_IDLE:
 		r->intake_paused = false;
 		r->intake_idle = true;
@@ -332,6 +336,8 @@ runner_stop(struct runner *r, const char *why)
 	log_info(NULL, "stopping: %s", why);
 	if (r->ev_intake)
 		event_del(r->ev_intake);
+	if (r->ev_intake_wake)
+		event_del(r->ev_intake_wake);
 	event_del(r->ev_intake_more);
 	event_del(r->ev_rescan);
 	event_del(r->ev_sched);
@@ -695,6 +701,12 @@ runner_events_add(struct runner *r, const struct cfg *cfg)
 		    r->base, fd, EV_READ | EV_PERSIST, intake_cb, r);
 		event_add(r->ev_intake, NULL);
 	}
+	fd = queue_intake_wake_fd(r->qi);
+	if (fd >= 0) {
+		r->ev_intake_wake = event_new(
+		    r->base, fd, EV_READ | EV_PERSIST, intake_cb, r);
+		event_add(r->ev_intake_wake, NULL);
+	}
 	r->ev_intake_more = evtimer_new(r->base, intake_cb, r);
 	r->ev_rescan = event_new(r->base, -1, EV_PERSIST, rescan_cb, r);
 	tv.tv_sec = (time_t)cfg_time(g, CFG_RESCAN_INTERVAL, CFG_NORMAL, false);
@@ -788,6 +800,8 @@ runner_shutdown(struct runner *r, struct rcfg *first)
 		event_free(r->ev_sig[i]);
 	if (r->ev_intake)
 		event_free(r->ev_intake);
+	if (r->ev_intake_wake)
+		event_free(r->ev_intake_wake);
 	if (r->ev_wakeup)
 		event_free(r->ev_wakeup);
 	event_free(r->ev_intake_more);

@@ -18,6 +18,7 @@
 
 #include "cfg.h"
 #include "expiry.h"
+#include "intake_wait.h"
 #include "queue.h"
 #include "queue_parse.h"
 #include "rqtest.h"
@@ -739,7 +740,7 @@ intake_all(struct queue_intake *qi)
 {
 	enum queue_intake_result ir;
 
-	while ((ir = queue_intake_run(qi, 100)) == QI_MORE)
+	while ((ir = intake_run_wait(qi, 100)) == QI_MORE)
 		;
 	CHECK_INT(ir, QI_IDLE);
 }

@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "cfg.h"
+#include "intake_wait.h"
 #include "queue.h"
 #include "queue_int.h"
 #include "queue_parse.h"
@@ -379,7 +380,7 @@ test_queue_db(void)
 		snprintf(p, sizeof(p), "%s/spool/incoming/link", tmpdir);
 		CHECK(symlink("/etc/passwd", p) == 0);
 	}
-	CHECK_INT(queue_intake_run(qi, 100), QI_IDLE);
+	CHECK_INT(intake_run_wait(qi, 100), QI_IDLE);
 	CHECK_INT(count_dir("incoming"), 0);
 	CHECK_INT(count_dir("bad"), 8); /* 4 files + 4 reasons */
 	n = 0;
@@ -567,7 +568,7 @@ test_queue_db(void)
 		mdb_txn_commit(txn);
 	}
 	queue_intake_rescan(qi);
-	queue_intake_run(qi, 100);
+	intake_run_wait(qi, 100);
 	CHECK_INT(count_dir("incoming"), 0);
 	n = 0;
 	queue_msgs_scan(q, 0, count_cb, &n);
@@ -586,7 +587,7 @@ test_queue_db(void)
 		enum queue_intake_result ir;
 		int rounds = 0;
 
-		while ((ir = queue_intake_run(qi, 128)) == QI_MORE)
+		while ((ir = intake_run_wait(qi, 128)) == QI_MORE)
 			rounds++;
 		CHECK_INT(ir, QI_IDLE);
 		CHECK(rounds >= 3);
@@ -922,18 +923,20 @@ test_mapfull(void)
 		drop(name, text);
 		free(text);
 	}
-	while ((ir = queue_intake_run(qi, 100)) == QI_MORE)
+	while ((ir = intake_run_wait(qi, 100)) == QI_MORE)
 		;
 	CHECK_INT(ir, QI_PAUSED);
-	/* closing waits for the unlinker thread: the counts are settled */
+	/* a close does not wait for the removals: files queued may still
+	 * be there, to be removed as already queued (below: exactly 400) */
 	queue_intake_close(qi);
 	qi = queue_intake_open(q, small);
 	CHECK(count_dir("incoming") > 0);
 	queue_msgs_scan(q, 0, count_cb, &n);
-	CHECK_INT((int)n + count_dir("incoming"), 400);
+	CHECK((int)n + count_dir("incoming") >= 400);
+	CHECK((int)n < 400);
 	/* room comes back (a bigger map, as after a reload) */
 	queue_cfg_set(q, cfg);
-	while ((ir = queue_intake_run(qi, 100)) != QI_IDLE)
+	while ((ir = intake_run_wait(qi, 100)) != QI_IDLE)
 		CHECK(ir == QI_MORE);
 	CHECK_INT(count_dir("incoming"), 0);
 	n = 0;
