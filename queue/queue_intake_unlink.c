@@ -442,8 +442,8 @@ intake_unlinkers_stop(struct queue_intake *qi)
 		 * queued; those removed already are pruned then. */
 		if (qi->trail > 0)
 			log_info("pickup",
-			    "%zu spool files queued but not yet removed: "
-			    "removed at the next start",
+			    "up to %zu spool files queued but not yet "
+			    "removed: removed at the next start",
 			    qi->trail);
 		while (qi->jobs != NULL) {
 			struct unlink_job *j = qi->jobs;
