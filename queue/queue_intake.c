@@ -534,11 +534,9 @@ queue_intake_run(struct queue_intake *qi, size_t max_files)
 
 	intake_unlink_wake_clear(qi);
 	intake_names_list(qi);
-	if (!space_ok(qi)) {
-		intake_unlink_collect(qi);
-		return QI_PAUSED;
-	}
 	intake_unlink_collect(qi);
+	if (!space_ok(qi))
+		return QI_PAUSED;
 	if (qi->trail >= UNLINK_TRAIL && intake_unlink_wake_arm(qi))
 		return QI_WAIT; /* the removals are too far behind */
 	memset(&b, 0, sizeof(b));

@@ -269,7 +269,9 @@ intake_unlink_wake_arm(struct queue_intake *qi)
 	if (!qi->th_on)
 		return false;
 	pthread_mutex_lock(&qi->mu);
-	if (qi->finished == NULL && qi->done.n == 0 && qi->njobs > 0) {
+	/* a job finished since the last collect is on qi->finished (its
+	 * identities in qi->done, put there together) */
+	if (qi->finished == NULL && qi->njobs > 0) {
 		qi->want_wake = true;
 		armed = true;
 	}
