@@ -422,6 +422,36 @@ log_pid(void)
 	return pid;
 }
 
+/* Writes " relayq/SUBSYS[PID]: PFX" at BUF + OFF (SUBSYS cut at 64
+ * bytes; BUF has LINE_MAX_BYTES, OFF is at most 2 + STAMP_LEN): the new
+ * offset.  What snprintf(" relayq/%.64s[%ld]: %s") wrote, without
+ * its format parse at every line. */
+static size_t
+log_ident(char *buf, size_t off, const char *subsys, const char *pfx)
+{
+	char digits[24];
+	size_t n = strnlen(subsys, 64), d = sizeof(digits);
+	long pid = (long)log_pid();
+
+	memcpy(buf + off, " relayq/", 8);
+	off += 8;
+	memcpy(buf + off, subsys, n);
+	off += n;
+	buf[off++] = '[';
+	do {
+		digits[--d] = (char)('0' + pid % 10);
+		pid /= 10;
+	} while (pid > 0 && d > 0);
+	memcpy(buf + off, digits + d, sizeof(digits) - d);
+	off += sizeof(digits) - d;
+	buf[off++] = ']';
+	buf[off++] = ':';
+	buf[off++] = ' ';
+	n = strlen(pfx);
+	memcpy(buf + off, pfx, n);
+	return off + n;
+}
+
 /* Formats and writes one line; see cfg.h. */
 void
 log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
@@ -459,11 +489,7 @@ log_vmsg(enum log_level lvl, const char *subsys, const char *fmt, va_list ap)
 	memcpy(buf + 2, stamp, STAMP_LEN);
 	off = 2 + STAMP_LEN;
 	body = off;
-	n = snprintf(buf + off, sizeof(buf) - off, " relayq/%.64s[%ld]: %s",
-	    subsys ? subsys : "relayq", (long)log_pid(), pfx[lvl]);
-	if (n < 0)
-		return;
-	off += (size_t)n;
+	off = log_ident(buf, off, subsys ? subsys : "relayq", pfx[lvl]);
 	if (off < sizeof(buf) - 1 && strcmp(fmt, "%s") == 0) {
 		/* a line made by the caller (the delivery lines): copied */
 		const char *t = va_arg(ap, const char *);

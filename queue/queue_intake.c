@@ -382,6 +382,7 @@ intake_idle(const struct queue_intake *qi)
 static enum queue_intake_result
 intake_rest(struct queue_intake *qi)
 {
+	intake_readers_tidy(qi);
 	intake_unlink_collect(qi);
 	intake_idents_flush(qi);
 	if (qi->trail > 0)

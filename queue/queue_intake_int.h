@@ -119,6 +119,19 @@ struct prep {
 	struct qbuf rec; /* the encoded body record */
 	size_t rawlen; /* the stored message's size */
 	size_t held; /* bytes counted in the ring's rbytes */
+	int by; /* the reader that prepared it (its parse result and owner
+		 * are freed there, not in the main thread); -1: the main
+		 * thread */
+};
+
+/* What the main thread is done with, for the reader that allocated it
+ * to free (struct queue_intake's gc, under rmu). */
+struct prep_gc {
+	struct prep_gc_item {
+		struct qp_result pr;
+		char *owner;
+	} * v;
+	size_t n, cap;
 };
 
 /* A file to look at again at DUE (unix seconds). */
@@ -182,6 +195,11 @@ struct queue_intake {
 	 * the main thread files them from rhead in order */
 	pthread_t rth[MAXREADERS];
 	int nreaders;
+	int rnum; /* readers numbered so far (rmu) */
+	/* per reader: parse results the main thread filed, freed by the
+	 * reader (a free into another thread's arena takes its lock while
+	 * that thread allocates: in the main thread, a wait per file) */
+	struct prep_gc gc[MAXREADERS];
 	bool rstop;
 	bool rwaiting; /* the main thread waits for a file (under rmu) */
 	pthread_mutex_t rmu;
@@ -259,6 +277,9 @@ void intake_names_free(struct queue_intake *);
 
 /* ---- queue_intake_read.c: the readers and the ring ---- */
 
+/* Wakes the readers to free what the main thread handed back to them
+ * (intake going idle: nothing else would). */
+void intake_readers_tidy(struct queue_intake *);
 /* Starts one reader thread per CPU (at most MAXREADERS). */
 void intake_readers_start(struct queue_intake *);
 /* Stops the readers and empties the ring (the files stay). */

@@ -6,8 +6,9 @@
  * main thread takes the ring in order.
  *
  * Public (to the intake files, queue_intake_int.h): intake_readers_start(),
- * intake_readers_stop(), intake_ring_feed(), intake_ring_head(),
- * intake_ring_take(), intake_ring_pop(), intake_prep_clear().
+ * intake_readers_stop(), intake_readers_tidy(), intake_ring_feed(),
+ * intake_ring_head(), intake_ring_take(), intake_ring_pop(),
+ * intake_prep_clear().
  *
  * Invariants: a file is read only if lstat says it is a regular file with
  * one link, not empty, not over max_message_size, and settled when only
@@ -18,7 +19,10 @@
  * of the ring is handed out or done, [rnext, rtail) waits for a reader;
  * readers stop while RING_BYTES of prepared files wait to be filed.  The
  * main thread gives each dropped slot's record buffer back to a pool
- * (RECPOOL, under rmu) that the readers compress into next.
+ * (RECPOOL, under rmu) that the readers compress into next, and a
+ * slot's parse result back to the reader that made it (gc): memory is
+ * freed by the thread that allocated it, so no free in the main thread
+ * waits on a reader's malloc arena.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -126,6 +130,7 @@ file_same(int fd, const struct stat *st)
 	    intake_ts_ns(fst.st_ctim) == intake_ts_ns(st->st_ctim);
 }
 
+static __thread int reader_no = -1; /* this reader's number; main: -1 */
 static __thread char *buf; /* the file being read, per thread */
 static __thread size_t bufcap;
 
@@ -167,6 +172,7 @@ prep_run(struct queue_intake *qi, struct prep *p)
 	bool ok;
 
 	p->r = IMP_SKIP;
+	p->by = reader_no;
 	if (fstatat(qi->din, p->name, st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno != ENOENT)
 			intake_stuck_report(qi, p->name, NULL, "%s: %s",
@@ -369,16 +375,42 @@ ring_run_next(struct queue_intake *qi)
 	qi->rbytes += p->held = p->rec.cap;
 }
 
-/* A reader thread: prepares the oldest file no one took yet. */
+/* Frees what the main thread handed back to this reader (called and
+ * returns with rmu held): the list is swapped for MINE, emptied, and
+ * given back next time, so only the main thread grows either. */
+static void
+gc_run(struct queue_intake *qi, struct prep_gc *mine)
+{
+	struct prep_gc t = qi->gc[reader_no];
+
+	qi->gc[reader_no] = *mine;
+	*mine = t;
+	pthread_mutex_unlock(&qi->rmu);
+	for (size_t i = 0; i < mine->n; i++) {
+		qp_result_free(&mine->v[i].pr);
+		free(mine->v[i].owner);
+	}
+	mine->n = 0;
+	pthread_mutex_lock(&qi->rmu);
+}
+
+/* A reader thread: prepares the oldest file no one took yet, and frees
+ * what the main thread is done with of the files it prepared. */
 static void *
 reader(void *arg)
 {
 	struct queue_intake *qi = arg;
+	struct prep_gc mine = { NULL, 0, 0 };
 
 	pthread_mutex_lock(&qi->rmu);
+	reader_no = qi->rnum++;
 	for (;;) {
 		if (qi->rstop)
 			break;
+		if (qi->gc[reader_no].n > 0) {
+			gc_run(qi, &mine);
+			continue;
+		}
 		if (qi->rnext == qi->rtail || qi->rbytes > RING_BYTES) {
 			pthread_cond_wait(&qi->rwork, &qi->rmu);
 			continue;
@@ -388,6 +420,7 @@ reader(void *arg)
 			pthread_cond_signal(&qi->rdone);
 	}
 	pthread_mutex_unlock(&qi->rmu);
+	free(mine.v);
 	free(buf);
 	buf = NULL;
 	bufcap = 0;
@@ -474,6 +507,21 @@ intake_ring_pop(struct queue_intake *qi)
 	struct qbuf rec = p->rec;
 
 	memset(&p->rec, 0, sizeof(p->rec));
+	pthread_mutex_lock(&qi->rmu);
+	if (p->by >= 0 && p->by < qi->rnum && !qi->rstop) {
+		/* the reader frees what it allocated */
+		struct prep_gc *g = &qi->gc[p->by];
+
+		if (g->n == g->cap) {
+			g->cap = g->cap ? 2 * g->cap : 64;
+			g->v = xrealloc(g->v, g->cap * sizeof(*g->v));
+		}
+		g->v[g->n].pr = p->pr;
+		g->v[g->n++].owner = p->owner;
+		memset(&p->pr, 0, sizeof(p->pr));
+		p->owner = NULL;
+	}
+	pthread_mutex_unlock(&qi->rmu);
 	intake_prep_clear(p);
 	pthread_mutex_lock(&qi->rmu);
 	if (rec.p != NULL && rec.cap <= RECPOOL_MAXCAP &&
@@ -484,6 +532,18 @@ intake_ring_pop(struct queue_intake *qi)
 	qi->rhead++;
 	pthread_mutex_unlock(&qi->rmu);
 	free(rec.p);
+}
+
+void
+intake_readers_tidy(struct queue_intake *qi)
+{
+	pthread_mutex_lock(&qi->rmu);
+	for (int i = 0; i < qi->rnum; i++)
+		if (qi->gc[i].n > 0) {
+			pthread_cond_broadcast(&qi->rwork);
+			break;
+		}
+	pthread_mutex_unlock(&qi->rmu);
 }
 
 bool
@@ -518,6 +578,17 @@ intake_readers_stop(struct queue_intake *qi)
 	pthread_mutex_unlock(&qi->rmu);
 	for (int i = 0; i < qi->nreaders; i++)
 		pthread_join(qi->rth[i], NULL);
+	for (int i = 0; i < MAXREADERS; i++) {
+		struct prep_gc *g = &qi->gc[i];
+
+		for (size_t k = 0; k < g->n; k++) {
+			qp_result_free(&g->v[k].pr);
+			free(g->v[k].owner);
+		}
+		free(g->v);
+		memset(g, 0, sizeof(*g));
+	}
+	qi->rnum = 0;
 	/* files prepared but not filed stay in incoming/ for next time */
 	for (; qi->rhead != qi->rtail; qi->rhead++)
 		intake_prep_clear(&qi->ring[qi->rhead % RING]);

@@ -687,7 +687,9 @@ hdr_content_take(struct hdr_parse *h, const struct hdr_field *f, bool *keep)
 struct addr_edits {
 	const struct hdr_parse *h;
 	bool map; /* the sender map applies, not only qualification */
-	struct rq_buf *o; /* the new field */
+	struct rq_buf *o; /* the new field: empty until the first edit */
+	const char *head; /* the field's name and colon, copied first */
+	size_t headlen;
 	const char *v; /* the field's value, where spans start */
 	size_t done; /* bytes of the value copied to o */
 	bool any;
@@ -728,6 +730,8 @@ addr_edit_found(void *arg, const char *addr, size_t off, size_t len)
 		m = NULL;
 	}
 	if (qualified || m != NULL) {
+		if (!e->any)
+			rq_buf_add(e->o, e->head, e->headlen);
 		rq_buf_add(e->o, e->v + e->done, off - e->done);
 		rq_buf_add(
 		    e->o, m != NULL ? m : addr, strlen(m != NULL ? m : addr));
@@ -752,11 +756,11 @@ hdr_addrs_rewrite(struct hdr_parse *h, const struct hdr_field *f, bool map)
 	const struct mail_addr_syntax syn = { MAIL_ADDR_WORD_LIMIT, h->qualify,
 		QP_ADDR_MAX - 1 };
 	struct rq_buf o = { NULL, 0, 0 };
-	struct addr_edits e = { h, map, &o, f->v, 0, false };
+	struct addr_edits e = { h, map, &o, h->buf + f->off,
+		(size_t)(f->v - (h->buf + f->off)), f->v, 0, false };
 	struct mail_addr_error err;
-	size_t head = (size_t)(f->v - (h->buf + f->off));
 
-	rq_buf_add(&o, h->buf + f->off, head);
+	/* most fields need no edit: the new one is built from the first */
 	if (mail_addrlist_spans(f->v, f->vn, &syn, addr_edit_found, &e, &err) !=
 		MAIL_ADDR_OK ||
 	    !e.any) {

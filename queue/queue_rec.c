@@ -445,15 +445,19 @@ qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level)
 	    (zc[level] = libdeflate_alloc_compressor(level)) == NULL)
 		abort();
 	bound = libdeflate_zlib_compress_bound(zc[level], len);
+	if (b->cap < 14 + bound) {
+		/* in 4 KiB steps: intake reuses record buffers (RECPOOL), and
+		 * a buffer that fit one message fits the next of about its
+		 * size, instead of being grown by a few bytes each time */
+		b->cap = (14 + bound + 4095) & ~(size_t)4095;
+		free(b->p);
+		b->p = xmalloc(b->cap);
+	}
 	b->n = 0;
 	qbuf_u8(b, QREC_VERSION);
 	qbuf_u8(b, 1);
 	qbuf_u64(b, len);
 	qbuf_u32(b, libdeflate_crc32(0, body, len)); /* = zlib crc32() */
-	if (b->cap < 14 + bound) {
-		b->cap = 14 + bound;
-		b->p = xrealloc(b->p, b->cap);
-	}
 	n = libdeflate_zlib_compress(zc[level], body, len, b->p + 14, bound);
 	if (n == 0)
 		abort(); /* cannot be: the buffer is the bound */

@@ -285,10 +285,12 @@ enum smtp_submit_result {
 };
 
 /*
- * Makes an event_base fit for the client: with a precise monotonic timer
- * (EVENT_BASE_FLAG_PRECISE_TIMER), since libevent's default coarse clock
- * lags by up to a few milliseconds and would let a phase deadline fire
- * that much early.  NULL on failure; freed with event_base_free().
+ * Makes an event_base for the client: libevent's default, whose loop
+ * reads the coarse monotonic clock (a precise timer costs a
+ * timerfd_settime() at every turn of the loop, about one a message
+ * delivered).  That clock lags by up to its step (a few milliseconds), so
+ * the client adds the step to every phase deadline: none fires early.
+ * NULL on failure; freed with event_base_free().
  */
 struct event_base *smtp_event_base_new(void);
 

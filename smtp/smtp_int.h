@@ -183,6 +183,7 @@ struct smtp_client {
 	/* while idle_cb runs: the orphan a fitting request takes */
 	struct smtp_conn *adopt_to;
 	uint64_t timeouts[SMTP_NPHASE]; /* deadlines passed (smtp_stats.c) */
+	long pad_us; /* added to every deadline: the coarse clock's step */
 };
 
 /* ---- the session state machine (smtp_client.c) ---- */
