@@ -364,9 +364,23 @@ log_flush_held(void)
 size_t
 log_line_escape(char *buf, size_t len)
 {
+	const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
 	unsigned char *s = (unsigned char *)buf;
-	size_t i = 0, o = 0;
+	size_t i = 0, o;
 
+	/* the printable ASCII the lines are nearly all made of stays where
+	 * it is, eight bytes a step: a word is passed while none of its
+	 * bytes is below 0x20 or at or above 0x7f (a byte the tests below
+	 * wrongly suspect only sends the rest through the loop) */
+	while (i + 8 <= len) {
+		uint64_t w;
+
+		memcpy(&w, s + i, 8);
+		if ((((w - ones * 0x20) & ~w) | w | (w + ones)) & high)
+			break;
+		i += 8;
+	}
+	o = i;
 	while (i < len) {
 		unsigned cp = 0;
 		size_t n = 1;

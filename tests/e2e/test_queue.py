@@ -102,6 +102,17 @@ def test_classes_json():
                            check_rc=0).stdout
             check_eq(m["message_size"], len(body), "message_size")
             check(body.startswith(b"Received: by relayq.test"), "Received")
+            rcv = re.match(rb"Received: by relayq\.test \(relayq, from userid "
+                           rb"(\d+)\)\r\n\tid ([0-9A-F]{16}); "
+                           rb"([A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} "
+                           rb"\d\d:\d\d:\d\d [+-]\d{4})\r\n", body)
+            check(rcv is not None, "Received line's form: %r" % body[:120])
+            check_eq(rcv.group(2).decode(), m["queue_id"], "Received id")
+            mid = re.search(rb"\r\nMessage-ID: <(\d{14})\.([0-9A-F]{16})"
+                            rb"@relayq\.test>\r\n", body)
+            if mid is not None:
+                check_eq(mid.group(2).decode(), m["queue_id"],
+                         "Message-ID id")
             check(b"\r\nDate: " in body and b"\r\nMessage-ID: <" in body,
                   "Date and Message-ID added")
             check(b"X-Sender" not in body and b"X-Receiver" not in body
