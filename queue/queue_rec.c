@@ -446,10 +446,11 @@ qrec_body_encode(struct qbuf *b, const char *body, size_t len, int level)
 		abort();
 	bound = libdeflate_zlib_compress_bound(zc[level], len);
 	if (b->cap < 14 + bound) {
-		/* in 4 KiB steps: intake reuses record buffers (RECPOOL), and
-		 * a buffer that fit one message fits the next of about its
-		 * size, instead of being grown by a few bytes each time */
-		b->cap = (14 + bound + 4095) & ~(size_t)4095;
+		/* an eighth more, in 256-byte steps: intake reuses record
+		 * buffers (RECPOOL), and a buffer that fit one message fits
+		 * the next of about its size, instead of being grown by a few
+		 * bytes each time */
+		b->cap = (14 + bound + (14 + bound) / 8 + 255) & ~(size_t)255;
 		free(b->p);
 		b->p = xmalloc(b->cap);
 	}
