@@ -591,6 +591,10 @@ void *xrealloc(void *, size_t);
 char *xstrdup(const char *);
 char *xstrndup(const char *, size_t);
 
+/* Puts S at BUF + OFF, cut to fit BUF's LEN bytes, NUL-terminated (OFF <
+ * LEN); returns the new end.  What snprintf(BUF, LEN, "%s%s", ...) makes
+ * of strings, without a format parse, for what runs once a message. */
+size_t rq_str_put(char *buf, size_t len, size_t off, const char *s);
 /* Copies remote text into BUF: at most LEN-1 bytes, CR/LF/NUL/controls
  * turned into spaces, so it is safe for a log line or a DSN. */
 void rq_sanitize(char *buf, size_t len, const char *s, size_t slen);

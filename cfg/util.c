@@ -74,6 +74,17 @@ xstrndup(const char *s, size_t n)
 	return p;
 }
 
+/* Puts a string, cut to fit; see cfg.h. */
+size_t
+rq_str_put(char *buf, size_t len, size_t off, const char *s)
+{
+	size_t k = strnlen(s, len - 1 - off);
+
+	memcpy(buf + off, s, k);
+	buf[off + k] = '\0';
+	return off + k;
+}
+
 /* Copies remote text, bounded, with control characters made spaces. */
 void
 rq_sanitize(char *buf, size_t len, const char *s, size_t slen)

@@ -163,15 +163,9 @@ strs_cat(char *out, size_t cap, const char *const *v)
 {
 	size_t n = 0;
 
-	for (; *v != NULL && n + 1 < cap; v++) {
-		size_t k = strlen(*v);
-
-		if (k > cap - 1 - n)
-			k = cap - 1 - n;
-		memcpy(out + n, *v, k);
-		n += k;
-	}
-	out[n] = '\0';
+	out[0] = '\0';
+	for (; *v != NULL && n + 1 < cap; v++)
+		n = rq_str_put(out, cap, n, *v);
 }
 
 /* UID in decimal, in OUT (16 bytes). */
@@ -417,6 +411,16 @@ ring_run_next(struct queue_intake *qi)
 	qi->rbytes += p->held = p->rec.cap;
 }
 
+/* Frees the N parse results and owner strings at V. */
+static void
+gc_items_free(struct prep_gc_item *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		qp_result_free(&v[i].pr);
+		free(v[i].owner);
+	}
+}
+
 /* Frees what the main thread handed back to this reader (called and
  * returns with rmu held): the list is swapped for MINE, emptied, and
  * given back next time, so only the main thread grows either. */
@@ -428,10 +432,7 @@ gc_run(struct queue_intake *qi, struct prep_gc *mine)
 	qi->gc[reader_no] = *mine;
 	*mine = t;
 	pthread_mutex_unlock(&qi->rmu);
-	for (size_t i = 0; i < mine->n; i++) {
-		qp_result_free(&mine->v[i].pr);
-		free(mine->v[i].owner);
-	}
+	gc_items_free(mine->v, mine->n);
 	mine->n = 0;
 	pthread_mutex_lock(&qi->rmu);
 }
@@ -547,25 +548,24 @@ intake_ring_pop(struct queue_intake *qi)
 	/* no reader touches the head slot: it is cleared outside rmu */
 	struct prep *p = &qi->ring[qi->rhead % RING];
 	struct qbuf rec = p->rec;
+	struct prep_gc_item it = { p->pr, p->owner };
+	int by = p->by;
 
 	memset(&p->rec, 0, sizeof(p->rec));
+	memset(&p->pr, 0, sizeof(p->pr));
+	p->owner = NULL;
+	intake_prep_clear(p);
 	pthread_mutex_lock(&qi->rmu);
-	if (p->by >= 0 && p->by < qi->rnum && !qi->rstop) {
+	if (by >= 0) {
 		/* the reader frees what it allocated */
-		struct prep_gc *g = &qi->gc[p->by];
+		struct prep_gc *g = &qi->gc[by];
 
 		if (g->n == g->cap) {
 			g->cap = g->cap ? 2 * g->cap : 64;
 			g->v = xrealloc(g->v, g->cap * sizeof(*g->v));
 		}
-		g->v[g->n].pr = p->pr;
-		g->v[g->n++].owner = p->owner;
-		memset(&p->pr, 0, sizeof(p->pr));
-		p->owner = NULL;
+		g->v[g->n++] = it;
 	}
-	pthread_mutex_unlock(&qi->rmu);
-	intake_prep_clear(p);
-	pthread_mutex_lock(&qi->rmu);
 	if (rec.p != NULL && rec.cap <= RECPOOL_MAXCAP &&
 	    qi->nrecpool < RECPOOL) {
 		qi->recpool[qi->nrecpool++] = rec;
@@ -573,6 +573,8 @@ intake_ring_pop(struct queue_intake *qi)
 	}
 	qi->rhead++;
 	pthread_mutex_unlock(&qi->rmu);
+	if (by < 0)
+		gc_items_free(&it, 1);
 	free(rec.p);
 }
 
@@ -623,10 +625,7 @@ intake_readers_stop(struct queue_intake *qi)
 	for (int i = 0; i < MAXREADERS; i++) {
 		struct prep_gc *g = &qi->gc[i];
 
-		for (size_t k = 0; k < g->n; k++) {
-			qp_result_free(&g->v[k].pr);
-			free(g->v[k].owner);
-		}
+		gc_items_free(g->v, g->n);
 		free(g->v);
 		memset(g, 0, sizeof(*g));
 	}

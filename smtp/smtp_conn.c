@@ -217,38 +217,26 @@ smtp_conn_settings(struct smtp_conn *conn)
 	conn->max_deliveries = cfg_int(req->scope, CFG_MAX_DELIVERIES_PER_CONN);
 }
 
-/* S copied into DST of N bytes, cut to fit, NUL-terminated (what
- * snprintf(DST, N, "%s", S) does, without the format parse: this runs
- * once a message). */
-static void
-str_put(char *dst, size_t n, const char *s)
-{
-	size_t k = strnlen(s, n - 1);
-
-	memcpy(dst, s, k);
-	dst[k] = '\0';
-}
-
 /* Copies CONN's relay and TLS facts into its request's result. */
 void
 smtp_conn_result(struct smtp_conn *conn)
 {
 	struct smtp_result *res = &conn->req->result;
 
-	str_put(res->host, sizeof(res->host), conn->host);
-	str_put(res->ip, sizeof(res->ip), conn->ip);
+	rq_str_put(res->host, sizeof(res->host), 0, conn->host);
+	rq_str_put(res->ip, sizeof(res->ip), 0, conn->ip);
 	res->port = conn->port;
 	res->reused = conn->reused;
 	res->dsn_offered = conn->ehlo.dsn;
-	str_put(res->tls_proto, sizeof(res->tls_proto),
+	rq_str_put(res->tls_proto, sizeof(res->tls_proto), 0,
 	    conn->tls_active ? conn->tls_proto : "");
-	str_put(res->tls_cipher, sizeof(res->tls_cipher),
+	rq_str_put(res->tls_cipher, sizeof(res->tls_cipher), 0,
 	    conn->tls_active ? conn->tls_cipher : "");
 	res->tls_bits = conn->tls_active ? conn->tls_bits : 0;
 	res->tls_verified = conn->tls_active && conn->tls_verified;
-	str_put(res->tls_dane, sizeof(res->tls_dane),
+	rq_str_put(res->tls_dane, sizeof(res->tls_dane), 0,
 	    conn->tls_active ? conn->tls_dane : "");
-	str_put(res->auth_mech, sizeof(res->auth_mech),
+	rq_str_put(res->auth_mech, sizeof(res->auth_mech), 0,
 	    conn->authed ? cfg_sasl_name(conn->auth_mech) : "");
 }
 
